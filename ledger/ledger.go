@@ -1,0 +1,305 @@
+// Package ledger holds customers' credit balances, the holds reserved against
+// them, and the append-only list of entries that explains every change.
+//
+// Store is the contract; RedisStore (several replicas share one Redis or Redis
+// Cluster) and BoltStore (one process, one file) implement it with identical
+// behaviour, proven by one conformance suite. The package knows nothing about
+// HTTP, prices or Stripe: callers say how much to reserve, charge or credit.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Kind says why an entry changed a balance.
+type Kind string
+
+// The kinds of entry. Charge entries are written by Settle; every other kind
+// by Credit.
+const (
+	KindTopup  Kind = "topup"  // credits bought (a Stripe one-off purchase)
+	KindGrant  Kind = "grant"  // credits given (subscription allowance, admin grant)
+	KindAdjust Kind = "adjust" // manual correction, either sign
+	KindCharge Kind = "charge" // metered usage
+	KindRefund Kind = "refund" // credits clawed back after a refund or lost dispute
+)
+
+// Valid reports whether k is one of the kinds above.
+func (k Kind) Valid() bool {
+	switch k {
+	case KindTopup, KindGrant, KindAdjust, KindCharge, KindRefund:
+		return true
+	}
+	return false
+}
+
+// Account is a customer's position. Available is Balance minus Reserved, where
+// Reserved counts only holds that have not expired at the time of the read.
+// A customer the store has never seen reads as all zeros.
+type Account struct {
+	Customer  string       `json:"customer"`
+	Balance   money.Micros `json:"balance"`
+	Reserved  money.Micros `json:"reserved"`
+	Available money.Micros `json:"available"`
+	// Suspended is true while at least one suspension reason (an open
+	// Stripe dispute) is in force; Reserve refuses the customer meanwhile.
+	Suspended bool `json:"suspended"`
+}
+
+// Entry is one change of one customer's balance. Entries are never edited;
+// the sum of a customer's entry amounts equals its balance.
+type Entry struct {
+	// ID identifies the entry within its customer's ledger. IDs grow with
+	// every entry, so newer entries have larger IDs.
+	ID           string       `json:"id"`
+	Customer     string       `json:"customer"`
+	Kind         Kind         `json:"kind"`
+	Amount       money.Micros `json:"amount"` // signed: charges are negative
+	BalanceAfter money.Micros `json:"balance_after"`
+	// Reference names the business object behind the change: the request
+	// id of a charge, the Stripe object of a top-up, the idempotency key of
+	// an admin credit.
+	Reference string    `json:"reference,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	At        time.Time `json:"at"`
+
+	// Charge entries only.
+	Route string `json:"route,omitempty"`
+	Model string `json:"model,omitempty"`
+	// InputTokens counts every input token the provider counted, cached and
+	// cache-write tokens included.
+	InputTokens           int64 `json:"input_tokens,omitempty"`
+	CachedInputTokens     int64 `json:"cached_input_tokens,omitempty"`
+	CacheWriteInputTokens int64 `json:"cache_write_input_tokens,omitempty"`
+	// OutputTokens includes reasoning tokens.
+	OutputTokens int64 `json:"output_tokens,omitempty"`
+}
+
+// Charge describes the usage a Settle pays for; it is copied into the
+// charge entry.
+type Charge struct {
+	Reference             string // the request id
+	Route                 string
+	Model                 string
+	InputTokens           int64
+	CachedInputTokens     int64
+	CacheWriteInputTokens int64
+	OutputTokens          int64
+}
+
+// Credit is a signed change of a balance that is not usage: a top-up, a
+// grant, an adjustment or a refund.
+type Credit struct {
+	Customer string
+	// Amount is added to the balance; negative debits. Zero is invalid.
+	Amount money.Micros
+	// Kind is any kind but KindCharge.
+	Kind Kind
+	// Key makes the credit idempotent: a key already applied for this
+	// customer changes nothing, however often and however concurrently it
+	// is retried. Keys are scoped to the customer and never forgotten.
+	Key       string
+	Reference string
+	Reason    string
+	// Cumulative makes Amount the running total for Key instead of a
+	// one-off change: the store applies only the part of Amount that Key
+	// has not applied yet, and nothing when Key has already applied as
+	// much (same sign) or more. This is how a cumulative figure such as
+	// Stripe's amount_refunded stays correct under replays and late or
+	// reordered events. Without Cumulative, reusing Key with a different
+	// Amount is ErrIdempotencyConflict.
+	Cumulative bool
+}
+
+// CreditResult is what a Credit did.
+type CreditResult struct {
+	// Entry is the entry the key produced: the new one, or on a replay the
+	// one the first application wrote (for Cumulative, the latest one).
+	Entry Entry
+	// Applied is false when the key had already been applied and nothing
+	// changed.
+	Applied bool
+}
+
+// Page is one page of a customer's entries, newest first.
+type Page struct {
+	Entries []Entry
+	// Next is the opaque cursor for the following (older) page, or "" on
+	// the last page.
+	Next string
+}
+
+// Store is a credit ledger. All methods are safe for concurrent use, from
+// one process or from many sharing the same backend, and every method that
+// changes state is atomic: it happens entirely or not at all.
+//
+// Any method may fail with an error matching ErrStoreUnavailable when the
+// backend cannot be reached; callers must then assume nothing happened
+// (fail closed) and may retry, since every mutation is idempotent.
+type Store interface {
+	// Reserve puts a hold of amount on customer's credits, identified by
+	// holdID, for at most ttl. It succeeds only if the customer's available
+	// credits are at least amount; otherwise it returns an
+	// *InsufficientCreditsError (matching ErrInsufficientCredits). Two
+	// concurrent reservations never spend the same credit. It returns
+	// ErrCustomerSuspended while the customer is suspended and
+	// ErrDuplicateHold if holdID was used before.
+	Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error
+
+	// Settle closes a hold by charging actual: the hold stops counting,
+	// actual is debited, and a charge entry is appended, all at once.
+	// actual may exceed the hold (the usage already happened); the balance
+	// may then go below zero and the next Reserve is refused. Settling a
+	// hold that expired still charges. Settle is idempotent per hold: a
+	// repeat returns the entry of the first settlement and changes nothing.
+	// It returns ErrHoldReleased if the hold was released and
+	// ErrHoldNotFound if holdID was never reserved for customer (or was
+	// closed longer ago than the store's retention).
+	Settle(ctx context.Context, customer, holdID string, actual money.Micros, c Charge) (Entry, error)
+
+	// Release closes a hold without charging. It is idempotent and returns
+	// nil for a hold that is already released, settled (the charge stands),
+	// expired or unknown.
+	Release(ctx context.Context, customer, holdID string) error
+
+	// Credit applies c atomically with its idempotency check; see Credit.
+	// It returns ErrIdempotencyConflict when c.Key was applied with a
+	// different amount (or sign, for Cumulative).
+	Credit(ctx context.Context, c Credit) (CreditResult, error)
+
+	// Account reads a customer's balance, live holds and suspension.
+	Account(ctx context.Context, customer string) (Account, error)
+
+	// Entries lists a customer's entries newest first, at most limit
+	// (1 to MaxPageSize; 0 means DefaultPageSize), starting after the
+	// cursor before ("" for the newest). A cursor from another customer or
+	// a malformed one is ErrInvalidCursor.
+	Entries(ctx context.Context, customer, before string, limit int) (Page, error)
+
+	// Suspend suspends customer for reason (for example a Stripe dispute
+	// id) until Lift is called with the same reason. It is idempotent, and
+	// a reason that was lifted stays lifted: a late or reordered Suspend
+	// cannot re-suspend.
+	Suspend(ctx context.Context, customer, reason string) error
+
+	// Lift ends the suspension reason; the customer is served again once
+	// no reason remains. Lifting an unknown reason records it as lifted.
+	Lift(ctx context.Context, customer, reason string) error
+
+	// Sweep removes expired holds of every customer and forgets closed
+	// holds older than the retention, returning how many holds it expired.
+	// Reads and reservations already ignore expired holds; Sweep keeps the
+	// stored state small and "reserved" true for customers without
+	// traffic. Run it periodically.
+	Sweep(ctx context.Context) (int, error)
+
+	// Ping checks that the backend answers.
+	Ping(ctx context.Context) error
+
+	// Close releases the backend. The store must not be used afterwards.
+	Close() error
+}
+
+// Meta is a small durable key-value map and a lock service beside the
+// ledger, for facts that are not money but must survive restarts and be
+// shared by replicas (which tollgate customer a Stripe customer belongs to,
+// which top-up a payment intent paid for) and for jobs only one replica may
+// run at a time (reconciliation). RedisStore and BoltStore implement it.
+type Meta interface {
+	// PutMeta stores value under key, replacing any previous value.
+	PutMeta(ctx context.Context, key, value string) error
+	// GetMeta returns the value under key, and false if there is none.
+	GetMeta(ctx context.Context, key string) (string, bool, error)
+	// TryLock takes the lock name for ttl if no one holds it, returning a
+	// token for Unlock, or ok false if it is held.
+	TryLock(ctx context.Context, name string, ttl time.Duration) (token string, ok bool, err error)
+	// Unlock releases the lock if token still holds it.
+	Unlock(ctx context.Context, name, token string) error
+}
+
+// Page sizes for Entries.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
+)
+
+// MaxAmount bounds every amount a store accepts and every balance it holds:
+// 2^53-1 micro-credits (about 9 billion credits), the largest integer that
+// Redis's Lua numbers carry exactly. Larger amounts are ErrInvalidAmount.
+const MaxAmount money.Micros = 1<<53 - 1
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	ErrInsufficientCredits = errors.New("ledger: insufficient credits")
+	ErrCustomerSuspended   = errors.New("ledger: customer suspended")
+	ErrDuplicateHold       = errors.New("ledger: hold id already used")
+	ErrHoldNotFound        = errors.New("ledger: hold not found")
+	ErrHoldReleased        = errors.New("ledger: hold was released")
+	ErrIdempotencyConflict = errors.New("ledger: idempotency key already used with a different amount")
+	ErrInvalidCustomer     = errors.New("ledger: invalid customer id")
+	ErrInvalidAmount       = errors.New("ledger: invalid amount")
+	ErrInvalidArgument     = errors.New("ledger: invalid argument")
+	ErrInvalidCursor       = errors.New("ledger: invalid cursor")
+	ErrStoreUnavailable    = errors.New("ledger: store unavailable")
+	ErrStoreLocked         = errors.New("ledger: store file in use by another process")
+)
+
+// InsufficientCreditsError is returned by Reserve when the customer's
+// available credits are below the amount asked for. It matches
+// ErrInsufficientCredits.
+type InsufficientCreditsError struct {
+	Customer  string
+	Available money.Micros
+	Required  money.Micros
+}
+
+func (e *InsufficientCreditsError) Error() string {
+	return fmt.Sprintf("ledger: insufficient credits for %s: %s available, %s required", e.Customer, e.Available, e.Required)
+}
+
+// Unwrap returns ErrInsufficientCredits.
+func (e *InsufficientCreditsError) Unwrap() error { return ErrInsufficientCredits }
+
+// MaxIDLength bounds customer ids, hold ids, idempotency keys, suspension
+// reasons and meta keys.
+const MaxIDLength = 200
+
+// ValidateCustomer checks a customer id: 1 to MaxIDLength bytes of printable
+// ASCII without spaces or braces (braces would break the Redis hash tag that
+// keeps a customer's keys on one cluster slot). Errors match
+// ErrInvalidCustomer.
+func ValidateCustomer(id string) error {
+	if err := validateID(id); err != nil {
+		return fmt.Errorf("%w: %q %s", ErrInvalidCustomer, truncate(id), err.Error())
+	}
+	return nil
+}
+
+// validateID applies the rule of ValidateCustomer to any identifier.
+func validateID(id string) error {
+	if id == "" {
+		return errors.New("is empty")
+	}
+	if len(id) > MaxIDLength {
+		return fmt.Errorf("is %d bytes long; the limit is %d", len(id), MaxIDLength)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c <= ' ' || c > '~' || c == '{' || c == '}' {
+			return fmt.Errorf("contains %q at byte %d; use printable ASCII without spaces or braces", c, i)
+		}
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
