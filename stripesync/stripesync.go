@@ -1,0 +1,222 @@
+// Package stripesync turns Stripe events into ledger changes: Checkout
+// top-ups, subscription credits, refunds and disputes. It verifies webhook
+// deliveries (WebhookHandler), replays events it may have missed through the
+// Stripe Events API (Reconcile, Run), and applies both through one
+// idempotent path keyed by the business object (checkout session, invoice,
+// payment intent), never by the event id, so duplicates, retries, replays
+// and reconciliation credit a purchase exactly once.
+//
+// Stripe delivers each event at least once, late, out of order, for up to
+// three days, and in the shape of the API version of the account's endpoint
+// — not the one stripe-go pins. The package therefore reads only the fields
+// it needs, with gjson, from both the 2024-06-20 shapes and the newer ones
+// (since 2025-03-31 an invoice's subscription metadata lives under
+// parent.subscription_details and a line's price under
+// pricing.price_details.price).
+//
+// It does not serve the admin API, authenticate callers other than Stripe,
+// read configuration files, or decide how much usage costs: cmd/tollgate
+// maps configuration to Options, and the proxy owns the admin endpoints that
+// call Reconcile.
+package stripesync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Store is the part of the ledger stripesync needs: idempotent credits,
+// dispute suspensions, and the small key-value map and lock beside the
+// ledger. *ledger.RedisStore and *ledger.BoltStore implement it.
+type Store interface {
+	// Credit applies a top-up (key: the checkout session), a subscription
+	// grant (key: the invoice) or a claw-back (key: the payment intent,
+	// Cumulative) exactly once per key and customer.
+	Credit(ctx context.Context, c ledger.Credit) (ledger.CreditResult, error)
+	// Suspend and Lift open and close a dispute's suspension; a lifted
+	// reason stays lifted, so a late "created" cannot re-suspend.
+	Suspend(ctx context.Context, customer, reason string) error
+	Lift(ctx context.Context, customer, reason string) error
+	ledger.Meta
+}
+
+// Defaults for Options and for the periodic reconciliation in serve.
+const (
+	// DefaultAPIBase is the Stripe API address.
+	DefaultAPIBase = "https://api.stripe.com"
+	// DefaultTolerance is how old a webhook signature's timestamp may be,
+	// as Stripe's own libraries default to (webhook.DefaultTolerance).
+	DefaultTolerance = 5 * time.Minute
+	// DefaultMaxBodyBytes caps a webhook body. stripe-go's example uses
+	// 64 KiB, but an event carrying an invoice with many lines or a
+	// session with large metadata can exceed that, and rejecting a genuine
+	// event would lose money; 1 MiB still bounds what an unauthenticated
+	// client can make the server buffer before the signature is checked.
+	DefaultMaxBodyBytes = 1 << 20
+	// MaxReconcileWindow is how far back Reconcile may look: Stripe keeps
+	// events for 30 days (https://docs.stripe.com/api/events/list).
+	MaxReconcileWindow = 30 * 24 * time.Hour
+	// DefaultReconcileInterval and DefaultReconcileWindow are suggested
+	// arguments for Run: every 10 minutes, look back three days, which is
+	// as long as Stripe retries a failed delivery.
+	DefaultReconcileInterval = 10 * time.Minute
+	DefaultReconcileWindow   = 72 * time.Hour
+)
+
+// Options configure a Syncer. The zero value of every field but Prices has
+// a working default; cmd/tollgate fills them from the stripe section of the
+// configuration.
+type Options struct {
+	// WebhookSecrets are the endpoint signing secrets ("whsec_…") a
+	// delivery may be signed with. A delivery is accepted when its
+	// signature matches any of them, so a secret can be rolled by adding
+	// the new one, rolling it in the Stripe Dashboard, and removing the old
+	// one after Stripe stops signing with it (at most 24 hours). Empty
+	// means the webhook endpoint refuses every delivery with 400 and says
+	// so.
+	WebhookSecrets []string
+	// APIKey is a Stripe secret or restricted key. It enables the API
+	// calls: line items of sessions that do not carry
+	// metadata.tollgate_credits, invoice lines beyond those in the event,
+	// looking up the top-up behind a refund or dispute that arrives before
+	// it, and reconciliation. A restricted key needs read access to
+	// Checkout Sessions, Invoices, Payment Intents, Charges and Events.
+	// Empty disables them.
+	APIKey string
+	// APIBase is the Stripe API address; default DefaultAPIBase. Point it
+	// at stripe-mock or a test server.
+	APIBase string
+	// Prices maps a Stripe price id ("price_…") or a price's lookup key to
+	// the credits one unit buys. A line whose price is in neither form
+	// here is skipped and logged. Amounts must be positive.
+	Prices map[string]money.Micros
+	// Tolerance is how old a webhook signature may be; default
+	// DefaultTolerance. Older deliveries are refused with 400 because they
+	// may be replays.
+	Tolerance time.Duration
+	// MaxBodyBytes caps a webhook body; default DefaultMaxBodyBytes.
+	// Larger bodies are refused with 413.
+	MaxBodyBytes int64
+	// Now is the clock; default time.Now. It dates signature checks and
+	// the reconciliation window.
+	Now func() time.Time
+	// Logger receives one line per event applied or refused; default
+	// zap.NewNop(). Secrets, keys and bodies are never logged.
+	Logger *zap.Logger
+	// HTTPClient makes the Stripe API calls; default a client with a 30 s
+	// timeout.
+	HTTPClient *http.Client
+	// Registerer, if set, receives the counter
+	// tollgate_stripe_events_total{type,outcome}.
+	Registerer prometheus.Registerer
+}
+
+// Syncer applies Stripe events to a Store. Create it with New; it is safe
+// for concurrent use.
+type Syncer struct {
+	store     Store
+	secrets   []string
+	apiKey    string
+	apiBase   string
+	prices    map[string]money.Micros
+	tolerance time.Duration
+	maxBody   int64
+	now       func() time.Time
+	log       *zap.Logger
+	client    *http.Client
+	events    *prometheus.CounterVec
+}
+
+// ErrNoAPIKey is returned by Reconcile and Run when Options.APIKey is empty.
+var ErrNoAPIKey = errors.New("stripesync: reconciliation needs a Stripe API key (set stripe.api_key)")
+
+// New returns a Syncer that applies events to store. It checks opts and
+// reports every problem at once.
+func New(store Store, opts Options) (*Syncer, error) {
+	if store == nil {
+		return nil, errors.New("stripesync: store is nil")
+	}
+	var errs []error
+	for i, sec := range opts.WebhookSecrets {
+		if strings.TrimSpace(sec) == "" {
+			errs = append(errs, fmt.Errorf("stripesync: webhook secret %d is empty; remove it or set the endpoint's signing secret (whsec_…)", i))
+		}
+	}
+	s := &Syncer{
+		store:     store,
+		secrets:   append([]string(nil), opts.WebhookSecrets...),
+		apiKey:    opts.APIKey,
+		apiBase:   strings.TrimRight(opts.APIBase, "/"),
+		prices:    make(map[string]money.Micros, len(opts.Prices)),
+		tolerance: opts.Tolerance,
+		maxBody:   opts.MaxBodyBytes,
+		now:       opts.Now,
+		log:       opts.Logger,
+		client:    opts.HTTPClient,
+	}
+	if s.apiBase == "" {
+		s.apiBase = DefaultAPIBase
+	}
+	if u, err := url.Parse(s.apiBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("stripesync: API base %q is not an http(s) URL; want e.g. %q", opts.APIBase, DefaultAPIBase))
+	}
+	for k, v := range opts.Prices {
+		switch {
+		case k == "":
+			errs = append(errs, errors.New("stripesync: a price key is empty; use a price id (price_…) or a lookup key"))
+		case v <= 0 || v > ledger.MaxAmount:
+			errs = append(errs, fmt.Errorf("stripesync: price %q credits %s must be positive and at most %s", k, v, ledger.MaxAmount))
+		}
+		s.prices[k] = v
+	}
+	if s.tolerance < 0 {
+		errs = append(errs, fmt.Errorf("stripesync: tolerance %s is negative", s.tolerance))
+	}
+	if s.tolerance == 0 {
+		s.tolerance = DefaultTolerance
+	}
+	if s.maxBody < 0 {
+		errs = append(errs, fmt.Errorf("stripesync: max body bytes %d is negative", s.maxBody))
+	}
+	if s.maxBody == 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.client == nil {
+		s.client = &http.Client{Timeout: 30 * time.Second}
+	}
+	s.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_stripe_events_total",
+		Help: "Stripe events received by webhook or reconciliation, by event type and outcome (applied, duplicate, ignored, refused, retry, error).",
+	}, []string{"type", "outcome"})
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(s.events); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				errs = append(errs, fmt.Errorf("stripesync: register metrics: %w", err))
+			} else if cv, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				s.events = cv
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return s, nil
+}

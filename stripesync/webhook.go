@@ -1,0 +1,156 @@
+package stripesync
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v79/webhook"
+	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
+)
+
+// WebhookHandler returns the handler for POST /webhooks/stripe. It needs
+// no tollgate authentication: the Stripe-Signature header is the
+// authentication. It answers
+//
+//   - 200 once the event's effect is durably stored, or when the event is
+//     a duplicate or of a type tollgate ignores;
+//   - 400 when the signature is missing, malformed, made with none of
+//     Options.WebhookSecrets, or older than Options.Tolerance (a replay, or
+//     this server's clock is wrong), and when the signed body is not JSON;
+//   - 413 when the body exceeds Options.MaxBodyBytes;
+//   - 422 when the event is authentic but its tollgate data is unusable
+//     (for example metadata.tollgate_credits is not a decimal);
+//   - 502 when a Stripe API call the event needs failed;
+//   - 503 when the store is unavailable, or when the event depends on
+//     something not known yet (which customer a Stripe customer is, the
+//     top-up a refund refers to) or on stripe.api_key;
+//   - 500 on any other store failure.
+//
+// Every non-2xx makes Stripe retry with backoff for up to three days, and
+// the JSON error message shows in the Dashboard's delivery log.
+func (s *Syncer) WebhookHandler() http.Handler {
+	return http.HandlerFunc(s.serveWebhook)
+}
+
+func (s *Syncer) serveWebhook(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		return
+	}
+	// Read the raw bytes: the signature covers them exactly, and the cap
+	// stops an unauthenticated client from streaming an endless body.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.events.WithLabelValues("unverified", "too_large").Inc()
+			s.log.Warn("stripe: webhook body too large", zap.Int64("limit", s.maxBody))
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("body exceeds %d bytes", s.maxBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body")
+		return
+	}
+	if err := s.verify(body, r.Header.Get("Stripe-Signature")); err != nil {
+		s.events.WithLabelValues("unverified", "invalid_signature").Inc()
+		s.log.Warn("stripe: webhook refused", zap.Error(err), zap.String("remote", r.RemoteAddr))
+		writeError(w, http.StatusBadRequest, "invalid_signature", err.Error())
+		return
+	}
+	if !gjson.ValidBytes(body) {
+		s.events.WithLabelValues("unverified", "invalid_json").Inc()
+		writeError(w, http.StatusBadRequest, "invalid_request", "the signed body is not valid JSON")
+		return
+	}
+	out, err := s.apply(r.Context(), gjson.ParseBytes(body), "webhook")
+	if err != nil {
+		status, code, msg := statusOf(err)
+		writeError(w, status, code, msg)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(map[string]any{"received": true, "outcome": string(out)})
+}
+
+// Signature errors. They say what to check, because the reader is an
+// operator looking at failed deliveries in the Stripe Dashboard.
+var (
+	errNoSecrets    = errors.New("no Stripe webhook secret is configured: set stripe.webhook_secret to the endpoint's signing secret (whsec_…)")
+	errNotSigned    = errors.New("missing Stripe-Signature header: this endpoint accepts only events sent by Stripe")
+	errBadHeader    = errors.New("malformed Stripe-Signature header")
+	errNoSignatures = errors.New("no signature matches a configured webhook secret: set stripe.webhook_secret to this endpoint's signing secret from the Stripe Dashboard (while rolling it, list both in stripe.webhook_secrets)")
+)
+
+// verify checks the Stripe-Signature header against every configured
+// secret with stripe-go's webhook package, then the timestamp against the
+// injected clock. stripe-go's own tolerance check reads time.Now and its
+// ConstructEvent decodes into the pinned API version's types (refusing other
+// versions unless told not to), so only the HMAC comparison is delegated:
+// https://docs.stripe.com/webhooks#verify-manually.
+func (s *Syncer) verify(body []byte, header string) error {
+	if header == "" {
+		return errNotSigned
+	}
+	if len(s.secrets) == 0 {
+		return errNoSecrets
+	}
+	ts, ok := signatureTime(header)
+	if !ok {
+		return errBadHeader
+	}
+	matched := false
+	for _, secret := range s.secrets {
+		err := webhook.ValidatePayloadIgnoringTolerance(body, header, secret)
+		if err == nil {
+			matched = true
+			break
+		}
+		if errors.Is(err, webhook.ErrInvalidHeader) || errors.Is(err, webhook.ErrNotSigned) {
+			return errBadHeader
+		}
+	}
+	if !matched {
+		return errNoSignatures
+	}
+	if age := s.now().Sub(ts); age > s.tolerance {
+		return fmt.Errorf("signature timestamp is %s old, beyond the %s tolerance: a replayed request, or this server's clock is wrong", age.Round(time.Second), s.tolerance)
+	}
+	return nil
+}
+
+// signatureTime reads t= from a header like "t=1492774577,v1=5257a8…,v0=…".
+func signatureTime(header string) (time.Time, bool) {
+	for _, part := range strings.Split(header, ",") {
+		k, v, ok := strings.Cut(part, "=")
+		if ok && k == "t" {
+			sec, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return time.Time{}, false
+			}
+			return time.Unix(sec, 0), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// writeError writes the error shape tollgate uses everywhere,
+// {"error":{"message","type","code"}}.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	typ := "invalid_request_error"
+	if status >= 500 {
+		typ = "api_error"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"message": msg, "type": typ, "code": code}})
+}
