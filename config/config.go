@@ -1,0 +1,394 @@
+// Package config loads tollgate's YAML configuration: it expands ${VAR}
+// references, decodes strictly (an unknown key is an error naming its line),
+// fills defaults, parses every price to micro-credits and reports every
+// problem at once, each naming the file, line, key path, bad value and what
+// is allowed.
+//
+// It does not read flags, watch files or act on the configuration: the
+// caller (cmd/tollgate) decides when to load and reload, and the proxy,
+// ledger and Stripe code apply the values. The environment is injected into
+// Parse, so the package itself reads nothing but the file Load is given.
+package config
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Defaults. Each is documented on the field it fills and in
+// config.example.yaml.
+const (
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultAdminListen       = ":9090"
+	DefaultStorePath         = "tollgate.db"
+	DefaultHoldTTL           = 10 * time.Minute
+	DefaultSweepInterval     = time.Minute
+	DefaultCustomerHeader    = "X-Tollgate-Customer"
+	DefaultMaxRequestBytes   = 32 << 20 // 32 MiB
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultSettleTimeout     = 5 * time.Second
+	DefaultMaxOutputTokens   = 4096
+	DefaultStripeAPIBase     = "https://api.stripe.com"
+	DefaultReconcileInterval = time.Hour
+	DefaultReconcileWindow   = 72 * time.Hour
+)
+
+// MaxReconcileWindow is the longest stripe.reconcile_window: Stripe's
+// events API only returns events from the last 30 days
+// (https://docs.stripe.com/api/events).
+const MaxReconcileWindow = 30 * 24 * time.Hour
+
+// ModelFallback is the prices key that prices every model a route does not
+// list by name.
+const ModelFallback = "*"
+
+// Config is a validated tollgate configuration. Load and Parse fill every
+// default, so a zero field means what its comment says zero means.
+//
+// A Config holds secrets (admin.token, route headers, Stripe keys): never
+// log or print it whole.
+type Config struct {
+	// Listen is the host:port of the app-facing proxy listener (YAML
+	// "listen"). Default "127.0.0.1:8080": only processes on the same host
+	// (or pod) can reach it, which is what a sidecar wants. Port 0 picks a
+	// free port.
+	Listen string
+	// Admin configures the admin listener (YAML "admin").
+	Admin Admin
+	// Store chooses where balances live (YAML "store").
+	Store Store
+	// CustomerHeader names the request header that carries the end
+	// customer's id (YAML "customer_header"). Default
+	// "X-Tollgate-Customer". It is removed before the request is forwarded.
+	CustomerHeader string
+	// MaxRequestBytes is the largest request body the proxy reads, in bytes
+	// (YAML "max_request_bytes"); a larger one is refused with 413
+	// request_too_large. Default 33554432 (32 MiB). Must be > 0.
+	MaxRequestBytes int64
+	// ShutdownTimeout is how long a SIGTERM or SIGINT waits for in-flight
+	// requests and streams to finish and settle before they are cut (YAML
+	// "shutdown_timeout"). Default 30s. Must be > 0.
+	ShutdownTimeout time.Duration
+	// SettleTimeout bounds one settlement after the client has its last
+	// byte (YAML "settle_timeout"). Default 5s. Must be > 0.
+	SettleTimeout time.Duration
+	// Routes are the metered endpoints, in file order (YAML "routes"). At
+	// least one is required; a request no route matches is refused with 404
+	// route_not_found, never passed through unmetered.
+	Routes []Route
+	// Stripe configures webhooks, API calls and reconciliation (YAML
+	// "stripe"). Its zero value disables all of them.
+	Stripe Stripe
+
+	// Warnings are problems that do not stop tollgate from starting, such
+	// as an unset ${VAR}, in file order. Callers should log or print them.
+	Warnings []Warning
+
+	file string              // the name Load was given, for messages
+	pos  map[string]position // key path → where Parse found it
+	skip map[string]bool     // key paths Parse already reported
+}
+
+// position is a place in the file, 1-based.
+type position struct{ line, col int }
+
+// Admin configures the admin listener: the admin API, the Stripe webhook,
+// probes and metrics.
+type Admin struct {
+	// Listen is the admin listener's host:port (YAML "admin.listen").
+	// Default ":9090" (every interface, so that Stripe and the cluster's
+	// probes can reach it). It must differ from Config.Listen.
+	Listen string
+	// Token is the bearer token the admin API (/v1/*) requires (YAML
+	// "admin.token"). Empty means the admin API refuses every call, saying
+	// to set it; the webhook, probes and metrics need no token and keep
+	// working. Use a long random value (openssl rand -hex 32).
+	Token string
+}
+
+// Store chooses where balances, holds and ledger entries live.
+type Store struct {
+	// RedisURL selects the Redis store (YAML "store.redis_url"), shared by
+	// every replica, e.g. "redis://:password@redis:6379/0" or "rediss://…"
+	// for TLS. Empty means the embedded store in Path, for one process.
+	RedisURL string
+	// Path is the embedded store's file (YAML "store.path"), used only when
+	// RedisURL is empty. Default "tollgate.db", relative to the working
+	// directory.
+	Path string
+	// HoldTTL is how long a reservation lives before it stops counting
+	// against the balance (YAML "store.hold_ttl"), so a crashed replica
+	// never locks credits forever. Default 10m. Must be > 0 and should
+	// exceed the longest stream you serve.
+	HoldTTL time.Duration
+	// SweepInterval is how often expired holds are removed from storage
+	// (YAML "store.sweep_interval"). Expired holds stop counting at once
+	// whatever this is; sweeping only reclaims space. Default 1m. Must be > 0.
+	SweepInterval time.Duration
+}
+
+// Route is one metered endpoint.
+type Route struct {
+	// Path is the request path this route serves (YAML "path"). It starts
+	// with "/" and matches exactly, or, when it ends with "/", as a prefix
+	// of every path below it; the longest match wins, as with
+	// http.ServeMux. See Config.Match.
+	Path string
+	// API is the wire format of requests and responses (YAML "api"), one of
+	// meter.APIs().
+	API meter.API
+	// Upstream is the absolute http or https URL requests are forwarded to
+	// (YAML "upstream"), e.g. https://api.openai.com. The request path is
+	// appended to its path. It has no query, fragment or user info.
+	Upstream *url.URL
+	// Headers are set on every forwarded request (YAML "headers"), usually
+	// the provider credential from the environment, e.g.
+	// {Authorization: "Bearer ${OPENAI_API_KEY}"}. When a route sets any,
+	// the client's own credential headers are dropped first. Names are in
+	// canonical form; each has one value.
+	Headers http.Header
+	// MaxOutputTokens caps the output the preflight reserves for (YAML
+	// "max_output_tokens"): a request's own cap is clamped to it, and it is
+	// used when the request sets none. Default 4096 on APIs that bill
+	// output tokens (openai.chat, openai.responses, anthropic.messages,
+	// openai.images, openai.audio); it does not apply to openai.embeddings
+	// and flat, where it is 0. Must be > 0 where it applies.
+	MaxOutputTokens int64
+	// Prices maps model names to prices (YAML "prices"). The key "*"
+	// prices every model not listed; without it an unlisted model is
+	// refused with 400 model_not_priced. CachedInput and CacheWriteInput
+	// are filled with Input when the file leaves them out.
+	Prices meter.Prices
+}
+
+// Stripe configures the Stripe integration.
+type Stripe struct {
+	// WebhookSecrets are the endpoint signing secrets ("whsec_…") a webhook
+	// may be signed with: YAML "stripe.webhook_secret" followed by
+	// "stripe.webhook_secrets", empty and duplicate values removed. Several
+	// are accepted so a secret can be rotated without downtime. Empty means
+	// POST /webhooks/stripe refuses every event.
+	WebhookSecrets []string
+	// APIKey is the Stripe secret or restricted key (YAML
+	// "stripe.api_key"). It enables fetching checkout line items and
+	// reconciliation; empty disables both.
+	APIKey string
+	// APIBase is the Stripe API address (YAML "stripe.api_base"), without a
+	// trailing slash. Default "https://api.stripe.com"; point it at
+	// stripe-mock in tests.
+	APIBase string
+	// Prices maps a Stripe price id or lookup key to the credits one unit
+	// of it buys (YAML "stripe.prices"). See Credits.
+	Prices map[string]StripePrice
+	// ReconcileInterval is how often serve replays missed Stripe events
+	// (YAML "stripe.reconcile_interval"). Default 1h; 0 disables the
+	// periodic run (POST /v1/reconcile still works). Only used when APIKey
+	// is set. Must be ≥ 0.
+	ReconcileInterval time.Duration
+	// ReconcileWindow is how far back a periodic reconciliation looks (YAML
+	// "stripe.reconcile_window"). Default 72h; at most 720h, the 30 days
+	// Stripe keeps events for. Must be > 0.
+	ReconcileWindow time.Duration
+}
+
+// StripePrice is what one unit of a Stripe price buys.
+type StripePrice struct {
+	// Credits is the number of credits one unit buys (YAML "credits");
+	// a line item credits Credits × quantity. Must be > 0.
+	Credits money.Micros
+}
+
+// Credits returns the credits one unit of a Stripe price buys, looking the
+// price up by id first and then by lookup key (either may be empty).
+func (s Stripe) Credits(priceID, lookupKey string) (money.Micros, bool) {
+	if p, ok := s.Prices[priceID]; ok && priceID != "" {
+		return p.Credits, true
+	}
+	if p, ok := s.Prices[lookupKey]; ok && lookupKey != "" {
+		return p.Credits, true
+	}
+	return 0, false
+}
+
+// Match returns the route serving path: the route whose Path equals it, or
+// else the route with the longest Path that ends in "/" and prefixes it.
+// These are http.ServeMux's rules for path-only patterns. It returns nil
+// when no route matches.
+func (c *Config) Match(path string) *Route {
+	var best *Route
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.Path == path {
+			return r
+		}
+		if strings.HasSuffix(r.Path, "/") && strings.HasPrefix(path, r.Path) {
+			if best == nil || len(r.Path) > len(best.Path) {
+				best = r
+			}
+		}
+	}
+	return best
+}
+
+// Default returns a Config with every default filled and no routes, for
+// building a configuration in code. It does not pass Validate until it has
+// routes.
+func Default() *Config {
+	return &Config{
+		Listen:          DefaultListen,
+		Admin:           Admin{Listen: DefaultAdminListen},
+		Store:           Store{Path: DefaultStorePath, HoldTTL: DefaultHoldTTL, SweepInterval: DefaultSweepInterval},
+		CustomerHeader:  DefaultCustomerHeader,
+		MaxRequestBytes: DefaultMaxRequestBytes,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		SettleTimeout:   DefaultSettleTimeout,
+		Stripe: Stripe{
+			APIBase:           DefaultStripeAPIBase,
+			ReconcileInterval: DefaultReconcileInterval,
+			ReconcileWindow:   DefaultReconcileWindow,
+		},
+	}
+}
+
+// maxFileBytes bounds what Parse reads: a configuration is a few kilobytes,
+// and a runaway file should not exhaust memory.
+const maxFileBytes = 8 << 20
+
+// Load reads the configuration in the file at path, expanding ${VAR} from
+// the process environment. Messages name the file as path. See Parse.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	return parse(path, f, os.LookupEnv)
+}
+
+// Parse reads a configuration from r, expanding each ${VAR} in a scalar
+// value with env (os.LookupEnv in production). It fills defaults, parses
+// prices to micro-credits and validates everything.
+//
+// On an invalid configuration the error is errors.Join of one *Problem per
+// problem, in line order. When the document was readable YAML, Parse also
+// returns the Config it decoded, so that callers can report its Warnings
+// next to the errors; a Config returned with an error must not be used.
+func Parse(r io.Reader, env func(string) (string, bool)) (*Config, error) {
+	return parse("", r, env)
+}
+
+func parse(file string, r io.Reader, env func(string) (string, bool)) (*Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > maxFileBytes {
+		return nil, &Problem{File: file, Message: fmt.Sprintf("is larger than %d bytes; a configuration is a few kilobytes", maxFileBytes)}
+	}
+	if env == nil {
+		env = func(string) (string, bool) { return "", false }
+	}
+	p := &parser{file: file, env: env, cfg: Default()}
+	p.cfg.file = file
+	if !p.document(bytes.NewReader(data)) {
+		return nil, joinProblems(p.problems)
+	}
+	c := p.cfg
+	for path := range p.reported {
+		c.skip[path] = true
+	}
+	problems := append(p.problems, c.check()...)
+	c.skip = nil
+	if len(problems) > 0 {
+		return c, joinProblems(problems)
+	}
+	return c, nil
+}
+
+// Problem is one thing wrong with a configuration. Parse, Load and Validate
+// return them joined with errors.Join; use errors.As to inspect one.
+type Problem struct {
+	File    string // the file name given to Load; empty for Parse
+	Line    int    // 1-based line in the file; 0 when unknown
+	Path    string // the key path, e.g. "routes[0].prices.gpt-4o-mini.input"; empty for the whole file
+	Message string // what is wrong and what is allowed
+
+	col int // orders problems on one line
+}
+
+// Error formats p as "file:line: path: message", leaving out what is
+// unknown ("line 12: …" without a file name).
+func (p *Problem) Error() string { return prefix(p.File, p.Line, p.Path) + p.Message }
+
+// Warning is something worth fixing that does not stop tollgate, such as
+// an unset ${VAR} or an empty admin.token.
+type Warning struct {
+	File    string // the file name given to Load; empty for Parse
+	Line    int    // 1-based line in the file; 0 when unknown
+	Path    string // the key path
+	Message string
+
+	col int // orders warnings on one line
+}
+
+// String formats w like Problem.Error.
+func (w Warning) String() string { return prefix(w.File, w.Line, w.Path) + w.Message }
+
+func prefix(file string, line int, path string) string {
+	var b strings.Builder
+	switch {
+	case file != "" && line > 0:
+		b.WriteString(file + ":" + strconv.Itoa(line) + ": ")
+	case file != "":
+		b.WriteString(file + ": ")
+	case line > 0:
+		b.WriteString("line " + strconv.Itoa(line) + ": ")
+	}
+	if path != "" {
+		b.WriteString(path + ": ")
+	}
+	return b.String()
+}
+
+// joinProblems orders problems by position (file order) and joins them.
+func joinProblems(ps []*Problem) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	sortByPosition(ps, func(p *Problem) (int, int) { return p.Line, p.col })
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
+}
+
+// sortByPosition sorts by line and column, stably: problems at one place
+// keep the order they were found in. Unknown lines (0) go last.
+func sortByPosition[T any](xs []T, at func(T) (line, col int)) {
+	key := func(x T) (int, int) {
+		if l, c := at(x); l > 0 {
+			return l, c
+		}
+		return math.MaxInt, 0
+	}
+	slices.SortStableFunc(xs, func(a, b T) int {
+		la, ca := key(a)
+		lb, cb := key(b)
+		return cmp.Or(cmp.Compare(la, lb), cmp.Compare(ca, cb))
+	})
+}

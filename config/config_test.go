@@ -1,0 +1,742 @@
+package config_test
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// noEnv is an environment with nothing set.
+func noEnv(string) (string, bool) { return "", false }
+
+// envOf is an environment holding exactly vars.
+func envOf(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+func mustParse(t *testing.T, yaml string, env func(string) (string, bool)) *config.Config {
+	t.Helper()
+	c, err := config.Parse(strings.NewReader(yaml), env)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return c
+}
+
+func warnings(c *config.Config) []string {
+	var out []string
+	for _, w := range c.Warnings {
+		out = append(out, w.String())
+	}
+	return out
+}
+
+const minimal = `
+admin: {token: "0123456789abcdef0123"}
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com
+    prices:
+      gpt-4o-mini: {input: "0.15", output: 0.60}
+`
+
+func TestDefaults(t *testing.T) {
+	c := mustParse(t, minimal, noEnv)
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings = %q, want none", warnings(c))
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen", c.Listen, "127.0.0.1:8080"},
+		{"admin.listen", c.Admin.Listen, ":9090"},
+		{"admin.token", c.Admin.Token, "0123456789abcdef0123"},
+		{"store.redis_url", c.Store.RedisURL, ""},
+		{"store.path", c.Store.Path, "tollgate.db"},
+		{"store.hold_ttl", c.Store.HoldTTL, 10 * time.Minute},
+		{"store.sweep_interval", c.Store.SweepInterval, time.Minute},
+		{"customer_header", c.CustomerHeader, "X-Tollgate-Customer"},
+		{"max_request_bytes", c.MaxRequestBytes, int64(33554432)},
+		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},
+		{"settle_timeout", c.SettleTimeout, 5 * time.Second},
+		{"stripe.webhook_secrets", len(c.Stripe.WebhookSecrets), 0},
+		{"stripe.api_key", c.Stripe.APIKey, ""},
+		{"stripe.api_base", c.Stripe.APIBase, "https://api.stripe.com"},
+		{"stripe.prices", len(c.Stripe.Prices), 0},
+		{"stripe.reconcile_interval", c.Stripe.ReconcileInterval, time.Hour},
+		{"stripe.reconcile_window", c.Stripe.ReconcileWindow, 72 * time.Hour},
+		{"routes", len(c.Routes), 1},
+		{"routes[0].path", c.Routes[0].Path, "/v1/chat/completions"},
+		{"routes[0].api", c.Routes[0].API, meter.OpenAIChat},
+		{"routes[0].upstream", c.Routes[0].Upstream.String(), "https://api.openai.com"},
+		{"routes[0].headers", len(c.Routes[0].Headers), 0},
+		{"routes[0].max_output_tokens", c.Routes[0].MaxOutputTokens, int64(4096)},
+		// cached_input and cache_write_input default to input; a bare
+		// 0.60 is read from its text, not through float64.
+		{"routes[0].prices", c.Routes[0].Prices, meter.Prices{"gpt-4o-mini": {
+			Input: 150_000, CachedInput: 150_000, CacheWriteInput: 150_000, Output: 600_000,
+		}}},
+	}
+	for _, tc := range checks {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("%s = %#v, want %#v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func TestDefaultValidates(t *testing.T) {
+	c := config.Default()
+	if err := c.Validate(); err == nil || err.Error() != "routes: none configured; add at least one route (see config.example.yaml)" {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+	c.Routes = []config.Route{{
+		Path:            "/v1/embeddings",
+		API:             meter.OpenAIEmbeddings,
+		Upstream:        &url.URL{Scheme: "https", Host: "api.openai.com"},
+		Prices:          meter.Prices{"*": {Input: 20_000}},
+		MaxOutputTokens: 10,
+	}}
+	c.Store.HoldTTL = 0
+	want := "store.hold_ttl: \"0s\" must be greater than 0 (want e.g. \"10m\")\n" +
+		"routes[0].max_output_tokens: does not apply to api openai.embeddings, which bills no output tokens; remove it"
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Fatalf("Validate() = %v\nwant %s", err, want)
+	}
+	c.Store.HoldTTL = time.Minute
+	c.Routes[0].MaxOutputTokens = 0
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+}
+
+// exampleEnv sets every variable config.example.yaml references.
+var exampleEnv = map[string]string{
+	"TOLLGATE_ADMIN_TOKEN":  "a-long-random-admin-token-0123456789",
+	"REDIS_URL":             "",
+	"OPENAI_API_KEY":        "sk-test",
+	"ANTHROPIC_API_KEY":     "sk-ant-test",
+	"STRIPE_WEBHOOK_SECRET": "whsec_test",
+	"STRIPE_API_KEY":        "sk_test_123",
+}
+
+// TestExample keeps config.example.yaml loadable: with nothing set it
+// starts (with warnings), and with everything set it starts without any.
+func TestExample(t *testing.T) {
+	path := filepath.Join("..", "config.example.yaml")
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bare, err := config.Parse(f, noEnv)
+	if err != nil {
+		t.Fatalf("config.example.yaml with no environment: %v", err)
+	}
+	if len(bare.Warnings) == 0 {
+		t.Error("config.example.yaml with no environment: no warnings, want one per unset variable")
+	}
+
+	c := mustParse(t, string(data), envOf(exampleEnv))
+	if len(c.Warnings) != 0 {
+		t.Errorf("config.example.yaml with its environment set: warnings %q", warnings(c))
+	}
+
+	apis := map[meter.API]bool{}
+	for _, r := range c.Routes {
+		apis[r.API] = true
+	}
+	for _, a := range meter.APIs() {
+		if !apis[a] {
+			t.Errorf("config.example.yaml has no route for api %s", a)
+		}
+	}
+
+	chat := c.Match("/v1/chat/completions")
+	if chat == nil || chat.Headers.Get("Authorization") != "Bearer sk-test" {
+		t.Fatalf("chat route = %+v", chat)
+	}
+	if got, want := chat.Prices["gpt-4o-mini"], (meter.Price{Input: 150_000, CachedInput: 75_000, CacheWriteInput: 150_000, Output: 600_000}); !reflect.DeepEqual(got, want) {
+		t.Errorf("gpt-4o-mini = %+v, want %+v", got, want)
+	}
+	// The Responses route reuses the chat table through a YAML alias, and
+	// gets its own copy.
+	resp := c.Match("/v1/responses")
+	if !reflect.DeepEqual(resp.Prices, chat.Prices) || resp.MaxOutputTokens != 8192 {
+		t.Errorf("responses route = %+v", resp)
+	}
+	resp.Prices["gpt-4o"] = meter.Price{}
+	if chat.Prices["gpt-4o"].Input != 2_500_000 {
+		t.Error("routes built from one YAML anchor share a prices map")
+	}
+	anth := c.Match("/v1/messages")
+	if got := anth.Headers; got.Get("X-Api-Key") != "sk-ant-test" || got.Get("Anthropic-Version") != "2023-06-01" {
+		t.Errorf("anthropic headers = %v", got)
+	}
+	if got, want := anth.Prices["claude-sonnet-4-5"], (meter.Price{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, Output: 15_000_000}); !reflect.DeepEqual(got, want) {
+		t.Errorf("claude-sonnet-4-5 = %+v, want %+v", got, want)
+	}
+	img := c.Match("/v1/images/generations")
+	if got := img.Prices["dall-e-3"].PerImage["1024x1024/hd"]; got != 80_000 {
+		t.Errorf("dall-e-3 1024x1024/hd = %v", got)
+	}
+	if got := c.Match("/v1/audio/transcriptions").Prices["whisper-1"].PerMinute; got != 6_000 {
+		t.Errorf("whisper-1 per_minute = %v", got)
+	}
+	flat := c.Match("/v1/moderations")
+	if flat.API != meter.Flat || flat.MaxOutputTokens != 0 || flat.Prices["*"].PerRequest != 100 {
+		t.Errorf("flat route = %+v", flat)
+	}
+	if got, ok := c.Stripe.Credits("price_credits_10k", ""); !ok || got != 10_000*money.Credit {
+		t.Errorf("stripe credits = %v, %v", got, ok)
+	}
+	if !reflect.DeepEqual(c.Stripe.WebhookSecrets, []string{"whsec_test"}) || c.Stripe.APIKey != "sk_test_123" {
+		t.Errorf("stripe = %+v", c.Stripe)
+	}
+}
+
+func TestLoadNamesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tollgate.yaml")
+	if err := os.WriteFile(path, []byte("listen: :8080\nroutez: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Load(path)
+	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)\n" +
+		path + ": routes: none configured; add at least one route (see config.example.yaml)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Load = %v\nwant %s", err, want)
+	}
+	var p *config.Problem
+	if !errors.As(err, &p) || p.File != path || p.Line != 2 || p.Path != "routez" {
+		t.Errorf("first problem = %+v", p)
+	}
+
+	if _, err := config.Load(filepath.Join(t.TempDir(), "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want os.ErrNotExist", err)
+	}
+}
+
+// route is a valid route for cases that break something else.
+const route = `
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com
+    prices: {gpt-4o-mini: {input: "0.15"}}
+`
+
+func TestProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		env  map[string]string
+		want []string
+	}{
+		{
+			name: "unknown key with its line",
+			yaml: "listen: :8080\nrouts:\n  - path: /x\n",
+			want: []string{
+				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)",
+				"routes: none configured; add at least one route (see config.example.yaml)",
+			},
+		},
+		{
+			name: "unknown nested key",
+			yaml: route + "    upstrem: https://x\n",
+			want: []string{"line 7: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, prices"},
+		},
+		{
+			name: "bad price with its line",
+			yaml: `
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com
+    prices:
+      gpt-4o-mini: {input: "abc", output: "0.60"}
+`,
+			want: []string{`line 7: routes[0].prices.gpt-4o-mini.input: "abc" is not a decimal (want e.g. "0.15")`},
+		},
+		{
+			name: "several problems at once, in file order",
+			yaml: `
+listen: localhost
+store:
+  hold_ttl: 0
+  sweep_interval: soon
+customer_header: "X Customer"
+routes:
+  - path: v1/chat
+    api: openai.chatt
+    upstream: ftp://example.com
+    prices:
+      gpt-4o: {input: "-1", output: 1e3, per_image: {"1024x1024": "1"}}
+      "gpt-4.1": {}
+  - path: v1/chat
+    api: flat
+    upstream: https://api.openai.com?x=1
+    max_output_tokens: 10
+    prices: {"*": {per_request: "0.0000001", input: "1"}}
+stripe:
+  prices:
+    price_1: {credits: "0"}
+    price_2: {}
+  reconcile_window: 800h
+`,
+			want: []string{
+				`line 2: listen: "localhost" is not a host:port address (want e.g. "127.0.0.1:8080"; an empty host means every interface)`,
+				`line 4: store.hold_ttl: "0s" must be greater than 0 (want e.g. "10m")`,
+				`line 5: store.sweep_interval: "soon" is not a duration (want e.g. "30s", "10m" or "1h30m")`,
+				`line 6: customer_header: "X Customer" is not a valid header name (want letters, digits and dashes, e.g. "X-Tollgate-Customer")`,
+				`line 8: routes[0].path: "v1/chat" must start with "/" (e.g. "/v1/chat/completions")`,
+				`line 9: routes[0].api: "openai.chatt" is not an api tollgate meters (want one of openai.chat, openai.responses, openai.embeddings, openai.images, openai.audio, anthropic.messages, flat)`,
+				`line 10: routes[0].upstream: "ftp://example.com" is not an http or https URL (want e.g. "https://api.openai.com")`,
+				`line 12: routes[0].prices.gpt-4o.input: "-1" is negative (want a price of 0 or more)`,
+				`line 12: routes[0].prices.gpt-4o.output: "1e3" uses an exponent; write the decimal in full (want e.g. "0.60")`,
+				`line 13: routes[0].prices."gpt-4.1": sets no price; give at least one of input, cached_input, cache_write_input, output, per_request, per_image, per_minute`,
+				`line 14: routes[1].path: "v1/chat" must start with "/" (e.g. "/v1/chat/completions")`,
+				`line 16: routes[1].upstream: "https://api.openai.com?x=1" has a query or fragment; give the base URL only (e.g. "https://api.openai.com")`,
+				`line 17: routes[1].max_output_tokens: does not apply to api flat, which bills no output tokens; remove it`,
+				`line 18: routes[1].prices."*".per_request: "0.0000001" has more than 6 decimals; amounts are counted in millionths of a credit (want e.g. "0.001")`,
+				`line 18: routes[1].prices."*".input: is not a price of api flat; its prices are per_request`,
+				`line 21: stripe.prices.price_1.credits: "0" must be greater than 0 (credits one unit buys, e.g. "10000")`,
+				`line 22: stripe.prices.price_2: sets no credits (want e.g. {credits: "10000"})`,
+				`line 23: stripe.reconcile_window: "800h0m0s" is longer than 720h: Stripe keeps events for 30 days (want e.g. "72h")`,
+			},
+		},
+		{
+			name: "price keys that make no sense for the api",
+			yaml: `
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com
+    prices:
+      gpt-4o: {input: "1", per_minute: "1", per_image: {"*": "1"}}
+  - path: /v1/embeddings
+    api: openai.embeddings
+    upstream: https://api.openai.com
+    prices:
+      text-embedding-3-small: {input: "0.02", output: "1"}
+  - path: /v1/images/
+    api: openai.images
+    upstream: https://api.openai.com
+    prices:
+      dall-e-3: {per_image: {"1024*1024": "0.04", "auto/high": "0.2"}}
+      dall-e-2: {per_image: {}}
+`,
+			want: []string{
+				`line 7: routes[0].prices.gpt-4o.per_minute: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, output, per_request`,
+				`line 7: routes[0].prices.gpt-4o.per_image: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, output, per_request`,
+				`line 12: routes[1].prices.text-embedding-3-small.output: is not a price of api openai.embeddings; its prices are input, per_request`,
+				`line 17: routes[2].prices.dall-e-3.per_image."1024*1024": "1024*1024" is not an image size (want "SIZE", "SIZE/QUALITY" or "*", e.g. "1024x1024" or "1024x1024/hd")`,
+				`line 18: routes[2].prices.dall-e-2.per_image: is empty; give prices by size, e.g. {"1024x1024": "0.04"}`,
+			},
+		},
+		{
+			name: "routes without prices, api or upstream, and a duplicate path",
+			yaml: `
+routes:
+  - path: /v1/chat/completions
+  - path: /v1/chat/completions
+    api: openai.audio
+    upstream: https://user:secret@api.openai.com
+    max_output_tokens: 0
+    prices: {}
+`,
+			want: []string{
+				`line 3: routes[0].api: is empty (want one of openai.chat, openai.responses, openai.embeddings, openai.images, openai.audio, anthropic.messages, flat)`,
+				`line 3: routes[0].upstream: is empty (want the provider's base URL, e.g. "https://api.openai.com")`,
+				`line 3: routes[0].prices: none set (want at least one model, e.g. gpt-4o-mini: {input: "0.15", output: "0.60"}, or "*" for every model)`,
+				`line 4: routes[1].path: "/v1/chat/completions" is already routed by routes[0] (line 3); each path may appear once`,
+				`line 6: routes[1].upstream: "https://user:xxxxx@api.openai.com" carries user info; put credentials in the route's headers instead`,
+				`line 7: routes[1].max_output_tokens: 0 must be greater than 0 (tokens; default 4096)`,
+				`line 8: routes[1].prices: none set (want at least one model, e.g. gpt-4o-mini: {input: "0.15", output: "0.60"}, or "*" for every model)`,
+			},
+		},
+		{
+			name: "wrong kinds",
+			yaml: `
+listen: [a, b]
+admin: ":9090"
+routes:
+  path: /v1/chat/completions
+stripe:
+  webhook_secrets: whsec_1
+`,
+			want: []string{
+				`line 2: listen: want a single value, got a list`,
+				`line 3: admin: want a mapping with listen and token, got ":9090"`,
+				`line 5: routes: want a list of routes (each starting with "- path: …"), got a mapping`,
+				`line 7: stripe.webhook_secrets: want a list of secrets, e.g. ["${STRIPE_WEBHOOK_SECRET}", "${STRIPE_WEBHOOK_SECRET_OLD}"], got "whsec_1"`,
+			},
+		},
+		{
+			name: "a key set twice",
+			yaml: route + "    api: flat\n",
+			want: []string{`line 7: routes[0].api: is set twice (first on line 4); keep one`},
+		},
+		{
+			name: "headers",
+			yaml: route + `    headers:
+      Authorization: "Bearer ${KEY}"
+      authorization: "Bearer x"
+      "Bad Name": x
+      Content-Length: "5"
+      X-Tollgate-Customer: c
+      X-Injected: "${INJECT}"
+`,
+			env: map[string]string{"KEY": "k", "INJECT": "a\r\nHost: evil"},
+			want: []string{
+				`line 9: routes[0].headers.authorization: names the same header as Authorization (header names ignore case); keep one`,
+				`line 10: routes[0].headers."Bad Name": "Bad Name" is not a valid header name (want letters, digits and dashes, e.g. "Authorization")`,
+				`line 11: routes[0].headers.Content-Length: the proxy sets Content-Length itself; remove it from the route's headers`,
+				`line 12: routes[0].headers.X-Tollgate-Customer: is the customer header, which the proxy removes before forwarding; remove it from the route's headers`,
+				`line 13: routes[0].headers.X-Injected: value holds a line break or another control character (value hidden); check the variable it comes from`,
+			},
+		},
+		{
+			name: "listeners, store and stripe values",
+			yaml: route + `listen: 0.0.0.0:9090
+admin: {listen: ":9090"}
+store:
+  redis_url: "http://:hunter2@redis:6379"
+shutdown_timeout: -1s
+max_request_bytes: 32MiB
+stripe:
+  api_base: "ftp://stripe"
+  reconcile_interval: -1h
+  reconcile_window: 0s
+`,
+			want: []string{
+				`line 8: admin.listen: ":9090" uses the same port as listen ("0.0.0.0:9090"); the proxy and the admin API need different addresses`,
+				`line 10: store.redis_url: "http://:xxxxx@redis:6379" has scheme "http"; want redis://[:password@]host:6379[/db], rediss://… for TLS or unix:///path/to/redis.sock`,
+				`line 11: shutdown_timeout: "-1s" must be greater than 0 (want e.g. "30s")`,
+				`line 12: max_request_bytes: "32MiB" is not a whole number (want e.g. 33554432 for 32 MiB)`,
+				`line 14: stripe.api_base: "ftp://stripe" is not an http or https base URL without query (want e.g. "https://api.stripe.com", or "http://localhost:12111" for stripe-mock)`,
+				`line 15: stripe.reconcile_interval: "-1h0m0s" is negative (want e.g. "1h", or 0 to disable the periodic run)`,
+				`line 16: stripe.reconcile_window: "0s" must be greater than 0 (want e.g. "72h")`,
+			},
+		},
+		{
+			name: "a malformed variable reference",
+			yaml: route + "admin: {token: \"${ADMIN-TOKEN}\", listen: \"${PORT\"}\n",
+			want: []string{
+				`line 7: admin.token: has ${ADMIN-TOKEN}, which is not a variable reference; names are letters, digits and underscores (write $${ for a literal "${")`,
+				`line 7: admin.listen: has "${" without a closing "}"; write ${NAME}, or $${ for a literal "${"`,
+			},
+		},
+		{
+			name: "invalid YAML",
+			yaml: "listen: :8080\n\tadmin: {}\n",
+			want: []string{`line 2: is not valid YAML: found a tab character that violates indentation`},
+		},
+		{
+			name: "invalid YAML without a line",
+			yaml: "listen: a: b\n",
+			want: []string{`is not valid YAML: mapping values are not allowed in this context`},
+		},
+		{
+			name: "empty file",
+			yaml: "# nothing here\n",
+			want: []string{`is empty; start from config.example.yaml`},
+		},
+		{
+			name: "two documents",
+			yaml: route + "---\nlisten: :1\n",
+			want: []string{`line 7: holds a second YAML document (after a --- line); put the whole configuration in one document`},
+		},
+		{
+			name: "not a mapping",
+			yaml: "- listen: :8080\n",
+			want: []string{`line 1: want a mapping of keys such as listen, routes and stripe, got a list`},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse(strings.NewReader(tc.yaml), envOf(tc.env))
+			want := strings.Join(tc.want, "\n")
+			if err == nil {
+				t.Fatalf("Parse succeeded, want\n%s", want)
+			}
+			if got := err.Error(); got != want {
+				t.Errorf("Parse error:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestPrices(t *testing.T) {
+	c := mustParse(t, `
+routes:
+  - path: /v1/messages
+    api: anthropic.messages
+    upstream: https://api.anthropic.com
+    max_output_tokens: 64000
+    prices:
+      bare: {input: 3, cached_input: 0.3, cache_write_input: 3.75, output: 15}
+      quoted: {input: "3", cached_input: "0.30", cache_write_input: "3.750000", output: "15.0"}
+      free: {input: 0, output: 0}
+      tiny: {input: "0.000001"}
+      "*": {per_request: "0.01"}
+  - path: /v1/audio/
+    api: openai.audio
+    upstream: https://api.openai.com
+    prices:
+      whisper-1: {per_minute: 0.006, per_request: "0"}
+  - path: /v1/images/generations
+    api: openai.images
+    upstream: https://api.openai.com
+    prices:
+      dall-e-3: {per_image: {"1024x1024": 0.04, "1024x1024/hd": "0.08", "*": "0.12"}}
+`, noEnv)
+	want := meter.Price{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, Output: 15_000_000}
+	a := c.Routes[0].Prices
+	if !reflect.DeepEqual(a["bare"], want) || !reflect.DeepEqual(a["quoted"], want) {
+		t.Errorf("bare = %+v, quoted = %+v, want %+v", a["bare"], a["quoted"], want)
+	}
+	if !reflect.DeepEqual(a["free"], meter.Price{}) || !reflect.DeepEqual(a["tiny"], meter.Price{Input: 1, CachedInput: 1, CacheWriteInput: 1}) || !reflect.DeepEqual(a["*"], meter.Price{PerRequest: 10_000}) {
+		t.Errorf("prices = %+v", a)
+	}
+	if c.Routes[0].MaxOutputTokens != 64000 {
+		t.Errorf("max_output_tokens = %d", c.Routes[0].MaxOutputTokens)
+	}
+	if got := c.Routes[1].Prices["whisper-1"]; got.PerMinute != 6_000 || got.PerRequest != 0 {
+		t.Errorf("whisper-1 = %+v", got)
+	}
+	if got, want := c.Routes[2].Prices["dall-e-3"].PerImage, map[string]money.Micros{"1024x1024": 40_000, "1024x1024/hd": 80_000, "*": 120_000}; !reflect.DeepEqual(got, want) {
+		t.Errorf("per_image = %v, want %v", got, want)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	yaml := `
+admin:
+  token: "${TOKEN}"
+  listen: "${ADMIN_LISTEN}"
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: ${UPSTREAM}
+    headers:
+      Authorization: "Bearer ${OPENAI_API_KEY}"
+      X-Literal: "$${NOT_A_VAR} costs $5"
+    prices: {gpt-4o-mini: {input: "${PRICE}"}}
+stripe:
+  webhook_secret: ${WHSEC}
+  webhook_secrets: ["${WHSEC_OLD}", "${WHSEC}"]
+`
+	t.Run("set", func(t *testing.T) {
+		// A value holding YAML syntax stays one scalar: expansion happens
+		// after parsing, on the node tree.
+		secret := `sk-"quoted": {x: [1]}` + "\n# not a comment"
+		c := mustParse(t, yaml, envOf(map[string]string{
+			"TOKEN": "0123456789abcdef0123", "ADMIN_LISTEN": "127.0.0.1:9091",
+			"UPSTREAM": "http://127.0.0.1:1234", "OPENAI_API_KEY": "x\ty: z",
+			"PRICE": "0.15", "WHSEC": "whsec_new", "WHSEC_OLD": "whsec_old",
+		}))
+		if len(c.Warnings) != 0 {
+			t.Errorf("warnings = %q", warnings(c))
+		}
+		r := c.Routes[0]
+		if got := r.Headers.Get("Authorization"); got != "Bearer x\ty: z" {
+			t.Errorf("Authorization = %q", got)
+		}
+		if got := r.Headers.Get("X-Literal"); got != "${NOT_A_VAR} costs $5" {
+			t.Errorf("X-Literal = %q", got)
+		}
+		if r.Upstream.String() != "http://127.0.0.1:1234" || r.Prices["gpt-4o-mini"].Input != 150_000 || c.Admin.Listen != "127.0.0.1:9091" {
+			t.Errorf("config = %+v", c)
+		}
+		if !reflect.DeepEqual(c.Stripe.WebhookSecrets, []string{"whsec_new", "whsec_old"}) {
+			t.Errorf("webhook secrets = %q", c.Stripe.WebhookSecrets)
+		}
+
+		c = mustParse(t, "admin: {token: \"${T}\"}\n"+route, envOf(map[string]string{"T": secret}))
+		if c.Admin.Token != secret {
+			t.Errorf("token = %q, want %q", c.Admin.Token, secret)
+		}
+	})
+	t.Run("unset", func(t *testing.T) {
+		c, err := config.Parse(strings.NewReader(yaml), envOf(map[string]string{"UPSTREAM": "https://api.openai.com", "PRICE": "1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{
+			`line 3: admin.token: environment variable TOKEN is not set; it expands to ""`,
+			`line 3: admin.token: is empty: the admin API (/v1/*) refuses every call until it is set; the Stripe webhook, probes and metrics still work`,
+			`line 4: admin.listen: environment variable ADMIN_LISTEN is not set; it expands to ""`,
+			`line 10: routes[0].headers.Authorization: environment variable OPENAI_API_KEY is not set; it expands to ""`,
+			`line 14: stripe.webhook_secret: environment variable WHSEC is not set; it expands to ""`,
+			`line 14: stripe.webhook_secret: is empty: POST /webhooks/stripe refuses every event until it is set`,
+			`line 15: stripe.webhook_secrets[0]: environment variable WHSEC_OLD is not set; it expands to ""`,
+			`line 15: stripe.webhook_secrets[1]: environment variable WHSEC is not set; it expands to ""`,
+		}
+		if got := warnings(c); !reflect.DeepEqual(got, want) {
+			t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		// An empty value takes the default.
+		if c.Admin.Listen != ":9090" || c.Routes[0].Headers.Get("Authorization") != "Bearer " || len(c.Stripe.WebhookSecrets) != 0 {
+			t.Errorf("config = %+v", c)
+		}
+	})
+	t.Run("unset with an error returns the warnings too", func(t *testing.T) {
+		c, err := config.Parse(strings.NewReader(yaml), envOf(map[string]string{"PRICE": "1"}))
+		const want = `line 8: routes[0].upstream: is empty (want the provider's base URL, e.g. "https://api.openai.com")`
+		if err == nil || err.Error() != want {
+			t.Fatalf("err = %v, want %s", err, want)
+		}
+		if c == nil || !strings.Contains(strings.Join(warnings(c), "\n"), "line 8: routes[0].upstream: environment variable UPSTREAM is not set") {
+			t.Errorf("warnings = %q", warnings(c))
+		}
+	})
+}
+
+func TestWarnings(t *testing.T) {
+	c := mustParse(t, `
+admin: {token: short}
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com/v1
+    prices: {"*": {input: "1"}}
+stripe:
+  webhook_secrets: [secret1]
+  api_key: pk_live_123
+  prices: {price_1: {credits: 1}}
+`, nil)
+	want := []string{
+		"line 2: admin.token: is shorter than 16 characters; use a long random value, e.g. from `openssl rand -hex 32`",
+		`line 6: routes[0].upstream: "https://api.openai.com/v1" ends in /v1 and the route path "/v1/chat/completions" starts with /v1/, so requests go to …/v1/v1/…; give the provider's base address, e.g. "https://api.openai.com"`,
+		`line 9: stripe.webhook_secrets[0]: does not start with whsec_ as Stripe signing secrets do (Dashboard → Developers → Webhooks → Signing secret)`,
+		`line 10: stripe.api_key: does not start with sk_ or rk_ as Stripe secret and restricted keys do`,
+	}
+	if got := warnings(c); !reflect.DeepEqual(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestMergeKeys: top-level x- keys hold anchors, and "<<" merges them,
+// with a route's own keys winning.
+func TestMergeKeys(t *testing.T) {
+	c := mustParse(t, `
+x-openai: &openai
+  api: openai.chat
+  upstream: https://api.openai.com
+  headers: {Authorization: "Bearer k"}
+routes:
+  - <<: *openai
+    path: /v1/chat/completions
+    prices: {"*": {input: "1"}}
+  - <<: *openai
+    path: /v1/responses
+    api: openai.responses
+    prices: {"*": {input: "2"}}
+`, noEnv)
+	if len(c.Routes) != 2 {
+		t.Fatalf("routes = %+v", c.Routes)
+	}
+	for i, want := range []meter.API{meter.OpenAIChat, meter.OpenAIResponses} {
+		r := c.Routes[i]
+		if r.API != want || r.Upstream.String() != "https://api.openai.com" || r.Headers.Get("Authorization") != "Bearer k" {
+			t.Errorf("routes[%d] = %+v", i, r)
+		}
+	}
+}
+
+func TestMatch(t *testing.T) {
+	c := mustParse(t, `
+routes:
+  - {path: /v1/, api: flat, upstream: "https://a", prices: {"*": {per_request: 1}}}
+  - {path: /v1/chat/completions, api: openai.chat, upstream: "https://a", prices: {"*": {input: 1}}}
+  - {path: /v1/images/, api: openai.images, upstream: "https://a", prices: {"*": {per_image: {"*": 1}}}}
+`, noEnv)
+	tests := []struct{ path, want string }{
+		{"/v1/chat/completions", "/v1/chat/completions"},
+		{"/v1/chat/completions/x", "/v1/"},
+		{"/v1/images/generations", "/v1/images/"},
+		{"/v1/images/", "/v1/images/"},
+		{"/v1/images", "/v1/"},
+		{"/v1/", "/v1/"},
+		{"/v1", ""},
+		{"/v2/chat/completions", ""},
+	}
+	for _, tc := range tests {
+		got := ""
+		if r := c.Match(tc.path); r != nil {
+			got = r.Path
+		}
+		if got != tc.want {
+			t.Errorf("Match(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestStripeCredits(t *testing.T) {
+	s := config.Stripe{Prices: map[string]config.StripePrice{
+		"price_1": {Credits: 100 * money.Credit},
+		"pro":     {Credits: 5 * money.Credit},
+	}}
+	tests := []struct {
+		id, lookup string
+		want       money.Micros
+		ok         bool
+	}{
+		{"price_1", "pro", 100 * money.Credit, true},
+		{"price_2", "pro", 5 * money.Credit, true},
+		{"price_2", "", 0, false},
+		{"", "", 0, false},
+	}
+	for _, tc := range tests {
+		got, ok := s.Credits(tc.id, tc.lookup)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("Credits(%q, %q) = %v, %v; want %v, %v", tc.id, tc.lookup, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestAliasBomb: nested merge keys that would expand to a billion entries
+// are refused quickly instead of hanging the loader.
+func TestAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x-bomb:\n  a0: &a0 {input: \"1\"}\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "  a%d: &a%d {<<: [%s]}\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d, ", i-1), 10), ", "))
+	}
+	b.WriteString(`routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com
+    prices: {m: *a9}
+`)
+	done := make(chan error, 1)
+	go func() {
+		_, err := config.Parse(strings.NewReader(b.String()), noEnv)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		const want = "expands to more than 1000000 nodes through aliases; write it out plainly"
+		if err == nil || err.Error() != want {
+			t.Fatalf("err = %v, want %s", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Parse of an alias bomb did not return within 10s")
+	}
+}
