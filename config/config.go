@@ -224,6 +224,16 @@ func (s Stripe) Credits(priceID, lookupKey string) (money.Micros, bool) {
 	return 0, false
 }
 
+// PriceCredits returns Prices as a plain map from price id or lookup key
+// to the credits one unit buys, the shape stripesync.Options takes.
+func (s Stripe) PriceCredits() map[string]money.Micros {
+	out := make(map[string]money.Micros, len(s.Prices))
+	for k, p := range s.Prices {
+		out[k] = p.Credits
+	}
+	return out
+}
+
 // Match returns the route serving path: the route whose Path equals it, or
 // else the route with the longest Path that ends in "/" and prefixes it.
 // These are http.ServeMux's rules for path-only patterns. It returns nil

@@ -693,6 +693,9 @@ func TestStripeCredits(t *testing.T) {
 		"price_1": {Credits: 100 * money.Credit},
 		"pro":     {Credits: 5 * money.Credit},
 	}}
+	if got, want := s.PriceCredits(), map[string]money.Micros{"price_1": 100 * money.Credit, "pro": 5 * money.Credit}; !reflect.DeepEqual(got, want) {
+		t.Errorf("PriceCredits() = %v, want %v", got, want)
+	}
 	tests := []struct {
 		id, lookup string
 		want       money.Micros
