@@ -1,0 +1,235 @@
+package meter
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Usage is what one request consumed, normalised to the ledger's
+// convention whatever the provider's:
+//
+//   - InputTokens counts every input token the provider counted: tokens
+//     read from the prompt cache and tokens written to it included.
+//     OpenAI's prompt_tokens and input_tokens already include cached
+//     tokens; Anthropic's input_tokens excludes cache_read_input_tokens and
+//     cache_creation_input_tokens, so they are added here, once.
+//   - CachedInputTokens and CacheWriteInputTokens are the parts of
+//     InputTokens read from and written to the prompt cache.
+//   - OutputTokens includes reasoning (thinking) tokens, which both
+//     providers already count inside their output figure.
+//
+// Images and AudioMillis carry the units of the image and audio APIs;
+// Price.Cost explains when they are charged instead of tokens.
+type Usage struct {
+	InputTokens           int64 `json:"input_tokens"`
+	CachedInputTokens     int64 `json:"cached_input_tokens"`
+	CacheWriteInputTokens int64 `json:"cache_write_input_tokens"`
+	OutputTokens          int64 `json:"output_tokens"`
+
+	// Images is the number of images generated (openai.images).
+	Images int64 `json:"images,omitempty"`
+	// ImageSize and ImageQuality select the Price.PerImage entry, e.g.
+	// "1024x1024" and "hd". The response's values win over the request's,
+	// since a request may say "auto".
+	ImageSize    string `json:"image_size,omitempty"`
+	ImageQuality string `json:"image_quality,omitempty"`
+
+	// AudioMillis is the duration of the audio transcribed or spoken
+	// (openai.audio), in milliseconds rounded up.
+	AudioMillis int64 `json:"audio_millis,omitempty"`
+
+	// Estimated is true when some figure above is tollgate's estimate
+	// rather than the provider's report: the response ended before its
+	// usage arrived (client gone, upstream cut, error event), or the API
+	// does not report the unit (see Tap.End). A reported zero stays zero
+	// with Estimated false.
+	Estimated bool `json:"estimated"`
+}
+
+// tokenDenominator is the least common multiple of the two rate
+// denominators: 1,000,000 tokens (token rates are per 1M tokens) and
+// 60,000 milliseconds (PerMinute). Cost sums every component as a
+// multiple of 1/tokenDenominator micro-credit, exactly, and rounds once.
+const tokenDenominator = 3_000_000
+
+// Cost returns what u costs at price p: the exact sum of every component
+// that applies, rounded up to the micro-credit once (DESIGN "Money"), so
+// that no component's rounding is paid twice and no fraction is lost.
+//
+// The components:
+//
+//   - tokens: (InputTokens − CachedInputTokens − CacheWriteInputTokens) ×
+//     Input + CachedInputTokens × CachedInput + CacheWriteInputTokens ×
+//     CacheWriteInput + OutputTokens × Output, all per 1M tokens. Cached
+//     tokens are priced once, at their own rate, never also as input.
+//   - PerRequest, once.
+//   - Images × PerImage[key] and AudioMillis × PerMinute / 60,000, but only
+//     when the usage has no tokens or p has no token rate. A model
+//     that reports tokens (gpt-image-1, gpt-4o-transcribe) on a route
+//     that prices tokens is charged by its tokens; the same response on a
+//     route that prices only per image or per minute is charged by those.
+//     Never both, so no unit is paid twice.
+//
+// The PerImage key is the first of "SIZE/QUALITY", "SIZE", "*/QUALITY" and
+// "*" that p lists; if none is listed, the most expensive entry applies,
+// so an image of a size the config forgot is never free.
+//
+// Cost returns an error matching ErrCostRange when a component is
+// negative, when cached and cache-write tokens exceed InputTokens, or when
+// the total does not fit in money.Micros. The arithmetic is 128-bit and
+// never wraps.
+func (p Price) Cost(u Usage) (money.Micros, error) {
+	if u.InputTokens < 0 || u.CachedInputTokens < 0 || u.CacheWriteInputTokens < 0 ||
+		u.OutputTokens < 0 || u.Images < 0 || u.AudioMillis < 0 {
+		return 0, fmt.Errorf("%w: usage has a negative count: %+v", ErrCostRange, u)
+	}
+	if p.Input < 0 || p.CachedInput < 0 || p.CacheWriteInput < 0 || p.Output < 0 ||
+		p.PerRequest < 0 || p.PerMinute < 0 {
+		return 0, fmt.Errorf("%w: price has a negative rate", ErrCostRange)
+	}
+	cachedAndWritten := uint64(u.CachedInputTokens) + uint64(u.CacheWriteInputTokens)
+	if cachedAndWritten > uint64(u.InputTokens) {
+		return 0, fmt.Errorf("%w: %d cached and %d cache-write tokens exceed %d input tokens",
+			ErrCostRange, u.CachedInputTokens, u.CacheWriteInputTokens, u.InputTokens)
+	}
+	uncached := uint64(u.InputTokens) - cachedAndWritten
+
+	var acc accumulator
+	// Token components, in micro-credits × 1,000,000; scaled by 3 below.
+	var tokens accumulator
+	tokens.addProduct(uncached, uint64(p.Input))
+	tokens.addProduct(uint64(u.CachedInputTokens), uint64(p.CachedInput))
+	tokens.addProduct(uint64(u.CacheWriteInputTokens), uint64(p.CacheWriteInput))
+	tokens.addProduct(uint64(u.OutputTokens), uint64(p.Output))
+	acc.addScaled(tokens, tokenDenominator/1_000_000)
+
+	var whole accumulator // whole micro-credits; scaled by tokenDenominator
+	whole.addProduct(1, uint64(p.PerRequest))
+
+	byTokens := p.hasTokenRate() && (u.InputTokens > 0 || u.OutputTokens > 0)
+	if u.Images > 0 && !byTokens {
+		each, err := p.imagePrice(u.ImageSize, u.ImageQuality)
+		if err != nil {
+			return 0, err
+		}
+		whole.addProduct(uint64(u.Images), uint64(each))
+	}
+	acc.addScaled(whole, tokenDenominator)
+
+	if u.AudioMillis > 0 && !byTokens {
+		var audio accumulator // micro-credits × 60,000
+		audio.addProduct(uint64(u.AudioMillis), uint64(p.PerMinute))
+		acc.addScaled(audio, tokenDenominator/60_000)
+	}
+
+	if acc.overflow || acc.hi >= tokenDenominator {
+		return 0, fmt.Errorf("%w: the cost of %+v does not fit in %d micro-credits", ErrCostRange, u, int64(math.MaxInt64))
+	}
+	q, r := bits.Div64(acc.hi, acc.lo, tokenDenominator)
+	if r > 0 {
+		q++ // round up to the micro-credit, once
+	}
+	if q > math.MaxInt64 {
+		return 0, fmt.Errorf("%w: the cost of %+v does not fit in %d micro-credits", ErrCostRange, u, int64(math.MaxInt64))
+	}
+	return money.Micros(q), nil
+}
+
+// hasTokenRate reports whether p charges for tokens at all.
+func (p Price) hasTokenRate() bool {
+	return p.Input > 0 || p.CachedInput > 0 || p.CacheWriteInput > 0 || p.Output > 0
+}
+
+// imagePrice finds the PerImage rate for one image; see Cost.
+func (p Price) imagePrice(size, quality string) (money.Micros, error) {
+	if len(p.PerImage) == 0 {
+		return 0, nil
+	}
+	var keys [4]string
+	n := 0
+	if size != "" && quality != "" {
+		keys[n] = size + "/" + quality
+		n++
+	}
+	if size != "" {
+		keys[n] = size
+		n++
+	}
+	if quality != "" {
+		keys[n] = "*/" + quality
+		n++
+	}
+	keys[n] = "*"
+	n++
+	for _, k := range keys[:n] {
+		if v, ok := p.PerImage[k]; ok {
+			if v < 0 {
+				return 0, fmt.Errorf("%w: per_image %q is negative", ErrCostRange, k)
+			}
+			return v, nil
+		}
+	}
+	var most money.Micros
+	for k, v := range p.PerImage {
+		if v < 0 {
+			return 0, fmt.Errorf("%w: per_image %q is negative", ErrCostRange, k)
+		}
+		most = max(most, v)
+	}
+	return most, nil
+}
+
+// accumulator is an unsigned 128-bit sum that records overflow instead of
+// wrapping.
+type accumulator struct {
+	hi, lo   uint64
+	overflow bool
+}
+
+// addProduct adds a×b.
+func (a *accumulator) addProduct(x, y uint64) {
+	hi, lo := bits.Mul64(x, y)
+	a.add(hi, lo)
+}
+
+func (a *accumulator) add(hi, lo uint64) {
+	var c uint64
+	a.lo, c = bits.Add64(a.lo, lo, 0)
+	a.hi, c = bits.Add64(a.hi, hi, c)
+	if c != 0 {
+		a.overflow = true
+	}
+}
+
+// addScaled adds b×m.
+func (a *accumulator) addScaled(b accumulator, m uint64) {
+	if b.overflow {
+		a.overflow = true
+		return
+	}
+	hiHi, hiLo := bits.Mul64(b.hi, m)
+	loHi, loLo := bits.Mul64(b.lo, m)
+	hi, c := bits.Add64(hiLo, loHi, 0)
+	if hiHi != 0 || c != 0 {
+		a.overflow = true
+		return
+	}
+	a.add(hi, loLo)
+}
+
+// Lookup returns the price of model: its own entry, else the "*" entry.
+// It returns a *ModelNotPricedError (matching ErrModelNotPriced) when
+// there is neither, so an unlisted model is refused rather than served
+// for free.
+func (ps Prices) Lookup(model string) (Price, error) {
+	if p, ok := ps[model]; ok && model != "" {
+		return p, nil
+	}
+	if p, ok := ps["*"]; ok {
+		return p, nil
+	}
+	return Price{}, &ModelNotPricedError{Model: model}
+}

@@ -1,0 +1,533 @@
+package meter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"mime/multipart"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Constants of the preflight estimate. They are part of the contract:
+// changing one changes what customers are asked to hold.
+const (
+	// DefaultMaxOutputTokens is the output cap of a request that sets none
+	// on a route that sets none (the route's max_output_tokens ≤ 0).
+	DefaultMaxOutputTokens = 4096
+
+	// MaxN is the largest "n" a request may ask for: OpenAI's documented
+	// maximum for chat completions (images allow at most 10). A larger n
+	// is refused as an invalid request instead of being reserved.
+	MaxN = 128
+
+	// ImageTokenCeiling is what one image in a prompt counts for in the
+	// input estimate, instead of the bytes that encode it: a 1 MB base64
+	// image is about 1.4 million bytes but a few hundred to a few thousand
+	// tokens. Providers bound the tokens of one image: OpenAI's tile
+	// models at 1,445 (8 tiles × 170 + 85), its patch models at 1,536
+	// patches × a model multiplier (≤ 2.46, so ≤ 3,779), Anthropic at
+	// about 1,600 for the 1.15 megapixels it resizes to. 5,000 covers
+	// them. Known exception: gpt-4o-mini counts an image as up to ~48,000
+	// tokens (2,833 + 5,667 per tile) at a correspondingly lower rate; its
+	// reservation falls short by a fraction of a cent per image and
+	// settlement charges the provider's count regardless.
+	ImageTokenCeiling = 5000
+
+	// RequestOverheadTokens is added to every input estimate for tokens
+	// the provider adds that the body does not spell out: chat-format
+	// role and priming tokens and Anthropic's tool-use system prompt (346
+	// tokens at most, Anthropic "Tool use" pricing).
+	RequestOverheadTokens = 512
+
+	// ToolTokenFloor is the least one entry of "tools" counts for. Built-in
+	// tools are declared in a few bytes ({"type": "bash_20250124", ...})
+	// but bring their own prompt of hundreds of tokens.
+	ToolTokenFloor = 1024
+
+	// AudioBytesPerSecond is the bitrate floor (16 kbit/s) the audio
+	// duration estimate assumes: a file of B bytes counts as B / 2,000
+	// seconds. Speech uploads are rarely encoded below it (MP3 and AAC at
+	// 16 kbit/s are already poor), so the estimate is high for common
+	// files (8× for 128 kbit/s MP3) and exact for WAV. It is used for the
+	// reservation, and for the charge only when the response carries no
+	// duration (response_format text, srt or vtt).
+	AudioBytesPerSecond = 2000
+
+	// AudioTokensPerMinute converts an audio duration to audio tokens for
+	// routes that price audio models by the token: OpenAI's per-token and
+	// per-minute prices for gpt-4o-transcribe and gpt-4o-mini-tts imply
+	// about 1,000 to 1,250 audio tokens a minute.
+	AudioTokensPerMinute = 1250
+
+	// SpeechCharsPerMinute estimates the duration of text-to-speech at
+	// speed 1.0: 750 characters a minute, a slow narration pace (~125
+	// words), so the estimate leans long. "speed" scales it.
+	SpeechCharsPerMinute = 750
+)
+
+// Request is what tollgate reads from a client's request body before
+// forwarding it: enough to price it. ParseRequest builds it; the zero
+// value is not useful.
+type Request struct {
+	API   API
+	Model string // "" when the body names none (Prices.Lookup then needs "*")
+
+	// Stream is true for "stream": true.
+	Stream bool
+	// IncludeUsage is true when an openai.chat stream asked for
+	// stream_options.include_usage itself. When false, Rewrite forces it
+	// and the Tap removes the usage chunk from what the client sees.
+	IncludeUsage bool
+
+	// MaxOutputTokens is the largest output cap the request sets
+	// (max_tokens, max_completion_tokens, max_output_tokens), or 0.
+	MaxOutputTokens int64
+	// N is the number of choices or images asked for ("n"), at least 1.
+	N int64
+
+	// ImageSize and ImageQuality are the request's "size" and "quality"
+	// (openai.images), possibly "auto" or empty.
+	ImageSize    string
+	ImageQuality string
+
+	// InputTokens is the upper bound on input tokens used for the
+	// reservation. The rule:
+	//
+	//	body bytes − bytes of prompt images + ImageTokenCeiling per prompt image
+	//	+ max(0, ToolTokenFloor − bytes) per entry of "tools"
+	//	+ RequestOverheadTokens
+	//
+	// Why bytes bound tokens: OpenAI's and Anthropic's tokenizers are
+	// byte-level BPE, where every token stands for at least one byte of
+	// UTF-8 text, so a text has at most as many tokens as bytes. The JSON
+	// body spells every prompt character at least once, and escapes (\n,
+	// \u00e9) only add bytes; the JSON syntax around each message (at
+	// least 25 bytes for {"role":"user","content":""}) outweighs the few
+	// tokens the chat format adds per message. Images are the exception
+	// both ways (a base64 image is far more bytes than tokens, an image
+	// URL far fewer), so each image part (image_url, input_image, image,
+	// computer_screenshot, image_generation_call) counts ImageTokenCeiling
+	// instead of its bytes.
+	//
+	// What the body cannot bound: context held upstream
+	// (previous_response_id, conversation, stored prompts, file_id
+	// references) and what built-in tools fetch (web and file search
+	// results). Settlement charges the provider's count, so an
+	// under-reservation there can take a balance below zero once, and the
+	// next reservation is refused.
+	//
+	// For multipart bodies (audio transcriptions, image edits) the text
+	// fields count by their bytes and each file as an image
+	// (ImageTokenCeiling) or as audio (AudioTokensPerMinute × its
+	// estimated duration).
+	InputTokens int64
+	// Images counts the images in the prompt (counted in InputTokens).
+	Images int64
+	// AudioMillis is the estimated duration of the audio (openai.audio):
+	// the uploaded file at AudioBytesPerSecond, or the speech input at
+	// SpeechCharsPerMinute / speed.
+	AudioMillis int64
+
+	estInput    int64 // typical input tokens, for a response without usage
+	audioTokens int64 // AudioMillis as audio tokens
+	speech      bool  // openai.audio text-to-speech (JSON) rather than a transcription
+}
+
+// imagePartTypes are the "type" values of prompt parts that carry an image.
+var imagePartTypes = map[string]bool{
+	"image_url":             true, // OpenAI chat
+	"input_image":           true, // OpenAI Responses
+	"image":                 true, // Anthropic
+	"computer_screenshot":   true, // OpenAI Responses computer use
+	"image_generation_call": true, // OpenAI Responses, a generated image passed back
+}
+
+// maxFormField bounds the bytes read from one multipart text field.
+const maxFormField = 1 << 20
+
+// ParseRequest reads what pricing needs from a request body for api,
+// without copying or keeping body.
+//
+// JSON APIs need a JSON object; openai.audio takes multipart/form-data for
+// transcriptions and translations (the model is a form field, the file
+// only counts by size) and JSON for speech; openai.images takes JSON for
+// generations and multipart for edits and variations; flat needs no body
+// (any content type, possibly empty) and reads "model" when the body
+// happens to be JSON.
+//
+// Errors match ErrInvalidRequest (*RequestError, whose Reason is for the
+// client): a body that is not valid JSON or not an object, a malformed
+// multipart form, a "model" that is not a string, an "n" that is not an
+// integer from 1 to MaxN. Fields that only lower the estimate ("stream",
+// the output caps) are read leniently: a cap of the wrong type is ignored,
+// so the route's cap applies.
+func ParseRequest(api API, contentType string, body []byte) (Request, error) {
+	r := Request{API: api, N: 1}
+	if !api.Valid() {
+		return r, fmt.Errorf("meter: unknown api %q", api)
+	}
+	if api == Flat {
+		if len(body) > 0 && gjson.ValidBytes(body) {
+			if m := gjson.Get(unsafeString(body), "model"); m.Type == gjson.String {
+				r.Model = strings.Clone(m.String())
+			}
+		}
+		return r, nil
+	}
+	if (api == OpenAIAudio || api == OpenAIImages) && isMultipart(contentType) {
+		if err := r.parseMultipart(contentType, body); err != nil {
+			return Request{}, err
+		}
+		return r, nil
+	}
+	if err := r.parseJSON(body); err != nil {
+		return Request{}, err
+	}
+	return r, nil
+}
+
+// unsafeString views b as a string without copying. The request parsers
+// use it so that gjson does not copy a body of many megabytes; every
+// string kept from it is cloned, and b is not modified meanwhile.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+func isMultipart(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && strings.HasPrefix(mt, "multipart/")
+}
+
+func (r *Request) parseJSON(body []byte) error {
+	if !gjson.ValidBytes(body) {
+		return invalidf("the request body is not valid JSON")
+	}
+	root := gjson.Parse(unsafeString(body))
+	if !root.IsObject() {
+		return invalidf("the request body must be a JSON object")
+	}
+	switch m := root.Get("model"); m.Type {
+	case gjson.String:
+		r.Model = strings.Clone(m.String())
+	case gjson.Null:
+	default:
+		return invalidf(`"model" must be a string, not %s`, m.Raw)
+	}
+	r.Stream = root.Get("stream").Type == gjson.True
+	for _, k := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
+		if v := root.Get(k); v.Type == gjson.Number && v.Num > 0 {
+			r.MaxOutputTokens = max(r.MaxOutputTokens, capInt(v))
+		}
+	}
+	if r.API == OpenAIChat || r.API == OpenAIImages {
+		n, err := parseN(root.Get("n"))
+		if err != nil {
+			return err
+		}
+		r.N = n
+	}
+	if r.API == OpenAIChat && r.Stream {
+		r.IncludeUsage = root.Get("stream_options.include_usage").Type == gjson.True
+	}
+	if r.API == OpenAIImages {
+		if v := root.Get("size"); v.Type == gjson.String {
+			r.ImageSize = strings.Clone(v.String())
+		}
+		if v := root.Get("quality"); v.Type == gjson.String {
+			r.ImageQuality = strings.Clone(v.String())
+		}
+	}
+
+	if r.API == OpenAIAudio {
+		return r.parseSpeech(root)
+	}
+
+	tokens := int64(len(body)) + RequestOverheadTokens
+	// Images in the prompt count by the ceiling, not their bytes.
+	var images, imageBytes int64
+	for _, k := range []string{"messages", "input", "system"} {
+		countImages(root.Get(k), 0, &images, &imageBytes)
+	}
+	if r.API == OpenAIImages {
+		// JSON image edits: "images": [{"image_url": …} | {"file_id": …}], "mask": {…}.
+		root.Get("images").ForEach(func(_, v gjson.Result) bool {
+			images++
+			imageBytes += int64(len(v.Raw))
+			return true
+		})
+		if m := root.Get("mask"); m.IsObject() {
+			images++
+			imageBytes += int64(len(m.Raw))
+		}
+	}
+	tokens += images*ImageTokenCeiling - imageBytes
+	for _, k := range []string{"tools", "functions"} {
+		root.Get(k).ForEach(func(_, v gjson.Result) bool {
+			tokens += max(0, ToolTokenFloor-int64(len(v.Raw)))
+			return true
+		})
+	}
+	r.Images = images
+	r.InputTokens = tokens
+	r.estInput = ceilDiv(tokens-RequestOverheadTokens, BytesPerToken)
+	return nil
+}
+
+// countImages walks prompt content (to a bounded depth) and counts the
+// parts that carry an image and the bytes they take in the body.
+func countImages(v gjson.Result, depth int, n, size *int64) {
+	if depth > 8 || !(v.IsArray() || v.IsObject()) {
+		return
+	}
+	if v.IsObject() {
+		if t := v.Get("type"); t.Type == gjson.String && imagePartTypes[t.Str] {
+			*n++
+			*size += int64(len(v.Raw))
+			return
+		}
+	}
+	v.ForEach(func(_, c gjson.Result) bool {
+		countImages(c, depth+1, n, size)
+		return true
+	})
+}
+
+// parseSpeech reads a text-to-speech body: {"model", "input", "voice",
+// "instructions", "speed", "stream_format"}.
+func (r *Request) parseSpeech(root gjson.Result) error {
+	r.speech = true
+	input := root.Get("input").String()
+	instructions := root.Get("instructions").String()
+	chars := int64(utf8.RuneCountInString(input) + utf8.RuneCountInString(instructions))
+	speed := int64(1000) // thousandths
+	if v := root.Get("speed"); v.Type == gjson.Number {
+		if ms, ok := parseMillis([]byte(v.Raw)); ok {
+			speed = min(max(ms, 250), 4000) // OpenAI accepts 0.25 to 4.0
+		}
+	}
+	// Duration: chars / SpeechCharsPerMinute minutes at speed 1.0.
+	r.AudioMillis = ceilDiv(int64(utf8.RuneCountInString(input))*60_000*1000, SpeechCharsPerMinute*speed)
+	r.audioTokens = ceilDiv(r.AudioMillis*AudioTokensPerMinute, 60_000)
+	// tts-1 bills characters, gpt-4o-mini-tts tokens; bytes bound both.
+	r.InputTokens = int64(len(input)+len(instructions)) + RequestOverheadTokens
+	r.estInput = chars
+	return nil
+}
+
+// parseMultipart reads a multipart/form-data body: audio transcriptions
+// and translations, image edits and variations.
+func (r *Request) parseMultipart(contentType string, body []byte) error {
+	_, params, err := mime.ParseMediaType(contentType)
+	if err != nil || params["boundary"] == "" {
+		return invalidf("the multipart Content-Type has no boundary")
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	var textBytes, fileBytes, files int64
+	sawPart := false
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return invalidf("the multipart body is malformed: %v", err)
+		}
+		sawPart = true
+		name := part.FormName()
+		if part.FileName() != "" || name == "file" || name == "image" || name == "image[]" || name == "mask" {
+			n, err := io.Copy(io.Discard, part)
+			if err != nil {
+				return invalidf("the multipart body is malformed: %v", err)
+			}
+			files++
+			fileBytes += n
+			continue
+		}
+		val, err := io.ReadAll(io.LimitReader(part, maxFormField+1))
+		if err != nil {
+			return invalidf("the multipart body is malformed: %v", err)
+		}
+		if len(val) > maxFormField {
+			return invalidf("the multipart field %q is longer than %d bytes", name, maxFormField)
+		}
+		textBytes += int64(len(val))
+		s := string(val)
+		switch name {
+		case "model":
+			r.Model = s
+		case "stream":
+			r.Stream = s == "true"
+		case "size":
+			r.ImageSize = s
+		case "quality":
+			r.ImageQuality = s
+		case "n":
+			if r.API == OpenAIImages {
+				n, err := parseN(gjson.Result{Type: gjson.Number, Raw: s, Num: numOrNaN(s)})
+				if err != nil {
+					return err
+				}
+				r.N = n
+			}
+		}
+	}
+	if !sawPart {
+		return invalidf("the multipart body has no parts")
+	}
+	tokens := textBytes + RequestOverheadTokens
+	if r.API == OpenAIAudio {
+		r.AudioMillis = ceilDiv(fileBytes*1000, AudioBytesPerSecond)
+		r.audioTokens = ceilDiv(r.AudioMillis*AudioTokensPerMinute, 60_000)
+		r.InputTokens = tokens + r.audioTokens
+		r.estInput = ceilDiv(textBytes, BytesPerToken) + r.audioTokens
+		return nil
+	}
+	r.Images = files
+	r.InputTokens = tokens + files*ImageTokenCeiling
+	r.estInput = ceilDiv(r.InputTokens-RequestOverheadTokens, BytesPerToken)
+	return nil
+}
+
+func numOrNaN(s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return math.NaN()
+	}
+	return f
+}
+
+// parseN reads "n": absent or null is 1; otherwise an integer from 1 to MaxN.
+func parseN(v gjson.Result) (int64, error) {
+	if !v.Exists() || v.Type == gjson.Null {
+		return 1, nil
+	}
+	if v.Type != gjson.Number || math.IsNaN(v.Num) || v.Num != math.Trunc(v.Num) || v.Num < 1 || v.Num > MaxN {
+		return 0, invalidf(`"n" must be an integer from 1 to %d, not %s`, MaxN, v.Raw)
+	}
+	return int64(v.Num), nil
+}
+
+// capInt reads a positive output cap, saturating at math.MaxInt64.
+func capInt(v gjson.Result) int64 {
+	if v.Num >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	if n, err := strconv.ParseInt(v.Raw, 10, 64); err == nil {
+		return n
+	}
+	return int64(math.Ceil(v.Num))
+}
+
+// Estimate returns the preflight reservation of r at price p: a worst-case
+// Usage and its cost (DESIGN "Preflight estimate").
+//
+//   - Input: r.InputTokens (see Request for the rule), each token priced at
+//     the highest of Input, CachedInput and CacheWriteInput, since the
+//     request cannot know what the cache will hold; the Usage shows them
+//     as cache writes or cache reads when that rate is the highest.
+//   - Output: the request's cap (r.MaxOutputTokens), or the route's
+//     routeMaxOutput when the request sets none, clamped to routeMaxOutput,
+//     times r.N. routeMaxOutput ≤ 0 means the route sets no cap: the
+//     request's cap stands, or DefaultMaxOutputTokens when it sets none.
+//     Embeddings produce no output tokens; speech produces its estimated
+//     audio tokens.
+//   - Units: r.N images of r's size and quality; r.AudioMillis of audio.
+//     Price.Cost decides whether tokens or units are charged.
+//   - flat: nothing but Price.PerRequest.
+//
+// It fails with ErrCostRange when the worst case does not fit in
+// money.Micros (an absurd cap × n at an absurd rate), and with what
+// Price.Cost returns otherwise.
+func (r Request) Estimate(p Price, routeMaxOutput int64) (Usage, money.Micros, error) {
+	var u Usage
+	switch r.API {
+	case Flat:
+	case OpenAIEmbeddings:
+		u.InputTokens = r.InputTokens
+	default:
+		u.InputTokens = r.InputTokens
+		out := outputCap(r.MaxOutputTokens, routeMaxOutput)
+		if r.API == OpenAIAudio && r.speech {
+			out = r.audioTokens
+		}
+		n := max(r.N, 1)
+		if out > math.MaxInt64/n {
+			u.OutputTokens = math.MaxInt64
+		} else {
+			u.OutputTokens = out * n
+		}
+		if r.API == OpenAIImages {
+			u.Images = n
+			u.ImageSize, u.ImageQuality = r.ImageSize, r.ImageQuality
+		}
+		if r.API == OpenAIAudio {
+			u.AudioMillis = r.AudioMillis
+		}
+	}
+	switch top := max(p.Input, p.CachedInput, p.CacheWriteInput); {
+	case top == p.Input:
+	case top == p.CacheWriteInput:
+		u.CacheWriteInputTokens = u.InputTokens
+	default:
+		u.CachedInputTokens = u.InputTokens
+	}
+	cost, err := p.Cost(u)
+	if err != nil {
+		return Usage{}, 0, err
+	}
+	return u, cost, nil
+}
+
+// outputCap applies DESIGN's rule: the request's cap or the route's,
+// clamped to the route's.
+func outputCap(req, route int64) int64 {
+	switch {
+	case req > 0 && route > 0:
+		return min(req, route)
+	case req > 0:
+		return req
+	case route > 0:
+		return route
+	}
+	return DefaultMaxOutputTokens
+}
+
+// Rewrite returns the body to send upstream. For an openai.chat stream it
+// forces stream_options.include_usage to true — also over an explicit
+// false — so that the stream ends with the usage chunk tollgate bills
+// from (OpenAI API reference, stream_options: without it a stream carries
+// no usage at all). It edits the JSON in place with sjson, keeping every
+// other byte; a body that already asks for usage, and every other request,
+// is returned unchanged. The caller sets Content-Length from the result.
+func (r Request) Rewrite(body []byte) ([]byte, error) {
+	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage {
+		return body, nil
+	}
+	if so := gjson.GetBytes(body, "stream_options"); so.Exists() && !so.IsObject() {
+		// null or a scalar: replace it with an object.
+		out, err := sjson.SetRawBytes(body, "stream_options", []byte(`{"include_usage":true}`))
+		if err != nil {
+			return nil, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
+		}
+		return out, nil
+	}
+	out, err := sjson.SetBytes(body, "stream_options.include_usage", true)
+	if err != nil {
+		return nil, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,563 @@
+package meter
+
+import (
+	"bytes"
+	"mime"
+	"strings"
+)
+
+// MaxHeldEventBytes bounds what a Tap holds back. Only a Tap that filters
+// (openai.chat streams whose client did not ask for usage) holds anything:
+// the current, incomplete SSE event, until its end shows whether it is the
+// injected usage chunk. An event that grows past this bound cannot be that
+// chunk (it is a few hundred bytes) and is released as it arrives.
+//
+// A Tap's memory is therefore its fixed-size state (about 1 KiB) plus, when
+// filtering, at most MaxHeldEventBytes held and MaxHeldEventBytes + len(p)
+// of output assembled per Feed, whatever the size of the response: a
+// multi-megabyte b64_json image or response.completed event is scanned
+// without being buffered.
+const MaxHeldEventBytes = 64 << 10
+
+// Response framings.
+const (
+	modeJSON   uint8 = iota // one JSON document
+	modeSSE                 // text/event-stream
+	modeOpaque              // anything else: counted, not parsed
+)
+
+// SSE line states.
+const (
+	lsStart     uint8 = iota // at the start of a line
+	lsName                   // reading a field name
+	lsDataSpace              // after "data:", an optional space
+	lsData                   // in the value of a data line
+	lsIgnore                 // in a comment or a field we do not use
+)
+
+// Tap meters one response as its bytes pass from upstream to the client.
+// Feed it every byte upstream sends, in order, in pieces of any size, then
+// call End once. A Tap is not safe for concurrent use; one goroutine (the
+// one copying the response body) owns it.
+//
+// The proxy wraps res.Body in a ReadCloser whose Read fills a buffer from
+// upstream, passes it through Feed, and hands the client what Feed returns;
+// on io.EOF it writes End's rest, and on EOF, error or Close it settles
+// with End's Usage. See the Tap example.
+type Tap struct {
+	req    Request
+	mode   uint8
+	filter bool
+	sc     scanner
+
+	// SSE line state.
+	ls       uint8
+	name     [8]byte
+	nlen     int
+	afterCR  bool // the last line ended with CR; a following LF belongs to it
+	crBlank  bool // ... and that line was blank: its event block ends after the LF
+	evData   bool // the current event has had a data line
+	pendDrop bool // the event awaiting its LF is the one to remove
+
+	// Client-side filter (see Feed).
+	hold    []byte
+	out     []byte
+	pass    bool // the current event outgrew MaxHeldEventBytes and is passing through
+	cur     []byte
+	seg     int
+	keepEnd int
+	direct  bool
+
+	// Totals over the response.
+	rep        [nSlots]int64
+	repHas     uint32
+	completed  int64 // image stream: completed images
+	textBytes  int64
+	textValues int64
+	opaque     int64 // bytes of an opaque body
+	size       smallString
+	quality    smallString
+	events     int64
+	docDone    bool // the JSON body's document closed
+
+	ended bool
+	final Usage
+}
+
+// NewTap returns a Tap for the response to req, given the response's
+// Content-Type. text/event-stream is parsed as server-sent events, JSON
+// (application/json, any +json, or no content type) as one document, and
+// anything else (audio, text/plain transcripts) is passed through and
+// counted only.
+//
+// The Tap removes the injected usage chunk from what the client sees only
+// for an openai.chat stream whose client did not ask for usage
+// (req.Stream && !req.IncludeUsage); that is the body Request.Rewrite
+// forced include_usage into.
+func NewTap(req Request, contentType string) *Tap {
+	t := &Tap{req: req}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		mt = strings.ToLower(strings.TrimSpace(contentType))
+	}
+	switch {
+	case mt == "text/event-stream":
+		t.mode = modeSSE
+	case mt == "" || mt == "application/json" || strings.HasSuffix(mt, "+json"):
+		t.mode = modeJSON
+	default:
+		t.mode = modeOpaque
+	}
+	t.sc.reset(schemaFor(req.API, t.mode == modeSSE))
+	t.filter = t.mode == modeSSE && req.API == OpenAIChat && req.Stream && !req.IncludeUsage
+	return t
+}
+
+// Feed consumes p, the next bytes of the upstream body, and returns the
+// bytes to send the client now.
+//
+// Without filtering the result is p itself: no copy, nothing held back.
+// With filtering (see NewTap) the bytes of the current incomplete event are
+// held until the event ends (at most MaxHeldEventBytes, then they pass),
+// and an event that turns out to be the injected usage chunk is dropped;
+// every other byte reaches the client unchanged and in order. The result
+// then may alias an internal buffer that is valid until the next call to
+// Feed or End. Feed keeps no reference to p after it returns.
+func (t *Tap) Feed(p []byte) []byte {
+	if t.ended || len(p) == 0 {
+		return p[:0]
+	}
+	switch t.mode {
+	case modeJSON:
+		t.sc.feed(p)
+		return p
+	case modeOpaque:
+		t.opaque += int64(len(p))
+		return p
+	}
+	if !t.filter {
+		t.scanSSE(p)
+		return p
+	}
+	t.cur, t.seg, t.keepEnd = p, 0, 0
+	t.direct = len(t.hold) == 0
+	if !t.direct {
+		t.out = t.out[:0]
+	}
+	t.scanSSE(p)
+	rest := p[t.seg:]
+	switch {
+	case t.pass || len(t.hold)+len(rest) > MaxHeldEventBytes:
+		if t.direct {
+			t.keepEnd = len(p)
+		} else {
+			t.out = append(t.out, t.hold...)
+			t.out = append(t.out, rest...)
+		}
+		t.hold = t.hold[:0]
+		t.pass = true
+	default:
+		t.hold = append(t.hold, rest...)
+	}
+	t.cur = nil
+	if t.direct {
+		return p[:t.keepEnd]
+	}
+	return t.out
+}
+
+// blockEnd is called when the event block (the event's lines and the
+// blank line that ends it) finishes at t.cur[:end]; drop says it is the
+// usage chunk to remove.
+func (t *Tap) blockEnd(end int, drop bool) {
+	if !t.filter {
+		return
+	}
+	if t.pass {
+		drop = false // its head already went to the client
+	}
+	if drop {
+		if t.direct {
+			t.out = append(t.out[:0], t.cur[:t.keepEnd]...)
+			t.direct = false
+		}
+	} else if t.direct {
+		t.keepEnd = end
+	} else {
+		t.out = append(t.out, t.hold...)
+		t.out = append(t.out, t.cur[t.seg:end]...)
+	}
+	t.hold = t.hold[:0]
+	t.seg = end
+	t.pass = false
+}
+
+// scanSSE runs the SSE line parser over p (WHATWG HTML, "Server-sent
+// events", event stream interpretation): lines end in LF, CRLF or CR; a
+// blank line dispatches the event; lines starting with ':' are comments;
+// "data:" values lose one leading space and several data lines of one
+// event join with LF. Only data lines are scanned; event:, id: and retry:
+// are not needed (every provider repeats the event type in the JSON).
+func (t *Tap) scanSSE(p []byte) {
+	i := 0
+	for i < len(p) {
+		if t.afterCR {
+			t.afterCR = false
+			if p[i] == '\n' {
+				i++
+			}
+			if t.crBlank {
+				t.crBlank = false
+				t.blockEnd(i, t.pendDrop)
+			}
+			continue
+		}
+		switch t.ls {
+		case lsStart:
+			switch p[i] {
+			case '\n':
+				i++
+				t.blockEnd(i, t.dispatch())
+			case '\r':
+				i++
+				t.pendDrop = t.dispatch()
+				t.afterCR, t.crBlank = true, true
+			case ':':
+				t.ls = lsIgnore
+				i++
+			default:
+				t.ls = lsName
+				t.nlen = 0
+			}
+		case lsName:
+			for i < len(p) {
+				c := p[i]
+				if c == ':' {
+					i++
+					if t.isData() {
+						t.ls = lsDataSpace
+					} else {
+						t.ls = lsIgnore
+					}
+					break
+				}
+				if c == '\n' || c == '\r' {
+					if t.isData() { // "data" alone: a data line with an empty value
+						t.beginData()
+					}
+					i = t.endLine(p, i)
+					break
+				}
+				if t.nlen < len(t.name) {
+					t.name[t.nlen] = c
+				}
+				t.nlen++
+				i++
+			}
+		case lsDataSpace:
+			if p[i] == ' ' {
+				i++
+			}
+			t.beginData()
+			t.ls = lsData
+		default: // lsData, lsIgnore
+			seg := p[i:]
+			eol := bytes.IndexByte(seg, '\n')
+			if eol >= 0 {
+				seg = seg[:eol]
+			}
+			if cr := bytes.IndexByte(seg, '\r'); cr >= 0 {
+				seg, eol = seg[:cr], cr
+			}
+			if t.ls == lsData {
+				t.sc.feed(seg)
+			}
+			if eol < 0 {
+				return
+			}
+			i = t.endLine(p, i+eol)
+		}
+	}
+}
+
+// endLine consumes the line terminator at p[i] and returns the index after
+// it. A CR may be followed by an LF in the next piece; afterCR handles that.
+func (t *Tap) endLine(p []byte, i int) int {
+	if p[i] == '\r' {
+		t.afterCR = true
+	}
+	t.ls = lsStart
+	return i + 1
+}
+
+func (t *Tap) isData() bool {
+	return t.nlen == 4 && string(t.name[:4]) == "data"
+}
+
+var newline = []byte{'\n'}
+
+func (t *Tap) beginData() {
+	if t.evData {
+		t.sc.feed(newline) // data lines of one event join with LF
+	}
+	t.evData = true
+}
+
+// dispatch ends the current event (a blank line) and reports whether it
+// is the usage chunk the filter removes.
+func (t *Tap) dispatch() bool {
+	if !t.evData {
+		return false
+	}
+	t.events++
+	t.sc.finish()
+	drop := t.commit(&t.sc.f, t.sc.f.complete)
+	t.sc.reset(t.sc.sch)
+	t.evData = false
+	return drop && t.filter
+}
+
+// isTextDelta reports whether a Responses stream event type carries
+// produced text in "delta": response.output_text.delta,
+// response.function_call_arguments.delta, response.reasoning_summary_text.delta
+// and the like, but not response.audio.delta (base64 audio).
+func isTextDelta(typ *smallString) bool {
+	if !typ.set {
+		return true // a cut event whose type never arrived: keep its text
+	}
+	s := typ.b[:typ.n]
+	return bytes.HasSuffix(s, []byte(".delta")) && string(s) != "response.audio.delta"
+}
+
+// commit folds one document's fields into the totals and reports whether
+// it is an OpenAI chat usage chunk: a non-null usage with "choices": [].
+// Text counts even from an incomplete document (it was produced); counts
+// only from complete ones.
+func (t *Tap) commit(f *fields, complete bool) bool {
+	if t.mode != modeSSE || t.req.API != OpenAIResponses || isTextDelta(&f.str[ssType]) {
+		t.textBytes += f.textBytes
+		t.textValues += f.textValues
+	}
+	if !complete {
+		return false
+	}
+	if f.str[ssSize].set {
+		t.size = f.str[ssSize]
+	}
+	if f.str[ssQuality].set {
+		t.quality = f.str[ssQuality]
+	}
+	if t.req.API == OpenAIImages && t.mode == modeSSE {
+		typ := &f.str[ssType]
+		if !typ.set || !bytes.HasSuffix(typ.b[:typ.n], []byte(".completed")) {
+			return false
+		}
+		// Each completed event is one image with its own usage: add up.
+		t.completed++
+		for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite} {
+			if v, ok := f.get(sl); ok {
+				t.rep[sl] = satAdd(t.rep[sl], v)
+				t.repHas |= 1 << sl
+			}
+		}
+		return false
+	}
+	// Providers' counters are cumulative (Anthropic's message_delta
+	// repeats and grows them), so the largest report of each is the final
+	// one, and a later zero or null can never erase an earlier count.
+	for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite, slMillis, slData} {
+		if v, ok := f.get(sl); ok {
+			if sl == slData {
+				t.rep[sl] = v // one body, one data array
+			} else {
+				t.rep[sl] = max(t.rep[sl], v)
+			}
+			t.repHas |= 1 << sl
+		}
+	}
+	if t.mode == modeJSON {
+		t.docDone = true
+	}
+	n, hasChoices := f.get(slChoices)
+	_, hasUsage := f.get(slUsage)
+	return t.req.API == OpenAIChat && hasChoices && n == 0 && hasUsage
+}
+
+func satAdd(a, b int64) int64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return 1<<63 - 1
+}
+
+// End reports that the upstream body is over — io.EOF, a read error, or
+// the client going away — and returns the bytes still owed to the client
+// and the final Usage. Call it once; later calls return the same Usage and
+// no bytes.
+//
+// rest is the event the filter was holding when the body ended
+// (unterminated by a blank line), released untouched, or nothing. Write it
+// to the client on a clean EOF; it is moot when the client is gone.
+//
+// The Usage is the provider's report where it arrived. Where it did not,
+// End estimates and sets Usage.Estimated:
+//
+//   - input tokens: the request's input estimate (see Request);
+//   - output tokens: from the text the response streamed — content and
+//     refusal deltas, tool-call arguments, reasoning/thinking text — as
+//     max(text values, ceil(text bytes / BytesPerToken)): OpenAI streams
+//     about one token per chunk, Anthropic several, so the larger of the
+//     two counts is the closer. It is never zero for a response that
+//     produced text. Reasoning the provider hides cannot be seen and is
+//     not estimated.
+//   - openai.images: the images the body listed, or the request's n when
+//     the body was cut;
+//   - openai.audio: the request's duration estimate when the response
+//     carries no duration (text, srt and vtt transcripts; speech audio).
+func (t *Tap) End() (rest []byte, u Usage) {
+	if t.ended {
+		return nil, t.final
+	}
+	t.ended = true
+	switch t.mode {
+	case modeJSON:
+		t.sc.finish()
+		t.commit(&t.sc.f, t.sc.f.complete)
+	case modeSSE:
+		t.cur, t.seg, t.keepEnd, t.direct = nil, 0, 0, false
+		t.out = t.out[:0]
+		if t.afterCR && t.crBlank {
+			t.blockEnd(0, t.pendDrop)
+		}
+		drop := false
+		if t.evData {
+			// A last event without its blank line: lenient, since a
+			// provider that forgets the final blank line still reported
+			// the usage.
+			t.events++
+			t.sc.finish()
+			drop = t.commit(&t.sc.f, t.sc.f.complete) && t.filter
+		}
+		if t.filter && !drop {
+			t.out = append(t.out, t.hold...)
+		}
+		t.hold = t.hold[:0]
+		if len(t.out) > 0 {
+			rest = t.out
+		}
+	}
+	t.final = t.usage()
+	return rest, t.final
+}
+
+func (t *Tap) has(sl uint8) bool { return t.repHas&(1<<sl) != 0 }
+
+// BytesPerToken is the typical number of bytes of text per token that End
+// uses to estimate tokens it did not see reported: about four for English
+// with the byte-level BPE tokenizers OpenAI and Anthropic use. An estimate
+// is a charge, not a reservation, so it aims at the typical value; the
+// reservation (Request.Estimate) uses the upper bound instead.
+const BytesPerToken = 4
+
+func tokensOfText(textBytes, values int64) int64 {
+	return max(values, ceilDiv(textBytes, BytesPerToken))
+}
+
+func ceilDiv(a, b int64) int64 {
+	if a <= 0 {
+		return 0
+	}
+	return (a-1)/b + 1
+}
+
+// usage builds the final Usage from the totals, estimating what is absent.
+func (t *Tap) usage() Usage {
+	r := &t.req
+	var u Usage
+	outEstimate := tokensOfText(t.textBytes, t.textValues)
+	switch r.API {
+	case OpenAIChat, OpenAIResponses:
+		t.tokens(&u, false)
+		if !t.has(slOut) {
+			u.OutputTokens = outEstimate
+			u.Estimated = true
+		}
+	case AnthropicMessages:
+		t.tokens(&u, true)
+		if !t.has(slOut) {
+			u.OutputTokens = outEstimate
+			u.Estimated = true
+		}
+	case OpenAIEmbeddings:
+		t.tokens(&u, false)
+	case OpenAIImages:
+		reported := t.has(slIn) || t.has(slOut)
+		if reported {
+			t.tokens(&u, false)
+		}
+		switch {
+		case t.mode == modeSSE && t.completed > 0:
+			u.Images = t.completed
+		case t.mode == modeJSON && t.docDone:
+			u.Images = t.rep[slData]
+		default: // cut, or not an image body: the images were made upstream
+			u.Images = max(t.rep[slData], t.completed, r.N)
+			u.Estimated = true
+			if !reported {
+				u.InputTokens = r.estInput
+			}
+		}
+		u.ImageSize, u.ImageQuality = r.ImageSize, r.ImageQuality
+		if t.size.set {
+			u.ImageSize = t.size.String()
+		}
+		if t.quality.set {
+			u.ImageQuality = t.quality.String()
+		}
+	case OpenAIAudio:
+		reported := t.has(slIn) || t.has(slOut)
+		if reported {
+			t.tokens(&u, false)
+		}
+		if t.has(slMillis) {
+			u.AudioMillis = t.rep[slMillis]
+		} else {
+			// No duration in the response: the request's estimate, which
+			// a per-minute price needs even when tokens were reported.
+			u.AudioMillis = r.AudioMillis
+			u.Estimated = true
+		}
+		if !reported && !t.has(slMillis) {
+			u.InputTokens = r.estInput
+			if r.speech {
+				u.OutputTokens = r.audioTokens
+			} else {
+				u.OutputTokens = max(outEstimate, ceilDiv(t.opaque, BytesPerToken))
+			}
+		}
+	case Flat:
+		// Priced per request only.
+	}
+	return u
+}
+
+// tokens fills u's token counts from the totals, normalising Anthropic's
+// exclusive input count, and estimates the input when none was reported.
+func (t *Tap) tokens(u *Usage, anthropic bool) {
+	if !t.has(slIn) && !t.has(slCached) && !t.has(slCacheWrite) {
+		u.InputTokens = t.req.estInput
+		u.Estimated = true
+	} else {
+		in, cached, write := t.rep[slIn], t.rep[slCached], t.rep[slCacheWrite]
+		if anthropic {
+			// input_tokens excludes both cache counts: add them, once.
+			in = satAdd(satAdd(in, cached), write)
+		}
+		// OpenAI counts cached tokens inside the input; never let a
+		// provider's inconsistency price more cached than input tokens.
+		cached = min(cached, in)
+		write = min(write, in-cached)
+		u.InputTokens, u.CachedInputTokens, u.CacheWriteInputTokens = in, cached, write
+	}
+	u.OutputTokens = t.rep[slOut]
+}
