@@ -1,0 +1,260 @@
+package ledger
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Both stores keep an entry as the same text, so that one decoder serves
+// both and the Lua scripts can write an entry without a JSON library that
+// would round large numbers (Redis's cjson prints numbers with 14 digits):
+//
+//	<amount> <balance_after> <body>
+//
+// amount and balance_after are decimal micro-credits computed by the store
+// inside its transaction; body is the JSON of entryBody, built in Go before
+// the transaction. The entry's id (its per-customer sequence number) and
+// customer are the key it is stored under.
+
+// entryBody is the part of an Entry known before the store applies it.
+type entryBody struct {
+	Kind                  Kind      `json:"kind"`
+	Reference             string    `json:"reference,omitempty"`
+	Reason                string    `json:"reason,omitempty"`
+	At                    time.Time `json:"at"`
+	Route                 string    `json:"route,omitempty"`
+	Model                 string    `json:"model,omitempty"`
+	InputTokens           int64     `json:"input_tokens,omitempty"`
+	CachedInputTokens     int64     `json:"cached_input_tokens,omitempty"`
+	CacheWriteInputTokens int64     `json:"cache_write_input_tokens,omitempty"`
+	OutputTokens          int64     `json:"output_tokens,omitempty"`
+}
+
+// chargeBody is the body of the charge entry a Settle at now appends.
+func chargeBody(c Charge, now time.Time) string {
+	return mustJSON(entryBody{
+		Kind:                  KindCharge,
+		Reference:             c.Reference,
+		At:                    entryTime(now),
+		Route:                 c.Route,
+		Model:                 c.Model,
+		InputTokens:           c.InputTokens,
+		CachedInputTokens:     c.CachedInputTokens,
+		CacheWriteInputTokens: c.CacheWriteInputTokens,
+		OutputTokens:          c.OutputTokens,
+	})
+}
+
+// creditBody is the body of the entry a Credit at now appends.
+func creditBody(c Credit, now time.Time) string {
+	return mustJSON(entryBody{Kind: c.Kind, Reference: c.Reference, Reason: c.Reason, At: entryTime(now)})
+}
+
+// entryTime is the timestamp an entry records: UTC, without the monotonic
+// reading, to the microsecond.
+func entryTime(now time.Time) time.Time { return now.UTC().Round(0).Truncate(time.Microsecond) }
+
+func mustJSON(v entryBody) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// entryBody holds only strings, integers and a time; Marshal fails
+		// only for a year outside [0,9999], which no clock produces.
+		panic(fmt.Sprintf("ledger: encode entry: %v", err))
+	}
+	return string(b)
+}
+
+// formatEntry returns the stored text of an entry.
+func formatEntry(amount, balanceAfter money.Micros, body string) string {
+	return strconv.FormatInt(int64(amount), 10) + " " + strconv.FormatInt(int64(balanceAfter), 10) + " " + body
+}
+
+// errCorrupt reports stored data or a script reply the decoder does not
+// understand. It is never expected; it means a bug or a foreign writer.
+var errCorrupt = errors.New("ledger: unexpected stored data")
+
+// decodeEntry turns the stored text of customer's entry seq into an Entry.
+func decodeEntry(customer string, seq int64, raw string) (Entry, error) {
+	bad := func(why string) (Entry, error) {
+		return Entry{}, fmt.Errorf("%w: entry %d of %s: %s", errCorrupt, seq, customer, why)
+	}
+	amountText, rest, ok := strings.Cut(raw, " ")
+	if !ok {
+		return bad("no amount")
+	}
+	balanceText, body, ok := strings.Cut(rest, " ")
+	if !ok {
+		return bad("no balance")
+	}
+	amount, err := strconv.ParseInt(amountText, 10, 64)
+	if err != nil {
+		return bad("amount " + strconv.Quote(amountText))
+	}
+	balance, err := strconv.ParseInt(balanceText, 10, 64)
+	if err != nil {
+		return bad("balance " + strconv.Quote(balanceText))
+	}
+	var b entryBody
+	if err := json.Unmarshal([]byte(body), &b); err != nil {
+		return bad(err.Error())
+	}
+	return Entry{
+		ID:                    strconv.FormatInt(seq, 10),
+		Customer:              customer,
+		Kind:                  b.Kind,
+		Amount:                money.Micros(amount),
+		BalanceAfter:          money.Micros(balance),
+		Reference:             b.Reference,
+		Reason:                b.Reason,
+		At:                    b.At,
+		Route:                 b.Route,
+		Model:                 b.Model,
+		InputTokens:           b.InputTokens,
+		CachedInputTokens:     b.CachedInputTokens,
+		CacheWriteInputTokens: b.CacheWriteInputTokens,
+		OutputTokens:          b.OutputTokens,
+	}, nil
+}
+
+// A cursor names the entry a page ended with: entries strictly older
+// (smaller sequence numbers) come next. It carries the customer so that a
+// cursor cannot be replayed against another customer's ledger, and is
+// base64url so that it travels in a query string unescaped. Clients must
+// treat it as opaque.
+
+func encodeCursor(customer string, seq int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(seq, 10) + ":" + customer))
+}
+
+// decodeCursor returns the sequence number in cursor, which must belong
+// to customer. The empty cursor is 0, meaning "from the newest".
+func decodeCursor(customer, cursor string) (int64, error) {
+	if cursor == "" {
+		return 0, nil
+	}
+	bad := fmt.Errorf("%w: %q is not a cursor of %s's ledger; pass the \"next\" value of the previous page, or nothing for the first page", ErrInvalidCursor, truncate(cursor), customer)
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return 0, bad
+	}
+	seqText, owner, ok := strings.Cut(string(raw), ":")
+	if !ok || owner != customer {
+		return 0, bad
+	}
+	seq, err := strconv.ParseInt(seqText, 10, 64)
+	if err != nil || seq < 1 || strconv.FormatInt(seq, 10) != seqText {
+		return 0, bad
+	}
+	return seq, nil
+}
+
+// pageSeqs returns the sequence numbers of the page that starts before
+// cursor seq before (0: after the newest, last) and holds at most limit
+// entries, newest first, and the cursor of the following page ("" when the
+// page reaches entry 1). Entry sequence numbers are dense, 1 to last.
+func pageSeqs(customer string, last, before int64, limit int) ([]int64, string) {
+	top := last
+	if before > 0 && before-1 < top {
+		top = before - 1
+	}
+	var seqs []int64
+	for seq := top; seq >= 1 && len(seqs) < limit; seq-- {
+		seqs = append(seqs, seq)
+	}
+	next := ""
+	if n := len(seqs); n > 0 && seqs[n-1] > 1 {
+		next = encodeCursor(customer, seqs[n-1])
+	}
+	return seqs, next
+}
+
+// Credit idempotency records, kept per customer and key, have the same
+// text in both stores:
+//
+//	<mode> <total> <seq> <kind>
+//
+// mode is "o" (one-off) or "c" (cumulative), total the signed amount the
+// key has applied so far, seq the entry it last wrote, kind its kind.
+
+type creditRecord struct {
+	cumulative bool
+	total      money.Micros
+	seq        int64
+	kind       Kind
+}
+
+func (r creditRecord) String() string {
+	mode := "o"
+	if r.cumulative {
+		mode = "c"
+	}
+	return fmt.Sprintf("%s %d %d %s", mode, r.total, r.seq, r.kind)
+}
+
+func parseCreditRecord(s string) (creditRecord, error) {
+	f := strings.Split(s, " ")
+	if len(f) != 4 || (f[0] != "o" && f[0] != "c") {
+		return creditRecord{}, fmt.Errorf("%w: credit record %q", errCorrupt, s)
+	}
+	total, err1 := strconv.ParseInt(f[1], 10, 64)
+	seq, err2 := strconv.ParseInt(f[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return creditRecord{}, fmt.Errorf("%w: credit record %q", errCorrupt, s)
+	}
+	return creditRecord{cumulative: f[0] == "c", total: money.Micros(total), seq: seq, kind: Kind(f[3])}, nil
+}
+
+// creditDecision is what a Credit does given the key's record.
+type creditDecision int
+
+const (
+	creditApply    creditDecision = iota // apply delta and write the record
+	creditReplay                         // nothing to do; return the record's entry
+	creditConflict                       // ErrIdempotencyConflict
+)
+
+// decideCredit is the idempotency rule of Credit, which credit.lua
+// implements too: a new key applies c.Amount; a one-off key replays when
+// the amount and kind match and conflicts otherwise; a cumulative key
+// applies the part of c.Amount beyond what it applied so far, replays when
+// it applied as much or more, and conflicts on a change of sign, kind or
+// mode.
+func decideCredit(rec *creditRecord, c Credit) (creditDecision, money.Micros) {
+	if rec == nil {
+		return creditApply, c.Amount
+	}
+	if rec.cumulative != c.Cumulative || rec.kind != c.Kind {
+		return creditConflict, 0
+	}
+	if !c.Cumulative {
+		if rec.total != c.Amount {
+			return creditConflict, 0
+		}
+		return creditReplay, 0
+	}
+	if (rec.total < 0) != (c.Amount < 0) {
+		return creditConflict, 0
+	}
+	if abs(c.Amount) <= abs(rec.total) {
+		return creditReplay, 0
+	}
+	return creditApply, c.Amount - rec.total
+}
+
+func abs(m money.Micros) money.Micros {
+	if m < 0 {
+		return -m
+	}
+	return m
+}
+
+func conflictError(c Credit) error {
+	return fmt.Errorf("%w: key %q of %s was applied with another amount, kind or mode than %s %s", ErrIdempotencyConflict, c.Key, c.Customer, c.Amount, c.Kind)
+}
