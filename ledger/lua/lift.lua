@@ -1,0 +1,20 @@
+-- lift.lua ends a suspension reason, or records an unknown reason as
+-- lifted so that its suspension, arriving late, does nothing.
+-- lib.lua is prepended; it documents the layout of the customer keys.
+--
+-- KEYS[1..8] -> the customer's keys (lib.lua); uses account, suspension
+-- ARGV[1] -> reason
+--
+-- Returns 1 if the reason was in force, 0 otherwise.
+
+local reason = ARGV[1]
+local state = redis.call('HGET', K_SUSPENSION, reason)
+if state == 'lifted' then
+  return 0
+end
+redis.call('HSET', K_SUSPENSION, reason, 'lifted')
+if state == 'suspended' then
+  redis.call('HINCRBY', K_ACCOUNT, 'suspended', -1)
+  return 1
+end
+return 0
