@@ -857,7 +857,10 @@ func testValidation(t *testing.T, e *env) {
 	}{
 		{"empty customer", func(s store) error { _, err := s.Account(ctx, ""); return err }, ledger.ErrInvalidCustomer},
 		{"customer with space", func(s store) error { return s.Reserve(ctx, "a b", "h", 1, ttl) }, ledger.ErrInvalidCustomer},
-		{"customer with brace", func(s store) error { _, err := s.Credit(ctx, ledger.Credit{Customer: "a{b}", Amount: 1, Kind: ledger.KindGrant, Key: "k"}); return err }, ledger.ErrInvalidCustomer},
+		{"customer with brace", func(s store) error {
+			_, err := s.Credit(ctx, ledger.Credit{Customer: "a{b}", Amount: 1, Kind: ledger.KindGrant, Key: "k"})
+			return err
+		}, ledger.ErrInvalidCustomer},
 		{"customer too long", func(s store) error { _, err := s.Entries(ctx, long, "", 0); return err }, ledger.ErrInvalidCustomer},
 		{"customer non-ascii", func(s store) error { return s.Suspend(ctx, "café", "r") }, ledger.ErrInvalidCustomer},
 		{"empty hold id", func(s store) error { return s.Reserve(ctx, cust, "", 1, ttl) }, ledger.ErrInvalidArgument},
@@ -867,20 +870,38 @@ func testValidation(t *testing.T, e *env) {
 		{"zero ttl", func(s store) error { return s.Reserve(ctx, cust, "h", 1, 0) }, ledger.ErrInvalidArgument},
 		{"ttl too long", func(s store) error { return s.Reserve(ctx, cust, "h", 1, ledger.MaxHoldTTL+1) }, ledger.ErrInvalidArgument},
 		{"negative settle", func(s store) error { _, err := s.Settle(ctx, cust, "h", -1, ledger.Charge{}); return err }, ledger.ErrInvalidAmount},
-		{"settle above max", func(s store) error { _, err := s.Settle(ctx, cust, "h", ledger.MaxAmount+1, ledger.Charge{}); return err }, ledger.ErrInvalidAmount},
+		{"settle above max", func(s store) error {
+			_, err := s.Settle(ctx, cust, "h", ledger.MaxAmount+1, ledger.Charge{})
+			return err
+		}, ledger.ErrInvalidAmount},
 		{"negative tokens", func(s store) error {
 			_, err := s.Settle(ctx, cust, "h", 1, ledger.Charge{OutputTokens: -1})
 			return err
 		}, ledger.ErrInvalidArgument},
-		{"zero credit", func(s store) error { _, err := s.Credit(ctx, ledger.Credit{Customer: cust, Kind: ledger.KindGrant, Key: "k"}); return err }, ledger.ErrInvalidAmount},
+		{"zero credit", func(s store) error {
+			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Kind: ledger.KindGrant, Key: "k"})
+			return err
+		}, ledger.ErrInvalidAmount},
 		{"credit below -max", func(s store) error {
 			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: -ledger.MaxAmount - 1, Kind: ledger.KindAdjust, Key: "k"})
 			return err
 		}, ledger.ErrInvalidAmount},
-		{"credit kind charge", func(s store) error { _, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindCharge, Key: "k"}); return err }, ledger.ErrInvalidArgument},
-		{"credit kind unknown", func(s store) error { _, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: "gift", Key: "k"}); return err }, ledger.ErrInvalidArgument},
-		{"credit without key", func(s store) error { _, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindGrant}); return err }, ledger.ErrInvalidArgument},
-		{"credit key with space", func(s store) error { _, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindGrant, Key: "a b"}); return err }, ledger.ErrInvalidArgument},
+		{"credit kind charge", func(s store) error {
+			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindCharge, Key: "k"})
+			return err
+		}, ledger.ErrInvalidArgument},
+		{"credit kind unknown", func(s store) error {
+			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: "gift", Key: "k"})
+			return err
+		}, ledger.ErrInvalidArgument},
+		{"credit without key", func(s store) error {
+			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindGrant})
+			return err
+		}, ledger.ErrInvalidArgument},
+		{"credit key with space", func(s store) error {
+			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindGrant, Key: "a b"})
+			return err
+		}, ledger.ErrInvalidArgument},
 		{"credit reason too long", func(s store) error {
 			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindGrant, Key: "k", Reason: strings.Repeat("r", ledger.MaxTextLength+1)})
 			return err
