@@ -24,10 +24,6 @@ const (
 	// to report whether an event changed anything; the ledger's own
 	// suspension reasons are what the proxy obeys.
 	metaDispute = "stripe:dispute:"
-	// reconcileLock is the Meta lock Run takes so one replica reconciles
-	// at a time.
-	reconcileLock = "stripesync:reconcile"
-
 	// Credit keys, scoped per customer by the ledger.
 	keySession = "stripe:checkout_session:" // + session id: one top-up
 	keyInvoice = "stripe:invoice:"          // + invoice id: one grant

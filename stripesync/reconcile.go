@@ -26,6 +26,10 @@ var (
 	ErrIncomplete = errors.New("stripesync: some events were not applied")
 )
 
+// ReconcileLock is the name of the store lock (ledger.Meta.TryLock) that
+// Run holds while it reconciles, so that one replica at a time does.
+const ReconcileLock = "stripesync:reconcile"
+
 // maxReportedFailures bounds how many failed events an ErrIncomplete
 // message names.
 const maxReportedFailures = 5
@@ -140,7 +144,7 @@ func (s *Syncer) Run(ctx context.Context, interval, window time.Duration) error 
 	}
 	hold := interval - interval/10
 	tick := func() {
-		token, ok, err := s.store.TryLock(ctx, reconcileLock, hold)
+		token, ok, err := s.store.TryLock(ctx, ReconcileLock, hold)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("stripe: reconciliation skipped: cannot take the lock", zap.Error(err))
@@ -160,7 +164,7 @@ func (s *Syncer) Run(ctx context.Context, interval, window time.Duration) error 
 			// wait for it to expire.
 			unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
-			if err := s.store.Unlock(unlockCtx, reconcileLock, token); err != nil {
+			if err := s.store.Unlock(unlockCtx, ReconcileLock, token); err != nil {
 				s.log.Debug("stripe: could not release the reconciliation lock", zap.Error(err))
 			}
 		case runCtx.Err() != nil:
