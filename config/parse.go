@@ -29,9 +29,11 @@ var (
 	creditKeys = []string{"credits"}
 )
 
-// priceKeysFor lists the price keys that mean something for api: a rate the
-// meter can never apply is a mistake worth reporting, not a silent no-op.
-func priceKeysFor(api meter.API) []string {
+// PriceKeys lists the YAML price keys that apply to api, in documentation
+// order; for an unknown api, every price key. A route's model may set only
+// these: a rate the meter can never apply is a mistake worth reporting,
+// not a silent no-op.
+func PriceKeys(api meter.API) []string {
 	switch api {
 	case meter.OpenAIChat, meter.OpenAIResponses, meter.AnthropicMessages:
 		return []string{"input", "cached_input", "cache_write_input", "output", "per_request"}
@@ -48,7 +50,7 @@ func priceKeysFor(api meter.API) []string {
 	case meter.Flat:
 		return []string{"per_request"}
 	}
-	return priceKeys
+	return slices.Clone(priceKeys)
 }
 
 // billsOutput reports whether api has output tokens the preflight must
@@ -553,7 +555,7 @@ func (p *parser) prices(n *yaml.Node, path string, api meter.API) meter.Prices {
 func (p *parser) price(kv pair, path string, api meter.API) meter.Price {
 	var pr meter.Price
 	f := p.mapping(kv.val, path, `a mapping of price keys, e.g. {input: "0.15", output: "0.60"}`, priceKeys)
-	allowed := priceKeysFor(api)
+	allowed := PriceKeys(api)
 	if f.n == 0 && !p.reported[path] {
 		p.errorf(kv.kline, path, "sets no price; give at least one of %s", strings.Join(allowed, ", "))
 		return pr
