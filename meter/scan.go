@@ -41,6 +41,7 @@ const (
 	slChoices           // number of choices (openai.chat)
 	slUsage             // a non-null usage object was present
 	slData              // number of images in "data"
+	slOutStart          // Anthropic message_start's provisional output count
 	nSlots
 )
 

@@ -55,10 +55,17 @@ func openAIUsage(prefix string) []rule {
 }
 
 func anthropicUsage(prefix string) []rule {
+	out := uint8(slOut)
+	if prefix == "message." {
+		// message_start's output_tokens is a provisional count (1 or so)
+		// of a message that has not been written yet; only message_delta
+		// reports the output.
+		out = slOutStart
+	}
 	return []rule{
 		{prefix + "usage", aPresent, slUsage},
 		{prefix + "usage.input_tokens", aInt, slIn},
-		{prefix + "usage.output_tokens", aInt, slOut},
+		{prefix + "usage.output_tokens", aInt, out},
 		{prefix + "usage.cache_read_input_tokens", aInt, slCached},
 		{prefix + "usage.cache_creation_input_tokens", aInt, slCacheWrite},
 	}

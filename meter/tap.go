@@ -365,7 +365,7 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	// Providers' counters are cumulative (Anthropic's message_delta
 	// repeats and grows them), so the largest report of each is the final
 	// one, and a later zero or null can never erase an earlier count.
-	for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite, slMillis, slData} {
+	for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite, slMillis, slData, slOutStart} {
 		if v, ok := f.get(sl); ok {
 			if sl == slData {
 				t.rep[sl] = v // one body, one data array
@@ -484,8 +484,11 @@ func (t *Tap) usage() Usage {
 		}
 	case AnthropicMessages:
 		t.tokens(&u, true)
-		if !t.has(slOut) {
-			u.OutputTokens = outEstimate
+		if t.has(slOut) {
+			u.OutputTokens = max(u.OutputTokens, t.rep[slOutStart])
+		} else {
+			// No message_delta: message_start's count is provisional.
+			u.OutputTokens = max(outEstimate, t.rep[slOutStart])
 			u.Estimated = true
 		}
 	case OpenAIEmbeddings:

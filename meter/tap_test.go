@@ -1,0 +1,297 @@
+package meter
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+var update = flag.Bool("update", false, "update .golden files")
+
+// testPrices are the route prices the golden costs are computed at. They
+// follow the providers' published list prices in credits per 1M tokens.
+var testPrices = map[API]Prices{
+	OpenAIChat: {
+		"gpt-4o":  {Input: money.MustParse("2.50"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("2.50"), Output: money.MustParse("10")},
+		"o4-mini": {Input: money.MustParse("1.10"), CachedInput: money.MustParse("0.275"), CacheWriteInput: money.MustParse("1.10"), Output: money.MustParse("4.40")},
+	},
+	OpenAIResponses: {
+		"gpt-4.1": {Input: money.MustParse("2"), CachedInput: money.MustParse("0.50"), CacheWriteInput: money.MustParse("2"), Output: money.MustParse("8")},
+	},
+	AnthropicMessages: {
+		"claude-sonnet-4-5": {Input: money.MustParse("3"), CachedInput: money.MustParse("0.30"), CacheWriteInput: money.MustParse("3.75"), Output: money.MustParse("15")},
+	},
+	OpenAIEmbeddings: {
+		"*": {Input: money.MustParse("0.02"), CachedInput: money.MustParse("0.02"), CacheWriteInput: money.MustParse("0.02")},
+	},
+	OpenAIImages: {
+		"dall-e-3": {PerImage: map[string]money.Micros{"1024x1024": money.MustParse("0.04"), "1024x1024/hd": money.MustParse("0.08"), "1792x1024/hd": money.MustParse("0.12")}},
+		"dall-e-2": {PerImage: map[string]money.Micros{"256x256": money.MustParse("0.016"), "512x512": money.MustParse("0.018"), "1024x1024": money.MustParse("0.02")}},
+		"gpt-image-1": {Input: money.MustParse("5"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("5"), Output: money.MustParse("40"),
+			PerImage: map[string]money.Micros{"*": money.MustParse("0.25")}},
+	},
+	OpenAIAudio: {
+		"whisper-1":              {PerMinute: money.MustParse("0.006")},
+		"gpt-4o-transcribe":      {Input: money.MustParse("6"), CachedInput: money.MustParse("6"), CacheWriteInput: money.MustParse("6"), Output: money.MustParse("10"), PerMinute: money.MustParse("0.006")},
+		"gpt-4o-mini-transcribe": {Input: money.MustParse("3"), CachedInput: money.MustParse("3"), CacheWriteInput: money.MustParse("3"), Output: money.MustParse("5")},
+		"tts-1":                  {Input: money.MustParse("15"), CachedInput: money.MustParse("15"), CacheWriteInput: money.MustParse("15")},
+		"gpt-4o-mini-tts":        {Input: money.MustParse("0.60"), CachedInput: money.MustParse("0.60"), CacheWriteInput: money.MustParse("0.60"), Output: money.MustParse("12")},
+	},
+	Flat: {
+		"*": {PerRequest: money.MustParse("0.01")},
+	},
+}
+
+// testRouteMaxOutput is the route cap the golden preflight estimates use.
+const testRouteMaxOutput = 4096
+
+const testBoundary = "tollgate-test-boundary"
+
+// golden is what a case's .golden.json holds.
+type golden struct {
+	Usage Usage `json:"usage"`
+	Cost  string `json:"cost"`
+	// Preflight is the reservation for the case's request.
+	Preflight     Usage  `json:"preflight"`
+	PreflightCost string `json:"preflight_cost"`
+	Events        int64  `json:"events"`
+	// ClientBytes and ClientSHA256 pin what the client receives.
+	ClientBytes  int    `json:"client_bytes"`
+	ClientSHA256 string `json:"client_sha256"`
+}
+
+type testCase struct {
+	api         API
+	name        string // e.g. "openai.chat/stream_filtered"
+	path        string // the response file
+	data        []byte // the response bytes upstream sends
+	contentType string
+	req         Request
+}
+
+// loadCases reads every response file under testdata/<api>/ with its
+// request (<case>.request.json or .request.multipart; a default otherwise).
+func loadCases(t testing.TB) []testCase {
+	t.Helper()
+	var cases []testCase
+	for _, api := range APIs() {
+		dir := filepath.Join("testdata", string(api))
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("read %s: %v", dir, err)
+		}
+		for _, e := range ents {
+			name := e.Name()
+			if e.IsDir() || strings.Contains(name, ".golden.") || strings.Contains(name, ".request.") {
+				continue
+			}
+			base, ct := name, ""
+			base = strings.TrimSuffix(base, ".gz")
+			switch ext := filepath.Ext(base); ext {
+			case ".sse":
+				ct = "text/event-stream; charset=utf-8"
+			case ".json":
+				ct = "application/json"
+			case ".txt":
+				ct = "text/plain; charset=utf-8"
+			case ".mp3":
+				ct = "audio/mpeg"
+			default:
+				t.Fatalf("%s: unknown extension %q", name, ext)
+			}
+			stem := strings.TrimSuffix(base, filepath.Ext(base))
+			tc := testCase{api: api, name: string(api) + "/" + stem, path: filepath.Join(dir, name), contentType: ct}
+			tc.data = readFile(t, tc.path)
+			tc.req = loadRequest(t, api, filepath.Join(dir, stem))
+			cases = append(cases, tc)
+		}
+	}
+	if len(cases) == 0 {
+		t.Fatal("no test cases under testdata")
+	}
+	return cases
+}
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if b, err = io.ReadAll(zr); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	return b
+}
+
+func loadRequest(t testing.TB, api API, stem string) Request {
+	t.Helper()
+	body, ct := []byte(nil), "application/json"
+	if b, err := os.ReadFile(stem + ".request.json"); err == nil {
+		body = b
+	} else if b, err := os.ReadFile(stem + ".request.multipart"); err == nil {
+		body, ct = b, "multipart/form-data; boundary="+testBoundary
+	} else if api != Flat {
+		t.Fatalf("%s: no .request.json or .request.multipart", stem)
+	}
+	req, err := ParseRequest(api, ct, body)
+	if err != nil {
+		t.Fatalf("%s: ParseRequest: %v", stem, err)
+	}
+	return req
+}
+
+// replay feeds data to a fresh Tap through r (which splits it into reads
+// of some sizes) and returns what the client receives and the usage.
+func replay(t testing.TB, tc testCase, r io.Reader) ([]byte, Usage, *Tap) {
+	t.Helper()
+	tap := NewTap(tc.req, tc.contentType)
+	var client []byte
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			client = append(client, tap.Feed(buf[:n])...)
+			tap.checkBounds(t, n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil && err != iotest.ErrTimeout {
+			t.Fatalf("read: %v", err)
+		}
+	}
+	rest, u := tap.End()
+	client = append(client, rest...)
+	return client, u, tap
+}
+
+// checkBounds asserts the documented memory bound after a Feed of n bytes.
+func (t *Tap) checkBounds(tb testing.TB, n int) {
+	tb.Helper()
+	if len(t.hold) > MaxHeldEventBytes {
+		tb.Fatalf("holding %d bytes, more than MaxHeldEventBytes", len(t.hold))
+	}
+	if !t.filter && (cap(t.hold) > 0 || cap(t.out) > 0) {
+		tb.Fatalf("a Tap that does not filter allocated hold/out buffers")
+	}
+	if cap(t.out) > 2*(MaxHeldEventBytes+max(n, 32<<10)) {
+		tb.Fatalf("output buffer grew to %d bytes", cap(t.out))
+	}
+}
+
+// chunkReader returns reads of random sizes from 1 to maxRead bytes.
+type chunkReader struct {
+	data    []byte
+	rng     *rand.Rand
+	maxRead int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(1+c.rng.IntN(c.maxRead), len(p), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// readers lists the ways each case is replayed: every byte boundary
+// (one-byte reads), random read sizes, and the iotest helpers.
+func readers(data []byte) map[string]func() io.Reader {
+	rs := map[string]func() io.Reader{
+		"whole":   func() io.Reader { return bytes.NewReader(data) },
+		"onebyte": func() io.Reader { return iotest.OneByteReader(bytes.NewReader(data)) },
+		"half":    func() io.Reader { return iotest.HalfReader(bytes.NewReader(data)) },
+		"dataerr": func() io.Reader { return iotest.DataErrReader(bytes.NewReader(data)) },
+		"timeout": func() io.Reader { return iotest.TimeoutReader(bytes.NewReader(data)) },
+	}
+	for seed, maxRead := range []int{3, 17, 64, 509, 4096} {
+		rs["random"+string(rune('a'+seed))] = func() io.Reader {
+			return &chunkReader{data: data, rng: rand.New(rand.NewPCG(uint64(seed), 99)), maxRead: maxRead}
+		}
+	}
+	return rs
+}
+
+// TestGolden replays every testdata stream and body through every reader
+// and checks the usage, its cost, the preflight estimate and the bytes the
+// client receives against <case>.golden.json. Run with -update to rewrite
+// the goldens, then read the diff.
+func TestGolden(t *testing.T) {
+	for _, tc := range loadCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			client, u, tap := replay(t, tc, bytes.NewReader(tc.data))
+			if !tap.filter && !bytes.Equal(client, tc.data) {
+				t.Fatalf("client bytes differ from upstream bytes without filtering")
+			}
+			price, err := testPrices[tc.api].Lookup(tc.req.Model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cost, err := price.Cost(u)
+			if err != nil {
+				t.Fatalf("Cost(%+v): %v", u, err)
+			}
+			pre, preCost, err := tc.req.Estimate(price, testRouteMaxOutput)
+			if err != nil {
+				t.Fatalf("Estimate: %v", err)
+			}
+			sum := sha256.Sum256(client)
+			got := golden{
+				Usage: u, Cost: cost.String(),
+				Preflight: pre, PreflightCost: preCost.String(),
+				Events:      tap.events,
+				ClientBytes: len(client), ClientSHA256: hex.EncodeToString(sum[:]),
+			}
+			gotJSON, err := json.MarshalIndent(got, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotJSON = append(gotJSON, '\n')
+			path := filepath.Join("testdata", string(tc.api), strings.TrimPrefix(tc.name, string(tc.api)+"/")+".golden.json")
+			if *update {
+				if err := os.WriteFile(path, gotJSON, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./meter -update to create it)", err)
+			}
+			if !bytes.Equal(gotJSON, want) {
+				t.Errorf("golden mismatch for %s:\n got: %s\nwant: %s", path, gotJSON, want)
+			}
+
+			// Every way of splitting the bytes gives the same result.
+			for name, mk := range readers(tc.data) {
+				c2, u2, _ := replay(t, tc, mk())
+				if u2 != u {
+					t.Errorf("%s reads: usage %+v, want %+v", name, u2, u)
+				}
+				if !bytes.Equal(c2, client) {
+					t.Errorf("%s reads: client bytes differ (%d vs %d bytes)", name, len(c2), len(client))
+				}
+			}
+		})
+	}
+}
