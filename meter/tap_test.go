@@ -61,7 +61,7 @@ const testBoundary = "tollgate-test-boundary"
 
 // golden is what a case's .golden.json holds.
 type golden struct {
-	Usage Usage `json:"usage"`
+	Usage Usage  `json:"usage"`
 	Cost  string `json:"cost"`
 	// Preflight is the reservation for the case's request.
 	Preflight     Usage  `json:"preflight"`
