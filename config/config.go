@@ -6,8 +6,9 @@
 //
 // It does not read flags, watch files or act on the configuration: the
 // caller (cmd/tollgate) decides when to load and reload, and the proxy,
-// ledger and Stripe code apply the values. The environment is injected into
-// Parse, so the package itself reads nothing but the file Load is given.
+// ledger and Stripe code apply the values. Parse takes the document and
+// the environment as arguments; only Load touches the file system and the
+// process environment.
 package config
 
 import (
@@ -59,8 +60,10 @@ const ModelFallback = "*"
 // Config is a validated tollgate configuration. Load and Parse fill every
 // default, so a zero field means what its comment says zero means.
 //
-// A Config holds secrets (admin.token, route headers, Stripe keys): never
-// log or print it whole.
+// Load and Parse return a new Config each time and never change it
+// afterwards, so one may be shared by goroutines and swapped whole on a
+// reload. A Config holds secrets (admin.token, route headers, Stripe
+// keys): never log or print it whole.
 type Config struct {
 	// Listen is the host:port of the app-facing proxy listener (YAML
 	// "listen"). Default "127.0.0.1:8080": only processes on the same host
@@ -290,8 +293,11 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse reads a configuration from r, expanding each ${VAR} in a scalar
-// value with env (os.LookupEnv in production). It fills defaults, parses
-// prices to micro-credits and validates everything.
+// value with env (os.LookupEnv in production; nil means nothing is set).
+// It fills defaults, parses prices to micro-credits and validates
+// everything. Keys are never expanded, and top-level keys starting with
+// "x-" are ignored: a place for YAML anchors to reuse with *name or
+// "<<: *name", as in Docker Compose.
 //
 // On an invalid configuration the error is errors.Join of one *Problem per
 // problem, in line order. When the document was readable YAML, Parse also

@@ -262,6 +262,11 @@ func TestProblems(t *testing.T) {
 			want: []string{"line 7: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, prices"},
 		},
 		{
+			name: "x- keys are ignored at the top level only",
+			yaml: "x-anchors: {a: 1}\n" + route + "    x-note: hi\n",
+			want: []string{"line 8: routes[0].x-note: unknown key; allowed keys: path, api, upstream, headers, max_output_tokens, prices"},
+		},
+		{
 			name: "bad price with its line",
 			yaml: `
 routes:
@@ -401,6 +406,7 @@ stripe:
       Content-Length: "5"
       X-Tollgate-Customer: c
       X-Injected: "${INJECT}"
+      host: example.com
 `,
 			env: map[string]string{"KEY": "k", "INJECT": "a\r\nHost: evil"},
 			want: []string{
@@ -409,6 +415,7 @@ stripe:
 				`line 11: routes[0].headers.Content-Length: the proxy sets Content-Length itself; remove it from the route's headers`,
 				`line 12: routes[0].headers.X-Tollgate-Customer: is the customer header, which the proxy removes before forwarding; remove it from the route's headers`,
 				`line 13: routes[0].headers.X-Injected: value holds a line break or another control character (value hidden); check the variable it comes from`,
+				`line 14: routes[0].headers.Host: the proxy sets Host itself; remove it from the route's headers`,
 			},
 		},
 		{

@@ -538,6 +538,8 @@ func (p *parser) headers(n *yaml.Node, path string) http.Header {
 		}
 		first[canon] = kv.key
 		h.Set(canon, v)
+		// Validate names headers in canonical form; point it here too.
+		p.record(keyPath(path, canon), kv.kline, kv.kcol)
 	}
 	return h
 }
