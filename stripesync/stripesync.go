@@ -82,9 +82,8 @@ type Options struct {
 	// delivery may be signed with. A delivery is accepted when its
 	// signature matches any of them, so a secret can be rolled by adding
 	// the new one, rolling it in the Stripe Dashboard, and removing the old
-	// one after Stripe stops signing with it (at most 24 hours). Empty
-	// means the webhook endpoint refuses every delivery with 400 and says
-	// so.
+	// one once Stripe has stopped signing with it. Empty means the webhook
+	// endpoint refuses every delivery with 400 and says so.
 	WebhookSecrets []string
 	// APIKey is a Stripe secret or restricted key. It enables the API
 	// calls: line items of sessions that do not carry
@@ -118,7 +117,14 @@ type Options struct {
 	// timeout.
 	HTTPClient *http.Client
 	// Registerer, if set, receives the counter
-	// tollgate_stripe_events_total{type,outcome}.
+	// tollgate_stripe_events_total{type,outcome}. type is the event type
+	// for the types in EventTypes, "other" for the rest, and "unverified"
+	// for deliveries refused before their signature was accepted.
+	// outcome is "applied" (a balance or suspension changed), "duplicate"
+	// (applied before), "ignored", or the error code the webhook answered
+	// (invalid_signature, request_too_large, invalid_request,
+	// invalid_event, retry_later, stripe_api_error, store_unavailable,
+	// store_error, internal_error).
 	Registerer prometheus.Registerer
 }
 
@@ -203,7 +209,7 @@ func New(store Store, opts Options) (*Syncer, error) {
 	}
 	s.events = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_stripe_events_total",
-		Help: "Stripe events received by webhook or reconciliation, by event type and outcome (applied, duplicate, ignored, refused, retry, error).",
+		Help: "Stripe events received by webhook or reconciliation, by event type and outcome: applied, duplicate, ignored, or the error code answered.",
 	}, []string{"type", "outcome"})
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(s.events); err != nil {

@@ -51,7 +51,7 @@ func (s *Syncer) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			s.events.WithLabelValues("unverified", "too_large").Inc()
+			s.events.WithLabelValues("unverified", "request_too_large").Inc()
 			s.log.Warn("stripe: webhook body too large", zap.Int64("limit", s.maxBody))
 			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("body exceeds %d bytes", s.maxBody))
 			return
@@ -66,7 +66,7 @@ func (s *Syncer) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !gjson.ValidBytes(body) {
-		s.events.WithLabelValues("unverified", "invalid_json").Inc()
+		s.events.WithLabelValues("unverified", "invalid_request").Inc()
 		writeError(w, http.StatusBadRequest, "invalid_request", "the signed body is not valid JSON")
 		return
 	}
