@@ -1,0 +1,106 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/ledger"
+)
+
+// benchParallelism multiplies GOMAXPROCS into the number of goroutines of
+// every sub-benchmark, so that the network-bound ones are measured with
+// requests in flight as a proxy would have them, and all with the same.
+const benchParallelism = 8
+
+// BenchmarkReserveSettle measures what every metered request costs the
+// ledger, a Reserve followed by a Settle, against each store, and a plain
+// Redis INCRBY round trip on the same server in the same run as the
+// baseline. Each reports ops/s (one op = one reserve+settle pair, or one
+// INCRBY); compare the ratios, not the absolute numbers.
+func BenchmarkReserveSettle(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := srv.Client(b)
+
+	b.Run("incrby", func(b *testing.B) {
+		key := "tollgate:bench:incrby:" + randomHex(4)
+		b.Cleanup(func() { rdb.Del(context.Background(), key) })
+		run(b, func(_ int, _ int64) error { return rdb.IncrBy(context.Background(), key, 1).Err() })
+	})
+	b.Run("redis", func(b *testing.B) {
+		s := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+		b.Cleanup(func() { s.Close() })
+		benchStore(b, s, func(customers []string) {
+			for _, c := range customers {
+				rdb.Del(context.Background(), ledger.CustomerKeys(c)...)
+			}
+		})
+	})
+	b.Run("bolt", func(b *testing.B) {
+		s, err := ledger.OpenBolt(filepath.Join(b.TempDir(), "bench.db"), ledger.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		benchStore(b, s, nil)
+	})
+}
+
+// benchStore runs reserve+settle pairs, each goroutine for its own
+// customer, as concurrent requests of different customers would.
+func benchStore(b *testing.B, s ledger.Store, forget func([]string)) {
+	ctx := context.Background()
+	prefix := "bench-" + randomHex(4)
+	customers := make([]string, benchParallelism*runtime.GOMAXPROCS(0))
+	for i := range customers {
+		customers[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	if forget != nil {
+		b.Cleanup(func() { forget(customers) })
+	}
+	run(b, func(g int, i int64) error {
+		c := customers[g]
+		if i == 0 {
+			// Funded on first use, inside the timed section: one credit
+			// per goroutine against thousands of reserve+settle pairs.
+			if _, err := s.Credit(ctx, ledger.Credit{Customer: c, Amount: 1 << 50, Kind: ledger.KindGrant, Key: "fund"}); err != nil {
+				return err
+			}
+		}
+		hold := fmt.Sprintf("h%d", i)
+		if err := s.Reserve(ctx, c, hold, 1000, time.Minute); err != nil {
+			return err
+		}
+		_, err := s.Settle(ctx, c, hold, 700, ledger.Charge{Reference: hold, Model: "gpt-4o-mini", InputTokens: 1000, OutputTokens: 100})
+		return err
+	})
+}
+
+// run calls op from benchParallelism*GOMAXPROCS goroutines; op gets its
+// goroutine's number and how many ops that goroutine has done. It reports
+// the total rate as ops/s, once, after the parallel section.
+func run(b *testing.B, op func(g int, i int64) error) {
+	var goroutines, ops atomic.Int64
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		g := int(goroutines.Add(1) - 1)
+		var i int64
+		for pb.Next() {
+			if err := op(g, i); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+			ops.Add(1)
+		}
+	})
+	b.ReportMetric(float64(ops.Load())/b.Elapsed().Seconds(), "ops/s")
+}
