@@ -251,6 +251,7 @@ var conformanceTests = []struct {
 	{name: "Validation", fn: testValidation},
 	{name: "AmountBounds", fn: testAmountBounds},
 	{name: "Sweep", fn: testSweep},
+	{name: "SweepManyHolds", fn: testSweepMany},
 	{name: "Retention", opts: ledger.Options{Retention: time.Hour}, fn: testRetention},
 	{name: "Meta", fn: testMeta},
 	{name: "Locks", fn: testLocks},
@@ -991,6 +992,33 @@ func testSweep(t *testing.T, e *env) {
 	// A swept hold is an expired hold: settling it charges.
 	mustSettle(t, e.s, b, "b1", c("1"))
 	wantAccount(t, e.s, b, c("9"), 0)
+}
+
+// testSweepMany expires more holds than one sweep batch holds.
+func testSweepMany(t *testing.T, e *env) {
+	const holds = 1234
+	cust := e.customer("many")
+	mustCredit(t, e.s, cust, holds)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < holds; i += 8 {
+				if err := e.s.Reserve(ctx, cust, fmt.Sprintf("h%d", i), 1, time.Minute); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wantAccount(t, e.s, cust, holds, holds)
+	e.clock.Advance(time.Minute)
+	if n, err := e.s.Sweep(ctx); err != nil || n != holds {
+		t.Fatalf("sweep = %d, %v; want %d", n, err, holds)
+	}
+	wantAccount(t, e.s, cust, holds, 0)
 }
 
 // testRetention runs with Options.Retention = 1h.

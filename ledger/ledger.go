@@ -55,7 +55,8 @@ type Account struct {
 // the sum of a customer's entry amounts equals its balance.
 type Entry struct {
 	// ID identifies the entry within its customer's ledger. IDs grow with
-	// every entry, so newer entries have larger IDs.
+	// every entry, so newer entries have larger IDs: both stores number a
+	// customer's entries 1, 2, 3, … in decimal, with no gaps.
 	ID           string       `json:"id"`
 	Customer     string       `json:"customer"`
 	Kind         Kind         `json:"kind"`
@@ -103,7 +104,13 @@ type Credit struct {
 	// Key makes the credit idempotent: a key already applied for this
 	// customer changes nothing, however often and however concurrently it
 	// is retried. Keys are scoped to the customer and never forgotten.
-	Key       string
+	// Required: 1 to MaxIDLength bytes of printable ASCII without spaces or
+	// braces (the checkout session, invoice or payment intent id, or the
+	// admin API's idempotency_key). A replay must also repeat Kind and
+	// Cumulative; changing them is ErrIdempotencyConflict.
+	Key string
+	// Reference and Reason are copied into the entry; each is at most
+	// MaxTextLength bytes of UTF-8.
 	Reference string
 	Reason    string
 	// Cumulative makes Amount the running total for Key instead of a
@@ -148,7 +155,10 @@ type Store interface {
 	// *InsufficientCreditsError (matching ErrInsufficientCredits). Two
 	// concurrent reservations never spend the same credit. It returns
 	// ErrCustomerSuspended while the customer is suspended and
-	// ErrDuplicateHold if holdID was used before.
+	// ErrDuplicateHold if holdID was used before (and is still
+	// remembered; see Options.Retention). amount may be zero: a free
+	// request still needs a customer that is not suspended and not below
+	// zero. ttl is 1ms to MaxHoldTTL, kept to the millisecond.
 	Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error
 
 	// Settle closes a hold by charging actual: the hold stops counting,
@@ -159,17 +169,23 @@ type Store interface {
 	// repeat returns the entry of the first settlement and changes nothing.
 	// It returns ErrHoldReleased if the hold was released and
 	// ErrHoldNotFound if holdID was never reserved for customer (or was
-	// closed longer ago than the store's retention).
+	// closed longer ago than the store's retention). A charge that would
+	// take the balance below -MaxAmount is ErrInvalidAmount and leaves the
+	// hold open. Settle always appends an entry, even for actual zero, so
+	// that the request's tokens are on record.
 	Settle(ctx context.Context, customer, holdID string, actual money.Micros, c Charge) (Entry, error)
 
 	// Release closes a hold without charging. It is idempotent and returns
 	// nil for a hold that is already released, settled (the charge stands),
-	// expired or unknown.
+	// expired or unknown. Releasing an expired hold marks it released, so
+	// that a later Settle of it returns ErrHoldReleased.
 	Release(ctx context.Context, customer, holdID string) error
 
 	// Credit applies c atomically with its idempotency check; see Credit.
 	// It returns ErrIdempotencyConflict when c.Key was applied with a
-	// different amount (or sign, for Cumulative).
+	// different amount (or sign, for Cumulative), and ErrInvalidAmount
+	// when the balance would leave ±MaxAmount. Suspension does not stop
+	// credits.
 	Credit(ctx context.Context, c Credit) (CreditResult, error)
 
 	// Account reads a customer's balance, live holds and suspension.
@@ -192,7 +208,8 @@ type Store interface {
 	Lift(ctx context.Context, customer, reason string) error
 
 	// Sweep removes expired holds of every customer and forgets closed
-	// holds older than the retention, returning how many holds it expired.
+	// holds older than the retention, returning how many holds it expired
+	// (holds that another call had already found expired are not counted).
 	// Reads and reservations already ignore expired holds; Sweep keeps the
 	// stored state small and "reserved" true for customers without
 	// traffic. Run it periodically.
