@@ -408,6 +408,56 @@ func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Re
 	if err := keyOK(keyInvoice + id); err != nil {
 		return "", err
 	}
+	// A replay reuses what the first delivery worked out, so neither a
+	// changed customer mapping (which could grant the invoice to a second
+	// customer) nor changed prices can make it disagree.
+	rec, ok, err := s.record(ctx, metaInvoice+id)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		var out outcome
+		rec, out, err = s.invoiceGrant(ctx, log, inv)
+		if err != nil || out != "" {
+			return out, err
+		}
+		if err := s.putRecord(ctx, metaInvoice+id, rec); err != nil {
+			return "", err
+		}
+		// Before 2025-03-31 the invoice names its payment intent;
+		// remember it so a dispute on that payment finds the customer.
+		if pi := idOf(inv.Get("payment_intent")); pi != "" {
+			if err := s.putRecord(ctx, metaPayment+pi, rec); err != nil {
+				return "", err
+			}
+		}
+	}
+	res, err := s.store.Credit(ctx, ledger.Credit{
+		Customer:  rec.Customer,
+		Amount:    rec.Credits,
+		Kind:      ledger.KindGrant,
+		Key:       keyInvoice + id,
+		Reference: id,
+		Reason:    "Stripe subscription invoice",
+	})
+	if errors.Is(err, ledger.ErrIdempotencyConflict) {
+		log.Warn("stripe: invoice already granted with a different amount; keeping the first", zap.String("customer", rec.Customer))
+		return outcomeDuplicate, nil
+	}
+	if err != nil {
+		return "", storeErr("credit subscription grant", err)
+	}
+	log.Info("stripe: subscription grant", zap.String("customer", rec.Customer), zap.Stringer("credits", rec.Credits), zap.Bool("new", res.Applied))
+	if !res.Applied {
+		return outcomeDuplicate, nil
+	}
+	return outcomeApplied, nil
+}
+
+// invoiceGrant works out whom an invoice credits and how much. A non-empty
+// outcome means there is nothing to grant.
+func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Result) (paymentRecord, outcome, error) {
+	id := str(inv, "id")
 	var lines []line
 	needLookup := false
 	for _, it := range inv.Get("lines.data").Array() {
@@ -429,10 +479,10 @@ func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Re
 				return nil
 			})
 			if err != nil {
-				return "", apiErr("reading the lines of invoice "+id, err)
+				return paymentRecord{}, "", apiErr("reading the lines of invoice "+id, err)
 			}
 		case more:
-			return "", retryLater("invoice %s has more lines than the event carries; reading them needs stripe.api_key", id)
+			return paymentRecord{}, "", retryLater("invoice %s has more lines than the event carries; reading them needs stripe.api_key", id)
 		}
 	}
 	var subs []line
@@ -443,60 +493,33 @@ func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Re
 	}
 	if len(subs) == 0 {
 		log.Debug("stripe: invoice has no subscription lines; nothing to grant")
-		return outcomeIgnored, nil
+		return paymentRecord{}, outcomeIgnored, nil
 	}
 	total, unpriced, err := s.priceLines(subs)
 	if err != nil {
-		return "", invalid("invoice %s: %v", id, err)
+		return paymentRecord{}, "", invalid("invoice %s: %v", id, err)
 	}
 	if len(unpriced) > 0 {
 		log.Warn("stripe: subscription lines with prices not in stripe.prices were skipped", zap.Strings("prices", unpriced))
 	}
 	if total == 0 {
 		log.Warn("stripe: no subscription line of this invoice is priced in stripe.prices; nothing granted")
-		return outcomeIgnored, nil
+		return paymentRecord{}, outcomeIgnored, nil
 	}
-
 	stripeCustomer := idOf(inv.Get("customer"))
 	cust, fromMetadata, err := s.invoiceCustomer(ctx, inv, subs)
 	if err != nil {
-		return "", err
+		return paymentRecord{}, "", err
 	}
 	if cust == "" {
-		return "", retryLater("cannot tell which tollgate customer invoice %s belongs to: set metadata.tollgate_customer on the subscription (subscription_data.metadata in Checkout), or let a checkout session with metadata.tollgate_customer or client_reference_id introduce Stripe customer %s first", id, stripeCustomer)
+		return paymentRecord{}, "", retryLater("cannot tell which tollgate customer invoice %s belongs to: set metadata.tollgate_customer on the subscription (subscription_data.metadata in Checkout), or let a checkout session with metadata.tollgate_customer or client_reference_id introduce Stripe customer %s first", id, stripeCustomer)
 	}
 	if fromMetadata {
 		if err := s.learnCustomer(ctx, stripeCustomer, cust); err != nil {
-			return "", err
+			return paymentRecord{}, "", err
 		}
 	}
-	// Before 2025-03-31 the invoice names its payment intent; remember it
-	// so a dispute on that payment finds the customer.
-	if pi := idOf(inv.Get("payment_intent")); pi != "" {
-		if err := s.putPaymentRecord(ctx, pi, paymentRecord{Customer: cust, Credits: total, Invoice: id}); err != nil {
-			return "", err
-		}
-	}
-	res, err := s.store.Credit(ctx, ledger.Credit{
-		Customer:  cust,
-		Amount:    total,
-		Kind:      ledger.KindGrant,
-		Key:       keyInvoice + id,
-		Reference: id,
-		Reason:    "Stripe subscription invoice",
-	})
-	if errors.Is(err, ledger.ErrIdempotencyConflict) {
-		log.Warn("stripe: invoice already granted with a different amount; keeping the first", zap.String("customer", cust))
-		return outcomeDuplicate, nil
-	}
-	if err != nil {
-		return "", storeErr("credit subscription grant", err)
-	}
-	log.Info("stripe: subscription grant", zap.String("customer", cust), zap.Stringer("credits", total), zap.Bool("new", res.Applied))
-	if !res.Applied {
-		return outcomeDuplicate, nil
-	}
-	return outcomeApplied, nil
+	return paymentRecord{Customer: cust, Credits: total, Invoice: id}, "", nil
 }
 
 // invoiceCustomer resolves the tollgate customer of an invoice from the
@@ -682,23 +705,31 @@ func (s *Syncer) applyDisputeCreated(ctx context.Context, log *zap.Logger, d gjs
 		return "", invalid("dispute has no id")
 	}
 	log = log.With(zap.String("dispute", id))
-	cust, _, _, err := s.disputeCustomer(ctx, log, d)
-	if err != nil {
+	if err := keyOK(metaDispute + id + ":suspended"); err != nil {
 		return "", err
 	}
-	if cust == "" {
-		log.Warn("stripe: disputed payment does not belong to a known tollgate customer; nobody suspended")
-		return outcomeIgnored, nil
-	}
-	if lifted, err := s.marked(ctx, id, "lifted"); err != nil || lifted {
+	if _, lifted, err := s.disputeMark(ctx, id, "lifted"); err != nil || lifted {
 		// Closed already (events overtook each other): the ledger keeps
 		// the reason lifted anyway.
 		return outcomeDuplicate, err
 	}
+	cust, pinned, err := s.disputeMark(ctx, id, "suspended")
+	if err != nil {
+		return "", err
+	}
+	if !pinned {
+		if cust, _, _, err = s.disputeCustomer(ctx, log, d); err != nil {
+			return "", err
+		}
+		if cust == "" {
+			log.Warn("stripe: disputed payment does not belong to a known tollgate customer; nobody suspended")
+			return outcomeIgnored, nil
+		}
+	}
 	if err := s.store.Suspend(ctx, cust, id); err != nil {
 		return "", storeErr("suspend", err)
 	}
-	isNew, err := s.mark(ctx, id, "suspended")
+	isNew, err := s.setDisputeMark(ctx, id, "suspended", cust)
 	if err != nil {
 		return "", err
 	}
@@ -720,18 +751,30 @@ func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjso
 	}
 	status := str(d, "status")
 	log = log.With(zap.String("dispute", id), zap.String("status", status))
-	cust, rec, hasRec, err := s.disputeCustomer(ctx, log, d)
+	if err := keyOK(metaDispute + id + ":suspended"); err != nil {
+		return "", err
+	}
+	suspended, pinned, err := s.disputeMark(ctx, id, "suspended")
 	if err != nil {
 		return "", err
 	}
-	if cust == "" {
+	cust, rec, hasRec, err := s.disputeCustomer(ctx, log, d)
+	if err != nil {
+		// Whom the dispute suspended is known, and a won dispute needs
+		// nothing more; a lost one must find the top-up, so it retries.
+		if !pinned || status == "lost" {
+			return "", err
+		}
+		log.Warn("stripe: lifting the suspension without resolving the disputed payment", zap.Error(err))
+		cust = ""
+	}
+	if !pinned && cust == "" {
 		log.Warn("stripe: disputed payment does not belong to a known tollgate customer; nothing to lift")
 		return outcomeIgnored, nil
 	}
 	out := outcomeDuplicate
 	if status == "lost" {
-		switch {
-		case hasRec && rec.Session != "":
+		if hasRec && rec.Session != "" {
 			pi := idOf(d.Get("payment_intent"))
 			o, err := s.claw(ctx, log, pi, rec, rec.Credits, id, fmt.Sprintf("Stripe dispute %s lost (top-up %s)", id, rec.Session))
 			if err != nil {
@@ -740,18 +783,29 @@ func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjso
 			if o == outcomeApplied {
 				out = outcomeApplied
 			}
-		default:
-			log.Info("stripe: lost dispute on a subscription payment; subscription grants are not clawed back automatically", zap.String("customer", cust))
+		} else {
+			log.Info("stripe: lost dispute on a payment that is not a Checkout top-up (a subscription payment); grants are not clawed back automatically", zap.String("customer", cust))
 		}
 	}
-	if err := s.store.Lift(ctx, cust, id); err != nil {
-		return "", storeErr("lift suspension", err)
+	// Lift whom the dispute suspended and whom it resolves to now (they
+	// differ only if the customer mapping changed in between); lifting a
+	// customer never suspended only records the reason as lifted.
+	lift := []string{suspended}
+	if !pinned {
+		lift[0] = cust
+	} else if cust != "" && cust != suspended {
+		lift = append(lift, cust)
 	}
-	isNew, err := s.mark(ctx, id, "lifted")
+	for _, c := range lift {
+		if err := s.store.Lift(ctx, c, id); err != nil {
+			return "", storeErr("lift suspension", err)
+		}
+	}
+	isNew, err := s.setDisputeMark(ctx, id, "lifted", lift[0])
 	if err != nil {
 		return "", err
 	}
-	log.Info("stripe: dispute closed; suspension lifted", zap.String("customer", cust))
+	log.Info("stripe: dispute closed; suspension lifted", zap.Strings("customers", lift))
 	if isNew {
 		out = outcomeApplied
 	}

@@ -112,3 +112,20 @@ func TestInvoiceCustomerFromSubscriptionCheckout(t *testing.T) {
 	h.mustDeliver(invoice, http.StatusOK) // Stripe's retry
 	h.wantBalance(globex, "3000")
 }
+
+func TestInvoiceReplayAfterMappingChangeGrantsNoOneElse(t *testing.T) {
+	h := open(t, boltBackend())
+	globex, initech := h.id("globex"), h.id("initech")
+	invoice := h.fixture("invoice_paid_2024-06-20.json",
+		"data.object.subscription_details.metadata", map[string]string{},
+		"data.object.lines.data.0.metadata", map[string]string{})
+	h.mustDeliver(h.fixture("checkout_session_completed_subscription.json"), http.StatusOK)
+	h.mustDeliver(invoice, http.StatusOK)
+	h.wantBalance(globex, "3000")
+	// The same Stripe customer now pays for another tollgate customer.
+	h.mustDeliver(h.fixture("checkout_session_completed_subscription.json",
+		"data.object.id", "cs_test_other", "data.object.client_reference_id", initech), http.StatusOK)
+	h.mustDeliver(invoice, http.StatusOK)
+	h.wantBalance(globex, "3000")
+	h.wantBalance(initech, "0")
+}

@@ -20,9 +20,13 @@ const (
 	metaCustomer = "stripe:customer:"
 	// metaPayment + payment intent id → JSON paymentRecord.
 	metaPayment = "stripe:payment_intent:"
-	// metaDispute + dispute id + ":suspended" / ":lifted" → "1". Only used
-	// to report whether an event changed anything; the ledger's own
-	// suspension reasons are what the proxy obeys.
+	// metaInvoice + invoice id → JSON paymentRecord of its grant.
+	metaInvoice = "stripe:invoice:"
+	// metaDispute + dispute id + ":suspended" / ":lifted" → the tollgate
+	// customer. ":suspended" pins whom a dispute suspended, so its close
+	// lifts that customer whatever the mapping says by then; both tell
+	// whether an event changed anything. The ledger's own suspension
+	// reasons are what the proxy obeys.
 	metaDispute = "stripe:dispute:"
 	// Credit keys, scoped per customer by the ledger.
 	keySession = "stripe:checkout_session:" // + session id: one top-up
@@ -30,11 +34,12 @@ const (
 	keyClaw    = "stripe:payment_intent:"   // + payment intent id: cumulative claw-back (refunds and lost disputes)
 )
 
-// paymentRecord remembers what a payment intent paid for, so a refund or a
-// dispute — which name only the charge and payment intent — finds the
-// customer and the credits to claw back. Session is set for a Checkout
-// top-up; Invoice for a subscription payment (whose grant is not clawed
-// back; see docs/stripe.md).
+// paymentRecord remembers what a payment paid for and whom it credited:
+// under a payment intent, so a refund or a dispute — which name only the
+// charge and payment intent — finds the customer and the credits to claw
+// back; under an invoice, so a replay grants the same customer the same
+// amount. Session is set for a Checkout top-up; Invoice for a subscription
+// payment (whose grant is not clawed back; see docs/stripe.md).
 type paymentRecord struct {
 	Customer string       `json:"customer"`
 	Credits  money.Micros `json:"credits"`
@@ -49,39 +54,48 @@ func keyOK(key string) error {
 	return nil
 }
 
+// paymentRecord reads the record of payment intent pi.
 func (s *Syncer) paymentRecord(ctx context.Context, pi string) (paymentRecord, bool, error) {
 	if pi == "" {
 		return paymentRecord{}, false, nil
 	}
-	if err := keyOK(metaPayment + pi); err != nil {
-		return paymentRecord{}, false, err
-	}
-	v, ok, err := s.store.GetMeta(ctx, metaPayment+pi)
-	if err != nil || !ok {
-		return paymentRecord{}, false, storeErr("read payment record", err)
-	}
-	var rec paymentRecord
-	if err := json.Unmarshal([]byte(v), &rec); err != nil || ledger.ValidateCustomer(rec.Customer) != nil {
-		// Only this package writes the record; a corrupt one must not be
-		// trusted with money. Treat it as missing so it is rewritten.
-		s.log.Warn("stripe: ignoring unreadable payment record", zap.String("payment_intent", pi), zap.Error(err))
-		return paymentRecord{}, false, nil
-	}
-	return rec, true, nil
+	return s.record(ctx, metaPayment+pi)
 }
 
 func (s *Syncer) putPaymentRecord(ctx context.Context, pi string, rec paymentRecord) error {
 	if pi == "" {
 		return nil
 	}
-	if err := keyOK(metaPayment + pi); err != nil {
+	return s.putRecord(ctx, metaPayment+pi, rec)
+}
+
+func (s *Syncer) record(ctx context.Context, key string) (paymentRecord, bool, error) {
+	if err := keyOK(key); err != nil {
+		return paymentRecord{}, false, err
+	}
+	v, ok, err := s.store.GetMeta(ctx, key)
+	if err != nil || !ok {
+		return paymentRecord{}, false, storeErr("read payment record", err)
+	}
+	var rec paymentRecord
+	if err := json.Unmarshal([]byte(v), &rec); err != nil || ledger.ValidateCustomer(rec.Customer) != nil || rec.Credits < 0 {
+		// Only this package writes records; a corrupt one must not be
+		// trusted with money. Treat it as missing so it is rewritten.
+		s.log.Warn("stripe: ignoring unreadable payment record", zap.String("key", key), zap.Error(err))
+		return paymentRecord{}, false, nil
+	}
+	return rec, true, nil
+}
+
+func (s *Syncer) putRecord(ctx context.Context, key string, rec paymentRecord) error {
+	if err := keyOK(key); err != nil {
 		return err
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode payment record: %w", err)
 	}
-	return storeErr("write payment record", s.store.PutMeta(ctx, metaPayment+pi, string(b)))
+	return storeErr("write payment record", s.store.PutMeta(ctx, key, string(b)))
 }
 
 // mappedCustomer returns the tollgate customer last seen with a Stripe
@@ -128,27 +142,24 @@ func (s *Syncer) learnCustomer(ctx context.Context, stripeCustomer, id string) e
 	return nil
 }
 
-// mark sets a dispute marker and reports whether it was new.
-func (s *Syncer) mark(ctx context.Context, dispute, what string) (bool, error) {
+// disputeMark reads a dispute marker: the customer it names, if set.
+func (s *Syncer) disputeMark(ctx context.Context, dispute, what string) (string, bool, error) {
 	key := metaDispute + dispute + ":" + what
 	if err := keyOK(key); err != nil {
-		return false, err
+		return "", false, err
 	}
-	_, ok, err := s.store.GetMeta(ctx, key)
+	v, ok, err := s.store.GetMeta(ctx, key)
 	if err != nil {
-		return false, storeErr("read dispute marker", err)
+		return "", false, storeErr("read dispute marker", err)
 	}
-	if ok {
-		return false, nil
-	}
-	return true, storeErr("write dispute marker", s.store.PutMeta(ctx, key, "1"))
+	return v, ok, nil
 }
 
-func (s *Syncer) marked(ctx context.Context, dispute, what string) (bool, error) {
-	key := metaDispute + dispute + ":" + what
-	if err := keyOK(key); err != nil {
+// setDisputeMark sets a dispute marker to customer unless it is set, and
+// reports whether it was new.
+func (s *Syncer) setDisputeMark(ctx context.Context, dispute, what, customer string) (bool, error) {
+	if _, ok, err := s.disputeMark(ctx, dispute, what); err != nil || ok {
 		return false, err
 	}
-	_, ok, err := s.store.GetMeta(ctx, key)
-	return ok, storeErr("read dispute marker", err)
+	return true, storeErr("write dispute marker", s.store.PutMeta(ctx, metaDispute+dispute+":"+what, customer))
 }

@@ -217,3 +217,24 @@ func TestDisputeOnSubscriptionPaymentSuspendsThroughTheAPI(t *testing.T) {
 		t.Errorf("%d entries: a lost dispute on a subscription payment must not claw back", n)
 	}
 }
+
+func TestDisputeLiftsWhomItSuspended(t *testing.T) {
+	f := newFakeStripe(t)
+	h := open(t, boltBackend(), withAPI(f.URL()))
+	globex, initech := h.id("globex"), h.id("initech")
+	h.mustDeliver(h.fixture("checkout_session_completed_subscription.json"), http.StatusOK)
+	pi := h.id("pi_3RGlobexCycle02")
+	f.objects["/v1/payment_intents/"+pi] = []byte(`{"id":"` + pi + `","object":"payment_intent","customer":"` + h.id("cus_QGlobex00001") + `","metadata":{}}`)
+	edits := []any{"data.object.payment_intent", pi, "data.object.charge", h.id("ch_3RGlobexCycle02")}
+	h.mustDeliver(h.fixture("charge_dispute_created.json", edits...), http.StatusOK)
+	// The Stripe customer is remapped while the dispute is open.
+	h.mustDeliver(h.fixture("checkout_session_completed_subscription.json",
+		"data.object.id", "cs_test_other", "data.object.client_reference_id", initech), http.StatusOK)
+	h.mustDeliver(h.fixture("charge_dispute_closed_won.json", edits...), http.StatusOK)
+	if h.account(globex).Suspended {
+		t.Error("globex still suspended: the close lifted someone else")
+	}
+	if h.account(initech).Suspended {
+		t.Error("initech suspended")
+	}
+}
