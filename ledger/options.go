@@ -24,8 +24,8 @@ type Options struct {
 	// it instead of sleeping.
 	Now func() time.Time
 
-	// Logger receives operational messages (holds swept, locks broken).
-	// Nil means no logging. The stores never log amounts per request.
+	// Logger receives operational messages (how many expired holds a
+	// Sweep found). Nil means no logging. The stores never log per request.
 	Logger *zap.Logger
 
 	// Retention is how long a closed hold (settled, released or expired)

@@ -130,6 +130,11 @@ var (
 // resend after a lost reply (Reserve recognises its own attempt; the other
 // operations are idempotent), but a replayed Credit then reports
 // Applied=false for a credit that this very call applied.
+//
+// They also decide how fast a call fails while Redis is down: with go-redis
+// defaults (MaxRetries 3, DialerRetries 5 at 100ms) about two seconds pass
+// before ErrStoreUnavailable. A proxy that must answer 503 quickly should
+// lower them (for example MaxRetries 1, DialerRetries 1).
 func NewRedisStore(client redis.UniversalClient, opts Options) *RedisStore {
 	opts = opts.withDefaults()
 	return &RedisStore{client: client, now: opts.Now, log: opts.Logger, retention: opts.Retention}
