@@ -1,0 +1,278 @@
+package meter
+
+import (
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+// usageBlock finds the injected usage chunk's event block (its data line
+// and the blank line after it) in an OpenAI chat stream written with eol.
+func usageBlock(t *testing.T, stream, eol string) string {
+	t.Helper()
+	i := strings.Index(stream, `"choices":[],"usage":{`)
+	if i < 0 {
+		t.Fatal("no usage chunk in stream")
+	}
+	start := strings.LastIndex(stream[:i], eol+eol) + 2*len(eol)
+	end := strings.Index(stream[i:], eol+eol) + i + 2*len(eol)
+	return stream[start:end]
+}
+
+// TestFilterRemovesOnlyTheUsageChunk checks the client sees exactly the
+// upstream bytes minus the usage chunk's event block, at every read size.
+func TestFilterRemovesOnlyTheUsageChunk(t *testing.T) {
+	for _, tc := range []struct{ file, eol string }{
+		{"stream_filtered.sse", "\n"},
+		{"stream_crlf.sse", "\r\n"},
+		{"stream_cr.sse", "\r"},
+		{"stream_utf8.sse", "\n"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			stream := string(readFile(t, "testdata/openai.chat/"+tc.file))
+			block := usageBlock(t, stream, tc.eol)
+			want := strings.Replace(stream, block, "", 1)
+			if !strings.HasSuffix(want, "data: [DONE]"+tc.eol+tc.eol) || len(want) >= len(stream) {
+				t.Fatalf("test setup: bad expectation")
+			}
+			req := mustParse(t, OpenAIChat, "application/json", `{"model":"gpt-4o","stream":true}`)
+			tcase := testCase{api: OpenAIChat, data: []byte(stream), contentType: "text/event-stream", req: req}
+			for name, mk := range readers([]byte(stream)) {
+				client, u, _ := replay(t, tcase, mk())
+				if string(client) != want {
+					t.Errorf("%s reads: client got\n%q\nwant\n%q", name, client, want)
+				}
+				if u.InputTokens != 1117 || u.CachedInputTokens != 1024 || u.Estimated {
+					t.Errorf("%s reads: usage %+v", name, u)
+				}
+			}
+		})
+	}
+}
+
+func feedAll(tap *Tap, chunks ...string) string {
+	var out []byte
+	for _, c := range chunks {
+		out = append(out, tap.Feed([]byte(c))...)
+	}
+	rest, _ := tap.End()
+	return string(append(out, rest...))
+}
+
+func chatReq(t *testing.T, includeUsage bool) Request {
+	t.Helper()
+	body := `{"model":"gpt-4o","stream":true}`
+	if includeUsage {
+		body = `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}`
+	}
+	return mustParse(t, OpenAIChat, "application/json", body)
+}
+
+const (
+	contentEvent = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n"
+	usageEvent   = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n"
+	doneEvent    = "data: [DONE]\n\n"
+)
+
+func TestFilterCases(t *testing.T) {
+	tests := []struct {
+		name         string
+		includeUsage bool
+		chunks       []string
+		want         string
+	}{
+		{"client asked: nothing removed", true, []string{contentEvent, usageEvent, doneEvent}, contentEvent + usageEvent + doneEvent},
+		{"client did not ask: usage chunk removed", false, []string{contentEvent, usageEvent, doneEvent}, contentEvent + doneEvent},
+		{"usage chunk split across reads", false, []string{contentEvent + usageEvent[:20], usageEvent[20:41], usageEvent[41:] + doneEvent}, contentEvent + doneEvent},
+		// A provider that puts usage on a content chunk: the chunk carries
+		// content the client needs, so it is never removed.
+		{"usage on a content chunk is kept", false,
+			[]string{"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":1}}\n\n", doneEvent},
+			"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":1}}\n\n" + doneEvent},
+		{"empty choices without usage is kept", false, []string{"data: {\"choices\":[],\"usage\":null}\n\n"}, "data: {\"choices\":[],\"usage\":null}\n\n"},
+		// The stream ended without the last blank line: released untouched.
+		{"unterminated last event released", false, []string{contentEvent, "data: {\"choices\":[{\"delta\":{\"content\":\"y\"}}]}"},
+			contentEvent + "data: {\"choices\":[{\"delta\":{\"content\":\"y\"}}]}"},
+		// ... unless it is the complete usage chunk.
+		{"unterminated usage chunk removed", false, []string{contentEvent, strings.TrimSuffix(usageEvent, "\n")}, contentEvent},
+		{"comments and event lines kept", false, []string{": ping\n\n", "event: x\n" + contentEvent, usageEvent}, ": ping\n\n" + "event: x\n" + contentEvent},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := feedAll(NewTap(chatReq(t, tc.includeUsage), "text/event-stream"), tc.chunks...)
+			if got != tc.want {
+				t.Errorf("client got\n%q\nwant\n%q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestFilterHoldsOnlyTheIncompleteEvent checks that complete events pass
+// at once and only the tail of an unfinished event waits.
+func TestFilterHoldsOnlyTheIncompleteEvent(t *testing.T) {
+	tap := NewTap(chatReq(t, false), "text/event-stream")
+	half := contentEvent[:30]
+	if got := string(tap.Feed([]byte(contentEvent + half))); got != contentEvent {
+		t.Fatalf("first Feed returned %q, want the complete event only", got)
+	}
+	if got := string(tap.Feed([]byte(contentEvent[30:]))); got != half+contentEvent[30:] {
+		t.Fatalf("second Feed returned %q", got)
+	}
+}
+
+// TestFilterReleasesLargeEvents checks the memory bound: an event larger
+// than MaxHeldEventBytes is released as it arrives, not held.
+func TestFilterReleasesLargeEvents(t *testing.T) {
+	tap := NewTap(chatReq(t, false), "text/event-stream")
+	big := "data: {\"choices\":[{\"delta\":{\"content\":\"" + strings.Repeat("z", 3*MaxHeldEventBytes) + "\"}}]}\n\n"
+	var client []byte
+	for i := 0; i < len(big); i += 4096 {
+		out := tap.Feed([]byte(big[i:min(i+4096, len(big))]))
+		client = append(client, out...)
+		tap.checkBounds(t, 4096)
+	}
+	if len(client) != len(big) {
+		t.Fatalf("client has %d of %d bytes of a large event before its end", len(client), len(big))
+	}
+	rest, u := tap.End()
+	if len(rest) != 0 || string(client) != big {
+		t.Fatalf("large event altered")
+	}
+	if u.OutputTokens != int64(3*MaxHeldEventBytes/BytesPerToken) || !u.Estimated {
+		t.Errorf("usage %+v", u)
+	}
+}
+
+// TestNoFilterIsZeroCopy checks that a Tap that does not filter hands back
+// the caller's own slice.
+func TestNoFilterIsZeroCopy(t *testing.T) {
+	for _, tc := range []struct {
+		req Request
+		ct  string
+	}{
+		{chatReq(t, true), "text/event-stream"},
+		{chatReq(t, false), "application/json"},
+		{mustParse(t, AnthropicMessages, "application/json", `{"model":"c","stream":true}`), "text/event-stream"},
+	} {
+		tap := NewTap(tc.req, tc.ct)
+		p := []byte(contentEvent + usageEvent)
+		out := tap.Feed(p)
+		if len(out) != len(p) || &out[0] != &p[0] {
+			t.Errorf("%s %s: Feed copied", tc.req.API, tc.ct)
+		}
+	}
+}
+
+func usageOf(t *testing.T, req Request, ct string, body string) Usage {
+	t.Helper()
+	tap := NewTap(req, ct)
+	var client []byte
+	r := iotest.OneByteReader(strings.NewReader(body))
+	buf := make([]byte, 1)
+	for {
+		n, err := r.Read(buf)
+		client = append(client, tap.Feed(buf[:n])...)
+		if err != nil {
+			break
+		}
+	}
+	_, u := tap.End()
+	return u
+}
+
+func TestAbsentIsNotZero(t *testing.T) {
+	req := chatReq(t, true)
+	zero := usageOf(t, req, "text/event-stream", contentEvent+"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0}}\n\n"+doneEvent)
+	if zero != (Usage{}) {
+		t.Errorf("reported zero usage: %+v, want all zero and not estimated", zero)
+	}
+	absent := usageOf(t, req, "text/event-stream", contentEvent+doneEvent)
+	if !absent.Estimated || absent.OutputTokens != 1 || absent.InputTokens != req.estInput || req.estInput == 0 {
+		t.Errorf("absent usage: %+v, want estimated input %d and 1 output token", absent, req.estInput)
+	}
+	// A null usage is absent, not zero.
+	null := usageOf(t, req, "text/event-stream", "data: {\"choices\":[],\"usage\":null}\n\n")
+	if !null.Estimated {
+		t.Errorf("null usage: %+v, want estimated", null)
+	}
+}
+
+func TestAnthropicCumulativeNeverSummed(t *testing.T) {
+	req := mustParse(t, AnthropicMessages, "application/json", `{"model":"c","max_tokens":100,"stream":true}`)
+	ev := func(typ, body string) string { return "event: " + typ + "\ndata: " + body + "\n\n" }
+	stream := ev("message_start", `{"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":50,"output_tokens":1}}}`) +
+		ev("message_delta", `{"type":"message_delta","usage":{"output_tokens":15}}`) +
+		ev("message_delta", `{"type":"message_delta","usage":{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":50,"output_tokens":30}}`) +
+		ev("message_delta", `{"type":"message_delta","usage":{"input_tokens":0,"output_tokens":30}}`) +
+		ev("message_stop", `{"type":"message_stop"}`)
+	got := usageOf(t, req, "text/event-stream", stream)
+	want := Usage{InputTokens: 160, CachedInputTokens: 100, CacheWriteInputTokens: 50, OutputTokens: 30}
+	if got != want {
+		t.Errorf("usage %+v\nwant  %+v", got, want)
+	}
+}
+
+func TestOpenAIInconsistentCachedClamped(t *testing.T) {
+	req := mustParse(t, OpenAIResponses, "application/json", `{"model":"m"}`)
+	got := usageOf(t, req, "application/json", `{"usage":{"input_tokens":10,"output_tokens":2,"input_tokens_details":{"cached_tokens":25}}}`)
+	if got.InputTokens != 10 || got.CachedInputTokens != 10 {
+		t.Errorf("usage %+v: cached tokens must not exceed input tokens", got)
+	}
+	if _, err := (Price{Input: 1, CachedInput: 1}).Cost(got); err != nil {
+		t.Errorf("Cost: %v", err)
+	}
+}
+
+func TestEndIsIdempotent(t *testing.T) {
+	tap := NewTap(chatReq(t, false), "text/event-stream")
+	tap.Feed([]byte(contentEvent + "data: {\"cho"))
+	rest, u := tap.End()
+	if string(rest) != "data: {\"cho" {
+		t.Errorf("rest = %q", rest)
+	}
+	rest2, u2 := tap.End()
+	if rest2 != nil || u2 != u {
+		t.Errorf("second End = %q, %+v", rest2, u2)
+	}
+	if out := tap.Feed([]byte("more")); len(out) != 0 {
+		t.Errorf("Feed after End returned %q", out)
+	}
+}
+
+func TestMultiLineData(t *testing.T) {
+	// Two data lines of one event join with LF: valid JSON across lines.
+	req := chatReq(t, true)
+	stream := "data: {\"choices\":[],\n" + "data: \"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n"
+	u := usageOf(t, req, "text/event-stream", stream)
+	if u.InputTokens != 7 || u.OutputTokens != 3 || u.Estimated {
+		t.Errorf("usage %+v", u)
+	}
+	// "data" with no colon is an empty data line; "data:x" has no space to strip.
+	u = usageOf(t, req, "text/event-stream", "data\ndata:{\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2}}\n\n")
+	if u.InputTokens != 2 || u.Estimated {
+		t.Errorf("usage %+v", u)
+	}
+}
+
+func TestJSONBodyEdges(t *testing.T) {
+	req := mustParse(t, OpenAIChat, "application/json", `{"model":"gpt-4o"}`)
+	ok := `{"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`
+	if u := usageOf(t, req, "application/json", "\n "+ok+"\n"); u.Estimated || u.InputTokens != 3 {
+		t.Errorf("whitespace around the body: %+v", u)
+	}
+	if u := usageOf(t, req, "", ok); u.Estimated {
+		t.Errorf("no content type is JSON: %+v", u)
+	}
+	if u := usageOf(t, req, "application/vnd.api+json", ok); u.Estimated {
+		t.Errorf("+json is JSON: %+v", u)
+	}
+	// Escaped keys are not the usage key; strings hiding braces do not confuse.
+	tricky := `{"x":"}]\"{[","us\u0061ge":{"prompt_tokens":99},"choices":[{"message":{"content":"a\"b\\"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`
+	if u := usageOf(t, req, "application/json", tricky); u.InputTokens != 3 || u.OutputTokens != 1 || u.Estimated {
+		t.Errorf("tricky body: %+v", u)
+	}
+	// Not JSON at all: nothing reported, estimated.
+	if u := usageOf(t, req, "application/json", "<html>bad gateway</html>"); !u.Estimated {
+		t.Errorf("html body: %+v", u)
+	}
+}
