@@ -183,16 +183,27 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 	// Asynchronous methods (bank debits, vouchers) complete the session
 	// unpaid; async_payment_succeeded follows once the money arrives
 	// (https://docs.stripe.com/checkout/fulfillment).
-	if typ != EventCheckoutAsyncSucceeded && str(sess, "payment_status") != "paid" {
-		log.Info("stripe: checkout session not paid yet; waiting for async_payment_succeeded", zap.String("payment_status", str(sess, "payment_status")))
+	if status := str(sess, "payment_status"); typ != EventCheckoutAsyncSucceeded && status != "paid" {
+		if status == "unpaid" {
+			log.Info("stripe: checkout session not paid yet; waiting for async_payment_succeeded")
+		} else {
+			log.Info("stripe: checkout session needs no payment; nothing to credit", zap.String("payment_status", status))
+		}
 		return outcomeIgnored, nil
 	}
 	if err := keyOK(keySession + id); err != nil {
 		return "", err
 	}
 
+	// The record lives under the payment intent, where refunds and
+	// disputes look; a paid session always has one, but should it not,
+	// the session id still pins what it credited.
 	pi := idOf(sess.Get("payment_intent"))
-	rec, ok, err := s.paymentRecord(ctx, pi)
+	recKey := metaPayment + pi
+	if pi == "" {
+		recKey = metaSession + id
+	}
+	rec, ok, err := s.record(ctx, recKey)
 	if err != nil {
 		return "", err
 	}
@@ -217,7 +228,7 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 		rec = paymentRecord{Customer: cust, Credits: credits, Session: id}
 		// Record before crediting: once the top-up can be seen, a refund
 		// of it can find what to claw back.
-		if err := s.putPaymentRecord(ctx, pi, rec); err != nil {
+		if err := s.putRecord(ctx, recKey, rec); err != nil {
 			return "", err
 		}
 	}

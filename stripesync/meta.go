@@ -20,6 +20,9 @@ const (
 	metaCustomer = "stripe:customer:"
 	// metaPayment + payment intent id → JSON paymentRecord.
 	metaPayment = "stripe:payment_intent:"
+	// metaSession + checkout session id → JSON paymentRecord, only for a
+	// paid session without a payment intent (which Stripe does not send).
+	metaSession = "stripe:checkout_session:"
 	// metaInvoice + invoice id → JSON paymentRecord of its grant.
 	metaInvoice = "stripe:invoice:"
 	// metaDispute + dispute id + ":suspended" / ":lifted" → the tollgate
@@ -28,6 +31,7 @@ const (
 	// whether an event changed anything. The ledger's own suspension
 	// reasons are what the proxy obeys.
 	metaDispute = "stripe:dispute:"
+
 	// Credit keys, scoped per customer by the ledger.
 	keySession = "stripe:checkout_session:" // + session id: one top-up
 	keyInvoice = "stripe:invoice:"          // + invoice id: one grant
@@ -60,13 +64,6 @@ func (s *Syncer) paymentRecord(ctx context.Context, pi string) (paymentRecord, b
 		return paymentRecord{}, false, nil
 	}
 	return s.record(ctx, metaPayment+pi)
-}
-
-func (s *Syncer) putPaymentRecord(ctx context.Context, pi string, rec paymentRecord) error {
-	if pi == "" {
-		return nil
-	}
-	return s.putRecord(ctx, metaPayment+pi, rec)
 }
 
 func (s *Syncer) record(ctx context.Context, key string) (paymentRecord, bool, error) {

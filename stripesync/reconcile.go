@@ -159,9 +159,11 @@ func (s *Syncer) Run(ctx context.Context, interval, window time.Duration) error 
 		defer cancel()
 		events, applied, err := s.Reconcile(runCtx, window)
 		switch {
+		case err == nil:
+			// Keep the lock until it expires: see above.
 		case ctx.Err() != nil:
-			// Shutting down: free the lock so another replica need not
-			// wait for it to expire.
+			// Cut short by shutdown: free the lock so another replica
+			// need not wait for it to expire.
 			unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			if err := s.store.Unlock(unlockCtx, ReconcileLock, token); err != nil {
