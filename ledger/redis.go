@@ -106,6 +106,9 @@ func customerOfKey(key string) (string, bool) {
 // tollgate replicas sharing balances. Every operation is one Lua script on
 // one customer's keys, so it is atomic and cluster safe.
 //
+// It needs Redis 6.0 or later (Sweep uses SCAN with TYPE); it is tested
+// on Redis 7, single node and cluster.
+//
 // Redis must keep what it acknowledged: run it with AOF (appendonly yes,
 // appendfsync everysec or always) or accept losing the last moments of
 // charges and credits on a crash. Keys never expire by TTL except locks,
