@@ -14,10 +14,26 @@
 // parent.subscription_details and a line's price under
 // pricing.price_details.price).
 //
+// Wiring, in cmd/tollgate and the admin listener:
+//
+//	s, err := stripesync.New(store, stripesync.Options{
+//		WebhookSecrets: cfg.Stripe.WebhookSecrets, // webhook_secret and/or webhook_secrets
+//		APIKey:         cfg.Stripe.APIKey,
+//		APIBase:        cfg.Stripe.APIBase,
+//		Prices:         prices, // stripe.prices: price id or lookup key → credits
+//		Logger:         logger,
+//		Registerer:     registry,
+//	})
+//	admin.Handle("POST /webhooks/stripe", s.WebhookHandler())
+//	// POST /v1/reconcile and `tollgate reconcile`:
+//	events, applied, err := s.Reconcile(ctx, since)
+//	// in serve, when an API key is set:
+//	go s.Run(ctx, stripesync.DefaultReconcileInterval, stripesync.DefaultReconcileWindow)
+//
 // It does not serve the admin API, authenticate callers other than Stripe,
 // read configuration files, or decide how much usage costs: cmd/tollgate
 // maps configuration to Options, and the proxy owns the admin endpoints that
-// call Reconcile.
+// call Reconcile. It never writes to Stripe.
 package stripesync
 
 import (

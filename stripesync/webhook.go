@@ -24,6 +24,7 @@ import (
 //   - 400 when the signature is missing, malformed, made with none of
 //     Options.WebhookSecrets, or older than Options.Tolerance (a replay, or
 //     this server's clock is wrong), and when the signed body is not JSON;
+//   - 405 for any method but POST;
 //   - 413 when the body exceeds Options.MaxBodyBytes;
 //   - 422 when the event is authentic but its tollgate data is unusable
 //     (for example metadata.tollgate_credits is not a decimal);
