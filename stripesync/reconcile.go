@@ -117,8 +117,9 @@ func (s *Syncer) Reconcile(ctx context.Context, since time.Duration) (events, ap
 }
 
 // Run reconciles the last window every interval until ctx is done, for
-// tollgate serve when an API key is set (DefaultReconcileInterval and
-// DefaultReconcileWindow are sensible). It runs once at start.
+// tollgate serve when an API key is set (stripe.reconcile_interval and
+// stripe.reconcile_window in the config: hourly over the last 72 hours by
+// default, Stripe's retry period). It runs once at start.
 //
 // Replicas share the work through the store's lock: each tick, a replica
 // runs only if it takes the lock, and keeps the lock for nine tenths of the

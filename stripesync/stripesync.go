@@ -28,7 +28,7 @@
 //	// POST /v1/reconcile and `tollgate reconcile`:
 //	events, applied, err := s.Reconcile(ctx, since)
 //	// in serve, when an API key is set:
-//	go s.Run(ctx, stripesync.DefaultReconcileInterval, stripesync.DefaultReconcileWindow)
+//	go s.Run(ctx, cfg.Stripe.ReconcileInterval, cfg.Stripe.ReconcileWindow)
 //
 // It does not serve the admin API, authenticate callers other than Stripe,
 // read configuration files, or decide how much usage costs: cmd/tollgate
@@ -83,11 +83,6 @@ const (
 	// MaxReconcileWindow is how far back Reconcile may look: Stripe keeps
 	// events for 30 days (https://docs.stripe.com/api/events/list).
 	MaxReconcileWindow = 30 * 24 * time.Hour
-	// DefaultReconcileInterval and DefaultReconcileWindow are suggested
-	// arguments for Run: every 10 minutes, look back three days, which is
-	// as long as Stripe retries a failed delivery.
-	DefaultReconcileInterval = 10 * time.Minute
-	DefaultReconcileWindow   = 72 * time.Hour
 )
 
 // Options configure a Syncer. The zero value of every field but Prices has
