@@ -1,0 +1,202 @@
+package meter
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// The fuzz targets run their seed corpora (testdata/fuzz/<Target>/) as
+// ordinary tests; `go test ./meter -run TestFuzzSeeds -update` rewrites the
+// corpora from the golden cases. Each target checks, for arbitrary input:
+// no panic; the documented memory bound (a Tap never holds more than
+// MaxHeldEventBytes, its output buffer stays within MaxHeldEventBytes plus
+// one read, and one that does not filter allocates no buffer at all); and
+// that the result does not depend on how the bytes were split into reads.
+
+// fuzzReq builds a request for api from a selector, covering the filter:
+// for openai.chat, sel's low bit says whether the client asked for usage.
+func fuzzReq(sel uint16) Request {
+	apis := APIs()
+	api := apis[int(sel>>1)%len(apis)]
+	r := Request{API: api, Model: "m", N: 1 + int64(sel>>4)%3, Stream: true, IncludeUsage: sel&1 == 1, estInput: 7}
+	if api == OpenAIAudio && sel&8 != 0 {
+		r.speech, r.audioTokens, r.AudioMillis = true, 40, 2000
+	}
+	return r
+}
+
+// splitFeed feeds data to a new Tap in reads cut by the split pattern.
+func splitFeed(t *testing.T, req Request, ct string, data []byte, split uint16) ([]byte, Usage) {
+	tap := NewTap(req, ct)
+	var client []byte
+	step := 1 + int(split)%97
+	for i := 0; i < len(data); {
+		n := min(step, len(data)-i)
+		client = append(client, tap.Feed(data[i:i+n])...)
+		tap.checkBounds(t, n)
+		i += n
+		step = 1 + (step*31+int(split))%211
+	}
+	rest, u := tap.End()
+	return append(client, rest...), u
+}
+
+func checkTap(t *testing.T, req Request, ct string, data []byte, split uint16) {
+	whole, u := splitFeed(t, req, ct, data, 0xFFFF) // large reads
+	bySplit, u2 := splitFeed(t, req, ct, data, split)
+	oneByte := NewTap(req, ct)
+	var ob []byte
+	for i := range data {
+		ob = append(ob, oneByte.Feed(data[i:i+1])...)
+	}
+	rest, u3 := oneByte.End()
+	ob = append(ob, rest...)
+	if u != u2 || u != u3 {
+		t.Fatalf("usage depends on read sizes: %+v / %+v / %+v", u, u2, u3)
+	}
+	if !bytes.Equal(whole, bySplit) || !bytes.Equal(whole, ob) {
+		t.Fatalf("client bytes depend on read sizes")
+	}
+	if !oneByte.filter && !bytes.Equal(whole, data) {
+		t.Fatalf("client bytes changed without filtering")
+	}
+	if oneByte.filter && !isSubsequence(whole, data) {
+		t.Fatalf("filter did more than remove bytes")
+	}
+	if u.InputTokens < 0 || u.OutputTokens < 0 || u.CachedInputTokens+u.CacheWriteInputTokens > u.InputTokens || u.Images < 0 || u.AudioMillis < 0 {
+		t.Fatalf("inconsistent usage %+v", u)
+	}
+	p := Price{Input: 1_000_000, CachedInput: 500_000, CacheWriteInput: 1_250_000, Output: 4_000_000, PerMinute: 6000, PerImage: map[string]money.Micros{"*": 1}}
+	_, _ = p.Cost(u) // may fail with ErrCostRange on absurd counts; must not panic
+}
+
+func isSubsequence(sub, s []byte) bool {
+	i := 0
+	for _, c := range s {
+		if i < len(sub) && sub[i] == c {
+			i++
+		}
+	}
+	return i == len(sub)
+}
+
+func FuzzSSE(f *testing.F) {
+	f.Add([]byte(contentEvent+usageEvent+doneEvent), uint16(0), uint16(3))
+	f.Fuzz(func(t *testing.T, data []byte, sel, split uint16) {
+		checkTap(t, fuzzReq(sel), "text/event-stream", data, split)
+	})
+}
+
+func FuzzJSON(f *testing.F) {
+	f.Add([]byte(`{"usage":{"prompt_tokens":1,"completion_tokens":2}}`), uint16(0), uint16(3))
+	f.Fuzz(func(t *testing.T, data []byte, sel, split uint16) {
+		checkTap(t, fuzzReq(sel), "application/json", data, split)
+	})
+}
+
+func FuzzParseRequest(f *testing.F) {
+	f.Add(uint16(0), "application/json", []byte(`{"model":"gpt-4o","stream":true,"messages":[]}`))
+	f.Fuzz(func(t *testing.T, sel uint16, contentType string, body []byte) {
+		apis := APIs()
+		api := apis[int(sel)%len(apis)]
+		orig := bytes.Clone(body)
+		r, err := ParseRequest(api, contentType, body)
+		if !bytes.Equal(body, orig) {
+			t.Fatalf("ParseRequest modified the body")
+		}
+		if err != nil {
+			if api == Flat {
+				t.Fatalf("flat refused a body: %v", err)
+			}
+			return
+		}
+		if r.N < 1 || r.N > MaxN || r.InputTokens < 0 || r.MaxOutputTokens < 0 || r.AudioMillis < 0 {
+			t.Fatalf("inconsistent request %+v", r)
+		}
+		p := Price{Input: 1, CachedInput: 1, CacheWriteInput: 2, Output: 3, PerRequest: 1, PerMinute: 1, PerImage: map[string]money.Micros{"*": 1}}
+		if _, _, err := r.Estimate(p, int64(sel)); err != nil && !strings.HasPrefix(err.Error(), "meter: cost out of range") {
+			t.Fatalf("Estimate: %v", err)
+		}
+		out, err := r.Rewrite(body)
+		if err != nil {
+			t.Fatalf("Rewrite: %v", err)
+		}
+		if api == OpenAIChat && r.Stream {
+			if !gjson.ValidBytes(out) || gjson.GetBytes(out, "stream_options.include_usage").Type != gjson.True {
+				t.Fatalf("Rewrite did not force include_usage: %s", out)
+			}
+			r2, err := ParseRequest(api, contentType, out)
+			if err != nil || !r2.IncludeUsage || r2.Model != r.Model || r2.N != r.N {
+				t.Fatalf("rewritten body parses as %+v, %v", r2, err)
+			}
+		} else if !bytes.Equal(out, body) {
+			t.Fatalf("Rewrite changed a body it should leave alone")
+		}
+	})
+}
+
+// TestFuzzSeeds checks the seed corpora exist, and with -update writes them
+// from the golden cases (responses of up to 16 KiB) and their requests.
+func TestFuzzSeeds(t *testing.T) {
+	dir := filepath.Join("testdata", "fuzz")
+	if !*update {
+		for _, target := range []string{"FuzzSSE", "FuzzJSON", "FuzzParseRequest"} {
+			ents, err := os.ReadDir(filepath.Join(dir, target))
+			if err != nil || len(ents) < 10 {
+				t.Errorf("%s: seed corpus missing or small (%d files, %v); run go test ./meter -run TestFuzzSeeds -update", target, len(ents), err)
+			}
+		}
+		return
+	}
+	apiIndex := map[API]uint16{}
+	for i, a := range APIs() {
+		apiIndex[a] = uint16(i)
+	}
+	write := func(target, name string, args ...string) {
+		p := filepath.Join(dir, target, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		body := "go test fuzz v1\n" + strings.Join(args, "\n") + "\n"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u16 := func(v uint16) string { return fmt.Sprintf("uint16(%d)", v) }
+	bs := func(b []byte) string { return "[]byte(" + strconv.Quote(string(b)) + ")" }
+	str := func(s string) string { return "string(" + strconv.Quote(s) + ")" }
+	for _, tc := range loadCases(t) {
+		seedName := strings.ReplaceAll(tc.name, "/", "_")
+		stem := filepath.Join("testdata", string(tc.api), strings.TrimPrefix(tc.name, string(tc.api)+"/"))
+		if len(tc.data) <= 16<<10 {
+			sel := apiIndex[tc.api] << 1
+			if tc.req.IncludeUsage {
+				sel |= 1
+			}
+			if strings.HasPrefix(tc.contentType, "text/event-stream") {
+				write("FuzzSSE", seedName, bs(tc.data), u16(sel), u16(7))
+			} else {
+				write("FuzzJSON", seedName, bs(tc.data), u16(sel), u16(7))
+			}
+		}
+		if b, err := os.ReadFile(stem + ".request.json"); err == nil && len(b) <= 16<<10 {
+			write("FuzzParseRequest", seedName, u16(apiIndex[tc.api]), str("application/json"), bs(b))
+		} else if b, err := os.ReadFile(stem + ".request.multipart"); err == nil {
+			// Keep the form, shorten the file to keep the corpus small.
+			if i := bytes.Index(b, []byte("Content-Type: audio/mpeg\r\n\r\n")); i > 0 {
+				end := bytes.LastIndex(b, []byte("\r\n--"+testBoundary))
+				b = append(append(bytes.Clone(b[:i+28]), b[i+28:i+28+300]...), b[end:]...)
+			}
+			write("FuzzParseRequest", seedName, u16(apiIndex[tc.api]), str("multipart/form-data; boundary="+testBoundary), bs(b))
+		}
+	}
+}
