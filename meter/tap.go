@@ -2,7 +2,6 @@ package meter
 
 import (
 	"bytes"
-	"mime"
 	"strings"
 )
 
@@ -96,14 +95,15 @@ type Tap struct {
 // forced include_usage into.
 func NewTap(req Request, contentType string) *Tap {
 	t := &Tap{req: req}
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		mt = strings.ToLower(strings.TrimSpace(contentType))
-	}
+	// The media type, without parameters; compared without allocating
+	// (mime.ParseMediaType would allocate on every response).
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.TrimSpace(mt)
 	switch {
-	case mt == "text/event-stream":
+	case strings.EqualFold(mt, "text/event-stream"):
 		t.mode = modeSSE
-	case mt == "" || mt == "application/json" || strings.HasSuffix(mt, "+json"):
+	case mt == "" || strings.EqualFold(mt, "application/json") ||
+		(len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json")):
 		t.mode = modeJSON
 	default:
 		t.mode = modeOpaque
@@ -511,10 +511,10 @@ func (t *Tap) usage() Usage {
 			}
 		}
 		u.ImageSize, u.ImageQuality = r.ImageSize, r.ImageQuality
-		if t.size.set {
+		if t.size.set && !t.size.is(r.ImageSize) {
 			u.ImageSize = t.size.String()
 		}
-		if t.quality.set {
+		if t.quality.set && !t.quality.is(r.ImageQuality) {
 			u.ImageQuality = t.quality.String()
 		}
 	case OpenAIAudio:
