@@ -129,18 +129,27 @@ func (s *Syncer) verify(body []byte, header string) error {
 }
 
 // signatureTime reads t= from a header like "t=1492774577,v1=5257a8…,v0=…".
+// Stripe sends exactly one t=. A header with several is refused: stripe-go
+// computes the HMAC with the last one, so trusting any other for the
+// tolerance check would let a captured delivery be replayed forever with a
+// fresh t= put in front of its own.
 func signatureTime(header string) (time.Time, bool) {
+	var (
+		ts   time.Time
+		seen bool
+	)
 	for _, part := range strings.Split(header, ",") {
 		k, v, ok := strings.Cut(part, "=")
-		if ok && k == "t" {
-			sec, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return time.Time{}, false
-			}
-			return time.Unix(sec, 0), true
+		if !ok || k != "t" {
+			continue
 		}
+		sec, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || seen {
+			return time.Time{}, false
+		}
+		ts, seen = time.Unix(sec, 0), true
 	}
-	return time.Time{}, false
+	return ts, seen
 }
 
 // writeError writes the error shape tollgate uses everywhere,
