@@ -30,6 +30,11 @@ var (
 // Run holds while it reconciles, so that one replica at a time does.
 const ReconcileLock = "stripesync:reconcile"
 
+// maxReconcileHold bounds how long Run keeps the reconciliation lock: the
+// stores refuse locks longer than a day (so that a crashed holder blocks
+// the job for a day at most), and asking for more would fail every tick.
+const maxReconcileHold = 24 * time.Hour
+
 // maxReportedFailures bounds how many failed events an ErrIncomplete
 // message names.
 const maxReportedFailures = 5
@@ -123,9 +128,10 @@ func (s *Syncer) Reconcile(ctx context.Context, since time.Duration) (events, ap
 //
 // Replicas share the work through the store's lock: each tick, a replica
 // runs only if it takes the lock, and keeps the lock for nine tenths of the
-// interval after taking it, so the fleet reconciles about once per interval
-// whatever the number of replicas, and a replica that dies mid-run frees
-// the lock when it expires. A run that outlasts its lock is cancelled (the
+// interval after taking it (at most a day, the longest lock the stores
+// grant), so the fleet reconciles about once per interval whatever the
+// number of replicas, and a replica that dies mid-run frees the lock when
+// it expires. A run that outlasts its lock is cancelled (the
 // next run picks up the same window), so two replicas never reconcile at
 // once; raise the interval or shorten the window if the log says runs are
 // cut short.
@@ -143,7 +149,7 @@ func (s *Syncer) Run(ctx context.Context, interval, window time.Duration) error 
 	if window <= 0 || window > MaxReconcileWindow {
 		return fmt.Errorf("%w: window %s must be positive and at most 720h", ErrInvalidWindow, window)
 	}
-	hold := interval - interval/10
+	hold := min(interval-interval/10, maxReconcileHold)
 	tick := func() {
 		token, ok, err := s.store.TryLock(ctx, ReconcileLock, hold)
 		if err != nil {

@@ -224,6 +224,29 @@ func TestRunTakesTheStoreLock(t *testing.T) {
 	}
 }
 
+// An interval beyond a day still reconciles: the store refuses locks
+// longer than a day, so Run must not ask for one.
+func TestRunWithAnIntervalOfDays(t *testing.T) {
+	f := newFakeStripe(t)
+	h := open(t, boltBackend(), withAPI(f.URL()))
+	missedEvents(h, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.syncer.Run(ctx, 48*time.Hour, 72*time.Hour) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.account(h.id("globex")).Balance == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.wantBalance(h.id("globex"), "3000")
+	if _, ok, _ := h.store.TryLock(context.Background(), stripesync.ReconcileLock, time.Second); ok {
+		t.Error("the lock was free right after a run; other replicas would reconcile again")
+	}
+}
+
 // runFor runs h's periodic reconciliation (hourly, 72h window) for d.
 func runFor(t *testing.T, h *harness, d time.Duration) {
 	t.Helper()
