@@ -1,0 +1,111 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// TestBoltGroupCommitIsolatesFailures queues credits and a write that fails
+// into one group commit, and checks that the failing write gets its own
+// error, nothing of it is stored, and every credit is stored and reported
+// as applied: a neighbour's failure neither fails nor silently drops them.
+func TestBoltGroupCommitIsolatesFailures(t *testing.T) {
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+
+	// Hold the writer in a first commit so that everything below queues
+	// up behind it and is committed together.
+	release := make(chan struct{})
+	blocking := make(chan struct{})
+	blockerDone := make(chan error, 1)
+	go func() {
+		blockerDone <- s.update(func(*bbolt.Tx) error {
+			close(blocking)
+			<-release
+			return nil
+		})
+	}()
+	<-blocking
+
+	const credits = 8
+	errBoom := errors.New("boom")
+	var wg sync.WaitGroup
+	results := make([]error, credits)
+	applied := make([]bool, credits)
+	var failErr error
+	for i := range credits {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.Credit(ctx, Credit{Customer: "batch", Amount: money.Micros(i + 1), Kind: KindGrant, Key: fmt.Sprintf("k%d", i)})
+			results[i], applied[i] = err, r.Applied
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		failErr = s.update(func(tx *bbolt.Tx) error {
+			// Write something first, so a leak of it would show.
+			if err := tx.Bucket([]byte(bMeta)).Put([]byte("leaked"), []byte("x")); err != nil {
+				return err
+			}
+			return errBoom
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.queue)
+		s.mu.Unlock()
+		if n == credits+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, want %d", n, credits+1)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if err := <-blockerDone; err != nil {
+		t.Fatalf("blocking write: %v", err)
+	}
+
+	if !errors.Is(failErr, errBoom) || errors.Is(s.fail("op", failErr), ErrStoreUnavailable) {
+		t.Errorf("failing write returned %v; want its own error, not a store failure", failErr)
+	}
+	var want money.Micros
+	for i, err := range results {
+		if err != nil || !applied[i] {
+			t.Errorf("credit %d: applied %v, %v; want applied", i, applied[i], err)
+		}
+		want += money.Micros(i + 1)
+	}
+	if _, ok, err := s.GetMeta(ctx, "leaked"); err != nil || ok {
+		t.Errorf("the failed write's Put is stored (%v, %v)", ok, err)
+	}
+	a, err := s.Account(ctx, "batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Balance != want {
+		t.Errorf("balance %s; want %s, the sum of the credits", a.Balance, want)
+	}
+	p, err := s.Entries(ctx, "batch", "", 0)
+	if err != nil || len(p.Entries) != credits {
+		t.Errorf("entries %d, %v; want %d", len(p.Entries), err, credits)
+	}
+}
