@@ -56,13 +56,21 @@ const (
 	ToolTokenFloor = 1024
 
 	// AudioBytesPerSecond is the bitrate floor (16 kbit/s) the audio
-	// duration estimate assumes: a file of B bytes counts as B / 2,000
-	// seconds. Speech uploads are rarely encoded below it (MP3 and AAC at
-	// 16 kbit/s are already poor), so the estimate is high for common
-	// files (8× for 128 kbit/s MP3) and exact for WAV. It is used for the
+	// duration estimate assumes for an upload whose header it cannot read
+	// (WAV, FLAC and MP3 headers state the duration): a file of B bytes
+	// counts as B / 2,000 seconds. Speech is rarely encoded below it (MP3
+	// and AAC at 16 kbit/s are already poor), so the estimate is high for
+	// common files (4× for 64 kbit/s Opus or AAC). It is used for the
 	// reservation, and for the charge only when the response carries no
 	// duration (response_format text, srt or vtt).
 	AudioBytesPerSecond = 2000
+
+	// AudioMaxBytesPerSecond (3 Mbit/s, above 24-bit 48 kHz stereo PCM)
+	// bounds how short a file of a given size can be. A duration read from
+	// the file's own header is the client's claim; when the response
+	// reports no duration, the charge uses at least this bound, so a
+	// doctored header cannot make a long recording cheap.
+	AudioMaxBytesPerSecond = 384_000
 
 	// AudioTokensPerMinute converts an audio duration to audio tokens for
 	// routes that price audio models by the token: OpenAI's per-token and
@@ -135,13 +143,16 @@ type Request struct {
 	// Images counts the images in the prompt (counted in InputTokens).
 	Images int64
 	// AudioMillis is the estimated duration of the audio (openai.audio):
-	// the uploaded file at AudioBytesPerSecond, or the speech input at
+	// for an upload, the duration its WAV, FLAC or MP3 header states, or
+	// else its size at AudioBytesPerSecond; for speech, the input at
 	// SpeechCharsPerMinute / speed.
 	AudioMillis int64
 
 	estInput    int64 // typical input tokens, for a response without usage
 	audioTokens int64 // AudioMillis as audio tokens
-	speech      bool  // openai.audio text-to-speech (JSON) rather than a transcription
+	// audioMinMillis is the least duration an upload of its size can have.
+	audioMinMillis int64
+	speech         bool // openai.audio text-to-speech (JSON) rather than a transcription
 }
 
 // imagePartTypes are the "type" values of prompt parts that carry an image.
@@ -336,7 +347,13 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 		return invalidf("the multipart Content-Type has no boundary")
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
-	var textBytes, fileBytes, files int64
+	var textBytes, fileBytes, files, audioSize int64
+	var audioHead []byte
+	headLen := 64
+	if r.API == OpenAIAudio {
+		headLen = audioHeadBytes
+	}
+	head := make([]byte, 0, headLen)
 	sawPart := false
 	for {
 		part, err := mr.NextPart()
@@ -349,12 +366,21 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 		sawPart = true
 		name := part.FormName()
 		if part.FileName() != "" || name == "file" || name == "image" || name == "image[]" || name == "mask" {
-			n, err := io.Copy(io.Discard, part)
+			n, err := io.ReadFull(part, head[:cap(head)])
+			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+				return invalidf("the multipart body is malformed: %v", err)
+			}
+			rest, err := io.Copy(io.Discard, part)
 			if err != nil {
 				return invalidf("the multipart body is malformed: %v", err)
 			}
+			size := int64(n) + rest
+			if files == 0 && r.API == OpenAIAudio {
+				audioHead, audioSize = head[:n], size
+				head = make([]byte, 0, 64) // keep audioHead intact
+			}
 			files++
-			fileBytes += n
+			fileBytes += size
 			continue
 		}
 		val, err := io.ReadAll(io.LimitReader(part, maxFormField+1))
@@ -390,7 +416,14 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 	}
 	tokens := textBytes + RequestOverheadTokens
 	if r.API == OpenAIAudio {
-		r.AudioMillis = ceilDiv(fileBytes*1000, AudioBytesPerSecond)
+		if ms, ok := audioDuration(audioHead, audioSize); ok {
+			r.AudioMillis = ms
+		} else {
+			r.AudioMillis = ceilDiv(fileBytes*1000, AudioBytesPerSecond)
+		}
+		// The header is the client's claim: a charge estimated from it is
+		// never below what the file's size allows at AudioMaxBytesPerSecond.
+		r.audioMinMillis = ceilDiv(fileBytes*1000, AudioMaxBytesPerSecond)
 		r.audioTokens = ceilDiv(r.AudioMillis*AudioTokensPerMinute, 60_000)
 		r.InputTokens = tokens + r.audioTokens
 		r.estInput = ceilDiv(textBytes, BytesPerToken) + r.audioTokens

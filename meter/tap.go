@@ -527,7 +527,7 @@ func (t *Tap) usage() Usage {
 		} else {
 			// No duration in the response: the request's estimate, which
 			// a per-minute price needs even when tokens were reported.
-			u.AudioMillis = r.AudioMillis
+			u.AudioMillis = max(r.AudioMillis, r.audioMinMillis)
 			u.Estimated = true
 		}
 		if !reported && !t.has(slMillis) {
