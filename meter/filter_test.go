@@ -276,3 +276,23 @@ func TestJSONBodyEdges(t *testing.T) {
 		t.Errorf("html body: %+v", u)
 	}
 }
+
+// TestEndKeepsFeedResult checks that End does not overwrite what the last
+// Feed returned (a proxy may get data and io.EOF from one upstream Read
+// and call End before the client has taken the data).
+func TestEndKeepsFeedResult(t *testing.T) {
+	tap := NewTap(chatReq(t, false), "text/event-stream")
+	tap.Feed([]byte(contentEvent[:25]))
+	out := tap.Feed([]byte(contentEvent[25:] + "data: {\"choices\":[{\"delta\":{\"content\":\"tail\"}}]}"))
+	want := string(out)
+	if want != contentEvent {
+		t.Fatalf("Feed returned %q", want)
+	}
+	rest, _ := tap.End()
+	if string(out) != want {
+		t.Errorf("End overwrote the last Feed result: %q", out)
+	}
+	if string(rest) != "data: {\"choices\":[{\"delta\":{\"content\":\"tail\"}}]}" {
+		t.Errorf("rest = %q", rest)
+	}
+}

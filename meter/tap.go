@@ -424,26 +424,29 @@ func (t *Tap) End() (rest []byte, u Usage) {
 		t.sc.finish()
 		t.commit(&t.sc.f, t.sc.f.complete)
 	case modeSSE:
-		t.cur, t.seg, t.keepEnd, t.direct = nil, 0, 0, false
-		t.out = t.out[:0]
+		// Whatever is held is one event block, never any earlier bytes;
+		// it is returned as is, without touching t.out, which may still
+		// back what the last Feed returned.
+		keep := true
 		if t.afterCR && t.crBlank {
-			t.blockEnd(0, t.pendDrop)
+			// The body ended just after a blank line's CR: that block is
+			// complete, and its fate was decided at the CR.
+			t.afterCR, t.crBlank = false, false
+			keep = !(t.filter && t.pendDrop && !t.pass)
 		}
-		drop := false
 		if t.evData {
 			// A last event without its blank line: lenient, since a
 			// provider that forgets the final blank line still reported
 			// the usage.
 			t.events++
 			t.sc.finish()
-			drop = t.commit(&t.sc.f, t.sc.f.complete) && t.filter
+			if t.commit(&t.sc.f, t.sc.f.complete) && t.filter && !t.pass {
+				keep = false
+			}
+			t.evData = false
 		}
-		if t.filter && !drop {
-			t.out = append(t.out, t.hold...)
-		}
-		t.hold = t.hold[:0]
-		if len(t.out) > 0 {
-			rest = t.out
+		if t.filter && keep && len(t.hold) > 0 {
+			rest = t.hold
 		}
 	}
 	t.final = t.usage()
