@@ -20,9 +20,13 @@ var (
 	ErrModelNotPriced = errors.New("meter: model not priced")
 
 	// ErrCostRange reports a cost that does not fit in money.Micros, or a
-	// Usage or Price with a negative component. Prices from config and
-	// usage read from providers never get here; it guards the arithmetic
-	// against wrapping around instead of charging a wrong amount.
+	// Usage or Price with a negative component: it guards the arithmetic
+	// against wrapping around instead of charging a wrong amount. From
+	// Request.Estimate it means a worst case no balance can cover (a
+	// request asking for ~10^18 output tokens on a route without a cap);
+	// the proxy can refuse it as it refuses any reservation that does not
+	// fit. Usage read from providers and prices from config do not reach
+	// it at settlement.
 	ErrCostRange = errors.New("meter: cost out of range")
 )
 

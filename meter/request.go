@@ -482,9 +482,9 @@ func capInt(v gjson.Result) int64 {
 //     Price.Cost decides whether tokens or units are charged.
 //   - flat: nothing but Price.PerRequest.
 //
-// It fails with ErrCostRange when the worst case does not fit in
-// money.Micros (an absurd cap × n at an absurd rate), and with what
-// Price.Cost returns otherwise.
+// The proxy reserves the returned cost. It fails with ErrCostRange when
+// the worst case does not fit in money.Micros (an absurd cap × n at an
+// absurd rate), which no balance can cover.
 func (r Request) Estimate(p Price, routeMaxOutput int64) (Usage, money.Micros, error) {
 	var u Usage
 	switch r.API {
@@ -543,9 +543,10 @@ func outputCap(req, route int64) int64 {
 // forces stream_options.include_usage to true — also over an explicit
 // false — so that the stream ends with the usage chunk tollgate bills
 // from (OpenAI API reference, stream_options: without it a stream carries
-// no usage at all). It edits the JSON in place with sjson, keeping every
-// other byte; a body that already asks for usage, and every other request,
-// is returned unchanged. The caller sets Content-Length from the result.
+// no usage at all). It edits the JSON with sjson into a new slice, keeping
+// every other byte and leaving body untouched; a body that already asks
+// for usage, and every other request, is returned as is. The caller sets
+// Content-Length from the result.
 func (r Request) Rewrite(body []byte) ([]byte, error) {
 	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage {
 		return body, nil

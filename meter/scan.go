@@ -75,8 +75,7 @@ type schema struct {
 
 // rule is one path of a schema: "usage.prompt_tokens",
 // "choices[].delta.content". A segment ending in "[]" means the elements of
-// the array at that key; a path of just "[]" … is not needed and not
-// supported.
+// the array at that key.
 type rule struct {
 	path string
 	act  action
@@ -254,7 +253,7 @@ func (s *scanner) feed(p []byte) {
 				s.st = stKey
 				s.klen, s.kbad = 0, false
 			case c == '}' && s.st == stObjFirst:
-				s.closeContainer(true)
+				s.closeContainer()
 			default:
 				s.st = stBad
 			}
@@ -284,7 +283,7 @@ func (s *scanner) feed(p []byte) {
 			}
 			if c == ']' {
 				i++
-				s.closeContainer(false)
+				s.closeContainer()
 				continue
 			}
 			s.beginElement()
@@ -301,7 +300,7 @@ func (s *scanner) feed(p []byte) {
 					s.beginElement()
 				}
 			case c == '}' && top.obj, c == ']' && !top.obj:
-				s.closeContainer(top.obj)
+				s.closeContainer()
 			default:
 				s.st = stBad
 			}
@@ -347,8 +346,9 @@ func (s *scanner) beginValue(p []byte, i int) int {
 			s.f.set(n.slot, 1)
 		}
 		if n != nil && len(n.kids) > 0 {
-			s.push(frame{node: s.cur, obj: true})
-			s.st = stObjFirst
+			if s.push(frame{node: s.cur, obj: true}) {
+				s.st = stObjFirst
+			}
 			return i + 1
 		}
 		s.beginSkip(n != nil && n.act == aText)
@@ -361,8 +361,9 @@ func (s *scanner) beginValue(p []byte, i int) int {
 			if n.act == aCount {
 				s.f.set(n.slot, 0)
 			}
-			s.push(frame{node: s.cur, obj: false})
-			s.st = stArrFirst
+			if s.push(frame{node: s.cur, obj: false}) {
+				s.st = stArrFirst
+			}
 			return i + 1
 		}
 		s.beginSkip(n != nil && n.act == aText)
@@ -391,19 +392,20 @@ func (s *scanner) beginValue(p []byte, i int) int {
 	}
 }
 
-func (s *scanner) push(f frame) {
+// push opens a tracked container; false (and stBad) if the stack is full,
+// which compiled schemas never allow (compile bounds their depth).
+func (s *scanner) push(f frame) bool {
 	if s.depth == maxTrack {
-		// Unreachable with compiled schemas (compile bounds their depth);
-		// treat as malformed rather than index out of range.
 		s.st = stBad
-		return
+		return false
 	}
 	s.stack[s.depth] = f
 	s.depth++
+	return true
 }
 
 // closeContainer closes the tracked container on top.
-func (s *scanner) closeContainer(obj bool) {
+func (s *scanner) closeContainer() {
 	s.depth--
 	s.endValue()
 }

@@ -42,7 +42,7 @@ const (
 // The proxy wraps res.Body in a ReadCloser whose Read fills a buffer from
 // upstream, passes it through Feed, and hands the client what Feed returns;
 // on io.EOF it writes End's rest, and on EOF, error or Close it settles
-// with End's Usage. See the Tap example.
+// with End's Usage. The package example shows that ReadCloser.
 type Tap struct {
 	req    Request
 	mode   uint8
@@ -122,7 +122,8 @@ func NewTap(req Request, contentType string) *Tap {
 // and an event that turns out to be the injected usage chunk is dropped;
 // every other byte reaches the client unchanged and in order. The result
 // then may alias an internal buffer that is valid until the next call to
-// Feed or End. Feed keeps no reference to p after it returns.
+// Feed (End leaves it alone). Feed keeps no reference to p after it
+// returns.
 func (t *Tap) Feed(p []byte) []byte {
 	if t.ended || len(p) == 0 {
 		return p[:0]
@@ -402,7 +403,10 @@ func satAdd(a, b int64) int64 {
 // The Usage is the provider's report where it arrived. Where it did not,
 // End estimates and sets Usage.Estimated:
 //
-//   - input tokens: the request's input estimate (see Request);
+//   - input tokens: the request's typical input, its InputTokens rule
+//     without RequestOverheadTokens at BytesPerToken bytes a token (the
+//     upper bound is for reserving, not for charging); for speech, the
+//     input's characters;
 //   - output tokens: from the text the response streamed — content and
 //     refusal deltas, tool-call arguments, reasoning/thinking text — as
 //     max(text values, ceil(text bytes / BytesPerToken)): OpenAI streams
@@ -413,7 +417,10 @@ func satAdd(a, b int64) int64 {
 //   - openai.images: the images the body listed, or the request's n when
 //     the body was cut;
 //   - openai.audio: the request's duration estimate when the response
-//     carries no duration (text, srt and vtt transcripts; speech audio).
+//     carries no duration (text, srt and vtt transcripts; speech audio),
+//     but never less than the upload's size at AudioMaxBytesPerSecond.
+//     Estimated is set then even when tokens were reported, since a
+//     route priced per minute is charged by that estimate.
 func (t *Tap) End() (rest []byte, u Usage) {
 	if t.ended {
 		return nil, t.final
