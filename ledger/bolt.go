@@ -115,9 +115,22 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 	var result error
 	err := s.update(func(tx *bbolt.Tx) error {
 		result = nil
-		c, err := openCustomer(tx, customer, true)
+		c, err := openCustomer(tx, customer, false)
 		if err != nil {
 			return err
+		}
+		if c == nil && amount > 0 {
+			// A customer never credited has nothing available. Refuse
+			// without creating its buckets, so requests naming arbitrary
+			// customers cannot grow the file (Redis writes nothing here
+			// either).
+			result = &InsufficientCreditsError{Customer: customer, Available: 0, Required: amount}
+			return nil
+		}
+		if c == nil {
+			if c, err = openCustomer(tx, customer, true); err != nil {
+				return err
+			}
 		}
 		reserved, err := c.expireHolds(nowMs, s.retention)
 		if err != nil {

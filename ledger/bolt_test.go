@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
 )
@@ -154,5 +156,50 @@ func TestBoltSurvivesKill(t *testing.T) {
 		if err != nil || r.Applied {
 			t.Fatalf("replay of k%d = %+v, %v; want not applied", i, r, err)
 		}
+	}
+}
+
+// TestBoltRefusedReserveWritesNothing: requests naming customers that were
+// never credited are refused without creating anything in the file, so an
+// application sending arbitrary customer ids cannot grow it.
+func TestBoltRefusedReserveWritesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	s, err := ledger.OpenBolt(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for i := range 50 {
+		err := s.Reserve(ctx, fmt.Sprintf("stranger-%d", i), "h1", 1, time.Minute)
+		var ice *ledger.InsufficientCreditsError
+		if !errors.As(err, &ice) || ice.Available != 0 || ice.Required != 1 {
+			t.Fatalf("Reserve for an unknown customer = %v, want insufficient credits (0 available, 0.000001 required)", err)
+		}
+	}
+	// A zero hold for an unknown customer still succeeds, as on Redis.
+	if err := s.Reserve(ctx, "zero", "h1", 0, time.Minute); err != nil {
+		t.Fatalf("zero Reserve: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var names []string
+	err = db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte("customers")).ForEachBucket(func(k []byte) error {
+			names = append(names, string(k))
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 || names[0] != "zero" {
+		t.Fatalf("customer buckets after refused reserves = %q, want only [zero]", names)
 	}
 }
