@@ -1,0 +1,201 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/meter"
+)
+
+// Error codes. Every error tollgate itself answers carries one of these in
+// error.code; DESIGN's error table is the contract for the proxy's, and the
+// admin API adds its own. They never change meaning.
+const (
+	// The proxy listener (DESIGN "The proxy").
+	CodeMissingCustomer     = "missing_customer"     // 401
+	CodeInsufficientCredits = "insufficient_credits" // 402
+	CodeCustomerSuspended   = "customer_suspended"   // 403
+	CodeModelNotPriced      = "model_not_priced"     // 400
+	CodeInvalidRequest      = "invalid_request"      // 400
+	CodeRequestTooLarge     = "request_too_large"    // 413
+	CodeRouteNotFound       = "route_not_found"      // 404
+	CodeBillingUnavailable  = "billing_unavailable"  // 503
+	CodeUpstreamUnavailable = "upstream_unavailable" // 502
+	CodeInternal            = "internal_error"       // 500
+
+	// The admin listener.
+	CodeUnauthorized        = "unauthorized"         // 401: missing or wrong bearer token
+	CodeAdminDisabled       = "admin_disabled"       // 403: admin.token is empty
+	CodeNotFound            = "not_found"            // 404: no such admin endpoint
+	CodeMethodNotAllowed    = "method_not_allowed"   // 405
+	CodeIdempotencyConflict = "idempotency_conflict" // 409: key reused with another amount
+	CodeNotConfigured       = "not_configured"       // 400: the call needs configuration that is missing
+	CodeStripeAPIError      = "stripe_api_error"     // 502: a Stripe API call failed
+	CodeReconcileIncomplete = "reconcile_incomplete" // 500: some events could not be applied
+	CodeShuttingDown        = "shutting_down"        // 503: /readyz while draining
+)
+
+// statusClientClosed is the status recorded in metrics and logs for a
+// request whose client went away before it had an answer (nginx's 499).
+// Nothing is written: there is nobody to read it.
+const statusClientClosed = 499
+
+// Errors a Reconciler returns are matched against these to choose the
+// admin API's answer (see Reconciler). cmd/tollgate wraps stripesync's
+// errors with them, so that this package needs no Stripe import.
+var (
+	// ErrNotConfigured: the call needs configuration that is missing, such
+	// as stripe.api_key for reconciliation. 400 not_configured.
+	ErrNotConfigured = errors.New("proxy: not configured")
+	// ErrInvalidArgument: the caller's arguments are wrong, such as a
+	// reconciliation window beyond 30 days. 400 invalid_request.
+	ErrInvalidArgument = errors.New("proxy: invalid argument")
+	// ErrStripeAPI: a Stripe API call failed. 502 stripe_api_error.
+	ErrStripeAPI = errors.New("proxy: stripe API call failed")
+	// ErrIncomplete: the work finished but part of it failed; running it
+	// again retries the rest. 500 reconcile_incomplete.
+	ErrIncomplete = errors.New("proxy: incomplete")
+)
+
+// refusal is an answer the proxy decided on itself, with the message the
+// client sees.
+type refusal struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *refusal) Error() string { return e.code + ": " + e.msg }
+
+func refuse(status int, code, format string, args ...any) error {
+	return &refusal{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// classify maps any error tollgate answers to its status, code and the
+// message the client may see. It is the only place that decides how an
+// error looks on the wire: the proxy's refusals, the meter's and the
+// ledger's sentinels, and the admin API's errors. Messages of unexpected
+// errors are never sent (they may name internals); the caller logs err.
+func classify(err error) (status int, code, msg string) {
+	var (
+		rf  *refusal
+		ice *ledger.InsufficientCreditsError
+		re  *meter.RequestError
+		mnp *meter.ModelNotPricedError
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &rf):
+		return rf.status, rf.code, rf.msg
+	case errors.As(err, &ice):
+		return http.StatusPaymentRequired, CodeInsufficientCredits, fmt.Sprintf(
+			"insufficient credits: %s available, %s required (this request's worst-case cost); add credits, or lower max_tokens",
+			ice.Available, ice.Required)
+	case errors.Is(err, ledger.ErrCustomerSuspended):
+		return http.StatusForbidden, CodeCustomerSuspended,
+			"this customer is suspended while a payment dispute is open; requests are refused until the dispute is closed"
+	case errors.Is(err, ledger.ErrStoreUnavailable):
+		return http.StatusServiceUnavailable, CodeBillingUnavailable,
+			"billing is unavailable: tollgate cannot reach its credit store, so nothing was forwarded or charged; retry shortly"
+	case errors.As(err, &re):
+		return http.StatusBadRequest, CodeInvalidRequest, re.Reason
+	case errors.As(err, &mnp):
+		return http.StatusBadRequest, CodeModelNotPriced, strings.TrimPrefix(mnp.Error(), "meter: ")
+	case errors.Is(err, meter.ErrCostRange):
+		return http.StatusBadRequest, CodeInvalidRequest,
+			"the request's worst-case cost is out of range; lower max_tokens or n"
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, CodeRequestTooLarge,
+			"the request body is larger than " + strconv.FormatInt(mbe.Limit, 10) + " bytes (max_request_bytes)"
+	case errors.Is(err, ledger.ErrInvalidCustomer):
+		return http.StatusBadRequest, CodeInvalidRequest,
+			"invalid customer id: " + strings.TrimPrefix(err.Error(), ledger.ErrInvalidCustomer.Error()+": ")
+	case errors.Is(err, ledger.ErrIdempotencyConflict):
+		return http.StatusConflict, CodeIdempotencyConflict,
+			"this idempotency_key was already used with a different amount; use a new key for a new change"
+	case errors.Is(err, ledger.ErrInvalidCursor):
+		return http.StatusBadRequest, CodeInvalidRequest,
+			"invalid cursor: pass the \"next\" value of the previous page of this customer's ledger"
+	case errors.Is(err, ledger.ErrInvalidAmount), errors.Is(err, ledger.ErrInvalidArgument):
+		// The ledger's validation messages describe the caller's input.
+		return http.StatusBadRequest, CodeInvalidRequest, err.Error()
+	case errors.Is(err, ErrNotConfigured):
+		return http.StatusBadRequest, CodeNotConfigured, detail(err, ErrNotConfigured)
+	case errors.Is(err, ErrInvalidArgument):
+		return http.StatusBadRequest, CodeInvalidRequest, detail(err, ErrInvalidArgument)
+	case errors.Is(err, ErrStripeAPI):
+		return http.StatusBadGateway, CodeStripeAPIError, detail(err, ErrStripeAPI)
+	case errors.Is(err, ErrIncomplete):
+		return http.StatusInternalServerError, CodeReconcileIncomplete, detail(err, ErrIncomplete)
+	case errors.Is(err, context.Canceled):
+		return statusClientClosed, "client_closed_request", "the client went away"
+	}
+	return http.StatusInternalServerError, CodeInternal,
+		"tollgate failed to handle this request; nothing was charged. Retry, and report it to the operator if it persists"
+}
+
+// detail is err's message without the sentinel's own text in front: the
+// wrapped error says what happened.
+func detail(err, sentinel error) string {
+	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
+}
+
+// errorType is error.type for a code, chosen so that OpenAI SDKs and
+// people reading it recognise the class: OpenAI answers bad requests and
+// missing keys with invalid_request_error, an exhausted quota with
+// insufficient_quota, and its own failures with server_error.
+func errorType(status int, code string) string {
+	switch code {
+	case CodeInsufficientCredits:
+		return "insufficient_quota"
+	case CodeCustomerSuspended, CodeAdminDisabled:
+		return "permission_error"
+	case CodeUnauthorized:
+		return "authentication_error"
+	}
+	if status >= 500 {
+		return "server_error"
+	}
+	return "invalid_request_error"
+}
+
+// writeError answers with the OpenAI error shape,
+// {"error":{"message":…,"type":…,"code":…}}, so that SDKs surface the
+// message and code. A 402 carries x-should-retry: false, which OpenAI's
+// and Anthropic's SDKs obey, so they do not retry a request that will be
+// refused again; a 503 carries Retry-After.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	switch status {
+	case http.StatusPaymentRequired:
+		h.Set("X-Should-Retry", "false")
+	case http.StatusServiceUnavailable:
+		h.Set("Retry-After", "1")
+	}
+	w.WriteHeader(status)
+	b := make([]byte, 0, 96+len(msg))
+	b = append(b, `{"error":{"message":`...)
+	b = appendJSONString(b, msg)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, errorType(status, code))
+	b = append(b, `,"code":`...)
+	b = appendJSONString(b, code)
+	b = append(b, "}}\n"...)
+	_, _ = w.Write(b)
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, err := json.Marshal(s)
+	if err != nil { // a Go string always marshals
+		return append(b, `""`...)
+	}
+	return append(b, q...)
+}

@@ -1,0 +1,503 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Response headers on metered responses (DESIGN "The proxy").
+const (
+	// HeaderRequestID is the request's id, which is also its hold id and
+	// the reference of its charge entry in the ledger. It is random and
+	// unguessable. It is set on every forwarded response, errors included.
+	HeaderRequestID = "X-Tollgate-Request-Id"
+	// HeaderReserved is the hold the request took, in decimal credits,
+	// set on 2xx responses.
+	HeaderReserved = "X-Tollgate-Reserved"
+)
+
+// exchange is one metered request from reservation to settlement. It is
+// also the context of the request handed to ReverseProxy: it embeds the
+// client's context (so cancellation and deadlines are the client's) and
+// answers Value(exchangeKey{}) with itself, which lets Rewrite,
+// ModifyResponse and ErrorHandler find it without a context.WithValue
+// allocation per request.
+type exchange struct {
+	context.Context
+
+	srv      *Server
+	rt       *route
+	st       *state
+	customer string
+	id       string
+	req      meter.Request
+	price    meter.Price
+	estimate meter.Usage
+	reserved money.Micros
+	heldAt   time.Time // when the hold was taken
+	sentAt   time.Time // when the request went upstream
+
+	status int         // what the client was answered, for metrics
+	closed atomic.Bool // the hold has been handed to settle or release
+
+	hdr     [2]string // backing arrays of the two response headers
+	body    []byte    // the body sent upstream
+	reqBody bodyReader
+	resBody meteredBody
+}
+
+type exchangeKey struct{}
+
+// Value implements context.Context.
+func (ex *exchange) Value(key any) any {
+	if key == (exchangeKey{}) {
+		return ex
+	}
+	return ex.Context.Value(key)
+}
+
+func exchangeOf(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// ServeHTTP meters and forwards one request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
+	st := s.state.Load()
+
+	cr := st.cfg.Match(r.URL.Path)
+	if cr == nil {
+		s.m.requests.WithLabelValues(routeNone, "404").Inc()
+		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
+			"no route for %s %s: tollgate forwards only the paths configured in its routes", r.Method, r.URL.Path))
+		return
+	}
+	rt := st.routes[cr]
+	ex, err := s.prepare(w, r, st, rt)
+	if err != nil {
+		status, _, _ := classify(err)
+		rt.m.request(status)
+		s.reject(w, r, err)
+		return
+	}
+	defer s.finish(ex)
+
+	r2 := r.WithContext(ex)
+	if len(ex.body) == 0 {
+		r2.Body = http.NoBody
+	} else {
+		ex.reqBody.b = ex.body
+		r2.Body = &ex.reqBody
+		// Lets the Transport resend the body on a fresh connection when
+		// a pooled one turns out to be closed (net/http rewindBody).
+		r2.GetBody = ex.getBody
+	}
+	r2.ContentLength = int64(len(ex.body))
+	ex.sentAt = s.now()
+	rt.proxy.ServeHTTP(w, r2)
+}
+
+// prepare runs every check and the reservation. On success the request
+// holds ex.reserved credits under ex.id and must be finished.
+func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *route) (*exchange, error) {
+	if r.Header.Get("Upgrade") != "" {
+		// A protocol switch (WebSocket) would become a tunnel tollgate
+		// cannot meter.
+		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest,
+			"tollgate does not forward protocol upgrades (%s); send plain HTTP requests", r.Header.Get("Upgrade"))
+	}
+	vals := r.Header[st.customerHeader]
+	if len(vals) == 0 || vals[0] == "" {
+		return nil, refuse(http.StatusUnauthorized, CodeMissingCustomer,
+			"missing %s header: name the customer this request is for (tollgate removes the header before forwarding)", st.customerHeader)
+	}
+	if len(vals) > 1 {
+		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest, "the %s header was sent %d times; send it once", st.customerHeader, len(vals))
+	}
+	customer := vals[0]
+	if err := ledger.ValidateCustomer(customer); err != nil {
+		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest, "invalid %s header: %s", st.customerHeader,
+			strings.TrimPrefix(err.Error(), ledger.ErrInvalidCustomer.Error()+": "))
+	}
+
+	body, err := readBody(w, r, st.maxBody)
+	if err != nil {
+		return nil, err
+	}
+	req, err := meter.ParseRequest(rt.api, r.Header.Get("Content-Type"), body)
+	if err != nil {
+		return nil, err
+	}
+	price, err := rt.prices.Lookup(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	estimate, cost, err := req.Estimate(price, rt.maxOutput)
+	if err != nil {
+		return nil, err
+	}
+	if cost > ledger.MaxAmount {
+		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest,
+			"this request's worst-case cost (%s credits) is more than tollgate can reserve; lower max_tokens or n", cost)
+	}
+	if body, err = req.Rewrite(body); err != nil {
+		return nil, err
+	}
+
+	ex := &exchange{
+		Context:  r.Context(),
+		srv:      s,
+		rt:       rt,
+		st:       st,
+		customer: customer,
+		id:       newRequestID(),
+		req:      req,
+		price:    price,
+		estimate: estimate,
+		reserved: cost,
+		body:     body,
+	}
+	ex.hdr[0] = ex.id
+	ex.hdr[1] = cost.String()
+
+	s.busy.Add(1) // the hold, until settled or released
+	start := s.now()
+	err = s.store.Reserve(r.Context(), customer, ex.id, cost, s.holdTTL)
+	ex.heldAt = s.now()
+	s.m.reserveLatency.Observe(ex.heldAt.Sub(start).Seconds())
+	if err != nil {
+		if ambiguous(err) {
+			// The hold may exist (a reply lost, the client gone while
+			// the script ran): release it rather than wait for its TTL.
+			s.release(ex, "reserve failed")
+		} else {
+			ex.closed.Store(true)
+			s.busy.Add(-1)
+		}
+		return nil, err
+	}
+	return ex, nil
+}
+
+// ambiguous reports whether a failed Reserve may nevertheless have taken
+// the hold.
+func ambiguous(err error) bool {
+	var ice *ledger.InsufficientCreditsError
+	switch {
+	case errors.As(err, &ice),
+		errors.Is(err, ledger.ErrCustomerSuspended),
+		errors.Is(err, ledger.ErrDuplicateHold),
+		errors.Is(err, ledger.ErrInvalidCustomer),
+		errors.Is(err, ledger.ErrInvalidAmount),
+		errors.Is(err, ledger.ErrInvalidArgument):
+		return false
+	}
+	return true
+}
+
+// readBody reads the request body, at most limit bytes. A body of known
+// length is read into one exact buffer.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, nil
+	}
+	if r.ContentLength > 0 {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, bodyError(err)
+		}
+		return buf, nil
+	}
+	buf, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return nil, bodyError(err)
+	}
+	return buf, nil
+}
+
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return refuse(http.StatusBadRequest, CodeInvalidRequest, "could not read the request body: it ended early or was malformed")
+}
+
+// newRequestID returns a random request id: "tg_" and 128 random bits in
+// hex, unguessable, so that nobody can settle or look up another request's
+// hold by its id.
+func newRequestID() string {
+	var b [3 + 32]byte
+	var r [16]byte
+	_, _ = rand.Read(r[:]) // never fails (crypto/rand)
+	copy(b[:], "tg_")
+	hex.Encode(b[3:], r[:])
+	return string(b[:])
+}
+
+func (ex *exchange) getBody() (io.ReadCloser, error) {
+	return &bodyReader{b: ex.body}, nil
+}
+
+// bodyReader reads the request body to the Transport.
+type bodyReader struct {
+	b   []byte
+	off int
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *bodyReader) Close() error { return nil }
+
+// modifyResponse is ReverseProxy.ModifyResponse: a non-2xx answer passes
+// through verbatim and its hold is released; a 2xx answer gets the
+// tollgate headers and its body is metered on its way to the client.
+func (s *Server) modifyResponse(res *http.Response) error {
+	ex := exchangeOf(res.Request.Context())
+	if ex == nil {
+		return nil
+	}
+	ex.status = res.StatusCode
+	ex.rt.m.upstream.Observe(s.now().Sub(ex.sentAt).Seconds())
+	res.Header[HeaderRequestID] = ex.hdr[0:1:1]
+	if res.StatusCode < 200 || res.StatusCode > 299 {
+		// The provider refused or failed: no usage, nothing to charge.
+		s.release(ex, "upstream status")
+		return nil
+	}
+	res.Header[HeaderReserved] = ex.hdr[1:2:2]
+	b := &ex.resBody
+	b.ex = ex
+	b.rc = res.Body
+	ct := res.Header.Get("Content-Type")
+	if ce := res.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Compressed although tollgate asked for identity (see rewrite):
+		// the meter cannot read it, so the request is charged its
+		// reservation, the most the customer agreed to pay.
+		b.opaque = true
+		s.log.Warn("upstream answered with a Content-Encoding the meter cannot read; charging the reservation",
+			zap.String("route", ex.rt.path), zap.String("content_encoding", ce), zap.String("request", ex.id))
+	} else {
+		b.tap = meter.NewTap(ex.req, ct)
+		if ex.req.API == meter.OpenAIChat && ex.req.Stream && !ex.req.IncludeUsage && isEventStream(ct) {
+			// The tap removes the usage chunk tollgate asked for, so the
+			// length changes; the client gets a chunked body.
+			res.Header.Del("Content-Length")
+			res.ContentLength = -1
+		}
+	}
+	res.Body = b
+	s.m.openStreams.Inc()
+	return nil
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream,
+// without allocating.
+func isEventStream(ct string) bool {
+	const want = "text/event-stream"
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(ct), want)
+}
+
+// upstreamError is ReverseProxy.ErrorHandler: the request never got an
+// answer from upstream.
+func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeOf(r.Context())
+	if ex == nil {
+		writeError(w, http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API could not be reached; nothing was charged")
+		return
+	}
+	if ex.Context.Err() != nil {
+		// The client went away (or the server is closing) and the
+		// Transport cancelled the upstream request. The provider had it
+		// and may bill what it processed, so the charge is the meter's
+		// estimate for an answer that never arrived: never free.
+		ex.status = statusClientClosed
+		tap := meter.NewTap(ex.req, "")
+		_, u := tap.End()
+		s.settle(ex, u, "client gone before the response")
+		return
+	}
+	if ex.closed.Load() {
+		// ModifyResponse already handled the answer; ReverseProxy
+		// refused it afterwards (a protocol switch nobody asked for).
+		s.log.Warn("upstream answer refused", zap.String("route", ex.rt.path), zap.String("request", ex.id), zap.Error(err))
+		ex.status = http.StatusBadGateway
+		s.reject(w, r, refuse(http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API answered with something tollgate cannot forward"))
+		return
+	}
+	ex.status = http.StatusBadGateway
+	s.release(ex, "upstream unreachable")
+	s.log.Warn("upstream unreachable", zap.String("route", ex.rt.path), zap.String("upstream", ex.rt.upstream.Host),
+		zap.String("request", ex.id), zap.Error(err))
+	s.reject(w, r, refuse(http.StatusBadGateway, CodeUpstreamUnavailable,
+		"the upstream API could not be reached; nothing was charged. Retry shortly"))
+}
+
+// finish runs when the handler returns, normally or by panic (ReverseProxy
+// aborts a response whose copy failed with http.ErrAbortHandler). A hold
+// nothing else closed is settled with the meter's fallback, so that no
+// exit path leaves it to expire unpaid.
+func (s *Server) finish(ex *exchange) {
+	b := &ex.resBody
+	if b.ex != nil && !b.ended {
+		b.end(errAborted)
+	}
+	if !ex.closed.Load() {
+		tap := meter.NewTap(ex.req, "")
+		_, u := tap.End()
+		s.settle(ex, u, "request ended without an upstream answer")
+	}
+	if ex.status == 0 {
+		ex.status = statusClientClosed
+	}
+	ex.rt.m.request(ex.status)
+}
+
+var errAborted = errors.New("proxy: response aborted before its end")
+
+// reject answers err and counts it. r may carry an exchange (an upstream
+// error) or not (a refusal before forwarding).
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg := classify(err)
+	if status == statusClientClosed {
+		return
+	}
+	s.m.refusals.WithLabelValues(code).Inc()
+	if status >= 500 {
+		fields := []zap.Field{zap.String("code", code), zap.String("path", r.URL.Path), zap.Error(err)}
+		if status == http.StatusInternalServerError {
+			s.log.Error("request failed", fields...)
+		} else {
+			s.log.Warn("request refused", fields...)
+		}
+	} else if ce := s.log.Check(zap.DebugLevel, "request refused"); ce != nil {
+		ce.Write(zap.String("code", code), zap.String("path", r.URL.Path), zap.String("reason", msg))
+	}
+	writeError(w, status, code, msg)
+}
+
+// meteredBody is the response body ReverseProxy copies to the client: it
+// passes upstream bytes through the meter's Tap and settles the hold once,
+// when the body ends (EOF), fails, or is closed early.
+type meteredBody struct {
+	ex      *exchange
+	rc      io.ReadCloser
+	tap     *meter.Tap // nil when opaque
+	opaque  bool
+	pending []byte // output not yet handed to the client
+	upErr   error  // the error that ended the upstream body, once seen
+	ended   bool
+}
+
+func (b *meteredBody) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if len(b.pending) > 0 {
+			n := copy(p, b.pending)
+			b.pending = b.pending[n:]
+			return n, nil
+		}
+		if b.ended {
+			return 0, b.upErr
+		}
+		if b.upErr != nil {
+			// Every byte Feed returned is out; only now may End reuse
+			// the tap's buffer.
+			b.end(b.upErr)
+			continue
+		}
+		n, err := b.rc.Read(p)
+		if err != nil {
+			b.upErr = err
+		}
+		if n == 0 {
+			continue
+		}
+		out := p[:n]
+		if b.tap != nil {
+			out = b.tap.Feed(out)
+		}
+		if len(out) == 0 {
+			continue
+		}
+		if unsafe.SliceData(out) == unsafe.SliceData(p) {
+			return len(out), nil
+		}
+		k := copy(p, out)
+		b.pending = out[k:]
+		return k, nil
+	}
+}
+
+// Close settles if the body did not end yet (the client went away, or
+// the copy failed), then closes the upstream body.
+func (b *meteredBody) Close() error {
+	if !b.ended {
+		b.end(errAborted)
+	}
+	return b.rc.Close()
+}
+
+// end finishes metering: why is io.EOF for a complete body.
+func (b *meteredBody) end(why error) {
+	if b.ended {
+		return
+	}
+	b.ended = true
+	if b.upErr == nil {
+		b.upErr = why
+	}
+	ex := b.ex
+	s := ex.srv
+	s.m.openStreams.Dec()
+	var u meter.Usage
+	if b.tap != nil {
+		rest, usage := b.tap.End()
+		if why == io.EOF {
+			b.pending = rest
+		}
+		u = usage
+	} else {
+		u = ex.estimate
+		u.Estimated = true
+	}
+	reason := "complete"
+	if why != io.EOF {
+		reason = "cut short"
+		if ex.Context.Err() != nil {
+			reason = "client gone"
+		}
+	}
+	s.settle(ex, u, reason)
+}

@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"errors"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus collectors. Names follow
+// tollgate_<noun>_<unit>_total for counters; the README lists them.
+//
+// Credits are exported as a float counter of whole credits
+// (tollgate_credits_charged_total), the unit operators price in, because
+// Prometheus samples are float64 anyway: it is exact to the micro-credit
+// up to 2^53 micro-credits (about 9 billion credits) charged per process
+// lifetime and an approximation beyond. The ledger, not the metric, is
+// the record of money.
+type metrics struct {
+	requests        *prometheus.CounterVec   // route, status
+	credits         *prometheus.CounterVec   // route
+	tokens          *prometheus.CounterVec   // route, class
+	estimated       *prometheus.CounterVec   // route
+	refusals        *prometheus.CounterVec   // code
+	holdLifetime    *prometheus.HistogramVec // outcome
+	upstreamLatency *prometheus.HistogramVec // route
+	storeLatency    *prometheus.HistogramVec // op
+	openStreams     prometheus.Gauge
+	settleRetries   prometheus.Counter
+	settleFailures  prometheus.Counter
+	reloads         *prometheus.CounterVec // result
+
+	// Hot-path children, resolved once.
+	reserveLatency prometheus.Observer
+	settleLatency  prometheus.Observer
+	releaseLatency prometheus.Observer
+	heldSettled    prometheus.Observer
+	heldReleased   prometheus.Observer
+}
+
+// Token classes of tollgate_tokens_total. "input" counts every input token
+// the provider counted, cached and cache-write included, as the ledger
+// does; the cache classes are the parts of it.
+const (
+	classInput      = "input"
+	classCached     = "cached_input"
+	classCacheWrite = "cache_write_input"
+	classOutput     = "output"
+)
+
+// routeNone labels requests that matched no route.
+const routeNone = "none"
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	upstream := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_requests_total",
+			Help: "Requests the proxy answered, by route (its configured path, or \"none\") and HTTP status; 499 means the client went away before the answer.",
+		}, []string{"route", "status"}),
+		credits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_credits_charged_total",
+			Help: "Credits charged by settlements, by route (whole credits; the ledger is exact).",
+		}, []string{"route"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_tokens_total",
+			Help: "Tokens charged by settlements, by route and class: input (all input, cached included), cached_input, cache_write_input, output (reasoning included).",
+		}, []string{"route", "class"}),
+		estimated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_usage_estimated_total",
+			Help: "Settlements charged from tollgate's estimate because the response carried no usage (cut streams, clients gone), by route.",
+		}, []string{"route"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_refusals_total",
+			Help: "Requests tollgate answered itself instead of forwarding, by error code.",
+		}, []string{"code"}),
+		holdLifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tollgate_hold_lifetime_seconds",
+			Help:    "Time from a hold's reservation to its settlement or release, by outcome.",
+			Buckets: upstream,
+		}, []string{"outcome"}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tollgate_upstream_latency_seconds",
+			Help:    "Time from forwarding a request to the upstream's response headers, by route.",
+			Buckets: upstream,
+		}, []string{"route"}),
+		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tollgate_store_latency_seconds",
+			Help:    "Duration of credit store calls on the request path, by operation (reserve, settle, release), failed ones included.",
+			Buckets: latency,
+		}, []string{"op"}),
+		openStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_open_streams",
+			Help: "Metered responses being streamed to clients now.",
+		}),
+		settleRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_settle_retries_total",
+			Help: "Settlement attempts that failed and were retried (the store was unavailable or slow).",
+		}),
+		settleFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_settle_failures_total",
+			Help: "Settlements given up on; each is logged with what to charge by hand. Alert on any increase.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_config_reloads_total",
+			Help: "Configuration reloads (SIGHUP), by result: applied or rejected.",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		var errs []error
+		m.requests = register(reg, m.requests, &errs)
+		m.credits = register(reg, m.credits, &errs)
+		m.tokens = register(reg, m.tokens, &errs)
+		m.estimated = register(reg, m.estimated, &errs)
+		m.refusals = register(reg, m.refusals, &errs)
+		m.holdLifetime = register(reg, m.holdLifetime, &errs)
+		m.upstreamLatency = register(reg, m.upstreamLatency, &errs)
+		m.storeLatency = register(reg, m.storeLatency, &errs)
+		m.openStreams = register(reg, m.openStreams, &errs)
+		m.settleRetries = register(reg, m.settleRetries, &errs)
+		m.settleFailures = register(reg, m.settleFailures, &errs)
+		m.reloads = register(reg, m.reloads, &errs)
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	}
+	m.reserveLatency = m.storeLatency.WithLabelValues("reserve")
+	m.settleLatency = m.storeLatency.WithLabelValues("settle")
+	m.releaseLatency = m.storeLatency.WithLabelValues("release")
+	m.heldSettled = m.holdLifetime.WithLabelValues("settled")
+	m.heldReleased = m.holdLifetime.WithLabelValues("released")
+	return m, nil
+}
+
+// register registers c, or returns the collector already registered under
+// its name (two Servers in one process, as in tests, share the series).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C, errs *[]error) C {
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	*errs = append(*errs, err)
+	return c
+}
+
+// routeMetrics are one route's children of the vectors, resolved when the
+// route is built so that the request path does no label hashing.
+type routeMetrics struct {
+	vec        *prometheus.CounterVec
+	route      string
+	byStatus   [600]atomic.Pointer[prometheus.Counter]
+	upstream   prometheus.Observer
+	credits    prometheus.Counter
+	input      prometheus.Counter
+	cached     prometheus.Counter
+	cacheWrite prometheus.Counter
+	output     prometheus.Counter
+	estimated  prometheus.Counter
+}
+
+func (m *metrics) forRoute(path string) *routeMetrics {
+	return &routeMetrics{
+		vec:        m.requests,
+		route:      path,
+		upstream:   m.upstreamLatency.WithLabelValues(path),
+		credits:    m.credits.WithLabelValues(path),
+		input:      m.tokens.WithLabelValues(path, classInput),
+		cached:     m.tokens.WithLabelValues(path, classCached),
+		cacheWrite: m.tokens.WithLabelValues(path, classCacheWrite),
+		output:     m.tokens.WithLabelValues(path, classOutput),
+		estimated:  m.estimated.WithLabelValues(path),
+	}
+}
+
+// request counts one answered request with status.
+func (rm *routeMetrics) request(status int) {
+	if status < 0 || status >= len(rm.byStatus) {
+		rm.vec.WithLabelValues(rm.route, strconv.Itoa(status)).Inc()
+		return
+	}
+	p := rm.byStatus[status].Load()
+	if p == nil {
+		c := rm.vec.WithLabelValues(rm.route, strconv.Itoa(status))
+		rm.byStatus[status].CompareAndSwap(nil, &c)
+		p = rm.byStatus[status].Load()
+	}
+	(*p).Inc()
+}

@@ -1,0 +1,225 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Settlement runs off the request path: the handler hands the hold over
+// and returns, and a goroutine commits it, typically within a millisecond
+// or two of the last byte. Each attempt runs on the request's context
+// without its cancellation (the client being gone must not stop the
+// charge) and with settle_timeout. A failed attempt is retried with
+// backoff for Options.SettleRetryFor; Settle is idempotent per hold and
+// charges holds that expired meanwhile, so retrying is always safe. A
+// settlement that finally fails is logged at error level with everything
+// needed to apply it by hand, and counted in tollgate_settle_failures_total.
+
+const (
+	firstBackoff = 50 * time.Millisecond
+	maxBackoff   = 5 * time.Second
+	// releaseAttempts bounds how often a failing Release is tried: a hold
+	// that is never released only expires at its TTL, which costs the
+	// customer nothing.
+	releaseAttempts = 3
+)
+
+// settle closes ex's hold with the charge for u, in the background. Only
+// the first of settle and release for an exchange has an effect.
+func (s *Server) settle(ex *exchange, u meter.Usage, reason string) {
+	if !ex.closed.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.busy.Add(-1)
+		s.commit(ex, u, reason)
+	}()
+}
+
+// release closes ex's hold without a charge, in the background.
+func (s *Server) release(ex *exchange, reason string) {
+	if !ex.closed.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.busy.Add(-1)
+		s.drop(ex, reason)
+	}()
+}
+
+func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
+	cost, err := ex.price.Cost(u)
+	if err != nil {
+		// Usage beyond any sane figure (a provider bug): charge what the
+		// customer agreed to, and say so.
+		s.log.Error("usage cannot be priced; charging the reservation instead",
+			zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("route", ex.rt.path), zap.Error(err))
+		cost = ex.reserved
+	}
+	charge := ledger.Charge{
+		Reference:             ex.id,
+		Route:                 ex.rt.path,
+		Model:                 ex.req.Model,
+		InputTokens:           u.InputTokens,
+		CachedInputTokens:     u.CachedInputTokens,
+		CacheWriteInputTokens: u.CacheWriteInputTokens,
+		OutputTokens:          u.OutputTokens,
+	}
+	base := context.WithoutCancel(ex.Context)
+	deadline := s.now().Add(s.retryFor)
+	backoff := firstBackoff
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(base, ex.st.settleTimeout)
+		start := s.now()
+		_, err := s.store.Settle(ctx, ex.customer, ex.id, cost, charge)
+		cancel()
+		end := s.now()
+		s.m.settleLatency.Observe(end.Sub(start).Seconds())
+		if err == nil {
+			s.settled(ex, u, cost, end, reason)
+			return
+		}
+		if permanent(err) || !end.Add(backoff).Before(deadline) || s.stopping() {
+			s.m.settleFailures.Inc()
+			s.log.Error("settlement failed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand",
+				zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()),
+				zap.String("route", ex.rt.path), zap.String("model", ex.req.Model),
+				zap.Int64("input_tokens", u.InputTokens), zap.Int64("cached_input_tokens", u.CachedInputTokens),
+				zap.Int64("cache_write_input_tokens", u.CacheWriteInputTokens), zap.Int64("output_tokens", u.OutputTokens),
+				zap.Int("attempts", attempt),
+				zap.String("apply", fmt.Sprintf("tollgate credit %s -%s --key settle-%s --reason 'unsettled request %s'", ex.customer, cost, ex.id, ex.id)),
+				zap.Error(err))
+			return
+		}
+		s.m.settleRetries.Inc()
+		if attempt == 1 {
+			s.log.Warn("settlement failed; retrying", zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.Error(err))
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-s.quit:
+			t.Stop()
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// permanent reports whether retrying a failed Settle cannot help.
+func permanent(err error) bool {
+	switch {
+	case errors.Is(err, ledger.ErrHoldNotFound), // the store lost the hold (a Redis without persistence restarted)
+		errors.Is(err, ledger.ErrHoldReleased),
+		errors.Is(err, ledger.ErrInvalidAmount),
+		errors.Is(err, ledger.ErrInvalidArgument),
+		errors.Is(err, ledger.ErrInvalidCustomer):
+		return true
+	}
+	return false
+}
+
+func (s *Server) settled(ex *exchange, u meter.Usage, cost money.Micros, at time.Time, reason string) {
+	s.m.heldSettled.Observe(at.Sub(ex.heldAt).Seconds())
+	rm := ex.rt.m
+	rm.credits.Add(float64(cost) / float64(money.Credit))
+	rm.input.Add(float64(u.InputTokens))
+	rm.cached.Add(float64(u.CachedInputTokens))
+	rm.cacheWrite.Add(float64(u.CacheWriteInputTokens))
+	rm.output.Add(float64(u.OutputTokens))
+	if u.Estimated {
+		rm.estimated.Inc()
+	}
+	if ce := s.log.Check(zap.DebugLevel, "settled"); ce != nil {
+		ce.Write(zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("route", ex.rt.path),
+			zap.String("model", ex.req.Model), zap.String("reserved", ex.reserved.String()), zap.String("charged", cost.String()),
+			zap.Int64("input_tokens", u.InputTokens), zap.Int64("output_tokens", u.OutputTokens),
+			zap.Bool("estimated", u.Estimated), zap.String("how", reason))
+	}
+}
+
+func (s *Server) drop(ex *exchange, reason string) {
+	base := context.WithoutCancel(ex.Context)
+	backoff := firstBackoff
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(base, ex.st.settleTimeout)
+		start := s.now()
+		err := s.store.Release(ctx, ex.customer, ex.id)
+		cancel()
+		end := s.now()
+		s.m.releaseLatency.Observe(end.Sub(start).Seconds())
+		if err == nil {
+			s.m.heldReleased.Observe(end.Sub(ex.heldAt).Seconds())
+			if ce := s.log.Check(zap.DebugLevel, "released"); ce != nil {
+				ce.Write(zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("why", reason))
+			}
+			return
+		}
+		if attempt >= releaseAttempts || s.stopping() {
+			s.log.Warn("release failed; the hold stops counting when it expires", zap.String("customer", ex.customer),
+				zap.String("hold", ex.id), zap.Duration("hold_ttl", s.holdTTL), zap.Error(err))
+			return
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-s.quit:
+			t.Stop()
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func (s *Server) stopping() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// Drain waits until every request handler has returned and every hold has
+// been settled or released, or until ctx ends. Call it after the proxy's
+// http.Server has shut down (Shutdown, then Close if streams outlived the
+// timeout: closing cuts them, and cut streams are settled too), and before
+// closing the store. When ctx ends first, settlements still retrying give
+// up at once and log what to charge by hand; Drain then waits briefly for
+// them and returns an error saying how many were left.
+//
+// Drain also makes /readyz answer 503, so that load balancers stop
+// sending traffic; call BeginDrain to do that earlier.
+func (s *Server) Drain(ctx context.Context) error {
+	s.BeginDrain()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.busy.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			s.quitOnce.Do(func() { close(s.quit) })
+			grace := time.NewTimer(s.state.Load().settleTimeout + time.Second)
+			defer grace.Stop()
+			for s.busy.Load() > 0 {
+				select {
+				case <-tick.C:
+				case <-grace.C:
+					return fmt.Errorf("proxy: drain: %d requests or settlements still running", s.busy.Load())
+				}
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// BeginDrain makes /readyz answer 503 from now on, so that load balancers
+// take this instance out of rotation while it finishes its requests.
+func (s *Server) BeginDrain() { s.draining.Store(true) }
