@@ -312,6 +312,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		if err := srv.Drain(ctx); err != nil {
 			t.Errorf("drain: %v", err)
 		}
+		h.noSecretsLogged()
 	})
 	return h
 }
@@ -545,6 +546,19 @@ func (h *harness) metric(name string, labels map[string]string) float64 {
 	return 0
 }
 
+// noSecretsLogged fails the test if a key or token reached the logs.
+func (h *harness) noSecretsLogged() {
+	h.t.Helper()
+	for _, e := range h.logs.All() {
+		line := e.Message + fmt.Sprint(e.ContextMap())
+		for _, secret := range []string{clientKey, upstreamKey, anthropicKey, adminToken} {
+			if strings.Contains(line, secret) {
+				h.t.Errorf("a secret was logged: %s", line)
+			}
+		}
+	}
+}
+
 // eventually is metric, polled until it equals want or a second passes:
 // metrics follow a settlement a moment after the ledger does.
 func (h *harness) eventually(name string, labels map[string]string, want float64) {
@@ -567,3 +581,5 @@ func (h *harness) eventually(name string, labels map[string]string, want float64
 func chatBody(model string, extra string) string {
 	return `{"model":"` + model + `","messages":[{"role":"user","content":"Hello!"}]` + extra + `}`
 }
+
+func zapString(k, v string) zap.Field { return zap.String(k, v) }

@@ -1,0 +1,361 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v79/webhook"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/proxy"
+	"github.com/tollgate-dev/tollgate/stripesync"
+)
+
+// call sends one admin API request with token (none when empty).
+func (h *harness) call(method, path, token, body string) (*http.Response, []byte) {
+	h.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, h.admin.URL+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	return res, data
+}
+
+func wantError(t *testing.T, res *http.Response, data []byte, status int, code string) apiError {
+	t.Helper()
+	if res.StatusCode != status {
+		t.Fatalf("status %d, want %d: %s", res.StatusCode, status, data)
+	}
+	e := decodeError(t, data)
+	if e.Error.Code != code {
+		t.Fatalf("code %q, want %q: %s", e.Error.Code, code, data)
+	}
+	return e
+}
+
+func TestAdminAuth(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	tests := []struct {
+		name   string
+		header string
+		status int
+		code   string
+	}{
+		{"no token", "", 401, "unauthorized"},
+		{"wrong token", "Bearer not-the-token", 401, "unauthorized"},
+		{"token as basic auth", "Basic " + adminToken, 401, "unauthorized"},
+		{"right token", "Bearer " + adminToken, 200, ""},
+		{"lower-case scheme", "bearer " + adminToken, 200, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, h.admin.URL+"/v1/customers/acme", nil)
+			if tc.header != "" {
+				req.Header.Set("Authorization", tc.header)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if tc.status == 200 {
+				if res.StatusCode != 200 {
+					t.Fatalf("%d %s", res.StatusCode, data)
+				}
+				return
+			}
+			e := wantError(t, res, data, tc.status, tc.code)
+			if e.Error.Type != "authentication_error" || res.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("type %q, WWW-Authenticate %q", e.Error.Type, res.Header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+	t.Run("probes and metrics need no token", func(t *testing.T) {
+		for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+			if res, data := h.call("GET", p, "", ""); res.StatusCode != 200 {
+				t.Errorf("%s: %d %s", p, res.StatusCode, data)
+			}
+		}
+	})
+	t.Run("unknown endpoints need the token too", func(t *testing.T) {
+		res, data := h.call("GET", "/v1/nothing", "", "")
+		wantError(t, res, data, 401, "unauthorized")
+		res, data = h.call("GET", "/v1/nothing", adminToken, "")
+		wantError(t, res, data, 404, "not_found")
+	})
+	t.Run("empty admin.token disables the admin API", func(t *testing.T) {
+		off := newHarness(t, harnessOptions{yaml: strings.Replace(testConfig, "token: "+adminToken, `token: ""`, 1)})
+		for _, tok := range []string{"", "anything"} {
+			res, data := off.call("GET", "/v1/customers/acme", tok, "")
+			e := wantError(t, res, data, 403, "admin_disabled")
+			if !strings.Contains(e.Error.Message, "set admin.token") {
+				t.Errorf("message %q does not say to set admin.token", e.Error.Message)
+			}
+		}
+		if res, _ := off.call("GET", "/healthz", "", ""); res.StatusCode != 200 {
+			t.Errorf("/healthz %d", res.StatusCode)
+		}
+	})
+}
+
+func TestAdminAccount(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	res, data := h.call("GET", "/v1/customers/never-seen", adminToken, "")
+	want := `{"customer":"never-seen","balance":"0.000000","reserved":"0.000000","available":"0.000000","suspended":false}` + "\n"
+	if res.StatusCode != 200 || string(data) != want {
+		t.Errorf("%d %s, want %s", res.StatusCode, data, want)
+	}
+	cust := newCustomer()
+	h.grant(cust, "12.5")
+	h.store.Suspend(context.Background(), cust, "dp_1")
+	_, data = h.call("GET", "/v1/customers/"+cust, adminToken, "")
+	want = `{"customer":"` + cust + `","balance":"12.500000","reserved":"0.000000","available":"12.500000","suspended":true}` + "\n"
+	if string(data) != want {
+		t.Errorf("%s, want %s", data, want)
+	}
+	res, data = h.call("GET", "/v1/customers/a%20b", adminToken, "")
+	wantError(t, res, data, 400, "invalid_request")
+	res, data = h.call("DELETE", "/v1/customers/acme", adminToken, "")
+	wantError(t, res, data, 405, "method_not_allowed")
+	if res.Header.Get("Allow") != "GET" {
+		t.Errorf("Allow %q", res.Header.Get("Allow"))
+	}
+}
+
+type creditAnswer struct {
+	Applied bool         `json:"applied"`
+	Entry   ledger.Entry `json:"entry"`
+}
+
+func TestAdminCredits(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	cust := newCustomer()
+	path := "/v1/customers/" + cust + "/credits"
+	post := func(body string) (*http.Response, []byte) { return h.call("POST", path, adminToken, body) }
+
+	res, data := post(`{"amount":"10.5","reason":"welcome","idempotency_key":"grant-1"}`)
+	var first creditAnswer
+	if res.StatusCode != 200 || json.Unmarshal(data, &first) != nil {
+		t.Fatalf("%d %s", res.StatusCode, data)
+	}
+	if !first.Applied || first.Entry.Kind != ledger.KindGrant || first.Entry.Amount != mustMicros(t, "10.5") ||
+		first.Entry.BalanceAfter != mustMicros(t, "10.5") || first.Entry.Reason != "welcome" || first.Entry.Reference != "grant-1" {
+		t.Errorf("first: %s", data)
+	}
+	res, data = post(`{"amount":"10.5","reason":"welcome","idempotency_key":"grant-1"}`)
+	var replay creditAnswer
+	json.Unmarshal(data, &replay)
+	if res.StatusCode != 200 || replay.Applied || replay.Entry.ID != first.Entry.ID {
+		t.Errorf("replay: %d %s", res.StatusCode, data)
+	}
+	res, data = post(`{"amount":"-2","reason":"goodwill reversed","idempotency_key":"adjust-1"}`)
+	var debit creditAnswer
+	json.Unmarshal(data, &debit)
+	if res.StatusCode != 200 || !debit.Applied || debit.Entry.Kind != ledger.KindAdjust || debit.Entry.BalanceAfter != mustMicros(t, "8.5") {
+		t.Errorf("debit: %d %s", res.StatusCode, data)
+	}
+	if a := h.account(cust); a.Balance != mustMicros(t, "8.5") {
+		t.Errorf("balance %s, want 8.5: each key applies once", a.Balance)
+	}
+
+	tests := []struct {
+		name   string
+		body   string
+		status int
+		code   string
+	}{
+		{"same key, other amount", `{"amount":"11","idempotency_key":"grant-1"}`, 409, "idempotency_conflict"},
+		{"no key", `{"amount":"1"}`, 400, "invalid_request"},
+		{"no amount", `{"idempotency_key":"k"}`, 400, "invalid_request"},
+		{"zero", `{"amount":"0","idempotency_key":"k"}`, 400, "invalid_request"},
+		{"not a decimal", `{"amount":"1e3","idempotency_key":"k"}`, 400, "invalid_request"},
+		{"misspelt field", `{"amount":"1","idempotency-key":"k"}`, 400, "invalid_request"},
+		{"not JSON", `amount=1`, 400, "invalid_request"},
+		{"key with a space", `{"amount":"1","idempotency_key":"a b"}`, 400, "invalid_request"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, data := post(tc.body)
+			wantError(t, res, data, tc.status, tc.code)
+		})
+	}
+	if a := h.account(cust); a.Balance != mustMicros(t, "8.5") {
+		t.Errorf("balance %s after refused credits", a.Balance)
+	}
+	res, data = h.call("GET", path, adminToken, "")
+	wantError(t, res, data, 405, "method_not_allowed")
+}
+
+func TestAdminLedger(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	cust := newCustomer()
+	for i := range 5 {
+		h.call("POST", "/v1/customers/"+cust+"/credits", adminToken, fmt.Sprintf(`{"amount":"%d","idempotency_key":"k%d"}`, i+1, i))
+	}
+	type page struct {
+		Entries []ledger.Entry `json:"entries"`
+		Next    *string        `json:"next"`
+	}
+	var amounts []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		q := "?limit=2"
+		if cursor != "" {
+			q += "&before=" + cursor
+		}
+		res, data := h.call("GET", "/v1/customers/"+cust+"/ledger"+q, adminToken, "")
+		var p page
+		if res.StatusCode != 200 || json.Unmarshal(data, &p) != nil {
+			t.Fatalf("%d %s", res.StatusCode, data)
+		}
+		for _, e := range p.Entries {
+			amounts = append(amounts, e.Amount.String())
+		}
+		if p.Next == nil {
+			if !strings.Contains(string(data), `"next":null`) {
+				t.Errorf("last page without \"next\":null: %s", data)
+			}
+			if pages != 2 {
+				t.Errorf("%d pages, want 3", pages+1)
+			}
+			break
+		}
+		cursor = *p.Next
+	}
+	if got := strings.Join(amounts, " "); got != "5.000000 4.000000 3.000000 2.000000 1.000000" {
+		t.Errorf("entries newest first: %s", got)
+	}
+	res, data := h.call("GET", "/v1/customers/never-seen/ledger", adminToken, "")
+	if res.StatusCode != 200 || string(data) != `{"entries":[],"next":null}`+"\n" {
+		t.Errorf("empty ledger: %s", data)
+	}
+	for _, q := range []string{"?limit=0", "?limit=abc", "?limit=1001", "?before=garbage"} {
+		res, data := h.call("GET", "/v1/customers/"+cust+"/ledger"+q, adminToken, "")
+		wantError(t, res, data, 400, "invalid_request")
+	}
+}
+
+type fakeReconciler struct {
+	events, applied int
+	err             error
+	since           time.Duration
+}
+
+func (f *fakeReconciler) Reconcile(_ context.Context, since time.Duration) (int, int, error) {
+	f.since = since
+	return f.events, f.applied, f.err
+}
+
+func TestAdminReconcile(t *testing.T) {
+	t.Run("not configured", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		res, data := h.call("POST", "/v1/reconcile", adminToken, `{"since":"72h"}`)
+		wantError(t, res, data, 400, "not_configured")
+	})
+	rec := &fakeReconciler{events: 5, applied: 2}
+	h := newHarness(t, harnessOptions{reconciler: rec})
+	res, data := h.call("POST", "/v1/reconcile", adminToken, `{"since":"72h"}`)
+	if res.StatusCode != 200 || string(data) != `{"applied":2,"events":5}`+"\n" || rec.since != 72*time.Hour {
+		t.Errorf("%d %s since %s", res.StatusCode, data, rec.since)
+	}
+	for _, body := range []string{`{"since":"3 days"}`, `{"since":"-1h"}`, `{}`} {
+		res, data := h.call("POST", "/v1/reconcile", adminToken, body)
+		wantError(t, res, data, 400, "invalid_request")
+	}
+	tests := []struct {
+		err    error
+		status int
+		code   string
+		msg    string
+	}{
+		{fmt.Errorf("%w: %w", proxy.ErrNotConfigured, stripesync.ErrNoAPIKey), 400, "not_configured", stripesync.ErrNoAPIKey.Error()},
+		{fmt.Errorf("%w: since 800h is more than 720h", proxy.ErrInvalidArgument), 400, "invalid_request", "since 800h is more than 720h"},
+		{fmt.Errorf("%w: stripe API GET /v1/events: HTTP 401", proxy.ErrStripeAPI), 502, "stripe_api_error", "stripe API GET /v1/events: HTTP 401"},
+		{fmt.Errorf("%w: 2 events not applied", proxy.ErrIncomplete), 500, "reconcile_incomplete", "2 events not applied"},
+		{fmt.Errorf("apply: %w", ledger.ErrStoreUnavailable), 503, "billing_unavailable", ""},
+		{fmt.Errorf("something internal at 10.0.0.7"), 500, "internal_error", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.code, func(t *testing.T) {
+			rec.err = tc.err
+			res, data := h.call("POST", "/v1/reconcile", adminToken, `{"since":"1h"}`)
+			e := wantError(t, res, data, tc.status, tc.code)
+			if tc.msg != "" && e.Error.Message != tc.msg {
+				t.Errorf("message %q, want %q", e.Error.Message, tc.msg)
+			}
+			if strings.Contains(e.Error.Message, "10.0.0.7") {
+				t.Errorf("an internal detail reached the caller: %q", e.Error.Message)
+			}
+		})
+	}
+}
+
+// TestWebhookDispute: a Stripe top-up through the admin listener credits
+// the customer, and a dispute on its payment makes the proxy refuse them
+// with 403 until it closes.
+func TestWebhookDispute(t *testing.T) {
+	const secret = "whsec_test_secret"
+	st := boltStore(t)
+	syncer, err := stripesync.New(st, stripesync.Options{WebhookSecrets: []string{secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, harnessOptions{store: st, webhook: syncer.WebhookHandler()})
+	cust := newCustomer()
+	deliver := func(event string) {
+		t.Helper()
+		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: []byte(event), Secret: secret, Timestamp: time.Now()})
+		req, _ := http.NewRequest(http.MethodPost, h.admin.URL+"/webhooks/stripe", strings.NewReader(event))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Stripe-Signature", signed.Header)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("webhook: %d %s", res.StatusCode, data)
+		}
+	}
+	deliver(`{"id":"evt_1","object":"event","type":"checkout.session.completed","created":1700000000,"data":{"object":{
+		"id":"cs_test_1","object":"checkout.session","mode":"payment","payment_status":"paid","status":"complete",
+		"payment_intent":"pi_test_1","customer":"cus_test_1","amount_total":1000,"currency":"usd",
+		"metadata":{"tollgate_customer":"` + cust + `","tollgate_credits":"10"}}}}`)
+	if a := h.account(cust); a.Balance != mustMicros(t, "10") {
+		t.Fatalf("balance %s after the top-up", a.Balance)
+	}
+	body := chatBody("gpt-4o", "")
+	if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, data)
+	}
+	h.settled(cust, 1)
+
+	deliver(`{"id":"evt_2","object":"event","type":"charge.dispute.created","created":1700000100,"data":{"object":{
+		"id":"dp_test_1","object":"dispute","amount":1000,"currency":"usd","status":"needs_response","reason":"fraudulent",
+		"charge":"ch_test_1","payment_intent":"pi_test_1"}}}`)
+	res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body})
+	wantError(t, res, data, 403, "customer_suspended")
+
+	res, data = h.call("POST", "/webhooks/stripe", "", `{"id":"evt_3"}`)
+	if res.StatusCode != 400 {
+		t.Errorf("unsigned webhook: %d %s", res.StatusCode, data)
+	}
+}

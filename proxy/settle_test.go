@@ -1,0 +1,242 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// flakyStore is a real store whose Settle fails while fail says so.
+type flakyStore struct {
+	ledger.Store
+	settles atomic.Int64
+	fail    func(n int64) error // n counts Settle calls from 1
+}
+
+func (s *flakyStore) Settle(ctx context.Context, customer, holdID string, actual money.Micros, c ledger.Charge) (ledger.Entry, error) {
+	if err := s.fail(s.settles.Add(1)); err != nil {
+		return ledger.Entry{}, err
+	}
+	return s.Store.Settle(ctx, customer, holdID, actual, c)
+}
+
+var errDown = fmt.Errorf("settle: %w: connection refused", ledger.ErrStoreUnavailable)
+
+// TestSettleRetries: a settlement that meets a store outage is retried
+// until it commits.
+func TestSettleRetries(t *testing.T) {
+	st := &flakyStore{Store: boltStore(t), fail: func(n int64) error {
+		if n <= 3 {
+			return errDown
+		}
+		return nil
+	}}
+	h := newHarness(t, harnessOptions{store: st})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", "")}); res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, data)
+	}
+	c := waitSettled(t, st, cust, 1, 3*time.Second)[0]
+	if c.Amount != -mustMicros(t, "0.003253") {
+		t.Errorf("charge %s", -c.Amount)
+	}
+	h.eventually("tollgate_settle_retries_total", nil, 3)
+	if got := h.metric("tollgate_settle_failures_total", nil); got != 0 {
+		t.Errorf("tollgate_settle_failures_total %v", got)
+	}
+	if n := h.logs.FilterMessage("settlement failed; retrying").Len(); n != 1 {
+		t.Errorf("%d retry warnings, want 1 (the first)", n)
+	}
+}
+
+// TestSettleGivesUp: a settlement that cannot succeed is logged with
+// everything needed to charge it by hand, and counted.
+func TestSettleGivesUp(t *testing.T) {
+	tests := []struct {
+		name  string
+		fail  error
+		drain bool // give up because shutdown ran out of time, not because retrying cannot help
+	}{
+		{"hold lost", fmt.Errorf("settle: %w", ledger.ErrHoldNotFound), false},
+		{"store down through shutdown", errDown, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &flakyStore{Store: boltStore(t), fail: func(int64) error { return tc.fail }}
+			h := newHarness(t, harnessOptions{store: st})
+			cust := newCustomer()
+			h.grant(cust, "10")
+			res, _ := h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", "")})
+			id := res.Header.Get("X-Tollgate-Request-Id")
+			if tc.drain {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				defer cancel()
+				if err := h.srv.Drain(ctx); err != nil {
+					t.Errorf("drain: %v", err)
+				}
+			}
+			h.eventually("tollgate_settle_failures_total", nil, 1)
+			logs := h.logs.FilterMessageSnippet("settlement failed; the charge is NOT recorded").All()
+			if len(logs) != 1 {
+				t.Fatalf("%d settlement failure logs", len(logs))
+			}
+			f := logs[0].ContextMap()
+			want := map[string]any{
+				"customer": cust, "hold": id, "amount": "0.003253", "route": "/v1/chat/completions", "model": "gpt-4o",
+				"input_tokens": int64(1117), "output_tokens": int64(46),
+				"apply": fmt.Sprintf("tollgate credit %s -0.003253 --key settle-%s --reason 'unsettled request %s'", cust, id, id),
+			}
+			for k, v := range want {
+				if f[k] != v {
+					t.Errorf("log field %s = %v, want %v", k, f[k], v)
+				}
+			}
+		})
+	}
+}
+
+// TestRedisOutage: while Redis is down the proxy answers 503 and is not
+// ready; when Redis returns, so does service.
+func TestRedisOutage(t *testing.T) {
+	srv := redistest.StartOwn(t)
+	st := ledger.NewRedisStore(fastClient(srv.Addr), ledger.Options{})
+	t.Cleanup(func() { st.Close() })
+	h := newHarness(t, harnessOptions{store: st})
+	cust := newCustomer()
+	body := chatBody("gpt-4o", "")
+	h.grant(cust, "10")
+	if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, data)
+	}
+	h.settled(cust, 1)
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body})
+	if res.StatusCode != 503 || decodeError(t, data).Error.Code != "billing_unavailable" {
+		t.Fatalf("with Redis down: %d %s", res.StatusCode, data)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the 503 took %s; it should come at once", d)
+	}
+	if res, _ := getURL(t, h.admin.URL+"/readyz", ""); res.StatusCode != 503 {
+		t.Errorf("/readyz %d with Redis down", res.StatusCode)
+	}
+	if res, _ := getURL(t, h.admin.URL+"/healthz", ""); res.StatusCode != 200 {
+		t.Errorf("/healthz %d: liveness must not depend on Redis", res.StatusCode)
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, _ := getURL(t, h.admin.URL+"/readyz", "")
+		if res.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz not ready 5s after Redis returned")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.grant(cust, "10") // persistence is off: the restarted Redis is empty
+	if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != 200 {
+		t.Fatalf("after Redis returned: %d %s", res.StatusCode, data)
+	}
+	h.settled(cust, 1)
+}
+
+// TestReload: a new price applies to the next request without dropping
+// any in flight; an invalid configuration is refused and the running one
+// kept.
+func TestReload(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	cust := newCustomer()
+	h.grant(cust, "100")
+	body := chatBody("gpt-4o", "")
+
+	// Traffic keeps flowing while the configuration changes under it.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var during atomic.Int64
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(body))
+				req.Header.Set("X-Tollgate-Customer", cust)
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					t.Errorf("status %d during a reload", res.StatusCode)
+				}
+				during.Add(1)
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	dearer := parseConfig(t, strings.Replace(testConfig, `output: "10"`, `output: "20"`, 1), h.up.URL)
+	if err := h.srv.Reload(dearer); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	n := int(during.Load())
+	h.settled(cust, n)
+
+	check := func(want string) {
+		t.Helper()
+		other := newCustomer()
+		h.grant(other, "1")
+		if res, data := h.do(request{path: "/v1/chat/completions", customer: other, body: body}); res.StatusCode != 200 {
+			t.Fatalf("%d %s", res.StatusCode, data)
+		}
+		if c := h.settled(other, 1)[0]; c.Amount != -mustMicros(t, want) {
+			t.Errorf("charged %s, want %s", -c.Amount, want)
+		}
+	}
+	// 1117 input at 2.50 and 46 output at 20 per 1M.
+	check("0.003713")
+
+	bad := *dearer
+	bad.MaxRequestBytes = -1
+	if err := h.srv.Reload(&bad); err == nil {
+		t.Error("an invalid configuration was accepted")
+	}
+	if err := h.srv.Reload(nil); err == nil {
+		t.Error("a nil configuration was accepted")
+	}
+	check("0.003713")
+	h.eventually("tollgate_config_reloads_total", map[string]string{"result": "rejected"}, 2)
+
+	restart := *dearer
+	restart.Store.HoldTTL = time.Hour
+	if err := h.srv.Reload(&restart); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.logs.FilterField(zapString("key", "store")).Len(); n != 1 {
+		t.Errorf("%d warnings that store settings need a restart, want 1", n)
+	}
+}
