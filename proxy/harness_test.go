@@ -340,7 +340,7 @@ func redisClient(t testing.TB) *redis.Client {
 
 // fastClient fails fast while Redis is down, as serve configures it.
 func fastClient(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 1, DialerRetries: 1})
+	return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 1, DialerRetries: 1, Protocol: 2})
 }
 
 func redisStore(t testing.TB) *ledger.RedisStore {

@@ -198,14 +198,11 @@ routes:
 	}
 }
 
-func TestServeStub(t *testing.T) {
-	unsetenv(t, append(exampleVars, "TOLLGATE_CONFIG")...)
-	path := filepath.Join("..", "..", "config.example.yaml")
-	_, stderr, code := runCLI(t, "serve", "--config", path, "--log-format", "console")
-	if code != 1 || !strings.Contains(stderr, "tollgate: serve is not wired yet") || !strings.Contains(stderr, "warning: "+path) {
-		t.Errorf("serve: exit %d, %q", code, stderr)
-	}
+func TestServeFlags(t *testing.T) {
 	if _, stderr, code := runCLI(t, "serve", "--log-format", "xml"); code != 2 || !strings.Contains(stderr, `--log-format "xml": want json or console`) {
 		t.Errorf("serve --log-format xml: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := runCLI(t, "serve", "--log-level", "loud"); code != 2 || !strings.Contains(stderr, `--log-level "loud": want debug, info, warn or error`) {
+		t.Errorf("serve --log-level loud: exit %d, %q", code, stderr)
 	}
 }

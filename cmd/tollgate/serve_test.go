@@ -1,0 +1,724 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v79/webhook"
+
+	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+const (
+	serveToken    = "serve-test-admin-token"
+	webhookSecret = "whsec_serve_test"
+)
+
+// Responses of the fake provider. The JSON completion uses 100 input and
+// 20 output tokens: 0.000450 at the test prices (2.50 and 10 per 1M).
+const (
+	completionJSON = `{"id":"chatcmpl-1","object":"chat.completion","created":1741570283,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":100,"completion_tokens":20,"total_tokens":120}}`
+	completionCost = "0.000450"
+	chatRequest    = `{"model":"gpt-4o","messages":[{"role":"user","content":"Hello!"}]}`
+	streamRequest  = `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello!"}]}`
+)
+
+// chunk is one SSE event of a chat stream carrying text.
+func chunk(text string) string {
+	return fmt.Sprintf("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}]}\n\n", text)
+}
+
+const usageChunk = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":20,\"total_tokens\":120}}\n\n"
+
+// fakeProvider answers chat completions: JSON, or a stream of events
+// written every pause and ending with the usage chunk. With endless set,
+// a stream never ends on its own.
+type fakeProvider struct {
+	*httptest.Server
+	pause     time.Duration
+	events    int
+	endless   bool
+	cancelled chan struct{} // receives when a stream's request is cancelled
+}
+
+func newFakeProvider(t *testing.T) *fakeProvider {
+	p := &fakeProvider{events: 3, cancelled: make(chan struct{}, 16)}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !bytes.Contains(body, []byte(`"stream":true`)) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, completionJSON)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		for i := 0; p.endless || i < p.events; i++ {
+			io.WriteString(w, chunk(fmt.Sprintf("word%d ", i)))
+			fl.Flush()
+			select {
+			case <-time.After(p.pause):
+			case <-r.Context().Done():
+				p.cancelled <- struct{}{}
+				return
+			}
+		}
+		io.WriteString(w, usageChunk+"data: [DONE]\n\n")
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// writeConfig writes a configuration for the fake provider into dir and
+// returns its path. store is the store section's body.
+func writeConfig(t *testing.T, dir, upstream, store, extra, outputPrice string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0", token: %s}
+store: {%s}
+settle_timeout: 2s
+%s
+stripe: {webhook_secret: %s}
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: %s
+    headers: {Authorization: "Bearer sk-provider"}
+    max_output_tokens: 1000
+    prices:
+      gpt-4o: {input: "2.50", output: "%s"}
+`, serveToken, store, extra, webhookSecret, upstream, outputPrice)
+	path := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func boltSection(dir string) string {
+	return fmt.Sprintf("path: %q, hold_ttl: 1m", filepath.Join(dir, "tollgate.db"))
+}
+
+// syncBuffer is a bytes.Buffer safe for the goroutines of serve.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// served is a `tollgate serve` running in this process.
+type served struct {
+	proxy, admin   string
+	stdout, stderr *syncBuffer
+	stop           context.CancelFunc
+	done           chan error
+}
+
+// startServe runs `tollgate serve --config path` until the test ends or
+// stop is called.
+func startServe(t *testing.T, path string) *served {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &served{stdout: &syncBuffer{}, stderr: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() {
+		s.done <- run(ctx, []string{"serve", "--config", path, "--log-level", "debug"}, s.stdout, s.stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out := s.stdout.String()
+		s.proxy, s.admin = listenAddr(out, "proxy"), listenAddr(out, "admin")
+		if s.proxy != "" && s.admin != "" {
+			return s
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("serve exited: %v\n%s", err, s.stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not print its addresses:\n%s\n%s", out, s.stderr.String())
+		}
+	}
+}
+
+// wait stops serve as SIGTERM would and returns run's error.
+func (s *served) wait(t *testing.T) error {
+	t.Helper()
+	s.stop()
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop within 30s")
+		return nil
+	}
+}
+
+// listenAddr finds "tollgate: <name> listening on URL" in out.
+func listenAddr(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, "tollgate: "+name+" listening on "); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	return ""
+}
+
+// chat sends a chat request for customer to the proxy at base.
+func chat(t *testing.T, base, customer, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Tollgate-Customer", customer)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, data
+}
+
+// adminAccount reads a customer's account through the admin API.
+func adminAccount(t *testing.T, base, customer string) ledger.Account {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/customers/"+customer, nil)
+	req.Header.Set("Authorization", "Bearer "+serveToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var a ledger.Account
+	if err := json.NewDecoder(res.Body).Decode(&a); err != nil || res.StatusCode != 200 {
+		t.Fatalf("account: %d %v", res.StatusCode, err)
+	}
+	return a
+}
+
+// adminCredit grants credits through the admin API.
+func adminCredit(t *testing.T, base, customer, amount string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"amount":%q,"idempotency_key":"grant-%d"}`, amount, time.Now().UnixNano())
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/customers/"+customer+"/credits", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+serveToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("credit: %d %s", res.StatusCode, data)
+	}
+}
+
+// waitAccount polls the admin API until cond holds for customer's account.
+func waitAccount(t *testing.T, base, customer string, within time.Duration, cond func(ledger.Account) bool) ledger.Account {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		a := adminAccount(t, base, customer)
+		if cond(a) {
+			return a
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("account after %s: %+v", within, a)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// openLedger opens a bolt store file for checking after serve stopped.
+func openLedger(t *testing.T, path string) *ledger.BoltStore {
+	t.Helper()
+	st, err := ledger.OpenBolt(path, ledger.Options{LockTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func mustParse(t *testing.T, s string) money.Micros {
+	t.Helper()
+	m, err := money.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestServeEndToEnd runs `tollgate serve` on 127.0.0.1:0 and uses it the
+// way the README does: credit a customer with the CLI, send requests
+// through the proxy, read the balance and ledger, receive a Stripe
+// webhook, stop cleanly.
+func TestServeEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	up := newFakeProvider(t)
+	path := writeConfig(t, dir, up.URL, boltSection(dir), "", "10")
+	s := startServe(t, path)
+	t.Setenv("TOLLGATE_ADMIN_TOKEN", serveToken)
+
+	out, stderr, code := runCLI(t, "credit", "acme", "10", "--key", "welcome-acme", "--admin", s.admin)
+	if code != 0 || out != "credited 10.000000 to acme; balance after: 10.000000 (entry 1)\n" {
+		t.Fatalf("credit: exit %d %q %q", code, out, stderr)
+	}
+	res, data := chat(t, s.proxy, "acme", chatRequest)
+	if res.StatusCode != 200 || string(data) != completionJSON {
+		t.Fatalf("chat: %d %s", res.StatusCode, data)
+	}
+	want := mustParse(t, "10") - mustParse(t, completionCost)
+	waitAccount(t, s.admin, "acme", time.Second, func(a ledger.Account) bool { return a.Balance == want && a.Reserved == 0 })
+
+	out, _, code = runCLI(t, "balance", "acme", "--admin", s.admin)
+	if code != 0 || !strings.Contains(out, "balance    "+want.String()) {
+		t.Errorf("balance: %q", out)
+	}
+	out, _, code = runCLI(t, "ledger", "acme", "--admin", s.admin)
+	if code != 0 || !strings.Contains(out, "charge") || !strings.Contains(out, "-"+completionCost) || !strings.Contains(out, "gpt-4o on /v1/chat/completions: 100 in, 20 out") {
+		t.Errorf("ledger: %q", out)
+	}
+	_, stderr, code = runCLI(t, "reconcile", "--since", "72h", "--admin", s.admin)
+	if code != 1 || !strings.Contains(stderr, "set stripe.api_key") || !strings.Contains(stderr, "not_configured") {
+		t.Errorf("reconcile without a Stripe key: exit %d %q", code, stderr)
+	}
+	res, data = chat(t, s.proxy, "nobody", chatRequest)
+	if res.StatusCode != 402 || !strings.Contains(string(data), `"code":"insufficient_credits"`) {
+		t.Errorf("unfunded customer: %d %s", res.StatusCode, data)
+	}
+
+	// A Stripe dispute on acme's top-up suspends acme.
+	deliver := func(event string) {
+		t.Helper()
+		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: []byte(event), Secret: webhookSecret, Timestamp: time.Now()})
+		req, _ := http.NewRequest(http.MethodPost, s.admin+"/webhooks/stripe", strings.NewReader(event))
+		req.Header.Set("Stripe-Signature", signed.Header)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("webhook: %d %s", res.StatusCode, data)
+		}
+	}
+	deliver(`{"id":"evt_1","object":"event","type":"checkout.session.completed","created":1700000000,"data":{"object":{"id":"cs_1","object":"checkout.session","mode":"payment","payment_status":"paid","payment_intent":"pi_1","customer":"cus_1","metadata":{"tollgate_customer":"acme","tollgate_credits":"5"}}}}`)
+	deliver(`{"id":"evt_2","object":"event","type":"charge.dispute.created","created":1700000100,"data":{"object":{"id":"dp_1","object":"dispute","charge":"ch_1","payment_intent":"pi_1","status":"needs_response"}}}`)
+	res, data = chat(t, s.proxy, "acme", chatRequest)
+	if res.StatusCode != 403 || !strings.Contains(string(data), `"code":"customer_suspended"`) {
+		t.Errorf("disputed customer: %d %s", res.StatusCode, data)
+	}
+
+	res2, err := http.Get(s.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res2.Body)
+	res2.Body.Close()
+	for _, m := range []string{`tollgate_requests_total{route="/v1/chat/completions",status="200"} 1`, "tollgate_credits_charged_total", "tollgate_stripe_events_total", "go_goroutines"} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+
+	if err := s.wait(t); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	logs := s.stderr.String()
+	for _, secret := range []string{serveToken, "sk-provider", webhookSecret} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the logs contain the secret %q", secret)
+		}
+	}
+	if !strings.Contains(logs, `"msg":"tollgate stopped"`) {
+		t.Errorf("no clean stop in the logs:\n%s", logs)
+	}
+	st := openLedger(t, filepath.Join(dir, "tollgate.db"))
+	a, err := st.Account(context.Background(), "acme")
+	if err != nil || a.Balance != want+mustParse(t, "5") || a.Reserved != 0 {
+		t.Errorf("after stop: %+v %v", a, err)
+	}
+}
+
+// TestServeShutdown: SIGTERM lets open streams finish within
+// shutdown_timeout and settles them; streams that outlive it are cut and
+// settled too. No hold is left behind.
+func TestServeShutdown(t *testing.T) {
+	tests := []struct {
+		name     string
+		endless  bool
+		extra    string
+		complete bool // the client receives the whole stream
+	}{
+		{"streams finish", false, "shutdown_timeout: 10s", true},
+		{"streams cut at shutdown_timeout", true, "shutdown_timeout: 300ms", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			up := newFakeProvider(t)
+			up.pause, up.events, up.endless = 50*time.Millisecond, 10, tc.endless
+			s := startServe(t, writeConfig(t, dir, up.URL, boltSection(dir), tc.extra, "10"))
+			adminCredit(t, s.admin, "acme", "10")
+
+			const streams = 3
+			got := make(chan string, streams)
+			started := make(chan struct{}, streams)
+			for range streams {
+				go func() {
+					req, _ := http.NewRequest(http.MethodPost, s.proxy+"/v1/chat/completions", strings.NewReader(streamRequest))
+					req.Header.Set("X-Tollgate-Customer", "acme")
+					res, err := http.DefaultClient.Do(req)
+					if err != nil {
+						started <- struct{}{}
+						got <- "error: " + err.Error()
+						return
+					}
+					defer res.Body.Close()
+					br := bufio.NewReader(res.Body)
+					line, _ := br.ReadString('\n')
+					started <- struct{}{}
+					rest, _ := io.ReadAll(br)
+					got <- line + string(rest)
+				}()
+			}
+			for range streams {
+				<-started
+			}
+			if a := adminAccount(t, s.admin, "acme"); a.Reserved == 0 {
+				t.Fatal("nothing reserved while streams are open")
+			}
+			if err := s.wait(t); err != nil {
+				t.Fatalf("serve: %v", err)
+			}
+			for range streams {
+				body := <-got
+				if complete := strings.HasSuffix(body, "data: [DONE]\n\n"); complete != tc.complete {
+					t.Errorf("stream complete = %v, want %v: %q", complete, tc.complete, body)
+				}
+			}
+			st := openLedger(t, filepath.Join(dir, "tollgate.db"))
+			a, _ := st.Account(context.Background(), "acme")
+			page, _ := st.Entries(context.Background(), "acme", "", 100)
+			charges := 0
+			for _, e := range page.Entries {
+				if e.Kind == ledger.KindCharge {
+					charges++
+					if e.OutputTokens == 0 || (tc.complete && e.OutputTokens != 20) {
+						t.Errorf("charge %+v", e)
+					}
+				}
+			}
+			if charges != streams || a.Reserved != 0 {
+				t.Errorf("%d charges for %d streams, %s reserved after a clean stop", charges, streams, a.Reserved)
+			}
+		})
+	}
+}
+
+// TestServeRedis runs serve on Redis, a single node and a cluster found by
+// asking the node named in the URL.
+func TestServeRedis(t *testing.T) {
+	tests := []struct {
+		name string
+		addr func(t *testing.T) string
+	}{
+		{"single", func(t *testing.T) string { return redistest.Start(t).Addr }},
+		{"cluster", func(t *testing.T) string { return redistest.StartCluster(t).Addrs[0] }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			up := newFakeProvider(t)
+			customer := fmt.Sprintf("redis-%s-%d", tc.name, time.Now().UnixNano())
+			store := fmt.Sprintf("redis_url: %q, hold_ttl: 1m", "redis://"+tc.addr(t)+"/0")
+			s := startServe(t, writeConfig(t, dir, up.URL, store, "", "10"))
+			adminCredit(t, s.admin, customer, "1")
+			if res, data := chat(t, s.proxy, customer, chatRequest); res.StatusCode != 200 {
+				t.Fatalf("%d %s", res.StatusCode, data)
+			}
+			waitAccount(t, s.admin, customer, time.Second, func(a ledger.Account) bool {
+				return a.Reserved == 0 && a.Balance == mustParse(t, "1")-mustParse(t, completionCost)
+			})
+			if res, err := http.Get(s.admin + "/readyz"); err != nil || res.StatusCode != 200 {
+				t.Errorf("/readyz: %v %v", res, err)
+			}
+			if tc.name == "cluster" && !strings.Contains(s.stderr.String(), "Redis Cluster detected") {
+				t.Error("the cluster was not detected")
+			}
+		})
+	}
+	t.Run("bad URL hides the password", func(t *testing.T) {
+		dir := t.TempDir()
+		path := writeConfig(t, dir, "http://127.0.0.1:1", `redis_url: "redis://:hunter2@localhost:6379/notadb"`, "", "10")
+		_, stderr, code := runCLI(t, "serve", "--config", path)
+		if code != 1 || !strings.Contains(stderr, "store.redis_url") || strings.Contains(stderr, "hunter2") {
+			t.Errorf("exit %d: %s", code, stderr)
+		}
+	})
+}
+
+// The tests below run tollgate as its own process, so that it can be
+// killed and signalled: the test binary re-executes itself as
+// `tollgate serve` (TestServeChild), which is the program main runs.
+
+const childEnv = "TOLLGATE_TEST_SERVE_CHILD"
+
+// TestServeChild is the child process: it runs `tollgate serve` with the
+// arguments in $TOLLGATE_TEST_SERVE_CHILD and exits as main does.
+func TestServeChild(t *testing.T) {
+	args := os.Getenv(childEnv)
+	if args == "" {
+		t.Skip("runs only as the child process of TestServeKill9 and TestServeReload")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, strings.Split(args, "\x1f"), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// child is a tollgate process.
+type child struct {
+	cmd          *exec.Cmd
+	proxy, admin string
+	stderr       *syncBuffer
+	exited       chan error
+}
+
+func startChild(t *testing.T, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$")
+	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, "\x1f"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	cmd.Stderr = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-c.exited
+	})
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		c.exited <- cmd.Wait()
+	}()
+	timeout := time.After(30 * time.Second)
+	for c.proxy == "" || c.admin == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("tollgate exited before listening:\n%s", c.stderr.String())
+			}
+			if v := listenAddr(line, "proxy"); v != "" {
+				c.proxy = v
+			}
+			if v := listenAddr(line, "admin"); v != "" {
+				c.admin = v
+			}
+		case <-timeout:
+			t.Fatalf("tollgate did not start:\n%s", c.stderr.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return c
+}
+
+// logged waits until the child has logged msg.
+func (c *child) logged(t *testing.T, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(c.stderr.String(), `"msg":"`+msg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tollgate did not log %q:\n%s", msg, c.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestServeKill9: holds of a tollgate killed with SIGKILL mid-stream are
+// not settled, but stop counting once hold_ttl passes, so the customer's
+// credits come back without anyone's help.
+func TestServeKill9(t *testing.T) {
+	const ttl = 3 * time.Second
+	dir := t.TempDir()
+	up := newFakeProvider(t)
+	up.endless, up.pause = true, 50*time.Millisecond
+	db := filepath.Join(dir, "tollgate.db")
+	path := writeConfig(t, dir, up.URL, fmt.Sprintf("path: %q, hold_ttl: %s", db, ttl), "", "10")
+	c := startChild(t, "serve", "--config", path)
+	adminCredit(t, c.admin, "acme", "10")
+
+	req, _ := http.NewRequest(http.MethodPost, c.proxy+"/v1/chat/completions", strings.NewReader(streamRequest))
+	req.Header.Set("X-Tollgate-Customer", "acme")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	reserved := res.Header.Get("X-Tollgate-Reserved")
+	heldAt := time.Now()
+	if _, err := bufio.NewReader(res.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-c.exited
+	c.exited <- nil // for the cleanup
+
+	st := openLedger(t, db)
+	a, err := st.Account(context.Background(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(heldAt) < ttl && a.Reserved.String() != reserved {
+		t.Errorf("right after the kill: reserved %s, want the hold %s", a.Reserved, reserved)
+	}
+	deadline := heldAt.Add(ttl + 2*time.Second)
+	for {
+		a, err = st.Account(context.Background(), "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Reserved == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hold still counts %s after hold_ttl: %+v", time.Since(heldAt), a)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if time.Since(heldAt) < ttl-500*time.Millisecond {
+		t.Errorf("the hold stopped counting after %s, before hold_ttl %s", time.Since(heldAt), ttl)
+	}
+	if a.Balance != mustParse(t, "10") || a.Available != a.Balance {
+		t.Errorf("after the TTL: %+v", a)
+	}
+}
+
+// TestServeReload: SIGHUP applies a new price without dropping traffic; a
+// file with errors is rejected and the running configuration kept; SIGTERM
+// then stops the process cleanly.
+func TestServeReload(t *testing.T) {
+	dir := t.TempDir()
+	up := newFakeProvider(t)
+	db := boltSection(dir)
+	path := writeConfig(t, dir, up.URL, db, "", "10")
+	c := startChild(t, "serve", "--config", path)
+	adminCredit(t, c.admin, "acme", "100")
+
+	charge := func() money.Micros {
+		t.Helper()
+		before := adminAccount(t, c.admin, "acme").Balance
+		if res, data := chat(t, c.proxy, "acme", chatRequest); res.StatusCode != 200 {
+			t.Fatalf("%d %s", res.StatusCode, data)
+		}
+		a := waitAccount(t, c.admin, "acme", time.Second, func(a ledger.Account) bool { return a.Reserved == 0 && a.Balance != before })
+		return before - a.Balance
+	}
+	if got := charge(); got != mustParse(t, "0.000450") {
+		t.Fatalf("charged %s before the reload", got)
+	}
+
+	// Traffic keeps flowing through the reload.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if res, data := chat(t, c.proxy, "traffic", chatRequest); res.StatusCode != 402 {
+				t.Errorf("during the reload: %d %s", res.StatusCode, data) // "traffic" has no credits: 402 is the answer
+			}
+		}
+	})
+	writeConfig(t, dir, up.URL, db, "", "20")
+	if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	c.logged(t, "config reloaded")
+	close(stop)
+	wg.Wait()
+	// 100 input at 2.50 and 20 output at 20 per 1M.
+	if got := charge(); got != mustParse(t, "0.000650") {
+		t.Errorf("charged %s after the reload, want 0.000650", got)
+	}
+
+	if err := os.WriteFile(path, []byte("routes: [\nnot yaml"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	c.logged(t, "config reload rejected; keeping the running configuration")
+	if got := charge(); got != mustParse(t, "0.000650") {
+		t.Errorf("charged %s after a rejected reload, want 0.000650", got)
+	}
+
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.exited:
+		c.exited <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, c.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	c.logged(t, "tollgate stopped")
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/ledger"
+)
+
+// store is what serve needs of a ledger: the Store the proxy meters into
+// and the Meta that Stripe reconciliation keeps its facts and lock in.
+// *ledger.RedisStore and *ledger.BoltStore are both.
+type store interface {
+	ledger.Store
+	ledger.Meta
+}
+
+// probeTimeout bounds the start-up check that tells a Redis Cluster from a
+// single Redis.
+const probeTimeout = 5 * time.Second
+
+// openStore opens the store the configuration names: Redis when
+// store.redis_url is set, otherwise the embedded file at store.path.
+func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, error) {
+	opts := ledger.Options{Logger: log}
+	if cfg.RedisURL == "" {
+		s, err := ledger.OpenBolt(cfg.Path, opts)
+		if err != nil {
+			return nil, fmt.Errorf("open the embedded store (store.path): %w", err)
+		}
+		return s, nil
+	}
+	client, err := redisClient(ctx, cfg.RedisURL, log)
+	if err != nil {
+		return nil, err
+	}
+	return ledger.NewRedisStore(client, opts), nil
+}
+
+// redisClient builds the client for store.redis_url.
+//
+//   - redis://, rediss:// (TLS) and unix:// URLs take go-redis's options as
+//     query parameters (dial_timeout, pool_size, max_retries, …).
+//   - The connection speaks RESP2 unless the URL sets protocol=3.
+//   - A Redis Cluster is used when the URL lists more nodes with
+//     ?addr=host:port (go-redis's cluster URL form), or when the one node
+//     named reports cluster_enabled:1 at start-up.
+//
+// Unless the URL sets max_retries, a command is retried once, and a
+// failed dial is not retried: while Redis is down the proxy should answer
+// 503 billing_unavailable in milliseconds, not after go-redis's default
+// two seconds of retries. tollgate retries settlements itself.
+func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.UniversalClient, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error quotes the URL, password included: keep only why.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("store.redis_url is not a URL (%v); want e.g. redis://:password@redis:6379/0", err)
+	}
+	q := u.Query()
+	tuneRetries := !q.Has("max_retries")
+	// RESP2 unless the URL asks otherwise: tollgate's scripts return only
+	// integers and strings, and RESP3 makes go-redis look for push
+	// notifications around every reply, which costs on the request path.
+	resp2 := !q.Has("protocol")
+	bad := func(err error) error {
+		return fmt.Errorf("store.redis_url %s: %v; want e.g. redis://:password@redis:6379/0", u.Redacted(), err)
+	}
+	if q.Has("addr") {
+		opts, err := redis.ParseClusterURL(raw)
+		if err != nil {
+			return nil, bad(err)
+		}
+		if tuneRetries {
+			opts.MaxRetries = 1
+		}
+		if resp2 {
+			opts.Protocol = 2
+		}
+		opts.DialerRetries = 1
+		return redis.NewClusterClient(opts), nil
+	}
+	opts, err := redis.ParseURL(raw)
+	if err != nil {
+		return nil, bad(err)
+	}
+	if tuneRetries {
+		opts.MaxRetries = 1
+	}
+	if resp2 {
+		opts.Protocol = 2
+	}
+	opts.DialerRetries = 1
+	client := redis.NewClient(opts)
+
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	info, err := client.Info(pctx, "cluster").Result()
+	if err != nil {
+		log.Warn("Redis does not answer at start-up; assuming a single node (list every node with ?addr=host:port for a cluster). Requests get 503 billing_unavailable until it answers",
+			zap.String("redis", u.Redacted()), zap.Error(err))
+		return client, nil
+	}
+	if !strings.Contains(info, "cluster_enabled:1") {
+		return client, nil
+	}
+	client.Close()
+	log.Info("Redis Cluster detected", zap.String("redis", u.Redacted()))
+	return redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:           []string{opts.Addr},
+		ClientName:      opts.ClientName,
+		Dialer:          opts.Dialer,
+		Protocol:        opts.Protocol,
+		Username:        opts.Username,
+		Password:        opts.Password,
+		MaxRetries:      opts.MaxRetries,
+		MinRetryBackoff: opts.MinRetryBackoff,
+		MaxRetryBackoff: opts.MaxRetryBackoff,
+		DialTimeout:     opts.DialTimeout,
+		ReadTimeout:     opts.ReadTimeout,
+		WriteTimeout:    opts.WriteTimeout,
+		PoolFIFO:        opts.PoolFIFO,
+		PoolSize:        opts.PoolSize,
+		PoolTimeout:     opts.PoolTimeout,
+		MinIdleConns:    opts.MinIdleConns,
+		MaxIdleConns:    opts.MaxIdleConns,
+		MaxActiveConns:  opts.MaxActiveConns,
+		ConnMaxIdleTime: opts.ConnMaxIdleTime,
+		ConnMaxLifetime: opts.ConnMaxLifetime,
+		TLSConfig:       opts.TLSConfig,
+		DialerRetries:   1,
+	}), nil
+}
