@@ -116,11 +116,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // prepare runs every check and the reservation. On success the request
 // holds ex.reserved credits under ex.id and must be finished.
 func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *route) (*exchange, error) {
-	if r.Header.Get("Upgrade") != "" {
+	if up := r.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "h2c") {
 		// A protocol switch (WebSocket) would become a tunnel tollgate
-		// cannot meter.
+		// cannot meter. (curl --http2 asks for h2c on every plain-HTTP
+		// request; that offer is simply not forwarded, see rewrite.)
 		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest,
-			"tollgate does not forward protocol upgrades (%s); send plain HTTP requests", r.Header.Get("Upgrade"))
+			"tollgate does not forward protocol upgrades (%s); send plain HTTP requests", up)
 	}
 	vals := r.Header[st.customerHeader]
 	if len(vals) == 0 || vals[0] == "" {

@@ -278,6 +278,11 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest) {
 	// The body is already read; a forwarded Expect: 100-continue would
 	// only delay it.
 	delete(h, "Expect")
+	// ReverseProxy re-adds an inbound protocol upgrade offer after
+	// removing hop-by-hop headers; a switched connection could not be
+	// metered, so the upstream never sees the offer.
+	delete(h, "Upgrade")
+	delete(h, "Connection")
 	if len(rt.headers) > 0 {
 		for _, k := range credentialHeaders {
 			delete(h, k)

@@ -610,3 +610,29 @@ func getURL(t testing.TB, url, token string) (*http.Response, []byte) {
 }
 
 var _ = proxy.HeaderRequestID
+
+// TestProtocolUpgrades: a WebSocket upgrade would become an unmetered
+// tunnel and is refused; curl's h2c offer on plain HTTP is dropped and the
+// request forwarded as HTTP/1.1.
+func TestProtocolUpgrades(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", ""),
+		header: map[string]string{"Connection": "Upgrade", "Upgrade": "websocket"}})
+	if res.StatusCode != 400 || decodeError(t, data).Error.Code != "invalid_request" {
+		t.Errorf("websocket upgrade: %d %s", res.StatusCode, data)
+	}
+	if len(h.up.requests()) != 0 {
+		t.Fatal("the upgrade was forwarded")
+	}
+	res, data = h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", ""),
+		header: map[string]string{"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"}})
+	if res.StatusCode != 200 {
+		t.Fatalf("h2c offer: %d %s", res.StatusCode, data)
+	}
+	if up := h.up.last(t); up.Header.Get("Upgrade") != "" || up.Header.Get("Connection") != "" {
+		t.Errorf("the upstream saw the upgrade offer: %v", up.Header)
+	}
+	h.settled(cust, 1)
+}
