@@ -356,6 +356,7 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	ex.status = http.StatusBadGateway
+	w.Header().Set(HeaderRequestID, ex.id)
 	s.release(ex, "upstream unreachable")
 	s.log.Warn("upstream unreachable", zap.String("route", ex.rt.path), zap.String("upstream", ex.rt.upstream.Host),
 		zap.String("request", ex.id), zap.Error(err))

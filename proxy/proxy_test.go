@@ -143,6 +143,9 @@ func TestErrorTable(t *testing.T) {
 			if got := len(h.up.requests()); got != before {
 				t.Errorf("the upstream received %d requests; a refusal must forward nothing", got-before)
 			}
+			if hasID := requestID.MatchString(res.Header.Get("X-Tollgate-Request-Id")); hasID != (tc.status == 502) {
+				t.Errorf("X-Tollgate-Request-Id %q: a request id only once a hold was taken", res.Header.Get("X-Tollgate-Request-Id"))
+			}
 			if tc.status == 402 && res.Header.Get("X-Should-Retry") != "false" {
 				t.Errorf("402 without x-should-retry: false")
 			}
@@ -635,4 +638,40 @@ func TestProtocolUpgrades(t *testing.T) {
 		t.Errorf("the upstream saw the upgrade offer: %v", up.Header)
 	}
 	h.settled(cust, 1)
+}
+
+// TestClientGoneBeforeResponse: a client that gives up while the provider
+// is still thinking cancels the upstream request and pays the estimate of
+// the prompt the provider had already received: never free.
+func TestClientGoneBeforeResponse(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	arrived, cancelled := make(chan struct{}), make(chan struct{})
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		close(arrived)
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", "")))
+	req.Header.Set("X-Tollgate-Customer", cust)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := http.DefaultClient.Do(req)
+		errc <- err
+	}()
+	<-arrived
+	cancel()
+	<-errc
+	select {
+	case <-cancelled:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the upstream request was not cancelled")
+	}
+	c := waitSettled(t, h.store, cust, 1, 2*time.Second)[0]
+	if c.InputTokens == 0 || c.OutputTokens != 0 || c.Amount >= 0 {
+		t.Errorf("charge %+v", c)
+	}
+	h.eventually("tollgate_requests_total", map[string]string{"route": "/v1/chat/completions", "status": "499"}, 1)
 }
