@@ -8,6 +8,7 @@ import (
 	"math"
 	"mime"
 	"mime/multipart"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -180,7 +181,12 @@ const maxFormField = 1 << 20
 // Errors match ErrInvalidRequest (*RequestError, whose Reason is for the
 // client): a body that is not valid JSON or not an object, a malformed
 // multipart form, a "model" that is not a string, an "n" that is not an
-// integer from 1 to MaxN. Fields that only lower the estimate ("stream",
+// integer from 1 to MaxN, a key that appears twice in the JSON object or
+// in its "stream_options" (for flat: "model" twice), and a multipart
+// "model", "stream", "size", "quality" or "n" sent twice. Duplicates are
+// refused because decoders disagree on which one wins (gjson the first,
+// the providers' the last), so tollgate could price one model while the
+// provider runs another. Fields that only lower the estimate ("stream",
 // the output caps) are read leniently: a cap of the wrong type is ignored,
 // so the route's cap applies.
 func ParseRequest(api API, contentType string, body []byte) (Request, error) {
@@ -190,7 +196,11 @@ func ParseRequest(api API, contentType string, body []byte) (Request, error) {
 	}
 	if api == Flat {
 		if len(body) > 0 && gjson.ValidBytes(body) {
-			if m := gjson.Get(unsafeString(body), "model"); m.Type == gjson.String {
+			root := gjson.Parse(unsafeString(body))
+			if root.IsObject() && countKey(root, "model") > 1 {
+				return Request{}, duplicateKeyError("model")
+			}
+			if m := root.Get("model"); m.Type == gjson.String {
 				r.Model = strings.Clone(m.String())
 			}
 		}
@@ -230,6 +240,18 @@ func (r *Request) parseJSON(body []byte) error {
 	root := gjson.Parse(unsafeString(body))
 	if !root.IsObject() {
 		return invalidf("the request body must be a JSON object")
+	}
+	// gjson reads the first of duplicate keys, the provider's decoder
+	// (Python's json, like Go's and JavaScript's) the last: refuse what
+	// the two would read differently, such as a cheap "model" followed by
+	// a dear one, or a "stream_options" that stops the usage chunk.
+	if k, dup := duplicateKey(root); dup {
+		return duplicateKeyError(k)
+	}
+	if so := root.Get("stream_options"); so.IsObject() {
+		if k, dup := duplicateKey(so); dup {
+			return duplicateKeyError("stream_options." + k)
+		}
 	}
 	switch m := root.Get("model"); m.Type {
 	case gjson.String:
@@ -298,6 +320,39 @@ func (r *Request) parseJSON(body []byte) error {
 	return nil
 }
 
+// duplicateKey returns a key that the JSON object obj holds more than
+// once, compared after unescaping, as every JSON decoder compares them.
+func duplicateKey(obj gjson.Result) (string, bool) {
+	var keys []string
+	obj.ForEach(func(k, _ gjson.Result) bool {
+		keys = append(keys, k.Str)
+		return true
+	})
+	slices.Sort(keys)
+	for i := 1; i < len(keys); i++ {
+		if keys[i] == keys[i-1] {
+			return keys[i], true
+		}
+	}
+	return "", false
+}
+
+// countKey counts the keys of the JSON object obj equal to key.
+func countKey(obj gjson.Result, key string) int {
+	n := 0
+	obj.ForEach(func(k, _ gjson.Result) bool {
+		if k.Str == key {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+func duplicateKeyError(key string) error {
+	return invalidf("the request body has the key %q more than once; send each key once", key)
+}
+
 // countImages walks prompt content (to a bounded depth) and counts the
 // parts that carry an image and the bytes they take in the body.
 func countImages(v gjson.Result, depth int, n, size *int64) {
@@ -355,6 +410,7 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 	}
 	head := make([]byte, 0, headLen)
 	sawPart := false
+	var seen uint8 // pricedFields read so far
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -392,6 +448,14 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 		}
 		textBytes += int64(len(val))
 		s := string(val)
+		// The fields that price the request must not be ambiguous: form
+		// decoders disagree on which of several values wins.
+		if bit, ok := pricedFields[name]; ok {
+			if seen&bit != 0 {
+				return invalidf("the multipart field %q is sent more than once; send it once", name)
+			}
+			seen |= bit
+		}
 		switch name {
 		case "model":
 			r.Model = s
@@ -434,6 +498,10 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 	r.estInput = ceilDiv(r.InputTokens-RequestOverheadTokens, BytesPerToken)
 	return nil
 }
+
+// pricedFields are the multipart text fields ParseRequest reads, each
+// with its bit in a set of fields seen.
+var pricedFields = map[string]uint8{"model": 1, "stream": 2, "size": 4, "quality": 8, "n": 16}
 
 func numOrNaN(s string) float64 {
 	f, err := strconv.ParseFloat(s, 64)

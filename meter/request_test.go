@@ -395,3 +395,72 @@ func TestRewrite(t *testing.T) {
 		}
 	}
 }
+
+// TestParseRequestDuplicateKeys checks that a body whose keys could be
+// read one way by tollgate and another way upstream is refused. gjson
+// reads the first of duplicate keys; Python's json, Go's encoding/json and
+// JavaScript's JSON.parse keep the last. Without the refusal,
+// {"model":"gpt-4o-mini","model":"o1-pro"} would be priced as gpt-4o-mini
+// and run as o1-pro, and a duplicated stream or stream_options would stop
+// the usage chunk tollgate bills from.
+func TestParseRequestDuplicateKeys(t *testing.T) {
+	mp := "multipart/form-data; boundary=" + testBoundary
+	twoModels := "--" + testBoundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n" +
+		"--" + testBoundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o-transcribe\r\n" +
+		"--" + testBoundary + "--\r\n"
+	tests := []struct {
+		name        string
+		api         API
+		contentType string
+		body        string
+		reason      string
+	}{
+		{"model twice", OpenAIChat, "application/json", `{"model":"gpt-4o-mini","messages":[],"model":"o1-pro"}`,
+			`the request body has the key "model" more than once; send each key once`},
+		{"model twice, one escaped", AnthropicMessages, "application/json", `{"model":"claude-haiku-4-5","mod\u0065l":"claude-opus-4-1","max_tokens":5}`,
+			`the request body has the key "model" more than once; send each key once`},
+		{"stream twice", OpenAIChat, "application/json", `{"model":"o3","stream":false,"stream":true}`,
+			`the request body has the key "stream" more than once; send each key once`},
+		{"include_usage twice", OpenAIChat, "application/json", `{"model":"o3","stream":true,"stream_options":{"include_usage":true,"include_usage":false}}`,
+			`the request body has the key "stream_options.include_usage" more than once; send each key once`},
+		{"images n twice", OpenAIImages, "application/json", `{"model":"dall-e-3","n":1,"n":10}`,
+			`the request body has the key "n" more than once; send each key once`},
+		{"flat model twice", Flat, "application/json", `{"model":"a","model":"b"}`,
+			`the request body has the key "model" more than once; send each key once`},
+		{"multipart model twice", OpenAIAudio, mp, twoModels,
+			`the multipart field "model" is sent more than once; send it once`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ParseRequest(tc.api, tc.contentType, []byte(tc.body))
+			var re *RequestError
+			if !errors.As(err, &re) || !errors.Is(err, ErrInvalidRequest) {
+				t.Fatalf("ParseRequest = %+v, %v; want a *RequestError", r, err)
+			}
+			if re.Reason != tc.reason {
+				t.Errorf("reason = %q\n  want %q", re.Reason, tc.reason)
+			}
+		})
+	}
+	// Repeats that are not ambiguous stay accepted: the same key in
+	// different objects, and multipart fields OpenAI takes as lists.
+	for _, tc := range []struct {
+		api      API
+		ct, body string
+	}{
+		{OpenAIChat, "application/json", `{"model":"gpt-4o","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}`},
+		{Flat, "application/json", `{"model":"m","input":"x","input":"y"}`},
+		{OpenAIAudio, mp, form(t, map[string]string{"model": "whisper-1"}, nil) + ""},
+	} {
+		if _, err := ParseRequest(tc.api, tc.ct, []byte(tc.body)); err != nil {
+			t.Errorf("%s %q: %v", tc.api, tc.body, err)
+		}
+	}
+	granularities := "--" + testBoundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n" +
+		"--" + testBoundary + "\r\nContent-Disposition: form-data; name=\"timestamp_granularities[]\"\r\n\r\nword\r\n" +
+		"--" + testBoundary + "\r\nContent-Disposition: form-data; name=\"timestamp_granularities[]\"\r\n\r\nsegment\r\n" +
+		"--" + testBoundary + "--\r\n"
+	if _, err := ParseRequest(OpenAIAudio, mp, []byte(granularities)); err != nil {
+		t.Errorf("repeated timestamp_granularities[]: %v", err)
+	}
+}
