@@ -154,6 +154,9 @@ type Request struct {
 	// audioMinMillis is the least duration an upload of its size can have.
 	audioMinMillis int64
 	speech         bool // openai.audio text-to-speech (JSON) rather than a transcription
+	// partialImages is an image stream's "partial_images" (0 to 3): each
+	// partial image is billed as imagePartialTokens more output tokens.
+	partialImages int64
 }
 
 // imagePartTypes are the "type" values of prompt parts that carry an image.
@@ -282,6 +285,9 @@ func (r *Request) parseJSON(body []byte) error {
 		}
 		if v := root.Get("quality"); v.Type == gjson.String {
 			r.ImageQuality = strings.Clone(v.String())
+		}
+		if v := root.Get("partial_images"); v.Type == gjson.Number {
+			r.partialImages = clampPartials(v.Num)
 		}
 	}
 
@@ -465,6 +471,8 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 			r.ImageSize = s
 		case "quality":
 			r.ImageQuality = s
+		case "partial_images":
+			r.partialImages = clampPartials(numOrNaN(s))
 		case "n":
 			if r.API == OpenAIImages {
 				n, err := parseN(gjson.Result{Type: gjson.Number, Raw: s, Num: numOrNaN(s)})
@@ -502,6 +510,14 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 // pricedFields are the multipart text fields ParseRequest reads, each
 // with its bit in a set of fields seen.
 var pricedFields = map[string]uint8{"model": 1, "stream": 2, "size": 4, "quality": 8, "n": 16}
+
+// clampPartials reads "partial_images" within OpenAI's range, 0 to 3.
+func clampPartials(f float64) int64 {
+	if !(f > 0) {
+		return 0
+	}
+	return int64(min(math.Ceil(f), 3))
+}
 
 func numOrNaN(s string) float64 {
 	f, err := strconv.ParseFloat(s, 64)

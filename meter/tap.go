@@ -2,6 +2,7 @@ package meter
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 )
 
@@ -384,6 +385,48 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	return t.req.API == OpenAIChat && hasChoices && n == 0 && hasUsage
 }
 
+// Output-token estimates for an image whose usage never arrived, from
+// OpenAI's published gpt-image-1 counts ("Image generation" guide, cost
+// and latency): 272, 1,056 and 4,160 tokens for a 1024x1024 image at low,
+// medium and high quality, in proportion to the area for other sizes
+// (1024x1536 at high: 6,240), plus 100 per partial image of a stream.
+// "auto" or unknown quality counts as high; "auto", unknown or larger
+// sizes as the largest gpt-image-1 size, 1536x1024.
+const (
+	imagePartialTokens = 100
+	imageMaxPixels     = 1536 * 1024
+)
+
+// imageOutputTokens estimates the output tokens of one image of size
+// ("WIDTHxHEIGHT") and quality; see imagePartialTokens.
+func imageOutputTokens(size, quality string) int64 {
+	per1024 := int64(4160) // high, auto, unknown
+	switch quality {
+	case "low":
+		per1024 = 272
+	case "medium":
+		per1024 = 1056
+	}
+	pixels := int64(imageMaxPixels)
+	if w, h, ok := strings.Cut(size, "x"); ok {
+		wi, err1 := strconv.ParseInt(w, 10, 64)
+		hi, err2 := strconv.ParseInt(h, 10, 64)
+		if err1 == nil && err2 == nil && wi > 0 && hi > 0 && wi <= imageMaxPixels && hi <= imageMaxPixels {
+			pixels = min(wi*hi, imageMaxPixels)
+		}
+	}
+	return ceilDiv(pixels*per1024, 1024*1024)
+}
+
+// satMul returns a×b for non-negative a and b, saturating at the largest
+// int64.
+func satMul(a, b int64) int64 {
+	if a > 0 && b > (1<<63-1)/a {
+		return 1<<63 - 1
+	}
+	return a * b
+}
+
 func satAdd(a, b int64) int64 {
 	if s := a + b; s >= a {
 		return s
@@ -415,7 +458,10 @@ func satAdd(a, b int64) int64 {
 //     produced text. Reasoning the provider hides cannot be seen and is
 //     not estimated.
 //   - openai.images: the images the body listed, or the request's n when
-//     the body was cut;
+//     the body was cut; and when the body was cut before its usage, the
+//     images' output tokens from gpt-image-1's published counts by size
+//     and quality (see imageOutputTokens), so that a route pricing GPT
+//     image models by the token does not charge the prompt alone;
 //   - openai.audio: the request's duration estimate when the response
 //     carries no duration (text, srt and vtt transcripts; speech audio),
 //     but never less than the upload's size at AudioMaxBytesPerSecond.
@@ -516,9 +562,6 @@ func (t *Tap) usage() Usage {
 		default: // cut, or not an image body: the images were made upstream
 			u.Images = max(t.rep[slData], t.completed, r.N)
 			u.Estimated = true
-			if !reported {
-				u.InputTokens = r.estInput
-			}
 		}
 		u.ImageSize, u.ImageQuality = r.ImageSize, r.ImageQuality
 		if t.size.set && !t.size.is(r.ImageSize) {
@@ -526,6 +569,14 @@ func (t *Tap) usage() Usage {
 		}
 		if t.quality.set && !t.quality.is(r.ImageQuality) {
 			u.ImageQuality = t.quality.String()
+		}
+		if u.Estimated && !reported {
+			// Without the usage, a route that prices the model by the
+			// token would charge the prompt estimate only, although
+			// the images (most of the cost) were made.
+			u.InputTokens = r.estInput
+			each := satAdd(imageOutputTokens(u.ImageSize, u.ImageQuality), r.partialImages*imagePartialTokens)
+			u.OutputTokens = satMul(u.Images, each)
 		}
 	case OpenAIAudio:
 		reported := t.has(slIn) || t.has(slOut)

@@ -295,3 +295,56 @@ func TestGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestImagesCutNeverFree checks that an image response that ends before
+// its usage (client gone, upstream cut, or no answer at all) is charged
+// for the images on a route that prices GPT image models by the token, as
+// config.example.yaml does: the image was made upstream, and its output
+// tokens are most of its cost. gpt-image-1 publishes 4,160 output tokens
+// for a high-quality 1024x1024 image and 100 per partial image.
+func TestImagesCutNeverFree(t *testing.T) {
+	tokens := Price{Input: 5_000_000, CachedInput: 1_250_000, CacheWriteInput: 5_000_000, Output: 40_000_000}
+	perImage := Price{PerImage: map[string]money.Micros{"1024x1024": 40_000}}
+	tests := []struct {
+		name, req, ct, body string
+		wantOut             int64
+	}{
+		{"json cut in b64", `{"model":"gpt-image-1","prompt":"otter","size":"1024x1024","quality":"high"}`,
+			"application/json", `{"created":1713833628,"data":[{"b64_json":"iVBORw0KGgoAAAANSUhEUgAA`, 4160},
+		{"no answer", `{"model":"gpt-image-1","prompt":"otter","size":"1024x1024","quality":"high","n":2}`,
+			"", ``, 2 * 4160},
+		// 1024x1536 at medium: 1,056 × 1.5 = 1,584; "auto" quality counts as high.
+		{"medium tall", `{"model":"gpt-image-1","prompt":"otter","size":"1024x1536","quality":"medium"}`, "", ``, 1584},
+		{"auto quality", `{"model":"gpt-image-1","prompt":"otter","size":"1024x1024","quality":"auto"}`, "", ``, 4160},
+		// Unknown size: the largest gpt-image-1 size, 1536x1024 (6,240 at high).
+		{"auto size", `{"model":"gpt-image-1","prompt":"otter"}`, "", ``, 6240},
+		// An absurd size is no reason to charge more than the largest one.
+		{"absurd size", `{"model":"gpt-image-1","prompt":"otter","size":"99999x99999","quality":"low"}`, "", ``, 408},
+		// A stream cut after its partial images: 2 × 100 more.
+		{"stream cut after partials", `{"model":"gpt-image-1","prompt":"otter","size":"1024x1024","quality":"low","stream":true,"partial_images":2}`,
+			"text/event-stream", "event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\",\"b64_json\":\"AAAA\",\"partial_image_index\":0}\n\n" +
+				"event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\",\"b64_json\":\"AAAA\",\"partial_image_index\":1}\n\n", 272 + 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := mustParse(t, OpenAIImages, "application/json", tc.req)
+			u := usageOf(t, req, tc.ct, tc.body)
+			if u.OutputTokens != tc.wantOut || !u.Estimated || u.Images != req.N {
+				t.Fatalf("usage %+v, want %d estimated output tokens for %d images", u, tc.wantOut, req.N)
+			}
+			cost, err := tokens.Cost(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Output alone at 40 per 1M tokens (the input estimate adds a little).
+			if min := money.Micros(tc.wantOut * 40); cost < min {
+				t.Errorf("token route charged %s, less than the output's %s", cost, min)
+			}
+		})
+	}
+	// A route that prices per image still charges per image, not tokens.
+	req := mustParse(t, OpenAIImages, "application/json", `{"model":"dall-e-2","size":"1024x1024","n":3}`)
+	if cost, err := perImage.Cost(usageOf(t, req, "", "")); err != nil || cost != 120_000 {
+		t.Errorf("per-image route: %s, %v; want 0.120000", cost, err)
+	}
+}
