@@ -1,6 +1,9 @@
 package meter
 
 import (
+	"bytes"
+	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -294,5 +297,102 @@ func TestEndKeepsFeedResult(t *testing.T) {
 	}
 	if string(rest) != "data: {\"choices\":[{\"delta\":{\"content\":\"tail\"}}]}" {
 		t.Errorf("rest = %q", rest)
+	}
+}
+
+// TestFilterRandomStreams builds random OpenAI chat streams — LF, CRLF and
+// CR line ends, comments, event:/id:/retry: lines, data split over several
+// lines, "data:" with and without its space, blank-line runs — with the
+// usage chunk somewhere in them, and checks at random read sizes and at
+// one-byte reads that the client receives exactly the stream without the
+// usage chunk's block when it did not ask for usage, the stream itself
+// when it did, and that the usage is read either way.
+func TestFilterRandomStreams(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	eols := []string{"\n", "\r\n", "\r"}
+	block := func(eol string, data []string, extra bool) string {
+		var b strings.Builder
+		if extra && rng.IntN(2) == 0 {
+			b.WriteString(": keep-alive" + eol)
+		}
+		if extra && rng.IntN(2) == 0 {
+			b.WriteString("event: chunk" + eol)
+		}
+		for _, d := range data {
+			if rng.IntN(4) == 0 {
+				b.WriteString("data:" + d + eol)
+			} else {
+				b.WriteString("data: " + d + eol)
+			}
+		}
+		if extra && rng.IntN(3) == 0 {
+			b.WriteString("id: 42" + eol + "retry: 1000" + eol)
+		}
+		b.WriteString(eol)
+		return b.String()
+	}
+	content := func(i int) []string {
+		text := strings.Repeat("é🎉a\\\"", rng.IntN(5)) + strings.Repeat("x", rng.IntN(3)*700)
+		j := `{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"` + text + `"}}],"usage":null}`
+		if rng.IntN(3) == 0 { // split over two data lines, joined by LF
+			k := strings.Index(j, `"choices"`)
+			return []string{j[:k], j[k:]}
+		}
+		_ = i
+		return []string{j}
+	}
+	usage := []string{`{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":3}}}`}
+	for iter := 0; iter < 300; iter++ {
+		var stream, want strings.Builder
+		prevCR := false
+		n := 1 + rng.IntN(6)
+		at := rng.IntN(n + 1)
+		for i := 0; i <= n; i++ {
+			eol := eols[rng.IntN(len(eols))]
+			if i == at {
+				b := block(eol, usage, true)
+				stream.WriteString(b)
+				prevCR = eol == "\r"
+				continue
+			}
+			if i == n {
+				b := block(eol, []string{"[DONE]"}, false)
+				stream.WriteString(b)
+				want.WriteString(b)
+				continue
+			}
+			b := block(eol, content(i), true)
+			if !prevCR && rng.IntN(4) == 0 {
+				b = eol + b // a stray blank line: an empty block of its own
+			}
+			stream.WriteString(b)
+			want.WriteString(b)
+			prevCR = eol == "\r"
+		}
+		data := []byte(stream.String())
+		for _, asked := range []bool{false, true} {
+			tc := testCase{api: OpenAIChat, data: data, contentType: "text/event-stream", req: chatReq(t, asked)}
+			expect := want.String()
+			if asked {
+				expect = stream.String()
+			}
+			for seed, mk := range []func() io.Reader{
+				func() io.Reader { return iotest.OneByteReader(bytes.NewReader(data)) },
+				func() io.Reader {
+					return &chunkReader{data: data, rng: rand.New(rand.NewPCG(uint64(iter), 1)), maxRead: 7}
+				},
+				func() io.Reader {
+					return &chunkReader{data: data, rng: rand.New(rand.NewPCG(uint64(iter), 2)), maxRead: 900}
+				},
+			} {
+				client, u, _ := replay(t, tc, mk())
+				if string(client) != expect {
+					t.Fatalf("iteration %d, asked %v, reader %d:\nstream %q\n   got %q\n  want %q", iter, asked, seed, data, client, expect)
+				}
+				if u.InputTokens != 11 || u.OutputTokens != 7 || u.CachedInputTokens != 3 || u.Estimated {
+					t.Fatalf("iteration %d, asked %v, reader %d: usage %+v\nstream %q", iter, asked, seed, u, data)
+				}
+			}
+		}
 	}
 }
