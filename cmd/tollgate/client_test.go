@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
 )
 
@@ -25,14 +26,14 @@ type fakeAdmin struct {
 	t        *testing.T
 	mu       sync.Mutex
 	balances map[string]money.Micros
-	entries  map[string][]entry // oldest first
-	keys     map[string]entry   // customer + "\x00" + idempotency key
-	requests []string           // "METHOD /escaped/path?query"
+	entries  map[string][]ledger.Entry // oldest first
+	keys     map[string]ledger.Entry   // customer + "\x00" + idempotency key
+	requests []string                  // "METHOD /escaped/path?query"
 	bodies   []string
 }
 
 func newFakeAdmin(t *testing.T) (*fakeAdmin, *httptest.Server) {
-	f := &fakeAdmin{t: t, balances: map[string]money.Micros{}, entries: map[string][]entry{}, keys: map[string]entry{}}
+	f := &fakeAdmin{t: t, balances: map[string]money.Micros{}, entries: map[string][]ledger.Entry{}, keys: map[string]ledger.Entry{}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", testToken)
@@ -122,16 +123,16 @@ func (f *fakeAdmin) credit(w http.ResponseWriter, id string, body []byte) {
 		return
 	}
 	f.balances[id] += *req.Amount
-	kind := "grant"
+	kind := ledger.KindGrant
 	if *req.Amount < 0 {
-		kind = "adjust"
+		kind = ledger.KindAdjust
 	}
-	e := f.add(id, entry{Kind: kind, Amount: *req.Amount, Reference: req.IdempotencyKey, Reason: req.Reason})
+	e := f.add(id, ledger.Entry{Kind: kind, Amount: *req.Amount, Reference: req.IdempotencyKey, Reason: req.Reason})
 	f.keys[k] = e
 	writeJSON(w, map[string]any{"applied": true, "entry": e})
 }
 
-func (f *fakeAdmin) add(id string, e entry) entry {
+func (f *fakeAdmin) add(id string, e ledger.Entry) ledger.Entry {
 	e.ID = strconv.Itoa(len(f.entries[id]) + 1)
 	e.Customer = id
 	e.BalanceAfter = f.balances[id]
@@ -157,7 +158,7 @@ func (f *fakeAdmin) ledger(w http.ResponseWriter, r *http.Request, id string) {
 		}
 		end = n - 1
 	}
-	page := []entry{}
+	page := []ledger.Entry{}
 	for i := end - 1; i >= 0 && len(page) < limit; i-- {
 		page = append(page, all[i])
 	}
@@ -284,10 +285,10 @@ func TestLedgerPages(t *testing.T) {
 	f, _ := newFakeAdmin(t)
 	for i := 1; i <= 5; i++ {
 		f.balances["c"] += money.Micros(i) * money.Credit
-		f.add("c", entry{Kind: "topup", Amount: money.Micros(i) * money.Credit, Reference: "cs_" + strconv.Itoa(i)})
+		f.add("c", ledger.Entry{Kind: "topup", Amount: money.Micros(i) * money.Credit, Reference: "cs_" + strconv.Itoa(i)})
 	}
 	f.balances["c"] -= 1234
-	f.add("c", entry{Kind: "charge", Amount: -1234, Reference: "req_1", Route: "/v1/chat/completions", Model: "gpt-4o-mini",
+	f.add("c", ledger.Entry{Kind: "charge", Amount: -1234, Reference: "req_1", Route: "/v1/chat/completions", Model: "gpt-4o-mini",
 		InputTokens: 1200, CachedInputTokens: 1000, OutputTokens: 300})
 
 	stdout, stderr, code := runCLI(t, "ledger", "c", "--limit", "2")
@@ -319,8 +320,8 @@ func TestLedgerPages(t *testing.T) {
 
 	stdout, _, _ = runCLI(t, "ledger", "c", "--all", "--json", "--limit", "5")
 	var all struct {
-		Entries []entry `json:"entries"`
-		Next    *string `json:"next"`
+		Entries []ledger.Entry `json:"entries"`
+		Next    *string        `json:"next"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &all); err != nil || len(all.Entries) != 6 || all.Next != nil || all.Entries[5].ID != "1" {
 		t.Errorf("--all --json = %s (%v)", stdout, err)

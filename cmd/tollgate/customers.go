@@ -12,35 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
 )
-
-// account is the admin API's GET /v1/customers/{id}.
-type account struct {
-	Customer  string       `json:"customer"`
-	Balance   money.Micros `json:"balance"`
-	Reserved  money.Micros `json:"reserved"`
-	Available money.Micros `json:"available"`
-	Suspended bool         `json:"suspended"`
-}
-
-// entry is one ledger entry as the admin API sends it.
-type entry struct {
-	ID                    string       `json:"id"`
-	Customer              string       `json:"customer"`
-	Kind                  string       `json:"kind"`
-	Amount                money.Micros `json:"amount"`
-	BalanceAfter          money.Micros `json:"balance_after"`
-	Reference             string       `json:"reference"`
-	Reason                string       `json:"reason"`
-	At                    time.Time    `json:"at"`
-	Route                 string       `json:"route"`
-	Model                 string       `json:"model"`
-	InputTokens           int64        `json:"input_tokens"`
-	CachedInputTokens     int64        `json:"cached_input_tokens"`
-	CacheWriteInputTokens int64        `json:"cache_write_input_tokens"`
-	OutputTokens          int64        `json:"output_tokens"`
-}
 
 func decodeAnswer(data []byte, v any, what string) error {
 	if err := json.Unmarshal(data, v); err != nil {
@@ -81,7 +55,7 @@ func runBalance(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *opts.json {
 		return printJSON(stdout, data)
 	}
-	var a account
+	var a ledger.Account
 	if err := decodeAnswer(data, &a, "an account"); err != nil {
 		return err
 	}
@@ -143,7 +117,7 @@ func runCredit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// whether this call applied it. Fields it lacks are left out.
 	var res struct {
 		Applied *bool         `json:"applied"`
-		Entry   *entry        `json:"entry"`
+		Entry   *ledger.Entry `json:"entry"`
 		Balance *money.Micros `json:"balance"`
 	}
 	if err := decodeAnswer(data, &res, "a credit result"); err != nil {
@@ -262,7 +236,7 @@ func printEntries(w io.Writer, customer string, raw []json.RawMessage) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "AT\tKIND\tAMOUNT\tBALANCE\tDETAIL\n")
 	for _, r := range raw {
-		var e entry
+		var e ledger.Entry
 		if err := decodeAnswer(r, &e, "a ledger entry"); err != nil {
 			return err
 		}
@@ -277,9 +251,9 @@ func printEntries(w io.Writer, customer string, raw []json.RawMessage) error {
 
 // detail describes an entry in one line: what a charge paid for, or the
 // reference and reason of a credit.
-func detail(e entry) string {
+func detail(e ledger.Entry) string {
 	var parts []string
-	if e.Kind == "charge" {
+	if e.Kind == ledger.KindCharge {
 		what := e.Model
 		if e.Route != "" {
 			what += " on " + e.Route
