@@ -184,7 +184,8 @@ const maxFormField = 1 << 20
 // Errors match ErrInvalidRequest (*RequestError, whose Reason is for the
 // client): a body that is not valid JSON or not an object, a malformed
 // multipart form, a "model" that is not a string, an "n" that is not an
-// integer from 1 to MaxN, a key that appears twice in the JSON object or
+// integer from 1 to MaxN, an openai.responses "background": true (its
+// usage never passes through tollgate), a key that appears twice in the JSON object or
 // in its "stream_options" (for flat: "model" twice), and a multipart
 // "model", "stream", "size", "quality" or "n" sent twice. Duplicates are
 // refused because decoders disagree on which one wins (gjson the first,
@@ -264,6 +265,13 @@ func (r *Request) parseJSON(body []byte) error {
 		return invalidf(`"model" must be a string, not %s`, m.Raw)
 	}
 	r.Stream = root.Get("stream").Type == gjson.True
+	if r.API == OpenAIResponses && root.Get("background").Type == gjson.True {
+		// Background mode answers {"status":"queued","usage":null} at
+		// once and runs the model afterwards; its usage only ever
+		// reaches a later GET, so the output would go uncharged (OpenAI
+		// "Background mode" guide).
+		return invalidf(`"background": true is not supported through tollgate: the response is generated after this request ends, so its usage cannot be metered; send the request without "background"`)
+	}
 	for _, k := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
 		if v := root.Get(k); v.Type == gjson.Number && v.Num > 0 {
 			r.MaxOutputTokens = max(r.MaxOutputTokens, capInt(v))

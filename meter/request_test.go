@@ -464,3 +464,33 @@ func TestParseRequestDuplicateKeys(t *testing.T) {
 		t.Errorf("repeated timestamp_granularities[]: %v", err)
 	}
 }
+
+// TestParseRequestBackground checks that a Responses request in
+// background mode is refused: the answer is {"status":"queued",
+// "usage":null}, the model runs after the request ends, and its usage
+// never passes through tollgate, so the output would never be charged
+// (OpenAI "Background mode" guide).
+func TestParseRequestBackground(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"o3","input":"Write a very long novel","background":true}`,
+		`{"model":"o3","input":"Write a very long novel","background":true,"stream":true}`,
+	} {
+		_, err := ParseRequest(OpenAIResponses, "application/json", []byte(body))
+		var re *RequestError
+		if !errors.As(err, &re) {
+			t.Fatalf("%s: err = %v, want a *RequestError", body, err)
+		}
+		want := `"background": true is not supported through tollgate: the response is generated after this request ends, so its usage cannot be metered; send the request without "background"`
+		if re.Reason != want {
+			t.Errorf("reason = %q\n  want %q", re.Reason, want)
+		}
+	}
+	for _, body := range []string{
+		`{"model":"o3","input":"hi","background":false}`,
+		`{"model":"o3","input":"hi","background":null}`,
+	} {
+		if _, err := ParseRequest(OpenAIResponses, "application/json", []byte(body)); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
