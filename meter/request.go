@@ -185,12 +185,12 @@ const maxFormField = 1 << 20
 // client): a body that is not valid JSON or not an object, a malformed
 // multipart form, a "model" that is not a string, an "n" that is not an
 // integer from 1 to MaxN, an openai.responses "background": true (its
-// usage never passes through tollgate), a key that appears twice in the JSON object or
-// in its "stream_options" (for flat: "model" twice), and a multipart
-// "model", "stream", "size", "quality" or "n" sent twice. Duplicates are
-// refused because decoders disagree on which one wins (gjson the first,
-// the providers' the last), so tollgate could price one model while the
-// provider runs another. Fields that only lower the estimate ("stream",
+// usage never passes through tollgate), a key that appears twice in the
+// JSON object or in its "stream_options" (for flat: "model" twice), and a
+// multipart "model", "stream", "size", "quality" or "n" sent twice.
+// Duplicates are refused because decoders disagree on which one wins
+// (gjson the first, the providers' the last), so tollgate could price one
+// model while the provider runs another. Fields that only lower the estimate ("stream",
 // the output caps) are read leniently: a cap of the wrong type is ignored,
 // so the route's cap applies.
 func ParseRequest(api API, contentType string, body []byte) (Request, error) {
