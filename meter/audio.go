@@ -13,22 +13,33 @@ const audioHeadBytes = 256 << 10
 
 // audioDuration reads the duration of an uploaded audio file from its
 // container header, given the file's first bytes (head) and its size. It
-// knows WAV (data size / byte rate), FLAC (STREAMINFO total samples) and
-// MP3 (Xing/Info or VBRI frame count, else the first frame's bitrate, as
-// in a constant-bitrate file). ok is false for anything else, and the
-// caller falls back to the bitrate floor.
-func audioDuration(head []byte, size int64) (millis int64, ok bool) {
+// knows WAV (data size / the rate decoders play PCM at), FLAC (STREAMINFO
+// total samples) and MP3 (Xing/Info or VBRI frame count, else the first
+// frame's bitrate, as in a constant-bitrate file). ok is false for
+// anything else, and the caller falls back to the bitrate floor.
+//
+// least is a lower bound on the duration that does not trust the header's
+// duration fields, which decoders ignore and a client can forge: the
+// file's bytes at the format's highest bitrate (448 kbit/s for MPEG
+// audio, 9/8 of the PCM rate STREAMINFO states for FLAC), or 0.
+func audioDuration(head []byte, size int64) (millis, least int64, ok bool) {
 	switch {
 	case len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WAVE":
-		return wavDuration(head, size)
+		ms, ok := wavDuration(head, size)
+		return ms, 0, ok
 	case len(head) >= 4 && string(head[:4]) == "fLaC":
-		return flacDuration(head)
+		return flacDuration(head, size)
 	case len(head) >= 8 && (string(head[:4]) == "OggS" || string(head[4:8]) == "ftyp" ||
 		string(head[:4]) == "\x1a\x45\xdf\xa3"):
-		return 0, false // Ogg, MP4/M4A, WebM/Matroska: not read; the floor applies
+		return 0, 0, false // Ogg, MP4/M4A, WebM/Matroska: not read; the floor applies
 	}
 	return mp3Duration(head, size)
 }
+
+// pcmFormats are the WAVE format tags whose samples decoders play at
+// sample rate × block align, ignoring the header's byte rate: PCM, IEEE
+// float, A-law, µ-law and WAVE_FORMAT_EXTENSIBLE.
+var pcmFormats = map[uint16]bool{1: true, 3: true, 6: true, 7: true, 0xFFFE: true}
 
 func wavDuration(head []byte, size int64) (int64, bool) {
 	var byteRate int64
@@ -42,6 +53,15 @@ func wavDuration(head []byte, size int64) (int64, bool) {
 				return 0, false
 			}
 			byteRate = int64(binary.LittleEndian.Uint32(head[body+8 : body+12]))
+			if body+14 <= len(head) && pcmFormats[binary.LittleEndian.Uint16(head[body:body+2])] {
+				// The byte rate is informative only: a header claiming
+				// 1,000× the real one must not make 60 s cost 60 ms.
+				sampleRate := int64(binary.LittleEndian.Uint32(head[body+4 : body+8]))
+				blockAlign := int64(binary.LittleEndian.Uint16(head[body+12 : body+14]))
+				if sampleRate > 0 && blockAlign > 0 {
+					byteRate = sampleRate * blockAlign
+				}
+			}
 		case "data":
 			if byteRate <= 0 {
 				return 0, false
@@ -61,22 +81,44 @@ func wavDuration(head []byte, size int64) (int64, bool) {
 	return 0, false
 }
 
-func flacDuration(head []byte) (int64, bool) {
+func flacDuration(head []byte, size int64) (millis, least int64, ok bool) {
 	// "fLaC", then the STREAMINFO block: a 4-byte block header, 10 bytes of
 	// block and frame sizes, then 20 bits of sample rate, 3 of channels,
 	// 5 of bits per sample and 36 of total samples.
 	if len(head) < 4+4+18 || head[4]&0x7f != 0 {
-		return 0, false
+		return 0, 0, false
 	}
 	b := head[8+10 : 8+18]
 	v := binary.BigEndian.Uint64(b)
 	rate := int64(v >> 44)
+	channels := int64(v>>41&7) + 1
+	bits := int64(v>>36&31) + 1
 	samples := int64(v & (1<<36 - 1))
-	if rate == 0 || samples == 0 {
-		return 0, false
+	if rate == 0 {
+		return 0, 0, false
 	}
-	return ceilDiv(samples*1000, rate), true
+	// Decoders decode every frame whatever the total says, and FLAC never
+	// takes more than a little over the PCM it encodes: bound the duration
+	// by the bytes after the metadata blocks (cover art can be large) at
+	// 9/8 of the PCM rate. If the last block header lies beyond head, no
+	// bound.
+	for i := 4; i+4 <= len(head); {
+		end := i + 4 + (int(head[i+1])<<16 | int(head[i+2])<<8 | int(head[i+3]))
+		if head[i]&0x80 != 0 { // the last metadata block
+			least = ceilDiv(max(size-int64(end), 0)*1000*8*8, rate*channels*bits*9)
+			break
+		}
+		i = end
+	}
+	if samples == 0 {
+		return 0, least, false
+	}
+	return ceilDiv(samples*1000, rate), least, true
 }
+
+// mp3MaxKbps is the highest bitrate of any MPEG audio frame (MPEG-1
+// Layer I), so a stream of B bytes lasts at least B × 8 / 448 ms.
+const mp3MaxKbps = 448
 
 var (
 	mp3Bitrates = [2][3][16]int64{ // [MPEG-1, MPEG-2/2.5][layer I, II, III] kbit/s
@@ -94,7 +136,7 @@ var (
 	mp3Rates = [3][3]int64{{44100, 48000, 32000}, {22050, 24000, 16000}, {11025, 12000, 8000}}
 )
 
-func mp3Duration(head []byte, size int64) (int64, bool) {
+func mp3Duration(head []byte, size int64) (millis, least int64, ok bool) {
 	start := 0
 	if len(head) >= 10 && string(head[:3]) == "ID3" {
 		// ID3v2: a 10-byte header whose size is 4 syncsafe 7-bit bytes,
@@ -167,13 +209,16 @@ func mp3Duration(head []byte, size int64) (int64, bool) {
 		case v == 1 && mono:
 			side = 9
 		}
+		// The Xing/VBRI frame count is a claim decoders do not need;
+		// the frames are what they play.
+		least = ceilDiv((size-int64(i))*8, mp3MaxKbps)
 		if frames, ok := mp3Frames(head, i, i+4+side); ok {
-			return ceilDiv(frames*spf*1000, rate), true
+			return ceilDiv(frames*spf*1000, rate), least, true
 		}
 		// No VBR header: a constant-bitrate file, kbit/s = bits per ms.
-		return ceilDiv((size-int64(i))*8, kbps), true
+		return ceilDiv((size-int64(i))*8, kbps), least, true
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // mp3Frames reads the frame count from a Xing/Info header at off or a

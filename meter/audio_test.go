@@ -86,9 +86,13 @@ func TestAudioDuration(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			head := tc.file[:min(len(tc.file), audioHeadBytes)]
-			got, ok := audioDuration(head, int64(len(tc.file)))
+			got, least, ok := audioDuration(head, int64(len(tc.file)))
 			if got != tc.want || ok != tc.ok {
 				t.Errorf("audioDuration = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
+			}
+			// The header-free bound never exceeds an honest file's duration.
+			if ok && least > got {
+				t.Errorf("least = %d ms, more than the file's %d ms", least, got)
 			}
 		})
 	}
@@ -104,17 +108,45 @@ func TestAudioRequestDuration(t *testing.T) {
 	if r.AudioMillis != 60_000 {
 		t.Errorf("wav: AudioMillis = %d, want 60,000", r.AudioMillis)
 	}
-	// A 1,920,044-byte WAV whose header claims a byte rate 1,000× too high.
+	// A WAV whose header claims a byte rate 1,000× too high: decoders play
+	// PCM at sample rate × block align and ignore the byte rate, so the
+	// provider hears 60 s, and so does tollgate.
 	lying := bytes.Clone(wav)
 	binary.LittleEndian.PutUint32(lying[28:], 32_000_000)
 	r = mustParse(t, OpenAIAudio, ct, form(t, map[string]string{"model": "whisper-1", "response_format": "text"}, map[string][]byte{"file": lying}))
-	if r.AudioMillis != 60 {
-		t.Fatalf("lying wav: AudioMillis = %d, want the claimed 60", r.AudioMillis)
+	if r.AudioMillis != 60_000 {
+		t.Fatalf("wav with a lying byte rate: AudioMillis = %d, want 60,000", r.AudioMillis)
 	}
-	tap := NewTap(r, "text/plain")
-	tap.Feed([]byte("hello"))
-	_, u := tap.End()
-	if want := ceilDiv(int64(len(wav))*1000, AudioMaxBytesPerSecond); u.AudioMillis != want || !u.Estimated {
-		t.Errorf("lying wav charged for %d ms, want at least %d ms", u.AudioMillis, want)
+
+	// Duration fields a decoder does not use cannot shrink the charge
+	// below what the file's bytes allow at the format's highest bitrate:
+	// 448 kbit/s for MPEG audio, the PCM rate (+1/8) for FLAC.
+	mp3 := mp3File(3000, "Xing")               // 3,000 frames × 1,152 / 44,100 Hz = 78.4 s
+	binary.BigEndian.PutUint32(mp3[20+44:], 1) // the Xing header claims one frame
+	flac := append(flacFile(16000, 1), make([]byte, 1_000_000)...)
+	// 2 MB of cover art before 5 s of audio: the art is not audio.
+	art := flacFile(16000, 16000*5)
+	art[4] = 0 // STREAMINFO is no longer the last block
+	picture := append([]byte{0x86, 0x1e, 0x84, 0x80}, make([]byte, 2_000_000)...)
+	art = append(art[:4+4+34:4+4+34], append(picture, art[4+4+34:]...)...)
+	if ms, least, ok := audioDuration(art[:audioHeadBytes], int64(len(art))); ms != 5000 || least > 5000 || !ok {
+		t.Errorf("flac with cover art: %d ms, least %d, %v; want 5,000 and no more", ms, least, ok)
+	}
+	for _, tc := range []struct {
+		name  string
+		file  []byte
+		least int64
+	}{
+		{"mp3 with a lying Xing frame count", mp3, ceilDiv(int64(len(mp3)-20)*8, 448)},
+		// 16 kHz stereo 16-bit PCM is 64,000 B/s; FLAC never needs more than 9/8 of it.
+		{"flac with a lying sample count", flac, ceilDiv(int64(len(flac)-42)*1000*8, 64_000*9)}, // 42 bytes of "fLaC" and STREAMINFO
+	} {
+		r := mustParse(t, OpenAIAudio, ct, form(t, map[string]string{"model": "whisper-1", "response_format": "text"}, map[string][]byte{"file": tc.file}))
+		tap := NewTap(r, "text/plain")
+		tap.Feed([]byte("hello"))
+		_, u := tap.End()
+		if u.AudioMillis < tc.least || !u.Estimated {
+			t.Errorf("%s: charged for %d ms, want at least %d ms", tc.name, u.AudioMillis, tc.least)
+		}
 	}
 }

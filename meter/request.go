@@ -69,8 +69,11 @@ const (
 	// AudioMaxBytesPerSecond (3 Mbit/s, above 24-bit 48 kHz stereo PCM)
 	// bounds how short a file of a given size can be. A duration read from
 	// the file's own header is the client's claim; when the response
-	// reports no duration, the charge uses at least this bound, so a
-	// doctored header cannot make a long recording cheap.
+	// reports no duration, the charge uses at least this bound, and for
+	// MP3 and FLAC the tighter one of the format (448 kbit/s; 9/8 of the
+	// PCM rate), so a doctored header cannot make a long recording cheap.
+	// WAV PCM durations come from the fields decoders play by (sample
+	// rate × block align), not from the header's byte rate.
 	AudioMaxBytesPerSecond = 384_000
 
 	// AudioTokensPerMinute converts an audio duration to audio tokens for
@@ -496,14 +499,16 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 	}
 	tokens := textBytes + RequestOverheadTokens
 	if r.API == OpenAIAudio {
-		if ms, ok := audioDuration(audioHead, audioSize); ok {
+		ms, least, ok := audioDuration(audioHead, audioSize)
+		if ok {
 			r.AudioMillis = ms
 		} else {
 			r.AudioMillis = ceilDiv(fileBytes*1000, AudioBytesPerSecond)
 		}
 		// The header is the client's claim: a charge estimated from it is
-		// never below what the file's size allows at AudioMaxBytesPerSecond.
-		r.audioMinMillis = ceilDiv(fileBytes*1000, AudioMaxBytesPerSecond)
+		// never below what the file's size allows at the format's highest
+		// bitrate, nor at AudioMaxBytesPerSecond.
+		r.audioMinMillis = max(least, ceilDiv(fileBytes*1000, AudioMaxBytesPerSecond))
 		r.audioTokens = ceilDiv(r.AudioMillis*AudioTokensPerMinute, 60_000)
 		r.InputTokens = tokens + r.audioTokens
 		r.estInput = ceilDiv(textBytes, BytesPerToken) + r.audioTokens
