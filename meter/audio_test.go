@@ -148,5 +148,10 @@ func TestAudioRequestDuration(t *testing.T) {
 		if u.AudioMillis < tc.least || !u.Estimated {
 			t.Errorf("%s: charged for %d ms, want at least %d ms", tc.name, u.AudioMillis, tc.least)
 		}
+		// A route pricing the model by the token charges the estimated
+		// audio tokens of that same bounded duration.
+		if want := ceilDiv(tc.least*AudioTokensPerMinute, 60_000); u.InputTokens < want {
+			t.Errorf("%s: %d input tokens estimated, want at least %d audio tokens", tc.name, u.InputTokens, want)
+		}
 	}
 }

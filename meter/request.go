@@ -511,7 +511,10 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 		r.audioMinMillis = max(least, ceilDiv(fileBytes*1000, AudioMaxBytesPerSecond))
 		r.audioTokens = ceilDiv(r.AudioMillis*AudioTokensPerMinute, 60_000)
 		r.InputTokens = tokens + r.audioTokens
-		r.estInput = ceilDiv(textBytes, BytesPerToken) + r.audioTokens
+		// The charge estimate, like the duration it charges, does not go
+		// below what the file's size allows.
+		r.estInput = ceilDiv(textBytes, BytesPerToken) +
+			ceilDiv(max(r.AudioMillis, r.audioMinMillis)*AudioTokensPerMinute, 60_000)
 		return nil
 	}
 	r.Images = files
