@@ -455,8 +455,9 @@ func satAdd(a, b int64) int64 {
 //     max(text values, ceil(text bytes / BytesPerToken)): OpenAI streams
 //     about one token per chunk, Anthropic several, so the larger of the
 //     two counts is the closer. It is never zero for a response that
-//     produced text. Reasoning the provider hides cannot be seen and is
-//     not estimated.
+//     produced text; a body of a content type the Tap does not parse
+//     counts all its bytes as text. Reasoning the provider hides cannot
+//     be seen and is not estimated.
 //   - openai.images: the images the body listed, or the request's n when
 //     the body was cut; and when the body was cut before its usage, the
 //     images' output tokens from gpt-image-1's published counts by size
@@ -531,6 +532,11 @@ func (t *Tap) usage() Usage {
 	r := &t.req
 	var u Usage
 	outEstimate := tokensOfText(t.textBytes, t.textValues)
+	if t.mode == modeOpaque && r.API != OpenAIAudio {
+		// A body the Tap cannot parse (an SSE stream sent as text/plain
+		// by a misconfigured gateway) still produced its bytes.
+		outEstimate = ceilDiv(t.opaque, BytesPerToken)
+	}
 	switch r.API {
 	case OpenAIChat, OpenAIResponses:
 		t.tokens(&u, false)

@@ -348,3 +348,17 @@ func TestImagesCutNeverFree(t *testing.T) {
 		t.Errorf("per-image route: %s, %v; want 0.120000", cost, err)
 	}
 }
+
+// TestOpaqueBodyNeverFree checks that a token API answered with a content
+// type the Tap does not parse (a misconfigured gateway sending an SSE
+// stream as text/plain) still charges output for the bytes it produced.
+func TestOpaqueBodyNeverFree(t *testing.T) {
+	stream := contentEvent + contentEvent + usageEvent + doneEvent
+	for _, api := range []API{OpenAIChat, OpenAIResponses, AnthropicMessages} {
+		req := mustParse(t, api, "application/json", `{"model":"m","stream":true,"max_tokens":10}`)
+		u := usageOf(t, req, "text/plain", stream)
+		if want := ceilDiv(int64(len(stream)), BytesPerToken); u.OutputTokens != want || !u.Estimated {
+			t.Errorf("%s: usage %+v, want %d estimated output tokens", api, u, want)
+		}
+	}
+}
