@@ -47,6 +47,20 @@ type Usage struct {
 	// does not report the unit (see Tap.End). A reported zero stays zero
 	// with Estimated false.
 	Estimated bool `json:"estimated"`
+
+	// FallbackInputTokens and FallbackOutputTokens are tollgate's
+	// estimate of the tokens of a complete openai.images or openai.audio
+	// response that reported its units (Images; AudioMillis) but no
+	// token counts, as DALL·E and whisper-1 responses do: what the same
+	// prompt, images or audio cost a model billed by the token (see
+	// Tap.End). They are not part of the usage the provider reported,
+	// so they stay out of the token counts above and Estimated stays
+	// false. Price.Cost charges them only at a price that has token
+	// rates but no rate for those units (no per_image; no per_minute),
+	// so that such a response is never free; Price.Charge then returns
+	// them as the token counts, marked Estimated. Zero otherwise.
+	FallbackInputTokens  int64 `json:"fallback_input_tokens,omitempty"`
+	FallbackOutputTokens int64 `json:"fallback_output_tokens,omitempty"`
 }
 
 // tokenDenominator is the least common multiple of the two rate
@@ -72,6 +86,13 @@ const tokenDenominator = 3_000_000
 //     that prices tokens is charged by its tokens; the same response on a
 //     route that prices only per image or per minute is charged by those.
 //     Never both, so no unit is paid twice.
+//   - The usage's fallback tokens (FallbackInputTokens,
+//     FallbackOutputTokens) at the token rates, when the usage has no
+//     tokens, p has a token rate, and p has no rate for the units the
+//     usage has (no PerImage for Images, no PerMinute for AudioMillis):
+//     a DALL·E image or a whisper-1 minute on a route that prices only
+//     tokens is charged what a token-billed model would cost, never
+//     nothing. See Charge for the usage this charges.
 //
 // The PerImage key is the first of "SIZE/QUALITY", "SIZE", "*/QUALITY" and
 // "*" that p lists; if none is listed, the most expensive entry applies,
@@ -82,6 +103,48 @@ const tokenDenominator = 3_000_000
 // the total does not fit in money.Micros. The arithmetic is 128-bit and
 // never wraps.
 func (p Price) Cost(u Usage) (money.Micros, error) {
+	_, cost, err := p.Charge(u)
+	return cost, err
+}
+
+// Charge returns the usage a charge of u at p stands for, and its cost
+// (the same as Cost). The usage is u itself, except when the cost is
+// that of u's fallback tokens (see Cost): then the fallback tokens become
+// InputTokens and OutputTokens, the fallback fields are cleared, and
+// Estimated is set, so that a ledger entry recording it shows the
+// tokens charged and that they are an estimate. Charging the returned
+// usage again costs the same.
+func (p Price) Charge(u Usage) (Usage, money.Micros, error) {
+	if u.FallbackInputTokens < 0 || u.FallbackOutputTokens < 0 {
+		return Usage{}, 0, fmt.Errorf("%w: usage has a negative count: %+v", ErrCostRange, u)
+	}
+	if p.chargesFallback(u) {
+		u.InputTokens, u.OutputTokens = u.FallbackInputTokens, u.FallbackOutputTokens
+		u.FallbackInputTokens, u.FallbackOutputTokens = 0, 0
+		u.Estimated = true
+	}
+	cost, err := p.cost(u)
+	if err != nil {
+		return Usage{}, 0, err
+	}
+	return u, cost, nil
+}
+
+// chargesFallback reports whether Cost charges u's fallback tokens at p.
+func (p Price) chargesFallback(u Usage) bool {
+	if u.FallbackInputTokens == 0 && u.FallbackOutputTokens == 0 {
+		return false
+	}
+	if u.InputTokens != 0 || u.OutputTokens != 0 || !p.hasTokenRate() {
+		return false
+	}
+	perImage := u.Images > 0 && len(p.PerImage) > 0
+	perMinute := u.AudioMillis > 0 && p.PerMinute > 0
+	return !perImage && !perMinute
+}
+
+// cost is Cost without the fallback; see Cost.
+func (p Price) cost(u Usage) (money.Micros, error) {
 	if u.InputTokens < 0 || u.CachedInputTokens < 0 || u.CacheWriteInputTokens < 0 ||
 		u.OutputTokens < 0 || u.Images < 0 || u.AudioMillis < 0 {
 		return 0, fmt.Errorf("%w: usage has a negative count: %+v", ErrCostRange, u)

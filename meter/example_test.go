@@ -87,7 +87,11 @@ func Example() {
 		tap:      meter.NewTap(req, "text/event-stream"),
 		buf:      make([]byte, 32<<10),
 		settle: func(u meter.Usage) {
-			cost, err := price.Cost(u)
+			// Charge rather than Cost: the usage it returns is what the
+			// ledger entry should record (a DALL·E image at a price
+			// with token rates only is charged, and recorded, as
+			// estimated tokens).
+			u, cost, err := price.Charge(u)
 			fmt.Printf("settle %d in, %d out, estimated=%v: %s %v\n", u.InputTokens, u.OutputTokens, u.Estimated, cost, err)
 		},
 	}

@@ -468,6 +468,12 @@ func satAdd(a, b int64) int64 {
 //     but never less than the upload's size at AudioMaxBytesPerSecond.
 //     Estimated is set then even when tokens were reported, since a
 //     route priced per minute is charged by that estimate.
+//
+// A complete image response that reports its images but no tokens
+// (DALL·E's) is not estimated: its Usage is what the provider reported,
+// plus FallbackInputTokens and FallbackOutputTokens for a price that has
+// no per_image: the same estimates as above, the prompt estimate and the
+// images' output tokens.
 func (t *Tap) End() (rest []byte, u Usage) {
 	if t.ended {
 		return nil, t.final
@@ -576,13 +582,22 @@ func (t *Tap) usage() Usage {
 		if t.quality.set && !t.quality.is(r.ImageQuality) {
 			u.ImageQuality = t.quality.String()
 		}
-		if u.Estimated && !reported {
-			// Without the usage, a route that prices the model by the
-			// token would charge the prompt estimate only, although
-			// the images (most of the cost) were made.
-			u.InputTokens = r.estInput
+		if !reported {
+			// Without token usage, a route that prices the model by the
+			// token would charge nothing (or the prompt alone), although
+			// the images, most of the cost, were made.
 			each := satAdd(imageOutputTokens(u.ImageSize, u.ImageQuality), r.partialImages*imagePartialTokens)
-			u.OutputTokens = satMul(u.Images, each)
+			in, out := r.estInput, satMul(u.Images, each)
+			switch {
+			case u.Estimated:
+				// The usage may have been lost with the rest of the body.
+				u.InputTokens, u.OutputTokens = in, out
+			case u.Images > 0:
+				// A complete answer without usage: a model billed per
+				// image (DALL·E). Price.Cost charges these tokens only
+				// where the price has no per_image.
+				u.FallbackInputTokens, u.FallbackOutputTokens = in, out
+			}
 		}
 	case OpenAIAudio:
 		reported := t.has(slIn) || t.has(slOut)

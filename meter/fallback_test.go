@@ -1,0 +1,148 @@
+package meter
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// Prices of the never-free tests, in micro-credits per 1M tokens (so a
+// token at "5" costs 5 micro-credits), per image and per minute.
+var (
+	tokensOnly = Price{Input: 5_000_000, CachedInput: 5_000_000, CacheWriteInput: 5_000_000, Output: 40_000_000}
+	imageOnly  = Price{PerImage: map[string]money.Micros{"1024x1024": 40_000, "1024x1024/hd": 80_000}}
+	imageBoth  = Price{Input: 5_000_000, CachedInput: 5_000_000, CacheWriteInput: 5_000_000, Output: 40_000_000,
+		PerImage: map[string]money.Micros{"*": 40_000}}
+	audioTokens = Price{Input: 6_000_000, CachedInput: 6_000_000, CacheWriteInput: 6_000_000, Output: 10_000_000}
+	audioMinute = Price{PerMinute: 6_000}
+	audioBoth   = Price{Input: 6_000_000, CachedInput: 6_000_000, CacheWriteInput: 6_000_000, Output: 10_000_000, PerMinute: 6_000}
+)
+
+// TestImagesCompleteNeverFree checks complete image responses that report
+// no token usage, as DALL·E's never do: at a price with token rates only
+// (a "*" entry with input and output), they are charged the estimated
+// tokens of the images (gpt-image-1's 4,160 output tokens for a
+// high-quality 1024x1024 image, "hd" and unknown qualities counting as
+// high), marked Estimated by Charge; a price with per_image charges per
+// image as before, whether or not it also has token rates.
+func TestImagesCompleteNeverFree(t *testing.T) {
+	// 37 bytes: the input estimate is ceil(37 / 4) = 10 tokens.
+	const dalle3 = `{"model":"dall-e-3","prompt":"otter"}`
+	// 77 bytes: ceil(77 / 4) = 20 tokens.
+	const dalle2 = `{"model":"dall-e-2","prompt":"otter","n":2,"size":"1024x1024","quality":"hd"}`
+	tests := []struct {
+		name, req, ct, body string
+		images              int64
+		fallbackIn          int64
+		fallbackOut         int64
+		// Costs at tokensOnly, imageOnly and imageBoth.
+		tokens, image, both money.Micros
+	}{
+		{
+			// The response names its size and quality; no size in the
+			// request. 10×5 + 4,160×40 = 50 + 166,400 = 166,450.
+			name: "dall-e-3 json", req: dalle3, ct: "application/json",
+			body:   `{"created":1713833628,"data":[{"revised_prompt":"An otter","url":"https://example.com/a.png"}],"size":"1024x1024","quality":"hd"}`,
+			images: 1, fallbackIn: 10, fallbackOut: 4160,
+			tokens: 166_450, image: 80_000, both: 40_000,
+		},
+		{
+			// Two images of 4,160 tokens: 20×5 + 8,320×40 = 100 + 332,800 = 332,900.
+			name: "dall-e-2 json n=2", req: dalle2, ct: "application/json",
+			body:   `{"created":1713833628,"data":[{"url":"https://example.com/a.png"},{"url":"https://example.com/b.png"}]}`,
+			images: 2, fallbackIn: 20, fallbackOut: 8320,
+			tokens: 332_900, image: 160_000, both: 80_000,
+		},
+		{
+			// A stream whose completed event carries no usage (an
+			// OpenAI-compatible server): one image, as in the JSON case.
+			name: "stream without usage", req: dalle3, ct: "text/event-stream",
+			body:   "event: image_generation.completed\ndata: {\"type\":\"image_generation.completed\",\"b64_json\":\"AAAA\",\"size\":\"1024x1024\",\"quality\":\"high\"}\n\n",
+			images: 1, fallbackIn: 10, fallbackOut: 4160,
+			tokens: 166_450, image: 40_000, both: 40_000,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := mustParse(t, OpenAIImages, "application/json", tc.req)
+			u := usageOf(t, req, tc.ct, tc.body)
+			if u.Images != tc.images || u.Estimated || u.InputTokens != 0 || u.OutputTokens != 0 ||
+				u.FallbackInputTokens != tc.fallbackIn || u.FallbackOutputTokens != tc.fallbackOut {
+				t.Fatalf("usage %+v, want %d reported images, no tokens, fallback %d in / %d out",
+					u, tc.images, tc.fallbackIn, tc.fallbackOut)
+			}
+			for _, pc := range []struct {
+				name  string
+				price Price
+				want  money.Micros
+			}{{"tokens only", tokensOnly, tc.tokens}, {"per image only", imageOnly, tc.image}, {"both", imageBoth, tc.both}} {
+				got, err := pc.price.Cost(u)
+				if err != nil || got != pc.want {
+					t.Errorf("%s: Cost = %s, %v; want %s", pc.name, got, err, pc.want)
+				}
+			}
+			charged, cost, err := tokensOnly.Charge(u)
+			if err != nil || cost != tc.tokens {
+				t.Fatalf("Charge = %s, %v; want %s", cost, err, tc.tokens)
+			}
+			if charged.InputTokens != tc.fallbackIn || charged.OutputTokens != tc.fallbackOut || !charged.Estimated ||
+				charged.FallbackInputTokens != 0 || charged.FallbackOutputTokens != 0 || charged.Images != tc.images {
+				t.Errorf("Charge usage %+v, want the fallback as estimated tokens", charged)
+			}
+			// A per-image price charges the usage as reported.
+			if charged, _, _ := imageOnly.Charge(u); charged != u {
+				t.Errorf("per-image Charge changed the usage to %+v", charged)
+			}
+		})
+	}
+
+	// A response that reports its tokens gets no fallback: the tokens rule.
+	req := mustParse(t, OpenAIImages, "application/json", `{"model":"gpt-image-1","prompt":"otter"}`)
+	u := usageOf(t, req, "application/json", `{"created":1,"data":[{"b64_json":"AAAA"}],"usage":{"input_tokens":50,"output_tokens":272}}`)
+	if u.FallbackInputTokens != 0 || u.FallbackOutputTokens != 0 || u.OutputTokens != 272 || u.Estimated {
+		t.Errorf("reported usage %+v, want 272 output tokens and no fallback", u)
+	}
+}
+
+// TestChargeFallbackRules pins when Cost charges the fallback tokens and
+// that Charge's usage costs the same when charged again.
+func TestChargeFallbackRules(t *testing.T) {
+	fb := Usage{FallbackInputTokens: 10, FallbackOutputTokens: 100}
+	tests := []struct {
+		name  string
+		price Price
+		usage Usage
+		want  money.Micros
+	}{
+		// 10×5 + 100×40 = 4,050.
+		{"images without per_image", tokensOnly, withImages(fb, 1), 4_050},
+		{"images with per_image", imageBoth, withImages(fb, 1), 40_000},
+		// Reported tokens win over the fallback: 1×5 + 2×40 = 85.
+		{"reported tokens", tokensOnly, Usage{InputTokens: 1, OutputTokens: 2, Images: 1, FallbackInputTokens: 10, FallbackOutputTokens: 100}, 85},
+		// A price without token rates never charges tokens.
+		{"per request only", Price{PerRequest: 7}, withImages(fb, 1), 7},
+		// 10×6 + 100×10 = 1,060.
+		{"audio without per_minute", audioTokens, Usage{AudioMillis: 60_000, FallbackInputTokens: 10, FallbackOutputTokens: 100}, 1_060},
+		{"audio with per_minute", audioBoth, Usage{AudioMillis: 60_000, FallbackInputTokens: 10, FallbackOutputTokens: 100}, 6_000},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			charged, cost, err := tc.price.Charge(tc.usage)
+			if err != nil || cost != tc.want {
+				t.Fatalf("Charge = %s, %v; want %s", cost, err, tc.want)
+			}
+			if again, err := tc.price.Cost(charged); err != nil || again != cost {
+				t.Errorf("Cost of the charged usage %+v = %s, %v; want %s", charged, again, err, cost)
+			}
+		})
+	}
+	if _, err := tokensOnly.Cost(Usage{Images: 1, FallbackOutputTokens: -1}); !errors.Is(err, ErrCostRange) {
+		t.Errorf("negative fallback: %v, want ErrCostRange", err)
+	}
+}
+
+func withImages(u Usage, n int64) Usage {
+	u.Images = n
+	return u
+}
