@@ -105,6 +105,72 @@ func TestImagesCompleteNeverFree(t *testing.T) {
 	}
 }
 
+// TestAudioDurationNeverFree checks complete transcriptions that report a
+// duration and no tokens, as whisper-1's do: at a price with token rates
+// only, the duration is charged as audio tokens (AudioTokensPerMinute)
+// plus the prompt fields as input and the transcript as output; a price
+// with per_minute charges by the minute as before.
+func TestAudioDurationNeverFree(t *testing.T) {
+	ct := "multipart/form-data; boundary=" + testBoundary
+	// Text fields: "whisper-1" (9 bytes) + "verbose_json" (12) = 21 bytes,
+	// ceil(21 / 4) = 6 tokens. The file's header is not read (the
+	// provider's duration is).
+	body := form(t, map[string]string{"model": "whisper-1", "response_format": "verbose_json"}, map[string][]byte{"file": make([]byte, 4000)})
+	req := mustParse(t, OpenAIAudio, ct, body)
+	// "It is a test." is 13 bytes: ceil(13 / 4) = 4 tokens, from one value.
+	tests := []struct {
+		name, body        string
+		millis            int64
+		fallbackIn        int64
+		tokens, min, both money.Micros
+	}{
+		{
+			// 90 s: 6 + 90,000 × 1,250 / 60,000 = 6 + 1,875 = 1,881 input tokens.
+			// 1,881×6 + 4×10 = 11,286 + 40 = 11,326; per minute 1.5 × 6,000 = 9,000.
+			name: "verbose_json duration", body: `{"task":"transcribe","language":"english","duration":90.0,"text":"It is a test."}`,
+			millis: 90_000, fallbackIn: 1881, tokens: 11_326, min: 9_000, both: 9_000,
+		},
+		{
+			// usage {type: duration}: 7 s, 6 + ceil(7,000 × 1,250 / 60,000) =
+			// 6 + 146 = 152; 152×6 + 4×10 = 952; per minute 7/60 × 6,000 = 700.
+			name: "json usage seconds", body: `{"text":"It is a test.","usage":{"type":"duration","seconds":7}}`,
+			millis: 7_000, fallbackIn: 152, tokens: 952, min: 700, both: 700,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := usageOf(t, req, "application/json", tc.body)
+			want := Usage{AudioMillis: tc.millis, FallbackInputTokens: tc.fallbackIn, FallbackOutputTokens: 4}
+			if u != want {
+				t.Fatalf("usage %+v\nwant  %+v", u, want)
+			}
+			for _, pc := range []struct {
+				name  string
+				price Price
+				want  money.Micros
+			}{{"tokens only", audioTokens, tc.tokens}, {"per minute only", audioMinute, tc.min}, {"both", audioBoth, tc.both}} {
+				got, err := pc.price.Cost(u)
+				if err != nil || got != pc.want {
+					t.Errorf("%s: Cost = %s, %v; want %s", pc.name, got, err, pc.want)
+				}
+			}
+			charged, _, _ := audioTokens.Charge(u)
+			if charged.InputTokens != tc.fallbackIn || charged.OutputTokens != 4 || !charged.Estimated || charged.AudioMillis != tc.millis {
+				t.Errorf("Charge usage %+v, want the fallback as estimated tokens", charged)
+			}
+		})
+	}
+
+	// gpt-4o-transcribe reports tokens: no fallback, charged by its tokens.
+	u := usageOf(t, req, "application/json", `{"text":"It is a test.","usage":{"type":"tokens","input_tokens":100,"output_tokens":5}}`)
+	if u.FallbackInputTokens != 0 || u.FallbackOutputTokens != 0 {
+		t.Errorf("reported tokens: %+v, want no fallback", u)
+	}
+	if cost, err := audioTokens.Cost(u); err != nil || cost != 100*6+5*10 {
+		t.Errorf("reported tokens: Cost = %s, %v; want 0.000650", cost, err)
+	}
+}
+
 // TestChargeFallbackRules pins when Cost charges the fallback tokens and
 // that Charge's usage costs the same when charged again.
 func TestChargeFallbackRules(t *testing.T) {

@@ -153,6 +153,7 @@ type Request struct {
 	AudioMillis int64
 
 	estInput    int64 // typical input tokens, for a response without usage
+	estText     int64 // the part of estInput from a multipart body's text fields
 	audioTokens int64 // AudioMillis as audio tokens
 	// audioMinMillis is the least duration an upload of its size can have.
 	audioMinMillis int64
@@ -513,7 +514,8 @@ func (r *Request) parseMultipart(contentType string, body []byte) error {
 		r.InputTokens = tokens + r.audioTokens
 		// The charge estimate, like the duration it charges, does not go
 		// below what the file's size allows.
-		r.estInput = ceilDiv(textBytes, BytesPerToken) +
+		r.estText = ceilDiv(textBytes, BytesPerToken)
+		r.estInput = r.estText +
 			ceilDiv(max(r.AudioMillis, r.audioMinMillis)*AudioTokensPerMinute, 60_000)
 		return nil
 	}

@@ -469,11 +469,15 @@ func satAdd(a, b int64) int64 {
 //     Estimated is set then even when tokens were reported, since a
 //     route priced per minute is charged by that estimate.
 //
-// A complete image response that reports its images but no tokens
-// (DALL·E's) is not estimated: its Usage is what the provider reported,
-// plus FallbackInputTokens and FallbackOutputTokens for a price that has
-// no per_image: the same estimates as above, the prompt estimate and the
-// images' output tokens.
+// A complete image or audio response that reports its units but no
+// tokens (DALL·E's images, whisper-1's duration) is not estimated: its
+// Usage is what the provider reported, plus FallbackInputTokens and
+// FallbackOutputTokens for a price that has no rate for those units.
+// They are the same estimates as above: the prompt estimate and the
+// images' output tokens; or the transcription's text fields and its
+// reported duration at AudioTokensPerMinute as input, and the transcript
+// as output (for speech, the input's characters and the duration's audio
+// tokens).
 func (t *Tap) End() (rest []byte, u Usage) {
 	if t.ended {
 		return nil, t.final
@@ -612,12 +616,26 @@ func (t *Tap) usage() Usage {
 			u.AudioMillis = max(r.AudioMillis, r.audioMinMillis)
 			u.Estimated = true
 		}
-		if !reported && !t.has(slMillis) {
+		textOut := max(outEstimate, ceilDiv(t.opaque, BytesPerToken))
+		switch {
+		case reported:
+		case !t.has(slMillis):
 			u.InputTokens = r.estInput
 			if r.speech {
 				u.OutputTokens = r.audioTokens
 			} else {
-				u.OutputTokens = max(outEstimate, ceilDiv(t.opaque, BytesPerToken))
+				u.OutputTokens = textOut
+			}
+		case u.AudioMillis > 0:
+			// A duration without tokens: a model billed by the minute
+			// (whisper-1). Price.Cost charges these tokens only where
+			// the price has no per_minute: the provider's duration as
+			// audio tokens, as the estimate above converts the upload's.
+			audio := ceilDiv(satMul(u.AudioMillis, AudioTokensPerMinute), 60_000)
+			if r.speech {
+				u.FallbackInputTokens, u.FallbackOutputTokens = r.estInput, audio
+			} else {
+				u.FallbackInputTokens, u.FallbackOutputTokens = satAdd(r.estText, audio), textOut
 			}
 		}
 	case Flat:
