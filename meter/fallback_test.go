@@ -105,6 +105,26 @@ func TestImagesCompleteNeverFree(t *testing.T) {
 	}
 }
 
+// TestImagesBodyWithoutData checks that a complete JSON answer that lists
+// no "data" (not an image body) is charged like a cut one, the request's
+// n images and their estimated tokens, instead of zero images.
+func TestImagesBodyWithoutData(t *testing.T) {
+	req := mustParse(t, OpenAIImages, "application/json", `{"model":"dall-e-2","prompt":"otter","n":3,"size":"1024x1024","quality":"low"}`)
+	u := usageOf(t, req, "application/json", `{"created":1713833628}`)
+	// 3 × 272 low-quality 1024x1024 output tokens.
+	if u.Images != 3 || !u.Estimated || u.OutputTokens != 3*272 {
+		t.Fatalf("usage %+v, want 3 estimated images of 272 tokens", u)
+	}
+	if cost, err := imageOnly.Cost(u); err != nil || cost != 120_000 {
+		t.Errorf("per-image price: %s, %v; want 0.120000", cost, err)
+	}
+	// An empty data list is the provider's report of no image.
+	u = usageOf(t, req, "application/json", `{"created":1713833628,"data":[]}`)
+	if u.Images != 0 || u.Estimated {
+		t.Errorf("empty data: %+v, want 0 images, not estimated", u)
+	}
+}
+
 // TestAudioDurationNeverFree checks complete transcriptions that report a
 // duration and no tokens, as whisper-1's do: at a price with token rates
 // only, the duration is charged as audio tokens (AudioTokensPerMinute)

@@ -459,10 +459,11 @@ func satAdd(a, b int64) int64 {
 //     counts all its bytes as text. Reasoning the provider hides cannot
 //     be seen and is not estimated.
 //   - openai.images: the images the body listed, or the request's n when
-//     the body was cut; and when the body was cut before its usage, the
-//     images' output tokens from gpt-image-1's published counts by size
-//     and quality (see imageOutputTokens), so that a route pricing GPT
-//     image models by the token does not charge the prompt alone;
+//     the body was cut or is not an image body; and when the body was
+//     cut before its usage, the images' output tokens from gpt-image-1's
+//     published counts by size and quality (see imageOutputTokens), so
+//     that a route pricing GPT image models by the token does not charge
+//     the prompt alone;
 //   - openai.audio: the request's duration estimate when the response
 //     carries no duration (text, srt and vtt transcripts; speech audio),
 //     but never less than the upload's size at AudioMaxBytesPerSecond.
@@ -573,9 +574,11 @@ func (t *Tap) usage() Usage {
 		switch {
 		case t.mode == modeSSE && t.completed > 0:
 			u.Images = t.completed
-		case t.mode == modeJSON && t.docDone:
+		case t.mode == modeJSON && t.docDone && t.has(slData):
 			u.Images = t.rep[slData]
-		default: // cut, or not an image body: the images were made upstream
+		default:
+			// Cut, or not an image body (a JSON document without
+			// "data" included): the images were made upstream.
 			u.Images = max(t.rep[slData], t.completed, r.N)
 			u.Estimated = true
 		}
