@@ -232,3 +232,34 @@ func withImages(u Usage, n int64) Usage {
 	u.Images = n
 	return u
 }
+
+// TestOutputAbsentIsNotZero checks image and audio usage that reports an
+// input count but no output count: the output is absent, so it is
+// estimated (as for chat), not charged as zero.
+func TestOutputAbsentIsNotZero(t *testing.T) {
+	img := mustParse(t, OpenAIImages, "application/json", `{"model":"gpt-image-1","prompt":"otter","size":"1024x1024","quality":"low"}`)
+	u := usageOf(t, img, "application/json", `{"created":1,"data":[{"b64_json":"AAAA"}],"usage":{"input_tokens":50}}`)
+	// One low-quality 1024x1024 image: 272 output tokens.
+	if u.InputTokens != 50 || u.OutputTokens != 272 || !u.Estimated {
+		t.Errorf("images: %+v, want 50 input and 272 estimated output tokens", u)
+	}
+	// 50×5 + 272×40 = 250 + 10,880 = 11,130.
+	if cost, err := tokensOnly.Cost(u); err != nil || cost != 11_130 {
+		t.Errorf("images: Cost = %s, %v; want 0.011130", cost, err)
+	}
+
+	ct := "multipart/form-data; boundary=" + testBoundary
+	audio := mustParse(t, OpenAIAudio, ct, form(t, map[string]string{"model": "gpt-4o-transcribe"}, map[string][]byte{"file": make([]byte, 4000)}))
+	u = usageOf(t, audio, "application/json", `{"text":"It is a test.","usage":{"type":"tokens","input_tokens":100}}`)
+	// "It is a test.": ceil(13 / 4) = 4 tokens.
+	if u.InputTokens != 100 || u.OutputTokens != 4 || !u.Estimated {
+		t.Errorf("audio: %+v, want 100 input and 4 estimated output tokens", u)
+	}
+
+	speech := mustParse(t, OpenAIAudio, "application/json", `{"model":"gpt-4o-mini-tts","input":"Hello there","voice":"coral","stream_format":"sse"}`)
+	u = usageOf(t, speech, "text/event-stream", "data: {\"type\":\"speech.audio.done\",\"usage\":{\"input_tokens\":12}}\n\n")
+	// 11 characters at 750 a minute: 880 ms, ceil(880 × 1,250 / 60,000) = 19 audio tokens.
+	if u.InputTokens != 12 || u.OutputTokens != 19 || !u.Estimated {
+		t.Errorf("speech: %+v, want 12 input and 19 estimated output tokens", u)
+	}
+}

@@ -478,7 +478,10 @@ func satAdd(a, b int64) int64 {
 // images' output tokens; or the transcription's text fields and its
 // reported duration at AudioTokensPerMinute as input, and the transcript
 // as output (for speech, the input's characters and the duration's audio
-// tokens).
+// tokens). An image or audio usage with an input count and no output
+// count has its output estimated as above (the images' output tokens;
+// the transcript; the speech's audio tokens) and Estimated set: absent is
+// not zero.
 func (t *Tap) End() (rest []byte, u Usage) {
 	if t.ended {
 		return nil, t.final
@@ -589,22 +592,26 @@ func (t *Tap) usage() Usage {
 		if t.quality.set && !t.quality.is(r.ImageQuality) {
 			u.ImageQuality = t.quality.String()
 		}
-		if !reported {
-			// Without token usage, a route that prices the model by the
-			// token would charge nothing (or the prompt alone), although
-			// the images, most of the cost, were made.
-			each := satAdd(imageOutputTokens(u.ImageSize, u.ImageQuality), r.partialImages*imagePartialTokens)
-			in, out := r.estInput, satMul(u.Images, each)
-			switch {
-			case u.Estimated:
-				// The usage may have been lost with the rest of the body.
-				u.InputTokens, u.OutputTokens = in, out
-			case u.Images > 0:
-				// A complete answer without usage: a model billed per
-				// image (DALL·E). Price.Cost charges these tokens only
-				// where the price has no per_image.
-				u.FallbackInputTokens, u.FallbackOutputTokens = in, out
-			}
+		// Without token usage, a route that prices the model by the
+		// token would charge nothing (or the prompt alone), although the
+		// images, most of the cost, were made.
+		each := satAdd(imageOutputTokens(u.ImageSize, u.ImageQuality), r.partialImages*imagePartialTokens)
+		in, out := r.estInput, satMul(u.Images, each)
+		switch {
+		case reported && !t.has(slOut):
+			// An input count without an output count: the output is
+			// absent, not zero.
+			u.OutputTokens = out
+			u.Estimated = true
+		case reported:
+		case u.Estimated:
+			// The usage may have been lost with the rest of the body.
+			u.InputTokens, u.OutputTokens = in, out
+		case u.Images > 0:
+			// A complete answer without usage: a model billed per
+			// image (DALL·E). Price.Cost charges these tokens only
+			// where the price has no per_image.
+			u.FallbackInputTokens, u.FallbackOutputTokens = in, out
 		}
 	case OpenAIAudio:
 		reported := t.has(slIn) || t.has(slOut)
@@ -620,7 +627,16 @@ func (t *Tap) usage() Usage {
 			u.Estimated = true
 		}
 		textOut := max(outEstimate, ceilDiv(t.opaque, BytesPerToken))
+		audio := ceilDiv(satMul(u.AudioMillis, AudioTokensPerMinute), 60_000)
 		switch {
+		case reported && !t.has(slOut):
+			// An input count without an output count: the output is
+			// absent, not zero.
+			u.OutputTokens = textOut
+			if r.speech {
+				u.OutputTokens = audio
+			}
+			u.Estimated = true
 		case reported:
 		case !t.has(slMillis):
 			u.InputTokens = r.estInput
@@ -634,7 +650,6 @@ func (t *Tap) usage() Usage {
 			// (whisper-1). Price.Cost charges these tokens only where
 			// the price has no per_minute: the provider's duration as
 			// audio tokens, as the estimate above converts the upload's.
-			audio := ceilDiv(satMul(u.AudioMillis, AudioTokensPerMinute), 60_000)
 			if r.speech {
 				u.FallbackInputTokens, u.FallbackOutputTokens = r.estInput, audio
 			} else {
