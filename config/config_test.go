@@ -350,7 +350,7 @@ routes:
 				`line 7: routes[0].prices.gpt-4o.per_minute: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, output, per_request`,
 				`line 7: routes[0].prices.gpt-4o.per_image: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, output, per_request`,
 				`line 12: routes[1].prices.text-embedding-3-small.output: is not a price of api openai.embeddings; its prices are input, per_request`,
-				`line 17: routes[2].prices.dall-e-3.per_image."1024*1024": "1024*1024" is not an image size (want "SIZE", "SIZE/QUALITY" or "*", e.g. "1024x1024" or "1024x1024/hd")`,
+				`line 17: routes[2].prices.dall-e-3.per_image."1024*1024": "1024*1024" is not an image size (want "SIZE", "SIZE/QUALITY", "*/QUALITY" or "*", e.g. "1024x1024" or "1024x1024/hd")`,
 				`line 18: routes[2].prices.dall-e-2.per_image: is empty; give prices by size, e.g. {"1024x1024": "0.04"}`,
 			},
 		},
@@ -511,7 +511,7 @@ routes:
     api: openai.images
     upstream: https://api.openai.com
     prices:
-      dall-e-3: {per_image: {"1024x1024": 0.04, "1024x1024/hd": "0.08", "*": "0.12"}}
+      dall-e-3: {per_image: {"1024x1024": 0.04, "1024x1024/hd": "0.08", "*/hd": "0.12", "*": "0.12"}}
 `, noEnv)
 	want := meter.Price{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, Output: 15_000_000}
 	a := c.Routes[0].Prices
@@ -527,7 +527,7 @@ routes:
 	if got := c.Routes[1].Prices["whisper-1"]; got.PerMinute != 6_000 || got.PerRequest != 0 {
 		t.Errorf("whisper-1 = %+v", got)
 	}
-	if got, want := c.Routes[2].Prices["dall-e-3"].PerImage, map[string]money.Micros{"1024x1024": 40_000, "1024x1024/hd": 80_000, "*": 120_000}; !reflect.DeepEqual(got, want) {
+	if got, want := c.Routes[2].Prices["dall-e-3"].PerImage, map[string]money.Micros{"1024x1024": 40_000, "1024x1024/hd": 80_000, "*/hd": 120_000, "*": 120_000}; !reflect.DeepEqual(got, want) {
 		t.Errorf("per_image = %v, want %v", got, want)
 	}
 }

@@ -307,10 +307,12 @@ func (k *checker) maxOutput(path string, r Route) {
 	}
 }
 
-// imageKey matches a per_image key: "*", or SIZE or SIZE/QUALITY where SIZE
-// is WIDTHxHEIGHT or "auto", as OpenAI's images API spells them
-// (https://platform.openai.com/docs/api-reference/images/create).
-var imageKey = regexp.MustCompile(`^(\*|(auto|[0-9]+x[0-9]+)(/[a-z]+)?)$`)
+// imageKey matches a per_image key: SIZE or SIZE/QUALITY where SIZE is
+// WIDTHxHEIGHT, "auto" or "*" (any size), as OpenAI's images API spells
+// them (https://platform.openai.com/docs/api-reference/images/create).
+// "*/QUALITY" prices a quality at any size; meter.Price.Cost looks it up
+// after "SIZE/QUALITY" and "SIZE".
+var imageKey = regexp.MustCompile(`^(\*|auto|[0-9]+x[0-9]+)(/[a-z]+)?$`)
 
 func (k *checker) prices(path string, prices meter.Prices) {
 	if len(prices) == 0 {
@@ -339,7 +341,7 @@ func (k *checker) prices(path string, prices meter.Prices) {
 		for _, size := range sortedKeys(pr.PerImage) {
 			sp := keyPath(ip, size)
 			if !imageKey.MatchString(size) {
-				k.errorf(sp, `%q is not an image size (want "SIZE", "SIZE/QUALITY" or "*", e.g. "1024x1024" or "1024x1024/hd")`, size)
+				k.errorf(sp, `%q is not an image size (want "SIZE", "SIZE/QUALITY", "*/QUALITY" or "*", e.g. "1024x1024" or "1024x1024/hd")`, size)
 				continue
 			}
 			k.nonNegative(sp, pr.PerImage[size])
