@@ -639,6 +639,44 @@ stripe:
 	}
 }
 
+// TestUnitPriceWarnings: an images price with token rates and no
+// per_image, and an audio price with token rates and no per_minute, are
+// legal but charge DALL·E images and whisper-1 minutes an estimate, so
+// each is named with its line; prices with the unit rate, or without
+// token rates, are not.
+func TestUnitPriceWarnings(t *testing.T) {
+	c := mustParse(t, `
+admin: {token: "0123456789abcdef0123"}
+routes:
+  - path: /v1/images/
+    api: openai.images
+    upstream: https://api.openai.com
+    prices:
+      "*": {input: "5", output: "40"}
+      gpt-image-1: {input: "5", output: "40", per_image: {"*": "0.25"}}
+      dall-e-3: {per_image: {"1024x1024": "0.04"}}
+      cheap: {per_request: "0.01"}
+  - path: /v1/audio/
+    api: openai.audio
+    upstream: https://api.openai.com
+    prices:
+      gpt-4o-transcribe: {input: "6", output: "10"}
+      both: {input: "6", output: "10", per_minute: "0.006"}
+      whisper-1: {per_minute: "0.006"}
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com
+    prices: {"*": {input: "1", output: "2"}}
+`, noEnv)
+	want := []string{
+		`line 8: routes[0].prices."*": sets token rates but no per_image: an image response without token usage (DALL·E models never report any) is charged tollgate's estimate of its tokens, e.g. 4160 output tokens for a high-quality 1024x1024 image; add per_image (e.g. {"1024x1024": "0.04"}) to charge such images by size instead`,
+		`line 16: routes[1].prices.gpt-4o-transcribe: sets token rates but no per_minute: a transcription that reports a duration but no tokens (whisper-1) is charged tollgate's estimate of its tokens, 1250 audio tokens a minute plus its text; add per_minute (e.g. "0.006") to charge it by the minute instead`,
+	}
+	if got := warnings(c); !reflect.DeepEqual(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestMergeKeys: top-level x- keys hold anchors, and "<<" merges them,
 // with a route's own keys winning.
 func TestMergeKeys(t *testing.T) {

@@ -686,6 +686,7 @@ func (p *parser) warnings() {
 			path := keyPath(indexPath("routes", i), "upstream")
 			p.warnf(c.line(path), path, "%q ends in /v1 and the route path %q starts with /v1/, so requests go to …/v1/v1/…; give the provider's base address, e.g. \"https://api.openai.com\"", r.Upstream.Redacted(), r.Path)
 		}
+		p.unitWarnings(indexPath("routes", i), r)
 	}
 	s := c.Stripe
 	if p.present["stripe"] && len(s.WebhookSecrets) == 0 {
@@ -702,6 +703,32 @@ func (p *parser) warnings() {
 	}
 	if len(s.Prices) > 0 && s.APIKey == "" {
 		p.warnf(c.line("stripe.prices"), "stripe.prices", "is set but stripe.api_key is empty, so checkout line items cannot be fetched: only sessions with metadata.tollgate_credits are credited")
+	}
+}
+
+// unitWarnings reports the prices of an images or audio route that charge
+// tokens but have no rate for the unit a model may report instead. Such a
+// price is legal: a response that reports tokens is charged by them, and
+// one that reports only images or a duration (DALL·E, whisper-1) is
+// charged the meter's estimate of its tokens (meter.Usage
+// FallbackInputTokens), never nothing. The operator should know that the
+// second kind is an estimate, and how to price it exactly.
+func (p *parser) unitWarnings(route string, r Route) {
+	if r.API != meter.OpenAIImages && r.API != meter.OpenAIAudio {
+		return
+	}
+	for _, model := range sortedKeys(r.Prices) {
+		pr := r.Prices[model]
+		if pr.Input <= 0 && pr.CachedInput <= 0 && pr.CacheWriteInput <= 0 && pr.Output <= 0 {
+			continue
+		}
+		path := keyPath(keyPath(route, "prices"), model)
+		switch {
+		case r.API == meter.OpenAIImages && len(pr.PerImage) == 0:
+			p.warnf(p.cfg.line(path), path, `sets token rates but no per_image: an image response without token usage (DALL·E models never report any) is charged tollgate's estimate of its tokens, e.g. 4160 output tokens for a high-quality 1024x1024 image; add per_image (e.g. {"1024x1024": "0.04"}) to charge such images by size instead`)
+		case r.API == meter.OpenAIAudio && pr.PerMinute <= 0:
+			p.warnf(p.cfg.line(path), path, `sets token rates but no per_minute: a transcription that reports a duration but no tokens (whisper-1) is charged tollgate's estimate of its tokens, %d audio tokens a minute plus its text; add per_minute (e.g. "0.006") to charge it by the minute instead`, meter.AudioTokensPerMinute)
+		}
 	}
 }
 
