@@ -51,9 +51,9 @@ type Usage struct {
 	// FallbackInputTokens and FallbackOutputTokens are tollgate's
 	// estimate of the tokens of a complete openai.images or openai.audio
 	// response that reported its units (Images; AudioMillis) but no
-	// token counts, as DALL·E and whisper-1 responses do: what the same
-	// prompt, images or audio cost a model billed by the token (see
-	// Tap.End). They are not part of the usage the provider reported,
+	// token counts, as DALL·E and whisper-1 responses do: the tokens the
+	// same prompt, images or audio would take on a model billed by the
+	// token (see Tap.End). They are not part of the usage the provider reported,
 	// so they stay out of the token counts above and Estimated stays
 	// false. Price.Cost charges them only at a price that has token
 	// rates but no rate for those units (no per_image; no per_minute),
