@@ -7,13 +7,18 @@
 //	go run ./bench                      # JSON and SSE, 1 and 32 clients, Redis
 //	go run ./bench -duration 10s -rounds 5 -clients 1,8,32
 //	go run ./bench -store bolt -cpuprofile tollgate.prof
+//	go run ./bench -cases json -clients 32 -cpuprofile tollgate.prof
 //
 // Latency is the whole response for JSON and the time to the first body
 // byte for SSE (what a user waits before text appears); the stream is then
 // read to the end before the client's next request. Each measurement runs
 // -rounds times, alternating which proxy goes first, and the table shows the
 // median throughput and the percentiles of all samples together, so both
-// proxies see the same machine noise.
+// proxies see the same machine noise. CPU/req is the CPU time this process
+// and redis-server used in the measured windows divided by the requests
+// served: unlike throughput it does not depend on how much of a shared
+// machine the run got, so it compares well between runs, and "added
+// CPU/req" is what metering costs per request.
 //
 // Everything but Redis runs in this one process and shares its CPUs: the
 // load generator, the upstream and the proxy under test. The absolute
@@ -68,6 +73,7 @@ type options struct {
 	warmup     time.Duration
 	rounds     int
 	clients    []int
+	modes      []string
 	events     int
 	store      string
 	cpuProfile string
@@ -76,11 +82,12 @@ type options struct {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o options
-	var clients string
+	var clients, modes string
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "length of one measurement")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured load before each measurement")
 	fs.IntVar(&o.rounds, "rounds", 3, "measurements per proxy and case, alternating the order")
 	fs.StringVar(&clients, "clients", "1,32", "comma-separated numbers of concurrent clients")
+	fs.StringVar(&modes, "cases", "json,sse", "comma-separated cases: json (whole response) and sse (time to first byte)")
 	fs.IntVar(&o.events, "events", 20, "content events per SSE stream (plus role, finish, usage and [DONE])")
 	fs.StringVar(&o.store, "store", "redis", "tollgate's credit store: redis (a redis-server this command starts) or bolt")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the tollgate measurements to this file")
@@ -93,6 +100,13 @@ func parseFlags(args []string) (options, error) {
 			return o, fmt.Errorf("-clients: %q is not a positive number", s)
 		}
 		o.clients = append(o.clients, n)
+	}
+	for _, m := range strings.Split(modes, ",") {
+		m = strings.TrimSpace(m)
+		if m != "json" && m != "sse" {
+			return o, fmt.Errorf("-cases: %q is neither json nor sse", m)
+		}
+		o.modes = append(o.modes, m)
 	}
 	switch {
 	case o.duration <= 0, o.warmup < 0, o.rounds < 1, o.events < 1:
@@ -122,7 +136,7 @@ func run(args []string, out io.Writer) error {
 	}
 	defer bare.Close()
 
-	store, stopStore, err := openStore(o.store)
+	store, storeCPU, stopStore, err := openStore(o.store)
 	if err != nil {
 		return err
 	}
@@ -163,8 +177,9 @@ func run(args []string, out io.Writer) error {
 	fmt.Fprintf(out, "tollgate bench: %s, GOMAXPROCS=%d, %d CPUs, store=%s, %s × %d rounds per case, SSE %d content events\n\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.store, o.duration, o.rounds, o.events)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tthroughput ratio\tadded p50\tadded p99\t")
-	for _, mode := range []string{"json", "sse"} {
+	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tthroughput ratio\tadded p50\tadded p99\tadded CPU/req\t")
+	cpu := func() time.Duration { return processCPU() + storeCPU() }
+	for _, mode := range o.modes {
 		for _, n := range o.clients {
 			var b, t result
 			for r := range o.rounds {
@@ -178,7 +193,7 @@ func run(args []string, out io.Writer) error {
 							return err
 						}
 					}
-					m, err := measure(tgt.addr, mode, n, o)
+					m, err := measure(tgt.addr, mode, n, o, cpu)
 					if tgt.name == "tollgate" && profile != nil {
 						pprof.StopCPUProfile()
 					}
@@ -191,15 +206,16 @@ func run(args []string, out io.Writer) error {
 			bp50, bp99 := b.percentiles()
 			tp50, tp99 := t.percentiles()
 			label := map[string]string{"json": "JSON", "sse": "SSE TTFB"}[mode]
-			fmt.Fprintf(tw, "%s\t%d\tbare\t%.0f\t%s\t%s\t\t\t\t\n", label, n, b.rate(), ms(bp50), ms(bp99))
-			fmt.Fprintf(tw, "%s\t%d\ttollgate\t%.0f\t%s\t%s\t%.3f×\t%+.3fms\t%+.3fms\t\n", label, n, t.rate(), ms(tp50), ms(tp99),
-				t.rate()/b.rate(), msf(tp50-bp50), msf(tp99-bp99))
+			fmt.Fprintf(tw, "%s\t%d\tbare\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", label, n, b.rate(), ms(bp50), ms(bp99), us(b.cpuPerRequest()))
+			fmt.Fprintf(tw, "%s\t%d\ttollgate\t%.0f\t%s\t%s\t%s\t%.3f×\t%+.3fms\t%+.3fms\t%+.0fµs\t\n", label, n, t.rate(), ms(tp50), ms(tp99), us(t.cpuPerRequest()),
+				t.rate()/b.rate(), msf(tp50-bp50), msf(tp99-bp99), float64(t.cpuPerRequest()-b.cpuPerRequest())/float64(time.Microsecond))
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "\nthroughput ratio = tollgate req/s ÷ bare req/s (medians of the rounds); added = tollgate − bare")
+	fmt.Fprintln(out, "CPU/req = CPU time of this process (load generator, upstream and proxy) and of redis-server in the measured window, per request")
 	return nil
 }
 
@@ -235,10 +251,13 @@ routes:
       gpt-4o-mini: {input: "0.15", cached_input: "0.075", output: "0.60"}
 `
 
-// bareProxy is the baseline: httputil.ReverseProxy with the transport
-// tollgate uses, nothing else but reading the request body before
-// forwarding it. Streaming the inbound body straight through is not a
-// usable baseline: the HTTP/1 server closes the inbound body when the
+// bareProxy is the baseline: httputil.ReverseProxy configured as
+// tollgate's own (the transport tollgate uses, FlushInterval -1, and a pool
+// of 32 KiB copy buffers like tollgate's, so that the comparison measures
+// metering rather than buffer reuse: without a pool ReverseProxy allocates
+// a fresh buffer per response), nothing else but reading the request body
+// before forwarding it. Streaming the inbound body straight through is not
+// a usable baseline: the HTTP/1 server closes the inbound body when the
 // response headers are written, and the transport's final read of a body
 // it has already sent then fails and tears down the upstream connection,
 // cutting the response stream (golang/go#40747; seen here as "read error
@@ -249,6 +268,7 @@ func bareProxy(upstream *url.URL) http.Handler {
 		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(upstream) },
 		Transport:     proxy.NewTransport(),
 		FlushInterval: -1,
+		BufferPool:    newBufferPool(),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -261,27 +281,79 @@ func bareProxy(upstream *url.URL) http.Handler {
 	})
 }
 
-// openStore returns tollgate's store and a function that closes it (and
-// stops the redis-server it started).
-func openStore(kind string) (ledger.Store, func(), error) {
+// bufferPool is an httputil.BufferPool of 32 KiB buffers, the size
+// ReverseProxy copies with, kept in a channel as tollgate's is.
+type bufferPool chan []byte
+
+func newBufferPool() bufferPool { return make(bufferPool, 256) }
+
+func (p bufferPool) Get() []byte {
+	select {
+	case b := <-p:
+		return b
+	default:
+		return make([]byte, 32<<10)
+	}
+}
+
+func (p bufferPool) Put(b []byte) {
+	select {
+	case p <- b:
+	default:
+	}
+}
+
+// openStore returns tollgate's store, a function that reads the CPU time
+// its server has used (zero for the embedded store, whose work is done in
+// this process), and a function that closes it (and stops the
+// redis-server it started).
+func openStore(kind string) (ledger.Store, func() time.Duration, func(), error) {
 	if kind == "bolt" {
 		dir, err := os.MkdirTemp("", "tollgate-bench-")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		st, err := ledger.OpenBolt(filepath.Join(dir, "bench.db"), ledger.Options{})
 		if err != nil {
 			os.RemoveAll(dir)
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return st, func() { st.Close(); os.RemoveAll(dir) }, nil
+		return st, func() time.Duration { return 0 }, func() { st.Close(); os.RemoveAll(dir) }, nil
 	}
 	srv, err := redistest.Launch()
 	if err != nil {
-		return nil, nil, fmt.Errorf("start redis-server (install it, or use -store bolt): %w", err)
+		return nil, nil, nil, fmt.Errorf("start redis-server (install it, or use -store bolt): %w", err)
 	}
-	st := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 128}), ledger.Options{})
-	return st, func() { st.Close(); srv.Close() }, nil
+	// The client options tollgate serve uses for a redis:// URL without
+	// query parameters (cmd/tollgate/store.go).
+	st := ledger.NewRedisStore(redis.NewClient(&redis.Options{
+		Addr: srv.Addr, Protocol: 2, MaxRetries: 1, DialerRetries: 1,
+	}), ledger.Options{})
+	info := redis.NewClient(&redis.Options{Addr: srv.Addr, Protocol: 2})
+	cpu := func() time.Duration {
+		return redisCPU(info)
+	}
+	return st, cpu, func() { info.Close(); st.Close(); srv.Close() }, nil
+}
+
+// redisCPU returns the CPU time (user and system) redis-server reports
+// having used, or zero if it cannot be read.
+func redisCPU(c *redis.Client) time.Duration {
+	text, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, line := range strings.Split(text, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (k != "used_cpu_sys" && k != "used_cpu_user") {
+			continue
+		}
+		if sec, err := strconv.ParseFloat(v, 64); err == nil {
+			total += time.Duration(sec * float64(time.Second))
+		}
+	}
+	return total
 }
 
 // server is an HTTP server on a free loopback port.
@@ -357,6 +429,7 @@ type target struct {
 type sample struct {
 	n         int
 	elapsed   time.Duration
+	cpu       time.Duration // CPU time spent in the measured window
 	latencies []time.Duration
 }
 
@@ -364,12 +437,21 @@ type sample struct {
 type result struct {
 	rates     []float64
 	latencies []time.Duration
+	cpu       time.Duration
+	n         int
 }
 
 func (r *result) add(s sample) {
 	r.rates = append(r.rates, float64(s.n)/s.elapsed.Seconds())
 	r.latencies = append(r.latencies, s.latencies...)
+	r.cpu += s.cpu
+	r.n += s.n
 }
+
+// cpuPerRequest is the CPU time of all rounds divided by their requests.
+// Unlike throughput it does not depend on how much of the machine the
+// run got, so it compares well between runs.
+func (r *result) cpuPerRequest() time.Duration { return r.cpu / time.Duration(r.n) }
 
 func (r *result) rate() float64 {
 	rs := slices.Clone(r.rates)
@@ -386,13 +468,15 @@ func (r *result) percentiles() (p50, p99 time.Duration) {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3fms", msf(d)) }
+func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond)) }
 func msf(d time.Duration) float64 {
 	return float64(d) / float64(time.Millisecond)
 }
 
 // measure runs clients concurrent loops of requests against addr for the
-// warm-up and then the measured duration.
-func measure(addr, mode string, clients int, o options) (sample, error) {
+// warm-up and then the measured duration, and reads cpu at the start and
+// the end of the measured window.
+func measure(addr, mode string, clients int, o options, cpu func() time.Duration) (sample, error) {
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: clients,
 		DisableCompression:  true, // as an SDK talking to a local sidecar
@@ -411,6 +495,13 @@ func measure(addr, mode string, clients int, o options) (sample, error) {
 	start := time.Now()
 	measureFrom := start.Add(o.warmup)
 	deadline := measureFrom.Add(o.duration)
+	var cpuUsed time.Duration
+	wg.Go(func() {
+		time.Sleep(time.Until(measureFrom))
+		c0 := cpu()
+		time.Sleep(time.Until(deadline))
+		cpuUsed = cpu() - c0
+	})
 	for range clients {
 		wg.Go(func() {
 			var lat []time.Duration
@@ -447,7 +538,7 @@ func measure(addr, mode string, clients int, o options) (sample, error) {
 	if n == 0 {
 		return sample{}, errors.New("no request completed in the measured window; use a longer -duration")
 	}
-	return sample{n: n, elapsed: o.duration, latencies: all}, nil
+	return sample{n: n, elapsed: o.duration, cpu: cpuUsed, latencies: all}, nil
 }
 
 // once sends one request and returns its latency: until the body's end for
