@@ -176,7 +176,7 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		return Entry{}, err
 	}
 	now := s.now()
-	nowMs, body := unixMilli(now), chargeBody(ch, now)
+	nowMs, body := unixMilli(now), chargeBody(ch, now).json()
 	var (
 		entry  Entry
 		result error
@@ -285,7 +285,7 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 	if err := ctx.Err(); err != nil {
 		return CreditResult{}, err
 	}
-	body := creditBody(cr, s.now())
+	body := creditBody(cr, s.now()).json()
 	var (
 		res    CreditResult
 		result error

@@ -38,8 +38,8 @@ type entryBody struct {
 }
 
 // chargeBody is the body of the charge entry a Settle at now appends.
-func chargeBody(c Charge, now time.Time) string {
-	return mustJSON(entryBody{
+func chargeBody(c Charge, now time.Time) entryBody {
+	return entryBody{
 		Kind:                  KindCharge,
 		Reference:             c.Reference,
 		At:                    entryTime(now),
@@ -49,26 +49,49 @@ func chargeBody(c Charge, now time.Time) string {
 		CachedInputTokens:     c.CachedInputTokens,
 		CacheWriteInputTokens: c.CacheWriteInputTokens,
 		OutputTokens:          c.OutputTokens,
-	})
+	}
 }
 
 // creditBody is the body of the entry a Credit at now appends.
-func creditBody(c Credit, now time.Time) string {
-	return mustJSON(entryBody{Kind: c.Kind, Reference: c.Reference, Reason: c.Reason, At: entryTime(now)})
+func creditBody(c Credit, now time.Time) entryBody {
+	return entryBody{Kind: c.Kind, Reference: c.Reference, Reason: c.Reason, At: entryTime(now)}
 }
 
 // entryTime is the timestamp an entry records: UTC, without the monotonic
 // reading, to the microsecond.
 func entryTime(now time.Time) time.Time { return now.UTC().Round(0).Truncate(time.Microsecond) }
 
-func mustJSON(v entryBody) string {
-	b, err := json.Marshal(v)
+// json returns the stored form of b.
+func (b entryBody) json() string {
+	out, err := json.Marshal(b)
 	if err != nil {
 		// entryBody holds only strings, integers and a time; Marshal fails
 		// only for a year outside [0,9999], which no clock produces.
 		panic(fmt.Sprintf("ledger: encode entry: %v", err))
 	}
-	return string(b)
+	return string(out)
+}
+
+// entry returns the Entry that b, stored as customer's entry seq with
+// amount and balanceAfter, decodes to. A store that has just written an
+// entry builds it this way instead of decoding the text it wrote.
+func (b entryBody) entry(customer string, seq int64, amount, balanceAfter money.Micros) Entry {
+	return Entry{
+		ID:                    strconv.FormatInt(seq, 10),
+		Customer:              customer,
+		Kind:                  b.Kind,
+		Amount:                amount,
+		BalanceAfter:          balanceAfter,
+		Reference:             b.Reference,
+		Reason:                b.Reason,
+		At:                    b.At,
+		Route:                 b.Route,
+		Model:                 b.Model,
+		InputTokens:           b.InputTokens,
+		CachedInputTokens:     b.CachedInputTokens,
+		CacheWriteInputTokens: b.CacheWriteInputTokens,
+		OutputTokens:          b.OutputTokens,
+	}
 }
 
 // formatEntry returns the stored text of an entry.
@@ -105,22 +128,7 @@ func decodeEntry(customer string, seq int64, raw string) (Entry, error) {
 	if err := json.Unmarshal([]byte(body), &b); err != nil {
 		return bad(err.Error())
 	}
-	return Entry{
-		ID:                    strconv.FormatInt(seq, 10),
-		Customer:              customer,
-		Kind:                  b.Kind,
-		Amount:                money.Micros(amount),
-		BalanceAfter:          money.Micros(balance),
-		Reference:             b.Reference,
-		Reason:                b.Reason,
-		At:                    b.At,
-		Route:                 b.Route,
-		Model:                 b.Model,
-		InputTokens:           b.InputTokens,
-		CachedInputTokens:     b.CachedInputTokens,
-		CacheWriteInputTokens: b.CacheWriteInputTokens,
-		OutputTokens:          b.OutputTokens,
-	}, nil
+	return b.entry(customer, seq, money.Micros(amount), money.Micros(balance)), nil
 }
 
 // A cursor names the entry a page ended with: entries strictly older

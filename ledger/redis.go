@@ -73,15 +73,20 @@ const (
 	attemptSize = 8                     // random bytes in a Reserve attempt token
 )
 
+// Positions in customerKeys of the keys Go reads directly.
+const (
+	keyAccount = 0
+	keyEntries = 4
+)
+
 // customerKeys returns the KEYS of every ledger script, in the order
 // lua/lib.lua documents.
 func customerKeys(customer string) []string {
 	p := keyPrefix + "{" + customer + "}:"
 	return []string{
 		p + "account",
-		p + "hold:amount",
+		p + "holds",
 		p + "hold:expiry",
-		p + "hold:closed",
 		p + "hold:forget",
 		p + "entries",
 		p + "credits",
@@ -180,17 +185,27 @@ func (s *RedisStore) Settle(ctx context.Context, customer, holdID string, actual
 		return Entry{}, err
 	}
 	now := s.now()
+	body := chargeBody(c, now)
 	r, err := s.run(ctx, settleScript, customerKeys(customer),
-		holdID, int64(actual), unixMilli(now), s.retention.Milliseconds(), chargeBody(c, now))
+		holdID, int64(actual), unixMilli(now), s.retention.Milliseconds(), body.json())
 	if err != nil {
 		return Entry{}, s.fail("settle "+holdID, err)
 	}
-	status, seq, raw := r.int(0), r.int(1), r.str(2)
-	if r.err != nil {
-		return Entry{}, fmt.Errorf("settle %s: %w", holdID, r.err)
-	}
+	status, seq := r.int(0), r.int(1)
 	switch status {
-	case 0, 1:
+	case 0:
+		// Charged now: the entry is the body sent, so there is nothing
+		// to decode.
+		balance := r.int(2)
+		if r.err != nil {
+			return Entry{}, fmt.Errorf("settle %s: %w", holdID, r.err)
+		}
+		return body.entry(customer, seq, -actual, money.Micros(balance)), nil
+	case 1:
+		raw := r.str(2)
+		if r.err != nil {
+			return Entry{}, fmt.Errorf("settle %s: %w", holdID, r.err)
+		}
 		e, err := decodeEntry(customer, seq, raw)
 		if err != nil {
 			return Entry{}, fmt.Errorf("settle %s: %w", holdID, err)
@@ -232,22 +247,32 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 	if c.Cumulative {
 		mode = "c"
 	}
+	body := creditBody(c, s.now())
 	r, err := s.run(ctx, creditScript, customerKeys(c.Customer),
-		c.Key, int64(c.Amount), mode, string(c.Kind), creditBody(c, s.now()))
+		c.Key, int64(c.Amount), mode, string(c.Kind), body.json())
 	if err != nil {
 		return CreditResult{}, s.fail("credit "+c.Key, err)
 	}
-	status, seq, raw := r.int(0), r.int(1), r.str(2)
-	if r.err != nil {
-		return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, r.err)
-	}
+	status, seq := r.int(0), r.int(1)
 	switch status {
-	case 0, 1:
+	case 0:
+		// Applied now; the entry's amount is what the key had not
+		// applied yet, which the script reports.
+		balance, delta := r.int(2), r.int(3)
+		if r.err != nil {
+			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, r.err)
+		}
+		return CreditResult{Entry: body.entry(c.Customer, seq, money.Micros(delta), money.Micros(balance)), Applied: true}, nil
+	case 1:
+		raw := r.str(2)
+		if r.err != nil {
+			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, r.err)
+		}
 		e, err := decodeEntry(c.Customer, seq, raw)
 		if err != nil {
 			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, err)
 		}
-		return CreditResult{Entry: e, Applied: status == 0}, nil
+		return CreditResult{Entry: e}, nil
 	case 2:
 		return CreditResult{}, conflictError(c)
 	case 3:
@@ -294,7 +319,7 @@ func (s *RedisStore) Entries(ctx context.Context, customer, before string, limit
 		return Page{}, err
 	}
 	keys := customerKeys(customer)
-	lastText, err := s.client.HGet(ctx, keys[0], "seq").Result()
+	lastText, err := s.client.HGet(ctx, keys[keyAccount], "seq").Result()
 	if errors.Is(err, redis.Nil) {
 		return Page{}, nil
 	}
@@ -313,7 +338,7 @@ func (s *RedisStore) Entries(ctx context.Context, customer, before string, limit
 	for i, seq := range seqs {
 		fields[i] = strconv.FormatInt(seq, 10)
 	}
-	vals, err := s.client.HMGet(ctx, keys[5], fields...).Result()
+	vals, err := s.client.HMGet(ctx, keys[keyEntries], fields...).Result()
 	if err != nil {
 		return Page{}, s.fail("entries of "+customer, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,13 +115,16 @@ func TestSweepForgetsClosedHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	const holds = 2*sweepBatch + 7
+	// Live holds of 1 micro-credit each, written the way reserve.lua
+	// writes them.
 	pipe := rdb.Pipeline()
+	expiry := unixMilli(now) + 1000
 	for i := 0; i < holds; i++ {
 		id := fmt.Sprintf("h%d", i)
 		pipe.HSet(ctx, keys[1], id, "1 x")
-		pipe.ZAdd(ctx, keys[2], redis.Z{Score: float64(unixMilli(now) + 1000), Member: id})
+		pipe.ZAdd(ctx, keys[2], redis.Z{Score: float64(expiry), Member: id})
 	}
-	pipe.HSet(ctx, keys[0], "reserved", holds)
+	pipe.HSet(ctx, keys[keyAccount], "reserved", holds, "expire_at", expiry)
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -129,14 +133,14 @@ func TestSweepForgetsClosedHolds(t *testing.T) {
 	if err != nil || n != holds {
 		t.Fatalf("sweep = %d, %v; want %d", n, err, holds)
 	}
-	if c := rdb.HLen(ctx, keys[3]).Val(); c != holds {
+	if c := rdb.ZCard(ctx, keys[3]).Val(); c != holds {
 		t.Fatalf("%d closed holds; want %d", c, holds)
 	}
 	now = now.Add(time.Hour)
 	if n, err := s.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("second sweep = %d, %v", n, err)
 	}
-	for _, k := range keys[1:5] {
+	for _, k := range keys[1:4] {
 		if exists := rdb.Exists(ctx, k).Val(); exists != 0 {
 			t.Errorf("%s still exists after retention", k)
 		}
@@ -196,6 +200,21 @@ func TestUnavailableClassification(t *testing.T) {
 		if got := unavailable(tc.err); got != tc.want {
 			t.Errorf("unavailable(%v) = %v; want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestCustomerKeys(t *testing.T) {
+	want := []string{
+		"tollgate:{cus:1/x}:account",
+		"tollgate:{cus:1/x}:holds",
+		"tollgate:{cus:1/x}:hold:expiry",
+		"tollgate:{cus:1/x}:hold:forget",
+		"tollgate:{cus:1/x}:entries",
+		"tollgate:{cus:1/x}:credits",
+		"tollgate:{cus:1/x}:suspension",
+	}
+	if got := customerKeys("cus:1/x"); !slices.Equal(got, want) {
+		t.Errorf("customerKeys = %q; want %q", got, want)
 	}
 }
 

@@ -2,8 +2,8 @@
 -- expiring holds past their ttl so that reserved is true at now.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..8] -> the customer's keys (lib.lua); uses account, hold:amount,
---               hold:expiry, hold:closed, hold:forget
+-- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
+--               hold:expiry, hold:forget
 -- ARGV[1] -> now, unix ms
 -- ARGV[2] -> retention of closed holds, ms
 --
@@ -13,8 +13,7 @@
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 
-expire_holds(now, retention)
-prune(now, PRUNE_BATCH)
-
-local acct = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'suspended')
-return {num(acct[1]), num(acct[2]), num(acct[3])}
+local a = load_account()
+expire_holds(a, now, retention)
+prune(a, now, PRUNE_BATCH)
+return save_account(a, {a.balance, a.reserved, a.suspended})

@@ -2,7 +2,7 @@
 -- and appends its entry. The rule is the same as decideCredit in codec.go.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..8] -> the customer's keys (lib.lua); uses account, entries, credits
+-- KEYS[1..7] -> the customer's keys (lib.lua); uses account, entries, credits
 -- ARGV[1] -> idempotency key
 -- ARGV[2] -> amount, signed micro-credits (nonzero, within +-(2^53-1));
 --            for a cumulative key, the running total
@@ -10,8 +10,10 @@
 -- ARGV[4] -> kind (topup, grant, adjust, refund)
 -- ARGV[5] -> entry body (JSON built by the caller)
 --
--- Returns {status, seq, entry}:
---   {0, seq, entry}  applied; entry is the stored text of the new entry seq
+-- Returns {status, seq, ...}:
+--   {0, seq, balance, delta}  applied as entry seq, which added delta (for a
+--                             cumulative key, the part not applied before)
+--                             and left balance
 --   {1, seq, entry}  already applied; entry seq is the key's latest entry
 --   {2, 0, ''}       the key was used with another amount, sign, kind or mode
 --   {3, 0, ''}       the balance would leave +-(2^53-1)
@@ -57,9 +59,10 @@ if rec then
   end
 end
 
-if not in_range(balance() + delta) then
+local a = load_account()
+if not in_range(a.balance + delta) then
   return {3, 0, ''}
 end
-local seq, raw = append_entry(delta, body)
+local seq = append_entry(a, delta, body)
 redis.call('HSET', K_CREDITS, key, mode .. ' ' .. int(amount) .. ' ' .. int(seq) .. ' ' .. kind)
-return {0, seq, raw}
+return save_account(a, {0, seq, a.balance, delta})

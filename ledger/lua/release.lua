@@ -1,8 +1,8 @@
 -- release.lua closes a hold without charging.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..8] -> the customer's keys (lib.lua); uses account, hold:amount,
---               hold:expiry, hold:closed, hold:forget
+-- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
+--               hold:expiry, hold:forget
 -- ARGV[1] -> hold id
 -- ARGV[2] -> now, unix ms
 -- ARGV[3] -> retention of closed holds, ms
@@ -16,17 +16,22 @@ local id = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
 
-expire_holds(now, retention)
-prune(now, PRUNE_BATCH)
+local a = load_account()
+expire_holds(a, now, retention)
+prune(a, now, PRUNE_BATCH)
 
-local live = redis.call('HGET', K_HOLD_AMOUNT, id)
-if live then
-  drop_hold(id, live)
-  close_hold(id, 'r', now, retention)
-  return {0}
+local v = redis.call('HGET', K_HOLDS, id)
+if not v then
+  return save_account(a, {2})
 end
-if closed_state(id, now) == 'e' then
-  close_hold(id, 'r', now, retention)
-  return {1}
+local amount = live_amount(v)
+if amount then
+  drop_hold(a, id, amount)
+  close_hold(a, id, 'r', now, retention)
+  return save_account(a, {0})
 end
-return {2}
+if closed_state(id, v, now) == 'e' then
+  close_hold(a, id, 'r', now, retention)
+  return save_account(a, {1})
+end
+return save_account(a, {2})

@@ -1,8 +1,8 @@
 -- reserve.lua puts a hold on a customer's credits if enough are available.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..8] -> the customer's keys (lib.lua); uses account, hold:amount,
---               hold:expiry, hold:closed, hold:forget, suspension
+-- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
+--               hold:expiry, hold:forget
 -- ARGV[1] -> hold id
 -- ARGV[2] -> amount, micro-credits (0 .. 2^53-1)
 -- ARGV[3] -> expiry of the hold, unix ms
@@ -19,36 +19,39 @@
 
 local id = ARGV[1]
 local amount = tonumber(ARGV[2])
-local expiry = ARGV[3]
+local expiry = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 local retention = tonumber(ARGV[5])
 local attempt = ARGV[6]
 
-expire_holds(now, retention)
-prune(now, PRUNE_BATCH)
+local a = load_account()
+expire_holds(a, now, retention)
+prune(a, now, PRUNE_BATCH)
 
-local live = redis.call('HGET', K_HOLD_AMOUNT, id)
-if live then
-  local _, owner = parse_hold(live)
-  if owner == attempt then
-    return {0, 0}
+local v = redis.call('HGET', K_HOLDS, id)
+if v then
+  local _, owner = live_amount(v)
+  if owner then
+    if owner == attempt then
+      return save_account(a, {0, 0})
+    end
+    return save_account(a, {3, 0})
   end
-  return {3, 0}
+  if closed_state(id, v, now) then
+    return save_account(a, {3, 0})
+  end
 end
-if closed_state(id, now) then
-  return {3, 0}
+if a.suspended > 0 then
+  return save_account(a, {2, 0})
 end
-
-local acct = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'suspended')
-if num(acct[3]) > 0 then
-  return {2, 0}
-end
-local available = num(acct[1]) - num(acct[2])
+local available = a.balance - a.reserved
 if available < amount then
-  return {1, available}
+  return save_account(a, {1, available})
 end
-
-redis.call('HSET', K_HOLD_AMOUNT, id, int(amount) .. ' ' .. attempt)
-redis.call('ZADD', K_HOLD_EXPIRY, expiry, id)
-redis.call('HINCRBY', K_ACCOUNT, 'reserved', int(amount))
-return {0, available - amount}
+redis.call('HSET', K_HOLDS, id, int(amount) .. ' ' .. attempt)
+redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), id)
+a.reserved = a.reserved + amount
+if not a.expire_at or a.expire_at > expiry then
+  a.expire_at = expiry
+end
+return save_account(a, {0, available - amount})

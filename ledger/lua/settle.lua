@@ -2,17 +2,19 @@
 -- charge entry, or replays the first settlement of the hold.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..8] -> the customer's keys (lib.lua); uses account, hold:amount,
---               hold:expiry, hold:closed, hold:forget, entries
+-- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
+--               hold:expiry, hold:forget, entries
 -- ARGV[1] -> hold id
 -- ARGV[2] -> actual cost, micro-credits (0 .. 2^53-1); may exceed the hold
 -- ARGV[3] -> now, unix ms
 -- ARGV[4] -> retention of closed holds, ms
 -- ARGV[5] -> entry body (JSON built by the caller)
 --
--- Returns {status, seq, entry}:
---   {0, seq, entry}  charged now; entry is the stored text of entry seq
---   {1, seq, entry}  already settled by entry seq; nothing changed
+-- Returns {status, seq, ...}:
+--   {0, seq, balance} charged now by entry seq, leaving balance (the caller
+--                     knows the rest of the entry: it sent the body)
+--   {1, seq, entry}  already settled by entry seq, whose stored text is
+--                    entry; nothing changed
 --   {2, 0, ''}       the hold was released
 --   {3, 0, ''}       no such hold (never reserved, or forgotten)
 --   {4, 0, ''}       the charge would take the balance below -(2^53-1)
@@ -23,33 +25,37 @@ local now = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local body = ARGV[5]
 
-expire_holds(now, retention)
-prune(now, PRUNE_BATCH)
+local a = load_account()
+expire_holds(a, now, retention)
+prune(a, now, PRUNE_BATCH)
 
-local live = redis.call('HGET', K_HOLD_AMOUNT, id)
-if not live then
-  local state, seq = closed_state(id, now)
+local v = redis.call('HGET', K_HOLDS, id)
+if not v then
+  return save_account(a, {3, 0, ''})
+end
+local amount = live_amount(v)
+if not amount then
+  local state, seq = closed_state(id, v, now)
   if not state then
-    return {3, 0, ''}
+    return save_account(a, {3, 0, ''})
   elseif state == 'r' then
-    return {2, 0, ''}
+    return save_account(a, {2, 0, ''})
   elseif state == 's' then
     local raw = redis.call('HGET', K_ENTRIES, seq)
     if not raw then
       error('tollgate: hold ' .. id .. ' settled by missing entry ' .. seq)
     end
-    return {1, tonumber(seq), raw}
+    return save_account(a, {1, tonumber(seq), raw})
   end
-  -- state 'e': the hold expired before it was settled; the usage happened
-  -- all the same, so it is charged.
+  -- state 'e': the hold expired before it was settled; the usage
+  -- happened all the same, so it is charged.
 end
-
-if not in_range(balance() - actual) then
-  return {4, 0, ''}
+if not in_range(a.balance - actual) then
+  return save_account(a, {4, 0, ''})
 end
-if live then
-  drop_hold(id, live)
+if amount then
+  drop_hold(a, id, amount)
 end
-local seq, raw = append_entry(-actual, body)
-close_hold(id, 's', now, retention, seq)
-return {0, seq, raw}
+local seq = append_entry(a, -actual, body)
+close_hold(a, id, 's', now, retention, seq)
+return save_account(a, {0, seq, a.balance})
