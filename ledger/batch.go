@@ -1,0 +1,191 @@
+package ledger
+
+import (
+	"context"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batcher sends the script calls of concurrent callers to Redis together,
+// as one pipeline, without making any caller wait for company: a call that
+// finds fewer than maxInFlight pipelines running is sent at once, by its
+// own goroutine (alone, when nothing else is queued, exactly like a plain
+// Script.Run); calls that arrive while that many are running queue up, and
+// whatever has queued goes out as the next pipeline as soon as one
+// finishes. Under load this is group commit: one write and one read
+// system call on each side for a whole batch instead of one per call,
+// which on a small machine is most of what a script costs. At low load
+// every call goes alone and nothing changes.
+//
+// Each caller gets its own script's reply or error; a failed pipeline
+// fails every call in it, each with the pipeline's error. A Redis Cluster
+// client splits a pipeline by node and sends each part to its node, and
+// follows MOVED and ASK redirects per command, so a batch may mix
+// customers of any slots. Scripts are sent with EVALSHA; a call that
+// finds its script missing (NOSCRIPT: Redis restarted or failed over) is
+// sent again with EVAL, which is safe because NOSCRIPT means the script
+// did not run.
+//
+// A caller whose context ends while its call is still queued takes the
+// call back (it is never sent) and gets the context's error. One whose
+// call is already on the wire gets the context's error at once too, but
+// the script may still run: like a lost reply, the outcome is unknown,
+// which every Store caller must already handle (every operation is
+// idempotent or recognises its own retry).
+type batcher struct {
+	client      redis.UniversalClient
+	maxInFlight int
+
+	mu       sync.Mutex
+	queue    []*scriptCall
+	inFlight int // pipelines being sent
+}
+
+// scriptCall is one script call waiting for its reply.
+type scriptCall struct {
+	ctx    context.Context
+	script *redis.Script
+	keys   []string
+	args   []any
+
+	val  any
+	err  error
+	done chan struct{} // closed when val and err are set
+}
+
+// defaultMaxInFlight is how many pipelines a store sends at once. Two keep
+// one batch on the wire while the next one fills, so that a caller waits
+// at most about one round trip for its turn.
+const defaultMaxInFlight = 2
+
+func newBatcher(client redis.UniversalClient, maxInFlight int) *batcher {
+	if maxInFlight < 1 {
+		maxInFlight = 1
+	}
+	return &batcher{client: client, maxInFlight: maxInFlight}
+}
+
+// run runs script on keys with args and returns its reply.
+func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	if b.inFlight < b.maxInFlight {
+		// A slot is free, so nobody is queued (finished hands the queue
+		// on before it frees a slot): send the call now, on this
+		// goroutine, as a plain command.
+		b.inFlight++
+		b.mu.Unlock()
+		val, err := script.Run(ctx, b.client, keys, args...).Result()
+		b.finished()
+		return val, err
+	}
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	b.queue = append(b.queue, c)
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.val, c.err
+	case <-ctx.Done():
+		b.mu.Lock()
+		queued := false
+		for i, q := range b.queue {
+			if q == c {
+				b.queue = append(b.queue[:i], b.queue[i+1:]...)
+				queued = true
+				break
+			}
+		}
+		b.mu.Unlock()
+		if !queued {
+			// Already sent: prefer its reply if it has just come.
+			select {
+			case <-c.done:
+				return c.val, c.err
+			default:
+			}
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// take empties the queue and returns what it held. b.mu must be held.
+func (b *batcher) take() []*scriptCall {
+	batch := b.queue
+	b.queue = nil
+	return batch
+}
+
+// finished ends one pipeline slot: if calls queued meanwhile, they go out
+// at once on a new goroutine that keeps the slot until the queue is empty;
+// otherwise the slot is released.
+func (b *batcher) finished() {
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.inFlight--
+		b.mu.Unlock()
+		return
+	}
+	batch := b.take()
+	b.mu.Unlock()
+	go func() {
+		for len(batch) > 0 {
+			b.send(batch)
+			b.mu.Lock()
+			batch = b.take()
+			if len(batch) == 0 {
+				b.inFlight--
+			}
+			b.mu.Unlock()
+		}
+	}()
+}
+
+// send sends batch as one pipeline and hands every call its reply.
+func (b *batcher) send(batch []*scriptCall) {
+	live := batch[:0:0]
+	for _, c := range batch {
+		if err := c.ctx.Err(); err != nil {
+			c.finish(nil, err)
+			continue
+		}
+		live = append(live, c)
+	}
+	if len(live) == 0 {
+		return
+	}
+	// The pipeline belongs to no single caller, so no caller's
+	// cancellation may cut it short; the client's read and write
+	// timeouts bound it.
+	ctx := context.Background()
+	cmds := make([]*redis.Cmd, len(live))
+	pipe := b.client.Pipeline()
+	for i, c := range live {
+		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	var missing []int
+	for i, cmd := range cmds {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		pipe = b.client.Pipeline()
+		for _, i := range missing {
+			c := live[i]
+			cmds[i] = c.script.Eval(ctx, pipe, c.keys, c.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	for i, c := range live {
+		c.finish(cmds[i].Result())
+	}
+}
+
+func (c *scriptCall) finish(val any, err error) {
+	c.val, c.err = val, err
+	close(c.done)
+}
