@@ -1,0 +1,66 @@
+package ledger
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// FuzzEntryBodyJSON checks the hand-written encoder of entry bodies
+// against encoding/json: the output must be valid JSON that decodes to
+// the same body as encoding/json's own encoding does.
+func FuzzEntryBodyJSON(f *testing.F) {
+	f.Add("charge", "tg_0123", "", "/v1/chat/completions", "gpt-4o-mini", int64(42), int64(0), int64(0), int64(14), int64(1767225600123456))
+	f.Add("grant", "cs_1", "welcome \"bonus\"\n\t\\ <&>", "", "", int64(0), int64(0), int64(0), int64(0), int64(0))
+	f.Add("charge", "x", "", "/v1/responses", "mødel\u2028\x00\x1f\xff\xfe", int64(1), int64(2), int64(3), int64(4), int64(-62135596800000000))
+	f.Fuzz(func(t *testing.T, kind, reference, reason, route, model string, in, cached, write, out, atMicros int64) {
+		at := time.UnixMicro(atMicros).UTC()
+		if at.Year() < 0 || at.Year() > 9999 {
+			t.Skip("encoding/json refuses years outside [0,9999]; no clock produces them")
+		}
+		b := entryBody{Kind: Kind(kind), Reference: reference, Reason: reason, At: at, Route: route, Model: model,
+			InputTokens: in, CachedInputTokens: cached, CacheWriteInputTokens: write, OutputTokens: out}
+		got := b.json()
+		if !json.Valid([]byte(got)) {
+			t.Fatalf("invalid JSON %q", got)
+		}
+		want, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fromGot, fromWant entryBody
+		if err := json.Unmarshal([]byte(got), &fromGot); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(want, &fromWant); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fromGot, fromWant) {
+			t.Fatalf("%q decodes to %+v; encoding/json's %s to %+v", got, fromGot, want, fromWant)
+		}
+	})
+}
+
+func TestEntryBodyJSON(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 678000, time.UTC)
+	tests := []struct {
+		name string
+		b    entryBody
+		want string
+	}{
+		{"charge", entryBody{Kind: KindCharge, Reference: "tg_1", At: at, Route: "/v1/chat/completions", Model: "gpt-4o", InputTokens: 42, OutputTokens: 14},
+			`{"kind":"charge","reference":"tg_1","at":"2026-01-02T03:04:05.000678Z","route":"/v1/chat/completions","model":"gpt-4o","input_tokens":42,"output_tokens":14}`},
+		{"credit", entryBody{Kind: KindGrant, Reason: "say \"hi\"\n\\", At: at},
+			`{"kind":"grant","reason":"say \"hi\"\n\\","at":"2026-01-02T03:04:05.000678Z"}`},
+		{"control and invalid bytes", entryBody{Kind: KindAdjust, Reason: "a\x01b\xffc", At: at},
+			`{"kind":"adjust","reason":"a\u0001b\ufffdc","at":"2026-01-02T03:04:05.000678Z"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.b.json(); got != tc.want {
+				t.Errorf("json() = %s\nwant     %s", got, tc.want)
+			}
+		})
+	}
+}
