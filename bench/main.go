@@ -178,7 +178,8 @@ func run(args []string, out io.Writer) error {
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.store, o.duration, o.rounds, o.events)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tthroughput ratio\tadded p50\tadded p99\tadded CPU/req\t")
-	cpu := func() time.Duration { return processCPU() + storeCPU() }
+	cpu := func() cpuTime { return cpuTime{process: processCPU(), store: storeCPU()} }
+	var split []string // where tollgate's CPU went, per case
 	for _, mode := range o.modes {
 		for _, n := range o.clients {
 			var b, t result
@@ -209,6 +210,10 @@ func run(args []string, out io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%d\tbare\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", label, n, b.rate(), ms(bp50), ms(bp99), us(b.cpuPerRequest()))
 			fmt.Fprintf(tw, "%s\t%d\ttollgate\t%.0f\t%s\t%s\t%s\t%.3f×\t%+.3fms\t%+.3fms\t%+.0fµs\t\n", label, n, t.rate(), ms(tp50), ms(tp99), us(t.cpuPerRequest()),
 				t.rate()/b.rate(), msf(tp50-bp50), msf(tp99-bp99), float64(t.cpuPerRequest()-b.cpuPerRequest())/float64(time.Microsecond))
+			if o.store == "redis" {
+				split = append(split, fmt.Sprintf("%s, %d clients: tollgate %s = %s in this process + %s in redis-server; bare %s",
+					label, n, us(t.cpuPerRequest()), us(t.cpu.process/time.Duration(t.n)), us(t.cpu.store/time.Duration(t.n)), us(b.cpuPerRequest())))
+			}
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -216,6 +221,9 @@ func run(args []string, out io.Writer) error {
 	}
 	fmt.Fprintln(out, "\nthroughput ratio = tollgate req/s ÷ bare req/s (medians of the rounds); added = tollgate − bare")
 	fmt.Fprintln(out, "CPU/req = CPU time of this process (load generator, upstream and proxy) and of redis-server in the measured window, per request")
+	for _, line := range split {
+		fmt.Fprintln(out, "  "+line)
+	}
 	return nil
 }
 
@@ -429,7 +437,7 @@ type target struct {
 type sample struct {
 	n         int
 	elapsed   time.Duration
-	cpu       time.Duration // CPU time spent in the measured window
+	cpu       cpuTime // CPU time spent in the measured window
 	latencies []time.Duration
 }
 
@@ -437,21 +445,31 @@ type sample struct {
 type result struct {
 	rates     []float64
 	latencies []time.Duration
-	cpu       time.Duration
+	cpu       cpuTime
 	n         int
+}
+
+// cpuTime is CPU time used by this process and by the store's server.
+type cpuTime struct{ process, store time.Duration }
+
+func (c cpuTime) minus(d cpuTime) cpuTime {
+	return cpuTime{process: c.process - d.process, store: c.store - d.store}
 }
 
 func (r *result) add(s sample) {
 	r.rates = append(r.rates, float64(s.n)/s.elapsed.Seconds())
 	r.latencies = append(r.latencies, s.latencies...)
-	r.cpu += s.cpu
+	r.cpu.process += s.cpu.process
+	r.cpu.store += s.cpu.store
 	r.n += s.n
 }
 
 // cpuPerRequest is the CPU time of all rounds divided by their requests.
 // Unlike throughput it does not depend on how much of the machine the
 // run got, so it compares well between runs.
-func (r *result) cpuPerRequest() time.Duration { return r.cpu / time.Duration(r.n) }
+func (r *result) cpuPerRequest() time.Duration {
+	return (r.cpu.process + r.cpu.store) / time.Duration(r.n)
+}
 
 func (r *result) rate() float64 {
 	rs := slices.Clone(r.rates)
@@ -476,7 +494,7 @@ func msf(d time.Duration) float64 {
 // measure runs clients concurrent loops of requests against addr for the
 // warm-up and then the measured duration, and reads cpu at the start and
 // the end of the measured window.
-func measure(addr, mode string, clients int, o options, cpu func() time.Duration) (sample, error) {
+func measure(addr, mode string, clients int, o options, cpu func() cpuTime) (sample, error) {
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: clients,
 		DisableCompression:  true, // as an SDK talking to a local sidecar
@@ -495,12 +513,12 @@ func measure(addr, mode string, clients int, o options, cpu func() time.Duration
 	start := time.Now()
 	measureFrom := start.Add(o.warmup)
 	deadline := measureFrom.Add(o.duration)
-	var cpuUsed time.Duration
+	var cpuUsed cpuTime
 	wg.Go(func() {
 		time.Sleep(time.Until(measureFrom))
 		c0 := cpu()
 		time.Sleep(time.Until(deadline))
-		cpuUsed = cpu() - c0
+		cpuUsed = cpu().minus(c0)
 	})
 	for range clients {
 		wg.Go(func() {
