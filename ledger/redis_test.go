@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,6 +148,40 @@ func TestSweepForgetsClosedHolds(t *testing.T) {
 	}
 	if a, _ := s.Account(ctx, customer); a.Reserved != 0 {
 		t.Errorf("reserved = %s; want 0", a.Reserved)
+	}
+}
+
+// TestCorruptHoldKeepsReservedTrue makes a script fail on a malformed
+// closed hold after it has already closed an expired one: the expiry must
+// stick with its account update, or reserved would stay high for ever.
+func TestCorruptHoldKeepsReservedTrue(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	customer := fmt.Sprintf("corrupt-%d", time.Now().UnixNano())
+	keys := customerKeys(customer)
+	t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
+	now := time.Now()
+	s := NewRedisStore(rdb, Options{Now: func() time.Time { return now }})
+	if _, err := s.Credit(ctx, Credit{Customer: customer, Amount: 10, Kind: KindGrant, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, customer, "h1", 4, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, keys[1], "bad", "not a hold").Err(); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Second)
+	_, err := s.Settle(ctx, customer, "bad", 1, Charge{})
+	if err == nil || !strings.Contains(err.Error(), "malformed hold bad") {
+		t.Fatalf("settle of a malformed hold: %v; want the script's error", err)
+	}
+	if r := rdb.HGet(ctx, keys[keyAccount], "reserved").Val(); r != "0" {
+		t.Errorf("account.reserved = %q after the script closed the expired hold and failed; want 0", r)
+	}
+	if v := rdb.HGet(ctx, keys[1], "h1").Val(); !strings.HasPrefix(v, "e ") {
+		t.Errorf("h1 = %q; want closed as expired", v)
 	}
 }
 

@@ -194,13 +194,21 @@ local function prune(a, now, limit, force)
   return #ids
 end
 
+-- corrupt fails the script on stored data it does not understand. The
+-- account is saved first: Redis keeps the writes a failing script already
+-- made (expired holds it closed), and reserved must still match them.
+local function corrupt(a, msg)
+  save_account(a)
+  error('tollgate: ' .. msg)
+end
+
 -- closed_state returns the state and entry seq of closed hold id, whose
 -- holds value is v, or nil when its retention ended (it is then forgotten
 -- at once, whether or not prune got to it, so that both stores agree).
-local function closed_state(id, v, now)
+local function closed_state(a, id, v, now)
   local state, forget_at, seq = string.match(v, '^(%a) (%-?%d+) ?(%d*)$')
   if not state then
-    error('tollgate: malformed hold ' .. id)
+    corrupt(a, 'malformed hold ' .. id)
   end
   if tonumber(forget_at) <= now then
     redis.call('HDEL', K_HOLDS, id)

@@ -30,7 +30,7 @@ if amount then
   close_hold(a, id, 'r', now, retention)
   return save_account(a, {0})
 end
-if closed_state(id, v, now) == 'e' then
+if closed_state(a, id, v, now) == 'e' then
   close_hold(a, id, 'r', now, retention)
   return save_account(a, {1})
 end

@@ -37,7 +37,7 @@ if v then
     end
     return save_account(a, {3, 0})
   end
-  if closed_state(id, v, now) then
+  if closed_state(a, id, v, now) then
     return save_account(a, {3, 0})
   end
 end

@@ -35,7 +35,7 @@ if not v then
 end
 local amount = live_amount(v)
 if not amount then
-  local state, seq = closed_state(id, v, now)
+  local state, seq = closed_state(a, id, v, now)
   if not state then
     return save_account(a, {3, 0, ''})
   elseif state == 'r' then
@@ -43,7 +43,7 @@ if not amount then
   elseif state == 's' then
     local raw = redis.call('HGET', K_ENTRIES, seq)
     if not raw then
-      error('tollgate: hold ' .. id .. ' settled by missing entry ' .. seq)
+      corrupt(a, 'hold ' .. id .. ' settled by missing entry ' .. seq)
     end
     return save_account(a, {1, tonumber(seq), raw})
   end
