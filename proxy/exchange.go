@@ -32,12 +32,17 @@ const (
 
 // exchange is one metered request from reservation to settlement. It is
 // also the context of the request handed to ReverseProxy: it embeds the
-// client's context (so cancellation and deadlines are the client's) and
-// answers Value(exchangeKey{}) with itself, which lets Rewrite,
+// upstream request's context and answers Value(exchangeKey{}) with itself, which lets Rewrite,
 // ModifyResponse and ErrorHandler find it without a context.WithValue
 // allocation per request.
 type exchange struct {
+	// Context is the upstream request's context: the client's, without
+	// its cancellation, ended by cancelUp clientGoneGrace after the client
+	// goes away (see watchClient).
 	context.Context
+	client   context.Context    // the client's request context
+	cancelUp context.CancelFunc // ends the upstream request
+	unwatch  func() bool        // stops watchClient
 
 	srv      *Server
 	rt       *route
@@ -193,7 +198,40 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 		}
 		return nil, err
 	}
+	ex.watchClient()
 	return ex, nil
+}
+
+// clientGoneGrace is how long the upstream request outlives its client.
+// A client that leaves right after the last text it wanted would otherwise
+// never be charged what follows: OpenAI sends the usage chunk (with the
+// reasoning tokens, often most of the cost) after the final content chunk,
+// Anthropic its message_delta after the last text. Reading on for a moment
+// catches it; DESIGN bounds the whole (cancel, then settle) to 2 s.
+const clientGoneGrace = time.Second
+
+// watchClient detaches the upstream request from the client: the upstream
+// context is the client's without its cancellation, and is cancelled
+// clientGoneGrace after the client goes away, or when the exchange ends.
+func (ex *exchange) watchClient() {
+	client := ex.Context
+	up, cancel := context.WithCancel(context.WithoutCancel(client))
+	ex.client, ex.Context, ex.cancelUp = client, up, cancel
+	ex.unwatch = context.AfterFunc(client, func() {
+		t := time.NewTimer(clientGoneGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-up.Done():
+		}
+	})
+}
+
+// done releases the upstream context once the exchange needs it no more.
+func (ex *exchange) done() {
+	ex.unwatch()
+	ex.cancelUp()
 }
 
 // ambiguous reports whether a failed Reserve may nevertheless have taken
@@ -338,7 +376,8 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 	}
 	if ex.Context.Err() != nil {
 		// The client went away (or the server is closing) and the
-		// Transport cancelled the upstream request. The provider had it
+		// upstream request was cancelled clientGoneGrace later, still
+		// without an answer. The provider had it
 		// and may bill what it processed, so the charge is the meter's
 		// estimate for an answer that never arrived: never free.
 		ex.status = statusClientClosed
@@ -370,6 +409,13 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 // exit path leaves it to expire unpaid.
 func (s *Server) finish(ex *exchange) {
 	b := &ex.resBody
+	if b.draining {
+		// Close handed the body to drain, which settles and ends the
+		// upstream request; touching the body here would race with it.
+		ex.rt.m.request(statusClientClosed)
+		return
+	}
+	defer ex.done()
 	if b.ex != nil && !b.ended {
 		b.end(errAborted)
 	}
@@ -411,13 +457,14 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
 // passes upstream bytes through the meter's Tap and settles the hold once,
 // when the body ends (EOF), fails, or is closed early.
 type meteredBody struct {
-	ex      *exchange
-	rc      io.ReadCloser
-	tap     *meter.Tap // nil when opaque
-	opaque  bool
-	pending []byte // output not yet handed to the client
-	upErr   error  // the error that ended the upstream body, once seen
-	ended   bool
+	ex       *exchange
+	rc       io.ReadCloser
+	tap      *meter.Tap // nil when opaque
+	opaque   bool
+	pending  []byte // output not yet handed to the client
+	upErr    error  // the error that ended the upstream body, once seen
+	ended    bool
+	draining bool // Close left the rest of the body to drain
 }
 
 func (b *meteredBody) Read(p []byte) (int, error) {
@@ -462,13 +509,43 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 	}
 }
 
-// Close settles if the body did not end yet (the client went away, or
-// the copy failed), then closes the upstream body.
+// Close ends the body. Closed before its end while upstream is still
+// sending (the copy to the client failed: the client went away), the rest
+// is read in the background for at most clientGoneGrace, so that usage
+// sent after the last bytes the client took is still seen, and then
+// settled; otherwise it settles now.
 func (b *meteredBody) Close() error {
+	if !b.ended && b.upErr == nil && b.tap != nil {
+		b.draining = true
+		go b.drain()
+		return nil
+	}
 	if !b.ended {
 		b.end(errAborted)
 	}
 	return b.rc.Close()
+}
+
+// drain meters what upstream still sends after the client left, then
+// settles and ends the upstream request.
+func (b *meteredBody) drain() {
+	ex := b.ex
+	defer ex.done()
+	t := time.AfterFunc(clientGoneGrace, ex.cancelUp)
+	defer t.Stop()
+	buf := ex.srv.buffers.Get()
+	defer ex.srv.buffers.Put(buf)
+	for b.upErr == nil {
+		n, err := b.rc.Read(buf)
+		if n > 0 {
+			b.tap.Feed(buf[:n]) // the client is gone: meter only
+		}
+		if err != nil {
+			b.upErr = err
+		}
+	}
+	b.end(errAborted)
+	b.rc.Close()
 }
 
 // end finishes metering: why is io.EOF for a complete body.
@@ -497,7 +574,7 @@ func (b *meteredBody) end(why error) {
 	reason := "complete"
 	if why != io.EOF {
 		reason = "cut short"
-		if ex.Context.Err() != nil {
+		if ex.client.Err() != nil || b.draining {
 			reason = "client gone"
 		}
 	}

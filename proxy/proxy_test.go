@@ -675,3 +675,51 @@ func TestClientGoneBeforeResponse(t *testing.T) {
 	}
 	h.eventually("tollgate_requests_total", map[string]string{"route": "/v1/chat/completions", "status": "499"}, 1)
 }
+
+// TestClientGoneBeforeUsageChunk: a client that leaves right after the
+// last content it wanted is still charged the usage chunk that follows,
+// reasoning tokens included, because the upstream request outlives the
+// client by clientGoneGrace.
+func TestClientGoneBeforeUsageChunk(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, word := range []string{"Forty", "-two"} {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", word)
+		}
+		fmt.Fprint(w, "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(300 * time.Millisecond) // the client leaves meanwhile
+		fmt.Fprint(w, `data: {"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":1502,"total_tokens":1522,"completion_tokens_details":{"reasoning_tokens":1500}}}`+"\n\ndata: [DONE]\n\n")
+		w.(http.Flusher).Flush()
+	})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", `,"stream":true`)))
+	req.Header.Set("X-Tollgate-Customer", cust)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []byte
+	buf := make([]byte, 256)
+	for !strings.Contains(string(seen), "finish_reason") {
+		n, err := res.Body.Read(buf)
+		seen = append(seen, buf[:n]...)
+		if err != nil {
+			t.Fatalf("stream ended before finish_reason: %v", err)
+		}
+	}
+	cancel()
+	res.Body.Close()
+
+	c := waitSettled(t, h.store, cust, 1, 2*time.Second)[0]
+	// gpt-4o: 20 input × 2.50 + 1502 output × 10 per 1M = 0.015070.
+	if c.InputTokens != 20 || c.OutputTokens != 1502 || c.Amount != -mustMicros(t, "0.015070") {
+		t.Errorf("charge %+v, want the upstream's usage: 20 input, 1502 output, -0.015070", c)
+	}
+	if got := h.metric("tollgate_usage_estimated_total", map[string]string{"route": "/v1/chat/completions"}); got != 0 {
+		t.Errorf("tollgate_usage_estimated_total = %v, want 0: the usage arrived", got)
+	}
+}

@@ -56,8 +56,13 @@ func (s *Server) release(ex *exchange, reason string) {
 }
 
 func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
-	cost, err := ex.price.Cost(u)
-	if err != nil {
+	// Charge also moves a fallback estimate (a DALL·E image or a
+	// whisper-1 duration at a token-only price) into the token counts the
+	// ledger records, marked Estimated.
+	charged, cost, err := ex.price.Charge(u)
+	if err == nil {
+		u = charged
+	} else {
 		// Usage beyond any sane figure (a provider bug): charge what the
 		// customer agreed to, and say so.
 		s.log.Error("usage cannot be priced; charging the reservation instead",
