@@ -86,6 +86,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.busy.Add(-1)
 	st := s.state.Load()
 
+	if !canonicalPath(r.URL.Path) {
+		s.m.requests.WithLabelValues(routeNone, "404").Inc()
+		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
+			"no route for %s %s: tollgate forwards only paths without \".\" or \"..\" segments, empty segments or backslashes", r.Method, r.URL.Path))
+		return
+	}
 	cr := st.cfg.Match(r.URL.Path)
 	if cr == nil {
 		s.m.requests.WithLabelValues(routeNone, "404").Inc()
@@ -116,6 +122,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r2.ContentLength = int64(len(ex.body))
 	ex.sentAt = s.now()
 	rt.proxy.ServeHTTP(w, r2)
+}
+
+// canonicalPath reports whether p (the decoded request path) names one
+// resource however the upstream reads it: absolute, with no "." or ".."
+// segment, no empty segment but a trailing one, and no backslash. Routes
+// match the path as sent, but the providers' front ends normalise it
+// before routing (RFC 3986 §5.2.4 dot-segment removal; some also turn
+// "\" into "/" and merge "//"), so /v1/files/../chat/completions would
+// be priced by a cheap /v1/files/ prefix route and answered by chat
+// completions. Percent-encoded forms ("%2e%2e", "%2F", "%5C") are caught
+// too, since p is decoded.
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' || strings.IndexByte(p, '\\') >= 0 {
+		return false
+	}
+	for rest := p[1:]; ; {
+		seg, after, more := strings.Cut(rest, "/")
+		if seg == "." || seg == ".." || (seg == "" && more) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		rest = after
+	}
 }
 
 // prepare runs every check and the reservation. On success the request

@@ -273,6 +273,7 @@ type harnessOptions struct {
 	reconciler proxy.Reconciler
 	webhook    http.Handler
 	retryFor   time.Duration
+	transport  http.RoundTripper // default: proxy.NewTransport()
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -293,6 +294,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		Logger:         zap.New(core),
 		Registerer:     reg,
 		SettleRetryFor: o.retryFor,
+		Transport:      o.transport,
 	})
 	if err != nil {
 		t.Fatal(err)
