@@ -58,6 +58,7 @@ type exchange struct {
 
 	status int         // what the client was answered, for metrics
 	closed atomic.Bool // the hold has been handed to settle or release
+	sent   atomic.Bool // the Transport has taken the whole request body
 
 	hdr     [2]string // backing arrays of the two response headers
 	body    []byte    // the body sent upstream
@@ -113,7 +114,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(ex.body) == 0 {
 		r2.Body = http.NoBody
 	} else {
-		ex.reqBody.b = ex.body
+		ex.reqBody = bodyReader{b: ex.body, sent: &ex.sent}
 		r2.Body = &ex.reqBody
 		// Lets the Transport resend the body on a fresh connection when
 		// a pooled one turns out to be closed (net/http rewindBody).
@@ -325,13 +326,16 @@ func newRequestID() string {
 }
 
 func (ex *exchange) getBody() (io.ReadCloser, error) {
-	return &bodyReader{b: ex.body}, nil
+	return &bodyReader{b: ex.body, sent: &ex.sent}, nil
 }
 
-// bodyReader reads the request body to the Transport.
+// bodyReader reads the request body to the Transport, and records when
+// the Transport has taken all of it: from then on the provider may have
+// the request, and a request it has is never free.
 type bodyReader struct {
-	b   []byte
-	off int
+	b    []byte
+	off  int
+	sent *atomic.Bool
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
@@ -340,7 +344,16 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, r.b[r.off:])
 	r.off += n
+	if r.off == len(r.b) {
+		r.sent.Store(true)
+	}
 	return n, nil
+}
+
+// delivered reports whether the provider may have received the request.
+// A request without a body gives no sign of it and counts as delivered.
+func (ex *exchange) delivered() bool {
+	return len(ex.body) == 0 || ex.sent.Load()
 }
 
 func (r *bodyReader) Close() error { return nil }
@@ -403,6 +416,13 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 	ex := exchangeOf(r.Context())
 	if ex == nil {
 		writeError(w, http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API could not be reached; nothing was charged")
+		return
+	}
+	if ex.Context.Err() != nil && !ex.delivered() {
+		// The client went away while tollgate was still connecting (or
+		// sending): the provider never had the request, nothing to pay.
+		ex.status = statusClientClosed
+		s.release(ex, "client gone before the request was sent")
 		return
 	}
 	if ex.Context.Err() != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -781,4 +782,40 @@ func TestNonCanonicalPaths(t *testing.T) {
 		t.Errorf("upstream path %q", got)
 	}
 	h.settled(cust, 1)
+}
+
+// TestClientGoneBeforeRequestSent: a client that gives up while tollgate
+// is still connecting to the provider (a blackholed address, a slow TLS
+// handshake) is charged nothing: the provider never received the request,
+// so this is an unreachable upstream, not an answer cut short.
+func TestClientGoneBeforeRequestSent(t *testing.T) {
+	dialing := make(chan struct{}, 1)
+	tr := proxy.NewTransport()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialing <- struct{}{}
+		<-ctx.Done() // the SYN is never answered
+		return nil, ctx.Err()
+	}
+	h := newHarness(t, harnessOptions{transport: tr})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", "")))
+	req.Header.Set("X-Tollgate-Customer", cust)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := http.DefaultClient.Do(req)
+		errc <- err
+	}()
+	<-dialing
+	if a := h.account(cust); a.Reserved == 0 {
+		t.Fatal("nothing reserved while connecting")
+	}
+	cancel()
+	<-errc
+	waitSettled(t, h.store, cust, 0, 3*time.Second)
+	if a := h.account(cust); a.Balance != mustMicros(t, "10") {
+		t.Errorf("balance %s, want 10: nothing reached the provider", a.Balance)
+	}
+	h.eventually("tollgate_requests_total", map[string]string{"route": "/v1/chat/completions", "status": "499"}, 1)
 }
