@@ -819,3 +819,106 @@ func TestClientGoneBeforeRequestSent(t *testing.T) {
 	}
 	h.eventually("tollgate_requests_total", map[string]string{"route": "/v1/chat/completions", "status": "499"}, 1)
 }
+
+// TestClientGoneWhileUpstreamStreams: when the client leaves while the
+// provider keeps sending, writing to the client fails and the rest of the
+// body is read in the background for at most clientGoneGrace: a usage
+// chunk that arrives meanwhile is charged exactly; a provider that stops
+// sending without one is cancelled and the stream charged its estimate,
+// all within DESIGN's 2 s.
+func TestClientGoneWhileUpstreamStreams(t *testing.T) {
+	tests := []struct {
+		name  string
+		usage bool // the provider ends with the usage chunk 300ms after the client left
+	}{
+		{"usage arrives after the client left", true},
+		{"provider hangs after the client left", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOptions{})
+			left := make(chan time.Time, 1)
+			cancelled := make(chan time.Time, 1)
+			h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fl := w.(http.Flusher)
+				word := func() {
+					io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n")
+					fl.Flush()
+				}
+				word()
+				var stop <-chan time.Time
+				for {
+					select {
+					case at := <-left:
+						if tc.usage {
+							stop = time.After(300*time.Millisecond - time.Since(at))
+						} else {
+							stop = time.After(100 * time.Millisecond)
+						}
+					case <-stop:
+						if tc.usage {
+							io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":700,"total_tokens":720}}`+"\n\ndata: [DONE]\n\n")
+							return
+						}
+						<-r.Context().Done()
+						cancelled <- time.Now()
+						return
+					case <-r.Context().Done():
+						cancelled <- time.Now()
+						return
+					case <-time.After(2 * time.Millisecond):
+						word()
+					}
+				}
+			})
+			cust := newCustomer()
+			h.grant(cust, "10")
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", `,"stream":true`)))
+			req.Header.Set("X-Tollgate-Customer", cust)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadAtLeast(res.Body, make([]byte, 64), 10); err != nil {
+				t.Fatal(err)
+			}
+			gone := time.Now()
+			cancel()
+			res.Body.Close()
+			left <- gone
+
+			c := waitSettled(t, h.store, cust, 1, 2*time.Second)[0]
+			if d := time.Since(gone); d > 2*time.Second {
+				t.Errorf("settled %s after the client left", d)
+			}
+			if tc.usage {
+				// 20 input × 2.50 + 700 output × 10 per 1M.
+				if c.InputTokens != 20 || c.OutputTokens != 700 || c.Amount != -mustMicros(t, "0.007050") {
+					t.Errorf("charge %+v, want the provider's usage", c)
+				}
+			} else {
+				select {
+				case at := <-cancelled:
+					if d := at.Sub(gone); d > 2*time.Second {
+						t.Errorf("the upstream request was cancelled %s after the client left", d)
+					}
+				case <-time.After(2 * time.Second):
+					t.Fatal("the upstream request was not cancelled")
+				}
+				if c.OutputTokens == 0 || c.InputTokens == 0 || c.Amount >= 0 {
+					t.Errorf("charge %+v, want the estimate of what was streamed", c)
+				}
+				h.eventually("tollgate_usage_estimated_total", map[string]string{"route": "/v1/chat/completions"}, 1)
+			}
+			h.eventually("tollgate_open_streams", nil, 0)
+			h.eventually("tollgate_requests_total", map[string]string{"route": "/v1/chat/completions", "status": "499"}, 1)
+			dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+			defer dcancel()
+			if err := h.srv.Drain(dctx); err != nil {
+				t.Errorf("drain after the stream settled: %v", err)
+			}
+		})
+	}
+}
