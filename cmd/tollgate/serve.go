@@ -305,10 +305,13 @@ func (r reconciler) Reconcile(ctx context.Context, since time.Duration) (int, in
 		err = fmt.Errorf("%w: %w", proxy.ErrNotConfigured, err)
 	case errors.Is(err, stripesync.ErrInvalidWindow):
 		err = fmt.Errorf("%w: %w", proxy.ErrInvalidArgument, err)
+	case errors.Is(err, stripesync.ErrIncomplete):
+		// Before *APIError: the events that failed may have failed on a
+		// Stripe API call, but the listing finished and a rerun retries
+		// them.
+		err = fmt.Errorf("%w: %w", proxy.ErrIncomplete, err)
 	case errors.As(err, &apiErr):
 		err = fmt.Errorf("%w: %w", proxy.ErrStripeAPI, err)
-	case errors.Is(err, stripesync.ErrIncomplete):
-		err = fmt.Errorf("%w: %w", proxy.ErrIncomplete, err)
 	}
 	return events, applied, err
 }

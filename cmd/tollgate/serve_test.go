@@ -722,3 +722,69 @@ func TestServeReload(t *testing.T) {
 	}
 	c.logged(t, "tollgate stopped")
 }
+
+// TestServeReconcileErrors: POST /v1/reconcile answers with the class of
+// what failed. A run that listed every event but could not apply some of
+// them is 500 reconcile_incomplete (running it again retries them), even
+// when what failed for an event was a Stripe API call; only a failed
+// listing is 502 stripe_api_error.
+func TestServeReconcileErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		events int // status of GET /v1/events
+		status int
+		code   string
+	}{
+		{"an event's line items cannot be read", http.StatusOK, http.StatusInternalServerError, "reconcile_incomplete"},
+		{"the events cannot be listed", http.StatusUnauthorized, http.StatusBadGateway, "stripe_api_error"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			stripe := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				switch {
+				case r.URL.Path == "/v1/events" && tc.events == http.StatusOK:
+					io.WriteString(w, `{"object":"list","has_more":false,"data":[{"id":"evt_1","object":"event","type":"checkout.session.completed","created":1700000000,"data":{"object":{"id":"cs_1","object":"checkout.session","mode":"payment","payment_status":"paid","payment_intent":"pi_1","customer":"cus_1","metadata":{"tollgate_customer":"acme"}}}}]}`)
+				case r.URL.Path == "/v1/events":
+					w.WriteHeader(tc.events)
+					io.WriteString(w, `{"error":{"type":"invalid_request_error","message":"Invalid API Key provided"}}`)
+				default:
+					w.WriteHeader(http.StatusNotFound)
+					io.WriteString(w, `{"error":{"type":"invalid_request_error","message":"No such checkout session"}}`)
+				}
+			}))
+			t.Cleanup(stripe.Close)
+			dir := t.TempDir()
+			path := filepath.Join(dir, "tollgate.yaml")
+			cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0", token: %s}
+store: {%s}
+stripe: {api_key: sk_test_reconcile, api_base: %q, reconcile_interval: 0s}
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: http://127.0.0.1:1
+    prices:
+      gpt-4o: {input: "2.50", output: "10"}
+`, serveToken, boltSection(dir), stripe.URL)
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s := startServe(t, path)
+			req, _ := http.NewRequest(http.MethodPost, s.admin+"/v1/reconcile", strings.NewReader(`{"since":"72h"}`))
+			req.Header.Set("Authorization", "Bearer "+serveToken)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			var e struct {
+				Error struct{ Code string } `json:"error"`
+			}
+			if err := json.Unmarshal(data, &e); err != nil || res.StatusCode != tc.status || e.Error.Code != tc.code {
+				t.Errorf("%d %s, want %d %s", res.StatusCode, data, tc.status, tc.code)
+			}
+		})
+	}
+}
