@@ -359,3 +359,21 @@ func TestWebhookDispute(t *testing.T) {
 		t.Errorf("unsigned webhook: %d %s", res.StatusCode, data)
 	}
 }
+
+// TestReadyzWhileDraining: from BeginDrain on, /readyz answers 503 so that
+// load balancers stop sending traffic, while /healthz stays 200 (the
+// process is alive and finishing its requests).
+func TestReadyzWhileDraining(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	if res, data := h.call("GET", "/readyz", "", ""); res.StatusCode != 200 {
+		t.Fatalf("/readyz before draining: %d %s", res.StatusCode, data)
+	}
+	h.srv.BeginDrain()
+	res, data := h.call("GET", "/readyz", "", "")
+	if e := wantError(t, res, data, 503, "shutting_down"); e.Error.Message != "tollgate is shutting down" {
+		t.Errorf("message %q", e.Error.Message)
+	}
+	if res, data := h.call("GET", "/healthz", "", ""); res.StatusCode != 200 {
+		t.Errorf("/healthz while draining: %d %s", res.StatusCode, data)
+	}
+}
