@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
@@ -100,6 +101,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"no route for %s %s: tollgate forwards only the paths configured in its routes", r.Method, r.URL.Path))
 		return
 	}
+	if exact := slashAlias(st, cr, r.URL.Path); exact != nil {
+		s.m.requests.WithLabelValues(routeNone, "404").Inc()
+		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
+			"no route for %s %s: it would be priced by the route %s while it names the route %s; send it without the trailing slash",
+			r.Method, r.URL.Path, cr.Path, exact.Path))
+		return
+	}
 	rt := st.routes[cr]
 	ex, err := s.prepare(w, r, st, rt)
 	if err != nil {
@@ -148,6 +156,21 @@ func canonicalPath(p string) bool {
 		}
 		rest = after
 	}
+}
+
+// slashAlias returns the exact route that p, matched by the prefix route
+// cr, names once its trailing slash is dropped, or nil. Upstreams with
+// lenient routing (Express's and Fiber's defaults) answer
+// /v1/chat/completions/ as /v1/chat/completions, so under a catch-all
+// prefix route such a path would be priced by the wrong route.
+func slashAlias(st *state, cr *config.Route, p string) *config.Route {
+	if len(p) < 2 || p[len(p)-1] != '/' || !strings.HasSuffix(cr.Path, "/") {
+		return nil
+	}
+	if exact := st.cfg.Match(p[:len(p)-1]); exact != nil && exact.Path == p[:len(p)-1] {
+		return exact
+	}
+	return nil
 }
 
 // prepare runs every check and the reservation. On success the request

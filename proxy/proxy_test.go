@@ -922,3 +922,40 @@ func TestClientGoneWhileUpstreamStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestTrailingSlashAlias: with a catch-all prefix route, a metered exact
+// path written with a trailing slash would be priced by the catch-all,
+// while upstreams with lenient routing (Express, Fiber) answer it as the
+// exact path. It is refused; other paths under the prefix are not.
+func TestTrailingSlashAlias(t *testing.T) {
+	h := newHarness(t, harnessOptions{yaml: testConfig + `
+  - path: /v1/
+    api: flat
+    upstream: UPSTREAM
+    prices:
+      "*": {per_request: "0.000001"}
+`})
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"object":"list","data":[]}`)
+	})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	res, data := h.do(request{path: "/v1/chat/completions/", customer: cust, body: chatBody("gpt-4o", "")})
+	if res.StatusCode != 404 {
+		t.Fatalf("%d %s", res.StatusCode, data)
+	}
+	want := "no route for POST /v1/chat/completions/: it would be priced by the route /v1/ while it names the route /v1/chat/completions; send it without the trailing slash"
+	if e := decodeError(t, data); e.Error.Code != "route_not_found" || e.Error.Message != want {
+		t.Errorf("got %+v, want route_not_found: %s", e.Error, want)
+	}
+	if n := len(h.up.requests()); n != 0 {
+		t.Errorf("the upstream received %d requests", n)
+	}
+	for _, path := range []string{"/v1/batches/", "/v1/files/file-abc/content"} {
+		if res, data := h.do(request{path: path, customer: cust, body: "{}"}); res.StatusCode != 200 {
+			t.Errorf("%s under the catch-all: %d %s", path, res.StatusCode, data)
+		}
+	}
+	h.settled(cust, 2)
+}
