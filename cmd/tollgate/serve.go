@@ -94,6 +94,14 @@ func newLogger(w io.Writer, format string, level zapcore.Level) *zap.Logger {
 // finish (shutdown_timeout), cut what is left, settle everything, close
 // the store.
 func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger, stdout io.Writer) (err error) {
+	// Take SIGHUP over first: its default action kills the process, and a
+	// reload signal may come while the store is still being opened (a
+	// Redis probe can take seconds). One that arrives before serving is
+	// applied once the loop below runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	// go-redis logs through a process-wide logger; route it into ours, at
 	// debug level: while Redis is down it reports every failed dial, and
 	// the proxy already logs what matters.
@@ -131,12 +139,6 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 		Webhook:    syncer.WebhookHandler(),
 		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 	})
-
-	// Reloads are wanted from here on: a SIGHUP before this point would
-	// have killed the process, which is the default action.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -524,9 +525,19 @@ type child struct {
 	proxy, admin string
 	stderr       *syncBuffer
 	exited       chan error
+	lines        chan string
 }
 
+// startChild starts `tollgate` with args and waits until it listens.
 func startChild(t *testing.T, args ...string) *child {
+	t.Helper()
+	c := spawnChild(t, args...)
+	c.waitListening(t)
+	return c
+}
+
+// spawnChild starts `tollgate` with args.
+func spawnChild(t *testing.T, args ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$")
 	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, "\x1f"))
@@ -534,7 +545,7 @@ func startChild(t *testing.T, args ...string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	c := &child{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1), lines: make(chan string)}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -543,19 +554,24 @@ func startChild(t *testing.T, args ...string) *child {
 		cmd.Process.Kill()
 		<-c.exited
 	})
-	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			lines <- sc.Text()
+			c.lines <- sc.Text()
 		}
-		close(lines)
+		close(c.lines)
 		c.exited <- cmd.Wait()
 	}()
+	return c
+}
+
+// waitListening waits until the child has printed both addresses.
+func (c *child) waitListening(t *testing.T) {
+	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for c.proxy == "" || c.admin == "" {
 		select {
-		case line, ok := <-lines:
+		case line, ok := <-c.lines:
 			if !ok {
 				t.Fatalf("tollgate exited before listening:\n%s", c.stderr.String())
 			}
@@ -570,10 +586,9 @@ func startChild(t *testing.T, args ...string) *child {
 		}
 	}
 	go func() {
-		for range lines {
+		for range c.lines {
 		}
 	}()
-	return c
 }
 
 // logged waits until the child has logged msg.
@@ -787,4 +802,54 @@ routes:
 			}
 		})
 	}
+}
+
+// TestServeSIGHUPDuringStart: a SIGHUP that arrives while serve is still
+// starting (here: waiting for a Redis that does not answer) does not kill
+// the process, as the signal's default action would; the file is read
+// again once serving.
+func TestServeSIGHUPDuringStart(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probing := make(chan struct{})
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+	)
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if held = append(held, conn); len(held) == 1 {
+				close(probing)
+			}
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		silent.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, conn := range held {
+			conn.Close()
+		}
+	})
+	dir := t.TempDir()
+	store := fmt.Sprintf("redis_url: %q, hold_ttl: 1m", "redis://"+silent.Addr().String()+"/0?read_timeout=300ms")
+	c := spawnChild(t, "serve", "--config", writeConfig(t, dir, "http://127.0.0.1:1", store, "", "10"))
+	select {
+	case <-probing: // the child is asking the silent Redis whether it is a cluster
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tollgate did not connect to Redis:\n%s", c.stderr.String())
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	c.waitListening(t)
+	c.logged(t, "config reloaded")
 }
