@@ -959,3 +959,93 @@ func TestTrailingSlashAlias(t *testing.T) {
 	}
 	h.settled(cust, 2)
 }
+
+// TestUnreadableEncoding: an answer compressed in an encoding the meter
+// cannot read (tollgate asked for identity) reaches the client untouched
+// and is charged its reservation, the most the customer agreed to pay.
+func TestUnreadableEncoding(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	compressed := []byte("\x1b\x2e\x00\xf8\x8d\xd4\x6d\x2b\x05not-really-brotli")
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "br")
+		w.Write(compressed)
+	})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	body := chatBody("gpt-4o", `,"max_tokens":300`)
+	res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body})
+	if res.StatusCode != 200 || res.Header.Get("Content-Encoding") != "br" || !bytes.Equal(data, compressed) {
+		t.Fatalf("%d Content-Encoding %q, %q", res.StatusCode, res.Header.Get("Content-Encoding"), data)
+	}
+	reserved := reservation(body, 300)
+	if got := res.Header.Get("X-Tollgate-Reserved"); got != reserved.String() {
+		t.Errorf("X-Tollgate-Reserved %s, want %s", got, reserved)
+	}
+	if c := h.settled(cust, 1)[0]; c.Amount != -reserved {
+		t.Errorf("charged %s, want the reservation %s", -c.Amount, reserved)
+	}
+	h.eventually("tollgate_usage_estimated_total", map[string]string{"route": "/v1/chat/completions"}, 1)
+	h.eventually("tollgate_open_streams", nil, 0)
+}
+
+// TestUnaskedProtocolSwitch: an upstream that switches protocols although
+// nobody asked is not tunnelled: the client gets 502 upstream_unavailable
+// and nothing is charged.
+func TestUnaskedProtocolSwitch(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(io.Discard, conn) // hold the connection until the proxy drops it
+	})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", "")})
+	if res.StatusCode != 502 || decodeError(t, data).Error.Code != "upstream_unavailable" {
+		t.Errorf("%d %s", res.StatusCode, data)
+	}
+	h.settled(cust, 0)
+	if a := h.account(cust); a.Balance != mustMicros(t, "10") {
+		t.Errorf("balance %s, want 10", a.Balance)
+	}
+	h.eventually("tollgate_requests_total", map[string]string{"route": "/v1/chat/completions", "status": "502"}, 1)
+}
+
+// TestLargeEventFiltered: with the usage chunk filtered out, an event
+// larger than one copy buffer, arriving in pieces, is held until it ends
+// and then reaches the client whole and unchanged.
+func TestLargeEventFiltered(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	big := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" + strings.Repeat("abcdefgh", 6000) + "\"}}]}\n\n"
+	usage := "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":12000,\"total_tokens\":12010}}\n\n"
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		stream := big + usage + "data: [DONE]\n\n"
+		for len(stream) > 0 {
+			n := min(4096, len(stream))
+			io.WriteString(w, stream[:n])
+			fl.Flush()
+			stream = stream[n:]
+		}
+	})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", `,"stream":true,"max_tokens":1000`)})
+	if res.StatusCode != 200 {
+		t.Fatalf("%d %s", res.StatusCode, data)
+	}
+	if want := big + "data: [DONE]\n\n"; string(data) != want {
+		t.Errorf("the client got %d bytes, want %d (the stream without the usage chunk)", len(data), len(want))
+	}
+	if c := h.settled(cust, 1)[0]; c.InputTokens != 10 || c.OutputTokens != 12000 {
+		t.Errorf("charge %+v", c)
+	}
+}
