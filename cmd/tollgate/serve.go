@@ -167,7 +167,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	proxyURL, adminURL := "http://"+proxyLn.Addr().String(), "http://"+adminLn.Addr().String()
 	storeDesc := "embedded file " + cfg.Store.Path
 	if cfg.Store.RedisURL != "" {
-		storeDesc = "redis " + redactURL(cfg.Store.RedisURL)
+		storeDesc = "redis " + redactRedisURL(cfg.Store.RedisURL)
 	}
 	log.Info("tollgate serving", zap.String("proxy", proxyURL), zap.String("admin", adminURL),
 		zap.String("store", storeDesc), zap.Int("routes", len(cfg.Routes)), zap.String("version", versionString()))

@@ -490,14 +490,18 @@ func TestServeRedis(t *testing.T) {
 			}
 		})
 	}
-	t.Run("bad URL hides the password", func(t *testing.T) {
-		dir := t.TempDir()
-		path := writeConfig(t, dir, "http://127.0.0.1:1", `redis_url: "redis://:hunter2@localhost:6379/notadb"`, "", "10")
-		_, stderr, code := runCLI(t, "serve", "--config", path)
-		if code != 1 || !strings.Contains(stderr, "store.redis_url") || strings.Contains(stderr, "hunter2") {
-			t.Errorf("exit %d: %s", code, stderr)
-		}
-	})
+	for _, userinfo := range []string{":hunter2", "default:hunter2", "hunter2"} {
+		// "redis://hunter2@host" is a common slip for ":hunter2@": the
+		// password lands in the user name, and must be hidden there too.
+		t.Run("bad URL hides the password in "+userinfo, func(t *testing.T) {
+			dir := t.TempDir()
+			path := writeConfig(t, dir, "http://127.0.0.1:1", `redis_url: "redis://`+userinfo+`@localhost:6379/notadb"`, "", "10")
+			_, stderr, code := runCLI(t, "serve", "--config", path)
+			if code != 1 || !strings.Contains(stderr, "store.redis_url") || strings.Contains(stderr, "hunter2") {
+				t.Errorf("exit %d: %s", code, stderr)
+			}
+		})
+	}
 }
 
 // The tests below run tollgate as its own process, so that it can be

@@ -75,7 +75,7 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 	// notifications around every reply, which costs on the request path.
 	resp2 := !q.Has("protocol")
 	bad := func(err error) error {
-		return fmt.Errorf("store.redis_url %s: %v; want e.g. redis://:password@redis:6379/0", u.Redacted(), err)
+		return fmt.Errorf("store.redis_url %s: %v; want e.g. redis://:password@redis:6379/0", redactRedis(u), err)
 	}
 	if q.Has("addr") {
 		opts, err := redis.ParseClusterURL(raw)
@@ -109,14 +109,14 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 	info, err := client.Info(pctx, "cluster").Result()
 	if err != nil {
 		log.Warn("Redis does not answer at start-up; assuming a single node (list every node with ?addr=host:port for a cluster). Requests get 503 billing_unavailable until it answers",
-			zap.String("redis", u.Redacted()), zap.Error(err))
+			zap.String("redis", redactRedis(u)), zap.Error(err))
 		return client, nil
 	}
 	if !strings.Contains(info, "cluster_enabled:1") {
 		return client, nil
 	}
 	client.Close()
-	log.Info("Redis Cluster detected", zap.String("redis", u.Redacted()))
+	log.Info("Redis Cluster detected", zap.String("redis", redactRedis(u)))
 	return redis.NewClusterClient(&redis.ClusterOptions{
 		Addrs:           []string{opts.Addr},
 		ClientName:      opts.ClientName,
@@ -141,4 +141,28 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 		TLSConfig:       opts.TLSConfig,
 		DialerRetries:   1,
 	}), nil
+}
+
+// redactRedisURL is raw as logs may show it: see redactRedis.
+func redactRedisURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(hidden)"
+	}
+	return redactRedis(u)
+}
+
+// redactRedis is u without its secret. url.URL.Redacted hides only a
+// password; a user name without a password is hidden as well, because
+// "redis://secret@host" is a common slip for "redis://:secret@host" and
+// puts the password where a user name goes.
+func redactRedis(u *url.URL) string {
+	if u.User != nil {
+		if _, ok := u.User.Password(); !ok && u.User.Username() != "" {
+			v := *u
+			v.User = url.User("xxxxx")
+			return v.String()
+		}
+	}
+	return u.Redacted()
 }
