@@ -85,7 +85,7 @@ func printConfig(w io.Writer, path string, c *config.Config) {
 	}
 	fmt.Fprintf(tw, "admin.listen\t%s\n", admin)
 	if c.Store.RedisURL != "" {
-		fmt.Fprintf(tw, "store\tredis %s\n", redactURL(c.Store.RedisURL))
+		fmt.Fprintf(tw, "store\tredis %s\n", redactRedisURL(c.Store.RedisURL))
 	} else {
 		fmt.Fprintf(tw, "store\tembedded, file %s\n", c.Store.Path)
 	}

@@ -194,11 +194,3 @@ func printJSON(w io.Writer, data []byte) error {
 	return err
 }
 
-// redactURL prints a URL with its password hidden.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(hidden)"
-	}
-	return u.Redacted()
-}

@@ -206,3 +206,23 @@ func TestServeFlags(t *testing.T) {
 		t.Errorf("serve --log-level loud: exit %d, %q", code, stderr)
 	}
 }
+
+// TestCheckHidesRedisSecrets: check prints the store's Redis URL without
+// its password, also when the password sits where a user name goes.
+func TestCheckHidesRedisSecrets(t *testing.T) {
+	unsetenv(t, "TOLLGATE_CONFIG")
+	for _, tc := range []struct{ url, want string }{
+		{"redis://:hunter2@redis:6379/0", "store              redis redis://:xxxxx@redis:6379/0\n"},
+		{"redis://hunter2@redis:6379/0", "store              redis redis://xxxxx@redis:6379/0\n"},
+	} {
+		path := filepath.Join(t.TempDir(), "tollgate.yaml")
+		cfg := "store: {redis_url: \"" + tc.url + "\"}\nroutes:\n  - {path: /v1/models, api: flat, upstream: \"http://127.0.0.1:1\", prices: {\"*\": {per_request: \"1\"}}}\n"
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, code := runCLI(t, "check", "--config", path)
+		if code != 0 || strings.Contains(stdout+stderr, "hunter2") || !strings.Contains(stdout, tc.want) {
+			t.Errorf("check with %s: exit %d, want %q in\n%s%s", tc.url, code, tc.want, stdout, stderr)
+		}
+	}
+}
