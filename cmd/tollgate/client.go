@@ -193,4 +193,3 @@ func printJSON(w io.Writer, data []byte) error {
 	_, err := fmt.Fprintf(w, "%s\n", data)
 	return err
 }
-
