@@ -114,6 +114,11 @@ func NewTap(req Request, contentType string) *Tap {
 	return t
 }
 
+// Filters reports whether the Tap may remove bytes from what the client
+// sees (the injected usage chunk, see NewTap), so that the response's
+// Content-Length no longer holds.
+func (t *Tap) Filters() bool { return t.filter }
+
 // Feed consumes p, the next bytes of the upstream body, and returns the
 // bytes to send the client now.
 //

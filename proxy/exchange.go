@@ -411,7 +411,7 @@ func (s *Server) modifyResponse(res *http.Response) error {
 			zap.String("route", ex.rt.path), zap.String("content_encoding", ce), zap.String("request", ex.id))
 	} else {
 		b.tap = meter.NewTap(ex.req, ct)
-		if ex.req.API == meter.OpenAIChat && ex.req.Stream && !ex.req.IncludeUsage && isEventStream(ct) {
+		if b.tap.Filters() {
 			// The tap removes the usage chunk tollgate asked for, so the
 			// length changes; the client gets a chunked body.
 			res.Header.Del("Content-Length")
@@ -421,16 +421,6 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	res.Body = b
 	s.m.openStreams.Inc()
 	return nil
-}
-
-// isEventStream reports whether a Content-Type is text/event-stream,
-// without allocating.
-func isEventStream(ct string) bool {
-	const want = "text/event-stream"
-	if i := strings.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	return strings.EqualFold(strings.TrimSpace(ct), want)
 }
 
 // upstreamError is ReverseProxy.ErrorHandler: the request never got an
