@@ -155,23 +155,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// customerID reads and checks the {id} path segment.
-func customerID(r *http.Request) (string, error) {
-	id := r.PathValue("id")
-	if err := ledger.ValidateCustomer(id); err != nil {
-		return "", err
+// customer checks that r uses method (GET also allows HEAD) and names a
+// valid customer in its {id} path segment, and returns the id. When either
+// check fails it has answered r, and ok is false.
+func (a *admin) customer(w http.ResponseWriter, r *http.Request, method string) (id string, ok bool) {
+	if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+		methodNotAllowed(w, r, method)
+		return "", false
 	}
-	return id, nil
+	id = r.PathValue("id")
+	if err := ledger.ValidateCustomer(id); err != nil {
+		a.fail(w, r, err)
+		return "", false
+	}
+	return id, true
 }
 
 func (a *admin) account(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, r, "GET")
-		return
-	}
-	id, err := customerID(r)
-	if err != nil {
-		a.fail(w, r, err)
+	id, ok := a.customer(w, r, http.MethodGet)
+	if !ok {
 		return
 	}
 	acct, err := a.s.store.Account(r.Context(), id)
@@ -190,13 +192,8 @@ type ledgerPage struct {
 }
 
 func (a *admin) ledger(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(w, r, "GET")
-		return
-	}
-	id, err := customerID(r)
-	if err != nil {
-		a.fail(w, r, err)
+	id, ok := a.customer(w, r, http.MethodGet)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()
@@ -242,13 +239,8 @@ type creditResult struct {
 // credit adds (positive amount, entry kind "grant") or removes (negative,
 // kind "adjust") credits, once per idempotency key.
 func (a *admin) credit(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, r, "POST")
-		return
-	}
-	id, err := customerID(r)
-	if err != nil {
-		a.fail(w, r, err)
+	id, ok := a.customer(w, r, http.MethodPost)
+	if !ok {
 		return
 	}
 	var body creditRequest
@@ -256,6 +248,7 @@ func (a *admin) credit(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	var err error
 	switch {
 	case body.Amount == nil:
 		err = refuse(http.StatusBadRequest, CodeInvalidRequest, `"amount" is required: a decimal string such as "10.5" (negative removes credits)`)

@@ -445,9 +445,7 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 		// and may bill what it processed, so the charge is the meter's
 		// estimate for an answer that never arrived: never free.
 		ex.status = statusClientClosed
-		tap := meter.NewTap(ex.req, "")
-		_, u := tap.End()
-		s.settle(ex, u, "client gone before the response")
+		s.settle(ex, ex.unanswered(), "client gone before the response")
 		return
 	}
 	if ex.closed.Load() {
@@ -484,9 +482,7 @@ func (s *Server) finish(ex *exchange) {
 		b.end(errAborted)
 	}
 	if !ex.closed.Load() {
-		tap := meter.NewTap(ex.req, "")
-		_, u := tap.End()
-		s.settle(ex, u, "request ended without an upstream answer")
+		s.settle(ex, ex.unanswered(), "request ended without an upstream answer")
 	}
 	if ex.status == 0 {
 		ex.status = statusClientClosed
@@ -495,6 +491,13 @@ func (s *Server) finish(ex *exchange) {
 }
 
 var errAborted = errors.New("proxy: response aborted before its end")
+
+// unanswered is the meter's usage for a request the provider received but
+// never answered: the prompt estimate, never free.
+func (ex *exchange) unanswered() meter.Usage {
+	_, u := meter.NewTap(ex.req, "").End()
+	return u
+}
 
 // reject answers err and counts it. r may carry an exchange (an upstream
 // error) or not (a refusal before forwarding).

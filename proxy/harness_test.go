@@ -393,35 +393,6 @@ func (h *harness) account(customer string) ledger.Account {
 	return a
 }
 
-// entries returns every ledger entry of customer, newest first.
-func (h *harness) entries(customer string) []ledger.Entry {
-	h.t.Helper()
-	var all []ledger.Entry
-	cursor := ""
-	for {
-		p, err := h.store.Entries(context.Background(), customer, cursor, ledger.MaxPageSize)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		all = append(all, p.Entries...)
-		if p.Next == "" {
-			return all
-		}
-		cursor = p.Next
-	}
-}
-
-// charges returns customer's charge entries, newest first.
-func (h *harness) charges(customer string) []ledger.Entry {
-	var out []ledger.Entry
-	for _, e := range h.entries(customer) {
-		if e.Kind == ledger.KindCharge {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // settled waits until customer has n charges and nothing reserved, which
 // DESIGN promises within 1 s of the last byte, and returns the charges.
 func (h *harness) settled(customer string, n int) []ledger.Entry {
@@ -580,6 +551,18 @@ func (h *harness) eventually(name string, labels map[string]string, want float64
 }
 
 // chatBody is a small chat request for model.
+// chatRequest is a gpt-4o chat completion for customer on ctx, extra
+// spliced into the body (e.g. `,"stream":true`), for tests that cancel it.
+func (h *harness) chatRequest(ctx context.Context, customer, extra string) *http.Request {
+	h.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", extra)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("X-Tollgate-Customer", customer)
+	return req
+}
+
 func chatBody(model string, extra string) string {
 	return `{"model":"` + model + `","messages":[{"role":"user","content":"Hello!"}]` + extra + `}`
 }

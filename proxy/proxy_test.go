@@ -534,8 +534,7 @@ func TestClientDisconnectMidStream(t *testing.T) {
 	cust := newCustomer()
 	h.grant(cust, "10")
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", `,"stream":true`)))
-	req.Header.Set("X-Tollgate-Customer", cust)
+	req := h.chatRequest(ctx, cust, `,"stream":true`)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -656,8 +655,7 @@ func TestClientGoneBeforeResponse(t *testing.T) {
 	cust := newCustomer()
 	h.grant(cust, "10")
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", "")))
-	req.Header.Set("X-Tollgate-Customer", cust)
+	req := h.chatRequest(ctx, cust, "")
 	errc := make(chan error, 1)
 	go func() {
 		_, err := http.DefaultClient.Do(req)
@@ -698,8 +696,7 @@ func TestClientGoneBeforeUsageChunk(t *testing.T) {
 	cust := newCustomer()
 	h.grant(cust, "10")
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", `,"stream":true`)))
-	req.Header.Set("X-Tollgate-Customer", cust)
+	req := h.chatRequest(ctx, cust, `,"stream":true`)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -800,8 +797,7 @@ func TestClientGoneBeforeRequestSent(t *testing.T) {
 	cust := newCustomer()
 	h.grant(cust, "10")
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", "")))
-	req.Header.Set("X-Tollgate-Customer", cust)
+	req := h.chatRequest(ctx, cust, "")
 	errc := make(chan error, 1)
 	go func() {
 		_, err := http.DefaultClient.Do(req)
@@ -875,8 +871,7 @@ func TestClientGoneWhileUpstreamStreams(t *testing.T) {
 			cust := newCustomer()
 			h.grant(cust, "10")
 			ctx, cancel := context.WithCancel(context.Background())
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.proxy.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", `,"stream":true`)))
-			req.Header.Set("X-Tollgate-Customer", cust)
+			req := h.chatRequest(ctx, cust, `,"stream":true`)
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

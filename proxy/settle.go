@@ -108,13 +108,7 @@ func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
 		if attempt == 1 {
 			s.log.Warn("settlement failed; retrying", zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.Error(err))
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-s.quit:
-			t.Stop()
-		}
-		backoff = min(2*backoff, maxBackoff)
+		backoff = s.pause(backoff)
 	}
 }
 
@@ -172,14 +166,20 @@ func (s *Server) drop(ex *exchange, reason string) {
 				zap.String("hold", ex.id), zap.Duration("hold_ttl", s.holdTTL), zap.Error(err))
 			return
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-s.quit:
-			t.Stop()
-		}
-		backoff = min(2*backoff, maxBackoff)
+		backoff = s.pause(backoff)
 	}
+}
+
+// pause waits backoff, or less if the server is giving up on retries
+// (Drain ran out of time), and returns the next, doubled backoff.
+func (s *Server) pause(backoff time.Duration) time.Duration {
+	t := time.NewTimer(backoff)
+	select {
+	case <-t.C:
+	case <-s.quit:
+		t.Stop()
+	}
+	return min(2*backoff, maxBackoff)
 }
 
 func (s *Server) stopping() bool {

@@ -451,10 +451,6 @@ func (c *Cluster) waitOK(ctx context.Context) error {
 	return nil
 }
 
-// Nodes returns the cluster's servers (nil for an external cluster), for
-// tests that stop one of them.
-func (c *Cluster) Nodes() []*Server { return c.nodes }
-
 // Close stops every node and removes their directories.
 func (c *Cluster) Close() error {
 	var errs []error
