@@ -77,31 +77,29 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 	bad := func(err error) error {
 		return fmt.Errorf("store.redis_url %s: %v; want e.g. redis://:password@redis:6379/0", redactRedis(u), err)
 	}
+	// tune applies the defaults above to either client's options.
+	tune := func(maxRetries, protocol, dialerRetries *int) {
+		if tuneRetries {
+			*maxRetries = 1
+		}
+		if resp2 {
+			*protocol = 2
+		}
+		*dialerRetries = 1
+	}
 	if q.Has("addr") {
 		opts, err := redis.ParseClusterURL(raw)
 		if err != nil {
 			return nil, bad(err)
 		}
-		if tuneRetries {
-			opts.MaxRetries = 1
-		}
-		if resp2 {
-			opts.Protocol = 2
-		}
-		opts.DialerRetries = 1
+		tune(&opts.MaxRetries, &opts.Protocol, &opts.DialerRetries)
 		return redis.NewClusterClient(opts), nil
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
 		return nil, bad(err)
 	}
-	if tuneRetries {
-		opts.MaxRetries = 1
-	}
-	if resp2 {
-		opts.Protocol = 2
-	}
-	opts.DialerRetries = 1
+	tune(&opts.MaxRetries, &opts.Protocol, &opts.DialerRetries)
 	client := redis.NewClient(opts)
 
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
