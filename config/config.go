@@ -215,20 +215,9 @@ type StripePrice struct {
 	Credits money.Micros
 }
 
-// Credits returns the credits one unit of a Stripe price buys, looking the
-// price up by id first and then by lookup key (either may be empty).
-func (s Stripe) Credits(priceID, lookupKey string) (money.Micros, bool) {
-	if p, ok := s.Prices[priceID]; ok && priceID != "" {
-		return p.Credits, true
-	}
-	if p, ok := s.Prices[lookupKey]; ok && lookupKey != "" {
-		return p.Credits, true
-	}
-	return 0, false
-}
-
 // PriceCredits returns Prices as a plain map from price id or lookup key
-// to the credits one unit buys, the shape stripesync.Options takes.
+// to the credits one unit buys, the shape stripesync.Options takes
+// (stripesync looks a line's price up by id first, then by lookup key).
 func (s Stripe) PriceCredits() map[string]money.Micros {
 	out := make(map[string]money.Micros, len(s.Prices))
 	for k, p := range s.Prices {

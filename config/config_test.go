@@ -203,7 +203,7 @@ func TestExample(t *testing.T) {
 	if flat.API != meter.Flat || flat.MaxOutputTokens != 0 || flat.Prices["*"].PerRequest != 100 {
 		t.Errorf("flat route = %+v", flat)
 	}
-	if got, ok := c.Stripe.Credits("price_credits_10k", ""); !ok || got != 10_000*money.Credit {
+	if got, ok := c.Stripe.PriceCredits()["price_credits_10k"]; !ok || got != 10_000*money.Credit {
 		t.Errorf("stripe credits = %v, %v", got, ok)
 	}
 	if !reflect.DeepEqual(c.Stripe.WebhookSecrets, []string{"whsec_test"}) || c.Stripe.APIKey != "sk_test_123" {
@@ -740,22 +740,6 @@ func TestStripeCredits(t *testing.T) {
 	}}
 	if got, want := s.PriceCredits(), map[string]money.Micros{"price_1": 100 * money.Credit, "pro": 5 * money.Credit}; !reflect.DeepEqual(got, want) {
 		t.Errorf("PriceCredits() = %v, want %v", got, want)
-	}
-	tests := []struct {
-		id, lookup string
-		want       money.Micros
-		ok         bool
-	}{
-		{"price_1", "pro", 100 * money.Credit, true},
-		{"price_2", "pro", 5 * money.Credit, true},
-		{"price_2", "", 0, false},
-		{"", "", 0, false},
-	}
-	for _, tc := range tests {
-		got, ok := s.Credits(tc.id, tc.lookup)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("Credits(%q, %q) = %v, %v; want %v, %v", tc.id, tc.lookup, got, ok, tc.want, tc.ok)
-		}
 	}
 }
 

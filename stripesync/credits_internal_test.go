@@ -1,0 +1,32 @@
+package stripesync
+
+import (
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// TestCreditsLookupOrder: a line is priced by its price id first, then by
+// its price's lookup key (stripe.prices may name either).
+func TestCreditsLookupOrder(t *testing.T) {
+	s := &Syncer{prices: map[string]money.Micros{
+		"price_1": 100 * money.Credit,
+		"pro":     5 * money.Credit,
+	}}
+	tests := []struct {
+		id, lookup string
+		want       money.Micros
+		ok         bool
+	}{
+		{"price_1", "pro", 100 * money.Credit, true},
+		{"price_2", "pro", 5 * money.Credit, true},
+		{"price_2", "", 0, false},
+		{"", "", 0, false},
+	}
+	for _, tc := range tests {
+		got, ok := s.credits(line{price: tc.id, lookupKey: tc.lookup})
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("credits(%q, %q) = %v, %v; want %v, %v", tc.id, tc.lookup, got, ok, tc.want, tc.ok)
+		}
+	}
+}
