@@ -351,7 +351,7 @@ func (k *checker) prices(path string, prices meter.Prices) {
 
 func (k *checker) nonNegative(path string, m money.Micros) {
 	if m < 0 {
-		k.errorf(path, "%q is negative (want a price of 0 or more)", decimal(m))
+		k.errorf(path, "%q is negative (want a price of 0 or more)", m.Decimal())
 	}
 }
 
@@ -378,7 +378,7 @@ func (k *checker) stripe() {
 			continue
 		}
 		if c := s.Prices[id].Credits; c <= 0 {
-			k.errorf(keyPath(pp, "credits"), `%q must be greater than 0 (credits one unit buys, e.g. "10000")`, decimal(c))
+			k.errorf(keyPath(pp, "credits"), `%q must be greater than 0 (credits one unit buys, e.g. "10000")`, c.Decimal())
 		}
 	}
 	if s.ReconcileInterval < 0 {
@@ -390,13 +390,6 @@ func (k *checker) stripe() {
 	case s.ReconcileWindow > MaxReconcileWindow:
 		k.errorf("stripe.reconcile_window", `%q is longer than 720h: Stripe keeps events for 30 days (want e.g. "72h")`, s.ReconcileWindow.String())
 	}
-}
-
-// decimal formats m with as few decimals as it needs ("0.15", "10"), the
-// way prices are written in the file.
-func decimal(m money.Micros) string {
-	s := strings.TrimRight(m.String(), "0")
-	return strings.TrimSuffix(s, ".")
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 )
 
 // Micros is an amount of credits in millionths of a credit: 12.5 credits is
@@ -147,6 +148,13 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // "-0.000001", "0.000000".
 func (m Micros) String() string {
 	return string(m.AppendText(nil))
+}
+
+// Decimal formats m with only the decimals it needs, the way people write
+// prices: "0.15", "10", "-0.000001".
+func (m Micros) Decimal() string {
+	s := strings.TrimRight(m.String(), "0")
+	return strings.TrimSuffix(s, ".")
 }
 
 // AppendText appends the String form of m to b.

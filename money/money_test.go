@@ -144,3 +144,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDecimal(t *testing.T) {
+	tests := []struct {
+		in   Micros
+		want string
+	}{
+		{0, "0"},
+		{150_000, "0.15"},
+		{10_000_000, "10"},
+		{100_000_000, "100"},
+		{-1, "-0.000001"},
+		{-2_500_000, "-2.5"},
+	}
+	for _, tc := range tests {
+		if got := tc.in.Decimal(); got != tc.want {
+			t.Errorf("Micros(%d).Decimal() = %q, want %q", int64(tc.in), got, tc.want)
+		}
+	}
+}

@@ -112,7 +112,7 @@ func printConfig(w io.Writer, path string, c *config.Config) {
 		fmt.Fprintf(tw, "stripe API\t%s, reconcile every %s over the last %s\n", s.APIBase, short(s.ReconcileInterval), short(s.ReconcileWindow))
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.Prices)) {
-		fmt.Fprintf(tw, "stripe price\t%s = %s credits per unit\n", id, decimal(s.Prices[id].Credits))
+		fmt.Fprintf(tw, "stripe price\t%s = %s credits per unit\n", id, s.Prices[id].Credits.Decimal())
 	}
 	tw.Flush()
 
@@ -187,7 +187,7 @@ func printRoute(w io.Writer, r config.Route) {
 		}
 		fmt.Fprint(tw, "  "+name)
 		for _, col := range cols {
-			fmt.Fprint(tw, "\t"+decimal(col.get(p)))
+			fmt.Fprint(tw, "\t"+col.get(p).Decimal())
 		}
 		if perImage {
 			fmt.Fprint(tw, "\t-")
@@ -198,7 +198,7 @@ func printRoute(w io.Writer, r config.Route) {
 			for range cols {
 				fmt.Fprint(tw, "\t")
 			}
-			fmt.Fprintf(tw, "\t%s\n", decimal(p.PerImage[size]))
+			fmt.Fprintf(tw, "\t%s\n", p.PerImage[size].Decimal())
 		}
 	}
 	tw.Flush()
@@ -211,12 +211,6 @@ func modelOrder(prices meter.Prices) []string {
 		names = append(slices.Delete(names, i, i+1), config.ModelFallback)
 	}
 	return names
-}
-
-// decimal prints an amount with the decimals it needs: "0.15", "10".
-func decimal(m money.Micros) string {
-	s := strings.TrimRight(m.String(), "0")
-	return strings.TrimSuffix(s, ".")
 }
 
 // short prints a duration without zero units: "10m", "1h", "1h30m".
