@@ -13,7 +13,5 @@
 local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 
-local a = load_account()
-expire_holds(a, now, retention)
-prune(a, now, PRUNE_BATCH)
+local a = current(now, retention)
 return save_account(a, {a.balance, a.reserved, a.suspended})

@@ -226,3 +226,13 @@ local function append_entry(a, amount, body)
   redis.call('HSET', K_ENTRIES, int(a.seq), int(amount) .. ' ' .. int(a.balance) .. ' ' .. body)
   return a.seq
 end
+
+-- current loads the account as every read must see it at now: holds due
+-- by now expired (they stop counting at once), and a batch of closed
+-- holds past their retention forgotten.
+local function current(now, retention)
+  local a = load_account()
+  expire_holds(a, now, retention)
+  prune(a, now, PRUNE_BATCH)
+  return a
+end

@@ -16,9 +16,7 @@ local id = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
 
-local a = load_account()
-expire_holds(a, now, retention)
-prune(a, now, PRUNE_BATCH)
+local a = current(now, retention)
 
 local v = redis.call('HGET', K_HOLDS, id)
 if not v then

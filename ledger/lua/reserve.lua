@@ -24,9 +24,7 @@ local now = tonumber(ARGV[4])
 local retention = tonumber(ARGV[5])
 local attempt = ARGV[6]
 
-local a = load_account()
-expire_holds(a, now, retention)
-prune(a, now, PRUNE_BATCH)
+local a = current(now, retention)
 
 local v = redis.call('HGET', K_HOLDS, id)
 if v then

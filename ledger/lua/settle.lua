@@ -25,9 +25,7 @@ local now = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local body = ARGV[5]
 
-local a = load_account()
-expire_holds(a, now, retention)
-prune(a, now, PRUNE_BATCH)
+local a = current(now, retention)
 
 local v = redis.call('HGET', K_HOLDS, id)
 if not v then
