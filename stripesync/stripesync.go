@@ -71,8 +71,10 @@ type Store interface {
 const (
 	// DefaultAPIBase is the Stripe API address.
 	DefaultAPIBase = "https://api.stripe.com"
-	// DefaultTolerance is how old a webhook signature's timestamp may be,
-	// as Stripe's own libraries default to (webhook.DefaultTolerance).
+	// DefaultTolerance is how far a webhook signature's timestamp may be
+	// from the clock, as Stripe's own libraries default to
+	// (webhook.DefaultTolerance) for old timestamps; tollgate applies it
+	// to future ones too.
 	DefaultTolerance = 5 * time.Minute
 	// DefaultMaxBodyBytes caps a webhook body. stripe-go's example uses
 	// 64 KiB, but an event carrying an invoice with many lines or a
@@ -111,9 +113,11 @@ type Options struct {
 	// the credits one unit buys. A line whose price is in neither form
 	// here is skipped and logged. Amounts must be positive.
 	Prices map[string]money.Micros
-	// Tolerance is how old a webhook signature may be; default
-	// DefaultTolerance. Older deliveries are refused with 400 because they
-	// may be replays.
+	// Tolerance is how far a webhook signature's timestamp may be from
+	// the clock, in either direction; default DefaultTolerance. Older
+	// deliveries are refused with 400 because they may be replays, and so
+	// are deliveries dated further ahead, which would stay replayable
+	// until the clock caught up.
 	Tolerance time.Duration
 	// MaxBodyBytes caps a webhook body; default DefaultMaxBodyBytes.
 	// Larger bodies are refused with 413.

@@ -22,8 +22,9 @@ import (
 //   - 200 once the event's effect is durably stored, or when the event is
 //     a duplicate or of a type tollgate ignores;
 //   - 400 when the signature is missing, malformed, made with none of
-//     Options.WebhookSecrets, or older than Options.Tolerance (a replay, or
-//     this server's clock is wrong), and when the signed body is not JSON;
+//     Options.WebhookSecrets, or dated further than Options.Tolerance from
+//     the clock in either direction (a replay, or this server's clock is
+//     wrong), and when the signed body is not JSON;
 //   - 405 for any method but POST;
 //   - 413 when the body exceeds Options.MaxBodyBytes;
 //   - 422 when the event is authentic but its tollgate data is unusable
@@ -93,7 +94,7 @@ var (
 
 // verify checks the Stripe-Signature header against every configured
 // secret with stripe-go's webhook package, then the timestamp against the
-// injected clock. stripe-go's own tolerance check reads time.Now and its
+// injected clock, in both directions. stripe-go's own tolerance check reads time.Now and its
 // ConstructEvent decodes into the pinned API version's types (refusing other
 // versions unless told not to), so only the HMAC comparison is delegated:
 // https://docs.stripe.com/webhooks#verify-manually.
@@ -122,8 +123,15 @@ func (s *Syncer) verify(body []byte, header string) error {
 	if !matched {
 		return errNoSignatures
 	}
-	if age := s.now().Sub(ts); age > s.tolerance {
+	// The tolerance applies both ways. stripe-go's own check (like
+	// Stripe's other libraries) only refuses old timestamps, but a
+	// delivery dated ahead of the clock would stay replayable until the
+	// clock caught up with it, however far ahead that is.
+	switch age := s.now().Sub(ts); {
+	case age > s.tolerance:
 		return fmt.Errorf("signature timestamp is %s old, beyond the %s tolerance: a replayed request, or this server's clock is wrong", age.Round(time.Second), s.tolerance)
+	case -age > s.tolerance:
+		return fmt.Errorf("signature timestamp is %s in the future, beyond the %s tolerance: check this server's clock, which is probably behind (sync it with NTP)", (-age).Round(time.Second), s.tolerance)
 	}
 	return nil
 }

@@ -39,6 +39,14 @@ func TestWebhookRefusesUnverifiedDeliveries(t *testing.T) {
 			wantMsg:   "signature timestamp is 6m0s old, beyond the 5m0s tolerance: a replayed request, or this server's clock is wrong",
 		},
 		{
+			// A timestamp ahead of the clock by more than the tolerance
+			// would keep a captured delivery replayable until the clock
+			// catches up with it.
+			name:      "future timestamp",
+			signature: sign(body, testSecret, h.clock.Now().Add(6*time.Minute)),
+			wantMsg:   "signature timestamp is 6m0s in the future, beyond the 5m0s tolerance: check this server's clock, which is probably behind (sync it with NTP)",
+		},
+		{
 			name:      "malformed header",
 			signature: "t=notanumber,v1=abc",
 			wantMsg:   "malformed Stripe-Signature header",
@@ -82,6 +90,12 @@ func TestWebhookRefusesUnverifiedDeliveries(t *testing.T) {
 		t.Fatalf("delivery signed 4 minutes ago: status %d, want 200; %s", rec.Code, rec.Body)
 	}
 	h.wantBalance(h.id("acme"), "10000")
+	// So are bytes signed up to the tolerance ahead of the clock: Stripe's
+	// clock and this one may differ by a little either way.
+	second := h.fixture("checkout_session_completed_unpaid.json", "data.object.payment_status", "paid")
+	if rec := h.post(second, sign(second, testSecret, h.clock.Now().Add(4*time.Minute))); rec.Code != http.StatusOK {
+		t.Fatalf("delivery signed 4 minutes ahead: status %d, want 200; %s", rec.Code, rec.Body)
+	}
 }
 
 func TestWebhookAcceptsEitherSecretWhileRotating(t *testing.T) {
