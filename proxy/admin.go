@@ -43,7 +43,7 @@ type AdminOptions struct {
 
 // Admin API limits.
 const (
-	maxAdminBody  = 64 << 10 // a credit or reconcile request is a few hundred bytes
+	maxAdminBody  = 64 << 10 // a credit or reconcile request is a few hundred bytes; not configurable
 	probeTimeout  = 2 * time.Second
 	maxCreditText = ledger.MaxTextLength
 )
@@ -327,7 +327,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, example string) e
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return err
+			// Not classify's message: that one names max_request_bytes,
+			// the proxy's setting, which does not govern this limit.
+			return refuse(http.StatusRequestEntityTooLarge, CodeRequestTooLarge,
+				"the request body is larger than %d bytes (%d KiB), the admin API's fixed limit; send a JSON object like %s",
+				mbe.Limit, mbe.Limit>>10, example)
 		}
 		return refuse(http.StatusBadRequest, CodeInvalidRequest, "the body must be a JSON object like %s: %v", example, err)
 	}

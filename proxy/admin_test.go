@@ -203,6 +203,33 @@ func TestAdminCredits(t *testing.T) {
 	wantError(t, res, data, 405, "method_not_allowed")
 }
 
+// TestAdminBodyLimit: the admin API's own 64 KiB limit is named as what it
+// is, not as the proxy's max_request_bytes, which does not govern it.
+func TestAdminBodyLimit(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	cust := newCustomer()
+	big := `{"amount":"1","idempotency_key":"k","reason":"` + strings.Repeat("x", 70000) + `"}`
+	tests := []struct {
+		path, example string
+	}{
+		{"/v1/customers/" + cust + "/credits", `{"amount":"10.5","reason":"…","idempotency_key":"…"}`},
+		{"/v1/reconcile", `{"since":"72h"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			res, data := h.call("POST", tc.path, adminToken, big)
+			e := wantError(t, res, data, 413, "request_too_large")
+			want := "the request body is larger than 65536 bytes (64 KiB), the admin API's fixed limit; send a JSON object like " + tc.example
+			if e.Error.Message != want {
+				t.Errorf("message:\n got %s\nwant %s", e.Error.Message, want)
+			}
+		})
+	}
+	if a := h.account(cust); a.Balance != 0 {
+		t.Errorf("balance %s after a refused credit", a.Balance)
+	}
+}
+
 func TestAdminLedger(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	cust := newCustomer()
