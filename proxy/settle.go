@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"go.uber.org/zap"
@@ -56,19 +57,7 @@ func (s *Server) release(ex *exchange, reason string) {
 }
 
 func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
-	// Charge also moves a fallback estimate (a DALL·E image or a
-	// whisper-1 duration at a token-only price) into the token counts the
-	// ledger records, marked Estimated.
-	charged, cost, err := ex.price.Charge(u)
-	if err == nil {
-		u = charged
-	} else {
-		// Usage beyond any sane figure (a provider bug): charge what the
-		// customer agreed to, and say so.
-		s.log.Error("usage cannot be priced; charging the reservation instead",
-			zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("route", ex.rt.path), zap.Error(err))
-		cost = ex.reserved
-	}
+	u, cost := s.chargeFor(ex, u)
 	charge := ledger.Charge{
 		Reference:             ex.id,
 		Route:                 ex.rt.path,
@@ -81,6 +70,7 @@ func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
 	base := context.WithoutCancel(ex.Context)
 	deadline := s.now().Add(s.retryFor)
 	backoff := firstBackoff
+	floorTries := 0
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(base, ex.st.settleTimeout)
 		start := s.now()
@@ -91,6 +81,15 @@ func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
 		if err == nil {
 			s.settled(ex, u, cost, end, reason)
 			return
+		}
+		if errors.Is(err, ledger.ErrInvalidAmount) && floorTries < maxFloorTries {
+			room, aerr := s.floorRoom(base, ex, cost)
+			if aerr == nil {
+				floorTries++
+				cost = room
+				continue
+			}
+			err = aerr // retried like any store failure
 		}
 		if permanent(err) || !end.Add(backoff).Before(deadline) || s.stopping() {
 			s.m.settleFailures.Inc()
@@ -110,6 +109,66 @@ func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
 		}
 		backoff = s.pause(backoff)
 	}
+}
+
+// chargeFor returns the usage a settlement records and its cost, which is
+// never more than the ledger accepts: a cost beyond ledger.MaxAmount
+// (which Settle would refuse, leaving the request unpaid and its hold
+// open) is charged ledger.MaxAmount, the most that can be charged, and
+// logged as an error with the true cost. Such usage means a provider bug
+// or a price far above any provider's; either way the usage happened and
+// is never free.
+func (s *Server) chargeFor(ex *exchange, u meter.Usage) (meter.Usage, money.Micros) {
+	// Charge also moves a fallback estimate (a DALL·E image or a
+	// whisper-1 duration at a token-only price) into the token counts the
+	// ledger records, marked Estimated.
+	charged, cost, err := ex.price.Charge(u)
+	var trueCost string
+	switch {
+	case err != nil:
+		// meter.ErrCostRange. At settlement it only means that the total
+		// does not fit in money.Micros: the tap never reports negative
+		// counts or more cached than input tokens, and config refuses
+		// negative prices.
+		trueCost = "more than " + money.Micros(math.MaxInt64).String()
+	case cost > ledger.MaxAmount:
+		u, trueCost = charged, cost.String()
+	default:
+		return charged, cost
+	}
+	s.log.Error("usage costs more than the ledger can record; charging the most it accepts (check the provider's usage report and the route's prices)",
+		zap.String("request", ex.id), zap.String("customer", ex.customer), zap.String("route", ex.rt.path), zap.String("model", ex.req.Model),
+		zap.Int64("input_tokens", u.InputTokens), zap.Int64("output_tokens", u.OutputTokens),
+		zap.String("cost", trueCost), zap.String("charged", ledger.MaxAmount.String()), zap.Error(err))
+	return u, ledger.MaxAmount
+}
+
+// maxFloorTries bounds how often one settlement is lowered to the ledger's
+// floor: each try charges less, but concurrent charges may move the floor
+// while it runs.
+const maxFloorTries = 5
+
+// floorRoom is called when Settle refused cost as an invalid amount. cost
+// is within 0 to ledger.MaxAmount, so Settle refused it because the
+// balance would go below -ledger.MaxAmount, the floor of every balance. It
+// returns what can still be charged down to that floor: cost itself if
+// the balance rose meanwhile, less (logged as an error) otherwise.
+func (s *Server) floorRoom(base context.Context, ex *exchange, cost money.Micros) (money.Micros, error) {
+	ctx, cancel := context.WithTimeout(base, ex.st.settleTimeout)
+	a, err := s.store.Account(ctx, ex.customer)
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	room := max(a.Balance+ledger.MaxAmount, 0)
+	if room >= cost {
+		return cost, nil
+	}
+	s.log.Error("this charge would take the balance below the ledger's floor; charging what is left down to it",
+		zap.String("request", ex.id), zap.String("customer", ex.customer), zap.String("route", ex.rt.path),
+		zap.String("cost", cost.String()), zap.String("charged", room.String()), zap.String("balance", a.Balance.String()),
+		zap.String("floor", (-ledger.MaxAmount).String()))
+	return room, nil
 }
 
 // permanent reports whether retrying a failed Settle cannot help.

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -238,5 +239,150 @@ func TestReload(t *testing.T) {
 	}
 	if n := h.logs.FilterField(zapString("key", "store")).Len(); n != 1 {
 		t.Errorf("%d warnings that store settings need a restart, want 1", n)
+	}
+}
+
+// ledgerSum returns the sum of every entry of customer.
+func ledgerSum(t *testing.T, st ledger.Store, customer string) money.Micros {
+	t.Helper()
+	var sum money.Micros
+	before := ""
+	for {
+		p, err := st.Entries(context.Background(), customer, before, ledger.MaxPageSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range p.Entries {
+			sum += e.Amount
+		}
+		if p.Next == "" {
+			return sum
+		}
+		before = p.Next
+	}
+}
+
+// absurdCompletion is a chat completion reporting 10^15 output tokens (the
+// meter reads counts up to about 1.15 × 10^15; larger ones are not counts).
+const absurdCompletion = `{"id":"chatcmpl-1","object":"chat.completion","created":1741570283,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":1000000000000000,"total_tokens":1000000000000010}}`
+
+const absurdOutput = 1_000_000_000_000_000
+
+// TestAbsurdUsageIsCharged: a provider reporting usage whose cost the
+// ledger cannot hold (beyond ledger.MaxAmount, or beyond int64 micro-credits
+// altogether) is still charged: the most the ledger accepts, with an error
+// log naming the request and the true cost. The hold never lingers and
+// the balance stays the sum of the ledger.
+func TestAbsurdUsageIsCharged(t *testing.T) {
+	stores := []struct {
+		name string
+		open func(t *testing.T) ledger.Store
+	}{
+		{"bolt", func(t *testing.T) ledger.Store { return boltStore(t) }},
+		{"redis", func(t *testing.T) ledger.Store { return redisStore(t) }},
+	}
+	tests := []struct {
+		name   string
+		output string // the chat route's output price, per 1M tokens
+		cost   string // what the log says the usage costs
+	}{
+		// 10^15 output tokens at 10 micro-credits each, plus 10 input
+		// tokens at 2.5: fits in int64, not in the ledger (2^53-1).
+		{"beyond the ledger's maximum", "10", "10000000000.000025"},
+		// At 100,000 micro-credits a token, 10^20 micro-credits do not fit
+		// in int64 (meter.ErrCostRange).
+		{"beyond int64", "100000", "more than 9223372036854.775807"},
+	}
+	for _, sc := range stores {
+		t.Run(sc.name, func(t *testing.T) {
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					st := sc.open(t)
+					h := newHarness(t, harnessOptions{store: st, yaml: strings.Replace(testConfig, `output: "10"`, `output: "`+tc.output+`"`, 1)})
+					h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+						w.Header().Set("Content-Type", "application/json")
+						io.WriteString(w, absurdCompletion)
+					})
+					cust := newCustomer()
+					h.grant(cust, "1000")
+					res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", "")})
+					if res.StatusCode != 200 {
+						t.Fatalf("%d %s", res.StatusCode, data)
+					}
+					id := res.Header.Get("X-Tollgate-Request-Id")
+					c := waitSettled(t, st, cust, 1, 3*time.Second)[0]
+					if c.Amount != -ledger.MaxAmount || c.Reference != id || c.OutputTokens != absurdOutput {
+						t.Errorf("charge %s for %d output tokens (reference %s), want %s for %d (%s)", -c.Amount, c.OutputTokens, c.Reference, ledger.MaxAmount, absurdOutput, id)
+					}
+					a := h.account(cust)
+					if want := mustMicros(t, "1000") - ledger.MaxAmount; a.Balance != want || a.Reserved != 0 {
+						t.Errorf("account %+v, want balance %s and nothing reserved", a, want)
+					}
+					if sum := ledgerSum(t, st, cust); sum != a.Balance {
+						t.Errorf("ledger sum %s, balance %s", sum, a.Balance)
+					}
+					logs := h.logs.FilterMessageSnippet("costs more than the ledger can record").All()
+					if len(logs) != 1 {
+						t.Fatalf("%d error logs about the cost, want 1", len(logs))
+					}
+					f := logs[0].ContextMap()
+					for k, v := range map[string]any{"request": id, "customer": cust, "cost": tc.cost, "charged": ledger.MaxAmount.String()} {
+						if f[k] != v {
+							t.Errorf("log field %s = %v, want %v", k, f[k], v)
+						}
+					}
+					if got := h.metric("tollgate_settle_failures_total", nil); got != 0 {
+						t.Errorf("tollgate_settle_failures_total %v", got)
+					}
+				})
+			}
+
+			// Two requests reserved together both report such usage: the
+			// first charge takes the balance near -MaxAmount, so the
+			// second cannot charge MaxAmount too. It charges what is left
+			// down to -MaxAmount, never nothing.
+			t.Run("two at once, down to the ledger's floor", func(t *testing.T) {
+				st := sc.open(t)
+				h := newHarness(t, harnessOptions{store: st})
+				var arrived sync.WaitGroup
+				arrived.Add(2)
+				h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
+					arrived.Done()
+					arrived.Wait() // both holds are taken before either settles
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, absurdCompletion)
+				})
+				cust := newCustomer()
+				h.grant(cust, "1000")
+				var wg sync.WaitGroup
+				for range 2 {
+					wg.Go(func() {
+						res, data := doRequest(t, h.proxy.URL, request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", "")})
+						if res.StatusCode != 200 {
+							t.Errorf("%d %s", res.StatusCode, data)
+						}
+					})
+				}
+				wg.Wait()
+				charges := waitSettled(t, st, cust, 2, 3*time.Second)
+				got := []money.Micros{-charges[0].Amount, -charges[1].Amount}
+				if !(got[0] == mustMicros(t, "1000") && got[1] == ledger.MaxAmount || got[1] == mustMicros(t, "1000") && got[0] == ledger.MaxAmount) {
+					t.Errorf("charges %v, want %s and 1000.000000", got, ledger.MaxAmount)
+				}
+				a := h.account(cust)
+				if a.Balance != -ledger.MaxAmount || a.Reserved != 0 {
+					t.Errorf("account %+v, want balance -%s and nothing reserved", a, ledger.MaxAmount)
+				}
+				if sum := ledgerSum(t, st, cust); sum != a.Balance {
+					t.Errorf("ledger sum %s, balance %s", sum, a.Balance)
+				}
+				if n := h.logs.FilterMessageSnippet("the ledger's floor").Len(); n != 1 {
+					t.Errorf("%d error logs about the floor, want 1", n)
+				}
+				if got := h.metric("tollgate_settle_failures_total", nil); got != 0 {
+					t.Errorf("tollgate_settle_failures_total %v", got)
+				}
+			})
+		})
 	}
 }
