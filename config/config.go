@@ -194,6 +194,16 @@ type Stripe struct {
 	// trailing slash. Default "https://api.stripe.com"; point it at
 	// stripe-mock in tests.
 	APIBase string
+	// Livemode is the Stripe mode whose events tollgate applies (YAML
+	// "stripe.livemode"): true for live mode, false for test mode. Events
+	// of the other mode, from a webhook or a reconciliation, are
+	// acknowledged (2xx, so Stripe stops sending them) and ignored with a
+	// warning, so test payments never credit customers when test and live
+	// secrets are configured together. Nil means unset, which is an error
+	// when WebhookSecrets or APIKey is set: the mode is never guessed. An
+	// APIKey of the other mode (sk_test_… with true, sk_live_… with
+	// false) is an error too.
+	Livemode *bool
 	// Prices maps a Stripe price id or lookup key to the credits one unit
 	// of it buys (YAML "stripe.prices"). See Credits.
 	Prices map[string]StripePrice

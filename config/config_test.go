@@ -74,6 +74,7 @@ func TestDefaults(t *testing.T) {
 		{"stripe.webhook_secrets", len(c.Stripe.WebhookSecrets), 0},
 		{"stripe.api_key", c.Stripe.APIKey, ""},
 		{"stripe.api_base", c.Stripe.APIBase, "https://api.stripe.com"},
+		{"stripe.livemode", c.Stripe.Livemode, (*bool)(nil)},
 		{"stripe.prices", len(c.Stripe.Prices), 0},
 		{"stripe.reconcile_interval", c.Stripe.ReconcileInterval, time.Hour},
 		{"stripe.reconcile_window", c.Stripe.ReconcileWindow, 72 * time.Hour},
@@ -129,6 +130,7 @@ var exampleEnv = map[string]string{
 	"ANTHROPIC_API_KEY":     "sk-ant-test",
 	"STRIPE_WEBHOOK_SECRET": "whsec_test",
 	"STRIPE_API_KEY":        "sk_test_123",
+	"STRIPE_LIVEMODE":       "false",
 }
 
 // TestExample keeps config.example.yaml loadable: with nothing set it
@@ -206,7 +208,8 @@ func TestExample(t *testing.T) {
 	if got, ok := c.Stripe.PriceCredits()["price_credits_10k"]; !ok || got != 10_000*money.Credit {
 		t.Errorf("stripe credits = %v, %v", got, ok)
 	}
-	if !reflect.DeepEqual(c.Stripe.WebhookSecrets, []string{"whsec_test"}) || c.Stripe.APIKey != "sk_test_123" {
+	if !reflect.DeepEqual(c.Stripe.WebhookSecrets, []string{"whsec_test"}) || c.Stripe.APIKey != "sk_test_123" ||
+		c.Stripe.Livemode == nil || *c.Stripe.Livemode {
 		t.Errorf("stripe = %+v", c.Stripe)
 	}
 }
@@ -442,6 +445,31 @@ stripe:
 			},
 		},
 		{
+			name: "stripe.livemode unset with a webhook secret",
+			yaml: route + "stripe:\n  webhook_secret: whsec_1\n",
+			want: []string{`line 7: stripe.livemode: is not set; set it to true to apply live-mode Stripe events or false for test mode (events of the other mode are acknowledged and ignored); it is required with stripe.webhook_secret or stripe.api_key`},
+		},
+		{
+			name: "stripe.livemode unset with an API key",
+			yaml: route + "stripe: {api_key: rk_live_1, livemode: \"${LIVEMODE}\"}\n",
+			want: []string{`line 7: stripe.livemode: is not set; set it to true to apply live-mode Stripe events or false for test mode (events of the other mode are acknowledged and ignored); it is required with stripe.webhook_secret or stripe.api_key`},
+		},
+		{
+			name: "stripe.livemode not a boolean",
+			yaml: route + "stripe:\n  webhook_secret: whsec_1\n  livemode: yes\n",
+			want: []string{`line 9: stripe.livemode: "yes" is not true or false (true applies live-mode Stripe events, false test-mode ones)`},
+		},
+		{
+			name: "stripe.api_key of the other mode",
+			yaml: route + "stripe:\n  api_key: sk_test_1\n  livemode: true\n",
+			want: []string{`line 8: stripe.api_key: is a test-mode key (sk_test_…) but stripe.livemode is true; use a live-mode key (sk_live_… or rk_live_…), or set stripe.livemode to false`},
+		},
+		{
+			name: "stripe.api_key of the other mode, restricted",
+			yaml: route + "stripe:\n  api_key: rk_live_1\n  livemode: false\n",
+			want: []string{`line 8: stripe.api_key: is a live-mode key (rk_live_…) but stripe.livemode is false; use a test-mode key (sk_test_… or rk_test_…), or set stripe.livemode to true`},
+		},
+		{
 			name: "a malformed variable reference",
 			yaml: route + "admin: {token: \"${ADMIN-TOKEN}\", listen: \"${PORT\"}\n",
 			want: []string{
@@ -548,6 +576,7 @@ routes:
 stripe:
   webhook_secret: ${WHSEC}
   webhook_secrets: ["${WHSEC_OLD}", "${WHSEC}"]
+  livemode: ${LIVEMODE}
 `
 	t.Run("set", func(t *testing.T) {
 		// A value holding YAML syntax stays one scalar: expansion happens
@@ -556,7 +585,7 @@ stripe:
 		c := mustParse(t, yaml, envOf(map[string]string{
 			"TOKEN": "0123456789abcdef0123", "ADMIN_LISTEN": "127.0.0.1:9091",
 			"UPSTREAM": "http://127.0.0.1:1234", "OPENAI_API_KEY": "x\ty: z",
-			"PRICE": "0.15", "WHSEC": "whsec_new", "WHSEC_OLD": "whsec_old",
+			"PRICE": "0.15", "WHSEC": "whsec_new", "WHSEC_OLD": "whsec_old", "LIVEMODE": "true",
 		}))
 		if len(c.Warnings) != 0 {
 			t.Errorf("warnings = %q", warnings(c))
@@ -573,6 +602,9 @@ stripe:
 		}
 		if !reflect.DeepEqual(c.Stripe.WebhookSecrets, []string{"whsec_new", "whsec_old"}) {
 			t.Errorf("webhook secrets = %q", c.Stripe.WebhookSecrets)
+		}
+		if c.Stripe.Livemode == nil || !*c.Stripe.Livemode {
+			t.Errorf("livemode = %v, want true", c.Stripe.Livemode)
 		}
 
 		c = mustParse(t, "admin: {token: \"${T}\"}\n"+route, envOf(map[string]string{"T": secret}))
@@ -594,12 +626,13 @@ stripe:
 			`line 14: stripe.webhook_secret: is empty: POST /webhooks/stripe refuses every event until it is set`,
 			`line 15: stripe.webhook_secrets[0]: environment variable WHSEC_OLD is not set; it expands to ""`,
 			`line 15: stripe.webhook_secrets[1]: environment variable WHSEC is not set; it expands to ""`,
+			`line 16: stripe.livemode: environment variable LIVEMODE is not set; it expands to ""`,
 		}
 		if got := warnings(c); !reflect.DeepEqual(got, want) {
 			t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 		// An empty value takes the default.
-		if c.Admin.Listen != ":9090" || c.Routes[0].Headers.Get("Authorization") != "Bearer " || len(c.Stripe.WebhookSecrets) != 0 {
+		if c.Admin.Listen != ":9090" || c.Routes[0].Headers.Get("Authorization") != "Bearer " || len(c.Stripe.WebhookSecrets) != 0 || c.Stripe.Livemode != nil {
 			t.Errorf("config = %+v", c)
 		}
 	})
@@ -627,6 +660,7 @@ stripe:
   webhook_secrets: [secret1]
   api_key: pk_live_123
   prices: {price_1: {credits: 1}}
+  livemode: true
 `, nil)
 	want := []string{
 		"line 2: admin.token: is shorter than 16 characters; use a long random value, e.g. from `openssl rand -hex 32`",

@@ -34,6 +34,7 @@ func TestKubernetesConfigMap(t *testing.T) {
 		"ANTHROPIC_API_KEY":     "sk-ant-test",
 		"STRIPE_WEBHOOK_SECRET": "whsec_test",
 		"STRIPE_API_KEY":        "rk_test_123",
+		"STRIPE_LIVEMODE":       "false",
 	}
 	c := mustParse(t, doc, envOf(env))
 	if len(c.Warnings) != 0 {

@@ -25,7 +25,7 @@ var (
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "prices"}
 	priceKeys  = []string{"input", "cached_input", "cache_write_input", "output", "per_request", "per_image", "per_minute"}
-	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "prices", "reconcile_interval", "reconcile_window"}
+	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window"}
 	creditKeys = []string{"credits"}
 )
 
@@ -402,6 +402,26 @@ func (p *parser) duration(f fields, key string, dst *time.Duration) {
 	*dst = d
 }
 
+// boolean sets *dst to key's value, true or false in any case (YAML 1.2's
+// core schema), when it is set and not empty: an empty value (or an unset
+// ${VAR}) leaves *dst nil. meaning says what each value does.
+func (p *parser) boolean(f fields, key, meaning string, dst **bool) {
+	v, line, ok := p.text(f, key)
+	if !ok || v == "" {
+		return
+	}
+	var b bool
+	switch {
+	case strings.EqualFold(v, "true"):
+		b = true
+	case strings.EqualFold(v, "false"):
+	default:
+		p.errorf(line, keyPath(f.path, key), "%q is not true or false (%s)", v, meaning)
+		return
+	}
+	*dst = &b
+}
+
 func (p *parser) integer(f fields, key, example string, dst *int64) bool {
 	v, line, ok := p.text(f, key)
 	if !ok || v == "" {
@@ -646,6 +666,7 @@ func (p *parser) stripe(n *yaml.Node) {
 	p.str(f, "api_key", &s.APIKey)
 	p.str(f, "api_base", &s.APIBase)
 	s.APIBase = strings.TrimRight(s.APIBase, "/")
+	p.boolean(f, "livemode", "true applies live-mode Stripe events, false test-mode ones", &s.Livemode)
 	p.duration(f, "reconcile_interval", &s.ReconcileInterval)
 	p.duration(f, "reconcile_window", &s.ReconcileWindow)
 	if kv, ok := f.vals["prices"]; ok {

@@ -371,6 +371,7 @@ func (k *checker) stripe() {
 		}
 		k.errorf("stripe.api_base", "%s is not an http or https base URL without query (want e.g. %q, or \"http://localhost:12111\" for stripe-mock)", shown, DefaultStripeAPIBase)
 	}
+	k.livemode()
 	for _, id := range sortedKeys(s.Prices) {
 		pp := keyPath("stripe.prices", id)
 		if strings.TrimSpace(id) == "" {
@@ -389,6 +390,35 @@ func (k *checker) stripe() {
 		k.errorf("stripe.reconcile_window", `%q must be greater than 0 (want e.g. "72h")`, s.ReconcileWindow.String())
 	case s.ReconcileWindow > MaxReconcileWindow:
 		k.errorf("stripe.reconcile_window", `%q is longer than 720h: Stripe keeps events for 30 days (want e.g. "72h")`, s.ReconcileWindow.String())
+	}
+}
+
+// livemode checks stripe.livemode: required once tollgate receives or
+// fetches Stripe events, and of the same mode as the API key. Stripe's
+// key prefixes say their mode (https://docs.stripe.com/keys): sk_test_,
+// rk_test_ and sk_live_, rk_live_.
+func (k *checker) livemode() {
+	s := k.c.Stripe
+	if s.Livemode == nil {
+		if len(s.WebhookSecrets) > 0 || s.APIKey != "" {
+			k.errorf("stripe.livemode", "is not set; set it to true to apply live-mode Stripe events or false for test mode (events of the other mode are acknowledged and ignored); it is required with stripe.webhook_secret or stripe.api_key")
+		}
+		return
+	}
+	for _, prefix := range []string{"sk_test_", "rk_test_", "sk_live_", "rk_live_"} {
+		if !strings.HasPrefix(s.APIKey, prefix) {
+			continue
+		}
+		keyLive := strings.HasSuffix(prefix, "_live_")
+		if keyLive == *s.Livemode {
+			return
+		}
+		mode, want, other := "test", "live-mode key (sk_live_… or rk_live_…)", "false"
+		if keyLive {
+			mode, want, other = "live", "test-mode key (sk_test_… or rk_test_…)", "true"
+		}
+		k.errorf("stripe.api_key", "is a %s-mode key (%s…) but stripe.livemode is %t; use a %s, or set stripe.livemode to %s", mode, prefix, *s.Livemode, want, other)
+		return
 	}
 }
 

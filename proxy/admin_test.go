@@ -340,7 +340,8 @@ func TestAdminReconcile(t *testing.T) {
 func TestWebhookDispute(t *testing.T) {
 	const secret = "whsec_test_secret"
 	st := boltStore(t)
-	syncer, err := stripesync.New(st, stripesync.Options{WebhookSecrets: []string{secret}})
+	testMode := false
+	syncer, err := stripesync.New(st, stripesync.Options{WebhookSecrets: []string{secret}, Livemode: &testMode})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +363,7 @@ func TestWebhookDispute(t *testing.T) {
 			t.Fatalf("webhook: %d %s", res.StatusCode, data)
 		}
 	}
-	deliver(`{"id":"evt_1","object":"event","type":"checkout.session.completed","created":1700000000,"data":{"object":{
+	deliver(`{"id":"evt_1","object":"event","livemode":false,"type":"checkout.session.completed","created":1700000000,"data":{"object":{
 		"id":"cs_test_1","object":"checkout.session","mode":"payment","payment_status":"paid","status":"complete",
 		"payment_intent":"pi_test_1","customer":"cus_test_1","amount_total":1000,"currency":"usd",
 		"metadata":{"tollgate_customer":"` + cust + `","tollgate_credits":"10"}}}}`)
@@ -375,7 +376,7 @@ func TestWebhookDispute(t *testing.T) {
 	}
 	h.settled(cust, 1)
 
-	deliver(`{"id":"evt_2","object":"event","type":"charge.dispute.created","created":1700000100,"data":{"object":{
+	deliver(`{"id":"evt_2","object":"event","livemode":false,"type":"charge.dispute.created","created":1700000100,"data":{"object":{
 		"id":"dp_test_1","object":"dispute","amount":1000,"currency":"usd","status":"needs_response","reason":"fraudulent",
 		"charge":"ch_test_1","payment_intent":"pi_test_1"}}}`)
 	res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body})

@@ -50,7 +50,8 @@ const (
 
 // apply applies one event, whether delivered by a webhook (after its
 // signature was verified) or listed by the Events API. It is the only way
-// events change the store, so both routes behave identically.
+// events change the store, so both routes behave identically: the same
+// livemode rule (Options.Livemode), the same effects.
 func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (outcome, error) {
 	typ := ev.Get("type").String()
 	log := s.log.With(
@@ -59,31 +60,21 @@ func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (out
 		zap.String("source", source),
 		zap.String("api_version", ev.Get("api_version").String()),
 	)
-	obj := ev.Get("data.object")
 	var (
 		out outcome
 		err error
 	)
-	switch typ {
-	case EventCheckoutCompleted, EventCheckoutAsyncSucceeded, EventInvoicePaid, EventChargeRefunded, EventDisputeCreated, EventDisputeClosed:
-		if !obj.IsObject() {
-			err = invalid("event %s has no data.object", ev.Get("id").String())
-			break
-		}
-		switch typ {
-		case EventCheckoutCompleted, EventCheckoutAsyncSucceeded:
-			out, err = s.applySession(ctx, log, obj, typ)
-		case EventInvoicePaid:
-			out, err = s.applyInvoice(ctx, log, obj)
-		case EventChargeRefunded:
-			out, err = s.applyRefund(ctx, log, obj)
-		case EventDisputeCreated:
-			out, err = s.applyDisputeCreated(ctx, log, obj)
-		case EventDisputeClosed:
-			out, err = s.applyDisputeClosed(ctx, log, obj)
-		}
-	default:
+	switch lm := ev.Get("livemode"); {
+	case lm.Type != gjson.True && lm.Type != gjson.False:
+		err = invalid("event %s has no boolean livemode, so tollgate cannot tell a test event from a live one; Stripe sets it on every event", ev.Get("id").String())
+	case lm.Bool() != s.livemode:
+		// Acknowledged, so that Stripe stops sending it: no retry could
+		// ever apply it here.
 		out = outcomeIgnored
+		log.Warn("stripe: event of the other mode ignored; stripe.livemode names the mode this server applies: point only that mode's webhook endpoint here, and use that mode's API key",
+			zap.Bool("event_livemode", lm.Bool()), zap.Bool("livemode", s.livemode))
+	default:
+		out, err = s.applyType(ctx, log, ev, typ)
 	}
 	label := typ
 	if out == outcomeIgnored && err == nil && !isHandled(typ) {
@@ -106,6 +97,30 @@ func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (out
 		log.Info("stripe: event processed", zap.String("outcome", string(out)))
 	}
 	return out, nil
+}
+
+// applyType applies an event of the configured mode by its type.
+func (s *Syncer) applyType(ctx context.Context, log *zap.Logger, ev gjson.Result, typ string) (outcome, error) {
+	if !isHandled(typ) {
+		return outcomeIgnored, nil
+	}
+	obj := ev.Get("data.object")
+	if !obj.IsObject() {
+		return "", invalid("event %s has no data.object", ev.Get("id").String())
+	}
+	switch typ {
+	case EventCheckoutCompleted, EventCheckoutAsyncSucceeded:
+		return s.applySession(ctx, log, obj, typ)
+	case EventInvoicePaid:
+		return s.applyInvoice(ctx, log, obj)
+	case EventChargeRefunded:
+		return s.applyRefund(ctx, log, obj)
+	case EventDisputeCreated:
+		return s.applyDisputeCreated(ctx, log, obj)
+	case EventDisputeClosed:
+		return s.applyDisputeClosed(ctx, log, obj)
+	}
+	return outcomeIgnored, nil
 }
 
 func isHandled(typ string) bool {

@@ -158,8 +158,10 @@ func newHarness(t *testing.T, st testStore, c *clock, mutate ...func(*stripesync
 		reg:   prometheus.NewRegistry(),
 		ns:    fmt.Sprintf("-t%d%d", time.Now().UnixNano()%100000, nsCounter.Add(1)),
 	}
+	testMode := false // the fixtures are test-mode events
 	opts := stripesync.Options{
 		WebhookSecrets: []string{testSecret},
+		Livemode:       &testMode,
 		Prices:         testPrices(),
 		Now:            c.Now,
 		Logger:         zaptest.NewLogger(t),

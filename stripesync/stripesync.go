@@ -20,6 +20,7 @@
 //		WebhookSecrets: cfg.Stripe.WebhookSecrets, // webhook_secret and/or webhook_secrets
 //		APIKey:         cfg.Stripe.APIKey,
 //		APIBase:        cfg.Stripe.APIBase,
+//		Livemode:       cfg.Stripe.Livemode, // required with secrets or a key
 //		Prices:         prices, // stripe.prices: price id or lookup key → credits
 //		Logger:         logger,
 //		Registerer:     registry,
@@ -109,6 +110,16 @@ type Options struct {
 	// APIBase is the Stripe API address; default DefaultAPIBase. Point it
 	// at stripe-mock or a test server.
 	APIBase string
+	// Livemode is the mode of the events this Syncer applies: true for
+	// live mode, false for test mode (stripe.livemode). An event whose
+	// livemode differs is acknowledged and ignored, with a warning,
+	// whether a webhook delivered it or Reconcile listed it, so that test
+	// payments never credit customers when test and live secrets are
+	// configured together or a test endpoint points here (nor the
+	// reverse). An event without a boolean livemode is refused as
+	// invalid. Required (New fails without it) when WebhookSecrets or
+	// APIKey is set: which mode to serve is never guessed.
+	Livemode *bool
 	// Prices maps a Stripe price id ("price_…") or a price's lookup key to
 	// the credits one unit buys. A line whose price is in neither form
 	// here is skipped and logged. Amounts must be positive.
@@ -150,6 +161,7 @@ type Syncer struct {
 	secrets   []string
 	apiKey    string
 	apiBase   string
+	livemode  bool
 	prices    map[string]money.Micros
 	tolerance time.Duration
 	maxBody   int64
@@ -161,6 +173,10 @@ type Syncer struct {
 
 // ErrNoAPIKey is returned by Reconcile and Run when Options.APIKey is empty.
 var ErrNoAPIKey = errors.New("stripesync: reconciliation needs a Stripe API key (set stripe.api_key)")
+
+// ErrNoLivemode is returned by New when WebhookSecrets or APIKey is set
+// without Livemode.
+var ErrNoLivemode = errors.New("stripesync: Livemode is not set: set stripe.livemode to true to apply live-mode events or false for test mode; events of the other mode are acknowledged and ignored")
 
 // New returns a Syncer that applies events to store. It checks opts and
 // reports every problem at once.
@@ -189,6 +205,14 @@ func New(store Store, opts Options) (*Syncer, error) {
 	if s.apiBase == "" {
 		s.apiBase = DefaultAPIBase
 	}
+	switch {
+	case opts.Livemode != nil:
+		s.livemode = *opts.Livemode
+	case len(opts.WebhookSecrets) > 0 || opts.APIKey != "":
+		errs = append(errs, ErrNoLivemode)
+	}
+	// Otherwise no event can arrive: the webhook refuses every delivery
+	// without a secret, and Reconcile needs the API key.
 	if u, err := url.Parse(s.apiBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("stripesync: API base %q is not an http(s) URL; want e.g. %q", opts.APIBase, DefaultAPIBase))
 	}

@@ -103,6 +103,13 @@ func printConfig(w io.Writer, path string, c *config.Config) {
 		webhook += ")"
 	}
 	fmt.Fprintf(tw, "stripe webhook\t%s\n", webhook)
+	if s.Livemode != nil {
+		mode := "test (livemode: false): live-mode events are ignored"
+		if *s.Livemode {
+			mode = "live (livemode: true): test-mode events are ignored"
+		}
+		fmt.Fprintf(tw, "stripe mode\t%s\n", mode)
+	}
 	switch {
 	case s.APIKey == "":
 		fmt.Fprintf(tw, "stripe API\toff (no api_key): no line items, no reconciliation\n")

@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 		WebhookSecrets: cfg.Stripe.WebhookSecrets,
 		APIKey:         cfg.Stripe.APIKey,
 		APIBase:        cfg.Stripe.APIBase,
+		Livemode:       cfg.Stripe.Livemode,
 		Prices:         cfg.Stripe.PriceCredits(),
 		Logger:         log.Named("stripe"),
 		Registerer:     reg,

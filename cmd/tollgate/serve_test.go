@@ -95,7 +95,7 @@ admin: {listen: "127.0.0.1:0", token: %s}
 store: {%s}
 settle_timeout: 2s
 %s
-stripe: {webhook_secret: %s}
+stripe: {webhook_secret: %s, livemode: false}
 routes:
   - path: /v1/chat/completions
     api: openai.chat
@@ -344,8 +344,8 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Fatalf("webhook: %d %s", res.StatusCode, data)
 		}
 	}
-	deliver(`{"id":"evt_1","object":"event","type":"checkout.session.completed","created":1700000000,"data":{"object":{"id":"cs_1","object":"checkout.session","mode":"payment","payment_status":"paid","payment_intent":"pi_1","customer":"cus_1","metadata":{"tollgate_customer":"acme","tollgate_credits":"5"}}}}`)
-	deliver(`{"id":"evt_2","object":"event","type":"charge.dispute.created","created":1700000100,"data":{"object":{"id":"dp_1","object":"dispute","charge":"ch_1","payment_intent":"pi_1","status":"needs_response"}}}`)
+	deliver(`{"id":"evt_1","object":"event","livemode":false,"type":"checkout.session.completed","created":1700000000,"data":{"object":{"id":"cs_1","object":"checkout.session","mode":"payment","payment_status":"paid","payment_intent":"pi_1","customer":"cus_1","metadata":{"tollgate_customer":"acme","tollgate_credits":"5"}}}}`)
+	deliver(`{"id":"evt_2","object":"event","livemode":false,"type":"charge.dispute.created","created":1700000100,"data":{"object":{"id":"dp_1","object":"dispute","charge":"ch_1","payment_intent":"pi_1","status":"needs_response"}}}`)
 	res, data = chat(t, s.proxy, "acme", chatRequest)
 	if res.StatusCode != 403 || !strings.Contains(string(data), `"code":"customer_suspended"`) {
 		t.Errorf("disputed customer: %d %s", res.StatusCode, data)
@@ -763,7 +763,7 @@ func TestServeReconcileErrors(t *testing.T) {
 				w.Header().Set("Content-Type", "application/json")
 				switch {
 				case r.URL.Path == "/v1/events" && tc.events == http.StatusOK:
-					io.WriteString(w, `{"object":"list","has_more":false,"data":[{"id":"evt_1","object":"event","type":"checkout.session.completed","created":1700000000,"data":{"object":{"id":"cs_1","object":"checkout.session","mode":"payment","payment_status":"paid","payment_intent":"pi_1","customer":"cus_1","metadata":{"tollgate_customer":"acme"}}}}]}`)
+					io.WriteString(w, `{"object":"list","has_more":false,"data":[{"id":"evt_1","object":"event","livemode":false,"type":"checkout.session.completed","created":1700000000,"data":{"object":{"id":"cs_1","object":"checkout.session","mode":"payment","payment_status":"paid","payment_intent":"pi_1","customer":"cus_1","metadata":{"tollgate_customer":"acme"}}}}]}`)
 				case r.URL.Path == "/v1/events":
 					w.WriteHeader(tc.events)
 					io.WriteString(w, `{"error":{"type":"invalid_request_error","message":"Invalid API Key provided"}}`)
@@ -778,7 +778,7 @@ func TestServeReconcileErrors(t *testing.T) {
 			cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0", token: %s}
 store: {%s}
-stripe: {api_key: sk_test_reconcile, api_base: %q, reconcile_interval: 0s}
+stripe: {api_key: sk_test_reconcile, api_base: %q, reconcile_interval: 0s, livemode: false}
 routes:
   - path: /v1/chat/completions
     api: openai.chat
