@@ -33,19 +33,20 @@ import (
 // Defaults. Each is documented on the field it fills and in
 // config.example.yaml.
 const (
-	DefaultListen            = "127.0.0.1:8080"
-	DefaultAdminListen       = ":9090"
-	DefaultStorePath         = "tollgate.db"
-	DefaultHoldTTL           = 10 * time.Minute
-	DefaultSweepInterval     = time.Minute
-	DefaultCustomerHeader    = "X-Tollgate-Customer"
-	DefaultMaxRequestBytes   = 32 << 20 // 32 MiB
-	DefaultShutdownTimeout   = 30 * time.Second
-	DefaultSettleTimeout     = 5 * time.Second
-	DefaultMaxOutputTokens   = 4096
-	DefaultStripeAPIBase     = "https://api.stripe.com"
-	DefaultReconcileInterval = time.Hour
-	DefaultReconcileWindow   = 72 * time.Hour
+	DefaultListen             = "127.0.0.1:8080"
+	DefaultAdminListen        = ":9090"
+	DefaultStorePath          = "tollgate.db"
+	DefaultHoldTTL            = 10 * time.Minute
+	DefaultSweepInterval      = time.Minute
+	DefaultCustomerHeader     = "X-Tollgate-Customer"
+	DefaultMaxRequestBytes    = 32 << 20 // 32 MiB
+	DefaultRequestBodyTimeout = 30 * time.Second
+	DefaultShutdownTimeout    = 30 * time.Second
+	DefaultSettleTimeout      = 5 * time.Second
+	DefaultMaxOutputTokens    = 4096
+	DefaultStripeAPIBase      = "https://api.stripe.com"
+	DefaultReconcileInterval  = time.Hour
+	DefaultReconcileWindow    = 72 * time.Hour
 )
 
 // MaxReconcileWindow is the longest stripe.reconcile_window: Stripe's
@@ -82,6 +83,14 @@ type Config struct {
 	// (YAML "max_request_bytes"); a larger one is refused with 413
 	// request_too_large. Default 33554432 (32 MiB). Must be > 0.
 	MaxRequestBytes int64
+	// RequestBodyTimeout is how long the proxy waits for the next bytes of
+	// a request body (YAML "request_body_timeout"); a body that stops
+	// arriving for that long is refused with 408 request_timeout and its
+	// connection closed, before any hold is taken. It bounds the pause
+	// between reads, not the whole upload, like nginx's
+	// client_body_timeout: a large upload that keeps moving is never cut.
+	// Default 30s. Must be > 0.
+	RequestBodyTimeout time.Duration
 	// ShutdownTimeout is how long a SIGTERM or SIGINT waits for in-flight
 	// requests and streams to finish and settle before they are cut (YAML
 	// "shutdown_timeout"). Default 30s. Must be > 0.
@@ -261,13 +270,14 @@ func (c *Config) Match(path string) *Route {
 // routes.
 func Default() *Config {
 	return &Config{
-		Listen:          DefaultListen,
-		Admin:           Admin{Listen: DefaultAdminListen},
-		Store:           Store{Path: DefaultStorePath, HoldTTL: DefaultHoldTTL, SweepInterval: DefaultSweepInterval},
-		CustomerHeader:  DefaultCustomerHeader,
-		MaxRequestBytes: DefaultMaxRequestBytes,
-		ShutdownTimeout: DefaultShutdownTimeout,
-		SettleTimeout:   DefaultSettleTimeout,
+		Listen:             DefaultListen,
+		Admin:              Admin{Listen: DefaultAdminListen},
+		Store:              Store{Path: DefaultStorePath, HoldTTL: DefaultHoldTTL, SweepInterval: DefaultSweepInterval},
+		CustomerHeader:     DefaultCustomerHeader,
+		MaxRequestBytes:    DefaultMaxRequestBytes,
+		RequestBodyTimeout: DefaultRequestBodyTimeout,
+		ShutdownTimeout:    DefaultShutdownTimeout,
+		SettleTimeout:      DefaultSettleTimeout,
 		Stripe: Stripe{
 			APIBase:           DefaultStripeAPIBase,
 			ReconcileInterval: DefaultReconcileInterval,

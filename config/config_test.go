@@ -69,6 +69,7 @@ func TestDefaults(t *testing.T) {
 		{"store.sweep_interval", c.Store.SweepInterval, time.Minute},
 		{"customer_header", c.CustomerHeader, "X-Tollgate-Customer"},
 		{"max_request_bytes", c.MaxRequestBytes, int64(33554432)},
+		{"request_body_timeout", c.RequestBodyTimeout, 30 * time.Second},
 		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},
 		{"settle_timeout", c.SettleTimeout, 5 * time.Second},
 		{"stripe.webhook_secrets", len(c.Stripe.WebhookSecrets), 0},
@@ -220,7 +221,7 @@ func TestLoadNamesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := config.Load(path)
-	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)\n" +
+	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)\n" +
 		path + ": routes: none configured; add at least one route (see config.example.yaml)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("Load = %v\nwant %s", err, want)
@@ -255,7 +256,7 @@ func TestProblems(t *testing.T) {
 			name: "unknown key with its line",
 			yaml: "listen: :8080\nrouts:\n  - path: /x\n",
 			want: []string{
-				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)",
+				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)",
 				"routes: none configured; add at least one route (see config.example.yaml)",
 			},
 		},
@@ -443,6 +444,16 @@ stripe:
 				`line 15: stripe.reconcile_interval: "-1h0m0s" is negative (want e.g. "1h", or 0 to disable the periodic run)`,
 				`line 16: stripe.reconcile_window: "0s" must be greater than 0 (want e.g. "72h")`,
 			},
+		},
+		{
+			name: "request_body_timeout not positive",
+			yaml: route + "request_body_timeout: 0s\n",
+			want: []string{`line 7: request_body_timeout: "0s" must be greater than 0 (want e.g. "30s")`},
+		},
+		{
+			name: "request_body_timeout not a duration",
+			yaml: route + "request_body_timeout: 30\n",
+			want: []string{`line 7: request_body_timeout: "30" is not a duration (want e.g. "30s", "10m" or "1h30m")`},
 		},
 		{
 			name: "stripe.livemode unset with a webhook secret",

@@ -20,7 +20,7 @@ import (
 
 // The keys each mapping accepts, in the order the documentation gives them.
 var (
-	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "shutdown_timeout", "settle_timeout", "routes", "stripe"}
+	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "routes", "stripe"}
 	adminKeys  = []string{"listen", "token"}
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "prices"}
@@ -476,6 +476,7 @@ func (p *parser) root(n *yaml.Node) {
 	p.str(f, "listen", &c.Listen)
 	p.str(f, "customer_header", &c.CustomerHeader)
 	p.integer(f, "max_request_bytes", "33554432 for 32 MiB", &c.MaxRequestBytes)
+	p.duration(f, "request_body_timeout", &c.RequestBodyTimeout)
 	p.duration(f, "shutdown_timeout", &c.ShutdownTimeout)
 	p.duration(f, "settle_timeout", &c.SettleTimeout)
 

@@ -90,6 +90,7 @@ func (c *Config) check() []*Problem {
 	if c.MaxRequestBytes <= 0 {
 		k.errorf("max_request_bytes", "%d must be greater than 0 (bytes; the default 33554432 is 32 MiB)", c.MaxRequestBytes)
 	}
+	k.positive("request_body_timeout", c.RequestBodyTimeout, "30s")
 	k.positive("shutdown_timeout", c.ShutdownTimeout, "30s")
 	k.positive("settle_timeout", c.SettleTimeout, "5s")
 	k.routes()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -197,7 +198,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 			strings.TrimPrefix(err.Error(), ledger.ErrInvalidCustomer.Error()+": "))
 	}
 
-	body, err := readBody(w, r, st.maxBody)
+	body, err := readBody(w, r, st.maxBody, st.bodyTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -305,27 +306,33 @@ func ambiguous(err error) bool {
 	return true
 }
 
-// readBody reads the request body, at most limit bytes. A body of known
-// length is read into one exact buffer.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+// readBody reads the request body, at most limit bytes, waiting at most
+// timeout for each next byte (see body.go). A body of known length is
+// read into one exact buffer.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, nil
 	}
+	body, read := watchBody(w, r, timeout)
+	var buf []byte
+	var err error
 	if r.ContentLength > 0 {
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return nil, bodyError(err)
-		}
+		buf = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(body, buf)
+	} else {
+		buf, err = io.ReadAll(http.MaxBytesReader(w, io.NopCloser(body), limit))
+	}
+	switch {
+	case err == nil:
+		read()
 		return buf, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, bodyTimedOut(w, r, timeout)
 	}
-	buf, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		return nil, bodyError(err)
-	}
-	return buf, nil
+	return nil, bodyError(err)
 }
 
 func bodyError(err error) error {

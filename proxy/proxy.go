@@ -101,6 +101,7 @@ type state struct {
 	routes         map[*config.Route]*route
 	customerHeader string
 	maxBody        int64
+	bodyTimeout    time.Duration
 	settleTimeout  time.Duration
 	adminEnabled   bool
 	adminToken     [sha256.Size]byte // SHA-256 of admin.token, compared in constant time
@@ -174,7 +175,7 @@ func New(cfg *config.Config, store ledger.Store, opts Options) (*Server, error) 
 }
 
 // Reload replaces the routes, prices, customer header, request size limit,
-// settle timeout and admin token with cfg's, atomically: requests already
+// request body timeout, settle timeout and admin token with cfg's, atomically: requests already
 // running finish under the configuration they started with, and no
 // connection is dropped. An invalid cfg is rejected with the error and the
 // current configuration stays. Settings that need a restart (listen
@@ -219,6 +220,7 @@ func (s *Server) build(cfg *config.Config) *state {
 		routes:         make(map[*config.Route]*route, len(cfg.Routes)),
 		customerHeader: http.CanonicalHeaderKey(cfg.CustomerHeader),
 		maxBody:        cfg.MaxRequestBytes,
+		bodyTimeout:    cfg.RequestBodyTimeout,
 		settleTimeout:  cfg.SettleTimeout,
 		adminEnabled:   cfg.Admin.Token != "",
 		adminToken:     sha256.Sum256([]byte(cfg.Admin.Token)),

@@ -25,9 +25,11 @@ import (
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
-// Listener timeouts. The proxy listener has no write timeout: a stream
-// lasts as long as the model writes. Slow clients are bounded by the
-// header and idle timeouts; the body is bounded by max_request_bytes.
+// Listener timeouts. The proxy listener has no read or write timeout: an
+// upload or a stream lasts as long as it keeps moving. Slow clients are
+// bounded by the header and idle timeouts; the body by max_request_bytes
+// and, for a body that stops arriving, request_body_timeout, which the
+// proxy applies between reads (proxy/body.go).
 const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 2 * time.Minute

@@ -382,6 +382,44 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
+// TestServeStalledBody: on serve's own listener, a request whose body
+// stops arriving is answered 408 request_timeout once
+// request_body_timeout passes without a byte, and disconnected, while the
+// customer's credits are untouched.
+func TestServeStalledBody(t *testing.T) {
+	dir := t.TempDir()
+	up := newFakeProvider(t)
+	s := startServe(t, writeConfig(t, dir, up.URL, boltSection(dir), "request_body_timeout: 300ms", "10"))
+	adminCredit(t, s.admin, "acme", "10")
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.proxy, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: tollgate\r\nX-Tollgate-Customer: acme\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		len(chatRequest), chatRequest[:10])
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	data, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if elapsed := time.Since(start); res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(data), `"code":"request_timeout"`) ||
+		elapsed < 300*time.Millisecond || elapsed > 3*time.Second {
+		t.Fatalf("after %s: %d %s; want 408 request_timeout after 300ms", elapsed, res.StatusCode, data)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the 408: %v, want the connection closed", err)
+	}
+	if a := adminAccount(t, s.admin, "acme"); a.Balance != mustParse(t, "10") || a.Reserved != 0 {
+		t.Errorf("account %+v: a stalled request must cost and hold nothing", a)
+	}
+}
+
 // TestServeShutdown: SIGTERM lets open streams finish within
 // shutdown_timeout and settles them; streams that outlive it are cut and
 // settled too. No hold is left behind.
