@@ -16,8 +16,11 @@
 //
 // A test that stops the server (to check how its caller fails while Redis is
 // down) uses StartOwn, which never reuses an external server, then Stop and
-// Restart. Launch and LaunchCluster do the same without a testing.TB, for a
-// TestMain that shares one server across a package; call Close after m.Run.
+// Restart, or Pause and Resume to make it hang (SIGSTOP) rather than refuse
+// connections. StartOwnWith starts one with other settings (AOF on, an
+// eviction policy, a renamed command). Launch and LaunchCluster do the same
+// without a testing.TB, for a TestMain that shares one server across a
+// package; call Close after m.Run.
 //
 // The package does not flush, select databases or create keys: tests that
 // share a server must use their own key names and delete them afterwards.
@@ -140,8 +143,17 @@ func Start(tb testing.TB) *Server {
 // so the test may Stop and Restart it.
 func StartOwn(tb testing.TB) *Server {
 	tb.Helper()
+	return StartOwnWith(tb)
+}
+
+// StartOwnWith is StartOwn with extra redis-server arguments, given as on
+// its command line and applied after the defaults, so that they override
+// them: for example "--appendonly", "yes" for a server whose data survives
+// Stop and Restart, or "--maxmemory-policy", "allkeys-lru".
+func StartOwnWith(tb testing.TB, args ...string) *Server {
+	tb.Helper()
 	Require(tb, false)
-	s, err := Launch()
+	s, err := LaunchWith(args...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -157,13 +169,18 @@ func StartOwn(tb testing.TB) *Server {
 // persistence off, in a new temporary directory. The caller must Close it.
 // It returns an error wrapping ErrNotInstalled when redis-server is missing.
 func Launch() (*Server, error) {
+	return LaunchWith()
+}
+
+// LaunchWith is Launch with extra redis-server arguments; see StartOwnWith.
+func LaunchWith(args ...string) (*Server, error) {
 	if err := lookPath(false); err != nil {
 		return nil, err
 	}
-	return launch(false)
+	return launch(false, args...)
 }
 
-func launch(cluster bool) (*Server, error) {
+func launch(cluster bool, extra ...string) (*Server, error) {
 	dir, err := os.MkdirTemp("", "tollgate-redistest-")
 	if err != nil {
 		return nil, fmt.Errorf("redistest: %w", err)
@@ -199,6 +216,7 @@ func launch(cluster bool) (*Server, error) {
 				"--cluster-node-timeout", "5000",
 			)
 		}
+		s.args = append(s.args, extra...)
 		if err := s.start(); err != nil {
 			lastErr = err
 			continue
@@ -319,6 +337,7 @@ func (s *Server) Stop() error {
 	if s.cmd == nil {
 		return nil
 	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot act on SIGTERM
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -330,8 +349,34 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// Pause stops the server process with SIGSTOP: it keeps its connections
+// and accepts new ones (the kernel completes the handshake) but answers
+// nothing, like a Redis that hangs on a slow disk or a stalled VM. Resume
+// continues it. It is an error for an external server.
+func (s *Server) Pause() error { return s.signal("pause", syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT); the commands it received
+// meanwhile are then executed and answered.
+func (s *Server) Resume() error { return s.signal("resume", syscall.SIGCONT) }
+
+func (s *Server) signal(what string, sig syscall.Signal) error {
+	if s.external {
+		return fmt.Errorf("redistest: refusing to %s %s, a server this test did not start (use StartOwn)", what, s.Addr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return fmt.Errorf("redistest: cannot %s %s: it is not running", what, s.Addr)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("redistest: %s %s: %w", what, s.Addr, err)
+	}
+	return nil
+}
+
 // Restart starts a stopped server again on the same address, with an
-// empty dataset (persistence is off). It is an error for an external
+// empty dataset unless it was started with persistence on (Stop lets it
+// write its AOF or snapshot first). It is an error for an external
 // server.
 func (s *Server) Restart() error {
 	if s.external {
