@@ -38,6 +38,7 @@ const (
 	DefaultStorePath          = "tollgate.db"
 	DefaultHoldTTL            = 10 * time.Minute
 	DefaultSweepInterval      = time.Minute
+	DefaultStoreTimeout       = 500 * time.Millisecond
 	DefaultCustomerHeader     = "X-Tollgate-Customer"
 	DefaultMaxRequestBytes    = 32 << 20 // 32 MiB
 	DefaultRequestBodyTimeout = 30 * time.Second
@@ -151,6 +152,16 @@ type Store struct {
 	// (YAML "store.sweep_interval"). Expired holds stop counting at once
 	// whatever this is; sweeping only reclaims space. Default 1m. Must be > 0.
 	SweepInterval time.Duration
+	// Timeout bounds each credit store call a request waits for before it
+	// is forwarded (the reservation), and each store call of /readyz (YAML
+	// "store.timeout"). A store that does not answer in time is treated as
+	// unavailable: the request is refused with 503 billing_unavailable
+	// (nothing forwarded, nothing charged) instead of hanging. Default
+	// 500ms, far above a healthy store's milliseconds and well below a
+	// client's patience; raise it only for a store that is slow when
+	// healthy. Settlements have their own bound, settle_timeout, and are
+	// retried. Must be > 0.
+	Timeout time.Duration
 }
 
 // Route is one metered endpoint.
@@ -272,7 +283,7 @@ func Default() *Config {
 	return &Config{
 		Listen:             DefaultListen,
 		Admin:              Admin{Listen: DefaultAdminListen},
-		Store:              Store{Path: DefaultStorePath, HoldTTL: DefaultHoldTTL, SweepInterval: DefaultSweepInterval},
+		Store:              Store{Path: DefaultStorePath, HoldTTL: DefaultHoldTTL, SweepInterval: DefaultSweepInterval, Timeout: DefaultStoreTimeout},
 		CustomerHeader:     DefaultCustomerHeader,
 		MaxRequestBytes:    DefaultMaxRequestBytes,
 		RequestBodyTimeout: DefaultRequestBodyTimeout,

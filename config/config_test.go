@@ -67,6 +67,7 @@ func TestDefaults(t *testing.T) {
 		{"store.path", c.Store.Path, "tollgate.db"},
 		{"store.hold_ttl", c.Store.HoldTTL, 10 * time.Minute},
 		{"store.sweep_interval", c.Store.SweepInterval, time.Minute},
+		{"store.timeout", c.Store.Timeout, 500 * time.Millisecond},
 		{"customer_header", c.CustomerHeader, "X-Tollgate-Customer"},
 		{"max_request_bytes", c.MaxRequestBytes, int64(33554432)},
 		{"request_body_timeout", c.RequestBodyTimeout, 30 * time.Second},
@@ -479,6 +480,11 @@ stripe:
 			name: "stripe.api_key of the other mode, restricted",
 			yaml: route + "stripe:\n  api_key: rk_live_1\n  livemode: false\n",
 			want: []string{`line 8: stripe.api_key: is a live-mode key (rk_live_…) but stripe.livemode is false; use a test-mode key (sk_test_… or rk_test_…), or set stripe.livemode to true`},
+		},
+		{
+			name: "store timeout",
+			yaml: route + "store: {timeout: 0s}\n",
+			want: []string{`line 7: store.timeout: "0s" must be greater than 0 (want e.g. "500ms")`},
 		},
 		{
 			name: "a malformed variable reference",

@@ -22,7 +22,7 @@ import (
 var (
 	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "routes", "stripe"}
 	adminKeys  = []string{"listen", "token"}
-	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval"}
+	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "prices"}
 	priceKeys  = []string{"input", "cached_input", "cache_write_input", "output", "per_request", "per_image", "per_minute"}
 	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window"}
@@ -484,11 +484,12 @@ func (p *parser) root(n *yaml.Node) {
 	p.str(admin, "listen", &c.Admin.Listen)
 	p.str(admin, "token", &c.Admin.Token)
 
-	store := p.mapping(f.vals["store"].val, "store", "a mapping with redis_url, path, hold_ttl and sweep_interval", storeKeys)
+	store := p.mapping(f.vals["store"].val, "store", "a mapping with redis_url, path, hold_ttl, sweep_interval and timeout", storeKeys)
 	p.str(store, "redis_url", &c.Store.RedisURL)
 	p.str(store, "path", &c.Store.Path)
 	p.duration(store, "hold_ttl", &c.Store.HoldTTL)
 	p.duration(store, "sweep_interval", &c.Store.SweepInterval)
+	p.duration(store, "timeout", &c.Store.Timeout)
 
 	p.routes(f)
 	p.stripe(f.vals["stripe"].val)

@@ -150,6 +150,7 @@ func (k *checker) store() {
 	}
 	k.positive("store.hold_ttl", s.HoldTTL, "10m")
 	k.positive("store.sweep_interval", s.SweepInterval, "1m")
+	k.positive("store.timeout", s.Timeout, "500ms")
 }
 
 // reservedHeaders are headers the proxy itself must control, so neither a
