@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -28,11 +29,19 @@ import (
 // did not run.
 //
 // A caller whose context ends while its call is still queued takes the
-// call back (it is never sent) and gets the context's error. One whose
-// call is already on the wire gets the context's error at once too, but
-// the script may still run: like a lost reply, the outcome is unknown,
-// which every Store caller must already handle (every operation is
-// idempotent or recognises its own retry).
+// call back (it is never sent) and gets the context's error at once, which
+// the store reports as ErrStoreUnavailable. One whose call is already on
+// the wire gets the context's error at once too, but the script may still
+// run: like a lost reply, the outcome is unknown, which every Store caller
+// must already handle (every operation is idempotent or recognises its own
+// retry; a settlement that timed out is retried and finds its first
+// charge).
+//
+// A pipeline is sent with the latest deadline of the callers in it, so
+// that one stuck on a hung connection or server gives up its slot when the
+// last of them has stopped waiting, and the calls queued behind it go out
+// on another connection instead of waiting for the client's read timeout.
+// (That needs a client with ContextTimeoutEnabled; see NewRedisStore.)
 type batcher struct {
 	client      redis.UniversalClient
 	maxInFlight int
@@ -157,9 +166,15 @@ func (b *batcher) send(batch []*scriptCall) {
 		return
 	}
 	// The pipeline belongs to no single caller, so no caller's
-	// cancellation may cut it short; the client's read and write
-	// timeouts bound it.
+	// cancellation may cut it short: it ends when the last of them stops
+	// waiting, or, if one waits without a deadline, at the client's read
+	// and write timeouts.
 	ctx := context.Background()
+	if d, ok := latestDeadline(live); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
 	cmds := make([]*redis.Cmd, len(live))
 	pipe := b.client.Pipeline()
 	for i, c := range live {
@@ -183,6 +198,22 @@ func (b *batcher) send(batch []*scriptCall) {
 	for i, c := range live {
 		c.finish(cmds[i].Result())
 	}
+}
+
+// latestDeadline returns the latest deadline of the calls, and false if
+// any of them has none.
+func latestDeadline(calls []*scriptCall) (time.Time, bool) {
+	var latest time.Time
+	for _, c := range calls {
+		d, ok := c.ctx.Deadline()
+		if !ok {
+			return time.Time{}, false
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return latest, true
 }
 
 func (c *scriptCall) finish(val any, err error) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -293,5 +294,144 @@ func TestBatcherUnavailable(t *testing.T) {
 	wg.Wait()
 	if a, err := s.Account(ctx, "back"); err != nil || a.Balance != 32 {
 		t.Errorf("account after restart = %+v, %v; want 32", a, err)
+	}
+}
+
+// relay forwards TCP connections to a Redis and can make the ones open
+// now hang (stop forwarding in both directions) while new ones work: a
+// connection stuck on a half-dead network path, or the first moments of
+// a failover.
+type relay struct {
+	addr   string
+	mu     sync.Mutex
+	conns  []*relayConn
+	closed chan struct{}
+}
+
+type relayConn struct {
+	hung atomic.Bool
+}
+
+func newRelay(t *testing.T, target string) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: ln.Addr().String(), closed: make(chan struct{})}
+	var open []net.Conn
+	t.Cleanup(func() {
+		close(r.closed)
+		ln.Close()
+		r.mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		r.mu.Unlock()
+	})
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			rc := &relayConn{}
+			r.mu.Lock()
+			r.conns = append(r.conns, rc)
+			open = append(open, client, server)
+			r.mu.Unlock()
+			go r.pump(rc, client, server)
+			go r.pump(rc, server, client)
+		}
+	}()
+	return r
+}
+
+// pump copies from src to dst until either closes or rc hangs.
+func (r *relay) pump(rc *relayConn, src, dst net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if rc.hung.Load() {
+			<-r.closed
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+// hangAll makes every connection open now hang.
+func (r *relay) hangAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		c.hung.Store(true)
+	}
+}
+
+// TestBatcherNotStuckBehindHungPipeline: when the connections in use hang,
+// their callers give up at their deadlines, and so do the pipelines they
+// were in, so that the calls queued behind go out on new connections
+// rather than wait for the client's read timeout (30s here).
+func TestBatcherNotStuckBehindHungPipeline(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newRelay(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{
+		Addr: r.addr, ContextTimeoutEnabled: true, MaxRetries: 1, DialerRetries: 1, Protocol: 2,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, PoolSize: 8,
+	})
+	s := NewRedisStore(client, Options{})
+	t.Cleanup(func() { s.Close() })
+
+	var served, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+				_, err := s.Account(ctx, "nobody")
+				cancel()
+				switch {
+				case err == nil:
+					served.Add(1)
+				case errors.Is(err, ErrStoreUnavailable):
+					failed.Add(1)
+				default:
+					t.Errorf("account: %v; want nil or ErrStoreUnavailable", err)
+				}
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // every pooled connection busy
+	r.hangAll()
+	time.Sleep(time.Second) // the callers on hung connections give up
+	before := served.Load()
+	time.Sleep(time.Second)
+	after := served.Load()
+	close(stop)
+	wg.Wait()
+	if failed.Load() == 0 {
+		t.Fatal("no call failed: the connections did not hang")
+	}
+	if after == before {
+		t.Errorf("no call was served in the second after the hung connections' callers gave up: calls wait behind a stuck pipeline")
 	}
 }
