@@ -50,6 +50,9 @@ type BoltStore struct {
 	mu      sync.Mutex
 	queue   []*boltCall
 	writing bool
+
+	// writes is the outcome of recent commits, for Ready.
+	writes writeHealth
 }
 
 var (
@@ -64,6 +67,7 @@ const (
 	bForget     = "forget"
 	bMeta       = "meta"
 	bLocks      = "locks"
+	bProbe      = "probe" // Ready's probe write, after a failed commit
 	bHolds      = "holds"
 	bClosed     = "closed"
 	bEntries    = "entries"
@@ -80,7 +84,7 @@ const (
 // fails with an error matching ErrStoreLocked that names the file.
 func OpenBolt(path string, opts Options) (*BoltStore, error) {
 	opts = opts.withDefaults()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.LockTimeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.LockTimeout, OpenFile: opts.openFile})
 	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (waited %s); run one tollgate process per store file, or use Redis to share balances between replicas", ErrStoreLocked, path, opts.LockTimeout)
 	}
@@ -622,6 +626,39 @@ func (s *BoltStore) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Ready implements Store. After a commit failed (a full disk, an I/O
+// error, a file that became read-only), it commits a small probe write of
+// its own: not ready until one succeeds. Otherwise it reads and writes
+// nothing beyond Ping.
+func (s *BoltStore) Ready(ctx context.Context) error {
+	if err := s.Ping(ctx); err != nil {
+		return err
+	}
+	f := s.writes.last()
+	if f == nil {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	at := s.now()
+	err := s.update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte(bProbe))
+		if err != nil {
+			return err
+		}
+		var v [8]byte
+		putTime(v[:], unixMilli(at))
+		return b.Put([]byte("at"), v[:])
+	})
+	if err != nil {
+		return fmt.Errorf("%w: writes to %s fail since %s (%v); free disk space, or check the disk and the file's permissions",
+			ErrStoreUnavailable, s.path, f.at.UTC().Format(time.RFC3339), err)
+	}
+	s.writes.clear(f)
+	return nil
+}
+
 // Close closes the file after the write in progress, if any. Writes
 // still queued fail with ErrStoreUnavailable.
 func (s *BoltStore) Close() error { return s.db.Close() }
@@ -755,7 +792,12 @@ func (s *BoltStore) update(fn func(*bbolt.Tx) error) error {
 		go s.writeLoop()
 	}
 	s.mu.Unlock()
-	return <-c.done
+	err := <-c.done
+	var ce errCommit
+	if errors.As(err, &ce) {
+		s.writes.fail(err, s.now())
+	}
+	return err
 }
 
 func (s *BoltStore) writeLoop() {

@@ -256,6 +256,18 @@ var conformanceTests = []struct {
 	{name: "Meta", fn: testMeta},
 	{name: "Locks", fn: testLocks},
 	{name: "ClosedStoreIsUnavailable", fn: testClosedStore},
+	{name: "ReadyWhenHealthy", fn: testReadyWhenHealthy},
+}
+
+// testReadyWhenHealthy: a store that answers and takes writes is ready,
+// before and after it served, and stays so.
+func testReadyWhenHealthy(t *testing.T, e *env) {
+	for i := range 3 {
+		if err := e.s.Ready(ctx); err != nil {
+			t.Fatalf("Ready %d: %v", i, err)
+		}
+		mustCredit(t, e.s, e.customer("c"), money.Credit)
+	}
 }
 
 // TestConformance runs every conformance test against every store. The
@@ -1119,6 +1131,7 @@ func testClosedStore(t *testing.T, e *env) {
 		"Lift":    func() error { return s.Lift(ctx, cust, "r") },
 		"Sweep":   func() error { _, err := s.Sweep(ctx); return err },
 		"Ping":    func() error { return s.Ping(ctx) },
+		"Ready":   func() error { return s.Ready(ctx) },
 		"PutMeta": func() error { return s.PutMeta(ctx, "k", "v") },
 		"GetMeta": func() error { _, _, err := s.GetMeta(ctx, "k"); return err },
 		"TryLock": func() error { _, _, err := s.TryLock(ctx, "l", time.Second); return err },

@@ -218,6 +218,19 @@ type Store interface {
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
 
+	// Ready reports whether the store can be trusted with the next
+	// request's money, for readiness probes: nil, or an error that says
+	// what is wrong and what to do. It fails, matching
+	// ErrStoreUnavailable, while the backend does not answer and while
+	// writes fail (a full disk, Redis out of memory): after a write that
+	// the store could not take, Ready writes a small probe and passes
+	// again once one succeeds. On Redis it also fails when a node's
+	// maxmemory-policy may evict keys (*EvictionPolicyError, matching
+	// ErrUnsafeStore) and when Redis lost its data (*DataLostError,
+	// matching ErrDataLost); see RedisStore.Ready. It honours ctx's
+	// deadline and does no work on behalf of other calls.
+	Ready(ctx context.Context) error
+
 	// Close releases the backend. The store must not be used afterwards.
 	Close() error
 }

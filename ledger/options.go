@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,6 +40,10 @@ type Options struct {
 	// another process before failing with ErrStoreLocked. Zero means
 	// DefaultLockTimeout. RedisStore ignores it.
 	LockTimeout time.Duration
+
+	// openFile, when set, opens BoltStore's file instead of os.OpenFile:
+	// tests make the store's writes fail with it.
+	openFile func(name string, flag int, perm os.FileMode) (*os.File, error)
 }
 
 // withDefaults returns o with every zero field set to its default.

@@ -137,14 +137,20 @@ func customerOfKey(key string) (string, bool) {
 //
 // Redis must keep what it acknowledged: run it with AOF (appendonly yes,
 // appendfsync everysec or always) or accept losing the last moments of
-// charges and credits on a crash. Keys never expire by TTL except locks,
-// so an eviction policy other than noeviction loses money.
+// charges and credits on a crash. Keys never expire by TTL except locks
+// and Ready's probes, so an eviction policy other than noeviction loses
+// money. Ready checks both, and whether Redis lost its data (see
+// redischeck.go); call it at start-up and periodically.
 type RedisStore struct {
 	client    redis.UniversalClient
 	batch     *batcher
 	now       func() time.Time
 	log       *zap.Logger
 	retention time.Duration
+
+	health redisHealth
+	gate   atomic.Pointer[gate] // set while every call must fail closed
+	writes writeHealth
 }
 
 var (
@@ -165,9 +171,39 @@ var (
 // defaults (MaxRetries 3, DialerRetries 5 at 100ms) about two seconds pass
 // before ErrStoreUnavailable. A proxy that must answer 503 quickly should
 // lower them (for example MaxRetries 1, DialerRetries 1).
+//
+// Set ContextTimeoutEnabled on the client: without it go-redis ignores a
+// context's deadline while it waits for Redis, so a call to a Redis that
+// hangs (rather than refuses connections) takes ReadTimeout for every
+// retry, whatever deadline its caller set. NewRedisStore logs a warning
+// when it can see that the option is off.
 func NewRedisStore(client redis.UniversalClient, opts Options) *RedisStore {
 	opts = opts.withDefaults()
-	return &RedisStore{client: client, batch: newBatcher(client, defaultMaxInFlight), now: opts.Now, log: opts.Logger, retention: opts.Retention}
+	_, cluster := client.(*redis.ClusterClient)
+	s := &RedisStore{
+		client:    client,
+		batch:     newBatcher(client, defaultMaxInFlight),
+		now:       opts.Now,
+		log:       opts.Logger,
+		retention: opts.Retention,
+		health:    newRedisHealth(cluster),
+	}
+	if !contextTimeouts(client) {
+		s.log.Warn("the Redis client ignores context deadlines (ContextTimeoutEnabled is off): a hung Redis holds each call for its read timeout and retries")
+	}
+	return s
+}
+
+// contextTimeouts reports whether client honours context deadlines, or
+// true when that cannot be told.
+func contextTimeouts(client redis.UniversalClient) bool {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
 }
 
 // Reserve implements Store.
@@ -181,7 +217,7 @@ func (s *RedisStore) Reserve(ctx context.Context, customer, holdID string, amoun
 	r, err := s.run(ctx, reserveScript, customerKeys(customer),
 		holdID, int64(amount), expiryMilli(now, ttl), unixMilli(now), s.retention.Milliseconds(), hex.EncodeToString(tok[:]))
 	if err != nil {
-		return s.fail("reserve "+holdID, err)
+		return s.failWrite("reserve "+holdID, err)
 	}
 	status, available, err := r.int(0), r.int(1), r.err
 	if err != nil {
@@ -211,7 +247,7 @@ func (s *RedisStore) Settle(ctx context.Context, customer, holdID string, actual
 	r, err := s.run(ctx, settleScript, customerKeys(customer),
 		holdID, int64(actual), unixMilli(now), s.retention.Milliseconds(), body.json())
 	if err != nil {
-		return Entry{}, s.fail("settle "+holdID, err)
+		return Entry{}, s.failWrite("settle "+holdID, err)
 	}
 	status, seq := r.int(0), r.int(1)
 	switch status {
@@ -251,7 +287,7 @@ func (s *RedisStore) Release(ctx context.Context, customer, holdID string) error
 	now := s.now()
 	r, err := s.run(ctx, releaseScript, customerKeys(customer), holdID, unixMilli(now), s.retention.Milliseconds())
 	if err != nil {
-		return s.fail("release "+holdID, err)
+		return s.failWrite("release "+holdID, err)
 	}
 	r.int(0)
 	if r.err != nil {
@@ -273,7 +309,7 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 	r, err := s.run(ctx, creditScript, customerKeys(c.Customer),
 		c.Key, int64(c.Amount), mode, string(c.Kind), body.json())
 	if err != nil {
-		return CreditResult{}, s.fail("credit "+c.Key, err)
+		return CreditResult{}, s.failWrite("credit "+c.Key, err)
 	}
 	status, seq := r.int(0), r.int(1)
 	switch status {
@@ -340,6 +376,9 @@ func (s *RedisStore) Entries(ctx context.Context, customer, before string, limit
 	if err != nil {
 		return Page{}, err
 	}
+	if err := s.guard(); err != nil {
+		return Page{}, fmt.Errorf("entries of %s: %w", customer, err)
+	}
 	keys := customerKeys(customer)
 	lastText, err := s.client.HGet(ctx, keys[keyAccount], "seq").Result()
 	if errors.Is(err, redis.Nil) {
@@ -387,8 +426,11 @@ func (s *RedisStore) Suspend(ctx context.Context, customer, reason string) error
 	if err := checkSuspension(customer, reason); err != nil {
 		return err
 	}
+	if err := s.guard(); err != nil {
+		return fmt.Errorf("suspend %s: %w", customer, err)
+	}
 	if _, err := suspendScript.Run(ctx, s.client, customerKeys(customer), reason).Int64(); err != nil {
-		return s.fail("suspend "+customer, err)
+		return s.failWrite("suspend "+customer, err)
 	}
 	return nil
 }
@@ -398,8 +440,11 @@ func (s *RedisStore) Lift(ctx context.Context, customer, reason string) error {
 	if err := checkSuspension(customer, reason); err != nil {
 		return err
 	}
+	if err := s.guard(); err != nil {
+		return fmt.Errorf("lift %s: %w", customer, err)
+	}
 	if _, err := liftScript.Run(ctx, s.client, customerKeys(customer), reason).Int64(); err != nil {
-		return s.fail("lift "+customer, err)
+		return s.failWrite("lift "+customer, err)
 	}
 	return nil
 }
@@ -408,6 +453,9 @@ func (s *RedisStore) Lift(ctx context.Context, customer, reason string) error {
 // their hold keys: on Redis Cluster on every master, since each master
 // holds only its own slots.
 func (s *RedisStore) Sweep(ctx context.Context) (int, error) {
+	if err := s.guard(); err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
 	now := s.now()
 	var expired atomic.Int64
 	sweepNode := func(ctx context.Context, node redis.UniversalClient) error {
@@ -440,7 +488,7 @@ func (s *RedisStore) Sweep(ctx context.Context) (int, error) {
 		s.log.Info("swept expired holds", zap.Int("holds", n))
 	}
 	if err != nil {
-		return n, s.fail("sweep", err)
+		return n, s.failWrite("sweep", err)
 	}
 	return n, nil
 }
@@ -493,8 +541,11 @@ func (s *RedisStore) PutMeta(ctx context.Context, key, value string) error {
 	if err := checkMeta(key, value); err != nil {
 		return err
 	}
+	if err := s.guard(); err != nil {
+		return fmt.Errorf("put meta %s: %w", key, err)
+	}
 	if err := s.client.Set(ctx, metaPrefix+key, value, 0).Err(); err != nil {
-		return s.fail("put meta "+key, err)
+		return s.failWrite("put meta "+key, err)
 	}
 	return nil
 }
@@ -503,6 +554,9 @@ func (s *RedisStore) PutMeta(ctx context.Context, key, value string) error {
 func (s *RedisStore) GetMeta(ctx context.Context, key string) (string, bool, error) {
 	if err := checkID("meta key", key); err != nil {
 		return "", false, err
+	}
+	if err := s.guard(); err != nil {
+		return "", false, fmt.Errorf("get meta %s: %w", key, err)
 	}
 	v, err := s.client.Get(ctx, metaPrefix+key).Result()
 	if errors.Is(err, redis.Nil) {
@@ -521,12 +575,15 @@ func (s *RedisStore) TryLock(ctx context.Context, name string, ttl time.Duration
 	if err := checkLock(name, ttl); err != nil {
 		return "", false, err
 	}
+	if err := s.guard(); err != nil {
+		return "", false, fmt.Errorf("lock %s: %w", name, err)
+	}
 	token := newToken()
 	now := s.now()
 	ok, err := trylockScript.Run(ctx, s.client, []string{lockPrefix + name},
 		token, unixMilli(now), expiryMilli(now, ttl), ttl.Milliseconds()).Int64()
 	if err != nil {
-		return "", false, s.fail("lock "+name, err)
+		return "", false, s.failWrite("lock "+name, err)
 	}
 	if ok != 1 {
 		return "", false, nil
@@ -540,7 +597,7 @@ func (s *RedisStore) Unlock(ctx context.Context, name, token string) error {
 		return err
 	}
 	if _, err := unlockScript.Run(ctx, s.client, []string{lockPrefix + name}, token).Int64(); err != nil {
-		return s.fail("unlock "+name, err)
+		return s.failWrite("unlock "+name, err)
 	}
 	return nil
 }
@@ -554,6 +611,9 @@ func newToken() string {
 // run runs script on keys, batched with the calls of other goroutines
 // (see batcher), and returns its array reply.
 func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) (*reply, error) {
+	if err := s.guard(); err != nil {
+		return nil, err
+	}
 	v, err := s.batch.run(ctx, script, keys, args...)
 	if err != nil {
 		return nil, err
@@ -609,17 +669,37 @@ func (r *reply) str(i int) string {
 // fail wraps err from Redis with op, matching ErrStoreUnavailable when
 // Redis could not be reached or cannot serve right now.
 func (s *RedisStore) fail(op string, err error) error {
+	if errors.Is(err, ErrStoreUnavailable) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	if unavailable(err) {
 		return fmt.Errorf("%s: %w: %w", op, ErrStoreUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
 
+// failWrite is fail for a write, which it also records for Ready.
+func (s *RedisStore) failWrite(op string, err error) error {
+	s.wrote(err)
+	return s.fail(op, err)
+}
+
+// wrote records a write that failed because Redis could not take it (out
+// of memory, unreachable, too slow), for Ready; a caller that went away
+// says nothing about Redis.
+func (s *RedisStore) wrote(err error) {
+	if err != nil && unavailable(err) && !errors.Is(err, context.Canceled) {
+		s.writes.fail(err, s.now())
+	}
+}
+
 // unavailableReplies are the Redis error prefixes that mean "not now"
 // rather than "wrong request": the server is loading its dataset, the
 // cluster has lost slots or is moving them, a failover is under way, a
-// script or the memory limit blocks writes, or there are too many clients.
-var unavailableReplies = []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "BUSY", "NOREPLICAS", "OOM", "max number of clients"}
+// script or the memory limit blocks writes, a failed snapshot does
+// (MISCONF: Redis's disk is full or broken), or there are too many
+// clients.
+var unavailableReplies = []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "BUSY", "NOREPLICAS", "OOM", "MISCONF", "max number of clients"}
 
 // unavailable reports whether err means Redis could not be reached or
 // cannot serve now: the caller should fail closed and may retry later.

@@ -336,3 +336,23 @@ func TestDecideCredit(t *testing.T) {
 		}
 	}
 }
+
+// TestKeySlot checks the cluster slot function against the examples of
+// the Redis Cluster specification and CLUSTER KEYSLOT's documentation.
+func TestKeySlot(t *testing.T) {
+	for key, want := range map[string]uint16{
+		"123456789": 0x31c3 % 16384, // the CRC16 check value of the specification
+		"somekey":   11058,
+		"hash_tag":  2515, // CLUSTER KEYSLOT foo{hash_tag}
+	} {
+		if got := keySlot(key); got != want {
+			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	tags := slotTags(markerChunks)
+	for i, tag := range tags {
+		if got := int(keySlot(tag)) / (clusterSlots / markerChunks); got != i {
+			t.Errorf("tag %d (%s) hashes to range %d", i, tag, got)
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package ledger_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// swapFD makes the descriptor of f refer to name opened with flag, as if
+// the file had been reopened under the store: read-only makes every write
+// fail (EBADF) as a full or read-only disk would, read-write heals it.
+func swapFD(t *testing.T, f *os.File, name string, flag int) {
+	t.Helper()
+	g, err := os.OpenFile(name, flag, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := syscall.Dup3(int(g.Fd()), int(f.Fd()), syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBoltReadyWhenWritesFail: a store whose commits fail still answers
+// reads and pings, but is not ready, and says why and what to do; once
+// writes work again its next readiness check (which then writes a probe)
+// passes, with no traffic needed.
+func TestBoltReadyWhenWritesFail(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	var file *os.File
+	open := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
+	s, err := ledger.OpenBolt(path, ledger.WithOpenFile(ledger.Options{}, open))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Credit(ctx, ledger.Credit{Customer: "c", Amount: 5 * money.Credit, Kind: ledger.KindGrant, Key: "k1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready on a healthy store: %v", err)
+	}
+
+	swapFD(t, file, path, os.O_RDONLY)
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready before any write failed: %v (a healthy store writes no probe)", err)
+	}
+	_, err = s.Credit(ctx, ledger.Credit{Customer: "c", Amount: money.Credit, Kind: ledger.KindGrant, Key: "k2"})
+	if !errors.Is(err, ledger.ErrStoreUnavailable) {
+		t.Fatalf("Credit with writes failing: %v; want ErrStoreUnavailable", err)
+	}
+	if a, err := s.Account(ctx, "c"); err != nil || a.Balance != 5*money.Credit {
+		t.Fatalf("Account = %+v, %v; reads still work", a, err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	err = s.Ready(ctx)
+	if !errors.Is(err, ledger.ErrStoreUnavailable) || !strings.Contains(err.Error(), "writes to "+path+" fail since ") ||
+		!strings.HasSuffix(err.Error(), "; free disk space, or check the disk and the file's permissions") {
+		t.Fatalf("Ready with writes failing: %v", err)
+	}
+
+	swapFD(t, file, path, os.O_RDWR)
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready once writes work again: %v", err)
+	}
+	if _, err := s.Credit(ctx, ledger.Credit{Customer: "c", Amount: money.Credit, Kind: ledger.KindGrant, Key: "k2"}); err != nil {
+		t.Fatal(err)
+	}
+}
