@@ -39,12 +39,15 @@ type AdminOptions struct {
 	// Metrics serves GET /metrics, e.g. promhttp.HandlerFor on the
 	// registry passed to New. Nil answers 404.
 	Metrics http.Handler
+	// AcceptDataLoss serves POST /v1/store/accept-data-loss, the
+	// operator's answer to a store that lost its data
+	// (ledger.RedisStore.AcceptDataLoss). Nil answers 400 not_configured.
+	AcceptDataLoss func(ctx context.Context) error
 }
 
 // Admin API limits.
 const (
 	maxAdminBody  = 64 << 10 // a credit or reconcile request is a few hundred bytes; not configurable
-	probeTimeout  = 2 * time.Second
 	maxCreditText = ledger.MaxTextLength
 )
 
@@ -55,6 +58,7 @@ const (
 //	GET  /v1/customers/{id}/ledger?limit=&before= entries, newest first, and the next cursor
 //	POST /v1/customers/{id}/credits              {"amount","reason","idempotency_key"}
 //	POST /v1/reconcile                           {"since":"72h"}
+//	POST /v1/store/accept-data-loss              serve what the store holds now
 //	POST /webhooks/stripe                        opts.Webhook
 //	GET  /healthz, /readyz, /metrics
 //
@@ -69,6 +73,7 @@ func (s *Server) AdminHandler(opts AdminOptions) http.Handler {
 	mux.HandleFunc("/v1/customers/{id}/ledger", a.ledger)
 	mux.HandleFunc("/v1/customers/{id}/credits", a.credit)
 	mux.HandleFunc("/v1/reconcile", a.reconcile)
+	mux.HandleFunc("/v1/store/accept-data-loss", a.acceptDataLoss)
 	mux.HandleFunc("/healthz", a.healthz)
 	mux.HandleFunc("/readyz", a.readyz)
 	mux.HandleFunc("/webhooks/stripe", a.optional(opts.Webhook))
@@ -340,22 +345,4 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, example string) e
 
 func (a *admin) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz answers 200 when the store answers a ping and the server is not
-// draining, so that a load balancer sends traffic only where it can be
-// billed.
-func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
-	if a.s.draining.Load() {
-		writeError(w, http.StatusServiceUnavailable, CodeShuttingDown, "tollgate is shutting down")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
-	defer cancel()
-	if err := a.s.store.Ping(ctx); err != nil {
-		a.s.log.Warn("not ready: the store does not answer", zap.Error(err))
-		writeError(w, http.StatusServiceUnavailable, CodeBillingUnavailable, "not ready: the credit store does not answer")
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

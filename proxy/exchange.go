@@ -240,7 +240,11 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 
 	s.busy.Add(1) // the hold, until settled or released
 	start := s.now()
-	err = s.store.Reserve(r.Context(), customer, ex.id, cost, s.holdTTL)
+	// store.timeout: a hung store costs the client a prompt 503, not the
+	// Redis client's retries (DESIGN: fail closed).
+	rctx, cancel := context.WithTimeout(r.Context(), s.storeTimeout)
+	err = s.store.Reserve(rctx, customer, ex.id, cost, s.holdTTL)
+	cancel()
 	ex.heldAt = s.now()
 	s.m.reserveLatency.Observe(ex.heldAt.Sub(start).Seconds())
 	if err != nil {

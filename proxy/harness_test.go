@@ -274,6 +274,9 @@ type harnessOptions struct {
 	webhook    http.Handler
 	retryFor   time.Duration
 	transport  http.RoundTripper // default: proxy.NewTransport()
+	// acceptDataLoss serves POST /v1/store/accept-data-loss; default: the
+	// store's AcceptDataLoss when it has one, as serve wires it.
+	acceptDataLoss func(context.Context) error
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -301,10 +304,14 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	}
 	h := &harness{t: t, cfg: cfg, store: o.store, srv: srv, up: o.upstream, reg: reg, logs: logs}
 	h.proxy = httptest.NewServer(srv)
+	if a, ok := o.store.(interface{ AcceptDataLoss(context.Context) error }); ok && o.acceptDataLoss == nil {
+		o.acceptDataLoss = a.AcceptDataLoss
+	}
 	h.admin = httptest.NewServer(srv.AdminHandler(proxy.AdminOptions{
-		Reconciler: o.reconciler,
-		Webhook:    o.webhook,
-		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Reconciler:     o.reconciler,
+		Webhook:        o.webhook,
+		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		AcceptDataLoss: o.acceptDataLoss,
 	}))
 	t.Cleanup(func() {
 		h.admin.Close()
@@ -340,9 +347,10 @@ func redisClient(t testing.TB) *redis.Client {
 	return fastClient(sharedRedis.Addr)
 }
 
-// fastClient fails fast while Redis is down, as serve configures it.
+// fastClient fails fast while Redis is down or hung, as serve configures
+// it.
 func fastClient(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 1, DialerRetries: 1, Protocol: 2})
+	return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 1, DialerRetries: 1, Protocol: 2, ContextTimeoutEnabled: true})
 }
 
 func redisStore(t testing.TB) *ledger.RedisStore {

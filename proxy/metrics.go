@@ -30,6 +30,8 @@ type metrics struct {
 	settleRetries   prometheus.Counter
 	settleFailures  prometheus.Counter
 	reloads         *prometheus.CounterVec // result
+	storeReady      prometheus.Gauge
+	dataLosses      prometheus.Counter
 
 	// Hot-path children, resolved once.
 	reserveLatency prometheus.Observer
@@ -107,6 +109,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tollgate_config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result: applied or rejected.",
 		}, []string{"result"}),
+		storeReady: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_store_ready",
+			Help: "1 when the last store check passed (the store answers, takes writes, and Redis is safe and kept its data), 0 otherwise; see /readyz for why.",
+		}),
+		dataLosses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_store_data_losses_total",
+			Help: "Times a store check found that Redis lost tollgate's data (its marker keys gone or replaced); billing stops until an operator runs tollgate accept-data-loss. Alert on any increase.",
+		}),
 	}
 	if reg != nil {
 		var errs []error
@@ -122,6 +132,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.settleRetries = register(reg, m.settleRetries, &errs)
 		m.settleFailures = register(reg, m.settleFailures, &errs)
 		m.reloads = register(reg, m.reloads, &errs)
+		m.storeReady = register(reg, m.storeReady, &errs)
+		m.dataLosses = register(reg, m.dataLosses, &errs)
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}

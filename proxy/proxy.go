@@ -82,8 +82,10 @@ type Server struct {
 
 	// Settings fixed at New: the store's and the listeners' cannot change
 	// without a restart.
-	holdTTL time.Duration
-	initial *config.Config
+	holdTTL      time.Duration
+	storeTimeout time.Duration // bounds the reservation and each store check
+	initial      *config.Config
+	health       storeHealth
 
 	state atomic.Pointer[state]
 	// busy counts handlers running and settlements or releases in flight;
@@ -169,6 +171,7 @@ func New(cfg *config.Config, store ledger.Store, opts Options) (*Server, error) 
 		return nil, fmt.Errorf("proxy: invalid config: %w", err)
 	}
 	s.holdTTL = cfg.Store.HoldTTL
+	s.storeTimeout = cfg.Store.Timeout
 	s.initial = cfg
 	s.state.Store(s.build(cfg))
 	return s, nil
