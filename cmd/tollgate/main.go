@@ -44,6 +44,7 @@ func commands() []command {
 		{"credit", "ID AMOUNT --key KEY [--reason TEXT]", "add credits to a customer (a negative AMOUNT removes them)", runCredit},
 		{"ledger", "ID [--limit N] [--before CURSOR | --all]", "list a customer's ledger entries, newest first", runLedger},
 		{"reconcile", "--since DURATION", "replay missed Stripe events from the last DURATION", runReconcile},
+		{"accept-data-loss", "", "serve what Redis holds now, after tollgate found it lost data", runAcceptDataLoss},
 		{"version", "", "print the version", runVersion},
 	}
 }
@@ -57,13 +58,14 @@ Usage:
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %-46s %s\n", c.name, c.synopsis, c.summary)
+		fmt.Fprintf(w, "  %-16s %-46s %s\n", c.name, c.synopsis, c.summary)
 	}
 	fmt.Fprint(w, `
 serve and check read the config from --config, else $TOLLGATE_CONFIG,
-else tollgate.yaml. balance, credit, ledger and reconcile call the admin API
-at --admin URL, else $TOLLGATE_ADMIN_URL, else http://127.0.0.1:9090, with
-the bearer token in $TOLLGATE_ADMIN_TOKEN; --json prints the raw response.
+else tollgate.yaml. balance, credit, ledger, reconcile and accept-data-loss
+call the admin API at --admin URL, else $TOLLGATE_ADMIN_URL, else
+http://127.0.0.1:9090, with the bearer token in $TOLLGATE_ADMIN_TOKEN;
+--json prints the raw response.
 Flags may come before or after the arguments.
 
 Run 'tollgate <command> --help' for a command's flags.

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/proxy"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
@@ -137,11 +138,15 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	if err != nil {
 		return err
 	}
-	adminHandler := px.AdminHandler(proxy.AdminOptions{
+	adminOpts := proxy.AdminOptions{
 		Reconciler: reconciler{syncer},
 		Webhook:    syncer.WebhookHandler(),
 		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-	})
+	}
+	if rs, ok := st.(*ledger.RedisStore); ok {
+		adminOpts.AcceptDataLoss = rs.AcceptDataLoss
+	}
+	adminHandler := px.AdminHandler(adminOpts)
 
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -191,6 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 		jobs.Wait()
 	}()
 	jobs.Go(func() { sweep(bg, st, cfg.Store.SweepInterval, log.Named("sweep")) })
+	jobs.Go(func() { px.WatchStore(bg, storeCheckInterval) })
 	if cfg.Stripe.APIKey != "" && cfg.Stripe.ReconcileInterval > 0 {
 		jobs.Go(func() {
 			if err := syncer.Run(bg, cfg.Stripe.ReconcileInterval, cfg.Stripe.ReconcileWindow); err != nil {

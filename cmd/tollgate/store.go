@@ -23,12 +23,24 @@ type store interface {
 	ledger.Meta
 }
 
-// probeTimeout bounds the start-up check that tells a Redis Cluster from a
-// single Redis.
+// probeTimeout bounds each start-up check of Redis: whether it is a
+// cluster, and whether it is safe to keep money in.
 const probeTimeout = 5 * time.Second
+
+// storeCheckInterval is how often serve checks the store between probes
+// (ledger.Store.Ready): a Redis that lost its data or its memory is found
+// within this, even where nothing calls /readyz.
+const storeCheckInterval = 5 * time.Second
 
 // openStore opens the store the configuration names: Redis when
 // store.redis_url is set, otherwise the embedded file at store.path.
+//
+// A Redis is checked before it is used (ledger.RedisStore.Ready): one
+// whose maxmemory-policy may evict keys is refused; one without
+// persistence, or that refuses CONFIG GET, gets a warning; the first
+// check marks it so that a later loss of its data is noticed. A Redis that
+// does not answer yet, or lost its data, is used all the same: /readyz
+// and every request say so until it recovers or an operator acts.
 func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, error) {
 	opts := ledger.Options{Logger: log}
 	if cfg.RedisURL == "" {
@@ -42,7 +54,17 @@ func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, e
 	if err != nil {
 		return nil, err
 	}
-	return ledger.NewRedisStore(client, opts), nil
+	s := ledger.NewRedisStore(client, opts)
+	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	switch err := s.Ready(cctx); {
+	case errors.Is(err, ledger.ErrUnsafeStore):
+		s.Close()
+		return nil, fmt.Errorf("store.redis_url %s: %w", redactRedisURL(cfg.RedisURL), err)
+	case err != nil:
+		log.Warn("the Redis store is not ready at start-up; requests get 503 billing_unavailable until it is", zap.String("redis", redactRedisURL(cfg.RedisURL)), zap.Error(err))
+	}
+	return s, nil
 }
 
 // redisClient builds the client for store.redis_url.
@@ -57,7 +79,10 @@ func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, e
 // Unless the URL sets max_retries, a command is retried once, and a
 // failed dial is not retried: while Redis is down the proxy should answer
 // 503 billing_unavailable in milliseconds, not after go-redis's default
-// two seconds of retries. tollgate retries settlements itself.
+// two seconds of retries. tollgate retries settlements itself. Context
+// deadlines are always honoured (ContextTimeoutEnabled), so that a Redis
+// that hangs rather than refuses costs a request store.timeout, not
+// read_timeout for every retry.
 func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.UniversalClient, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -78,7 +103,7 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 		return fmt.Errorf("store.redis_url %s: %v; want e.g. redis://:password@redis:6379/0", redactRedis(u), err)
 	}
 	// tune applies the defaults above to either client's options.
-	tune := func(maxRetries, protocol, dialerRetries *int) {
+	tune := func(maxRetries, protocol, dialerRetries *int, contextTimeouts *bool) {
 		if tuneRetries {
 			*maxRetries = 1
 		}
@@ -86,20 +111,21 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 			*protocol = 2
 		}
 		*dialerRetries = 1
+		*contextTimeouts = true
 	}
 	if q.Has("addr") {
 		opts, err := redis.ParseClusterURL(raw)
 		if err != nil {
 			return nil, bad(err)
 		}
-		tune(&opts.MaxRetries, &opts.Protocol, &opts.DialerRetries)
+		tune(&opts.MaxRetries, &opts.Protocol, &opts.DialerRetries, &opts.ContextTimeoutEnabled)
 		return redis.NewClusterClient(opts), nil
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
 		return nil, bad(err)
 	}
-	tune(&opts.MaxRetries, &opts.Protocol, &opts.DialerRetries)
+	tune(&opts.MaxRetries, &opts.Protocol, &opts.DialerRetries, &opts.ContextTimeoutEnabled)
 	client := redis.NewClient(opts)
 
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
@@ -138,6 +164,8 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 		ConnMaxLifetime: opts.ConnMaxLifetime,
 		TLSConfig:       opts.TLSConfig,
 		DialerRetries:   1,
+
+		ContextTimeoutEnabled: true,
 	}), nil
 }
 
