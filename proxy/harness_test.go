@@ -60,11 +60,14 @@ const (
 )
 
 // testConfig is the configuration every harness starts from; UPSTREAM and
-// DEAD are replaced by the fake upstream's URL and a closed port.
+// DEAD are replaced by the fake upstream's URL and a closed port. Its
+// store.timeout is generous: hundreds of concurrent requests under the
+// race detector on a busy machine take longer than the default 500ms, and
+// would be refused; the tests of store.timeout set it themselves.
 const testConfig = `
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0", token: ` + adminToken + `}
-store: {hold_ttl: 1m}
+store: {hold_ttl: 1m, timeout: 5s}
 max_request_bytes: 65536
 settle_timeout: 2s
 routes:
