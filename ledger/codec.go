@@ -230,7 +230,13 @@ func decodeCursor(customer, cursor string) (int64, error) {
 		return 0, bad
 	}
 	seq, err := strconv.ParseInt(seqText, 10, 64)
-	if err != nil || seq < 1 || strconv.FormatInt(seq, 10) != seqText {
+	if err != nil || seq < 1 {
+		return 0, bad
+	}
+	// Only the spelling encodeCursor writes is a cursor: base64 decoding
+	// also accepts the same bytes with padding bits set or line breaks
+	// inserted, and a leading zero or sign would parse to the same seq.
+	if encodeCursor(customer, seq) != cursor {
 		return 0, bad
 	}
 	return seq, nil

@@ -304,6 +304,29 @@ func FuzzDecodeCursor(f *testing.F) {
 	})
 }
 
+// TestDecodeCursorCanonical checks that a cursor decodes only in the
+// exact form encodeCursor writes: base64 has other spellings of the same
+// bytes (nonzero padding bits in the last character, line breaks the
+// decoder skips), and two strings naming one page would make a cursor
+// something other than an opaque token.
+func TestDecodeCursorCanonical(t *testing.T) {
+	good := encodeCursor("c", 17) // "MTc6Yw"
+	if seq, err := decodeCursor("c", good); err != nil || seq != 17 {
+		t.Fatalf("decodeCursor(%q) = %d, %v; want 17", good, seq, err)
+	}
+	for _, bad := range []struct{ customer, cursor string }{
+		{"c", "MTc6Yx"},     // the same bytes, with padding bits set
+		{"c", "MTc6\nYw"},   // a line break, which base64 decoding skips
+		{"c", "MTc6Yw\r\n"}, // trailing CR LF
+		{"c", "MTc6Yw=="},   // padded
+		{"\xf5", "MzA69X"},  // found by FuzzDecodeCursor
+	} {
+		if seq, err := decodeCursor(bad.customer, bad.cursor); !errors.Is(err, ErrInvalidCursor) {
+			t.Errorf("decodeCursor(%q, %q) = %d, %v; want ErrInvalidCursor", bad.customer, bad.cursor, seq, err)
+		}
+	}
+}
+
 func TestDecideCredit(t *testing.T) {
 	m := money.Micros(1)
 	once := func(total money.Micros, kind Kind) *creditRecord {
