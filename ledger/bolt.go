@@ -677,6 +677,30 @@ func (s *BoltStore) PutMeta(ctx context.Context, key, value string) error {
 	return nil
 }
 
+// PutMetaIfAbsent implements Meta.
+func (s *BoltStore) PutMetaIfAbsent(ctx context.Context, key, value string) (string, bool, error) {
+	if err := checkMeta(key, value); err != nil {
+		return "", false, err
+	}
+	var (
+		current string
+		stored  bool
+	)
+	err := s.update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte(bMeta))
+		if v := b.Get([]byte(key)); v != nil {
+			current, stored = string(v), false
+			return nil
+		}
+		current, stored = value, true
+		return b.Put([]byte(key), []byte(value))
+	})
+	if err != nil {
+		return "", false, s.fail("put meta "+key, err)
+	}
+	return current, stored, nil
+}
+
 // GetMeta implements Meta.
 func (s *BoltStore) GetMeta(ctx context.Context, key string) (string, bool, error) {
 	if err := checkID("meta key", key); err != nil {

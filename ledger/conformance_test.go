@@ -254,6 +254,7 @@ var conformanceTests = []struct {
 	{name: "SweepManyHolds", fn: testSweepMany},
 	{name: "Retention", opts: ledger.Options{Retention: time.Hour}, fn: testRetention},
 	{name: "Meta", fn: testMeta},
+	{name: "MetaIfAbsent", fn: testMetaIfAbsent},
 	{name: "Locks", fn: testLocks},
 	{name: "ClosedStoreIsUnavailable", fn: testClosedStore},
 	{name: "ReadyWhenHealthy", fn: testReadyWhenHealthy},
@@ -924,6 +925,11 @@ func testValidation(t *testing.T, e *env) {
 		{"bad cursor", func(s store) error { _, err := s.Entries(ctx, cust, "zzz", 1); return err }, ledger.ErrInvalidCursor},
 		{"empty meta key", func(s store) error { return s.PutMeta(ctx, "", "v") }, ledger.ErrInvalidArgument},
 		{"meta value too long", func(s store) error { return s.PutMeta(ctx, "k", strings.Repeat("v", ledger.MaxMetaValueLength+1)) }, ledger.ErrInvalidArgument},
+		{"meta if absent with bad key", func(s store) error { _, _, err := s.PutMetaIfAbsent(ctx, "a b", "v"); return err }, ledger.ErrInvalidArgument},
+		{"meta if absent too long", func(s store) error {
+			_, _, err := s.PutMetaIfAbsent(ctx, "k", strings.Repeat("v", ledger.MaxMetaValueLength+1))
+			return err
+		}, ledger.ErrInvalidArgument},
 		{"lock without ttl", func(s store) error { _, _, err := s.TryLock(ctx, "l", 0); return err }, ledger.ErrInvalidArgument},
 		{"lock with bad name", func(s store) error { return s.Unlock(ctx, "a b", "t") }, ledger.ErrInvalidArgument},
 	}
@@ -1077,6 +1083,65 @@ func testMeta(t *testing.T, e *env) {
 	}
 }
 
+// testMetaIfAbsent checks the write-if-absent that binds a business
+// object to one value: of concurrent writers exactly one stores, and every
+// writer learns the value that stands.
+func testMetaIfAbsent(t *testing.T, e *env) {
+	k := e.metaKey("stripe:invoice:in_1")
+	const writers = 16
+	var wg sync.WaitGroup
+	currents := make([]string, writers)
+	stored := make([]bool, writers)
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cur, ok, err := e.s.PutMetaIfAbsent(ctx, k, fmt.Sprintf("customer-%d", i))
+			if err != nil {
+				t.Error(err)
+			}
+			currents[i], stored[i] = cur, ok
+		}()
+	}
+	wg.Wait()
+	winner := -1
+	for i := range writers {
+		if stored[i] {
+			if winner >= 0 {
+				t.Fatalf("writers %d and %d both stored", winner, i)
+			}
+			winner = i
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no writer stored")
+	}
+	want := fmt.Sprintf("customer-%d", winner)
+	for i, cur := range currents {
+		if cur != want {
+			t.Errorf("writer %d was told %q; the stored value is %q", i, cur, want)
+		}
+	}
+	if got, ok, err := e.s.GetMeta(ctx, k); err != nil || !ok || got != want {
+		t.Fatalf("get = %q, %v, %v; want %q", got, ok, err, want)
+	}
+	// An empty value is a value: it is stored and then stands.
+	empty := e.metaKey("empty")
+	if cur, ok, err := e.s.PutMetaIfAbsent(ctx, empty, ""); err != nil || !ok || cur != "" {
+		t.Fatalf("put empty = %q, %v, %v; want stored", cur, ok, err)
+	}
+	if cur, ok, err := e.s.PutMetaIfAbsent(ctx, empty, "x"); err != nil || ok || cur != "" {
+		t.Fatalf("put over empty = %q, %v, %v; want the empty value to stand", cur, ok, err)
+	}
+	// PutMeta still replaces.
+	if err := e.s.PutMeta(ctx, k, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if cur, ok, err := e.s.PutMetaIfAbsent(ctx, k, "again"); err != nil || ok || cur != "other" {
+		t.Fatalf("put if absent after PutMeta = %q, %v, %v; want \"other\", not stored", cur, ok, err)
+	}
+}
+
 func testLocks(t *testing.T, e *env) {
 	name := e.lockName("reconcile")
 	tok1, ok, err := e.s.TryLock(ctx, name, time.Minute)
@@ -1134,6 +1199,10 @@ func testClosedStore(t *testing.T, e *env) {
 		"Ready":   func() error { return s.Ready(ctx) },
 		"PutMeta": func() error { return s.PutMeta(ctx, "k", "v") },
 		"GetMeta": func() error { _, _, err := s.GetMeta(ctx, "k"); return err },
+		"PutMetaIfAbsent": func() error {
+			_, _, err := s.PutMetaIfAbsent(ctx, "k", "v")
+			return err
+		},
 		"TryLock": func() error { _, _, err := s.TryLock(ctx, "l", time.Second); return err },
 		"Unlock":  func() error { return s.Unlock(ctx, "l", "t") },
 	}

@@ -243,6 +243,12 @@ type Store interface {
 type Meta interface {
 	// PutMeta stores value under key, replacing any previous value.
 	PutMeta(ctx context.Context, key, value string) error
+	// PutMetaIfAbsent stores value under key only if key has no value
+	// yet, atomically: of concurrent writers exactly one stores, and each
+	// gets back the value that stands (its own when stored is true). It
+	// binds a business object to one answer, such as the customer a
+	// Stripe invoice credits, however many replicas apply it at once.
+	PutMetaIfAbsent(ctx context.Context, key, value string) (current string, stored bool, err error)
 	// GetMeta returns the value under key, and false if there is none.
 	GetMeta(ctx context.Context, key string) (string, bool, error)
 	// TryLock takes the lock name for ttl if no one holds it, returning a

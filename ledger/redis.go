@@ -47,6 +47,8 @@ var (
 	trylockLua string
 	//go:embed lua/unlock.lua
 	unlockLua string
+	//go:embed lua/putmetaifabsent.lua
+	putMetaIfAbsentLua string
 
 	reserveScript = redis.NewScript(libLua + reserveLua)
 	settleScript  = redis.NewScript(libLua + settleLua)
@@ -58,6 +60,8 @@ var (
 	sweepScript   = redis.NewScript(libLua + sweepLua)
 	trylockScript = redis.NewScript(trylockLua)
 	unlockScript  = redis.NewScript(unlockLua)
+
+	putMetaIfAbsentScript = redis.NewScript(putMetaIfAbsentLua)
 )
 
 // Key names. Everything of one customer shares the hash tag {customer},
@@ -548,6 +552,27 @@ func (s *RedisStore) PutMeta(ctx context.Context, key, value string) error {
 		return s.failWrite("put meta "+key, err)
 	}
 	return nil
+}
+
+// PutMetaIfAbsent implements Meta.
+func (s *RedisStore) PutMetaIfAbsent(ctx context.Context, key, value string) (string, bool, error) {
+	if err := checkMeta(key, value); err != nil {
+		return "", false, err
+	}
+	v, err := putMetaIfAbsentScript.Run(ctx, s.client, []string{metaPrefix + key}, value).Result()
+	if err != nil {
+		return "", false, s.fail("put meta "+key, err)
+	}
+	vals, ok := v.([]any)
+	if !ok {
+		return "", false, fmt.Errorf("put meta %s: %w: script reply %T, want an array", key, errCorrupt, v)
+	}
+	r := &reply{vals: vals}
+	stored, current := r.int(0), r.str(1)
+	if r.err != nil {
+		return "", false, fmt.Errorf("put meta %s: %w", key, r.err)
+	}
+	return current, stored == 1, nil
 }
 
 // GetMeta implements Meta.

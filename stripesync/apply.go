@@ -210,9 +210,10 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 		return "", err
 	}
 
-	// The record lives under the payment intent, where refunds and
-	// disputes look; a paid session always has one, but should it not,
-	// the session id still pins what it credited.
+	// The record lives under the session, which binds it once, and
+	// under the payment intent, where refunds and disputes look; a paid
+	// session always has one, but should it not, the session's own
+	// record still pins what it credited.
 	pi := idOf(sess.Get("payment_intent"))
 	recKey := metaPayment + pi
 	if pi == "" {
@@ -240,11 +241,15 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 		if err := s.learnCustomer(ctx, stripeCustomer, cust); err != nil {
 			return "", err
 		}
-		rec = paymentRecord{Customer: cust, Credits: credits, Session: id}
-		// Record before crediting: once the top-up can be seen, a refund
-		// of it can find what to claw back.
-		if err := s.putRecord(ctx, recKey, rec); err != nil {
+		// Bind, then record before crediting: once the top-up can be
+		// seen, a refund of it can find what to claw back.
+		if rec, err = s.bindRecord(ctx, metaSession+id, paymentRecord{Customer: cust, Credits: credits, Session: id}); err != nil {
 			return "", err
+		}
+		if pi != "" {
+			if err := s.putRecord(ctx, recKey, rec); err != nil {
+				return "", err
+			}
 		}
 	}
 	res, err := s.store.Credit(ctx, ledger.Credit{
@@ -447,7 +452,7 @@ func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Re
 		if err != nil || out != "" {
 			return out, err
 		}
-		if err := s.putRecord(ctx, metaInvoice+id, rec); err != nil {
+		if rec, err = s.bindRecord(ctx, metaInvoice+id, rec); err != nil {
 			return "", err
 		}
 		// Before 2025-03-31 the invoice names its payment intent;

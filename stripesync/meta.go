@@ -20,10 +20,11 @@ const (
 	metaCustomer = "stripe:customer:"
 	// metaPayment + payment intent id → JSON paymentRecord.
 	metaPayment = "stripe:payment_intent:"
-	// metaSession + checkout session id → JSON paymentRecord, only for a
-	// paid session without a payment intent (which Stripe does not send).
+	// metaSession + checkout session id → JSON paymentRecord of its
+	// top-up, written once (bindRecord): the customer the session credits.
 	metaSession = "stripe:checkout_session:"
-	// metaInvoice + invoice id → JSON paymentRecord of its grant.
+	// metaInvoice + invoice id → JSON paymentRecord of its grant, written
+	// once (bindRecord).
 	metaInvoice = "stripe:invoice:"
 	// metaDispute + dispute id + ":suspended" / ":lifted" → the tollgate
 	// customer. ":suspended" pins whom a dispute suspended, so its close
@@ -93,6 +94,41 @@ func (s *Syncer) putRecord(ctx context.Context, key string, rec paymentRecord) e
 		return fmt.Errorf("encode payment record: %w", err)
 	}
 	return storeErr("write payment record", s.store.PutMeta(ctx, key, string(b)))
+}
+
+// bindRecord binds a business object (a checkout session or an invoice)
+// to rec unless it is bound already, and returns the record that stands.
+// Credit keys are scoped to the customer, so two first applications of one
+// object that resolved different customers (the Stripe customer mapping
+// changed between them) would otherwise credit both; the write-if-absent
+// makes every application credit the customer of the first binding. A
+// binding this package cannot read is replaced, as record treats it as
+// missing.
+func (s *Syncer) bindRecord(ctx context.Context, key string, rec paymentRecord) (paymentRecord, error) {
+	if err := keyOK(key); err != nil {
+		return paymentRecord{}, err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return paymentRecord{}, fmt.Errorf("encode payment record: %w", err)
+	}
+	current, stored, err := s.store.PutMetaIfAbsent(ctx, key, string(b))
+	if err != nil {
+		return paymentRecord{}, storeErr("write payment record", err)
+	}
+	if stored {
+		return rec, nil
+	}
+	var bound paymentRecord
+	if err := json.Unmarshal([]byte(current), &bound); err != nil || ledger.ValidateCustomer(bound.Customer) != nil || bound.Credits < 0 {
+		s.log.Warn("stripe: replacing unreadable payment record", zap.String("key", key), zap.Error(err))
+		return rec, s.putRecord(ctx, key, rec)
+	}
+	if bound.Customer != rec.Customer {
+		s.log.Info("stripe: already bound to another customer by an earlier application; crediting that one",
+			zap.String("key", key), zap.String("bound", bound.Customer), zap.String("resolved", rec.Customer))
+	}
+	return bound, nil
 }
 
 // mappedCustomer returns the tollgate customer last seen with a Stripe
