@@ -116,6 +116,18 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 	}
 	now := s.now()
 	nowMs, expiry := unixMilli(now), expiryMilli(now, ttl)
+	if known, err := s.known(customer); err != nil {
+		return s.fail("reserve "+holdID, err)
+	} else if !known {
+		// A customer never seen has nothing available, is not suspended
+		// and has no entries: refuse a hold or allow a free one (which
+		// stores nothing, see the c.seq == 0 case below) without a write,
+		// so that requests naming arbitrary customers cannot grow the file.
+		if amount > 0 {
+			return &InsufficientCreditsError{Customer: customer, Available: 0, Required: amount}
+		}
+		return nil
+	}
 	var result error
 	err := s.update(func(tx *bbolt.Tx) error {
 		result = nil
@@ -123,18 +135,8 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 		if err != nil {
 			return err
 		}
-		if c == nil && amount > 0 {
-			// A customer never credited has nothing available. Refuse
-			// without creating its buckets, so requests naming arbitrary
-			// customers cannot grow the file (Redis writes nothing here
-			// either).
-			result = &InsufficientCreditsError{Customer: customer, Available: 0, Required: amount}
-			return nil
-		}
 		if c == nil {
-			if c, err = openCustomer(tx, customer, true); err != nil {
-				return err
-			}
+			return fmt.Errorf("%w: the bucket of %s vanished", errCorrupt, customer) // never deleted
 		}
 		reserved, err := c.expireHolds(nowMs, s.retention)
 		if err != nil {
@@ -162,6 +164,12 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 			result = &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount}
 			return nil
 		}
+		if amount == 0 && st.seq == 0 {
+			// A free hold of a customer without entries holds nothing and
+			// is not stored, as in lua/reserve.lua; Settle settles it at
+			// zero by writing nothing.
+			return nil
+		}
 		return c.putHold(holdID, int64(amount), expiry)
 	})
 	if err != nil {
@@ -180,7 +188,23 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		return Entry{}, err
 	}
 	now := s.now()
-	nowMs, body := unixMilli(now), chargeBody(ch, now).json()
+	eb := chargeBody(ch, now)
+	nowMs, body := unixMilli(now), eb.json()
+	// unknown answers for a hold the customer does not have: a free hold
+	// Reserve did not store is settled at zero by writing nothing.
+	unknown := func(balance int64) (Entry, error) {
+		if actual == 0 {
+			return unrecorded(eb, customer, money.Micros(balance)), nil
+		}
+		return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldNotFound)
+	}
+	if actual == 0 {
+		if known, err := s.known(customer); err != nil {
+			return Entry{}, s.fail("settle "+holdID, err)
+		} else if !known {
+			return unknown(0)
+		}
+	}
 	var (
 		entry  Entry
 		result error
@@ -192,7 +216,7 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			return err
 		}
 		if c == nil {
-			result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldNotFound)
+			entry, result = unknown(0)
 			return nil
 		}
 		if _, err := c.expireHolds(nowMs, s.retention); err != nil {
@@ -205,7 +229,11 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			case err != nil:
 				return err
 			case !ok:
-				result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldNotFound)
+				st, err := c.state()
+				if err != nil {
+					return err
+				}
+				entry, result = unknown(st.balance)
 				return nil
 			case state == 'r':
 				result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
@@ -241,6 +269,22 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		return Entry{}, s.fail("settle "+holdID, err)
 	}
 	return entry, result
+}
+
+// known reports whether the file has a bucket for customer, in a read
+// transaction: calls that would write nothing for a customer never seen
+// answer without waiting for a write and its fsync.
+func (s *BoltStore) known(customer string) (bool, error) {
+	var ok bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		root := tx.Bucket([]byte(bCustomers))
+		if root == nil {
+			return fmt.Errorf("%w: no %s bucket", errCorrupt, bCustomers)
+		}
+		ok = root.Bucket([]byte(customer)) != nil
+		return nil
+	})
+	return ok, err
 }
 
 // Release implements Store.

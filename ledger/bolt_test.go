@@ -160,8 +160,8 @@ func TestBoltSurvivesKill(t *testing.T) {
 }
 
 // TestBoltRefusedReserveWritesNothing: requests naming customers that were
-// never credited are refused without creating anything in the file, so an
-// application sending arbitrary customer ids cannot grow it.
+// never credited are refused, or served free, without creating anything in
+// the file, so an application sending arbitrary customer ids cannot grow it.
 func TestBoltRefusedReserveWritesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	s, err := ledger.OpenBolt(path, ledger.Options{})
@@ -176,9 +176,13 @@ func TestBoltRefusedReserveWritesNothing(t *testing.T) {
 			t.Fatalf("Reserve for an unknown customer = %v, want insufficient credits (0 available, 0.000001 required)", err)
 		}
 	}
-	// A zero hold for an unknown customer still succeeds, as on Redis.
+	// A free request of an unknown customer succeeds, as on Redis, and
+	// leaves nothing behind either (Store.Reserve).
 	if err := s.Reserve(ctx, "zero", "h1", 0, time.Minute); err != nil {
 		t.Fatalf("zero Reserve: %v", err)
+	}
+	if _, err := s.Settle(ctx, "zero", "h1", 0, ledger.Charge{}); err != nil {
+		t.Fatalf("zero Settle: %v", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -199,7 +203,7 @@ func TestBoltRefusedReserveWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) != 1 || names[0] != "zero" {
-		t.Fatalf("customer buckets after refused reserves = %q, want only [zero]", names)
+	if len(names) != 0 {
+		t.Fatalf("customer buckets after refused and free reserves = %q, want none", names)
 	}
 }

@@ -167,6 +167,15 @@ func (b entryBody) entry(customer string, seq int64, amount, balanceAfter money.
 	}
 }
 
+// unrecorded is the Entry a Settle returns for a free hold it had nothing
+// to record for (see Store.Settle): the charge body with no ID, amount
+// zero, and the balance as it stands.
+func unrecorded(b entryBody, customer string, balance money.Micros) Entry {
+	e := b.entry(customer, 0, 0, balance)
+	e.ID = ""
+	return e
+}
+
 // formatEntry returns the stored text of an entry.
 func formatEntry(amount, balanceAfter money.Micros, body string) string {
 	return strconv.FormatInt(int64(amount), 10) + " " + strconv.FormatInt(int64(balanceAfter), 10) + " " + body

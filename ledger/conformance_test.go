@@ -58,6 +58,9 @@ type backend struct {
 	name   string
 	open   func(t *testing.T, opts ledger.Options) store
 	forget func(customers, metaKeys, locks []string)
+	// records reports how many records the store keeps for customer:
+	// Redis keys, or 1 for a bolt customer bucket.
+	records func(t *testing.T, s store, customer string) int
 }
 
 // env is one conformance test's view of a store.
@@ -181,6 +184,16 @@ func backends() []*backend {
 				t.Cleanup(func() { s.Close() })
 				return s
 			},
+			records: func(t *testing.T, s store, customer string) int {
+				ok, err := s.(*ledger.BoltStore).HasCustomer(customer)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok {
+					return 1
+				}
+				return 0
+			},
 		},
 		{name: "redis"},
 		{name: "cluster"},
@@ -209,6 +222,13 @@ func setupRedis(t *testing.T, b *backend) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
+	b.records = func(t *testing.T, _ store, customer string) int {
+		n, err := admin.Exists(context.Background(), ledger.CustomerKeys(customer)...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(n)
+	}
 	b.forget = func(customers, metaKeys, locks []string) {
 		ctx := context.Background()
 		for _, c := range customers {
@@ -234,6 +254,7 @@ var conformanceTests = []struct {
 }{
 	{name: "UnknownCustomerReadsAsZero", fn: testUnknownCustomer},
 	{name: "CreditAppendsEntry", fn: testCreditAppendsEntry},
+	{name: "ZeroCostLeavesNoRecord", fn: testZeroCostLeavesNoRecord},
 	{name: "ConcurrentReservesNeverOverspend", fn: testConcurrentReserves},
 	{name: "SettleAboveHoldGoesNegative", fn: testSettleAboveHold},
 	{name: "SettleBelowHoldReleasesRest", fn: testSettleBelowHold},
@@ -360,6 +381,76 @@ func testUnknownCustomer(t *testing.T, e *env) {
 	}
 	_, err = e.s.Settle(ctx, cust, "h1", c("1"), ledger.Charge{})
 	wantErr(t, err, ledger.ErrHoldNotFound)
+}
+
+// testZeroCostLeavesNoRecord checks that free requests naming customers
+// the store has never seen create nothing, so that anyone able to send
+// requests to a free route cannot grow the store; that the refusals of a
+// free request still apply; and that a customer with entries still gets
+// its zero charges on record.
+func testZeroCostLeavesNoRecord(t *testing.T, e *env) {
+	wantRecords := func(customer string, want int) {
+		t.Helper()
+		if got := e.b.records(t, e.s, customer); got != want {
+			t.Fatalf("%s has %d records; want %d", customer, got, want)
+		}
+	}
+	stranger := e.customer("stranger")
+	for i := range 3 {
+		hold := fmt.Sprintf("free-%d", i)
+		mustReserve(t, e.s, stranger, hold, 0, ttl)
+		wantRecords(stranger, 0)
+		en, err := e.s.Settle(ctx, stranger, hold, 0, ledger.Charge{Reference: hold, Route: "/v1/models", InputTokens: 3})
+		if err != nil {
+			t.Fatalf("settle of a free hold: %v", err)
+		}
+		want := ledger.Entry{Customer: stranger, Kind: ledger.KindCharge, Reference: hold, Route: "/v1/models", InputTokens: 3, At: e.clock.Now()}
+		if en != want {
+			t.Fatalf("settle of a free hold = %+v\nwant the unrecorded %+v", en, want)
+		}
+		// A repeat is as idempotent as any settle.
+		if again, err := e.s.Settle(ctx, stranger, hold, 0, ledger.Charge{Reference: hold, Route: "/v1/models", InputTokens: 3}); err != nil || again != en {
+			t.Fatalf("repeated settle = %+v, %v; want %+v", again, err, en)
+		}
+		wantRecords(stranger, 0)
+	}
+	mustReserve(t, e.s, stranger, "released", 0, ttl)
+	if err := e.s.Release(ctx, stranger, "released"); err != nil {
+		t.Fatal(err)
+	}
+	wantRecords(stranger, 0)
+	if a := mustAccount(t, e.s, stranger); a != (ledger.Account{Customer: stranger}) {
+		t.Fatalf("account = %+v; want zeros", a)
+	}
+	// A charge for a hold never stored is still refused: only a zero one
+	// is taken for the free hold it was.
+	_, err := e.s.Settle(ctx, stranger, "free-0", c("0.000001"), ledger.Charge{})
+	wantErr(t, err, ledger.ErrHoldNotFound)
+	wantRecords(stranger, 0)
+
+	// Free requests are refused for a suspended customer and for one
+	// below zero, as before.
+	suspended := e.customer("suspended")
+	if err := e.s.Suspend(ctx, suspended, "dp_1"); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, e.s.Reserve(ctx, suspended, "h1", 0, ttl), ledger.ErrCustomerSuspended)
+	debtor := e.customer("debtor")
+	mustCredit(t, e.s, debtor, c("1"))
+	mustReserve(t, e.s, debtor, "h1", c("1"), ttl)
+	mustSettle(t, e.s, debtor, "h1", c("2"))
+	wantErr(t, e.s.Reserve(ctx, debtor, "h2", 0, ttl), ledger.ErrInsufficientCredits)
+
+	// A customer with entries keeps its zero charges on record, with
+	// their tokens, and a settled free hold is not reusable.
+	known := e.customer("known")
+	mustCredit(t, e.s, known, c("1"))
+	mustReserve(t, e.s, known, "h1", 0, ttl)
+	en, err := e.s.Settle(ctx, known, "h1", 0, ledger.Charge{Reference: "h1", InputTokens: 3})
+	if err != nil || en.ID != "2" || en.Amount != 0 || en.BalanceAfter != c("1") || en.InputTokens != 3 {
+		t.Fatalf("zero settle of a known customer = %+v, %v; want entry 2", en, err)
+	}
+	wantErr(t, e.s.Reserve(ctx, known, "h1", 0, ttl), ledger.ErrDuplicateHold)
 }
 
 func testCreditAppendsEntry(t *testing.T, e *env) {

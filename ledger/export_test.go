@@ -1,9 +1,14 @@
 package ledger
 
-import "os"
+import (
+	"os"
 
-// Test-only access to the Redis key layout, so that tests sharing a Redis
-// server can delete exactly the keys they created.
+	"go.etcd.io/bbolt"
+)
+
+// Test-only access to the stores' layouts: the Redis keys, so that tests
+// sharing a Redis server can delete exactly the keys they created, and
+// the bolt buckets, so that tests can count what a call left behind.
 
 // CustomerKeys returns every Redis key of customer.
 func CustomerKeys(customer string) []string { return customerKeys(customer) }
@@ -22,3 +27,13 @@ func WithOpenFile(o Options, open func(name string, flag int, perm os.FileMode) 
 
 // MarkerKeys returns the marker keys s checks, in slot-range order.
 func MarkerKeys(s *RedisStore) []string { return s.health.markers }
+
+// HasCustomer reports whether the bolt file holds a bucket for customer.
+func (s *BoltStore) HasCustomer(customer string) (bool, error) {
+	var ok bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		ok = tx.Bucket([]byte(bCustomers)).Bucket([]byte(customer)) != nil
+		return nil
+	})
+	return ok, err
+}

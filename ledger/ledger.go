@@ -158,7 +158,11 @@ type Store interface {
 	// ErrDuplicateHold if holdID was used before (and is still
 	// remembered; see Options.Retention). amount may be zero: a free
 	// request still needs a customer that is not suspended and not below
-	// zero. ttl is 1ms to MaxHoldTTL, kept to the millisecond.
+	// zero. A zero hold for a customer without entries (one the store
+	// has never credited or charged) is allowed but not stored, so that
+	// free requests naming arbitrary customer ids create nothing; Settle
+	// of it at zero then writes nothing either. ttl is 1ms to MaxHoldTTL,
+	// kept to the millisecond.
 	Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error
 
 	// Settle closes a hold by charging actual: the hold stops counting,
@@ -171,8 +175,13 @@ type Store interface {
 	// ErrHoldNotFound if holdID was never reserved for customer (or was
 	// closed longer ago than the store's retention). A charge that would
 	// take the balance below -MaxAmount is ErrInvalidAmount and leaves the
-	// hold open. Settle always appends an entry, even for actual zero, so
-	// that the request's tokens are on record.
+	// hold open. Settling a stored hold always appends an entry, even for
+	// actual zero, so that the request's tokens are on record. Settling at
+	// zero a hold the store does not have (the free hold Reserve does not
+	// store for a customer without entries, or one closed longer ago than
+	// the retention) writes nothing and returns the charge unrecorded: an
+	// Entry with an empty ID, amount zero and the balance as it stands.
+	// The balance still equals the sum of the entries.
 	Settle(ctx context.Context, customer, holdID string, actual money.Micros, c Charge) (Entry, error)
 
 	// Release closes a hold without charging. It is idempotent and returns

@@ -279,6 +279,12 @@ func (s *RedisStore) Settle(ctx context.Context, customer, holdID string, actual
 		return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldNotFound)
 	case 4:
 		return Entry{}, fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", holdID, ErrInvalidAmount, actual, customer, MaxAmount)
+	case 5:
+		balance := r.int(2)
+		if r.err != nil {
+			return Entry{}, fmt.Errorf("settle %s: %w", holdID, r.err)
+		}
+		return unrecorded(body, customer, money.Micros(balance)), nil
 	}
 	return Entry{}, fmt.Errorf("settle %s: %w: status %d", holdID, errCorrupt, status)
 }

@@ -12,7 +12,9 @@
 --            the command after a lost reply finds its own hold, not a duplicate
 --
 -- Returns {status, available}:
---   {0, available after}  reserved (or this very call was already applied)
+--   {0, available after}  reserved (or this very call was already applied;
+--                         or, for amount 0 and a customer without entries,
+--                         allowed without storing a hold)
 --   {1, available}        insufficient credits
 --   {2, 0}                customer suspended
 --   {3, 0}                hold id already used (live or closed within retention)
@@ -45,6 +47,12 @@ end
 local available = a.balance - a.reserved
 if available < amount then
   return save_account(a, {1, available})
+end
+if amount == 0 and a.seq == 0 then
+  -- A free request of a customer without entries: a zero hold holds
+  -- nothing, and storing it would create keys for any id a client names
+  -- (Store.Reserve). settle.lua settles it at zero by writing nothing.
+  return save_account(a, {0, available})
 end
 redis.call('HSET', K_HOLDS, id, int(amount) .. ' ' .. attempt)
 redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), id)

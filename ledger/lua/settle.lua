@@ -18,6 +18,8 @@
 --   {2, 0, ''}       the hold was released
 --   {3, 0, ''}       no such hold (never reserved, or forgotten)
 --   {4, 0, ''}       the charge would take the balance below -(2^53-1)
+--   {5, 0, balance}  no such hold and actual is 0: the settlement of a free
+--                    hold reserve.lua did not store; nothing was written
 
 local id = ARGV[1]
 local actual = tonumber(ARGV[2])
@@ -27,15 +29,23 @@ local body = ARGV[5]
 
 local a = current(now, retention)
 
+-- unknown answers for a hold the customer does not have.
+local function unknown()
+  if actual == 0 then
+    return save_account(a, {5, 0, a.balance})
+  end
+  return save_account(a, {3, 0, ''})
+end
+
 local v = redis.call('HGET', K_HOLDS, id)
 if not v then
-  return save_account(a, {3, 0, ''})
+  return unknown()
 end
 local amount = live_amount(v)
 if not amount then
   local state, seq = closed_state(a, id, v, now)
   if not state then
-    return save_account(a, {3, 0, ''})
+    return unknown()
   elseif state == 'r' then
     return save_account(a, {2, 0, ''})
   elseif state == 's' then
