@@ -271,6 +271,71 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	return entry, result
 }
 
+// Extend implements Store.
+func (s *BoltStore) Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error {
+	if err := checkExtend(customer, holdID, ttl); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	nowMs, expiry := unixMilli(now), expiryMilli(now, ttl)
+	var result error
+	err := s.update(func(tx *bbolt.Tx) error {
+		result = nil
+		c, err := openCustomer(tx, customer, false)
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			result = fmt.Errorf("extend %s of %s: %w", holdID, customer, ErrHoldNotFound)
+			return nil
+		}
+		if _, err := c.expireHolds(nowMs, s.retention); err != nil {
+			return err
+		}
+		if v := c.holds.Get([]byte(holdID)); v != nil {
+			amount, old, err := decodeHold(v)
+			if err != nil || expiry <= old {
+				return err
+			}
+			if err := c.dropHold(holdID); err != nil {
+				return err
+			}
+			return c.putHold(holdID, amount, expiry)
+		}
+		state, _, ok, err := c.closedState(holdID, nowMs)
+		if err != nil {
+			return err
+		}
+		result = extendError(holdID, customer, state, ok)
+		return nil
+	})
+	if err != nil {
+		return s.fail("extend "+holdID, err)
+	}
+	return result
+}
+
+// extendError is Extend's answer for a hold that is not live: closed in
+// state, or unknown when !ok.
+func extendError(holdID, customer string, state byte, ok bool) error {
+	why := ErrHoldNotFound
+	switch {
+	case !ok:
+	case state == 'e':
+		why = ErrHoldExpired
+	case state == 'r':
+		why = ErrHoldReleased
+	case state == 's':
+		why = ErrHoldSettled
+	default:
+		return fmt.Errorf("extend %s of %s: %w: hold state %q", holdID, customer, errCorrupt, state)
+	}
+	return fmt.Errorf("extend %s of %s: %w", holdID, customer, why)
+}
+
 // known reports whether the file has a bucket for customer, in a read
 // transaction: calls that would write nothing for a customer never seen
 // answer without waiting for a write and its fsync.

@@ -262,6 +262,9 @@ var conformanceTests = []struct {
 	{name: "ReleaseIsIdempotent", fn: testReleaseIdempotent},
 	{name: "ConcurrentSettleAndRelease", fn: testConcurrentSettleRelease},
 	{name: "ExpiredHoldStopsCounting", fn: testExpiredHold},
+	{name: "ExtendRenewsLiveHold", fn: testExtend},
+	{name: "ExtendOfClosedHoldFails", fn: testExtendClosed},
+	{name: "ExtendRacesExpiry", fn: testExtendRacesExpiry},
 	{name: "CreditIsIdempotent", fn: testCreditIdempotent},
 	{name: "CumulativeCredit", fn: testCumulativeCredit},
 	{name: "Pagination", fn: testPagination},
@@ -708,6 +711,157 @@ func testExpiredHold(t *testing.T, e *env) {
 	wantAccount(t, e.s, cust, c("4"), c("10"))
 }
 
+func mustExtend(t *testing.T, s ledger.Store, customer, hold string, ttl time.Duration) {
+	t.Helper()
+	if err := s.Extend(ctx, customer, hold, ttl); err != nil {
+		t.Fatalf("extend %s by %s: %v", hold, ttl, err)
+	}
+}
+
+// testExtend renews a hold past its first expiry: it keeps counting until
+// the renewed expiry and no longer, a repeat or a shorter renewal changes
+// nothing, and holds expiring around it (the bound the Redis scripts keep
+// of the earliest expiry) expire on time.
+func testExtend(t *testing.T, e *env) {
+	cust := e.customer("ext")
+	mustCredit(t, e.s, cust, c("10"))
+	mustReserve(t, e.s, cust, "long", c("6"), time.Minute)
+	mustReserve(t, e.s, cust, "short", c("1"), 2*time.Minute)
+	e.clock.Advance(50 * time.Second)
+	mustExtend(t, e.s, cust, "long", time.Minute) // now expires at 110s
+	mustExtend(t, e.s, cust, "long", time.Minute) // idempotent
+	mustExtend(t, e.s, cust, "long", time.Second) // never shortens
+	e.clock.Advance(20 * time.Second)             // 70s: past the first expiry
+	wantAccount(t, e.s, cust, c("10"), c("7"))
+	wantErr(t, e.s.Reserve(ctx, cust, "h", c("4"), ttl), ledger.ErrInsufficientCredits)
+	if n, err := e.s.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep at 70s = %d, %v; want 0", n, err)
+	}
+	e.clock.Advance(40*time.Second - time.Millisecond) // 110s - 1ms
+	wantAccount(t, e.s, cust, c("10"), c("7"))
+	e.clock.Advance(time.Millisecond) // 110s: the renewed expiry
+	wantAccount(t, e.s, cust, c("10"), c("1"))
+	e.clock.Advance(10 * time.Second) // 120s: short expires, on time
+	wantAccount(t, e.s, cust, c("10"), 0)
+	// The renewed hold settles like any other, expired or not.
+	if en := mustSettle(t, e.s, cust, "long", c("5")); en.Amount != c("-5") || en.BalanceAfter != c("5") {
+		t.Fatalf("settle of a renewed hold = %+v", en)
+	}
+
+	// Renewing again and again keeps a hold alive indefinitely.
+	mustReserve(t, e.s, cust, "stream", c("5"), time.Minute)
+	for range 10 {
+		e.clock.Advance(40 * time.Second)
+		mustExtend(t, e.s, cust, "stream", time.Minute)
+	}
+	wantAccount(t, e.s, cust, c("5"), c("5"))
+	if n, err := e.s.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep of a renewed hold = %d, %v; want 0", n, err)
+	}
+	e.clock.Advance(time.Minute)
+	if n, err := e.s.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep after the last renewal ran out = %d, %v; want 1", n, err)
+	}
+	wantAccount(t, e.s, cust, c("5"), 0)
+}
+
+// testExtendClosedHold checks that renewing a hold that is no longer live
+// fails with a sentinel saying why, and changes nothing.
+func testExtendClosed(t *testing.T, e *env) {
+	cust, other := e.customer("closed"), e.customer("other")
+	mustCredit(t, e.s, cust, c("10"))
+	mustReserve(t, e.s, cust, "expired", c("1"), time.Minute)
+	mustReserve(t, e.s, cust, "released", c("1"), ttl)
+	mustReserve(t, e.s, cust, "settled", c("1"), ttl)
+	mustReserve(t, e.s, cust, "expired-released", c("1"), time.Minute)
+	if err := e.s.Release(ctx, cust, "released"); err != nil {
+		t.Fatal(err)
+	}
+	mustSettle(t, e.s, cust, "settled", c("1"))
+	e.clock.Advance(time.Minute) // exactly at the expiry: expired
+	if err := e.s.Release(ctx, cust, "expired-released"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		customer, hold string
+		want           error
+	}{
+		{cust, "expired", ledger.ErrHoldExpired},
+		{cust, "released", ledger.ErrHoldReleased},
+		{cust, "expired-released", ledger.ErrHoldReleased},
+		{cust, "settled", ledger.ErrHoldSettled},
+		{cust, "never", ledger.ErrHoldNotFound},
+		{other, "settled", ledger.ErrHoldNotFound}, // holds are per customer
+	} {
+		for range 2 { // and again: the answer stands
+			if err := e.s.Extend(ctx, tc.customer, tc.hold, ttl); !errors.Is(err, tc.want) {
+				t.Errorf("extend %s of %s: %v; want %v", tc.hold, tc.customer, err, tc.want)
+			}
+		}
+	}
+	wantAccount(t, e.s, cust, c("9"), 0)
+	// The failed renewal of an expired hold does not stop its charge.
+	if en := mustSettle(t, e.s, cust, "expired", c("1")); en.BalanceAfter != c("8") {
+		t.Fatalf("settle of an expired hold after a failed renewal = %+v", en)
+	}
+	_, err := e.s.Settle(ctx, cust, "released", c("1"), ledger.Charge{})
+	wantErr(t, err, ledger.ErrHoldReleased)
+	// A free hold not stored (Reserve) has nothing to renew.
+	stranger := e.customer("stranger")
+	mustReserve(t, e.s, stranger, "free", 0, ttl)
+	wantErr(t, e.s.Extend(ctx, stranger, "free", ttl), ledger.ErrHoldNotFound)
+	if n := e.b.records(t, e.s, stranger); n != 0 {
+		t.Fatalf("a failed renewal left %d records of a customer never seen", n)
+	}
+}
+
+// testExtendRacesExpiry renews one hold from many goroutines while the
+// clock crosses its expiry. The store orders each renewal before or after
+// the expiry, never both: a renewal that wins keeps the hold alive for
+// every later one, and one that loses finds it expired, so either every
+// renewal succeeds and the hold still counts, or every one fails with
+// ErrHoldExpired and it does not.
+func testExtendRacesExpiry(t *testing.T, e *env) {
+	for round := range 8 {
+		cust := e.customer(fmt.Sprintf("race%d", round))
+		mustCredit(t, e.s, cust, c("10"))
+		mustReserve(t, e.s, cust, "h", c("4"), 20*time.Millisecond)
+		e.clock.Advance(20*time.Millisecond - time.Duration(round)*time.Millisecond)
+		const renewers = 6
+		errs := make([]error, renewers)
+		var wg sync.WaitGroup
+		for i := range renewers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = e.s.Extend(ctx, cust, "h", time.Minute)
+			}()
+		}
+		for range 8 { // the clock moves while they run
+			e.clock.Advance(time.Millisecond)
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ledger.ErrHoldExpired):
+			default:
+				t.Fatalf("round %d: extend: %v", round, err)
+			}
+		}
+		if ok != 0 && ok != renewers {
+			t.Fatalf("round %d: %d of %d renewals succeeded; the hold was renewed and expired at once: %v", round, ok, renewers, errs)
+		}
+		if ok == renewers {
+			wantAccount(t, e.s, cust, c("10"), c("4"))
+		} else {
+			wantAccount(t, e.s, cust, c("10"), 0)
+		}
+	}
+}
+
 func testCreditIdempotent(t *testing.T, e *env) {
 	cust := e.customer("cred")
 	cr := ledger.Credit{Customer: cust, Amount: c("25"), Kind: ledger.KindTopup, Key: "cs_test_1"}
@@ -974,6 +1128,10 @@ func testValidation(t *testing.T, e *env) {
 		{"reserve above max", func(s store) error { return s.Reserve(ctx, cust, "h", ledger.MaxAmount+1, ttl) }, ledger.ErrInvalidAmount},
 		{"zero ttl", func(s store) error { return s.Reserve(ctx, cust, "h", 1, 0) }, ledger.ErrInvalidArgument},
 		{"ttl too long", func(s store) error { return s.Reserve(ctx, cust, "h", 1, ledger.MaxHoldTTL+1) }, ledger.ErrInvalidArgument},
+		{"extend without ttl", func(s store) error { return s.Extend(ctx, cust, "h", 0) }, ledger.ErrInvalidArgument},
+		{"extend ttl too long", func(s store) error { return s.Extend(ctx, cust, "h", ledger.MaxHoldTTL+1) }, ledger.ErrInvalidArgument},
+		{"extend bad hold id", func(s store) error { return s.Extend(ctx, cust, "a b", ttl) }, ledger.ErrInvalidArgument},
+		{"extend bad customer", func(s store) error { return s.Extend(ctx, "", "h", ttl) }, ledger.ErrInvalidCustomer},
 		{"negative settle", func(s store) error { _, err := s.Settle(ctx, cust, "h", -1, ledger.Charge{}); return err }, ledger.ErrInvalidAmount},
 		{"settle above max", func(s store) error {
 			_, err := s.Settle(ctx, cust, "h", ledger.MaxAmount+1, ledger.Charge{})
@@ -1277,6 +1435,7 @@ func testClosedStore(t *testing.T, e *env) {
 		"Reserve": func() error { return s.Reserve(ctx, cust, "h", 1, ttl) },
 		"Settle":  func() error { _, err := s.Settle(ctx, cust, "h", 1, ledger.Charge{}); return err },
 		"Release": func() error { return s.Release(ctx, cust, "h") },
+		"Extend":  func() error { return s.Extend(ctx, cust, "h", ttl) },
 		"Credit": func() error {
 			_, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1, Kind: ledger.KindGrant, Key: "k"})
 			return err

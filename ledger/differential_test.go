@@ -38,7 +38,7 @@ func (c *testClock) Advance(d time.Duration) {
 
 // TestRedisMatchesBolt drives a RedisStore and a BoltStore through the
 // same random operations on the same clock (holds of many lifetimes,
-// settles, releases and credits of known and unknown holds and keys,
+// renewals, settles, releases and credits of known and unknown holds and keys,
 // reads, sweeps, and clock jumps past expiry and retention) and requires
 // the same answer from both every time. After every operation it also
 // checks the invariants of the Redis layout that the scripts rely on to
@@ -103,6 +103,11 @@ func TestRedisMatchesBolt(t *testing.T) {
 					op = fmt.Sprintf("Credit(%s, %s, %d)", cust, c.Key, c.Amount)
 					gotR = outcome(red.Credit(ctx, c))
 					gotB = outcome(bolt.Credit(ctx, c))
+				case k < 78:
+					id, ttl := hold(), ttls[rng.IntN(len(ttls))]
+					op = fmt.Sprintf("Extend(%s, %s, %s)", cust, id, ttl)
+					gotR = outcome(nil, red.Extend(ctx, cust, id, ttl))
+					gotB = outcome(nil, bolt.Extend(ctx, cust, id, ttl))
 				case k < 82:
 					op = fmt.Sprintf("Account(%s)", cust)
 					gotR = outcome(red.Account(ctx, cust))
@@ -185,7 +190,7 @@ func outcome(v any, err error) any {
 	if errors.As(err, &ice) {
 		return *ice
 	}
-	for _, s := range []error{ErrCustomerSuspended, ErrDuplicateHold, ErrHoldNotFound, ErrHoldReleased,
+	for _, s := range []error{ErrCustomerSuspended, ErrDuplicateHold, ErrHoldNotFound, ErrHoldReleased, ErrHoldSettled, ErrHoldExpired,
 		ErrIdempotencyConflict, ErrInvalidAmount, ErrInvalidArgument, ErrStoreUnavailable} {
 		if errors.Is(err, s) {
 			return s

@@ -184,6 +184,17 @@ type Store interface {
 	// The balance still equals the sum of the entries.
 	Settle(ctx context.Context, customer, holdID string, actual money.Micros, c Charge) (Entry, error)
 
+	// Extend renews a live hold while its request is still open: the hold
+	// then expires no earlier than ttl from now (a renewal never shortens
+	// it, so a late or repeated call is harmless, and Extend is
+	// idempotent). A hold that is no longer live is an error saying why:
+	// ErrHoldExpired (it expired before the renewal; it stopped counting
+	// and a Settle still charges it), ErrHoldReleased, ErrHoldSettled, or
+	// ErrHoldNotFound for a hold never reserved for customer (a free hold
+	// Reserve did not store included) or forgotten. Such a failure changes
+	// nothing. ttl is 1ms to MaxHoldTTL.
+	Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error
+
 	// Release closes a hold without charging. It is idempotent and returns
 	// nil for a hold that is already released, settled (the charge stands),
 	// expired or unknown. Releasing an expired hold marks it released, so
@@ -285,6 +296,8 @@ var (
 	ErrDuplicateHold       = errors.New("ledger: hold id already used")
 	ErrHoldNotFound        = errors.New("ledger: hold not found")
 	ErrHoldReleased        = errors.New("ledger: hold was released")
+	ErrHoldSettled         = errors.New("ledger: hold was settled")
+	ErrHoldExpired         = errors.New("ledger: hold expired")
 	ErrIdempotencyConflict = errors.New("ledger: idempotency key already used with a different amount")
 	ErrInvalidCustomer     = errors.New("ledger: invalid customer id")
 	ErrInvalidAmount       = errors.New("ledger: invalid amount")

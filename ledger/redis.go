@@ -33,6 +33,8 @@ var (
 	settleLua string
 	//go:embed lua/release.lua
 	releaseLua string
+	//go:embed lua/extend.lua
+	extendLua string
 	//go:embed lua/credit.lua
 	creditLua string
 	//go:embed lua/account.lua
@@ -53,6 +55,7 @@ var (
 	reserveScript = redis.NewScript(libLua + reserveLua)
 	settleScript  = redis.NewScript(libLua + settleLua)
 	releaseScript = redis.NewScript(libLua + releaseLua)
+	extendScript  = redis.NewScript(libLua + extendLua)
 	creditScript  = redis.NewScript(libLua + creditLua)
 	accountScript = redis.NewScript(libLua + accountLua)
 	suspendScript = redis.NewScript(libLua + suspendLua)
@@ -304,6 +307,44 @@ func (s *RedisStore) Release(ctx context.Context, customer, holdID string) error
 		return fmt.Errorf("release %s: %w", holdID, r.err)
 	}
 	return nil
+}
+
+// extend.lua's statuses, as its header lists them.
+const (
+	extendRenewed  = 0
+	extendExpired  = 1
+	extendReleased = 2
+	extendSettled  = 3
+	extendUnknown  = 4
+)
+
+// Extend implements Store.
+func (s *RedisStore) Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error {
+	if err := checkExtend(customer, holdID, ttl); err != nil {
+		return err
+	}
+	now := s.now()
+	r, err := s.run(ctx, extendScript, customerKeys(customer), holdID, expiryMilli(now, ttl), unixMilli(now), s.retention.Milliseconds())
+	if err != nil {
+		return s.fail("extend "+holdID, err)
+	}
+	status := r.int(0)
+	if r.err != nil {
+		return fmt.Errorf("extend %s: %w", holdID, r.err)
+	}
+	switch status {
+	case extendRenewed:
+		return nil
+	case extendExpired:
+		return extendError(holdID, customer, 'e', true)
+	case extendReleased:
+		return extendError(holdID, customer, 'r', true)
+	case extendSettled:
+		return extendError(holdID, customer, 's', true)
+	case extendUnknown:
+		return extendError(holdID, customer, 0, false)
+	}
+	return fmt.Errorf("extend %s: %w: status %d", holdID, errCorrupt, status)
 }
 
 // Credit implements Store.

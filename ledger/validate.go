@@ -17,8 +17,8 @@ import (
 // a client-chosen model name must never make a charge fail).
 const MaxTextLength = 1024
 
-// MaxHoldTTL bounds the ttl of Reserve. Holds are meant to live for one
-// request; a longer ttl is ErrInvalidArgument.
+// MaxHoldTTL bounds the ttl of Reserve and Extend. Holds are meant to
+// live for one request; a longer ttl is ErrInvalidArgument.
 const MaxHoldTTL = 7 * 24 * time.Hour
 
 // maxLockTTL bounds TryLock's ttl, so that a lock whose holder crashed
@@ -57,6 +57,17 @@ func checkReserve(customer, holdID string, amount money.Micros, ttl time.Duratio
 	if err := checkAmount("reserve amount", amount, 0); err != nil {
 		return err
 	}
+	return checkHoldTTL(ttl)
+}
+
+func checkExtend(customer, holdID string, ttl time.Duration) error {
+	if err := checkRelease(customer, holdID); err != nil {
+		return err
+	}
+	return checkHoldTTL(ttl)
+}
+
+func checkHoldTTL(ttl time.Duration) error {
 	if ttl < time.Millisecond || ttl > MaxHoldTTL {
 		return fmt.Errorf("%w: hold ttl %s is out of range; want 1ms to %s", ErrInvalidArgument, ttl, MaxHoldTTL)
 	}

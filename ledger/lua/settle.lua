@@ -29,23 +29,18 @@ local body = ARGV[5]
 
 local a = current(now, retention)
 
--- unknown answers for a hold the customer does not have.
-local function unknown()
-  if actual == 0 then
-    return save_account(a, {5, 0, a.balance})
-  end
-  return save_account(a, {3, 0, ''})
-end
-
 local v = redis.call('HGET', K_HOLDS, id)
-if not v then
-  return unknown()
-end
-local amount = live_amount(v)
+local amount = v and live_amount(v)
 if not amount then
-  local state, seq = closed_state(a, id, v, now)
+  local state, seq
+  if v then
+    state, seq = closed_state(a, id, v, now)
+  end
   if not state then
-    return unknown()
+    if actual == 0 then
+      return save_account(a, {5, 0, a.balance})
+    end
+    return save_account(a, {3, 0, ''})
   elseif state == 'r' then
     return save_account(a, {2, 0, ''})
   elseif state == 's' then
