@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/money"
@@ -85,7 +86,7 @@ const (
 func OpenBolt(path string, opts Options) (*BoltStore, error) {
 	opts = opts.withDefaults()
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.LockTimeout, OpenFile: opts.openFile})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (waited %s); run one tollgate process per store file, or use Redis to share balances between replicas", ErrStoreLocked, path, opts.LockTimeout)
 	}
 	if err != nil {
@@ -998,7 +999,7 @@ func (s *BoltStore) solo(fn func(*bbolt.Tx) error) error {
 // failing disk).
 func (s *BoltStore) fail(op string, err error) error {
 	var ce errCommit
-	if errors.Is(err, bbolt.ErrDatabaseNotOpen) || errors.As(err, &ce) || errors.Is(err, os.ErrClosed) {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) || errors.As(err, &ce) || errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("%s: %w: %s: %w", op, ErrStoreUnavailable, s.path, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
