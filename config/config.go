@@ -44,6 +44,7 @@ const (
 	DefaultRequestBodyTimeout = 30 * time.Second
 	DefaultShutdownTimeout    = 30 * time.Second
 	DefaultSettleTimeout      = 5 * time.Second
+	DefaultMaxRequestDuration = 30 * time.Minute
 	DefaultMaxOutputTokens    = 4096
 	DefaultStripeAPIBase      = "https://api.stripe.com"
 	DefaultReconcileInterval  = time.Hour
@@ -99,6 +100,14 @@ type Config struct {
 	// SettleTimeout bounds one settlement after the client has its last
 	// byte (YAML "settle_timeout"). Default 5s. Must be > 0.
 	SettleTimeout time.Duration
+	// MaxRequestDuration is the longest a proxied request may stay open
+	// (YAML "max_request_duration"), from its reservation to the last
+	// byte of its response. A request still open then is cut, like a
+	// stream the upstream dropped, and charged for what it produced; one
+	// still waiting for the upstream's answer gets 504 request_timeout.
+	// Meanwhile tollgate renews the request's hold every store.hold_ttl/3,
+	// so the hold lasts as long as the request. Default 30m. Must be > 0.
+	MaxRequestDuration time.Duration
 	// Routes are the metered endpoints, in file order (YAML "routes"). At
 	// least one is required; a request no route matches is refused with 404
 	// route_not_found, never passed through unmetered.
@@ -145,8 +154,10 @@ type Store struct {
 	Path string
 	// HoldTTL is how long a reservation lives before it stops counting
 	// against the balance (YAML "store.hold_ttl"), so a crashed replica
-	// never locks credits forever. Default 10m. Must be > 0 and should
-	// exceed the longest stream you serve.
+	// never locks credits forever. While its request is open, tollgate
+	// renews a hold every HoldTTL/3, so requests may run longer (up to
+	// max_request_duration); a shorter HoldTTL frees a crashed replica's
+	// holds sooner at the cost of more renewals. Default 10m. Must be > 0.
 	HoldTTL time.Duration
 	// SweepInterval is how often expired holds are removed from storage
 	// (YAML "store.sweep_interval"). Expired holds stop counting at once
@@ -289,6 +300,7 @@ func Default() *Config {
 		RequestBodyTimeout: DefaultRequestBodyTimeout,
 		ShutdownTimeout:    DefaultShutdownTimeout,
 		SettleTimeout:      DefaultSettleTimeout,
+		MaxRequestDuration: DefaultMaxRequestDuration,
 		Stripe: Stripe{
 			APIBase:           DefaultStripeAPIBase,
 			ReconcileInterval: DefaultReconcileInterval,

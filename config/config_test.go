@@ -73,6 +73,7 @@ func TestDefaults(t *testing.T) {
 		{"request_body_timeout", c.RequestBodyTimeout, 30 * time.Second},
 		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},
 		{"settle_timeout", c.SettleTimeout, 5 * time.Second},
+		{"max_request_duration", c.MaxRequestDuration, 30 * time.Minute},
 		{"stripe.webhook_secrets", len(c.Stripe.WebhookSecrets), 0},
 		{"stripe.api_key", c.Stripe.APIKey, ""},
 		{"stripe.api_base", c.Stripe.APIBase, "https://api.stripe.com"},
@@ -222,7 +223,7 @@ func TestLoadNamesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := config.Load(path)
-	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)\n" +
+	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe (and x-… keys, which are ignored)\n" +
 		path + ": routes: none configured; add at least one route (see config.example.yaml)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("Load = %v\nwant %s", err, want)
@@ -257,7 +258,7 @@ func TestProblems(t *testing.T) {
 			name: "unknown key with its line",
 			yaml: "listen: :8080\nrouts:\n  - path: /x\n",
 			want: []string{
-				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, routes, stripe (and x-… keys, which are ignored)",
+				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe (and x-… keys, which are ignored)",
 				"routes: none configured; add at least one route (see config.example.yaml)",
 			},
 		},
@@ -431,6 +432,7 @@ store:
   redis_url: "http://:hunter2@redis:6379"
 shutdown_timeout: -1s
 max_request_bytes: 32MiB
+max_request_duration: 0s
 stripe:
   api_base: "ftp://stripe"
   reconcile_interval: -1h
@@ -441,9 +443,10 @@ stripe:
 				`line 10: store.redis_url: "http://:xxxxx@redis:6379" has scheme "http"; want redis://[:password@]host:6379[/db], rediss://… for TLS or unix:///path/to/redis.sock`,
 				`line 11: shutdown_timeout: "-1s" must be greater than 0 (want e.g. "30s")`,
 				`line 12: max_request_bytes: "32MiB" is not a whole number (want e.g. 33554432 for 32 MiB)`,
-				`line 14: stripe.api_base: "ftp://stripe" is not an http or https base URL without query (want e.g. "https://api.stripe.com", or "http://localhost:12111" for stripe-mock)`,
-				`line 15: stripe.reconcile_interval: "-1h0m0s" is negative (want e.g. "1h", or 0 to disable the periodic run)`,
-				`line 16: stripe.reconcile_window: "0s" must be greater than 0 (want e.g. "72h")`,
+				`line 13: max_request_duration: "0s" must be greater than 0 (want e.g. "30m")`,
+				`line 15: stripe.api_base: "ftp://stripe" is not an http or https base URL without query (want e.g. "https://api.stripe.com", or "http://localhost:12111" for stripe-mock)`,
+				`line 16: stripe.reconcile_interval: "-1h0m0s" is negative (want e.g. "1h", or 0 to disable the periodic run)`,
+				`line 17: stripe.reconcile_window: "0s" must be greater than 0 (want e.g. "72h")`,
 			},
 		},
 		{

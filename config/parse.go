@@ -20,7 +20,7 @@ import (
 
 // The keys each mapping accepts, in the order the documentation gives them.
 var (
-	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "routes", "stripe"}
+	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe"}
 	adminKeys  = []string{"listen", "token"}
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "prices"}
@@ -479,6 +479,7 @@ func (p *parser) root(n *yaml.Node) {
 	p.duration(f, "request_body_timeout", &c.RequestBodyTimeout)
 	p.duration(f, "shutdown_timeout", &c.ShutdownTimeout)
 	p.duration(f, "settle_timeout", &c.SettleTimeout)
+	p.duration(f, "max_request_duration", &c.MaxRequestDuration)
 
 	admin := p.mapping(f.vals["admin"].val, "admin", "a mapping with listen and token", adminKeys)
 	p.str(admin, "listen", &c.Admin.Listen)

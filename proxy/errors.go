@@ -24,7 +24,7 @@ const (
 	CodeModelNotPriced      = "model_not_priced"     // 400
 	CodeInvalidRequest      = "invalid_request"      // 400
 	CodeRequestTooLarge     = "request_too_large"    // 413
-	CodeRequestTimeout      = "request_timeout"      // 408: the body stopped arriving (request_body_timeout)
+	CodeRequestTimeout      = "request_timeout"      // 408: the body stopped arriving (request_body_timeout); 504: no answer within max_request_duration
 	CodeRouteNotFound       = "route_not_found"      // 404
 	CodeBillingUnavailable  = "billing_unavailable"  // 503
 	CodeUpstreamUnavailable = "upstream_unavailable" // 502

@@ -61,6 +61,8 @@ type exchange struct {
 	status int         // what the client was answered, for metrics
 	closed atomic.Bool // the hold has been handed to settle or release
 	sent   atomic.Bool // the Transport has taken the whole request body
+	cut    atomic.Bool // max_request_duration cut the request (renew.go)
+	timer  holdTimer   // renews the hold, enforces max_request_duration
 
 	hdr     [2]string // backing arrays of the two response headers
 	body    []byte    // the body sent upstream
@@ -259,6 +261,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 		return nil, err
 	}
 	ex.watchClient()
+	ex.startTimer()
 	return ex, nil
 }
 
@@ -288,8 +291,10 @@ func (ex *exchange) watchClient() {
 	})
 }
 
-// done releases the upstream context once the exchange needs it no more.
+// done releases the upstream context and the timer once the exchange
+// needs them no more.
 func (ex *exchange) done() {
+	ex.stopTimer()
 	ex.unwatch()
 	ex.cancelUp()
 }
@@ -440,6 +445,21 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 	ex := exchangeOf(r.Context())
 	if ex == nil {
 		writeError(w, http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API could not be reached; nothing was charged")
+		return
+	}
+	if ex.cut.Load() && ex.client.Err() == nil {
+		// max_request_duration passed with no answer from upstream: the
+		// provider had the request, so it is charged as unanswered (or
+		// released if it never left), and the client is told.
+		ex.status = http.StatusGatewayTimeout
+		w.Header().Set(HeaderRequestID, ex.id)
+		if ex.delivered() {
+			s.settle(ex, ex.unanswered(), "max_request_duration")
+		} else {
+			s.release(ex, "max_request_duration before the request was sent")
+		}
+		s.reject(w, r, refuse(http.StatusGatewayTimeout, CodeRequestTimeout,
+			"the upstream API did not answer within max_request_duration (%s); the request was cancelled and charged for its prompt", ex.timer.limit))
 		return
 	}
 	if ex.Context.Err() != nil && !ex.delivered() {
@@ -654,6 +674,8 @@ func (b *meteredBody) end(why error) {
 		reason = "cut short"
 		if ex.client.Err() != nil || b.draining {
 			reason = "client gone"
+		} else if ex.cut.Load() {
+			reason = "max_request_duration"
 		}
 	}
 	s.settle(ex, u, reason)

@@ -29,6 +29,8 @@ type metrics struct {
 	openStreams     prometheus.Gauge
 	settleRetries   prometheus.Counter
 	settleFailures  prometheus.Counter
+	renewals        *prometheus.CounterVec // result
+	cuts            prometheus.Counter
 	reloads         *prometheus.CounterVec // result
 	storeReady      prometheus.Gauge
 	dataLosses      prometheus.Counter
@@ -39,6 +41,8 @@ type metrics struct {
 	releaseLatency prometheus.Observer
 	heldSettled    prometheus.Observer
 	heldReleased   prometheus.Observer
+	renewed        prometheus.Counter
+	renewFailed    prometheus.Counter
 }
 
 // Token classes of tollgate_tokens_total. "input" counts every input token
@@ -105,6 +109,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tollgate_settle_failures_total",
 			Help: "Settlements given up on; each is logged with what to charge by hand. Alert on any increase.",
 		}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_hold_renewals_total",
+			Help: "Renewals of the holds of open requests, every store.hold_ttl/3, by result: renewed or failed (each failure is logged; the request goes on).",
+		}, []string{"result"}),
+		cuts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_requests_cut_total",
+			Help: "Requests still open at max_request_duration, cut and charged for what they produced.",
+		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_config_reloads_total",
 			Help: "Configuration reloads (SIGHUP), by result: applied or rejected.",
@@ -131,6 +143,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.openStreams = register(reg, m.openStreams, &errs)
 		m.settleRetries = register(reg, m.settleRetries, &errs)
 		m.settleFailures = register(reg, m.settleFailures, &errs)
+		m.renewals = register(reg, m.renewals, &errs)
+		m.cuts = register(reg, m.cuts, &errs)
 		m.reloads = register(reg, m.reloads, &errs)
 		m.storeReady = register(reg, m.storeReady, &errs)
 		m.dataLosses = register(reg, m.dataLosses, &errs)
@@ -143,6 +157,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.releaseLatency = m.storeLatency.WithLabelValues("release")
 	m.heldSettled = m.holdLifetime.WithLabelValues("settled")
 	m.heldReleased = m.holdLifetime.WithLabelValues("released")
+	m.renewed = m.renewals.WithLabelValues("renewed")
+	m.renewFailed = m.renewals.WithLabelValues("failed")
 	return m, nil
 }
 

@@ -105,6 +105,7 @@ type state struct {
 	maxBody        int64
 	bodyTimeout    time.Duration
 	settleTimeout  time.Duration
+	maxDuration    time.Duration // max_request_duration
 	adminEnabled   bool
 	adminToken     [sha256.Size]byte // SHA-256 of admin.token, compared in constant time
 }
@@ -178,7 +179,7 @@ func New(cfg *config.Config, store ledger.Store, opts Options) (*Server, error) 
 }
 
 // Reload replaces the routes, prices, customer header, request size limit,
-// request body timeout, settle timeout and admin token with cfg's, atomically: requests already
+// request body timeout, settle timeout, max_request_duration and admin token with cfg's, atomically: requests already
 // running finish under the configuration they started with, and no
 // connection is dropped. An invalid cfg is rejected with the error and the
 // current configuration stays. Settings that need a restart (listen
@@ -225,6 +226,7 @@ func (s *Server) build(cfg *config.Config) *state {
 		maxBody:        cfg.MaxRequestBytes,
 		bodyTimeout:    cfg.RequestBodyTimeout,
 		settleTimeout:  cfg.SettleTimeout,
+		maxDuration:    cfg.MaxRequestDuration,
 		adminEnabled:   cfg.Admin.Token != "",
 		adminToken:     sha256.Sum256([]byte(cfg.Admin.Token)),
 	}

@@ -39,6 +39,7 @@ func (s *Server) settle(ex *exchange, u meter.Usage, reason string) {
 	if !ex.closed.CompareAndSwap(false, true) {
 		return
 	}
+	ex.stopTimer()
 	go func() {
 		defer s.busy.Add(-1)
 		s.commit(ex, u, reason)
@@ -50,6 +51,7 @@ func (s *Server) release(ex *exchange, reason string) {
 	if !ex.closed.CompareAndSwap(false, true) {
 		return
 	}
+	ex.stopTimer()
 	go func() {
 		defer s.busy.Add(-1)
 		s.drop(ex, reason)

@@ -92,7 +92,7 @@ func printConfig(w io.Writer, path string, c *config.Config) {
 	fmt.Fprintf(tw, "\thold_ttl %s, sweep_interval %s\n", short(c.Store.HoldTTL), short(c.Store.SweepInterval))
 	fmt.Fprintf(tw, "customer_header\t%s\n", c.CustomerHeader)
 	fmt.Fprintf(tw, "max_request_bytes\t%d (%s)\n", c.MaxRequestBytes, bytesSize(c.MaxRequestBytes))
-	fmt.Fprintf(tw, "timeouts\trequest body %s, shutdown %s, settle %s\n", short(c.RequestBodyTimeout), short(c.ShutdownTimeout), short(c.SettleTimeout))
+	fmt.Fprintf(tw, "timeouts\trequest body %s, shutdown %s, settle %s, max_request_duration %s\n", short(c.RequestBodyTimeout), short(c.ShutdownTimeout), short(c.SettleTimeout), short(c.MaxRequestDuration))
 	s := c.Stripe
 	webhook := "off (no webhook secret)"
 	if n := len(s.WebhookSecrets); n > 0 {
