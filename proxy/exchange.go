@@ -453,13 +453,15 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 		// released if it never left), and the client is told.
 		ex.status = http.StatusGatewayTimeout
 		w.Header().Set(HeaderRequestID, ex.id)
+		charged := "charged for its prompt"
 		if ex.delivered() {
 			s.settle(ex, ex.unanswered(), "max_request_duration")
 		} else {
+			charged = "not charged: it never reached the upstream"
 			s.release(ex, "max_request_duration before the request was sent")
 		}
 		s.reject(w, r, refuse(http.StatusGatewayTimeout, CodeRequestTimeout,
-			"the upstream API did not answer within max_request_duration (%s); the request was cancelled and charged for its prompt", ex.timer.limit))
+			"the upstream API did not answer within max_request_duration (%s); the request was cancelled and %s", ex.timer.limit, charged))
 		return
 	}
 	if ex.Context.Err() != nil && !ex.delivered() {

@@ -179,10 +179,11 @@ func New(cfg *config.Config, store ledger.Store, opts Options) (*Server, error) 
 }
 
 // Reload replaces the routes, prices, customer header, request size limit,
-// request body timeout, settle timeout, max_request_duration and admin token with cfg's, atomically: requests already
-// running finish under the configuration they started with, and no
-// connection is dropped. An invalid cfg is rejected with the error and the
-// current configuration stays. Settings that need a restart (listen
+// request body timeout, settle timeout, max_request_duration and admin
+// token with cfg's, atomically: requests already running finish under the
+// configuration they started with, and no connection is dropped. An
+// invalid cfg is rejected with the error and the current configuration
+// stays. Settings that need a restart (listen
 // addresses, the store section, Stripe) keep their running values; a
 // warning names each one that changed.
 func (s *Server) Reload(cfg *config.Config) error {
