@@ -75,7 +75,9 @@ func (s *Server) runCheck(c *storeCheck) {
 	h.last, h.checked, h.running = err, true, nil
 	c.err = err
 	h.mu.Unlock()
-	close(c.done)
+	// The metrics are set before the waiters are woken, so that whoever
+	// saw the check's answer also sees it in /metrics.
+	defer close(c.done)
 
 	if err == nil {
 		s.m.storeReady.Set(1)
