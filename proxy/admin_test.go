@@ -101,7 +101,7 @@ func TestAdminAuth(t *testing.T) {
 		wantError(t, res, data, 404, "not_found")
 	})
 	t.Run("empty admin.token disables the admin API", func(t *testing.T) {
-		off := newHarness(t, harnessOptions{yaml: strings.Replace(testConfig, "token: "+adminToken, `token: ""`, 1)})
+		off := newHarness(t, harnessOptions{yaml: configWith(t, "token: "+adminToken, `token: ""`)})
 		for _, tok := range []string{"", "anything"} {
 			res, data := off.call("GET", "/v1/customers/acme", tok, "")
 			e := wantError(t, res, data, 403, "admin_disabled")

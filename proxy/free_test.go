@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,7 +25,7 @@ func TestFreeRouteLeavesNoRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	yaml := strings.Replace(testConfig, `"*": {per_request: "0.001"}`, `"*": {per_request: "0"}`, 1)
+	yaml := configWith(t, `"*": {per_request: "0.001"}`, `"*": {per_request: "0"}`)
 	h := newHarness(t, harnessOptions{store: st, yaml: yaml})
 	size := func() int64 {
 		t.Helper()

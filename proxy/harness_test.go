@@ -579,3 +579,14 @@ func chatBody(model string, extra string) string {
 }
 
 func zapString(k, v string) zap.Field { return zap.String(k, v) }
+
+// configWith returns testConfig with old replaced by new, and fails the
+// test when testConfig has no old: a setting a test depends on must not
+// silently stay at its shared value when testConfig changes.
+func configWith(t *testing.T, old, new string) string {
+	t.Helper()
+	if !strings.Contains(testConfig, old) {
+		t.Fatalf("testConfig has no %q to replace", old)
+	}
+	return strings.Replace(testConfig, old, new, 1)
+}

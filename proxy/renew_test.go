@@ -154,7 +154,7 @@ func openStream(t *testing.T, h *harness, customer, body string) (string, <-chan
 func TestLongStreamsKeepTheirHolds(t *testing.T) {
 	clock := &storeClock{now: time.Now().UTC().Truncate(time.Millisecond)}
 	st := newRenewals(t, clock)
-	yaml := strings.Replace(testConfig, "store: {hold_ttl: 1m}", "store: {hold_ttl: 300ms}", 1)
+	yaml := configWith(t, "hold_ttl: 1m", "hold_ttl: 300ms")
 	h := newHarness(t, harnessOptions{store: st, yaml: yaml})
 	release := make(chan struct{})
 	h.up.handle(gatedStream(t, release))
@@ -240,7 +240,7 @@ func TestShortRequestsAreNotRenewed(t *testing.T) {
 // a request with no answer yet for its prompt, with 504 request_timeout —
 // and the upstream request is cancelled.
 func TestMaxRequestDuration(t *testing.T) {
-	yaml := strings.Replace(testConfig, "settle_timeout: 2s", "settle_timeout: 2s\nmax_request_duration: 300ms", 1)
+	yaml := configWith(t, "settle_timeout: 2s", "settle_timeout: 2s\nmax_request_duration: 300ms")
 	h := newHarness(t, harnessOptions{yaml: yaml})
 	cancelled := make(chan struct{}, 2)
 	h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {

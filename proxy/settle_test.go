@@ -189,7 +189,7 @@ func TestReload(t *testing.T) {
 		})
 	}
 	time.Sleep(50 * time.Millisecond)
-	dearer := parseConfig(t, strings.Replace(testConfig, `output: "10"`, `output: "20"`, 1), h.up.URL)
+	dearer := parseConfig(t, configWith(t, `output: "10"`, `output: "20"`), h.up.URL)
 	if err := h.srv.Reload(dearer); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +290,7 @@ func TestAbsurdUsageIsCharged(t *testing.T) {
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
 					st := sc.open(t)
-					h := newHarness(t, harnessOptions{store: st, yaml: strings.Replace(testConfig, `output: "10"`, `output: "`+tc.output+`"`, 1)})
+					h := newHarness(t, harnessOptions{store: st, yaml: configWith(t, `output: "10"`, `output: "`+tc.output+`"`)})
 					h.up.handle(func(w http.ResponseWriter, r *http.Request, body []byte) {
 						w.Header().Set("Content-Type", "application/json")
 						io.WriteString(w, absurdCompletion)

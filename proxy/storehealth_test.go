@@ -68,7 +68,7 @@ func wantSumIsBalance(t *testing.T, st ledger.Store, customer string) {
 // request is charged exactly once.
 func TestRedisHung(t *testing.T) {
 	srv, st := ownRedis(t)
-	h := newHarness(t, harnessOptions{store: st, yaml: strings.Replace(testConfig, "timeout: 5s", "timeout: 500ms", 1)})
+	h := newHarness(t, harnessOptions{store: st, yaml: configWith(t, "timeout: 5s", "timeout: 500ms")})
 	cust := newCustomer()
 	body := chatBody("gpt-4o", "")
 	h.grant(cust, "10")
