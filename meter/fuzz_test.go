@@ -2,6 +2,7 @@ package meter
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -105,6 +106,15 @@ func FuzzJSON(f *testing.F) {
 
 func FuzzParseRequest(f *testing.F) {
 	f.Add(uint16(0), "application/json", []byte(`{"model":"gpt-4o","stream":true,"messages":[]}`))
+	// Nesting at and around MaxJSONDepth, valid and not, in every API
+	// (the selector picks the API).
+	for sel := range uint16(len(APIs())) {
+		f.Add(sel, "application/json", []byte(`{"model":"gpt-4o","messages":`+nested(MaxJSONDepth-1, "")+`}`))
+		f.Add(sel, "application/json", []byte(`{"model":"gpt-4o","messages":`+nested(MaxJSONDepth, "")+`}`))
+		f.Add(sel, "application/json", bytes.Repeat([]byte("["), 1<<16))
+		f.Add(sel, "text/plain", []byte(strings.Repeat(`{"a":`, MaxJSONDepth+1)))
+		f.Add(sel, "application/octet-stream", []byte("[x"+strings.Repeat("[", MaxJSONDepth+1)))
+	}
 	f.Fuzz(func(t *testing.T, sel uint16, contentType string, body []byte) {
 		apis := APIs()
 		api := apis[int(sel)%len(apis)]
@@ -113,8 +123,14 @@ func FuzzParseRequest(f *testing.F) {
 		if !bytes.Equal(body, orig) {
 			t.Fatalf("ParseRequest modified the body")
 		}
+		verdict, _ := checkJSON(body)
+		var re *RequestError
+		form := (api == OpenAIAudio || api == OpenAIImages) && isMultipart(contentType)
+		if tooDeep := errors.As(err, &re) && strings.Contains(re.Reason, "levels deep"); tooDeep != (verdict == jsonTooDeep && !form) {
+			t.Fatalf("nesting: verdict %d, err %v", verdict, err)
+		}
 		if err != nil {
-			if api == Flat && !(gjson.ValidBytes(body) && countKey(gjson.ParseBytes(body), "model") > 1) {
+			if api == Flat && verdict != jsonTooDeep && !(verdict == jsonValid && countKey(gjson.ParseBytes(body), "model") > 1) {
 				t.Fatalf("flat refused a body: %v", err)
 			}
 			return

@@ -186,7 +186,12 @@ const maxFormField = 1 << 20
 // happens to be JSON.
 //
 // Errors match ErrInvalidRequest (*RequestError, whose Reason is for the
-// client): a body that is not valid JSON or not an object, a malformed
+// client): a body that is not valid JSON or not an object, a JSON body
+// that nests arrays and objects more than MaxJSONDepth deep (on flat
+// routes too, where a body counts as JSON when its bytes begin a valid
+// JSON document deeper than the limit, whatever its Content-Type: the
+// provider may parse it regardless; a body that is not JSON, such as a
+// file upload, is never refused for its brackets), a malformed
 // multipart form, a "model" that is not a string, an "n" that is not an
 // integer from 1 to MaxN, an openai.responses "background": true (its
 // usage never passes through tollgate), a key that appears twice in the
@@ -203,7 +208,15 @@ func ParseRequest(api API, contentType string, body []byte) (Request, error) {
 		return r, fmt.Errorf("meter: unknown api %q", api)
 	}
 	if api == Flat {
-		if len(body) > 0 && gjson.ValidBytes(body) {
+		if len(body) == 0 {
+			return r, nil
+		}
+		switch v, _ := checkJSON(body); v {
+		case jsonTooDeep:
+			// JSON by its first bytes, whatever its Content-Type says
+			// (the provider may parse it regardless), and too deep.
+			return Request{}, errTooDeep()
+		case jsonValid:
 			root := gjson.Parse(unsafeString(body))
 			if root.IsObject() && countKey(root, "model") > 1 {
 				return Request{}, duplicateKeyError("model")
@@ -242,7 +255,12 @@ func isMultipart(contentType string) bool {
 }
 
 func (r *Request) parseJSON(body []byte) error {
-	if !gjson.ValidBytes(body) {
+	// checkJSON before anything else reads the body: gjson's own
+	// validation recurses once per level of nesting.
+	switch v, _ := checkJSON(body); v {
+	case jsonTooDeep:
+		return errTooDeep()
+	case jsonInvalid:
 		return invalidf("the request body is not valid JSON")
 	}
 	root := gjson.Parse(unsafeString(body))
@@ -365,6 +383,10 @@ func countKey(obj gjson.Result, key string) int {
 		return true
 	})
 	return n
+}
+
+func errTooDeep() error {
+	return invalidf("the request body nests JSON arrays and objects more than %d levels deep, tollgate's limit; send a shallower body", MaxJSONDepth)
 }
 
 func duplicateKeyError(key string) error {
