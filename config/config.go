@@ -195,9 +195,11 @@ type Route struct {
 	// the client's own credential headers are dropped first. Names are in
 	// canonical form; each has one value.
 	Headers http.Header
-	// MaxOutputTokens caps the output the preflight reserves for (YAML
-	// "max_output_tokens"): a request's own cap is clamped to it, and it is
-	// used when the request sets none. Default 4096 on APIs that bill
+	// MaxOutputTokens is the most output a request may ask for (YAML
+	// "max_output_tokens"), a ceiling the preflight reserves for and the
+	// proxy enforces upstream: a request's own cap above it, or a request
+	// without one, is sent with this cap in the API's own field (see
+	// meter.Request.Rewrite). Default 4096 on APIs that bill
 	// output tokens (openai.chat, openai.responses, anthropic.messages,
 	// openai.images, openai.audio); it does not apply to openai.embeddings
 	// and flat, where it is 0. Must be > 0 where it applies.

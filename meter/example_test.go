@@ -71,11 +71,13 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	upstreamBody, err := req.Rewrite(body)
+	// The same ceiling as the estimate: the upstream body asks for no
+	// more output than the hold covers.
+	upstreamBody, outputCap, err := req.Rewrite(body, 4096)
 	if err != nil {
 		panic(err)
 	}
-	fmt.Printf("reserve %s, send %s\n", hold, upstreamBody)
+	fmt.Printf("reserve %s, send %s (output cap %d)\n", hold, upstreamBody, outputCap)
 
 	// After: meter the response as the client reads it.
 	upstream := io.NopCloser(strings.NewReader(
@@ -99,7 +101,7 @@ func Example() {
 	mb.Close()
 	fmt.Printf("client saw %q\n", client)
 	// Output:
-	// reserve 0.002547, send {"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}],"stream_options":{"include_usage":true}}
+	// reserve 0.002547, send {"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}],"max_completion_tokens":4096,"stream_options":{"include_usage":true}} (output cap 4096)
 	// settle 9 in, 2 out, estimated=false: 0.000003 <nil>
 	// client saw "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello!\"}}],\"usage\":null}\n\ndata: [DONE]\n\n"
 }

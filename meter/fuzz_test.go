@@ -139,23 +139,48 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("inconsistent request %+v", r)
 		}
 		p := Price{Input: 1, CachedInput: 1, CacheWriteInput: 2, Output: 3, PerRequest: 1, PerMinute: 1, PerImage: map[string]money.Micros{"*": 1}}
-		if _, _, err := r.Estimate(p, int64(sel)); err != nil && !strings.HasPrefix(err.Error(), "meter: cost out of range") {
+		ceiling := int64(sel)
+		u, _, err := r.Estimate(p, ceiling)
+		if err != nil && !strings.HasPrefix(err.Error(), "meter: cost out of range") {
 			t.Fatalf("Estimate: %v", err)
 		}
-		out, err := r.Rewrite(body)
+		out, capSet, err := r.Rewrite(body, ceiling)
 		if err != nil {
 			t.Fatalf("Rewrite: %v", err)
 		}
-		if api == OpenAIChat && r.Stream {
-			if !gjson.ValidBytes(out) || gjson.GetBytes(out, "stream_options.include_usage").Type != gjson.True {
-				t.Fatalf("Rewrite did not force include_usage: %s", out)
+		fields := capFields(api)
+		if len(fields) == 0 && !(api == OpenAIChat && r.Stream) {
+			if !bytes.Equal(out, body) || capSet != 0 {
+				t.Fatalf("Rewrite changed a body it should leave alone")
 			}
-			r2, err := ParseRequest(api, contentType, out)
-			if err != nil || !r2.IncludeUsage || r2.Model != r.Model || r2.N != r.N {
-				t.Fatalf("rewritten body parses as %+v, %v", r2, err)
+			return
+		}
+		if capSet == 0 && !(api == OpenAIChat && r.Stream && !r.IncludeUsage) && !bytes.Equal(out, body) {
+			t.Fatalf("Rewrite changed the body but reports no cap")
+		}
+		r2, err := ParseRequest(api, contentType, out)
+		if err != nil || r2.Model != r.Model || r2.N != r.N || r2.Stream != r.Stream {
+			t.Fatalf("rewritten body parses as %+v, %v", r2, err)
+		}
+		if api == OpenAIChat && r.Stream && !r2.IncludeUsage {
+			t.Fatalf("Rewrite did not force include_usage: %s", out)
+		}
+		// The hold bounds the output: the rewritten body reserves the
+		// same output, and every cap field it carries asks for no more.
+		per := outputCap(r.MaxOutputTokens, ceiling)
+		if u2, _, err2 := r2.Estimate(p, ceiling); err == nil && err2 == nil && u2.OutputTokens != u.OutputTokens {
+			t.Fatalf("rewritten body reserves %d output tokens, the original %d", u2.OutputTokens, u.OutputTokens)
+		}
+		if r2.MaxOutputTokens != per {
+			t.Fatalf("rewritten body caps at %d, want %d: %s", r2.MaxOutputTokens, per, out)
+		}
+		for _, f := range fields {
+			if v := gjson.GetBytes(out, f); v.Exists() && (v.Type != gjson.Number || v.Num <= 0 || capInt(v) > per) {
+				t.Fatalf("upstream reads %s = %s, above the %d reserved", f, v.Raw, per)
 			}
-		} else if !bytes.Equal(out, body) {
-			t.Fatalf("Rewrite changed a body it should leave alone")
+		}
+		if capSet != 0 && capSet != per {
+			t.Fatalf("reported cap %d, want %d", capSet, per)
 		}
 	})
 }

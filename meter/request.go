@@ -102,8 +102,10 @@ type Request struct {
 	// and the Tap removes the usage chunk from what the client sees.
 	IncludeUsage bool
 
-	// MaxOutputTokens is the largest output cap the request sets
-	// (max_tokens, max_completion_tokens, max_output_tokens), or 0.
+	// MaxOutputTokens is the largest output cap the request sets in its
+	// API's own fields (openai.chat: max_completion_tokens, max_tokens;
+	// openai.responses: max_output_tokens; anthropic.messages:
+	// max_tokens), or 0. Other APIs have no such field.
 	MaxOutputTokens int64
 	// N is the number of choices or images asked for ("n"), at least 1.
 	N int64
@@ -294,7 +296,7 @@ func (r *Request) parseJSON(body []byte) error {
 		// "Background mode" guide).
 		return invalidf(`"background": true is not supported through tollgate: the response is generated after this request ends, so its usage cannot be metered; send the request without "background"`)
 	}
-	for _, k := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
+	for _, k := range capFields(r.API) {
 		if v := root.Get(k); v.Type == gjson.Number && v.Num > 0 {
 			r.MaxOutputTokens = max(r.MaxOutputTokens, capInt(v))
 		}
@@ -596,12 +598,14 @@ func capInt(v gjson.Result) int64 {
 //     the highest of Input, CachedInput and CacheWriteInput, since the
 //     request cannot know what the cache will hold; the Usage shows them
 //     as cache writes or cache reads when that rate is the highest.
-//   - Output: the request's cap (r.MaxOutputTokens), or the route's
-//     routeMaxOutput when the request sets none, clamped to routeMaxOutput,
-//     times r.N. routeMaxOutput ≤ 0 means the route sets no cap: the
-//     request's cap stands, or DefaultMaxOutputTokens when it sets none.
-//     Embeddings produce no output tokens; speech produces its estimated
-//     audio tokens.
+//   - Output: the request's cap (r.MaxOutputTokens), or the ceiling when
+//     the request sets none, clamped to the ceiling, times r.N. The
+//     ceiling is the route's max_output_tokens (or a lower one, such as a
+//     customer plan's); ceiling ≤ 0 means none: the request's cap stands,
+//     or DefaultMaxOutputTokens when it sets none. Rewrite with the same
+//     ceiling makes the body sent upstream ask for no more, so the hold
+//     bounds the output. Embeddings produce no output tokens; speech
+//     produces its estimated audio tokens.
 //   - Units: r.N images of r's size and quality; r.AudioMillis of audio.
 //     Price.Cost decides whether tokens or units are charged.
 //   - flat: nothing but Price.PerRequest.
@@ -609,7 +613,7 @@ func capInt(v gjson.Result) int64 {
 // The proxy reserves the returned cost. It fails with ErrCostRange when
 // the worst case does not fit in money.Micros (an absurd cap × n at an
 // absurd rate), which no balance can cover.
-func (r Request) Estimate(p Price, routeMaxOutput int64) (Usage, money.Micros, error) {
+func (r Request) Estimate(p Price, ceiling int64) (Usage, money.Micros, error) {
 	var u Usage
 	switch r.API {
 	case Flat:
@@ -617,7 +621,7 @@ func (r Request) Estimate(p Price, routeMaxOutput int64) (Usage, money.Micros, e
 		u.InputTokens = r.InputTokens
 	default:
 		u.InputTokens = r.InputTokens
-		out := outputCap(r.MaxOutputTokens, routeMaxOutput)
+		out := outputCap(r.MaxOutputTokens, ceiling)
 		if r.API == OpenAIAudio && r.speech {
 			out = r.audioTokens
 		}
@@ -649,43 +653,127 @@ func (r Request) Estimate(p Price, routeMaxOutput int64) (Usage, money.Micros, e
 	return u, cost, nil
 }
 
-// outputCap applies DESIGN's rule: the request's cap or the route's,
-// clamped to the route's.
-func outputCap(req, route int64) int64 {
+// outputCap applies DESIGN's rule: the request's cap or the ceiling,
+// clamped to the ceiling.
+func outputCap(req, ceiling int64) int64 {
 	switch {
-	case req > 0 && route > 0:
-		return min(req, route)
+	case req > 0 && ceiling > 0:
+		return min(req, ceiling)
 	case req > 0:
 		return req
-	case route > 0:
-		return route
+	case ceiling > 0:
+		return ceiling
 	}
 	return DefaultMaxOutputTokens
 }
 
-// Rewrite returns the body to send upstream. For an openai.chat stream it
-// forces stream_options.include_usage to true — also over an explicit
-// false — so that the stream ends with the usage chunk tollgate bills
-// from (OpenAI API reference, stream_options: without it a stream carries
-// no usage at all). It edits the JSON with sjson into a new slice, keeping
-// every other byte and leaving body untouched; a body that already asks
-// for usage, and every other request, is returned as is. The caller sets
+// capFields returns the request fields that cap an API's output, the one
+// Rewrite sets when the request sets none first, or nil for an API
+// without one (embeddings, images, audio, flat).
+//
+// openai.chat has two: max_tokens, deprecated, which OpenAI's reasoning
+// models (o-series, gpt-5) refuse, and max_completion_tokens, which every
+// current chat model accepts and which counts reasoning tokens too (API
+// reference, "max_completion_tokens"). Rewrite adds the latter, and lowers
+// whichever the client sent, so a model that takes only max_tokens (an
+// older OpenAI-compatible server) keeps it.
+func capFields(api API) []string {
+	switch api {
+	case OpenAIChat:
+		return chatCapFields[:]
+	case OpenAIResponses:
+		return responsesCapFields[:]
+	case AnthropicMessages:
+		return anthropicCapFields[:]
+	}
+	return nil
+}
+
+var (
+	chatCapFields      = [...]string{"max_completion_tokens", "max_tokens"}
+	responsesCapFields = [...]string{"max_output_tokens"}
+	anthropicCapFields = [...]string{"max_tokens"}
+)
+
+// Rewrite returns the body to send upstream, and the output cap it set
+// in it, or 0 when the request's own stands. It edits the JSON with sjson
+// into a new slice, keeping every other byte and leaving body untouched;
+// a body it has nothing to change in is returned as is. The caller sets
 // Content-Length from the result.
-func (r Request) Rewrite(body []byte) ([]byte, error) {
-	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage {
-		return body, nil
-	}
-	if so := gjson.GetBytes(body, "stream_options"); so.Exists() && !so.IsObject() {
-		// null or a scalar: replace it with an object.
-		out, err := sjson.SetRawBytes(body, "stream_options", []byte(`{"include_usage":true}`))
-		if err != nil {
-			return nil, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
+//
+// Output cap: ceiling is the one given to Estimate, and the body sent
+// upstream asks for no more output per choice than Estimate reserved
+// (DESIGN "Preflight estimate": the route's cap, lowered by a plan, is a
+// ceiling enforced upstream). In the API's own fields (see capFields), a
+// cap that is a positive number within it stands; a higher one, or one
+// that is zero, negative or not a number (a provider might read "100000"
+// or -1, "no limit" to llama.cpp-style servers, its own way), is replaced
+// by it; a null one is removed; and a request left without a cap gets one
+// (openai.chat: max_completion_tokens). The returned cap is then the value
+// set, for the X-Tollgate-Output-Cap response header. APIs without a cap
+// field are left alone.
+//
+// Usage: for an openai.chat stream, Rewrite forces
+// stream_options.include_usage to true — also over an explicit false — so
+// that the stream ends with the usage chunk tollgate bills from (OpenAI API
+// reference, stream_options: without it a stream carries no usage at all).
+func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int64, err error) {
+	out = body
+	if fields := capFields(r.API); len(fields) > 0 {
+		if out, outputCap, err = r.capOutput(out, fields, ceiling); err != nil {
+			return nil, 0, err
 		}
-		return out, nil
 	}
-	out, err := sjson.SetBytes(body, "stream_options.include_usage", true)
+	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage {
+		return out, outputCap, nil
+	}
+	if so := gjson.GetBytes(out, "stream_options"); so.Exists() && !so.IsObject() {
+		// null or a scalar: replace it with an object.
+		out, err = sjson.SetRawBytes(out, "stream_options", []byte(`{"include_usage":true}`))
+	} else {
+		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
+		return nil, 0, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
 	}
-	return out, nil
+	return out, outputCap, nil
+}
+
+// capOutput makes the cap fields of body ask for at most what Estimate
+// reserves per choice under ceiling (see Rewrite).
+func (r Request) capOutput(body []byte, fields []string, ceiling int64) ([]byte, int64, error) {
+	limit := outputCap(r.MaxOutputTokens, ceiling)
+	out, changed, capped := body, false, false
+	var err error
+	for _, f := range fields {
+		v := gjson.GetBytes(out, f)
+		switch {
+		case !v.Exists():
+			continue
+		case v.Type == gjson.Null:
+			// Unset, as OpenAI's and Anthropic's APIs read it; a value is
+			// added below if no other field caps the output.
+			out, err = sjson.DeleteBytes(out, f)
+		case v.Type == gjson.Number && v.Num > 0 && capInt(v) <= limit:
+			capped = true
+			continue
+		default:
+			out, err = sjson.SetBytes(out, f, limit)
+			capped = true
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("meter: cap %s: %w", f, err)
+		}
+		changed = true
+	}
+	if !capped {
+		if out, err = sjson.SetBytes(out, fields[0], limit); err != nil {
+			return nil, 0, fmt.Errorf("meter: cap %s: %w", fields[0], err)
+		}
+		changed = true
+	}
+	if !changed {
+		return body, 0, nil
+	}
+	return out, limit, nil
 }

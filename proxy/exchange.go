@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,14 @@ const (
 	// HeaderReserved is the hold the request took, in decimal credits,
 	// set on 2xx responses.
 	HeaderReserved = "X-Tollgate-Reserved"
+	// HeaderOutputCap is the output cap, in tokens per choice, that
+	// tollgate wrote into the forwarded request because the client asked
+	// for more than the route's max_output_tokens, or for no cap (DESIGN
+	// "Preflight estimate"). It is set on every forwarded response of
+	// such a request, errors included, so that a provider's refusal of
+	// the lowered cap can be understood; it is absent when the client's
+	// own cap was sent unchanged.
+	HeaderOutputCap = "X-Tollgate-Output-Cap"
 )
 
 // exchange is one metered request from reservation to settlement. It is
@@ -64,7 +73,7 @@ type exchange struct {
 	cut    atomic.Bool // max_request_duration cut the request (renew.go)
 	timer  holdTimer   // renews the hold, enforces max_request_duration
 
-	hdr     [2]string // backing arrays of the two response headers
+	hdr     [3]string // backing arrays of the response headers: request id, reserved, output cap
 	body    []byte    // the body sent upstream
 	reqBody bodyReader
 	resBody meteredBody
@@ -220,7 +229,10 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest,
 			"this request's worst-case cost (%s credits) is more than tollgate can reserve; lower max_tokens or n", cost)
 	}
-	if body, err = req.Rewrite(body); err != nil {
+	// The same ceiling as the estimate: the provider is asked for no more
+	// output than the hold covers.
+	body, outputCap, err := req.Rewrite(body, rt.maxOutput)
+	if err != nil {
 		return nil, err
 	}
 
@@ -239,6 +251,9 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	}
 	ex.hdr[0] = ex.id
 	ex.hdr[1] = cost.String()
+	if outputCap > 0 {
+		ex.hdr[2] = strconv.FormatInt(outputCap, 10)
+	}
 
 	s.busy.Add(1) // the hold, until settled or released
 	start := s.now()
@@ -408,6 +423,9 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	ex.status = res.StatusCode
 	ex.rt.m.upstream.Observe(s.now().Sub(ex.sentAt).Seconds())
 	res.Header[HeaderRequestID] = ex.hdr[0:1:1]
+	if ex.hdr[2] != "" {
+		res.Header[HeaderOutputCap] = ex.hdr[2:3:3]
+	}
 	if res.StatusCode < 200 || res.StatusCode > 299 {
 		// The provider refused or failed: no usage, nothing to charge.
 		s.release(ex, "upstream status")
