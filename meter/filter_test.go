@@ -154,7 +154,8 @@ func TestNoFilterIsZeroCopy(t *testing.T) {
 		ct  string
 	}{
 		{chatReq(t, true), "text/event-stream"},
-		{chatReq(t, false), "application/json"},
+		{chatReq(t, true), "application/json"},
+		{mustParse(t, OpenAIChat, "application/json", `{"model":"gpt-4o"}`), "application/json"},
 		{mustParse(t, AnthropicMessages, "application/json", `{"model":"c","stream":true}`), "text/event-stream"},
 	} {
 		tap := NewTap(tc.req, tc.ct)
@@ -169,12 +170,11 @@ func TestNoFilterIsZeroCopy(t *testing.T) {
 func usageOf(t *testing.T, req Request, ct string, body string) Usage {
 	t.Helper()
 	tap := NewTap(req, ct)
-	var client []byte
 	r := iotest.OneByteReader(strings.NewReader(body))
 	buf := make([]byte, 1)
 	for {
 		n, err := r.Read(buf)
-		client = append(client, tap.Feed(buf[:n])...)
+		tap.Feed(buf[:n])
 		if err != nil {
 			break
 		}

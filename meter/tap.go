@@ -19,10 +19,11 @@ import (
 // without being buffered.
 const MaxHeldEventBytes = 64 << 10
 
-// Response framings.
+// Response framings (see framing.go).
 const (
-	modeJSON   uint8 = iota // one JSON document
-	modeSSE                 // text/event-stream
+	modeSniff  uint8 = iota // not known yet
+	modeJSON                // one JSON document
+	modeSSE                 // server-sent events
 	modeOpaque              // anything else: counted, not parsed
 )
 
@@ -47,6 +48,7 @@ const (
 type Tap struct {
 	req    Request
 	mode   uint8
+	sn     sniffState // framing detection, while mode is modeSniff
 	filter bool
 	sc     scanner
 
@@ -74,7 +76,7 @@ type Tap struct {
 	completed  int64 // image stream: completed images
 	textBytes  int64
 	textValues int64
-	opaque     int64 // bytes of an opaque body
+	total      int64 // bytes fed
 	size       smallString
 	quality    smallString
 	events     int64
@@ -85,38 +87,28 @@ type Tap struct {
 }
 
 // NewTap returns a Tap for the response to req, given the response's
-// Content-Type. text/event-stream is parsed as server-sent events, JSON
-// (application/json, any +json, or no content type) as one document, and
-// anything else (audio, text/plain transcripts) is passed through and
-// counted only.
+// Content-Type. The body's own first bytes decide whether it is read as
+// server-sent events, as one JSON document, or passed through and counted
+// only (audio, text transcripts); the request's "stream" and the
+// Content-Type decide only when the bytes do not (see framing.go), since
+// gateways mislabel streams.
 //
 // The Tap removes the injected usage chunk from what the client sees only
 // for an openai.chat stream whose client did not ask for usage
 // (req.Stream && !req.IncludeUsage); that is the body Request.Rewrite
-// forced include_usage into.
+// forced include_usage into. That is decided by the request alone, so
+// that Filters can answer before the first byte.
 func NewTap(req Request, contentType string) *Tap {
 	t := &Tap{req: req}
-	// The media type, without parameters; compared without allocating
-	// (mime.ParseMediaType would allocate on every response).
-	mt, _, _ := strings.Cut(contentType, ";")
-	mt = strings.TrimSpace(mt)
-	switch {
-	case strings.EqualFold(mt, "text/event-stream"):
-		t.mode = modeSSE
-	case mt == "" || strings.EqualFold(mt, "application/json") ||
-		(len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json")):
-		t.mode = modeJSON
-	default:
-		t.mode = modeOpaque
-	}
-	t.sc.reset(schemaFor(req.API, t.mode == modeSSE))
-	t.filter = t.mode == modeSSE && req.API == OpenAIChat && req.Stream && !req.IncludeUsage
+	t.initSniff(req, contentType)
+	t.filter = req.API == OpenAIChat && req.Stream && !req.IncludeUsage
 	return t
 }
 
 // Filters reports whether the Tap may remove bytes from what the client
 // sees (the injected usage chunk, see NewTap), so that the response's
-// Content-Length no longer holds.
+// Content-Length no longer holds. It is known before the first Feed: a
+// Tap that filters and finds a JSON body removes nothing from it.
 func (t *Tap) Filters() bool { return t.filter }
 
 // Feed consumes p, the next bytes of the upstream body, and returns the
@@ -134,24 +126,49 @@ func (t *Tap) Feed(p []byte) []byte {
 	if t.ended || len(p) == 0 {
 		return p[:0]
 	}
+	off := t.total
+	t.total += int64(len(p))
+	// start is where the decided framing's bytes begin in p; line is
+	// where the first SSE line's bytes begin, which a filter may hold.
+	start, line := 0, 0
+	if t.mode == modeSniff {
+		if start, line = t.sniff(p, off); t.mode == modeSniff {
+			if start == len(p) {
+				// Undecided: whitespace passes; a field name's start is
+				// held by a filter, like any incomplete event.
+				if t.filter && line < len(p) {
+					t.hold = append(t.hold, p[line:]...)
+					return p[:line]
+				}
+				return p
+			}
+			t.decide(t.sn.fallback)
+		}
+		if t.mode == modeOpaque && len(t.hold) > 0 {
+			// A field name's start held by the filter, then not a field
+			// after all: release it before the rest.
+			t.out = append(append(t.out[:0], t.hold...), p...)
+			t.hold = t.hold[:0]
+			return t.out
+		}
+	}
 	switch t.mode {
 	case modeJSON:
-		t.sc.feed(p)
+		t.sc.feed(p[start:])
 		return p
 	case modeOpaque:
-		t.opaque += int64(len(p))
 		return p
 	}
 	if !t.filter {
-		t.scanSSE(p)
+		t.scanSSE(p, start)
 		return p
 	}
-	t.cur, t.seg, t.keepEnd = p, 0, 0
+	t.cur, t.seg, t.keepEnd = p, line, line
 	t.direct = len(t.hold) == 0
 	if !t.direct {
 		t.out = t.out[:0]
 	}
-	t.scanSSE(p)
+	t.scanSSE(p, start)
 	rest := p[t.seg:]
 	switch {
 	case t.pass || len(t.hold)+len(rest) > MaxHeldEventBytes:
@@ -205,8 +222,8 @@ func (t *Tap) blockEnd(end int, drop bool) {
 // "data:" values lose one leading space and several data lines of one
 // event join with LF. Only data lines are scanned; event:, id: and retry:
 // are not needed (every provider repeats the event type in the JSON).
-func (t *Tap) scanSSE(p []byte) {
-	i := 0
+// Parsing starts at p[i].
+func (t *Tap) scanSSE(p []byte, i int) {
 	for i < len(p) {
 		if t.afterCR {
 			t.afterCR = false
@@ -492,7 +509,14 @@ func (t *Tap) End() (rest []byte, u Usage) {
 		return nil, t.final
 	}
 	t.ended = true
+	if t.mode == modeSniff {
+		t.decide(t.sn.fallback)
+	}
 	switch t.mode {
+	case modeOpaque:
+		if len(t.hold) > 0 {
+			rest = t.hold // a field name's start, held while detecting
+		}
 	case modeJSON:
 		t.sc.finish()
 		t.commit(&t.sc.f, t.sc.f.complete)
@@ -551,10 +575,14 @@ func (t *Tap) usage() Usage {
 	r := &t.req
 	var u Usage
 	outEstimate := tokensOfText(t.textBytes, t.textValues)
-	if t.mode == modeOpaque && r.API != OpenAIAudio {
-		// A body the Tap cannot parse (an SSE stream sent as text/plain
-		// by a misconfigured gateway) still produced its bytes.
-		outEstimate = ceilDiv(t.opaque, BytesPerToken)
+	var opaque int64 // bytes of a body that is neither JSON nor SSE
+	if t.mode == modeOpaque {
+		opaque = t.total
+	}
+	if opaque > 0 && r.API != OpenAIAudio {
+		// A body the Tap cannot parse (an HTML error page from a
+		// gateway) still produced its bytes.
+		outEstimate = ceilDiv(opaque, BytesPerToken)
 	}
 	switch r.API {
 	case OpenAIChat, OpenAIResponses:
@@ -631,7 +659,7 @@ func (t *Tap) usage() Usage {
 			u.AudioMillis = max(r.AudioMillis, r.audioMinMillis)
 			u.Estimated = true
 		}
-		textOut := max(outEstimate, ceilDiv(t.opaque, BytesPerToken))
+		textOut := max(outEstimate, ceilDiv(opaque, BytesPerToken))
 		audio := ceilDiv(satMul(u.AudioMillis, AudioTokensPerMinute), 60_000)
 		switch {
 		case reported && !t.has(slOut):

@@ -349,16 +349,20 @@ func TestImagesCutNeverFree(t *testing.T) {
 	}
 }
 
-// TestOpaqueBodyNeverFree checks that a token API answered with a content
-// type the Tap does not parse (a misconfigured gateway sending an SSE
-// stream as text/plain) still charges output for the bytes it produced.
+// TestOpaqueBodyNeverFree checks that a token API answered with a body
+// that is neither JSON nor SSE by its bytes, nor labelled SSE (a gateway's
+// error page with a 200), still charges output for the bytes it produced.
+// An SSE stream under a wrong label is not such a body: it is metered as
+// the stream it is (TestFramingByBytes).
 func TestOpaqueBodyNeverFree(t *testing.T) {
-	stream := contentEvent + contentEvent + usageEvent + doneEvent
+	page := "<html><body>upstream said something</body></html>"
 	for _, api := range []API{OpenAIChat, OpenAIResponses, AnthropicMessages} {
 		req := mustParse(t, api, "application/json", `{"model":"m","stream":true,"max_tokens":10}`)
-		u := usageOf(t, req, "text/plain", stream)
-		if want := ceilDiv(int64(len(stream)), BytesPerToken); u.OutputTokens != want || !u.Estimated {
-			t.Errorf("%s: usage %+v, want %d estimated output tokens", api, u, want)
+		for _, ct := range []string{"text/plain", "text/html", "application/json"} {
+			u := usageOf(t, req, ct, page)
+			if want := ceilDiv(int64(len(page)), BytesPerToken); u.OutputTokens != want || !u.Estimated {
+				t.Errorf("%s, %s: usage %+v, want %d estimated output tokens", api, ct, u, want)
+			}
 		}
 	}
 }
