@@ -7,8 +7,8 @@ import "strings"
 // Content-Type is not trusted for that: gateways and misconfigured
 // providers label SSE streams application/json or text/plain, and a
 // stream metered as JSON was charged its input only, one counted as
-// opaque text 22 times its output. The bytes decide, and where they
-// cannot, what the request asked for:
+// opaque text 22 times its output. The bytes decide, and the label only
+// where they cannot:
 //
 //  1. Leading whitespace and a UTF-8 byte-order mark (which an SSE
 //     decoder drops, WHATWG HTML "Server-sent events") are skipped.

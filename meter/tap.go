@@ -89,9 +89,8 @@ type Tap struct {
 // NewTap returns a Tap for the response to req, given the response's
 // Content-Type. The body's own first bytes decide whether it is read as
 // server-sent events, as one JSON document, or passed through and counted
-// only (audio, text transcripts); the request's "stream" and the
-// Content-Type decide only when the bytes do not (see framing.go), since
-// gateways mislabel streams.
+// only (audio, text transcripts); the Content-Type decides only when the
+// bytes do not (see framing.go), since gateways mislabel streams.
 //
 // The Tap removes the injected usage chunk from what the client sees only
 // for an openai.chat stream whose client did not ask for usage
@@ -477,9 +476,9 @@ func satAdd(a, b int64) int64 {
 //     max(text values, ceil(text bytes / BytesPerToken)): OpenAI streams
 //     about one token per chunk, Anthropic several, so the larger of the
 //     two counts is the closer. It is never zero for a response that
-//     produced text; a body of a content type the Tap does not parse
-//     counts all its bytes as text. Reasoning the provider hides cannot
-//     be seen and is not estimated.
+//     produced text; a body that is neither JSON nor SSE (see
+//     framing.go) counts all its bytes as text. Reasoning the provider
+//     hides cannot be seen and is not estimated.
 //   - openai.images: the images the body listed, or the request's n when
 //     the body was cut or is not an image body; and when the body was
 //     cut before its usage, the images' output tokens from gpt-image-1's
