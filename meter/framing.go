@@ -38,6 +38,14 @@ import "strings"
 // a field name a filtering Tap holds until it knows whether the event is
 // the usage chunk to remove, as it holds any incomplete event.
 
+// Response framings, as the steps above choose them.
+const (
+	modeSniff  uint8 = iota // not known yet
+	modeJSON                // one JSON document
+	modeSSE                 // server-sent events
+	modeOpaque              // anything else: counted, not parsed
+)
+
 // sseFields are the field names an SSE stream may start with, after which
 // step 3 requires ":" or a line end.
 var sseFields = [...]string{"data", "event", "id", "retry"}

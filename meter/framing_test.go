@@ -152,3 +152,26 @@ func TestFramingFilter(t *testing.T) {
 		}
 	}
 }
+
+func TestJSONBodyEdges(t *testing.T) {
+	req := mustParse(t, OpenAIChat, "application/json", `{"model":"gpt-4o"}`)
+	ok := `{"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`
+	if u := usageOf(t, req, "application/json", "\n "+ok+"\n"); u.Estimated || u.InputTokens != 3 {
+		t.Errorf("whitespace around the body: %+v", u)
+	}
+	if u := usageOf(t, req, "", ok); u.Estimated {
+		t.Errorf("no content type is JSON: %+v", u)
+	}
+	if u := usageOf(t, req, "application/vnd.api+json", ok); u.Estimated {
+		t.Errorf("+json is JSON: %+v", u)
+	}
+	// Escaped keys are not the usage key; strings hiding braces do not confuse.
+	tricky := `{"x":"}]\"{[","us\u0061ge":{"prompt_tokens":99},"choices":[{"message":{"content":"a\"b\\"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`
+	if u := usageOf(t, req, "application/json", tricky); u.InputTokens != 3 || u.OutputTokens != 1 || u.Estimated {
+		t.Errorf("tricky body: %+v", u)
+	}
+	// Not JSON at all: nothing reported, estimated.
+	if u := usageOf(t, req, "application/json", "<html>bad gateway</html>"); !u.Estimated {
+		t.Errorf("html body: %+v", u)
+	}
+}
