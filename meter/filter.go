@@ -18,6 +18,38 @@ package meter
 // without being buffered.
 const MaxHeldEventBytes = 64 << 10
 
+// feedFiltered is Feed for a filtering Tap once the body is known to be
+// SSE: it parses p from start and returns what the client gets now. The
+// current event's bytes begin at p[line]; those before it passed through
+// framing detection.
+func (t *Tap) feedFiltered(p []byte, start, line int) []byte {
+	t.cur, t.seg, t.keepEnd = p, line, line
+	t.direct = len(t.hold) == 0
+	if !t.direct {
+		t.out = t.out[:0]
+	}
+	t.scanSSE(p, start)
+	rest := p[t.seg:]
+	switch {
+	case t.pass || len(t.hold)+len(rest) > MaxHeldEventBytes:
+		if t.direct {
+			t.keepEnd = len(p)
+		} else {
+			t.out = append(t.out, t.hold...)
+			t.out = append(t.out, rest...)
+		}
+		t.hold = t.hold[:0]
+		t.pass = true
+	default:
+		t.hold = append(t.hold, rest...)
+	}
+	t.cur = nil
+	if t.direct {
+		return p[:t.keepEnd]
+	}
+	return t.out
+}
+
 // blockEnd is called when the event block (the event's lines and the
 // blank line that ends it) finishes at t.cur[:end]; drop says it is the
 // usage chunk to remove.

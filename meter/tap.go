@@ -126,31 +126,7 @@ func (t *Tap) Feed(p []byte) []byte {
 		t.scanSSE(p, start)
 		return p
 	}
-	t.cur, t.seg, t.keepEnd = p, line, line
-	t.direct = len(t.hold) == 0
-	if !t.direct {
-		t.out = t.out[:0]
-	}
-	t.scanSSE(p, start)
-	rest := p[t.seg:]
-	switch {
-	case t.pass || len(t.hold)+len(rest) > MaxHeldEventBytes:
-		if t.direct {
-			t.keepEnd = len(p)
-		} else {
-			t.out = append(t.out, t.hold...)
-			t.out = append(t.out, rest...)
-		}
-		t.hold = t.hold[:0]
-		t.pass = true
-	default:
-		t.hold = append(t.hold, rest...)
-	}
-	t.cur = nil
-	if t.direct {
-		return p[:t.keepEnd]
-	}
-	return t.out
+	return t.feedFiltered(p, start, line)
 }
 
 // End reports that the upstream body is over — io.EOF, a read error, or
