@@ -10,44 +10,65 @@ package meter
 // on io.EOF it writes End's rest, and on EOF, error or Close it settles
 // with End's Usage. The package example shows that ReadCloser.
 type Tap struct {
-	req    Request
-	mode   uint8
+	req    Request    // the request answered: its API, and what End estimates from
+	mode   uint8      // the framing: modeSniff until the bytes decide, then modeJSON, modeSSE or modeOpaque
 	sn     sniffState // framing detection, while mode is modeSniff
-	filter bool
-	sc     scanner
+	filter bool       // the Tap removes the injected usage chunk (see NewTap)
+	sc     scanner    // reads the current JSON document: the body, or one SSE event's data
 
 	// SSE line state.
-	ls       uint8
-	name     [8]byte
-	nlen     int
-	afterCR  bool // the last line ended with CR; a following LF belongs to it
-	crBlank  bool // ... and that line was blank: its event block ends after the LF
-	evData   bool // the current event has had a data line
-	pendDrop bool // the event awaiting its LF is the one to remove
+	ls       uint8   // where the parser is in the current line: lsStart … lsIgnore
+	name     [8]byte // the current line's field name so far, up to its first 8 bytes
+	nlen     int     // the field name's length, which may exceed len(name) (then it is not "data")
+	afterCR  bool    // the last line ended with CR; a following LF belongs to it
+	crBlank  bool    // ... and that line was blank: its event block ends after the LF
+	evData   bool    // the current event has had a data line
+	pendDrop bool    // the event awaiting its LF is the one to remove
 
-	// Client-side filter (see Feed).
-	hold    []byte
-	out     []byte
-	pass    bool // the current event outgrew MaxHeldEventBytes and is passing through
-	cur     []byte
-	seg     int
+	// Client-side filter (see Feed and filter.go). Within one Feed, cur is
+	// cut into event blocks that go to the client or, for the usage chunk,
+	// are dropped; the bytes of an event not yet ended are held for the
+	// next Feed.
+
+	// hold is the current event's bytes withheld from the client, from
+	// earlier Feeds and then this one's tail, until the event's end shows
+	// whether it is the usage chunk (at most MaxHeldEventBytes); while
+	// detecting the framing, the start of a field name.
+	hold []byte
+	// out is Feed's result when it is not a prefix of p: the held bytes
+	// released, then this Feed's kept blocks, with a dropped block left
+	// out. Its array is reused by the next Feed.
+	out  []byte
+	pass bool // the current event outgrew MaxHeldEventBytes and is passing through
+	// cur is the p of the Feed in progress, nil between Feeds.
+	cur []byte
+	// seg is where the current event's bytes in cur begin: after the last
+	// event block that ended in this Feed, else where the first SSE line
+	// begins. cur[seg:] is not decided yet.
+	seg int
+	// keepEnd is, while direct, the length of cur's prefix the client gets.
 	keepEnd int
-	direct  bool
+	// direct is true while this Feed's result is cur[:keepEnd], p itself
+	// without a copy: nothing was held before it and nothing dropped yet.
+	direct bool
 
-	// Totals over the response.
+	// Totals over the response. rep holds, per number slot, the value
+	// the response reported: the largest of its reports (providers'
+	// counters are cumulative), except that an image stream's token counts
+	// are summed over its images and data is the body's one count.
 	rep        [nSlots]int64
-	repHas     uint32
-	completed  int64 // image stream: completed images
-	textBytes  int64
-	textValues int64
-	total      int64 // bytes fed
-	size       smallString
-	quality    smallString
-	events     int64
-	docDone    bool // the JSON body's document closed
+	repHas     uint32      // bit i set: rep[i] was reported
+	completed  int64       // image stream: completed images
+	textBytes  int64       // bytes of produced text, for the output estimate
+	textValues int64       // non-empty text values, for the output estimate
+	total      int64       // bytes fed
+	size       smallString // the image size the response reported
+	quality    smallString // the image quality the response reported
+	events     int64       // SSE events dispatched
+	docDone    bool        // the JSON body's document closed
 
-	ended bool
-	final Usage
+	ended bool  // End was called: Feed returns nothing, End returns final
+	final Usage // the Usage End returned
 }
 
 // NewTap returns a Tap for the response to req, given the response's
