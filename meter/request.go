@@ -1,13 +1,8 @@
 package meter
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"mime"
-	"mime/multipart"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,77 +10,6 @@ import (
 	"unsafe"
 
 	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
-
-	"github.com/tollgate-dev/tollgate/money"
-)
-
-// Constants of the preflight estimate. They are part of the contract:
-// changing one changes what customers are asked to hold.
-const (
-	// DefaultMaxOutputTokens is the output cap of a request that sets none
-	// on a route that sets none (the route's max_output_tokens ≤ 0).
-	DefaultMaxOutputTokens = 4096
-
-	// MaxN is the largest "n" a request may ask for: OpenAI's documented
-	// maximum for chat completions (images allow at most 10). A larger n
-	// is refused as an invalid request instead of being reserved.
-	MaxN = 128
-
-	// ImageTokenCeiling is what one image in a prompt counts for in the
-	// input estimate, instead of the bytes that encode it: a 1 MB base64
-	// image is about 1.4 million bytes but a few hundred to a few thousand
-	// tokens. Providers bound the tokens of one image: OpenAI's tile
-	// models at 1,445 (8 tiles × 170 + 85), its patch models at 1,536
-	// patches × a model multiplier (≤ 2.46, so ≤ 3,779), Anthropic at
-	// about 1,600 for the 1.15 megapixels it resizes to. 5,000 covers
-	// them. Known exception: gpt-4o-mini counts an image as up to ~48,000
-	// tokens (2,833 + 5,667 per tile) at a correspondingly lower rate; its
-	// reservation falls short by a fraction of a cent per image and
-	// settlement charges the provider's count regardless.
-	ImageTokenCeiling = 5000
-
-	// RequestOverheadTokens is added to every input estimate for tokens
-	// the provider adds that the body does not spell out: chat-format
-	// role and priming tokens and Anthropic's tool-use system prompt (346
-	// tokens at most, Anthropic "Tool use" pricing).
-	RequestOverheadTokens = 512
-
-	// ToolTokenFloor is the least one entry of "tools" counts for. Built-in
-	// tools are declared in a few bytes ({"type": "bash_20250124", ...})
-	// but bring their own prompt of hundreds of tokens.
-	ToolTokenFloor = 1024
-
-	// AudioBytesPerSecond is the bitrate floor (16 kbit/s) the audio
-	// duration estimate assumes for an upload whose header it cannot read
-	// (WAV, FLAC and MP3 headers state the duration): a file of B bytes
-	// counts as B / 2,000 seconds. Speech is rarely encoded below it (MP3
-	// and AAC at 16 kbit/s are already poor), so the estimate is high for
-	// common files (4× for 64 kbit/s Opus or AAC). It is used for the
-	// reservation, and for the charge only when the response carries no
-	// duration (response_format text, srt or vtt).
-	AudioBytesPerSecond = 2000
-
-	// AudioMaxBytesPerSecond (3 Mbit/s, above 24-bit 48 kHz stereo PCM)
-	// bounds how short a file of a given size can be. A duration read from
-	// the file's own header is the client's claim; when the response
-	// reports no duration, the charge uses at least this bound, and for
-	// MP3 and FLAC the tighter one of the format (448 kbit/s; 9/8 of the
-	// PCM rate), so a doctored header cannot make a long recording cheap.
-	// WAV PCM durations come from the fields decoders play by (sample
-	// rate × block align), not from the header's byte rate.
-	AudioMaxBytesPerSecond = 384_000
-
-	// AudioTokensPerMinute converts an audio duration to audio tokens for
-	// routes that price audio models by the token: OpenAI's per-token and
-	// per-minute prices for gpt-4o-transcribe and gpt-4o-mini-tts imply
-	// about 1,000 to 1,250 audio tokens a minute.
-	AudioTokensPerMinute = 1250
-
-	// SpeechCharsPerMinute estimates the duration of text-to-speech at
-	// speed 1.0: 750 characters a minute, a slow narration pace (~125
-	// words), so the estimate leans long. "speed" scales it.
-	SpeechCharsPerMinute = 750
 )
 
 // Request is what tollgate reads from a client's request body before
@@ -174,9 +98,6 @@ var imagePartTypes = map[string]bool{
 	"image_generation_call": true, // OpenAI Responses, a generated image passed back
 }
 
-// maxFormField bounds the bytes read from one multipart text field.
-const maxFormField = 1 << 20
-
 // ParseRequest reads what pricing needs from a request body for api,
 // without copying or keeping body.
 //
@@ -249,11 +170,6 @@ func unsafeString(b []byte) string {
 		return ""
 	}
 	return unsafe.String(unsafe.SliceData(b), len(b))
-}
-
-func isMultipart(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && strings.HasPrefix(mt, "multipart/")
 }
 
 func (r *Request) parseJSON(body []byte) error {
@@ -436,137 +352,12 @@ func (r *Request) parseSpeech(root gjson.Result) error {
 	return nil
 }
 
-// parseMultipart reads a multipart/form-data body: audio transcriptions
-// and translations, image edits and variations.
-func (r *Request) parseMultipart(contentType string, body []byte) error {
-	_, params, err := mime.ParseMediaType(contentType)
-	if err != nil || params["boundary"] == "" {
-		return invalidf("the multipart Content-Type has no boundary")
-	}
-	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
-	var textBytes, fileBytes, files, audioSize int64
-	var audioHead []byte
-	headLen := 64
-	if r.API == OpenAIAudio {
-		headLen = audioHeadBytes
-	}
-	head := make([]byte, 0, headLen)
-	sawPart := false
-	var seen uint8 // pricedFields read so far
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return invalidf("the multipart body is malformed: %v", err)
-		}
-		sawPart = true
-		name := part.FormName()
-		if part.FileName() != "" || name == "file" || name == "image" || name == "image[]" || name == "mask" {
-			n, err := io.ReadFull(part, head[:cap(head)])
-			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-				return invalidf("the multipart body is malformed: %v", err)
-			}
-			rest, err := io.Copy(io.Discard, part)
-			if err != nil {
-				return invalidf("the multipart body is malformed: %v", err)
-			}
-			size := int64(n) + rest
-			if files == 0 && r.API == OpenAIAudio {
-				audioHead, audioSize = head[:n], size
-				head = make([]byte, 0, 64) // keep audioHead intact
-			}
-			files++
-			fileBytes += size
-			continue
-		}
-		val, err := io.ReadAll(io.LimitReader(part, maxFormField+1))
-		if err != nil {
-			return invalidf("the multipart body is malformed: %v", err)
-		}
-		if len(val) > maxFormField {
-			return invalidf("the multipart field %q is longer than %d bytes", name, maxFormField)
-		}
-		textBytes += int64(len(val))
-		s := string(val)
-		// The fields that price the request must not be ambiguous: form
-		// decoders disagree on which of several values wins.
-		if bit, ok := pricedFields[name]; ok {
-			if seen&bit != 0 {
-				return invalidf("the multipart field %q is sent more than once; send it once", name)
-			}
-			seen |= bit
-		}
-		switch name {
-		case "model":
-			r.Model = s
-		case "stream":
-			r.Stream = s == "true"
-		case "size":
-			r.ImageSize = s
-		case "quality":
-			r.ImageQuality = s
-		case "partial_images":
-			r.partialImages = clampPartials(numOrNaN(s))
-		case "n":
-			if r.API == OpenAIImages {
-				n, err := parseN(gjson.Result{Type: gjson.Number, Raw: s, Num: numOrNaN(s)})
-				if err != nil {
-					return err
-				}
-				r.N = n
-			}
-		}
-	}
-	if !sawPart {
-		return invalidf("the multipart body has no parts")
-	}
-	tokens := textBytes + RequestOverheadTokens
-	if r.API == OpenAIAudio {
-		ms, least, ok := audioDuration(audioHead, audioSize)
-		if ok {
-			r.AudioMillis = ms
-		} else {
-			r.AudioMillis = ceilDiv(fileBytes*1000, AudioBytesPerSecond)
-		}
-		// The header is the client's claim: a charge estimated from it is
-		// never below what the file's size allows at the format's highest
-		// bitrate, nor at AudioMaxBytesPerSecond.
-		r.audioMinMillis = max(least, ceilDiv(fileBytes*1000, AudioMaxBytesPerSecond))
-		r.audioTokens = ceilDiv(r.AudioMillis*AudioTokensPerMinute, 60_000)
-		r.InputTokens = tokens + r.audioTokens
-		// The charge estimate, like the duration it charges, does not go
-		// below what the file's size allows.
-		r.estText = ceilDiv(textBytes, BytesPerToken)
-		r.estInput = r.estText +
-			ceilDiv(max(r.AudioMillis, r.audioMinMillis)*AudioTokensPerMinute, 60_000)
-		return nil
-	}
-	r.Images = files
-	r.InputTokens = tokens + files*ImageTokenCeiling
-	r.estInput = ceilDiv(r.InputTokens-RequestOverheadTokens, BytesPerToken)
-	return nil
-}
-
-// pricedFields are the multipart text fields ParseRequest reads, each
-// with its bit in a set of fields seen.
-var pricedFields = map[string]uint8{"model": 1, "stream": 2, "size": 4, "quality": 8, "n": 16}
-
 // clampPartials reads "partial_images" within OpenAI's range, 0 to 3.
 func clampPartials(f float64) int64 {
 	if !(f > 0) {
 		return 0
 	}
 	return int64(min(math.Ceil(f), 3))
-}
-
-func numOrNaN(s string) float64 {
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return math.NaN()
-	}
-	return f
 }
 
 // parseN reads "n": absent or null is 1; otherwise an integer from 1 to MaxN.
@@ -589,191 +380,4 @@ func capInt(v gjson.Result) int64 {
 		return n
 	}
 	return int64(math.Ceil(v.Num))
-}
-
-// Estimate returns the preflight reservation of r at price p: a worst-case
-// Usage and its cost (DESIGN "Preflight estimate").
-//
-//   - Input: r.InputTokens (see Request for the rule), each token priced at
-//     the highest of Input, CachedInput and CacheWriteInput, since the
-//     request cannot know what the cache will hold; the Usage shows them
-//     as cache writes or cache reads when that rate is the highest.
-//   - Output: the request's cap (r.MaxOutputTokens), or the ceiling when
-//     the request sets none, clamped to the ceiling, times r.N. The
-//     ceiling is the route's max_output_tokens (or a lower one, such as a
-//     customer plan's); ceiling ≤ 0 means none: the request's cap stands,
-//     or DefaultMaxOutputTokens when it sets none. Rewrite with the same
-//     ceiling makes the body sent upstream ask for no more, so the hold
-//     bounds the output. Embeddings produce no output tokens; speech
-//     produces its estimated audio tokens.
-//   - Units: r.N images of r's size and quality; r.AudioMillis of audio.
-//     Price.Cost decides whether tokens or units are charged.
-//   - flat: nothing but Price.PerRequest.
-//
-// The proxy reserves the returned cost. It fails with ErrCostRange when
-// the worst case does not fit in money.Micros (an absurd cap × n at an
-// absurd rate), which no balance can cover.
-func (r Request) Estimate(p Price, ceiling int64) (Usage, money.Micros, error) {
-	var u Usage
-	switch r.API {
-	case Flat:
-	case OpenAIEmbeddings:
-		u.InputTokens = r.InputTokens
-	default:
-		u.InputTokens = r.InputTokens
-		out := outputCap(r.MaxOutputTokens, ceiling)
-		if r.API == OpenAIAudio && r.speech {
-			out = r.audioTokens
-		}
-		n := max(r.N, 1)
-		if out > math.MaxInt64/n {
-			u.OutputTokens = math.MaxInt64
-		} else {
-			u.OutputTokens = out * n
-		}
-		if r.API == OpenAIImages {
-			u.Images = n
-			u.ImageSize, u.ImageQuality = r.ImageSize, r.ImageQuality
-		}
-		if r.API == OpenAIAudio {
-			u.AudioMillis = r.AudioMillis
-		}
-	}
-	switch top := max(p.Input, p.CachedInput, p.CacheWriteInput); {
-	case top == p.Input:
-	case top == p.CacheWriteInput:
-		u.CacheWriteInputTokens = u.InputTokens
-	default:
-		u.CachedInputTokens = u.InputTokens
-	}
-	cost, err := p.Cost(u)
-	if err != nil {
-		return Usage{}, 0, err
-	}
-	return u, cost, nil
-}
-
-// outputCap applies DESIGN's rule: the request's cap or the ceiling,
-// clamped to the ceiling.
-func outputCap(req, ceiling int64) int64 {
-	switch {
-	case req > 0 && ceiling > 0:
-		return min(req, ceiling)
-	case req > 0:
-		return req
-	case ceiling > 0:
-		return ceiling
-	}
-	return DefaultMaxOutputTokens
-}
-
-// capFields returns the request fields that cap an API's output, the one
-// Rewrite sets when the request sets none first, or nil for an API
-// without one (embeddings, images, audio, flat).
-//
-// openai.chat has two: max_tokens, deprecated, which OpenAI's reasoning
-// models (o-series, gpt-5) refuse, and max_completion_tokens, which every
-// current chat model accepts and which counts reasoning tokens too (API
-// reference, "max_completion_tokens"). Rewrite adds the latter, and lowers
-// whichever the client sent, so a model that takes only max_tokens (an
-// older OpenAI-compatible server) keeps it.
-func capFields(api API) []string {
-	switch api {
-	case OpenAIChat:
-		return chatCapFields[:]
-	case OpenAIResponses:
-		return responsesCapFields[:]
-	case AnthropicMessages:
-		return anthropicCapFields[:]
-	}
-	return nil
-}
-
-var (
-	chatCapFields      = [...]string{"max_completion_tokens", "max_tokens"}
-	responsesCapFields = [...]string{"max_output_tokens"}
-	anthropicCapFields = [...]string{"max_tokens"}
-)
-
-// Rewrite returns the body to send upstream, and the output cap it set
-// in it, or 0 when the request's own stands. It edits the JSON with sjson
-// into a new slice, keeping every other byte and leaving body untouched;
-// a body it has nothing to change in is returned as is. The caller sets
-// Content-Length from the result.
-//
-// Output cap: ceiling is the one given to Estimate, and the body sent
-// upstream asks for no more output per choice than Estimate reserved
-// (DESIGN "Preflight estimate": the route's cap, lowered by a plan, is a
-// ceiling enforced upstream). In the API's own fields (see capFields), a
-// cap that is a positive number within it stands; a higher one, or one
-// that is zero, negative or not a number (a provider might read "100000"
-// or -1, "no limit" to llama.cpp-style servers, its own way), is replaced
-// by it; a null one is removed; and a request left without a cap gets one
-// (openai.chat: max_completion_tokens). The returned cap is then the value
-// set, for the X-Tollgate-Output-Cap response header. APIs without a cap
-// field are left alone.
-//
-// Usage: for an openai.chat stream, Rewrite forces
-// stream_options.include_usage to true — also over an explicit false — so
-// that the stream ends with the usage chunk tollgate bills from (OpenAI API
-// reference, stream_options: without it a stream carries no usage at all).
-func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int64, err error) {
-	out = body
-	if fields := capFields(r.API); len(fields) > 0 {
-		if out, outputCap, err = r.capOutput(out, fields, ceiling); err != nil {
-			return nil, 0, err
-		}
-	}
-	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage {
-		return out, outputCap, nil
-	}
-	if so := gjson.GetBytes(out, "stream_options"); so.Exists() && !so.IsObject() {
-		// null or a scalar: replace it with an object.
-		out, err = sjson.SetRawBytes(out, "stream_options", []byte(`{"include_usage":true}`))
-	} else {
-		out, err = sjson.SetBytes(out, "stream_options.include_usage", true)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
-	}
-	return out, outputCap, nil
-}
-
-// capOutput makes the cap fields of body ask for at most what Estimate
-// reserves per choice under ceiling (see Rewrite).
-func (r Request) capOutput(body []byte, fields []string, ceiling int64) ([]byte, int64, error) {
-	limit := outputCap(r.MaxOutputTokens, ceiling)
-	out, changed, capped := body, false, false
-	var err error
-	for _, f := range fields {
-		v := gjson.GetBytes(out, f)
-		switch {
-		case !v.Exists():
-			continue
-		case v.Type == gjson.Null:
-			// Unset, as OpenAI's and Anthropic's APIs read it; a value is
-			// added below if no other field caps the output.
-			out, err = sjson.DeleteBytes(out, f)
-		case v.Type == gjson.Number && v.Num > 0 && capInt(v) <= limit:
-			capped = true
-			continue
-		default:
-			out, err = sjson.SetBytes(out, f, limit)
-			capped = true
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("meter: cap %s: %w", f, err)
-		}
-		changed = true
-	}
-	if !capped {
-		if out, err = sjson.SetBytes(out, fields[0], limit); err != nil {
-			return nil, 0, fmt.Errorf("meter: cap %s: %w", fields[0], err)
-		}
-		changed = true
-	}
-	if !changed {
-		return body, 0, nil
-	}
-	return out, limit, nil
 }
