@@ -1,5 +1,124 @@
 package meter
 
+import "strings"
+
+// A schema is compiled from rules, each a path into a JSON document with
+// what to capture there and into which slot of fields; the scanner
+// (scan.go) follows it and skips everything else.
+
+// action says what to do with the value at a schema node.
+type action uint8
+
+const (
+	aNone    action = iota
+	aInt            // a non-negative integer count → slot (ceil of a decimal)
+	aMillis         // non-negative decimal seconds → milliseconds, rounded up → slot
+	aStr            // a short string → string slot (its raw JSON text, escapes kept)
+	aText           // the value's size in bytes → produced text (a string's bytes between its quotes)
+	aCount          // an array → its number of elements → slot
+	aPresent        // any value but null → slot = 1
+)
+
+// Number slots: the integer values a schema captures into fields.num.
+const (
+	slIn         = iota // input / prompt tokens as the provider counts them
+	slOut               // output / completion tokens
+	slCached            // cache-read input tokens
+	slCacheWrite        // cache-write input tokens
+	slMillis            // audio duration
+	slChoices           // number of choices (openai.chat)
+	slUsage             // a non-null usage object was present
+	slData              // number of images in "data"
+	slOutStart          // Anthropic message_start's provisional output count
+	nSlots
+)
+
+// String slots.
+const (
+	ssType    = iota // event "type"
+	ssSize           // image size
+	ssQuality        // image quality
+	nStrSlots
+)
+
+// node is one step of a schema path.
+type node struct {
+	key  string // key in the parent object ("" for the root and array elements)
+	act  action
+	slot uint8
+	elem int16   // node for the elements of an array value, or -1
+	kids []int16 // nodes for the keys of an object value
+}
+
+// schema is a compiled set of rules; nodes[0] is the document root.
+type schema struct {
+	nodes []node
+}
+
+// rule is one path of a schema: "usage.prompt_tokens",
+// "choices[].delta.content". A segment ending in "[]" means the elements of
+// the array at that key.
+type rule struct {
+	path string
+	act  action
+	slot uint8
+}
+
+// compile builds a schema. It panics on a malformed path: schemas are
+// package constants, so that is a programming error caught by any test.
+func compile(rules ...rule) *schema {
+	s := &schema{nodes: []node{{elem: -1}}}
+	for _, r := range rules {
+		cur := int16(0)
+		depth := 1
+		for _, seg := range strings.Split(r.path, ".") {
+			arr := strings.HasSuffix(seg, "[]")
+			seg = strings.TrimSuffix(seg, "[]")
+			if seg == "" {
+				panic("meter: empty segment in schema path " + r.path)
+			}
+			cur = s.child(cur, seg)
+			if arr {
+				depth++
+				if s.nodes[cur].elem < 0 {
+					s.nodes = append(s.nodes, node{elem: -1})
+					s.nodes[cur].elem = int16(len(s.nodes) - 1)
+				}
+				cur = s.nodes[cur].elem
+			}
+			depth++
+		}
+		if depth > maxTrack {
+			panic("meter: schema path too deep: " + r.path)
+		}
+		s.nodes[cur].act = r.act
+		s.nodes[cur].slot = r.slot
+	}
+	return s
+}
+
+func (s *schema) child(parent int16, key string) int16 {
+	for _, k := range s.nodes[parent].kids {
+		if s.nodes[k].key == key {
+			return k
+		}
+	}
+	s.nodes = append(s.nodes, node{key: key, elem: -1})
+	id := int16(len(s.nodes) - 1)
+	s.nodes[parent].kids = append(s.nodes[parent].kids, id)
+	return id
+}
+
+// lookup returns the child of parent for key, or -1.
+func (s *schema) lookup(parent int16, key []byte) int16 {
+	for _, k := range s.nodes[parent].kids {
+		if s.nodes[k].key == string(key) {
+			return k
+		}
+	}
+	return -1
+}
+
 // The schemas below name, per API and framing, the only values the
 // extractors read from a response. Everything else is skipped unread.
 // They are immutable after package initialisation.
