@@ -1,0 +1,158 @@
+package stripesync
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+)
+
+// applyInvoice grants the credits of a paid invoice's subscription lines,
+// once per invoice.
+func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Result) (outcome, error) {
+	id := str(inv, "id")
+	if id == "" {
+		return "", invalid("invoice has no id")
+	}
+	log = log.With(zap.String("invoice", id))
+	if err := keyOK(keyInvoice + id); err != nil {
+		return "", err
+	}
+	// A replay reuses what the first delivery worked out, so neither a
+	// changed customer mapping (which could grant the invoice to a second
+	// customer) nor changed prices can make it disagree.
+	rec, ok, err := s.record(ctx, metaInvoice+id)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		var out outcome
+		rec, out, err = s.invoiceGrant(ctx, log, inv)
+		if err != nil || out != "" {
+			return out, err
+		}
+		if rec, err = s.bindRecord(ctx, metaInvoice+id, rec); err != nil {
+			return "", err
+		}
+		// Before 2025-03-31 the invoice names its payment intent;
+		// remember it so a dispute on that payment finds the customer.
+		if pi := idOf(inv.Get("payment_intent")); pi != "" {
+			if err := s.putRecord(ctx, metaPayment+pi, rec); err != nil {
+				return "", err
+			}
+		}
+	}
+	res, err := s.store.Credit(ctx, ledger.Credit{
+		Customer:  rec.Customer,
+		Amount:    rec.Credits,
+		Kind:      ledger.KindGrant,
+		Key:       keyInvoice + id,
+		Reference: id,
+		Reason:    "Stripe subscription invoice",
+	})
+	if errors.Is(err, ledger.ErrIdempotencyConflict) {
+		log.Warn("stripe: invoice already granted with a different amount; keeping the first", zap.String("customer", rec.Customer))
+		return outcomeDuplicate, nil
+	}
+	if err != nil {
+		return "", storeErr("credit subscription grant", err)
+	}
+	log.Info("stripe: subscription grant", zap.String("customer", rec.Customer), zap.Stringer("credits", rec.Credits), zap.Bool("new", res.Applied))
+	if !res.Applied {
+		return outcomeDuplicate, nil
+	}
+	return outcomeApplied, nil
+}
+
+// invoiceGrant works out whom an invoice credits and how much. A non-empty
+// outcome means there is nothing to grant.
+func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Result) (paymentRecord, outcome, error) {
+	id := str(inv, "id")
+	var lines []line
+	needLookup := false
+	for _, it := range inv.Get("lines.data").Array() {
+		l := parseLine(it)
+		lines = append(lines, l)
+		if _, ok := s.credits(l); !ok && l.subscription && l.priceOnlyID {
+			needLookup = true // 2025-03-31 lines name the price id only
+		}
+	}
+	// A webhook's invoice carries its first lines only
+	// (lines.has_more); the API has them all, with each price's lookup key
+	// in the version we pin.
+	if more := inv.Get("lines.has_more").Bool(); more || needLookup {
+		switch {
+		case s.apiKey != "":
+			lines = lines[:0]
+			err := s.list(ctx, "/v1/invoices/"+url.PathEscape(id)+"/lines", nil, func(it gjson.Result) error {
+				lines = append(lines, parseLine(it))
+				return nil
+			})
+			if err != nil {
+				return paymentRecord{}, "", apiErr("reading the lines of invoice "+id, err)
+			}
+		case more:
+			return paymentRecord{}, "", retryLater("invoice %s has more lines than the event carries; reading them needs stripe.api_key", id)
+		}
+	}
+	var subs []line
+	for _, l := range lines {
+		if l.subscription && !l.proration {
+			subs = append(subs, l)
+		}
+	}
+	if len(subs) == 0 {
+		log.Debug("stripe: invoice has no subscription lines; nothing to grant")
+		return paymentRecord{}, outcomeIgnored, nil
+	}
+	total, unpriced, err := s.priceLines(subs)
+	if err != nil {
+		return paymentRecord{}, "", invalid("invoice %s: %v", id, err)
+	}
+	if len(unpriced) > 0 {
+		log.Warn("stripe: subscription lines with prices not in stripe.prices were skipped", zap.Strings("prices", unpriced))
+	}
+	if total == 0 {
+		log.Warn("stripe: no subscription line of this invoice is priced in stripe.prices; nothing granted")
+		return paymentRecord{}, outcomeIgnored, nil
+	}
+	stripeCustomer := idOf(inv.Get("customer"))
+	cust, fromMetadata, err := s.invoiceCustomer(ctx, inv, subs)
+	if err != nil {
+		return paymentRecord{}, "", err
+	}
+	if cust == "" {
+		return paymentRecord{}, "", retryLater("cannot tell which tollgate customer invoice %s belongs to: set metadata.tollgate_customer on the subscription (subscription_data.metadata in Checkout), or let a checkout session with metadata.tollgate_customer or client_reference_id introduce Stripe customer %s first", id, stripeCustomer)
+	}
+	if fromMetadata {
+		if err := s.learnCustomer(ctx, stripeCustomer, cust); err != nil {
+			return paymentRecord{}, "", err
+		}
+	}
+	return paymentRecord{Customer: cust, Credits: total, Invoice: id}, "", nil
+}
+
+// invoiceCustomer resolves the tollgate customer of an invoice from the
+// subscription's metadata (2025-03-31: parent.subscription_details.metadata;
+// before: subscription_details.metadata), then its subscription lines'
+// metadata, then the customer mapping. fromMetadata says the answer came
+// from the event itself, so the mapping may learn it.
+func (s *Syncer) invoiceCustomer(ctx context.Context, inv gjson.Result, subs []line) (cust string, fromMetadata bool, err error) {
+	for _, p := range []string{"parent.subscription_details.metadata.tollgate_customer", "subscription_details.metadata.tollgate_customer"} {
+		if c, err := customerField("invoice "+strings.TrimSuffix(p, ".tollgate_customer")+".tollgate_customer", str(inv, p)); c != "" || err != nil {
+			return c, true, err
+		}
+	}
+	for _, l := range subs {
+		if c, err := customerField("invoice line metadata.tollgate_customer", l.customer); c != "" || err != nil {
+			return c, true, err
+		}
+	}
+	c, err := s.mappedCustomer(ctx, idOf(inv.Get("customer")))
+	return c, false, err
+}
