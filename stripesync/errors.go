@@ -16,7 +16,7 @@ type eventError struct {
 	status int
 	code   string
 	msg    string // sent to Stripe: no secrets, no internals
-	err    error  // logged
+	err    error  // the cause, logged; errors.Is and errors.As see through to it
 }
 
 func (e *eventError) Error() string {
@@ -44,7 +44,9 @@ func retryLater(format string, args ...any) error {
 	return &eventError{status: http.StatusServiceUnavailable, code: "retry_later", msg: fmt.Sprintf(format, args...)}
 }
 
-// storeErr wraps a ledger failure; nil stays nil.
+// storeErr wraps a ledger failure; nil stays nil. The ledger's error stays
+// the cause, so an outage still matches ledger.ErrStoreUnavailable, which
+// stops reconciliation.
 func storeErr(op string, err error) error {
 	if err == nil {
 		return nil
@@ -68,16 +70,6 @@ func apiErr(what string, err error) error {
 		return &eventError{status: http.StatusServiceUnavailable, code: "retry_later", msg: what + " needs a Stripe API key: set stripe.api_key", err: err}
 	}
 	return &eventError{status: http.StatusBadGateway, code: "stripe_api_error", msg: what + " through the Stripe API failed", err: err}
-}
-
-// isStoreDown reports whether err means the store cannot be reached, which
-// makes reconciliation stop instead of failing every remaining event.
-func isStoreDown(err error) bool {
-	var ee *eventError
-	if errors.As(err, &ee) {
-		return ee.code == "store_unavailable"
-	}
-	return errors.Is(err, ledger.ErrStoreUnavailable)
 }
 
 func statusOf(err error) (int, string, string) {

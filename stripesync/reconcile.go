@@ -10,6 +10,8 @@ import (
 
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 // Errors of Reconcile and Run besides ErrNoAPIKey. The admin API maps
@@ -79,7 +81,9 @@ func (s *Syncer) Reconcile(ctx context.Context, since time.Duration) (events, ap
 			if out == outcomeApplied {
 				applied++
 			}
-		case isStoreDown(err):
+		case errors.Is(err, ledger.ErrStoreUnavailable):
+			// The store is down: every other event would fail the
+			// same way, so stop rather than report them all.
 			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -100,7 +104,7 @@ func (s *Syncer) Reconcile(ctx context.Context, since time.Duration) (events, ap
 		ev := deferred[i]
 		out, err := s.apply(ctx, ev, "reconcile")
 		if err != nil {
-			if isStoreDown(err) || ctx.Err() != nil {
+			if errors.Is(err, ledger.ErrStoreUnavailable) || ctx.Err() != nil {
 				return events, applied, fmt.Errorf("reconcile: %w", errors.Join(err, ctx.Err()))
 			}
 			failed = append(failed, fmt.Errorf("event %s (%s): %w", ev.Get("id").String(), ev.Get("type").String(), err))
