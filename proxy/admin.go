@@ -79,7 +79,7 @@ func (s *Server) AdminHandler(opts AdminOptions) http.Handler {
 	mux.HandleFunc("/webhooks/stripe", a.optional(opts.Webhook))
 	mux.HandleFunc("/metrics", a.optional(opts.Metrics))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, CodeNotFound, "no admin endpoint "+r.URL.Path)
+		writeError(w, r, http.StatusNotFound, CodeNotFound, "no admin endpoint "+r.URL.Path)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v1/") {
@@ -124,7 +124,7 @@ func (a *admin) authorize(r *http.Request) error {
 func (a *admin) optional(h http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if h == nil {
-			writeError(w, http.StatusNotFound, CodeNotFound, r.URL.Path+" is not enabled on this server")
+			writeError(w, r, http.StatusNotFound, CodeNotFound, r.URL.Path+" is not enabled on this server")
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -144,12 +144,12 @@ func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case status >= 500:
 		a.s.log.Warn("admin request failed", zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("code", code), zap.Error(err))
 	}
-	writeError(w, status, code, msg)
+	writeError(w, r, status, code, msg)
 }
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, r.Method+" is not allowed here; use "+allow)
+	writeError(w, r, http.StatusMethodNotAllowed, CodeMethodNotAllowed, r.Method+" is not allowed here; use "+allow)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -2,13 +2,13 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/tollgate-dev/tollgate/internal/apierror"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/meter"
 )
@@ -147,56 +147,27 @@ func detail(err, sentinel error) string {
 	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
 }
 
-// errorType is error.type for a code, chosen so that OpenAI SDKs and
-// people reading it recognise the class: OpenAI answers bad requests and
-// missing keys with invalid_request_error, an exhausted quota with
-// insufficient_quota, and its own failures with server_error.
-func errorType(status int, code string) string {
+// kindOf is the class of the codes whose status does not tell it, from
+// which each dialect names error.type (apierror.Kind), so that SDKs and
+// people reading it recognise the class: credits used up (OpenAI's
+// insufficient_quota), a customer or API that may not be used now
+// (permission_error), a wrong admin token (authentication_error). Every
+// other code is classed by its status: a server error from 500, an invalid
+// request below (as OpenAI answers a missing key).
+func kindOf(code string) apierror.Kind {
 	switch code {
 	case CodeInsufficientCredits:
-		return "insufficient_quota"
+		return apierror.KindQuota
 	case CodeCustomerSuspended, CodeAdminDisabled:
-		return "permission_error"
+		return apierror.KindPermission
 	case CodeUnauthorized:
-		return "authentication_error"
+		return apierror.KindAuthentication
 	}
-	if status >= 500 {
-		return "server_error"
-	}
-	return "invalid_request_error"
+	return apierror.KindByStatus
 }
 
-// writeError answers with the OpenAI error shape,
-// {"error":{"message":…,"type":…,"code":…}}, so that SDKs surface the
-// message and code. A 402 carries x-should-retry: false, which OpenAI's
-// and Anthropic's SDKs obey, so they do not retry a request that will be
-// refused again; a 503 carries Retry-After.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	switch status {
-	case http.StatusPaymentRequired:
-		h.Set("X-Should-Retry", "false")
-	case http.StatusServiceUnavailable:
-		h.Set("Retry-After", "1")
-	}
-	w.WriteHeader(status)
-	b := make([]byte, 0, 96+len(msg))
-	b = append(b, `{"error":{"message":`...)
-	b = appendJSONString(b, msg)
-	b = append(b, `,"type":`...)
-	b = appendJSONString(b, errorType(status, code))
-	b = append(b, `,"code":`...)
-	b = appendJSONString(b, code)
-	b = append(b, "}}\n"...)
-	_, _ = w.Write(b)
-}
-
-func appendJSONString(b []byte, s string) []byte {
-	q, err := json.Marshal(s)
-	if err != nil { // a Go string always marshals
-		return append(b, `""`...)
-	}
-	return append(b, q...)
+// writeError answers with tollgate's error shape through apierror, in the
+// dialect r is answered in, so that SDKs surface the message and code.
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	apierror.Write(w, r, &apierror.Error{Status: status, Code: code, Message: msg, Kind: kindOf(code)})
 }

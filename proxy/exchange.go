@@ -462,7 +462,7 @@ func (s *Server) modifyResponse(res *http.Response) error {
 func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r.Context())
 	if ex == nil {
-		writeError(w, http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API could not be reached; nothing was charged")
+		writeError(w, r, http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API could not be reached; nothing was charged")
 		return
 	}
 	if ex.cut.Load() && ex.client.Err() == nil {
@@ -568,7 +568,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
 	} else if ce := s.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 		ce.Write(zap.String("code", code), zap.String("path", r.URL.Path), zap.String("reason", msg))
 	}
-	writeError(w, status, code, msg)
+	writeError(w, r, status, code, msg)
 }
 
 // meteredBody is the response body ReverseProxy copies to the client: it

@@ -118,13 +118,13 @@ func (s *Server) WatchStore(ctx context.Context, interval time.Duration) {
 // answers within readyzWait.
 func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 	if a.s.draining.Load() {
-		writeError(w, http.StatusServiceUnavailable, CodeShuttingDown, "tollgate is shutting down")
+		writeError(w, r, http.StatusServiceUnavailable, CodeShuttingDown, "tollgate is shutting down")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readyzWait)
 	defer cancel()
 	if err := a.s.CheckStore(ctx); err != nil {
-		writeError(w, http.StatusServiceUnavailable, CodeBillingUnavailable, "not ready: "+err.Error())
+		writeError(w, r, http.StatusServiceUnavailable, CodeBillingUnavailable, "not ready: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
