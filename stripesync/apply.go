@@ -75,12 +75,12 @@ func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (out
 		label = "other"
 	}
 	if err != nil {
-		status, code, _ := statusOf(err)
-		s.events.WithLabelValues(label, code).Inc()
-		if status >= 500 {
-			log.Error("stripe: event not applied; Stripe will retry", zap.String("code", code), zap.Error(err))
+		ans := answer(err)
+		s.events.WithLabelValues(label, ans.Code).Inc()
+		if ans.Status >= 500 {
+			log.Error("stripe: event not applied; Stripe will retry", zap.String("code", ans.Code), zap.Error(err))
 		} else {
-			log.Warn("stripe: event refused; fix the data or credit by hand", zap.String("code", code), zap.Error(err))
+			log.Warn("stripe: event refused; fix the data or credit by hand", zap.String("code", ans.Code), zap.Error(err))
 		}
 		return "", err
 	}

@@ -5,35 +5,40 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tollgate-dev/tollgate/internal/apierror"
 	"github.com/tollgate-dev/tollgate/ledger"
 )
 
-// eventError is why an event could not be applied, with the status the
-// webhook answers. Every status is non-2xx, so Stripe retries the delivery
-// (for up to three days) and shows msg in the Dashboard's delivery log,
-// which is where an operator looks first.
-type eventError struct {
-	status int
-	code   string
-	msg    string // sent to Stripe: no secrets, no internals
-	err    error  // the cause, logged; errors.Is and errors.As see through to it
-}
+// Codes the webhook answers with (error.code), which are also the outcome
+// label of tollgate_stripe_events_total for a refused delivery (see
+// Options.Registerer, and the README's "When Stripe shows failed
+// deliveries").
+const (
+	codeMethodNotAllowed = "method_not_allowed"
+	codeInvalidRequest   = "invalid_request"
+	codeRequestTooLarge  = "request_too_large"
+	codeInvalidSignature = "invalid_signature"
+	codeInvalidEvent     = "invalid_event"
+	codeRetryLater       = "retry_later"
+	codeStripeAPIError   = "stripe_api_error"
+	codeStoreUnavailable = "store_unavailable"
+	codeStoreError       = "store_error"
+	codeInternal         = "internal_error"
+)
 
-func (e *eventError) Error() string {
-	if e.err != nil {
-		return e.msg + ": " + e.err.Error()
-	}
-	return e.msg
-}
-
-func (e *eventError) Unwrap() error { return e.err }
+// An event that cannot be applied is an *apierror.Error: the status and
+// code the webhook answers, the message Stripe shows, and the cause, which
+// is logged. Every status is non-2xx, so Stripe retries the delivery (for
+// up to three days) and shows the message in the Dashboard's delivery log,
+// which is where an operator looks first; it names no secrets and no
+// internals.
 
 // invalid: the event is authentic but carries data tollgate cannot apply
 // as sent (malformed tollgate metadata, an invalid customer id, amounts out
 // of range). Retrying the same bytes will not help; fixing the data or
 // crediting by hand will, so it is loud.
 func invalid(format string, args ...any) error {
-	return &eventError{status: http.StatusUnprocessableEntity, code: "invalid_event", msg: fmt.Sprintf(format, args...)}
+	return &apierror.Error{Status: http.StatusUnprocessableEntity, Code: codeInvalidEvent, Message: fmt.Sprintf(format, args...)}
 }
 
 // retryLater: something this event depends on is not known yet (the
@@ -41,7 +46,7 @@ func invalid(format string, args ...any) error {
 // needs configuration (an API key). A later delivery, after other events or
 // a config fix, can succeed.
 func retryLater(format string, args ...any) error {
-	return &eventError{status: http.StatusServiceUnavailable, code: "retry_later", msg: fmt.Sprintf(format, args...)}
+	return &apierror.Error{Status: http.StatusServiceUnavailable, Code: codeRetryLater, Message: fmt.Sprintf(format, args...)}
 }
 
 // storeErr wraps a ledger failure; nil stays nil. The ledger's error stays
@@ -51,14 +56,14 @@ func storeErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var ee *eventError
-	if errors.As(err, &ee) {
+	var ae *apierror.Error
+	if errors.As(err, &ae) {
 		return err
 	}
 	if errors.Is(err, ledger.ErrStoreUnavailable) {
-		return &eventError{status: http.StatusServiceUnavailable, code: "store_unavailable", msg: "the credit store is unavailable; nothing was applied", err: fmt.Errorf("%s: %w", op, err)}
+		return &apierror.Error{Status: http.StatusServiceUnavailable, Code: codeStoreUnavailable, Message: "the credit store is unavailable; nothing was applied", Err: fmt.Errorf("%s: %w", op, err)}
 	}
-	return &eventError{status: http.StatusInternalServerError, code: "store_error", msg: "the credit store failed; nothing was applied", err: fmt.Errorf("%s: %w", op, err)}
+	return &apierror.Error{Status: http.StatusInternalServerError, Code: codeStoreError, Message: "the credit store failed; nothing was applied", Err: fmt.Errorf("%s: %w", op, err)}
 }
 
 // apiErr wraps a failed Stripe API call.
@@ -67,15 +72,17 @@ func apiErr(what string, err error) error {
 		return nil
 	}
 	if errors.Is(err, ErrNoAPIKey) {
-		return &eventError{status: http.StatusServiceUnavailable, code: "retry_later", msg: what + " needs a Stripe API key: set stripe.api_key", err: err}
+		return &apierror.Error{Status: http.StatusServiceUnavailable, Code: codeRetryLater, Message: what + " needs a Stripe API key: set stripe.api_key", Err: err}
 	}
-	return &eventError{status: http.StatusBadGateway, code: "stripe_api_error", msg: what + " through the Stripe API failed", err: err}
+	return &apierror.Error{Status: http.StatusBadGateway, Code: codeStripeAPIError, Message: what + " through the Stripe API failed", Err: err}
 }
 
-func statusOf(err error) (int, string, string) {
-	var ee *eventError
-	if errors.As(err, &ee) {
-		return ee.status, ee.code, ee.msg
+// answer is the webhook's answer to an event that was not applied: the
+// *apierror.Error err is or wraps, else a 500 that names nothing internal.
+func answer(err error) *apierror.Error {
+	var ae *apierror.Error
+	if errors.As(err, &ae) {
+		return ae
 	}
-	return http.StatusInternalServerError, "internal_error", "internal error; nothing was applied"
+	return &apierror.Error{Status: http.StatusInternalServerError, Code: codeInternal, Message: "internal error; nothing was applied", Err: err}
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/stripe/stripe-go/v79/webhook"
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/internal/apierror"
 )
 
 // WebhookHandler returns the handler for POST /webhooks/stripe. It needs
@@ -36,7 +38,10 @@ import (
 //   - 500 on any other store failure.
 //
 // Every non-2xx makes Stripe retry with backoff for up to three days, and
-// the JSON error message shows in the Dashboard's delivery log.
+// the JSON error message shows in the Dashboard's delivery log. Errors have
+// the shape of every error tollgate writes (package apierror),
+// {"error":{"message","type","code"}}, with type server_error from 500 and
+// invalid_request_error below.
 func (s *Syncer) WebhookHandler() http.Handler {
 	return http.HandlerFunc(s.serveWebhook)
 }
@@ -44,7 +49,7 @@ func (s *Syncer) WebhookHandler() http.Handler {
 func (s *Syncer) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		apierror.Write(w, r, &apierror.Error{Status: http.StatusMethodNotAllowed, Code: codeMethodNotAllowed, Message: "use POST"})
 		return
 	}
 	// Read the raw bytes: the signature covers them exactly, and the cap
@@ -53,29 +58,28 @@ func (s *Syncer) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			s.events.WithLabelValues("unverified", "request_too_large").Inc()
+			s.events.WithLabelValues("unverified", codeRequestTooLarge).Inc()
 			s.log.Warn("stripe: webhook body too large", zap.Int64("limit", s.maxBody))
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("body exceeds %d bytes", s.maxBody))
+			apierror.Write(w, r, &apierror.Error{Status: http.StatusRequestEntityTooLarge, Code: codeRequestTooLarge, Message: fmt.Sprintf("body exceeds %d bytes", s.maxBody)})
 			return
 		}
-		writeError(w, http.StatusBadRequest, "invalid_request", "could not read the request body")
+		apierror.Write(w, r, &apierror.Error{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: "could not read the request body", Err: err})
 		return
 	}
 	if err := s.verify(body, r.Header.Get("Stripe-Signature")); err != nil {
-		s.events.WithLabelValues("unverified", "invalid_signature").Inc()
+		s.events.WithLabelValues("unverified", codeInvalidSignature).Inc()
 		s.log.Warn("stripe: webhook refused", zap.Error(err), zap.String("remote", r.RemoteAddr))
-		writeError(w, http.StatusBadRequest, "invalid_signature", err.Error())
+		apierror.Write(w, r, &apierror.Error{Status: http.StatusBadRequest, Code: codeInvalidSignature, Message: err.Error()})
 		return
 	}
 	if !gjson.ValidBytes(body) {
-		s.events.WithLabelValues("unverified", "invalid_request").Inc()
-		writeError(w, http.StatusBadRequest, "invalid_request", "the signed body is not valid JSON")
+		s.events.WithLabelValues("unverified", codeInvalidRequest).Inc()
+		apierror.Write(w, r, &apierror.Error{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: "the signed body is not valid JSON"})
 		return
 	}
 	out, err := s.apply(r.Context(), gjson.ParseBytes(body), "webhook")
 	if err != nil {
-		status, code, msg := statusOf(err)
-		writeError(w, status, code, msg)
+		apierror.Write(w, r, answer(err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -158,17 +162,4 @@ func signatureTime(header string) (time.Time, bool) {
 		ts, seen = time.Unix(sec, 0), true
 	}
 	return ts, seen
-}
-
-// writeError writes the error shape tollgate uses everywhere,
-// {"error":{"message","type","code"}}.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	typ := "invalid_request_error"
-	if status >= 500 {
-		typ = "api_error"
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"message": msg, "type": typ, "code": code}})
 }

@@ -175,3 +175,64 @@ func TestNewReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookErrorShape: the webhook answers in the shape of every error
+// tollgate writes, {"error":{"message","type","code"}}, with the proxy's
+// type rules: invalid_request_error below 500, server_error from 500.
+func TestWebhookErrorShape(t *testing.T) {
+	tests := []struct {
+		name   string
+		body   func(h *harness) []byte
+		status int
+		code   string
+		typ    string
+	}{
+		{
+			name:   "signed body not JSON",
+			body:   func(*harness) []byte { return []byte("{") },
+			status: http.StatusBadRequest,
+			code:   "invalid_request",
+			typ:    "invalid_request_error",
+		},
+		{
+			name: "credits not a decimal",
+			body: func(h *harness) []byte {
+				return h.fixture("checkout_session_completed.json", "data.object.metadata.tollgate_credits", "10k")
+			},
+			status: http.StatusUnprocessableEntity,
+			code:   "invalid_event",
+			typ:    "invalid_request_error",
+		},
+		{
+			name: "customer not known yet",
+			body: func(h *harness) []byte {
+				return h.fixture("checkout_session_completed.json", "data.object.metadata.tollgate_customer", nil, "data.object.customer", nil)
+			},
+			status: http.StatusServiceUnavailable,
+			code:   "retry_later",
+			typ:    "server_error",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := open(t, boltBackend())
+			rec := h.deliver(tc.body(h))
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d; %s", rec.Code, tc.status, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q, want application/json", ct)
+			}
+			e := gjson.Get(rec.Body.String(), "error")
+			if got := e.Get("code").String(); got != tc.code {
+				t.Errorf("error.code %q, want %q", got, tc.code)
+			}
+			if got := e.Get("type").String(); got != tc.typ {
+				t.Errorf("error.type %q, want %q", got, tc.typ)
+			}
+			if e.Get("message").String() == "" {
+				t.Errorf("error.message is empty: %s", rec.Body)
+			}
+		})
+	}
+}
