@@ -2,6 +2,7 @@ package stripesync
 
 import (
 	"context"
+	"errors"
 
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
@@ -124,6 +125,27 @@ func isHandled(typ string) bool {
 		}
 	}
 	return false
+}
+
+// creditOnce applies c, which its business object (c.Key: a checkout
+// session, an invoice) grants at most once, and logs it as what. A replay
+// is a duplicate. So is a key credited before with another amount (prices
+// changed and the payment record was lost): the first amount stands, and
+// conflict is logged.
+func (s *Syncer) creditOnce(ctx context.Context, log *zap.Logger, c ledger.Credit, what, conflict string) (outcome, error) {
+	res, err := s.store.Credit(ctx, c)
+	if errors.Is(err, ledger.ErrIdempotencyConflict) {
+		log.Warn(conflict, zap.String("customer", c.Customer))
+		return outcomeDuplicate, nil
+	}
+	if err != nil {
+		return "", storeErr("credit "+what, err)
+	}
+	log.Info("stripe: "+what, zap.String("customer", c.Customer), zap.Stringer("credits", c.Amount), zap.Bool("new", res.Applied))
+	if !res.Applied {
+		return outcomeDuplicate, nil
+	}
+	return outcomeApplied, nil
 }
 
 // idOf reads an expandable reference: a bare id string, or the id of an

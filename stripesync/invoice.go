@@ -2,7 +2,6 @@ package stripesync
 
 import (
 	"context"
-	"errors"
 	"net/url"
 	"strings"
 
@@ -47,26 +46,14 @@ func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Re
 			}
 		}
 	}
-	res, err := s.store.Credit(ctx, ledger.Credit{
+	return s.creditOnce(ctx, log, ledger.Credit{
 		Customer:  rec.Customer,
 		Amount:    rec.Credits,
 		Kind:      ledger.KindGrant,
 		Key:       keyInvoice + id,
 		Reference: id,
 		Reason:    "Stripe subscription invoice",
-	})
-	if errors.Is(err, ledger.ErrIdempotencyConflict) {
-		log.Warn("stripe: invoice already granted with a different amount; keeping the first", zap.String("customer", rec.Customer))
-		return outcomeDuplicate, nil
-	}
-	if err != nil {
-		return "", storeErr("credit subscription grant", err)
-	}
-	log.Info("stripe: subscription grant", zap.String("customer", rec.Customer), zap.Stringer("credits", rec.Credits), zap.Bool("new", res.Applied))
-	if !res.Applied {
-		return outcomeDuplicate, nil
-	}
-	return outcomeApplied, nil
+	}, "subscription grant", "stripe: invoice already granted with a different amount; keeping the first")
 }
 
 // invoiceGrant works out whom an invoice credits and how much. A non-empty

@@ -2,7 +2,6 @@ package stripesync
 
 import (
 	"context"
-	"errors"
 	"net/url"
 
 	"github.com/tidwall/gjson"
@@ -96,29 +95,14 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 			}
 		}
 	}
-	res, err := s.store.Credit(ctx, ledger.Credit{
+	return s.creditOnce(ctx, log, ledger.Credit{
 		Customer:  rec.Customer,
 		Amount:    rec.Credits,
 		Kind:      ledger.KindTopup,
 		Key:       keySession + id,
 		Reference: id,
 		Reason:    "Stripe Checkout top-up",
-	})
-	if errors.Is(err, ledger.ErrIdempotencyConflict) {
-		// The session was credited before with another amount (prices
-		// changed and the payment record was lost). A session credits
-		// at most once: keep the first.
-		log.Warn("stripe: checkout session already credited with a different amount; keeping the first", zap.String("customer", rec.Customer))
-		return outcomeDuplicate, nil
-	}
-	if err != nil {
-		return "", storeErr("credit top-up", err)
-	}
-	log.Info("stripe: top-up", zap.String("customer", rec.Customer), zap.Stringer("credits", rec.Credits), zap.Bool("new", res.Applied))
-	if !res.Applied {
-		return outcomeDuplicate, nil
-	}
-	return outcomeApplied, nil
+	}, "top-up", "stripe: checkout session already credited with a different amount; keeping the first")
 }
 
 // sessionCustomer resolves the tollgate customer of a session:
