@@ -28,6 +28,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
 // Defaults. Each is documented on the field it fills and in
@@ -46,15 +47,9 @@ const (
 	DefaultSettleTimeout      = 5 * time.Second
 	DefaultMaxRequestDuration = 30 * time.Minute
 	DefaultMaxOutputTokens    = 4096
-	DefaultStripeAPIBase      = "https://api.stripe.com"
 	DefaultReconcileInterval  = time.Hour
 	DefaultReconcileWindow    = 72 * time.Hour
 )
-
-// MaxReconcileWindow is the longest stripe.reconcile_window: Stripe's
-// events API only returns events from the last 30 days
-// (https://docs.stripe.com/api/events).
-const MaxReconcileWindow = 30 * 24 * time.Hour
 
 // ModelFallback is the prices key that prices every model a route does not
 // list by name.
@@ -224,8 +219,8 @@ type Stripe struct {
 	// reconciliation; empty disables both.
 	APIKey string
 	// APIBase is the Stripe API address (YAML "stripe.api_base"), without a
-	// trailing slash. Default "https://api.stripe.com"; point it at
-	// stripe-mock in tests.
+	// trailing slash. Default stripesync.DefaultAPIBase
+	// ("https://api.stripe.com"); point it at stripe-mock in tests.
 	APIBase string
 	// Livemode is the Stripe mode whose events tollgate applies (YAML
 	// "stripe.livemode"): true for live mode, false for test mode. Events
@@ -304,7 +299,7 @@ func Default() *Config {
 		SettleTimeout:      DefaultSettleTimeout,
 		MaxRequestDuration: DefaultMaxRequestDuration,
 		Stripe: Stripe{
-			APIBase:           DefaultStripeAPIBase,
+			APIBase:           stripesync.DefaultAPIBase,
 			ReconcileInterval: DefaultReconcileInterval,
 			ReconcileWindow:   DefaultReconcileWindow,
 		},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
 // Validate reports every problem with c's values at once, joined with
@@ -366,13 +367,13 @@ func (k *checker) stripe() {
 		}
 	}
 	if s.APIBase == "" {
-		k.errorf("stripe.api_base", "is empty (want %q, or stripe-mock's address in tests)", DefaultStripeAPIBase)
+		k.errorf("stripe.api_base", "is empty (want %q, or stripe-mock's address in tests)", stripesync.DefaultAPIBase)
 	} else if u, err := url.Parse(s.APIBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		shown := "(value hidden)"
 		if err == nil {
 			shown = strconv.Quote(u.Redacted())
 		}
-		k.errorf("stripe.api_base", "%s is not an http or https base URL without query (want e.g. %q, or \"http://localhost:12111\" for stripe-mock)", shown, DefaultStripeAPIBase)
+		k.errorf("stripe.api_base", "%s is not an http or https base URL without query (want e.g. %q, or \"http://localhost:12111\" for stripe-mock)", shown, stripesync.DefaultAPIBase)
 	}
 	k.livemode()
 	for _, id := range sortedKeys(s.Prices) {
@@ -391,7 +392,7 @@ func (k *checker) stripe() {
 	switch {
 	case s.ReconcileWindow <= 0:
 		k.errorf("stripe.reconcile_window", `%q must be greater than 0 (want e.g. "72h")`, s.ReconcileWindow.String())
-	case s.ReconcileWindow > MaxReconcileWindow:
+	case s.ReconcileWindow > stripesync.MaxReconcileWindow:
 		k.errorf("stripe.reconcile_window", `%q is longer than 720h: Stripe keeps events for 30 days (want e.g. "72h")`, s.ReconcileWindow.String())
 	}
 }

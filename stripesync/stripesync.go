@@ -70,7 +70,8 @@ type Store interface {
 
 // Defaults for Options and for the periodic reconciliation in serve.
 const (
-	// DefaultAPIBase is the Stripe API address.
+	// DefaultAPIBase is the Stripe API address, and stripe.api_base's
+	// default.
 	DefaultAPIBase = "https://api.stripe.com"
 	// DefaultTolerance is how far a webhook signature's timestamp may be
 	// from the clock, as Stripe's own libraries default to
@@ -83,8 +84,10 @@ const (
 	// event would lose money; 1 MiB still bounds what an unauthenticated
 	// client can make the server buffer before the signature is checked.
 	DefaultMaxBodyBytes = 1 << 20
-	// MaxReconcileWindow is how far back Reconcile may look: Stripe keeps
-	// events for 30 days (https://docs.stripe.com/api/events/list).
+	// MaxReconcileWindow is how far back Reconcile may look, and so the
+	// longest stripe.reconcile_window and `tollgate reconcile --since`:
+	// Stripe keeps events for 30 days
+	// (https://docs.stripe.com/api/events/list).
 	MaxReconcileWindow = 30 * 24 * time.Hour
 )
 

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
 // runReconcile is `tollgate reconcile --since DURATION`.
@@ -32,7 +32,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usageErrorf("reconcile: --since %q is not a duration; want e.g. 72h or 30m", *since)
 	case d <= 0:
 		return usageErrorf("reconcile: --since %q must be greater than 0, e.g. 72h", *since)
-	case d > config.MaxReconcileWindow:
+	case d > stripesync.MaxReconcileWindow:
 		return usageErrorf("reconcile: --since %q is longer than 720h: Stripe keeps events for 30 days", *since)
 	}
 	c, err := newClient(opts)
