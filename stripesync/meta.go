@@ -44,7 +44,8 @@ const (
 // charge and payment intent — finds the customer and the credits to claw
 // back; under an invoice, so a replay grants the same customer the same
 // amount. Session is set for a Checkout top-up; Invoice for a subscription
-// payment (whose grant is not clawed back; see docs/stripe.md).
+// payment (whose grant is not clawed back; see the README's Stripe section,
+// "What each payment does").
 type paymentRecord struct {
 	Customer string       `json:"customer"`
 	Credits  money.Micros `json:"credits"`
