@@ -354,3 +354,21 @@ func abs(m money.Micros) money.Micros {
 func conflictError(c Credit) error {
 	return fmt.Errorf("%w: key %q of %s was applied with another amount, kind or mode than %s %s", ErrIdempotencyConflict, c.Key, c.Customer, c.Amount, c.Kind)
 }
+
+// extendError is Extend's answer for a hold that is not live: closed in
+// state, or unknown when !ok.
+func extendError(holdID, customer string, state byte, ok bool) error {
+	why := ErrHoldNotFound
+	switch {
+	case !ok:
+	case state == 'e':
+		why = ErrHoldExpired
+	case state == 'r':
+		why = ErrHoldReleased
+	case state == 's':
+		why = ErrHoldSettled
+	default:
+		return fmt.Errorf("extend %s of %s: %w: hold state %q", holdID, customer, errCorrupt, state)
+	}
+	return fmt.Errorf("extend %s of %s: %w", holdID, customer, why)
+}

@@ -1,0 +1,276 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// boltCustomer is one customer's buckets within a transaction.
+type boltCustomer struct {
+	tx         *bbolt.Tx
+	id         string
+	b          *bbolt.Bucket
+	holds      *bbolt.Bucket
+	closed     *bbolt.Bucket
+	entries    *bbolt.Bucket
+	credits    *bbolt.Bucket
+	suspension *bbolt.Bucket
+}
+
+// openCustomer returns customer's buckets, creating them if create is
+// true; without create, it returns nil for a customer never seen.
+func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, error) {
+	root := tx.Bucket([]byte(bCustomers))
+	if root == nil {
+		return nil, fmt.Errorf("%w: no %s bucket", errCorrupt, bCustomers)
+	}
+	b := root.Bucket([]byte(customer))
+	if b == nil {
+		if !create {
+			return nil, nil
+		}
+		var err error
+		if b, err = root.CreateBucket([]byte(customer)); err != nil {
+			return nil, err
+		}
+		for _, name := range []string{bHolds, bClosed, bEntries, bCredits, bSuspension} {
+			if _, err := b.CreateBucket([]byte(name)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	c := &boltCustomer{
+		tx:         tx,
+		id:         customer,
+		b:          b,
+		holds:      b.Bucket([]byte(bHolds)),
+		closed:     b.Bucket([]byte(bClosed)),
+		entries:    b.Bucket([]byte(bEntries)),
+		credits:    b.Bucket([]byte(bCredits)),
+		suspension: b.Bucket([]byte(bSuspension)),
+	}
+	if c.holds == nil || c.closed == nil || c.entries == nil || c.credits == nil || c.suspension == nil {
+		return nil, fmt.Errorf("%w: customer %s lacks a bucket", errCorrupt, customer)
+	}
+	return c, nil
+}
+
+// customerState is a customer's balance, last entry sequence number and
+// number of suspension reasons in force.
+type customerState struct {
+	balance, seq, suspended int64
+}
+
+func (c *boltCustomer) state() (customerState, error) {
+	v := c.b.Get([]byte(kState))
+	if v == nil {
+		return customerState{}, nil
+	}
+	if len(v) != 24 {
+		return customerState{}, fmt.Errorf("%w: state of %s is %d bytes", errCorrupt, c.id, len(v))
+	}
+	return customerState{
+		balance:   int64(binary.BigEndian.Uint64(v[0:])),
+		seq:       int64(binary.BigEndian.Uint64(v[8:])),
+		suspended: int64(binary.BigEndian.Uint64(v[16:])),
+	}, nil
+}
+
+func (c *boltCustomer) putState(st customerState) error {
+	v := make([]byte, 24)
+	binary.BigEndian.PutUint64(v[0:], uint64(st.balance))
+	binary.BigEndian.PutUint64(v[8:], uint64(st.seq))
+	binary.BigEndian.PutUint64(v[16:], uint64(st.suspended))
+	return c.b.Put([]byte(kState), v)
+}
+
+func (c *boltCustomer) addSuspended(n int64) error {
+	st, err := c.state()
+	if err != nil {
+		return err
+	}
+	st.suspended += n
+	return c.putState(st)
+}
+
+// appendEntry adds amount to the balance and stores the entry.
+func (c *boltCustomer) appendEntry(amount int64, body string) (Entry, error) {
+	st, err := c.state()
+	if err != nil {
+		return Entry{}, err
+	}
+	st.seq++
+	st.balance += amount
+	raw := formatEntry(money.Micros(amount), money.Micros(st.balance), body)
+	if err := c.entries.Put(seqKey(st.seq), []byte(raw)); err != nil {
+		return Entry{}, err
+	}
+	if err := c.putState(st); err != nil {
+		return Entry{}, err
+	}
+	return decodeEntry(c.id, st.seq, raw)
+}
+
+func (c *boltCustomer) entry(seq int64) (Entry, error) {
+	v := c.entries.Get(seqKey(seq))
+	if v == nil {
+		return Entry{}, fmt.Errorf("%w: entry %d of %s missing", errCorrupt, seq, c.id)
+	}
+	return decodeEntry(c.id, seq, string(v))
+}
+
+// entrySeq returns the sequence number an entry's ID spells.
+func entrySeq(e Entry) (int64, error) { return strconv.ParseInt(e.ID, 10, 64) }
+
+// expireHolds closes the customer's holds whose expiry is at or before
+// nowMs and returns the sum of the live ones.
+func (c *boltCustomer) expireHolds(nowMs int64, retention time.Duration) (int64, error) {
+	var reserved int64
+	var expired []string
+	err := c.holds.ForEach(func(k, v []byte) error {
+		amount, expiry, err := decodeHold(v)
+		if err != nil {
+			return err
+		}
+		if expiry <= nowMs {
+			expired = append(expired, string(k))
+		} else {
+			reserved += amount
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range expired {
+		if err := c.dropHold(id); err != nil {
+			return 0, err
+		}
+		if err := c.closeHold(id, 'e', nowMs, retention, 0); err != nil {
+			return 0, err
+		}
+	}
+	return reserved, nil
+}
+
+func (c *boltCustomer) putHold(id string, amount, expiry int64) error {
+	v := make([]byte, 16)
+	binary.BigEndian.PutUint64(v[0:], uint64(amount))
+	binary.BigEndian.PutUint64(v[8:], uint64(expiry))
+	if err := c.holds.Put([]byte(id), v); err != nil {
+		return err
+	}
+	return c.tx.Bucket([]byte(bExpiry)).Put(indexKey(expiry, c.id, id), nil)
+}
+
+// dropHold removes a live hold and its expiry index entry.
+func (c *boltCustomer) dropHold(id string) error {
+	v := c.holds.Get([]byte(id))
+	if v == nil {
+		return nil
+	}
+	_, expiry, err := decodeHold(v)
+	if err != nil {
+		return err
+	}
+	if err := c.tx.Bucket([]byte(bExpiry)).Delete(indexKey(expiry, c.id, id)); err != nil {
+		return err
+	}
+	return c.holds.Delete([]byte(id))
+}
+
+// closeHold records hold id as closed in state until nowMs + retention.
+func (c *boltCustomer) closeHold(id string, state byte, nowMs int64, retention time.Duration, seq int64) error {
+	forget := c.tx.Bucket([]byte(bForget))
+	if old := c.closed.Get([]byte(id)); old != nil {
+		_, oldAt, _, err := decodeClosed(old)
+		if err != nil {
+			return err
+		}
+		if err := forget.Delete(indexKey(oldAt, c.id, id)); err != nil {
+			return err
+		}
+	}
+	forgetAt := nowMs + retention.Milliseconds()
+	v := make([]byte, 17)
+	v[0] = state
+	binary.BigEndian.PutUint64(v[1:], uint64(forgetAt))
+	binary.BigEndian.PutUint64(v[9:], uint64(seq))
+	if err := c.closed.Put([]byte(id), v); err != nil {
+		return err
+	}
+	return forget.Put(indexKey(forgetAt, c.id, id), nil)
+}
+
+// closedState returns the state and settling entry of closed hold id, and
+// ok false when the hold is unknown or its retention ended (it is then
+// forgotten at once, as in lua/lib.lua).
+func (c *boltCustomer) closedState(id string, nowMs int64) (state byte, seq int64, ok bool, err error) {
+	v := c.closed.Get([]byte(id))
+	if v == nil {
+		return 0, 0, false, nil
+	}
+	state, forgetAt, seq, err := decodeClosed(v)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if forgetAt <= nowMs {
+		if err := c.tx.Bucket([]byte(bForget)).Delete(indexKey(forgetAt, c.id, id)); err != nil {
+			return 0, 0, false, err
+		}
+		return 0, 0, false, c.closed.Delete([]byte(id))
+	}
+	return state, seq, true, nil
+}
+
+func decodeHold(v []byte) (amount, expiry int64, err error) {
+	if len(v) != 16 {
+		return 0, 0, fmt.Errorf("%w: hold of %d bytes", errCorrupt, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])), nil
+}
+
+func decodeClosed(v []byte) (state byte, forgetAt, seq int64, err error) {
+	if len(v) != 17 {
+		return 0, 0, 0, fmt.Errorf("%w: closed hold of %d bytes", errCorrupt, len(v))
+	}
+	return v[0], int64(binary.BigEndian.Uint64(v[1:])), int64(binary.BigEndian.Uint64(v[9:])), nil
+}
+
+func seqKey(seq int64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, uint64(seq))
+	return k
+}
+
+// putTime and getTime encode a unix-ms time so that byte order is time
+// order, negative times included.
+func putTime(b []byte, ms int64) { binary.BigEndian.PutUint64(b, uint64(ms)^(1<<63)) }
+func getTime(b []byte) int64     { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+// indexKey is the key of a hold in the expiry or forget index.
+func indexKey(ms int64, customer, holdID string) []byte {
+	k := make([]byte, 8, 8+len(customer)+1+len(holdID))
+	putTime(k, ms)
+	k = append(k, customer...)
+	k = append(k, 0)
+	return append(k, holdID...)
+}
+
+func parseIndexKey(k []byte) (ms int64, customer, holdID string, err error) {
+	if len(k) < 10 {
+		return 0, "", "", fmt.Errorf("%w: index key %q", errCorrupt, k)
+	}
+	c, h, ok := bytes.Cut(k[8:], []byte{0})
+	if !ok {
+		return 0, "", "", fmt.Errorf("%w: index key %q", errCorrupt, k)
+	}
+	return getTime(k[:8]), string(c), string(h), nil
+}
