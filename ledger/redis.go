@@ -3,14 +3,12 @@ package ledger
 import (
 	"context"
 	"crypto/rand"
-	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,117 +18,6 @@ import (
 
 	"github.com/tollgate-dev/tollgate/money"
 )
-
-// Each operation is one Lua script in lua/<op>.lua. The ledger scripts
-// share lua/lib.lua (key layout and helpers), prepended when the script is
-// built; the scripts are immutable and safe to share between stores.
-var (
-	//go:embed lua/lib.lua
-	libLua string
-	//go:embed lua/reserve.lua
-	reserveLua string
-	//go:embed lua/settle.lua
-	settleLua string
-	//go:embed lua/release.lua
-	releaseLua string
-	//go:embed lua/extend.lua
-	extendLua string
-	//go:embed lua/credit.lua
-	creditLua string
-	//go:embed lua/account.lua
-	accountLua string
-	//go:embed lua/suspend.lua
-	suspendLua string
-	//go:embed lua/lift.lua
-	liftLua string
-	//go:embed lua/sweep.lua
-	sweepLua string
-	//go:embed lua/trylock.lua
-	trylockLua string
-	//go:embed lua/unlock.lua
-	unlockLua string
-	//go:embed lua/putmetaifabsent.lua
-	putMetaIfAbsentLua string
-
-	reserveScript = redis.NewScript(libLua + reserveLua)
-	settleScript  = redis.NewScript(libLua + settleLua)
-	releaseScript = redis.NewScript(libLua + releaseLua)
-	extendScript  = redis.NewScript(libLua + extendLua)
-	creditScript  = redis.NewScript(libLua + creditLua)
-	accountScript = redis.NewScript(libLua + accountLua)
-	suspendScript = redis.NewScript(libLua + suspendLua)
-	liftScript    = redis.NewScript(libLua + liftLua)
-	sweepScript   = redis.NewScript(libLua + sweepLua)
-	trylockScript = redis.NewScript(trylockLua)
-	unlockScript  = redis.NewScript(unlockLua)
-
-	putMetaIfAbsentScript = redis.NewScript(putMetaIfAbsentLua)
-)
-
-// Key names. Everything of one customer shares the hash tag {customer},
-// so that each script touches a single Redis Cluster slot; lua/lib.lua
-// documents what each key holds.
-const (
-	keyPrefix   = "tollgate:"
-	metaPrefix  = "tollgate:meta:"
-	lockPrefix  = "tollgate:lock:"
-	sweepMatch  = "tollgate:{*}:hold:*" // finds hold:expiry and hold:forget
-	sweepBatch  = 500                   // holds per sweep.lua call
-	scanBatch   = 1000                  // keys per SCAN call
-	attemptSize = 8                     // random bytes in a Reserve attempt token
-)
-
-// Positions in customerKeys of the keys Go reads directly.
-const (
-	keyAccount = 0
-	keyEntries = 4
-)
-
-// keySuffixes are the names of a customer's keys after the common
-// "tollgate:{<customer>}:", in the order lua/lib.lua documents.
-var keySuffixes = [...]string{"account", "holds", "hold:expiry", "hold:forget", "entries", "credits", "suspension"}
-
-// customerKeys returns the KEYS of every ledger script, in the order
-// lua/lib.lua documents. The names share one backing string: every script
-// call builds them, and so they cost two allocations instead of eight.
-func customerKeys(customer string) []string {
-	prefix := len(keyPrefix) + len(customer) + 3 // tollgate:{customer}:
-	size := 0
-	for _, sfx := range keySuffixes {
-		size += prefix + len(sfx)
-	}
-	var b strings.Builder
-	b.Grow(size)
-	for _, sfx := range keySuffixes {
-		b.WriteString(keyPrefix)
-		b.WriteByte('{')
-		b.WriteString(customer)
-		b.WriteString("}:")
-		b.WriteString(sfx)
-	}
-	all := b.String()
-	keys := make([]string, len(keySuffixes))
-	off := 0
-	for i, sfx := range keySuffixes {
-		n := prefix + len(sfx)
-		keys[i] = all[off : off+n]
-		off += n
-	}
-	return keys
-}
-
-// customerOfKey returns the customer whose hash tag a key carries.
-func customerOfKey(key string) (string, bool) {
-	rest, ok := strings.CutPrefix(key, keyPrefix+"{")
-	if !ok {
-		return "", false
-	}
-	customer, _, ok := strings.Cut(rest, "}")
-	if !ok || ValidateCustomer(customer) != nil {
-		return "", false
-	}
-	return customer, true
-}
 
 // RedisStore is a Store and Meta on Redis or Redis Cluster, for several
 // tollgate replicas sharing balances. Every operation is one Lua script on
@@ -308,15 +195,6 @@ func (s *RedisStore) Release(ctx context.Context, customer, holdID string) error
 	}
 	return nil
 }
-
-// extend.lua's statuses, as its header lists them.
-const (
-	extendRenewed  = 0
-	extendExpired  = 1
-	extendReleased = 2
-	extendSettled  = 3
-	extendUnknown  = 4
-)
 
 // Extend implements Store.
 func (s *RedisStore) Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error {
@@ -500,72 +378,6 @@ func (s *RedisStore) Lift(ctx context.Context, customer, reason string) error {
 	return nil
 }
 
-// Sweep implements Store. It finds customers with holds by scanning for
-// their hold keys: on Redis Cluster on every master, since each master
-// holds only its own slots.
-func (s *RedisStore) Sweep(ctx context.Context) (int, error) {
-	if err := s.guard(); err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
-	now := s.now()
-	var expired atomic.Int64
-	sweepNode := func(ctx context.Context, node redis.UniversalClient) error {
-		seen := map[string]bool{}
-		iter := node.ScanType(ctx, 0, sweepMatch, scanBatch, "zset").Iterator()
-		for iter.Next(ctx) {
-			customer, ok := customerOfKey(iter.Val())
-			if !ok || seen[customer] {
-				continue
-			}
-			seen[customer] = true
-			n, err := s.sweepCustomer(ctx, customer, now)
-			if err != nil {
-				return err
-			}
-			expired.Add(int64(n))
-		}
-		return iter.Err()
-	}
-	var err error
-	if cc, ok := s.client.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-			return sweepNode(ctx, node)
-		})
-	} else {
-		err = sweepNode(ctx, s.client)
-	}
-	n := int(expired.Load())
-	if n > 0 {
-		s.log.Info("swept expired holds", zap.Int("holds", n))
-	}
-	if err != nil {
-		return n, s.failWrite("sweep", err)
-	}
-	return n, nil
-}
-
-// sweepCustomer runs sweep.lua on customer until it reports nothing left.
-// The script runs through the store's client, which routes it to the
-// customer's slot wherever the scan found the key.
-func (s *RedisStore) sweepCustomer(ctx context.Context, customer string, now time.Time) (int, error) {
-	total := 0
-	keys := customerKeys(customer)
-	for {
-		r, err := s.run(ctx, sweepScript, keys, unixMilli(now), s.retention.Milliseconds(), sweepBatch)
-		if err != nil {
-			return total, err
-		}
-		n, more := r.int(0), r.int(1)
-		if r.err != nil {
-			return total, r.err
-		}
-		total += int(n)
-		if more == 0 {
-			return total, nil
-		}
-	}
-}
-
 // Ping implements Store.
 func (s *RedisStore) Ping(ctx context.Context) error {
 	if cc, ok := s.client.(*redis.ClusterClient); ok {
@@ -587,155 +399,10 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 // Close closes the client.
 func (s *RedisStore) Close() error { return s.client.Close() }
 
-// PutMeta implements Meta.
-func (s *RedisStore) PutMeta(ctx context.Context, key, value string) error {
-	if err := checkMeta(key, value); err != nil {
-		return err
-	}
-	if err := s.guard(); err != nil {
-		return fmt.Errorf("put meta %s: %w", key, err)
-	}
-	if err := s.client.Set(ctx, metaPrefix+key, value, 0).Err(); err != nil {
-		return s.failWrite("put meta "+key, err)
-	}
-	return nil
-}
-
-// PutMetaIfAbsent implements Meta.
-func (s *RedisStore) PutMetaIfAbsent(ctx context.Context, key, value string) (string, bool, error) {
-	if err := checkMeta(key, value); err != nil {
-		return "", false, err
-	}
-	v, err := putMetaIfAbsentScript.Run(ctx, s.client, []string{metaPrefix + key}, value).Result()
-	if err != nil {
-		return "", false, s.fail("put meta "+key, err)
-	}
-	vals, ok := v.([]any)
-	if !ok {
-		return "", false, fmt.Errorf("put meta %s: %w: script reply %T, want an array", key, errCorrupt, v)
-	}
-	r := &reply{vals: vals}
-	stored, current := r.int(0), r.str(1)
-	if r.err != nil {
-		return "", false, fmt.Errorf("put meta %s: %w", key, r.err)
-	}
-	return current, stored == 1, nil
-}
-
-// GetMeta implements Meta.
-func (s *RedisStore) GetMeta(ctx context.Context, key string) (string, bool, error) {
-	if err := checkID("meta key", key); err != nil {
-		return "", false, err
-	}
-	if err := s.guard(); err != nil {
-		return "", false, fmt.Errorf("get meta %s: %w", key, err)
-	}
-	v, err := s.client.Get(ctx, metaPrefix+key).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, s.fail("get meta "+key, err)
-	}
-	return v, true, nil
-}
-
-// TryLock implements Meta. Expiry follows the store's clock; the key also
-// carries a Redis PX of ttl so that a lock whose holder vanished is
-// dropped by Redis itself.
-func (s *RedisStore) TryLock(ctx context.Context, name string, ttl time.Duration) (string, bool, error) {
-	if err := checkLock(name, ttl); err != nil {
-		return "", false, err
-	}
-	if err := s.guard(); err != nil {
-		return "", false, fmt.Errorf("lock %s: %w", name, err)
-	}
-	token := newToken()
-	now := s.now()
-	ok, err := trylockScript.Run(ctx, s.client, []string{lockPrefix + name},
-		token, unixMilli(now), expiryMilli(now, ttl), ttl.Milliseconds()).Int64()
-	if err != nil {
-		return "", false, s.failWrite("lock "+name, err)
-	}
-	if ok != 1 {
-		return "", false, nil
-	}
-	return token, true, nil
-}
-
-// Unlock implements Meta.
-func (s *RedisStore) Unlock(ctx context.Context, name, token string) error {
-	if err := checkID("lock name", name); err != nil {
-		return err
-	}
-	if _, err := unlockScript.Run(ctx, s.client, []string{lockPrefix + name}, token).Int64(); err != nil {
-		return s.failWrite("unlock "+name, err)
-	}
-	return nil
-}
-
 func newToken() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// run runs script on keys, batched with the calls of other goroutines
-// (see batcher), and returns its array reply.
-func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []string, args ...any) (*reply, error) {
-	if err := s.guard(); err != nil {
-		return nil, err
-	}
-	v, err := s.batch.run(ctx, script, keys, args...)
-	if err != nil {
-		return nil, err
-	}
-	vals, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("%w: script reply %T, want an array", errCorrupt, v)
-	}
-	return &reply{vals: vals}, nil
-}
-
-// reply decodes a script's array reply field by field. The first problem
-// (a missing field, a wrong type) is kept in err and later reads return
-// zero values, so callers check err once after reading every field.
-type reply struct {
-	vals []any
-	err  error
-}
-
-func (r *reply) at(i int) any {
-	if r.err != nil {
-		return nil
-	}
-	if i >= len(r.vals) {
-		r.err = fmt.Errorf("%w: script reply has %d fields, want more than %d", errCorrupt, len(r.vals), i)
-		return nil
-	}
-	return r.vals[i]
-}
-
-func (r *reply) int(i int) int64 {
-	switch v := r.at(i).(type) {
-	case int64:
-		return v
-	case nil:
-	default:
-		r.err = fmt.Errorf("%w: script reply field %d is %T, want an integer", errCorrupt, i, v)
-	}
-	return 0
-}
-
-func (r *reply) str(i int) string {
-	switch v := r.at(i).(type) {
-	case string:
-		return v
-	case nil:
-	default:
-		r.err = fmt.Errorf("%w: script reply field %d is %T, want a string", errCorrupt, i, v)
-	}
-	return ""
 }
 
 // fail wraps err from Redis with op, matching ErrStoreUnavailable when
