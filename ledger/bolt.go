@@ -233,14 +233,14 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 				}
 				entry, result = unknown(st.balance)
 				return nil
-			case state == 'r':
+			case state == holdReleased:
 				result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
 				return nil
-			case state == 's':
+			case state == holdSettled:
 				entry, err = c.entry(seq)
 				return err
 			}
-			// 'e': the hold expired before it was settled; the usage
+			// holdExpired: the hold expired before it was settled; the usage
 			// happened all the same, so it is charged.
 		}
 		st, err := c.state()
@@ -261,7 +261,7 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			return err
 		}
 		seq, _ := entrySeq(entry)
-		return c.closeHold(holdID, 's', nowMs, s.retention, seq)
+		return c.closeHold(holdID, holdSettled, nowMs, s.retention, seq)
 	})
 	if err != nil {
 		return Entry{}, s.fail("settle "+holdID, err)
@@ -353,14 +353,14 @@ func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error 
 			if err := c.dropHold(holdID); err != nil {
 				return err
 			}
-			return c.closeHold(holdID, 'r', nowMs, s.retention, 0)
+			return c.closeHold(holdID, holdReleased, nowMs, s.retention, 0)
 		}
 		state, _, ok, err := c.closedState(holdID, nowMs)
 		if err != nil {
 			return err
 		}
-		if ok && state == 'e' {
-			return c.closeHold(holdID, 'r', nowMs, s.retention, 0)
+		if ok && state == holdExpired {
+			return c.closeHold(holdID, holdReleased, nowMs, s.retention, 0)
 		}
 		return nil
 	})

@@ -153,7 +153,7 @@ func (c *boltCustomer) expireHolds(nowMs int64, retention time.Duration) (int64,
 		if err := c.dropHold(id); err != nil {
 			return 0, err
 		}
-		if err := c.closeHold(id, 'e', nowMs, retention, 0); err != nil {
+		if err := c.closeHold(id, holdExpired, nowMs, retention, 0); err != nil {
 			return 0, err
 		}
 	}
@@ -187,7 +187,7 @@ func (c *boltCustomer) dropHold(id string) error {
 }
 
 // closeHold records hold id as closed in state until nowMs + retention.
-func (c *boltCustomer) closeHold(id string, state byte, nowMs int64, retention time.Duration, seq int64) error {
+func (c *boltCustomer) closeHold(id string, state holdState, nowMs int64, retention time.Duration, seq int64) error {
 	forget := c.tx.Bucket([]byte(bForget))
 	if old := c.closed.Get([]byte(id)); old != nil {
 		_, oldAt, _, err := decodeClosed(old)
@@ -200,7 +200,7 @@ func (c *boltCustomer) closeHold(id string, state byte, nowMs int64, retention t
 	}
 	forgetAt := nowMs + retention.Milliseconds()
 	v := make([]byte, 17)
-	v[0] = state
+	v[0] = byte(state)
 	binary.BigEndian.PutUint64(v[1:], uint64(forgetAt))
 	binary.BigEndian.PutUint64(v[9:], uint64(seq))
 	if err := c.closed.Put([]byte(id), v); err != nil {
@@ -212,7 +212,7 @@ func (c *boltCustomer) closeHold(id string, state byte, nowMs int64, retention t
 // closedState returns the state and settling entry of closed hold id, and
 // ok false when the hold is unknown or its retention ended (it is then
 // forgotten at once, as in lua/lib.lua).
-func (c *boltCustomer) closedState(id string, nowMs int64) (state byte, seq int64, ok bool, err error) {
+func (c *boltCustomer) closedState(id string, nowMs int64) (state holdState, seq int64, ok bool, err error) {
 	v := c.closed.Get([]byte(id))
 	if v == nil {
 		return 0, 0, false, nil
@@ -237,11 +237,11 @@ func decodeHold(v []byte) (amount, expiry int64, err error) {
 	return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])), nil
 }
 
-func decodeClosed(v []byte) (state byte, forgetAt, seq int64, err error) {
+func decodeClosed(v []byte) (state holdState, forgetAt, seq int64, err error) {
 	if len(v) != 17 {
 		return 0, 0, 0, fmt.Errorf("%w: closed hold of %d bytes", errCorrupt, len(v))
 	}
-	return v[0], int64(binary.BigEndian.Uint64(v[1:])), int64(binary.BigEndian.Uint64(v[9:])), nil
+	return holdState(v[0]), int64(binary.BigEndian.Uint64(v[1:])), int64(binary.BigEndian.Uint64(v[9:])), nil
 }
 
 func seqKey(seq int64) []byte {

@@ -80,7 +80,7 @@ func sweepExpiry(tx *bbolt.Tx, nowMs int64, retention time.Duration) (int, bool,
 		if err := c.dropHold(holdID); err != nil {
 			return 0, false, err
 		}
-		if err := c.closeHold(holdID, 'e', nowMs, retention, 0); err != nil {
+		if err := c.closeHold(holdID, holdExpired, nowMs, retention, 0); err != nil {
 			return 0, false, err
 		}
 		expired++

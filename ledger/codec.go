@@ -355,17 +355,33 @@ func conflictError(c Credit) error {
 	return fmt.Errorf("%w: key %q of %s was applied with another amount, kind or mode than %s %s", ErrIdempotencyConflict, c.Key, c.Customer, c.Amount, c.Kind)
 }
 
+// holdState is how a closed hold ended. Both stores remember it, as the
+// same letter, until the hold's retention ends: lua/lib.lua in the holds
+// hash ("<state> <forget_at_ms>[ <seq>]"), BoltStore as the first byte of
+// the hold's record in the closed bucket.
+type holdState byte
+
+const (
+	// holdExpired: its ttl passed while it was live. A late Settle still
+	// charges it (the usage happened); Release closes it as released.
+	holdExpired holdState = 'e'
+	// holdReleased: Release closed it without charging.
+	holdReleased holdState = 'r'
+	// holdSettled: Settle charged it, by the entry recorded with it.
+	holdSettled holdState = 's'
+)
+
 // extendError is Extend's answer for a hold that is not live: closed in
 // state, or unknown when !ok.
-func extendError(holdID, customer string, state byte, ok bool) error {
+func extendError(holdID, customer string, state holdState, ok bool) error {
 	why := ErrHoldNotFound
 	switch {
 	case !ok:
-	case state == 'e':
+	case state == holdExpired:
 		why = ErrHoldExpired
-	case state == 'r':
+	case state == holdReleased:
 		why = ErrHoldReleased
-	case state == 's':
+	case state == holdSettled:
 		why = ErrHoldSettled
 	default:
 		return fmt.Errorf("extend %s of %s: %w: hold state %q", holdID, customer, errCorrupt, state)

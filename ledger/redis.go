@@ -113,18 +113,18 @@ func (s *RedisStore) Reserve(ctx context.Context, customer, holdID string, amoun
 	if err != nil {
 		return s.failWrite("reserve "+holdID, err)
 	}
-	status, available, err := r.int(0), r.int(1), r.err
+	status, available, err := reserveStatus(r.int(0)), r.int(1), r.err
 	if err != nil {
 		return fmt.Errorf("reserve %s: %w", holdID, err)
 	}
 	switch status {
-	case 0:
+	case reserveOK:
 		return nil
-	case 1:
+	case reserveInsufficient:
 		return &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount}
-	case 2:
+	case reserveSuspended:
 		return fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
-	case 3:
+	case reserveDuplicate:
 		return fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
 	}
 	return fmt.Errorf("reserve %s: %w: status %d", holdID, errCorrupt, status)
@@ -143,9 +143,9 @@ func (s *RedisStore) Settle(ctx context.Context, customer, holdID string, actual
 	if err != nil {
 		return Entry{}, s.failWrite("settle "+holdID, err)
 	}
-	status, seq := r.int(0), r.int(1)
+	status, seq := settleStatus(r.int(0)), r.int(1)
 	switch status {
-	case 0:
+	case settleCharged:
 		// Charged now: the entry is the body sent, so there is nothing
 		// to decode.
 		balance := r.int(2)
@@ -153,7 +153,7 @@ func (s *RedisStore) Settle(ctx context.Context, customer, holdID string, actual
 			return Entry{}, fmt.Errorf("settle %s: %w", holdID, r.err)
 		}
 		return body.entry(customer, seq, -actual, money.Micros(balance)), nil
-	case 1:
+	case settleReplayed:
 		raw := r.str(2)
 		if r.err != nil {
 			return Entry{}, fmt.Errorf("settle %s: %w", holdID, r.err)
@@ -163,13 +163,13 @@ func (s *RedisStore) Settle(ctx context.Context, customer, holdID string, actual
 			return Entry{}, fmt.Errorf("settle %s: %w", holdID, err)
 		}
 		return e, nil
-	case 2:
+	case settleReleased:
 		return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
-	case 3:
+	case settleUnknown:
 		return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldNotFound)
-	case 4:
+	case settleBelowFloor:
 		return Entry{}, fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", holdID, ErrInvalidAmount, actual, customer, MaxAmount)
-	case 5:
+	case settleUnrecorded:
 		balance := r.int(2)
 		if r.err != nil {
 			return Entry{}, fmt.Errorf("settle %s: %w", holdID, r.err)
@@ -206,7 +206,7 @@ func (s *RedisStore) Extend(ctx context.Context, customer, holdID string, ttl ti
 	if err != nil {
 		return s.fail("extend "+holdID, err)
 	}
-	status := r.int(0)
+	status := extendStatus(r.int(0))
 	if r.err != nil {
 		return fmt.Errorf("extend %s: %w", holdID, r.err)
 	}
@@ -214,11 +214,11 @@ func (s *RedisStore) Extend(ctx context.Context, customer, holdID string, ttl ti
 	case extendRenewed:
 		return nil
 	case extendExpired:
-		return extendError(holdID, customer, 'e', true)
+		return extendError(holdID, customer, holdExpired, true)
 	case extendReleased:
-		return extendError(holdID, customer, 'r', true)
+		return extendError(holdID, customer, holdReleased, true)
 	case extendSettled:
-		return extendError(holdID, customer, 's', true)
+		return extendError(holdID, customer, holdSettled, true)
 	case extendUnknown:
 		return extendError(holdID, customer, 0, false)
 	}
@@ -240,9 +240,9 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 	if err != nil {
 		return CreditResult{}, s.failWrite("credit "+c.Key, err)
 	}
-	status, seq := r.int(0), r.int(1)
+	status, seq := creditStatus(r.int(0)), r.int(1)
 	switch status {
-	case 0:
+	case creditApplied:
 		// Applied now; the entry's amount is what the key had not
 		// applied yet, which the script reports.
 		balance, delta := r.int(2), r.int(3)
@@ -250,7 +250,7 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, r.err)
 		}
 		return CreditResult{Entry: body.entry(c.Customer, seq, money.Micros(delta), money.Micros(balance)), Applied: true}, nil
-	case 1:
+	case creditReplayed:
 		raw := r.str(2)
 		if r.err != nil {
 			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, r.err)
@@ -260,9 +260,9 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, err)
 		}
 		return CreditResult{Entry: e}, nil
-	case 2:
+	case creditConflicted:
 		return CreditResult{}, conflictError(c)
-	case 3:
+	case creditOutOfRange:
 		return CreditResult{}, fmt.Errorf("credit %s: %w: %s would take %s's balance beyond ±%s", c.Key, ErrInvalidAmount, c.Amount, c.Customer, MaxAmount)
 	}
 	return CreditResult{}, fmt.Errorf("credit %s: %w: status %d", c.Key, errCorrupt, status)

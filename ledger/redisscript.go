@@ -120,13 +120,88 @@ func customerOfKey(key string) (string, bool) {
 	return customer, true
 }
 
-// extend.lua's statuses, as its header lists them.
+// The statuses below are the first field of a script's reply, one type per
+// script. Each constant's comment is the line of the script's Returns
+// header it names, so that the switch in Go reads like the header in Lua.
+// release.lua's statuses are not named: Release answers nil whichever it
+// gets.
+
+// reserveStatus is the status in reserve.lua's reply {status, available}.
+type reserveStatus int64
+
 const (
-	extendRenewed  = 0
-	extendExpired  = 1
-	extendReleased = 2
-	extendSettled  = 3
-	extendUnknown  = 4
+	// reserveOK is {0, available after}: reserved (or this very call was
+	// already applied; or, for amount 0 and a customer without entries,
+	// allowed without storing a hold).
+	reserveOK reserveStatus = 0
+	// reserveInsufficient is {1, available}: insufficient credits.
+	reserveInsufficient reserveStatus = 1
+	// reserveSuspended is {2, 0}: customer suspended.
+	reserveSuspended reserveStatus = 2
+	// reserveDuplicate is {3, 0}: hold id already used (live or closed
+	// within retention).
+	reserveDuplicate reserveStatus = 3
+)
+
+// settleStatus is the status in settle.lua's reply {status, seq, ...}.
+type settleStatus int64
+
+const (
+	// settleCharged is {0, seq, balance}: charged now by entry seq,
+	// leaving balance (the caller knows the rest of the entry: it sent
+	// the body).
+	settleCharged settleStatus = 0
+	// settleReplayed is {1, seq, entry}: already settled by entry seq,
+	// whose stored text is entry; nothing changed.
+	settleReplayed settleStatus = 1
+	// settleReleased is {2, 0, ''}: the hold was released.
+	settleReleased settleStatus = 2
+	// settleUnknown is {3, 0, ''}: no such hold (never reserved, or
+	// forgotten).
+	settleUnknown settleStatus = 3
+	// settleBelowFloor is {4, 0, ''}: the charge would take the balance
+	// below -(2^53-1).
+	settleBelowFloor settleStatus = 4
+	// settleUnrecorded is {5, 0, balance}: no such hold and actual is 0:
+	// the settlement of a free hold reserve.lua did not store; nothing
+	// was written.
+	settleUnrecorded settleStatus = 5
+)
+
+// extendStatus is the status in extend.lua's reply {status}.
+type extendStatus int64
+
+const (
+	// extendRenewed is {0}: the hold is live and expires no earlier than
+	// asked.
+	extendRenewed extendStatus = 0
+	// extendExpired is {1}: the hold had expired.
+	extendExpired extendStatus = 1
+	// extendReleased is {2}: the hold was released.
+	extendReleased extendStatus = 2
+	// extendSettled is {3}: the hold was settled.
+	extendSettled extendStatus = 3
+	// extendUnknown is {4}: no such hold (never reserved, or forgotten).
+	extendUnknown extendStatus = 4
+)
+
+// creditStatus is the status in credit.lua's reply {status, seq, ...}.
+type creditStatus int64
+
+const (
+	// creditApplied is {0, seq, balance, delta}: applied as entry seq,
+	// which added delta (for a cumulative key, the part not applied
+	// before) and left balance.
+	creditApplied creditStatus = 0
+	// creditReplayed is {1, seq, entry}: already applied; entry seq is
+	// the key's latest entry.
+	creditReplayed creditStatus = 1
+	// creditConflicted is {2, 0, ''}: the key was used with another
+	// amount, sign, kind or mode.
+	creditConflicted creditStatus = 2
+	// creditOutOfRange is {3, 0, ''}: the balance would leave
+	// +-(2^53-1).
+	creditOutOfRange creditStatus = 3
 )
 
 // run runs script on keys, batched with the calls of other goroutines
