@@ -193,7 +193,7 @@ func (b *batcher) send(batch []*scriptCall) {
 			c := live[i]
 			cmds[i] = c.script.Eval(ctx, pipe, c.keys, c.args...)
 		}
-		_, _ = pipe.Exec(ctx)
+		_, _ = pipe.Exec(ctx) // each command carries its own error
 	}
 	for i, c := range live {
 		c.finish(cmds[i].Result())

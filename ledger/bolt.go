@@ -98,7 +98,9 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		return nil
 	})
 	if err != nil {
-		db.Close()
+		if cerr := db.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close: %w", cerr))
+		}
 		return nil, fmt.Errorf("ledger: initialise %s: %w", path, err)
 	}
 	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention}, nil
@@ -256,11 +258,11 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 				return err
 			}
 		}
-		entry, err = c.appendEntry(-int64(actual), body)
+		var seq int64
+		entry, seq, err = c.appendEntry(-int64(actual), body)
 		if err != nil {
 			return err
 		}
-		seq, _ := entrySeq(entry)
 		return c.closeHold(holdID, holdSettled, nowMs, s.retention, seq)
 	})
 	if err != nil {
@@ -414,12 +416,12 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 			result = fmt.Errorf("credit %s: %w: %s would take %s's balance beyond ±%s", cr.Key, ErrInvalidAmount, cr.Amount, cr.Customer, MaxAmount)
 			return nil
 		}
-		res.Entry, err = c.appendEntry(int64(delta), body)
+		var seq int64
+		res.Entry, seq, err = c.appendEntry(int64(delta), body)
 		if err != nil {
 			return err
 		}
 		res.Applied = true
-		seq, _ := entrySeq(res.Entry)
 		r := creditRecord{cumulative: cr.Cumulative, total: cr.Amount, seq: seq, kind: cr.Kind}
 		return c.credits.Put([]byte(cr.Key), []byte(r.String()))
 	})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -100,22 +99,24 @@ func (c *boltCustomer) addSuspended(n int64) error {
 	return c.putState(st)
 }
 
-// appendEntry adds amount to the balance and stores the entry.
-func (c *boltCustomer) appendEntry(amount int64, body string) (Entry, error) {
+// appendEntry adds amount to the balance and stores the entry, returning
+// it and its sequence number.
+func (c *boltCustomer) appendEntry(amount int64, body string) (Entry, int64, error) {
 	st, err := c.state()
 	if err != nil {
-		return Entry{}, err
+		return Entry{}, 0, err
 	}
 	st.seq++
 	st.balance += amount
 	raw := formatEntry(money.Micros(amount), money.Micros(st.balance), body)
 	if err := c.entries.Put(seqKey(st.seq), []byte(raw)); err != nil {
-		return Entry{}, err
+		return Entry{}, 0, err
 	}
 	if err := c.putState(st); err != nil {
-		return Entry{}, err
+		return Entry{}, 0, err
 	}
-	return decodeEntry(c.id, st.seq, raw)
+	e, err := decodeEntry(c.id, st.seq, raw)
+	return e, st.seq, err
 }
 
 func (c *boltCustomer) entry(seq int64) (Entry, error) {
@@ -125,9 +126,6 @@ func (c *boltCustomer) entry(seq int64) (Entry, error) {
 	}
 	return decodeEntry(c.id, seq, string(v))
 }
-
-// entrySeq returns the sequence number an entry's ID spells.
-func entrySeq(e Entry) (int64, error) { return strconv.ParseInt(e.ID, 10, 64) }
 
 // expireHolds closes the customer's holds whose expiry is at or before
 // nowMs and returns the sum of the live ones.

@@ -488,7 +488,7 @@ func (s *RedisStore) readMarkers(ctx context.Context) ([]string, error) {
 	for i, k := range s.health.markers {
 		cmds[i] = pipe.Get(ctx, k)
 	}
-	_, _ = pipe.Exec(ctx)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
 	vals := make([]string, len(cmds))
 	for i, c := range cmds {
 		v, err := c.Result()
