@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // benchParallelism multiplies GOMAXPROCS into the number of goroutines of
@@ -78,7 +79,7 @@ func benchStore(b *testing.B, s ledger.Store, forget func([]string)) {
 		if err := s.Reserve(ctx, c, hold, 1000, time.Minute); err != nil {
 			return err
 		}
-		_, err := s.Settle(ctx, c, hold, 700, ledger.Charge{Reference: hold, Model: "gpt-4o-mini", InputTokens: 1000, OutputTokens: 100})
+		_, err := s.Settle(ctx, c, hold, 700, ledger.Charge{Reference: hold, Model: "gpt-4o-mini", Tokens: usage.Tokens{InputTokens: 1000, OutputTokens: 100}})
 		return err
 	})
 }

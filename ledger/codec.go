@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // Both stores keep an entry as the same text, so that one decoder serves
@@ -26,30 +27,24 @@ import (
 
 // entryBody is the part of an Entry known before the store applies it.
 type entryBody struct {
-	Kind                  Kind      `json:"kind"`
-	Reference             string    `json:"reference,omitempty"`
-	Reason                string    `json:"reason,omitempty"`
-	At                    time.Time `json:"at"`
-	Route                 string    `json:"route,omitempty"`
-	Model                 string    `json:"model,omitempty"`
-	InputTokens           int64     `json:"input_tokens,omitempty"`
-	CachedInputTokens     int64     `json:"cached_input_tokens,omitempty"`
-	CacheWriteInputTokens int64     `json:"cache_write_input_tokens,omitempty"`
-	OutputTokens          int64     `json:"output_tokens,omitempty"`
+	Kind      Kind      `json:"kind"`
+	Reference string    `json:"reference,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	At        time.Time `json:"at"`
+	Route     string    `json:"route,omitempty"`
+	Model     string    `json:"model,omitempty"`
+	usage.Tokens
 }
 
 // chargeBody is the body of the charge entry a Settle at now appends.
 func chargeBody(c Charge, now time.Time) entryBody {
 	return entryBody{
-		Kind:                  KindCharge,
-		Reference:             c.Reference,
-		At:                    entryTime(now),
-		Route:                 c.Route,
-		Model:                 c.Model,
-		InputTokens:           c.InputTokens,
-		CachedInputTokens:     c.CachedInputTokens,
-		CacheWriteInputTokens: c.CacheWriteInputTokens,
-		OutputTokens:          c.OutputTokens,
+		Kind:      KindCharge,
+		Reference: c.Reference,
+		At:        entryTime(now),
+		Route:     c.Route,
+		Model:     c.Model,
+		Tokens:    c.Tokens,
 	}
 }
 
@@ -150,20 +145,17 @@ func appendJSONString(buf []byte, s string) []byte {
 // entry builds it this way instead of decoding the text it wrote.
 func (b entryBody) entry(customer string, seq int64, amount, balanceAfter money.Micros) Entry {
 	return Entry{
-		ID:                    strconv.FormatInt(seq, 10),
-		Customer:              customer,
-		Kind:                  b.Kind,
-		Amount:                amount,
-		BalanceAfter:          balanceAfter,
-		Reference:             b.Reference,
-		Reason:                b.Reason,
-		At:                    b.At,
-		Route:                 b.Route,
-		Model:                 b.Model,
-		InputTokens:           b.InputTokens,
-		CachedInputTokens:     b.CachedInputTokens,
-		CacheWriteInputTokens: b.CacheWriteInputTokens,
-		OutputTokens:          b.OutputTokens,
+		ID:           strconv.FormatInt(seq, 10),
+		Customer:     customer,
+		Kind:         b.Kind,
+		Amount:       amount,
+		BalanceAfter: balanceAfter,
+		Reference:    b.Reference,
+		Reason:       b.Reason,
+		At:           b.At,
+		Route:        b.Route,
+		Model:        b.Model,
+		Tokens:       b.Tokens,
 	}
 }
 

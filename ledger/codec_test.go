@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // FuzzEntryBodyJSON checks the hand-written encoder of entry bodies
@@ -20,7 +22,7 @@ func FuzzEntryBodyJSON(f *testing.F) {
 			t.Skip("encoding/json refuses years outside [0,9999]; no clock produces them")
 		}
 		b := entryBody{Kind: Kind(kind), Reference: reference, Reason: reason, At: at, Route: route, Model: model,
-			InputTokens: in, CachedInputTokens: cached, CacheWriteInputTokens: write, OutputTokens: out}
+			Tokens: usage.Tokens{InputTokens: in, CachedInputTokens: cached, CacheWriteInputTokens: write, OutputTokens: out}}
 		got := b.json()
 		if !json.Valid([]byte(got)) {
 			t.Fatalf("invalid JSON %q", got)
@@ -49,7 +51,7 @@ func TestEntryBodyJSON(t *testing.T) {
 		b    entryBody
 		want string
 	}{
-		{"charge", entryBody{Kind: KindCharge, Reference: "tg_1", At: at, Route: "/v1/chat/completions", Model: "gpt-4o", InputTokens: 42, OutputTokens: 14},
+		{"charge", entryBody{Kind: KindCharge, Reference: "tg_1", At: at, Route: "/v1/chat/completions", Model: "gpt-4o", Tokens: usage.Tokens{InputTokens: 42, OutputTokens: 14}},
 			`{"kind":"charge","reference":"tg_1","at":"2026-01-02T03:04:05.000678Z","route":"/v1/chat/completions","model":"gpt-4o","input_tokens":42,"output_tokens":14}`},
 		{"credit", entryBody{Kind: KindGrant, Reason: "say \"hi\"\n\\", At: at},
 			`{"kind":"grant","reason":"say \"hi\"\n\\","at":"2026-01-02T03:04:05.000678Z"}`},

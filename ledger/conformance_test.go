@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // store is what both implementations offer.
@@ -403,16 +404,16 @@ func testZeroCostLeavesNoRecord(t *testing.T, e *env) {
 		hold := fmt.Sprintf("free-%d", i)
 		mustReserve(t, e.s, stranger, hold, 0, ttl)
 		wantRecords(stranger, 0)
-		en, err := e.s.Settle(ctx, stranger, hold, 0, ledger.Charge{Reference: hold, Route: "/v1/models", InputTokens: 3})
+		en, err := e.s.Settle(ctx, stranger, hold, 0, ledger.Charge{Reference: hold, Route: "/v1/models", Tokens: usage.Tokens{InputTokens: 3}})
 		if err != nil {
 			t.Fatalf("settle of a free hold: %v", err)
 		}
-		want := ledger.Entry{Customer: stranger, Kind: ledger.KindCharge, Reference: hold, Route: "/v1/models", InputTokens: 3, At: e.clock.Now()}
+		want := ledger.Entry{Customer: stranger, Kind: ledger.KindCharge, Reference: hold, Route: "/v1/models", Tokens: usage.Tokens{InputTokens: 3}, At: e.clock.Now()}
 		if en != want {
 			t.Fatalf("settle of a free hold = %+v\nwant the unrecorded %+v", en, want)
 		}
 		// A repeat is as idempotent as any settle.
-		if again, err := e.s.Settle(ctx, stranger, hold, 0, ledger.Charge{Reference: hold, Route: "/v1/models", InputTokens: 3}); err != nil || again != en {
+		if again, err := e.s.Settle(ctx, stranger, hold, 0, ledger.Charge{Reference: hold, Route: "/v1/models", Tokens: usage.Tokens{InputTokens: 3}}); err != nil || again != en {
 			t.Fatalf("repeated settle = %+v, %v; want %+v", again, err, en)
 		}
 		wantRecords(stranger, 0)
@@ -449,7 +450,7 @@ func testZeroCostLeavesNoRecord(t *testing.T, e *env) {
 	known := e.customer("known")
 	mustCredit(t, e.s, known, c("1"))
 	mustReserve(t, e.s, known, "h1", 0, ttl)
-	en, err := e.s.Settle(ctx, known, "h1", 0, ledger.Charge{Reference: "h1", InputTokens: 3})
+	en, err := e.s.Settle(ctx, known, "h1", 0, ledger.Charge{Reference: "h1", Tokens: usage.Tokens{InputTokens: 3}})
 	if err != nil || en.ID != "2" || en.Amount != 0 || en.BalanceAfter != c("1") || en.InputTokens != 3 {
 		t.Fatalf("zero settle of a known customer = %+v, %v; want entry 2", en, err)
 	}
@@ -469,13 +470,13 @@ func testCreditAppendsEntry(t *testing.T, e *env) {
 	mustReserve(t, e.s, cust, "req-1", c("2"), ttl)
 	wantAccount(t, e.s, cust, c("12.5"), c("2"))
 	e.clock.Advance(time.Second)
-	ch := ledger.Charge{Reference: "req-1", Route: "/v1/chat/completions", Model: "gpt-4o-mini", InputTokens: 1200, CachedInputTokens: 1000, CacheWriteInputTokens: 3, OutputTokens: 50}
+	ch := ledger.Charge{Reference: "req-1", Route: "/v1/chat/completions", Model: "gpt-4o-mini", Tokens: usage.Tokens{InputTokens: 1200, CachedInputTokens: 1000, CacheWriteInputTokens: 3, OutputTokens: 50}}
 	got, err := e.s.Settle(ctx, cust, "req-1", c("0.25"), ch)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = ledger.Entry{ID: "2", Customer: cust, Kind: ledger.KindCharge, Amount: c("-0.25"), BalanceAfter: c("12.25"), Reference: "req-1", At: e.clock.Now(),
-		Route: ch.Route, Model: ch.Model, InputTokens: 1200, CachedInputTokens: 1000, CacheWriteInputTokens: 3, OutputTokens: 50}
+		Route: ch.Route, Model: ch.Model, Tokens: usage.Tokens{InputTokens: 1200, CachedInputTokens: 1000, CacheWriteInputTokens: 3, OutputTokens: 50}}
 	if got != want {
 		t.Fatalf("settle entry = %+v\nwant %+v", got, want)
 	}
@@ -1138,7 +1139,7 @@ func testValidation(t *testing.T, e *env) {
 			return err
 		}, ledger.ErrInvalidAmount},
 		{"negative tokens", func(s store) error {
-			_, err := s.Settle(ctx, cust, "h", 1, ledger.Charge{OutputTokens: -1})
+			_, err := s.Settle(ctx, cust, "h", 1, ledger.Charge{Tokens: usage.Tokens{OutputTokens: -1}})
 			return err
 		}, ledger.ErrInvalidArgument},
 		{"zero credit", func(s store) error {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // testClock is a clock that moves only when advanced.
@@ -86,7 +87,7 @@ func TestRedisMatchesBolt(t *testing.T) {
 					gotB = outcome(nil, bolt.Reserve(ctx, cust, id, amount, ttl))
 				case k < 50:
 					id, actual := hold(), money.Micros(rng.IntN(600))
-					ch := Charge{Reference: id, Route: "/v1/chat/completions", Model: "m", InputTokens: int64(rng.IntN(9)), OutputTokens: int64(rng.IntN(9))}
+					ch := Charge{Reference: id, Route: "/v1/chat/completions", Model: "m", Tokens: usage.Tokens{InputTokens: int64(rng.IntN(9)), OutputTokens: int64(rng.IntN(9))}}
 					op = fmt.Sprintf("Settle(%s, %s, %d)", cust, id, actual)
 					gotR = outcome(red.Settle(ctx, cust, id, actual, ch))
 					gotB = outcome(bolt.Settle(ctx, cust, id, actual, ch))

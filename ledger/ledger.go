@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // Kind says why an entry changed a balance.
@@ -72,25 +73,18 @@ type Entry struct {
 	// Charge entries only.
 	Route string `json:"route,omitempty"`
 	Model string `json:"model,omitempty"`
-	// InputTokens counts every input token the provider counted, cached and
-	// cache-write tokens included.
-	InputTokens           int64 `json:"input_tokens,omitempty"`
-	CachedInputTokens     int64 `json:"cached_input_tokens,omitempty"`
-	CacheWriteInputTokens int64 `json:"cache_write_input_tokens,omitempty"`
-	// OutputTokens includes reasoning tokens.
-	OutputTokens int64 `json:"output_tokens,omitempty"`
+	// Tokens are the charge's token counts, in their own JSON fields
+	// (input_tokens, …), zeros left out.
+	usage.Tokens
 }
 
 // Charge describes the usage a Settle pays for; it is copied into the
 // charge entry.
 type Charge struct {
-	Reference             string // the request id
-	Route                 string
-	Model                 string
-	InputTokens           int64
-	CachedInputTokens     int64
-	CacheWriteInputTokens int64
-	OutputTokens          int64
+	Reference string // the request id
+	Route     string
+	Model     string
+	usage.Tokens
 }
 
 // Credit is a signed change of a balance that is not usage: a top-up, a

@@ -6,28 +6,15 @@ import (
 	"math/bits"
 
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
-// Usage is what one request consumed, normalised to the ledger's
-// convention whatever the provider's:
-//
-//   - InputTokens counts every input token the provider counted: tokens
-//     read from the prompt cache and tokens written to it included.
-//     OpenAI's prompt_tokens and input_tokens already include cached
-//     tokens; Anthropic's input_tokens excludes cache_read_input_tokens and
-//     cache_creation_input_tokens, so they are added here, once.
-//   - CachedInputTokens and CacheWriteInputTokens are the parts of
-//     InputTokens read from and written to the prompt cache.
-//   - OutputTokens includes reasoning (thinking) tokens, which both
-//     providers already count inside their output figure.
-//
-// Images and AudioMillis carry the units of the image and audio APIs;
-// Price.Cost explains when they are charged instead of tokens.
+// Usage is what one request consumed: its tokens, normalised to the
+// ledger's convention whatever the provider's (usage.Tokens says how),
+// and the units of the image and audio APIs, Images and AudioMillis;
+// Price.Cost explains when those are charged instead of tokens.
 type Usage struct {
-	InputTokens           int64 `json:"input_tokens"`
-	CachedInputTokens     int64 `json:"cached_input_tokens"`
-	CacheWriteInputTokens int64 `json:"cache_write_input_tokens"`
-	OutputTokens          int64 `json:"output_tokens"`
+	usage.Tokens
 
 	// Images is the number of images generated (openai.images).
 	Images int64 `json:"images,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // Prices in these tests are micro-credits per 1M tokens (or per image,
@@ -27,7 +28,7 @@ func TestCost(t *testing.T) {
 			// (Pricing all 2000 at 0.15 plus 1500 at 0.075 would be 592.5: the 2× bug.)
 			name:  "openai cached tokens priced once",
 			price: mini,
-			usage: Usage{InputTokens: 2000, CachedInputTokens: 1500, OutputTokens: 300},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 2000, CachedInputTokens: 1500, OutputTokens: 300}},
 			want:  368,
 		},
 		{
@@ -36,35 +37,35 @@ func TestCost(t *testing.T) {
 			// 12×3 + 8000×0.30 + 4000×3.75 + 42×15 = 36 + 2400 + 15000 + 630 = 18066.
 			name:  "anthropic cache read and write",
 			price: sonnet,
-			usage: Usage{InputTokens: 12_012, CachedInputTokens: 8000, CacheWriteInputTokens: 4000, OutputTokens: 42},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 12_012, CachedInputTokens: 8000, CacheWriteInputTokens: 4000, OutputTokens: 42}},
 			want:  18_066,
 		},
 		{
 			// 1 × 0.15 = 0.15 → 1: a fraction of a micro-credit rounds up.
 			name:  "one token rounds up",
 			price: mini,
-			usage: Usage{InputTokens: 1},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 1}},
 			want:  1,
 		},
 		{
 			// 1,000,000 × 0.15 = 150,000 exactly: no extra micro-credit.
 			name:  "exact total does not round",
 			price: mini,
-			usage: Usage{InputTokens: 1_000_000},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 1_000_000}},
 			want:  150_000,
 		},
 		{
 			// 1×0.5 + 1×0.5 = 1.0 → 1. Rounding each component would give 2.
 			name:  "rounded once, not per component",
 			price: Price{Input: 500_000, Output: 500_000},
-			usage: Usage{InputTokens: 1, OutputTokens: 1},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 1, OutputTokens: 1}},
 			want:  1,
 		},
 		{
 			// 100 + 1×0.15 = 100.15 → 101.
 			name:  "per request plus tokens",
 			price: Price{Input: 150_000, PerRequest: 100},
-			usage: Usage{InputTokens: 1},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 1}},
 			want:  101,
 		},
 		{
@@ -78,7 +79,7 @@ func TestCost(t *testing.T) {
 			// Reasoning tokens are inside OutputTokens: 5000 × 4.40 = 22,000.
 			name:  "reasoning inside output",
 			price: Price{Input: 1_100_000, Output: 4_400_000},
-			usage: Usage{OutputTokens: 5000},
+			usage: Usage{Tokens: usage.Tokens{OutputTokens: 5000}},
 			want:  22_000,
 		},
 		{
@@ -121,14 +122,14 @@ func TestCost(t *testing.T) {
 			// 50×5 + 6240×40 = 250 + 249,600 = 249,850; PerImage ignored.
 			name:  "image tokens win over per image",
 			price: Price{Input: 5_000_000, Output: 40_000_000, PerImage: map[string]money.Micros{"*": 250_000}},
-			usage: Usage{InputTokens: 50, OutputTokens: 6240, Images: 1, ImageSize: "1024x1536"},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 50, OutputTokens: 6240}, Images: 1, ImageSize: "1024x1536"},
 			want:  249_850,
 		},
 		{
 			// The same response on a route that prices only per image: 250,000.
 			name:  "per image when the route has no token rate",
 			price: Price{PerImage: map[string]money.Micros{"*": 250_000}},
-			usage: Usage{InputTokens: 50, OutputTokens: 6240, Images: 1},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 50, OutputTokens: 6240}, Images: 1},
 			want:  250_000,
 		},
 		{
@@ -151,14 +152,14 @@ func TestCost(t *testing.T) {
 			// 14×6 + 45×10 = 84 + 450 = 534; the estimated minutes are ignored.
 			name:  "audio tokens win over per minute",
 			price: Price{Input: 6_000_000, Output: 10_000_000, PerMinute: 6000},
-			usage: Usage{InputTokens: 14, OutputTokens: 45, AudioMillis: 120_000},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 14, OutputTokens: 45}, AudioMillis: 120_000},
 			want:  534,
 		},
 		{
 			// Free model: nothing to pay, and that is explicit in the price.
 			name:  "zero price",
 			price: Price{},
-			usage: Usage{InputTokens: 10, OutputTokens: 10},
+			usage: Usage{Tokens: usage.Tokens{InputTokens: 10, OutputTokens: 10}},
 			want:  0,
 		},
 		{
@@ -166,7 +167,7 @@ func TestCost(t *testing.T) {
 			// reached as MaxInt64 tokens at 1 credit per 1M tokens.
 			name:  "largest total",
 			price: Price{Output: 1_000_000},
-			usage: Usage{OutputTokens: math.MaxInt64},
+			usage: Usage{Tokens: usage.Tokens{OutputTokens: math.MaxInt64}},
 			want:  math.MaxInt64,
 		},
 	}
@@ -189,15 +190,15 @@ func TestCostErrors(t *testing.T) {
 		price Price
 		usage Usage
 	}{
-		{"overflow int64", Price{Output: 1_000_001}, Usage{OutputTokens: math.MaxInt64}},
+		{"overflow int64", Price{Output: 1_000_001}, Usage{Tokens: usage.Tokens{OutputTokens: math.MaxInt64}}},
 		{"overflow 128 bits", Price{Input: math.MaxInt64, Output: math.MaxInt64, CachedInput: math.MaxInt64, CacheWriteInput: math.MaxInt64},
-			Usage{InputTokens: math.MaxInt64, CachedInputTokens: math.MaxInt64 / 2, CacheWriteInputTokens: math.MaxInt64 / 2, OutputTokens: math.MaxInt64}},
+			Usage{Tokens: usage.Tokens{InputTokens: math.MaxInt64, CachedInputTokens: math.MaxInt64 / 2, CacheWriteInputTokens: math.MaxInt64 / 2, OutputTokens: math.MaxInt64}}},
 		{"overflow images", Price{PerImage: map[string]money.Micros{"*": math.MaxInt64}}, Usage{Images: 2}},
 		{"overflow per minute", Price{PerMinute: math.MaxInt64}, Usage{AudioMillis: math.MaxInt64}},
-		{"negative tokens", Price{Input: 1}, Usage{InputTokens: -1}},
-		{"negative price", Price{Output: -1}, Usage{OutputTokens: 1}},
+		{"negative tokens", Price{Input: 1}, Usage{Tokens: usage.Tokens{InputTokens: -1}}},
+		{"negative price", Price{Output: -1}, Usage{Tokens: usage.Tokens{OutputTokens: 1}}},
 		{"negative per image", Price{PerImage: map[string]money.Micros{"*": -5}}, Usage{Images: 1}},
-		{"cached exceed input", Price{Input: 1}, Usage{InputTokens: 10, CachedInputTokens: 8, CacheWriteInputTokens: 3}},
+		{"cached exceed input", Price{Input: 1}, Usage{Tokens: usage.Tokens{InputTokens: 10, CachedInputTokens: 8, CacheWriteInputTokens: 3}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 func TestEstimate(t *testing.T) {
@@ -32,22 +33,22 @@ func TestEstimate(t *testing.T) {
 		cost     int64 // micro-credits: the rates are 1 and 2 per token
 	}{
 		// Request cap under the route cap: in×1 + 100×2.
-		{"request cap", OpenAIChat, capped, p, 4096, Usage{InputTokens: in(capped), OutputTokens: 100}, in(capped) + 200},
+		{"request cap", OpenAIChat, capped, p, 4096, Usage{Tokens: usage.Tokens{InputTokens: in(capped), OutputTokens: 100}}, in(capped) + 200},
 		// Request cap above the route cap is clamped: in + 4096×2.
-		{"clamped to route cap", OpenAIChat, over, p, 4096, Usage{InputTokens: in(over), OutputTokens: 4096}, in(over) + 8192},
-		{"route cap when none", OpenAIChat, plain, p, 2000, Usage{InputTokens: in(plain), OutputTokens: 2000}, in(plain) + 4000},
-		{"no caps anywhere", OpenAIChat, plain, p, 0, Usage{InputTokens: in(plain), OutputTokens: DefaultMaxOutputTokens}, in(plain) + 2*DefaultMaxOutputTokens},
-		{"request cap, no route cap", OpenAIChat, bigCap, p, 0, Usage{InputTokens: in(bigCap), OutputTokens: 100_000}, in(bigCap) + 200_000},
+		{"clamped to route cap", OpenAIChat, over, p, 4096, Usage{Tokens: usage.Tokens{InputTokens: in(over), OutputTokens: 4096}}, in(over) + 8192},
+		{"route cap when none", OpenAIChat, plain, p, 2000, Usage{Tokens: usage.Tokens{InputTokens: in(plain), OutputTokens: 2000}}, in(plain) + 4000},
+		{"no caps anywhere", OpenAIChat, plain, p, 0, Usage{Tokens: usage.Tokens{InputTokens: in(plain), OutputTokens: DefaultMaxOutputTokens}}, in(plain) + 2*DefaultMaxOutputTokens},
+		{"request cap, no route cap", OpenAIChat, bigCap, p, 0, Usage{Tokens: usage.Tokens{InputTokens: in(bigCap), OutputTokens: 100_000}}, in(bigCap) + 200_000},
 		// n multiplies the output, not the input: in + 3×1000×2.
-		{"times n", OpenAIChat, withN, p, 1000, Usage{InputTokens: in(withN), OutputTokens: 3000}, in(withN) + 6000},
+		{"times n", OpenAIChat, withN, p, 1000, Usage{Tokens: usage.Tokens{InputTokens: in(withN), OutputTokens: 3000}}, in(withN) + 6000},
 		// Cache writes dearer than input: every input token at 1.25, as cache writes.
 		{"worst-case cache rate", AnthropicMessages, claude,
 			Price{Input: 1_000_000, CachedInput: 100_000, CacheWriteInput: dearCach, Output: 2_000_000}, 4096,
-			Usage{InputTokens: in(claude), CacheWriteInputTokens: in(claude), OutputTokens: 10}, (in(claude)*5+3)/4 + 20},
-		{"embeddings have no output", OpenAIEmbeddings, embed, p, 4096, Usage{InputTokens: in(embed)}, in(embed)},
+			Usage{Tokens: usage.Tokens{InputTokens: in(claude), CacheWriteInputTokens: in(claude), OutputTokens: 10}}, (in(claude)*5+3)/4 + 20},
+		{"embeddings have no output", OpenAIEmbeddings, embed, p, 4096, Usage{Tokens: usage.Tokens{InputTokens: in(embed)}}, in(embed)},
 		// dall-e: n images at the size's price (2 × 16,000); tokens do not apply.
 		{"images per image", OpenAIImages, dalle, Price{PerImage: mapOf("256x256", 16_000)}, 4096,
-			Usage{InputTokens: in(dalle), OutputTokens: 8192, Images: 2, ImageSize: "256x256"}, 32_000},
+			Usage{Tokens: usage.Tokens{InputTokens: in(dalle), OutputTokens: 8192}, Images: 2, ImageSize: "256x256"}, 32_000},
 		{"flat", Flat, "", Price{PerRequest: 100, Input: 1_000_000}, 4096, Usage{}, 100},
 	}
 	for _, tc := range tests {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // Prices of the never-free tests, in micro-credits per 1M tokens (so a
@@ -205,7 +206,7 @@ func TestChargeFallbackRules(t *testing.T) {
 		{"images without per_image", tokensOnly, withImages(fb, 1), 4_050},
 		{"images with per_image", imageBoth, withImages(fb, 1), 40_000},
 		// Reported tokens win over the fallback: 1×5 + 2×40 = 85.
-		{"reported tokens", tokensOnly, Usage{InputTokens: 1, OutputTokens: 2, Images: 1, FallbackInputTokens: 10, FallbackOutputTokens: 100}, 85},
+		{"reported tokens", tokensOnly, Usage{Tokens: usage.Tokens{InputTokens: 1, OutputTokens: 2}, Images: 1, FallbackInputTokens: 10, FallbackOutputTokens: 100}, 85},
 		// A price without token rates never charges tokens.
 		{"per request only", Price{PerRequest: 7}, withImages(fb, 1), 7},
 		// 10×6 + 100×10 = 1,060.

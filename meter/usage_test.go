@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 func usageOf(t *testing.T, req Request, ct string, body string) Usage {
@@ -48,7 +50,7 @@ func TestAnthropicCumulativeNeverSummed(t *testing.T) {
 		ev("message_delta", `{"type":"message_delta","usage":{"input_tokens":0,"output_tokens":30}}`) +
 		ev("message_stop", `{"type":"message_stop"}`)
 	got := usageOf(t, req, "text/event-stream", stream)
-	want := Usage{InputTokens: 160, CachedInputTokens: 100, CacheWriteInputTokens: 50, OutputTokens: 30}
+	want := Usage{Tokens: usage.Tokens{InputTokens: 160, CachedInputTokens: 100, CacheWriteInputTokens: 50, OutputTokens: 30}}
 	if got != want {
 		t.Errorf("usage %+v\nwant  %+v", got, want)
 	}

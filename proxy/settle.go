@@ -61,13 +61,10 @@ func (s *Server) release(ex *exchange, reason string) {
 func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
 	u, cost := s.chargeFor(ex, u)
 	charge := ledger.Charge{
-		Reference:             ex.id,
-		Route:                 ex.rt.path,
-		Model:                 ex.req.Model,
-		InputTokens:           u.InputTokens,
-		CachedInputTokens:     u.CachedInputTokens,
-		CacheWriteInputTokens: u.CacheWriteInputTokens,
-		OutputTokens:          u.OutputTokens,
+		Reference: ex.id,
+		Route:     ex.rt.path,
+		Model:     ex.req.Model,
+		Tokens:    u.Tokens,
 	}
 	base := context.WithoutCancel(ex.Context)
 	deadline := s.now().Add(s.retryFor)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
+	tokens "github.com/tollgate-dev/tollgate/usage" // package main has a func usage
 )
 
 const testToken = "test-admin-token"
@@ -289,7 +290,7 @@ func TestLedgerPages(t *testing.T) {
 	}
 	f.balances["c"] -= 1234
 	f.add("c", ledger.Entry{Kind: "charge", Amount: -1234, Reference: "req_1", Route: "/v1/chat/completions", Model: "gpt-4o-mini",
-		InputTokens: 1200, CachedInputTokens: 1000, OutputTokens: 300})
+		Tokens: tokens.Tokens{InputTokens: 1200, CachedInputTokens: 1000, OutputTokens: 300}})
 
 	stdout, stderr, code := runCLI(t, "ledger", "c", "--limit", "2")
 	wantOut := "" +
