@@ -88,10 +88,9 @@ func (b entryBody) json() string {
 	buf = append(buf, '"')
 	field("route", b.Route)
 	field("model", b.Model)
-	count("input_tokens", b.InputTokens)
-	count("cached_input_tokens", b.CachedInputTokens)
-	count("cache_write_input_tokens", b.CacheWriteInputTokens)
-	count("output_tokens", b.OutputTokens)
+	for name, n := range b.TokenCounts() {
+		count(name, n)
+	}
 	buf = append(buf, '}')
 	return string(buf)
 }

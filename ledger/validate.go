@@ -86,17 +86,9 @@ func checkSettle(customer, holdID string, actual money.Micros, c Charge) (Charge
 	if err := checkAmount("settle amount", actual, 0); err != nil {
 		return c, err
 	}
-	for _, n := range []struct {
-		name string
-		v    int64
-	}{
-		{"input_tokens", c.InputTokens},
-		{"cached_input_tokens", c.CachedInputTokens},
-		{"cache_write_input_tokens", c.CacheWriteInputTokens},
-		{"output_tokens", c.OutputTokens},
-	} {
-		if n.v < 0 {
-			return c, fmt.Errorf("%w: charge %s is %d; token counts cannot be negative", ErrInvalidArgument, n.name, n.v)
+	for name, n := range c.TokenCounts() {
+		if n < 0 {
+			return c, fmt.Errorf("%w: charge %s is %d; token counts cannot be negative", ErrInvalidArgument, name, n)
 		}
 	}
 	c.Reference = truncateText(c.Reference)

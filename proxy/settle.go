@@ -92,14 +92,15 @@ func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
 		}
 		if permanent(err) || !end.Add(backoff).Before(deadline) || s.stopping() {
 			s.m.settleFailures.Inc()
-			s.log.Error("settlement failed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand",
-				zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()),
-				zap.String("route", ex.rt.path), zap.String("model", ex.req.Model),
-				zap.Int64("input_tokens", u.InputTokens), zap.Int64("cached_input_tokens", u.CachedInputTokens),
-				zap.Int64("cache_write_input_tokens", u.CacheWriteInputTokens), zap.Int64("output_tokens", u.OutputTokens),
-				zap.Int("attempts", attempt),
+			fields := []zap.Field{zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()),
+				zap.String("route", ex.rt.path), zap.String("model", ex.req.Model)}
+			for name, n := range u.TokenCounts() {
+				fields = append(fields, zap.Int64(name, n))
+			}
+			fields = append(fields, zap.Int("attempts", attempt),
 				zap.String("apply", fmt.Sprintf("tollgate credit %s -%s --key settle-%s --reason 'unsettled request %s'", ex.customer, cost, ex.id, ex.id)),
 				zap.Error(err))
+			s.log.Error("settlement failed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand", fields...)
 			return
 		}
 		s.m.settleRetries.Inc()

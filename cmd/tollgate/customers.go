@@ -258,18 +258,7 @@ func detail(e ledger.Entry) string {
 		if e.Route != "" {
 			what += " on " + e.Route
 		}
-		in := fmt.Sprintf("%d in", e.InputTokens)
-		var sub []string
-		if e.CachedInputTokens > 0 {
-			sub = append(sub, fmt.Sprintf("%d cached", e.CachedInputTokens))
-		}
-		if e.CacheWriteInputTokens > 0 {
-			sub = append(sub, fmt.Sprintf("%d cache write", e.CacheWriteInputTokens))
-		}
-		if len(sub) > 0 {
-			in += " (" + strings.Join(sub, ", ") + ")"
-		}
-		parts = append(parts, strings.TrimSpace(what)+": "+in+fmt.Sprintf(", %d out", e.OutputTokens))
+		parts = append(parts, strings.TrimSpace(what)+": "+e.Tokens.TokenSummary())
 	}
 	if e.Reference != "" {
 		parts = append(parts, e.Reference)
