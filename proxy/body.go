@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net/http"
+	"os"
+	"sync/atomic"
 	"time"
 )
 
@@ -64,3 +67,73 @@ func bodyTimedOut(w http.ResponseWriter, r *http.Request, timeout time.Duration)
 		"the request body stopped arriving: no bytes for %s (request_body_timeout), so tollgate gave up on it; nothing was forwarded or charged. Send the whole body without pausing, or raise request_body_timeout",
 		timeout)
 }
+
+// readBody reads the request body, at most limit bytes, waiting at most
+// timeout for each next byte (see body.go). A body of known length is
+// read into one exact buffer.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, nil
+	}
+	body, read := watchBody(w, r, timeout)
+	var buf []byte
+	var err error
+	if r.ContentLength > 0 {
+		buf = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(body, buf)
+	} else {
+		buf, err = io.ReadAll(http.MaxBytesReader(w, io.NopCloser(body), limit))
+	}
+	switch {
+	case err == nil:
+		read()
+		return buf, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, bodyTimedOut(w, r, timeout)
+	}
+	return nil, bodyError(err)
+}
+
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return refuse(http.StatusBadRequest, CodeInvalidRequest, "could not read the request body: it ended early or was malformed")
+}
+
+func (ex *exchange) getBody() (io.ReadCloser, error) {
+	return &bodyReader{b: ex.body, sent: &ex.sent}, nil
+}
+
+// bodyReader reads the request body to the Transport, and records when
+// the Transport has taken all of it: from then on the provider may have
+// the request, and a request it has is never free.
+type bodyReader struct {
+	b    []byte
+	off  int
+	sent *atomic.Bool
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	if r.off == len(r.b) {
+		r.sent.Store(true)
+	}
+	return n, nil
+}
+
+// delivered reports whether the provider may have received the request.
+// A request without a body gives no sign of it and counts as delivered.
+func (ex *exchange) delivered() bool {
+	return len(ex.body) == 0 || ex.sent.Load()
+}
+
+func (r *bodyReader) Close() error { return nil }

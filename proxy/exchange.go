@@ -5,40 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"go.uber.org/zap"
 
-	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
-)
-
-// Response headers on metered responses (DESIGN "The proxy").
-const (
-	// HeaderRequestID is the request's id, which is also its hold id and
-	// the reference of its charge entry in the ledger. It is random and
-	// unguessable. It is set on every forwarded response, errors included.
-	HeaderRequestID = "X-Tollgate-Request-Id"
-	// HeaderReserved is the hold the request took, in decimal credits,
-	// set on 2xx responses.
-	HeaderReserved = "X-Tollgate-Reserved"
-	// HeaderOutputCap is the output cap, in tokens per choice, that
-	// tollgate wrote into the forwarded request because the client asked
-	// for more than the route's max_output_tokens, or for no cap (DESIGN
-	// "Preflight estimate"). It is set on every forwarded response of
-	// such a request, errors included, so that a provider's refusal of
-	// the lowered cap can be understood; it is absent when the client's
-	// own cap was sent unchanged.
-	HeaderOutputCap = "X-Tollgate-Output-Cap"
 )
 
 // exchange is one metered request from reservation to settlement. It is
@@ -143,46 +120,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r2.ContentLength = int64(len(ex.body))
 	ex.sentAt = s.now()
 	rt.proxy.ServeHTTP(w, r2)
-}
-
-// canonicalPath reports whether p (the decoded request path) names one
-// resource however the upstream reads it: absolute, with no "." or ".."
-// segment, no empty segment but a trailing one, and no backslash. Routes
-// match the path as sent, but the providers' front ends normalise it
-// before routing (RFC 3986 §5.2.4 dot-segment removal; some also turn
-// "\" into "/" and merge "//"), so /v1/files/../chat/completions would
-// be priced by a cheap /v1/files/ prefix route and answered by chat
-// completions. Percent-encoded forms ("%2e%2e", "%2F", "%5C") are caught
-// too, since p is decoded.
-func canonicalPath(p string) bool {
-	if p == "" || p[0] != '/' || strings.IndexByte(p, '\\') >= 0 {
-		return false
-	}
-	for rest := p[1:]; ; {
-		seg, after, more := strings.Cut(rest, "/")
-		if seg == "." || seg == ".." || (seg == "" && more) {
-			return false
-		}
-		if !more {
-			return true
-		}
-		rest = after
-	}
-}
-
-// slashAlias returns the exact route that p, matched by the prefix route
-// cr, names once its trailing slash is dropped, or nil. Upstreams with
-// lenient routing (Express's and Fiber's defaults) answer
-// /v1/chat/completions/ as /v1/chat/completions, so under a catch-all
-// prefix route such a path would be priced by the wrong route.
-func slashAlias(st *state, cr *config.Route, p string) *config.Route {
-	if len(p) < 2 || p[len(p)-1] != '/' || !strings.HasSuffix(cr.Path, "/") {
-		return nil
-	}
-	if exact := st.cfg.Match(p[:len(p)-1]); exact != nil && exact.Path == p[:len(p)-1] {
-		return exact
-	}
-	return nil
 }
 
 // prepare runs every check and the reservation. On success the request
@@ -330,43 +267,6 @@ func ambiguous(err error) bool {
 	return true
 }
 
-// readBody reads the request body, at most limit bytes, waiting at most
-// timeout for each next byte (see body.go). A body of known length is
-// read into one exact buffer.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
-	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, nil
-	}
-	body, read := watchBody(w, r, timeout)
-	var buf []byte
-	var err error
-	if r.ContentLength > 0 {
-		buf = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(body, buf)
-	} else {
-		buf, err = io.ReadAll(http.MaxBytesReader(w, io.NopCloser(body), limit))
-	}
-	switch {
-	case err == nil:
-		read()
-		return buf, nil
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, bodyTimedOut(w, r, timeout)
-	}
-	return nil, bodyError(err)
-}
-
-func bodyError(err error) error {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return err
-	}
-	return refuse(http.StatusBadRequest, CodeInvalidRequest, "could not read the request body: it ended early or was malformed")
-}
-
 // newRequestID returns a random request id: "tg_" and 128 random bits in
 // hex, unguessable, so that nobody can settle or look up another request's
 // hold by its id.
@@ -377,84 +277,6 @@ func newRequestID() string {
 	copy(b[:], "tg_")
 	hex.Encode(b[3:], r[:])
 	return string(b[:])
-}
-
-func (ex *exchange) getBody() (io.ReadCloser, error) {
-	return &bodyReader{b: ex.body, sent: &ex.sent}, nil
-}
-
-// bodyReader reads the request body to the Transport, and records when
-// the Transport has taken all of it: from then on the provider may have
-// the request, and a request it has is never free.
-type bodyReader struct {
-	b    []byte
-	off  int
-	sent *atomic.Bool
-}
-
-func (r *bodyReader) Read(p []byte) (int, error) {
-	if r.off >= len(r.b) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b[r.off:])
-	r.off += n
-	if r.off == len(r.b) {
-		r.sent.Store(true)
-	}
-	return n, nil
-}
-
-// delivered reports whether the provider may have received the request.
-// A request without a body gives no sign of it and counts as delivered.
-func (ex *exchange) delivered() bool {
-	return len(ex.body) == 0 || ex.sent.Load()
-}
-
-func (r *bodyReader) Close() error { return nil }
-
-// modifyResponse is ReverseProxy.ModifyResponse: a non-2xx answer passes
-// through verbatim and its hold is released; a 2xx answer gets the
-// tollgate headers and its body is metered on its way to the client.
-func (s *Server) modifyResponse(res *http.Response) error {
-	ex := exchangeOf(res.Request.Context())
-	if ex == nil {
-		return nil
-	}
-	ex.status = res.StatusCode
-	ex.rt.m.upstream.Observe(s.now().Sub(ex.sentAt).Seconds())
-	res.Header[HeaderRequestID] = ex.hdr[0:1:1]
-	if ex.hdr[2] != "" {
-		res.Header[HeaderOutputCap] = ex.hdr[2:3:3]
-	}
-	if res.StatusCode < 200 || res.StatusCode > 299 {
-		// The provider refused or failed: no usage, nothing to charge.
-		s.release(ex, "upstream status")
-		return nil
-	}
-	res.Header[HeaderReserved] = ex.hdr[1:2:2]
-	b := &ex.resBody
-	b.ex = ex
-	b.rc = res.Body
-	ct := res.Header.Get("Content-Type")
-	if ce := res.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		// Compressed although tollgate asked for identity (see rewrite):
-		// the meter cannot read it, so the request is charged its
-		// reservation, the most the customer agreed to pay.
-		b.opaque = true
-		s.log.Warn("upstream answered with a Content-Encoding the meter cannot read; charging the reservation",
-			zap.String("route", ex.rt.path), zap.String("content_encoding", ce), zap.String("request", ex.id))
-	} else {
-		b.tap = meter.NewTap(ex.req, ct)
-		if b.tap.Filters() {
-			// The tap removes the usage chunk tollgate asked for, so the
-			// length changes; the client gets a chunked body.
-			res.Header.Del("Content-Length")
-			res.ContentLength = -1
-		}
-	}
-	res.Body = b
-	s.m.openStreams.Inc()
-	return nil
 }
 
 // upstreamError is ReverseProxy.ErrorHandler: the request never got an
@@ -541,8 +363,6 @@ func (s *Server) finish(ex *exchange) {
 	ex.rt.m.request(ex.status)
 }
 
-var errAborted = errors.New("proxy: response aborted before its end")
-
 // unanswered is the meter's usage for a request the provider received but
 // never answered: the prompt estimate, never free.
 func (ex *exchange) unanswered() meter.Usage {
@@ -569,134 +389,4 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
 		ce.Write(zap.String("code", code), zap.String("path", r.URL.Path), zap.String("reason", msg))
 	}
 	writeError(w, r, status, code, msg)
-}
-
-// meteredBody is the response body ReverseProxy copies to the client: it
-// passes upstream bytes through the meter's Tap and settles the hold once,
-// when the body ends (EOF), fails, or is closed early.
-type meteredBody struct {
-	ex       *exchange
-	rc       io.ReadCloser
-	tap      *meter.Tap // nil when opaque
-	opaque   bool
-	pending  []byte // output not yet handed to the client
-	upErr    error  // the error that ended the upstream body, once seen
-	ended    bool
-	draining bool // Close left the rest of the body to drain
-}
-
-func (b *meteredBody) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	for {
-		if len(b.pending) > 0 {
-			n := copy(p, b.pending)
-			b.pending = b.pending[n:]
-			return n, nil
-		}
-		if b.ended {
-			return 0, b.upErr
-		}
-		if b.upErr != nil {
-			// Every byte Feed returned is out; only now may End reuse
-			// the tap's buffer.
-			b.end(b.upErr)
-			continue
-		}
-		n, err := b.rc.Read(p)
-		if err != nil {
-			b.upErr = err
-		}
-		if n == 0 {
-			continue
-		}
-		out := p[:n]
-		if b.tap != nil {
-			out = b.tap.Feed(out)
-		}
-		if len(out) == 0 {
-			continue
-		}
-		if unsafe.SliceData(out) == unsafe.SliceData(p) {
-			return len(out), nil
-		}
-		k := copy(p, out)
-		b.pending = out[k:]
-		return k, nil
-	}
-}
-
-// Close ends the body. Closed before its end while upstream is still
-// sending (the copy to the client failed: the client went away), the rest
-// is read in the background for at most clientGoneGrace, so that usage
-// sent after the last bytes the client took is still seen, and then
-// settled; otherwise it settles now.
-func (b *meteredBody) Close() error {
-	if !b.ended && b.upErr == nil && b.tap != nil {
-		b.draining = true
-		go b.drain()
-		return nil
-	}
-	if !b.ended {
-		b.end(errAborted)
-	}
-	return b.rc.Close()
-}
-
-// drain meters what upstream still sends after the client left, then
-// settles and ends the upstream request.
-func (b *meteredBody) drain() {
-	ex := b.ex
-	defer ex.done()
-	t := time.AfterFunc(clientGoneGrace, ex.cancelUp)
-	defer t.Stop()
-	buf := ex.srv.buffers.Get()
-	defer ex.srv.buffers.Put(buf)
-	for b.upErr == nil {
-		n, err := b.rc.Read(buf)
-		if n > 0 {
-			b.tap.Feed(buf[:n]) // the client is gone: meter only
-		}
-		if err != nil {
-			b.upErr = err
-		}
-	}
-	b.end(errAborted)
-	b.rc.Close()
-}
-
-// end finishes metering: why is io.EOF for a complete body.
-func (b *meteredBody) end(why error) {
-	if b.ended {
-		return
-	}
-	b.ended = true
-	if b.upErr == nil {
-		b.upErr = why
-	}
-	ex := b.ex
-	s := ex.srv
-	s.m.openStreams.Dec()
-	var u meter.Usage
-	if b.tap != nil {
-		rest, usage := b.tap.End()
-		if why == io.EOF {
-			b.pending = rest
-		}
-		u = usage
-	} else {
-		u = ex.estimate
-		u.Estimated = true
-	}
-	reason := "complete"
-	if why != io.EOF {
-		reason = "cut short"
-		if ex.client.Err() != nil || b.draining {
-			reason = "client gone"
-		} else if ex.cut.Load() {
-			reason = "max_request_duration"
-		}
-	}
-	s.settle(ex, u, reason)
 }

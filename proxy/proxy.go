@@ -23,7 +23,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"reflect"
 	"slices"
 	"sync"
@@ -36,7 +35,6 @@ import (
 
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
-	"github.com/tollgate-dev/tollgate/meter"
 )
 
 // Options are a Server's dependencies besides the configuration and the
@@ -109,25 +107,6 @@ type state struct {
 	adminEnabled   bool
 	adminToken     [sha256.Size]byte // SHA-256 of admin.token, compared in constant time
 }
-
-// route is one configured route with everything the request path needs
-// resolved in advance: prices, the reverse proxy and its metrics.
-type route struct {
-	path           string
-	api            meter.API
-	prices         meter.Prices
-	maxOutput      int64
-	upstream       *url.URL
-	headers        http.Header // the route's headers; each value slice is clipped, so appends copy
-	customerHeader string
-	proxy          *httputil.ReverseProxy
-	m              *routeMetrics
-}
-
-// credentialHeaders are the client credentials dropped when a route sets
-// its own headers (DESIGN "The proxy"): OpenAI's and Azure's, Anthropic's
-// and Google's key headers.
-var credentialHeaders = [...]string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"}
 
 // New returns a Server for cfg, metering into store. cfg must be valid
 // (config.Load and config.Parse return valid configurations).
@@ -264,41 +243,6 @@ func (s *Server) build(cfg *config.Config) *state {
 		st.routes[cr] = rt
 	}
 	return st
-}
-
-// rewrite turns the inbound request into the upstream one. ReverseProxy
-// has already removed hop-by-hop and X-Forwarded-* headers; tollgate does
-// not add X-Forwarded-For, so the provider does not learn the
-// application's client addresses.
-func (rt *route) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(rt.upstream)
-	pr.Out.Host = rt.upstream.Host
-	h := pr.Out.Header
-	delete(h, rt.customerHeader)
-	// Ask for identity bytes: the meter reads usage from the body and
-	// cannot read gzip. With no Accept-Encoding of the client's, Go's
-	// Transport offers gzip itself and decompresses transparently, so the
-	// provider may still compress on the wire while the meter (and the
-	// client, on the local hop) sees plain JSON and SSE. A client's own
-	// Accept-Encoding would make the Transport hand the compressed bytes
-	// through untouched.
-	delete(h, "Accept-Encoding")
-	// The body is already read; a forwarded Expect: 100-continue would
-	// only delay it.
-	delete(h, "Expect")
-	// ReverseProxy re-adds an inbound protocol upgrade offer after
-	// removing hop-by-hop headers; a switched connection could not be
-	// metered, so the upstream never sees the offer.
-	delete(h, "Upgrade")
-	delete(h, "Connection")
-	if len(rt.headers) > 0 {
-		for _, k := range credentialHeaders {
-			delete(h, k)
-		}
-		for k, v := range rt.headers {
-			h[k] = v
-		}
-	}
 }
 
 func mustStdLog(l *zap.Logger) *log.Logger {

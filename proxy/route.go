@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/meter"
+)
+
+// route is one configured route with everything the request path needs
+// resolved in advance: prices, the reverse proxy and its metrics.
+type route struct {
+	path           string
+	api            meter.API
+	prices         meter.Prices
+	maxOutput      int64
+	upstream       *url.URL
+	headers        http.Header // the route's headers; each value slice is clipped, so appends copy
+	customerHeader string
+	proxy          *httputil.ReverseProxy
+	m              *routeMetrics
+}
+
+// credentialHeaders are the client credentials dropped when a route sets
+// its own headers (DESIGN "The proxy"): OpenAI's and Azure's, Anthropic's
+// and Google's key headers.
+var credentialHeaders = [...]string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"}
+
+// canonicalPath reports whether p (the decoded request path) names one
+// resource however the upstream reads it: absolute, with no "." or ".."
+// segment, no empty segment but a trailing one, and no backslash. Routes
+// match the path as sent, but the providers' front ends normalise it
+// before routing (RFC 3986 §5.2.4 dot-segment removal; some also turn
+// "\" into "/" and merge "//"), so /v1/files/../chat/completions would
+// be priced by a cheap /v1/files/ prefix route and answered by chat
+// completions. Percent-encoded forms ("%2e%2e", "%2F", "%5C") are caught
+// too, since p is decoded.
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' || strings.IndexByte(p, '\\') >= 0 {
+		return false
+	}
+	for rest := p[1:]; ; {
+		seg, after, more := strings.Cut(rest, "/")
+		if seg == "." || seg == ".." || (seg == "" && more) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		rest = after
+	}
+}
+
+// slashAlias returns the exact route that p, matched by the prefix route
+// cr, names once its trailing slash is dropped, or nil. Upstreams with
+// lenient routing (Express's and Fiber's defaults) answer
+// /v1/chat/completions/ as /v1/chat/completions, so under a catch-all
+// prefix route such a path would be priced by the wrong route.
+func slashAlias(st *state, cr *config.Route, p string) *config.Route {
+	if len(p) < 2 || p[len(p)-1] != '/' || !strings.HasSuffix(cr.Path, "/") {
+		return nil
+	}
+	if exact := st.cfg.Match(p[:len(p)-1]); exact != nil && exact.Path == p[:len(p)-1] {
+		return exact
+	}
+	return nil
+}
+
+// rewrite turns the inbound request into the upstream one. ReverseProxy
+// has already removed hop-by-hop and X-Forwarded-* headers; tollgate does
+// not add X-Forwarded-For, so the provider does not learn the
+// application's client addresses.
+func (rt *route) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(rt.upstream)
+	pr.Out.Host = rt.upstream.Host
+	h := pr.Out.Header
+	delete(h, rt.customerHeader)
+	// Ask for identity bytes: the meter reads usage from the body and
+	// cannot read gzip. With no Accept-Encoding of the client's, Go's
+	// Transport offers gzip itself and decompresses transparently, so the
+	// provider may still compress on the wire while the meter (and the
+	// client, on the local hop) sees plain JSON and SSE. A client's own
+	// Accept-Encoding would make the Transport hand the compressed bytes
+	// through untouched.
+	delete(h, "Accept-Encoding")
+	// The body is already read; a forwarded Expect: 100-continue would
+	// only delay it.
+	delete(h, "Expect")
+	// ReverseProxy re-adds an inbound protocol upgrade offer after
+	// removing hop-by-hop headers; a switched connection could not be
+	// metered, so the upstream never sees the offer.
+	delete(h, "Upgrade")
+	delete(h, "Connection")
+	if len(rt.headers) > 0 {
+		for _, k := range credentialHeaders {
+			delete(h, k)
+		}
+		for k, v := range rt.headers {
+			h[k] = v
+		}
+	}
+}
