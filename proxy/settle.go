@@ -15,7 +15,7 @@ import (
 )
 
 // Settlement runs off the request path: the handler hands the hold over
-// and returns, and a goroutine commits it, typically within a millisecond
+// and returns, and a goroutine settles it, typically within a millisecond
 // or two of the last byte. Each attempt runs on the request's context
 // without its cancellation (the client being gone must not stop the
 // charge) and with settle_timeout. A failed attempt is retried with
@@ -42,7 +42,7 @@ func (s *Server) settle(ex *exchange, u meter.Usage, reason string) {
 	ex.stopTimer()
 	go func() {
 		defer s.busy.Add(-1)
-		s.commit(ex, u, reason)
+		s.settleWithRetries(ex, u, reason)
 	}()
 }
 
@@ -54,11 +54,14 @@ func (s *Server) release(ex *exchange, reason string) {
 	ex.stopTimer()
 	go func() {
 		defer s.busy.Add(-1)
-		s.drop(ex, reason)
+		s.releaseWithRetries(ex, reason)
 	}()
 }
 
-func (s *Server) commit(ex *exchange, u meter.Usage, reason string) {
+// settleWithRetries charges ex's hold for u in the store, retrying a
+// failed attempt with backoff for Options.SettleRetryFor, and records the
+// outcome in the metrics and the log.
+func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, reason string) {
 	u, cost := s.chargeFor(ex, u)
 	charge := ledger.Charge{
 		Reference: ex.id,
@@ -203,7 +206,9 @@ func (s *Server) settled(ex *exchange, u meter.Usage, cost money.Micros, at time
 	}
 }
 
-func (s *Server) drop(ex *exchange, reason string) {
+// releaseWithRetries removes ex's hold from the store without a charge,
+// trying at most releaseAttempts times.
+func (s *Server) releaseWithRetries(ex *exchange, reason string) {
 	base := context.WithoutCancel(ex.Context)
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
