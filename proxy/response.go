@@ -62,7 +62,6 @@ func (s *Server) modifyResponse(res *http.Response) error {
 		// Compressed although tollgate asked for identity (see rewrite):
 		// the meter cannot read it, so the request is charged its
 		// reservation, the most the customer agreed to pay.
-		b.opaque = true
 		s.log.Warn("upstream answered with a Content-Encoding the meter cannot read; charging the reservation",
 			zap.String("route", ex.rt.path), zap.String("content_encoding", ce), zap.String("request", ex.id))
 	} else {
@@ -85,10 +84,9 @@ func (s *Server) modifyResponse(res *http.Response) error {
 type meteredBody struct {
 	ex       *exchange
 	rc       io.ReadCloser
-	tap      *meter.Tap // nil when opaque
-	opaque   bool
-	pending  []byte // output not yet handed to the client
-	upErr    error  // the error that ended the upstream body, once seen
+	tap      *meter.Tap // nil when the body is encoded: end charges the reservation
+	pending  []byte     // output not yet handed to the client
+	upErr    error      // the error that ended the upstream body, once seen
 	ended    bool
 	draining bool // Close left the rest of the body to drain
 }
