@@ -321,13 +321,37 @@ func (e *InsufficientCreditsError) Unwrap() error { return ErrInsufficientCredit
 // reasons and meta keys.
 const MaxIDLength = 200
 
+// InvalidCustomerError is returned for a customer id that breaks
+// ValidateCustomer's rule. It matches ErrInvalidCustomer.
+type InvalidCustomerError struct {
+	// ID is the id as given.
+	ID string
+	// Problem says what is wrong with ID and what is allowed, e.g. "is
+	// empty".
+	Problem string
+}
+
+func (e *InvalidCustomerError) Error() string {
+	return ErrInvalidCustomer.Error() + ": " + e.Detail()
+}
+
+// Detail is the message without the sentinel's text, for callers that
+// say in their own words where the id came from: the id, quoted and cut
+// to 40 bytes, and the problem.
+func (e *InvalidCustomerError) Detail() string {
+	return fmt.Sprintf("%q %s", truncate(e.ID), e.Problem)
+}
+
+// Unwrap returns ErrInvalidCustomer.
+func (e *InvalidCustomerError) Unwrap() error { return ErrInvalidCustomer }
+
 // ValidateCustomer checks a customer id: 1 to MaxIDLength bytes of printable
 // ASCII without spaces or braces (braces would break the Redis hash tag that
-// keeps a customer's keys on one cluster slot). Errors match
-// ErrInvalidCustomer.
+// keeps a customer's keys on one cluster slot). Errors are
+// *InvalidCustomerError.
 func ValidateCustomer(id string) error {
 	if err := validateID(id); err != nil {
-		return fmt.Errorf("%w: %q %s", ErrInvalidCustomer, truncate(id), err.Error())
+		return &InvalidCustomerError{ID: id, Problem: err.Error()}
 	}
 	return nil
 }

@@ -131,7 +131,10 @@ func TestAdminAccount(t *testing.T) {
 		t.Errorf("%s, want %s", data, want)
 	}
 	res, data = h.call("GET", "/v1/customers/a%20b", adminToken, "")
-	wantError(t, res, data, 400, "invalid_request")
+	e := wantError(t, res, data, 400, "invalid_request")
+	if want := `invalid customer id: "a b" contains ' ' at byte 1; use printable ASCII without spaces or braces`; e.Error.Message != want {
+		t.Errorf("message %q, want %q", e.Error.Message, want)
+	}
 	res, data = h.call("DELETE", "/v1/customers/acme", adminToken, "")
 	wantError(t, res, data, 405, "method_not_allowed")
 	if res.Header.Get("Allow") != "GET" {

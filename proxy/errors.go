@@ -87,6 +87,7 @@ func classify(err error) (status int, code, msg string) {
 	var (
 		rf  *refusal
 		ice *ledger.InsufficientCreditsError
+		ic  *ledger.InvalidCustomerError
 		re  *meter.RequestError
 		mnp *meter.ModelNotPricedError
 		mbe *http.MaxBytesError
@@ -114,9 +115,10 @@ func classify(err error) (status int, code, msg string) {
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, CodeRequestTooLarge,
 			"the request body is larger than " + strconv.FormatInt(mbe.Limit, 10) + " bytes (max_request_bytes)"
+	case errors.As(err, &ic):
+		return http.StatusBadRequest, CodeInvalidRequest, "invalid customer id: " + ic.Detail()
 	case errors.Is(err, ledger.ErrInvalidCustomer):
-		return http.StatusBadRequest, CodeInvalidRequest,
-			"invalid customer id: " + strings.TrimPrefix(err.Error(), ledger.ErrInvalidCustomer.Error()+": ")
+		return http.StatusBadRequest, CodeInvalidRequest, "invalid customer id"
 	case errors.Is(err, ledger.ErrIdempotencyConflict):
 		return http.StatusConflict, CodeIdempotencyConflict,
 			"this idempotency_key was already used with a different amount; use a new key for a new change"

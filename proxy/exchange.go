@@ -141,9 +141,9 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest, "the %s header was sent %d times; send it once", st.customerHeader, len(vals))
 	}
 	customer := vals[0]
-	if err := ledger.ValidateCustomer(customer); err != nil {
-		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest, "invalid %s header: %s", st.customerHeader,
-			strings.TrimPrefix(err.Error(), ledger.ErrInvalidCustomer.Error()+": "))
+	var bad *ledger.InvalidCustomerError
+	if errors.As(ledger.ValidateCustomer(customer), &bad) {
+		return nil, refuse(http.StatusBadRequest, CodeInvalidRequest, "invalid %s header: %s", st.customerHeader, bad.Detail())
 	}
 
 	body, err := readBody(w, r, st.maxBody, st.bodyTimeout)
