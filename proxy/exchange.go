@@ -20,9 +20,18 @@ import (
 
 // exchange is one metered request from reservation to settlement. It is
 // also the context of the request handed to ReverseProxy: it embeds the
-// upstream request's context and answers Value(exchangeKey{}) with itself, which lets Rewrite,
-// ModifyResponse and ErrorHandler find it without a context.WithValue
-// allocation per request.
+// upstream request's context and answers Value(exchangeKey{}) with
+// itself, which is how Rewrite, ModifyResponse and ErrorHandler, which
+// get only the request, find it.
+//
+// Storing the request's context in a struct goes against STYLE 9, on
+// purpose. The usual way,
+// r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)), allocates a
+// valueCtx on every request, and the exchange, which lives exactly as
+// long as the upstream request, already is the natural owner of that
+// request's context: it derives it in watchClient and cancels it in
+// done. Settlement and renewal derive theirs from it without its
+// cancellation (context.WithoutCancel).
 type exchange struct {
 	// Context is the upstream request's context: the client's, without
 	// its cancellation, ended by cancelUp clientGoneGrace after the client
