@@ -54,6 +54,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/internal/proxyconfig"
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
@@ -145,7 +146,7 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("tollgate config: %w", err)
 	}
-	tg, err := proxy.New(cfg, store, proxy.Options{Logger: zap.NewNop()})
+	tg, err := proxy.New(proxyconfig.Settings(cfg), store, proxy.Options{Logger: zap.NewNop()})
 	if err != nil {
 		return err
 	}

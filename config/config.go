@@ -175,7 +175,7 @@ type Route struct {
 	// Path is the request path this route serves (YAML "path"). It starts
 	// with "/" and matches exactly, or, when it ends with "/", as a prefix
 	// of every path below it; the longest match wins, as with
-	// http.ServeMux. See Config.Match.
+	// http.ServeMux.
 	Path string
 	// API is the wire format of requests and responses (YAML "api"), one of
 	// meter.APIs().
@@ -262,26 +262,6 @@ func (s Stripe) PriceCredits() map[string]money.Micros {
 		out[k] = p.Credits
 	}
 	return out
-}
-
-// Match returns the route serving path: the route whose Path equals it, or
-// else the route with the longest Path that ends in "/" and prefixes it.
-// These are http.ServeMux's rules for path-only patterns. It returns nil
-// when no route matches.
-func (c *Config) Match(path string) *Route {
-	var best *Route
-	for i := range c.Routes {
-		r := &c.Routes[i]
-		if r.Path == path {
-			return r
-		}
-		if strings.HasSuffix(r.Path, "/") && strings.HasPrefix(path, r.Path) {
-			if best == nil || len(r.Path) > len(best.Path) {
-				best = r
-			}
-		}
-	}
-	return best
 }
 
 // Default returns a Config with every default filled and no routes, for

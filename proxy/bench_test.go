@@ -61,8 +61,8 @@ func BenchmarkProxy(b *testing.B) {
 	}
 	targets := []target{{name: "bare", url: bare.URL}}
 	add := func(name string, st ledger.Store) {
-		cfg := parseConfig(b, testConfig, up.URL)
-		srv, err := proxy.New(cfg, st, proxy.Options{Logger: zap.NewNop()})
+		set := parseSettings(b, testConfig, up.URL)
+		srv, err := proxy.New(set, st, proxy.Options{Logger: zap.NewNop()})
 		if err != nil {
 			b.Fatal(err)
 		}

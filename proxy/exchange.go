@@ -92,21 +92,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"no route for %s %s: tollgate forwards only paths without \".\" or \"..\" segments, empty segments or backslashes", r.Method, r.URL.Path))
 		return
 	}
-	cr := st.cfg.Match(r.URL.Path)
-	if cr == nil {
+	rt := st.match(r.URL.Path)
+	if rt == nil {
 		s.m.requests.WithLabelValues(routeNone, "404").Inc()
 		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
 			"no route for %s %s: tollgate forwards only the paths configured in its routes", r.Method, r.URL.Path))
 		return
 	}
-	if exact := slashAlias(st, cr, r.URL.Path); exact != nil {
+	if exact := slashAlias(st, rt, r.URL.Path); exact != nil {
 		s.m.requests.WithLabelValues(routeNone, "404").Inc()
 		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
 			"no route for %s %s: it would be priced by the route %s while it names the route %s; send it without the trailing slash",
-			r.Method, r.URL.Path, cr.Path, exact.Path))
+			r.Method, r.URL.Path, rt.path, exact.path))
 		return
 	}
-	rt := st.routes[cr]
 	ex, err := s.prepare(w, r, st, rt)
 	if err != nil {
 		status, _, _ := classify(err)
@@ -205,8 +204,8 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	start := s.now()
 	// store.timeout: a hung store costs the client a prompt 503, not the
 	// Redis client's retries (DESIGN: fail closed).
-	rctx, cancel := context.WithTimeout(r.Context(), s.storeTimeout)
-	err = s.store.Reserve(rctx, customer, ex.id, cost, s.holdTTL)
+	rctx, cancel := context.WithTimeout(r.Context(), st.storeTimeout)
+	err = s.store.Reserve(rctx, customer, ex.id, cost, st.holdTTL)
 	cancel()
 	ex.heldAt = s.now()
 	s.m.reserveLatency.Observe(ex.heldAt.Sub(start).Seconds())

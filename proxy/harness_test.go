@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/internal/proxyconfig"
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
@@ -106,8 +107,9 @@ routes:
       gpt-4o: {input: "2.50", output: "10"}
 `
 
-// parseConfig builds a Config from yaml with the placeholders replaced.
-func parseConfig(t testing.TB, yaml, upstream string) *config.Config {
+// parseSettings builds the proxy's settings from yaml, a configuration
+// file, with the placeholders replaced, as cmd/tollgate does.
+func parseSettings(t testing.TB, yaml, upstream string) *proxy.Settings {
 	t.Helper()
 	yaml = strings.ReplaceAll(yaml, "UPSTREAM", upstream)
 	yaml = strings.ReplaceAll(yaml, "DEAD", "http://"+closedAddr(t))
@@ -115,7 +117,7 @@ func parseConfig(t testing.TB, yaml, upstream string) *config.Config {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	return cfg
+	return proxyconfig.Settings(cfg)
 }
 
 // closedAddr returns a 127.0.0.1 address nothing listens on.
@@ -259,7 +261,6 @@ func writeSSE(w http.ResponseWriter, data []byte, pause time.Duration) {
 // fake upstream, metering into a real store.
 type harness struct {
 	t     testing.TB
-	cfg   *config.Config
 	store ledger.Store
 	srv   *proxy.Server
 	proxy *httptest.Server
@@ -295,8 +296,8 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	reg := prometheus.NewRegistry()
-	cfg := parseConfig(t, o.yaml, o.upstream.URL)
-	srv, err := proxy.New(cfg, o.store, proxy.Options{
+	set := parseSettings(t, o.yaml, o.upstream.URL)
+	srv, err := proxy.New(set, o.store, proxy.Options{
 		Logger:         zap.New(core),
 		Registerer:     reg,
 		SettleRetryFor: o.retryFor,
@@ -305,7 +306,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, cfg: cfg, store: o.store, srv: srv, up: o.upstream, reg: reg, logs: logs}
+	h := &harness{t: t, store: o.store, srv: srv, up: o.upstream, reg: reg, logs: logs}
 	h.proxy = httptest.NewServer(srv)
 	if a, ok := o.store.(interface{ AcceptDataLoss(context.Context) error }); ok && o.acceptDataLoss == nil {
 		o.acceptDataLoss = a.AcceptDataLoss
@@ -561,7 +562,6 @@ func (h *harness) eventually(name string, labels map[string]string, want float64
 	}
 }
 
-// chatBody is a small chat request for model.
 // chatRequest is a gpt-4o chat completion for customer on ctx, extra
 // spliced into the body (e.g. `,"stream":true`), for tests that cancel it.
 func (h *harness) chatRequest(ctx context.Context, customer, extra string) *http.Request {
@@ -574,11 +574,10 @@ func (h *harness) chatRequest(ctx context.Context, customer, extra string) *http
 	return req
 }
 
+// chatBody is a small chat request for model.
 func chatBody(model string, extra string) string {
 	return `{"model":"` + model + `","messages":[{"role":"user","content":"Hello!"}]` + extra + `}`
 }
-
-func zapString(k, v string) zap.Field { return zap.String(k, v) }
 
 // configWith returns testConfig with old replaced by new, and fails the
 // test when testConfig has no old: a setting a test depends on must not

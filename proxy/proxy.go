@@ -11,11 +11,12 @@
 // It does not parse provider formats or compute prices (package meter),
 // keep balances (package ledger), talk to Stripe (the admin API only mounts
 // the webhook handler and calls a Reconciler), or read files, flags and the
-// environment (cmd/tollgate builds the Config and the store and passes
-// them in).
+// environment (cmd/tollgate builds the Settings from its configuration
+// file, opens the store, and passes them in).
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -23,7 +24,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,12 +33,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
 )
 
-// Options are a Server's dependencies besides the configuration and the
-// store. The zero value works.
+// Options are a Server's dependencies besides its Settings and the store.
+// The zero value works.
 type Options struct {
 	// Now is the clock for hold lifetimes and latencies. Nil means
 	// time.Now.
@@ -69,7 +69,7 @@ const DefaultSettleRetryFor = 15 * time.Minute
 // listener; AdminHandler returns the admin listener's handler. Create it
 // with New; it is safe for concurrent use.
 type Server struct {
-	store     ledger.Store
+	store     Store
 	now       func() time.Time
 	log       *zap.Logger
 	m         *metrics
@@ -77,13 +77,7 @@ type Server struct {
 	buffers   *bufferPool
 	stdlog    *log.Logger
 	retryFor  time.Duration
-
-	// Settings fixed at New: the store's and the listeners' cannot change
-	// without a restart.
-	holdTTL      time.Duration
-	storeTimeout time.Duration // bounds the reservation and each store check
-	initial      *config.Config
-	health       storeHealth
+	health    storeHealth
 
 	state atomic.Pointer[state]
 	// busy counts handlers running and settlements or releases in flight;
@@ -94,23 +88,41 @@ type Server struct {
 	quitOnce sync.Once
 }
 
+// Store is what the proxy needs of a credit store: the methods of
+// ledger.Store it calls, each with the contract ledger.Store documents.
+// *ledger.RedisStore and *ledger.BoltStore implement it.
+type Store interface {
+	Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error
+	Settle(ctx context.Context, customer, holdID string, actual money.Micros, c ledger.Charge) (ledger.Entry, error)
+	Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error
+	Release(ctx context.Context, customer, holdID string) error
+	Credit(ctx context.Context, c ledger.Credit) (ledger.CreditResult, error)
+	Account(ctx context.Context, customer string) (ledger.Account, error)
+	Entries(ctx context.Context, customer, before string, limit int) (ledger.Page, error)
+	Ready(ctx context.Context) error
+}
+
+var _ Store = ledger.Store(nil)
+
 // state is everything a reload replaces, swapped atomically: a request
 // uses the state it started with from start to finish.
 type state struct {
-	cfg            *config.Config
-	routes         map[*config.Route]*route
+	set            *Settings
+	routes         []*route // routes[i] serves set.Routes[i]
 	customerHeader string
 	maxBody        int64
 	bodyTimeout    time.Duration
 	settleTimeout  time.Duration
 	maxDuration    time.Duration // max_request_duration
+	holdTTL        time.Duration
+	storeTimeout   time.Duration // bounds the reservation and each store check
 	adminEnabled   bool
 	adminToken     [sha256.Size]byte // SHA-256 of admin.token, compared in constant time
 }
 
-// New returns a Server for cfg, metering into store. cfg must be valid
-// (config.Load and config.Parse return valid configurations).
-func New(cfg *config.Config, store ledger.Store, opts Options) (*Server, error) {
+// New returns a Server serving by set, metering into store. It refuses
+// settings the proxy cannot work with (see Settings).
+func New(set *Settings, store Store, opts Options) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("proxy: store is nil")
 	}
@@ -144,74 +156,45 @@ func New(cfg *config.Config, store ledger.Store, opts Options) (*Server, error) 
 		retryFor: opts.SettleRetryFor,
 		quit:     make(chan struct{}),
 	}
-	if cfg == nil {
-		return nil, errors.New("proxy: config is nil")
+	if err := set.check(); err != nil {
+		return nil, fmt.Errorf("proxy: invalid settings: %w", err)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("proxy: invalid config: %w", err)
-	}
-	s.holdTTL = cfg.Store.HoldTTL
-	s.storeTimeout = cfg.Store.Timeout
-	s.initial = cfg
-	s.state.Store(s.build(cfg))
+	s.state.Store(s.build(set))
 	return s, nil
 }
 
-// Reload replaces the routes, prices, customer header, request size limit,
-// request body timeout, settle timeout, max_request_duration and admin
-// token with cfg's, atomically: requests already running finish under the
-// configuration they started with, and no connection is dropped. An
-// invalid cfg is rejected with the error and the current configuration
-// stays. Settings that need a restart (listen
-// addresses, the store section, Stripe) keep their running values; a
-// warning names each one that changed.
-func (s *Server) Reload(cfg *config.Config) error {
-	if cfg == nil {
+// Reload replaces the Server's settings with set, atomically: requests
+// already running finish under the settings they started with, and no
+// connection is dropped. Settings the proxy cannot work with are rejected
+// with the error, and the running ones stay. Which settings of a
+// configuration file may change without a restart is the caller's to
+// decide: the proxy applies whatever it is given.
+func (s *Server) Reload(set *Settings) error {
+	if err := set.check(); err != nil {
 		s.m.reloads.WithLabelValues("rejected").Inc()
-		return errors.New("proxy: reload: config is nil")
+		return fmt.Errorf("proxy: reload rejected, keeping the running settings: %w", err)
 	}
-	if err := cfg.Validate(); err != nil {
-		s.m.reloads.WithLabelValues("rejected").Inc()
-		return fmt.Errorf("proxy: reload rejected, keeping the running configuration: %w", err)
-	}
-	old := s.initial
-	for _, d := range []struct {
-		key     string
-		changed bool
-	}{
-		{"listen", cfg.Listen != old.Listen},
-		{"admin.listen", cfg.Admin.Listen != old.Admin.Listen},
-		{"store", cfg.Store != old.Store},
-		{"stripe", !reflect.DeepEqual(cfg.Stripe, old.Stripe)},
-	} {
-		if d.changed {
-			s.log.Warn("config reload: this setting changed but only takes effect after a restart; the running value stays", zap.String("key", d.key))
-		}
-	}
-	s.state.Store(s.build(cfg))
+	s.state.Store(s.build(set))
 	s.m.reloads.WithLabelValues("applied").Inc()
-	s.log.Info("config reloaded", zap.Int("routes", len(cfg.Routes)))
 	return nil
 }
 
-// Config returns the configuration in force (the last one applied by New
-// or Reload). It must not be modified.
-func (s *Server) Config() *config.Config { return s.state.Load().cfg }
-
-func (s *Server) build(cfg *config.Config) *state {
+func (s *Server) build(set *Settings) *state {
 	st := &state{
-		cfg:            cfg,
-		routes:         make(map[*config.Route]*route, len(cfg.Routes)),
-		customerHeader: http.CanonicalHeaderKey(cfg.CustomerHeader),
-		maxBody:        cfg.MaxRequestBytes,
-		bodyTimeout:    cfg.RequestBodyTimeout,
-		settleTimeout:  cfg.SettleTimeout,
-		maxDuration:    cfg.MaxRequestDuration,
-		adminEnabled:   cfg.Admin.Token != "",
-		adminToken:     sha256.Sum256([]byte(cfg.Admin.Token)),
+		set:            set,
+		routes:         make([]*route, len(set.Routes)),
+		customerHeader: http.CanonicalHeaderKey(set.CustomerHeader),
+		maxBody:        set.MaxRequestBytes,
+		bodyTimeout:    set.RequestBodyTimeout,
+		settleTimeout:  set.SettleTimeout,
+		maxDuration:    set.MaxRequestDuration,
+		holdTTL:        set.HoldTTL,
+		storeTimeout:   set.StoreTimeout,
+		adminEnabled:   set.AdminToken != "",
+		adminToken:     sha256.Sum256([]byte(set.AdminToken)),
 	}
-	for i := range cfg.Routes {
-		cr := &cfg.Routes[i]
+	for i := range set.Routes {
+		cr := &set.Routes[i]
 		rt := &route{
 			path:           cr.Path,
 			api:            cr.API,
@@ -240,7 +223,7 @@ func (s *Server) build(cfg *config.Config) *state {
 			ErrorHandler:   s.upstreamError,
 			ModifyResponse: s.modifyResponse,
 		}
-		st.routes[cr] = rt
+		st.routes[i] = rt
 	}
 	return st
 }

@@ -41,7 +41,7 @@ func (ex *exchange) startTimer() {
 	if ex.reserved > 0 {
 		// A zero hold holds nothing (and may not even be stored; see
 		// ledger.Store.Reserve): there is nothing to keep alive.
-		tm.every = max(ex.srv.holdTTL/3, time.Millisecond)
+		tm.every = max(ex.st.holdTTL/3, time.Millisecond)
 	}
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
@@ -110,7 +110,7 @@ func (s *Server) renew(ex *exchange) bool {
 	s.busy.Add(1) // Drain waits for a renewal under way, as the store is closed after it
 	defer s.busy.Add(-1)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ex.Context), ex.st.settleTimeout)
-	err := s.store.Extend(ctx, ex.customer, ex.id, s.holdTTL)
+	err := s.store.Extend(ctx, ex.customer, ex.id, ex.st.holdTTL)
 	cancel()
 	if err == nil {
 		s.m.renewed.Inc()
@@ -127,6 +127,6 @@ func (s *Server) renew(ex *exchange) bool {
 		msg = "hold renewal failed: the hold is no longer live; the request goes on and is charged when it ends"
 	}
 	s.log.Warn(msg, zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("route", ex.rt.path),
-		zap.Duration("hold_ttl", s.holdTTL), zap.Error(err))
+		zap.Duration("hold_ttl", ex.st.holdTTL), zap.Error(err))
 	return !gone
 }

@@ -6,9 +6,49 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/meter"
 )
+
+// Route is one metered endpoint.
+type Route struct {
+	// Path is the request path the route serves: exactly, or, when it
+	// ends in "/", with every path below it; the longest match wins, as
+	// with http.ServeMux's path-only patterns. It starts with "/".
+	Path string
+	// API is the wire format of the route's requests and responses.
+	API meter.API
+	// Upstream is the absolute http or https URL requests are forwarded
+	// to; the request path is appended to its path.
+	Upstream *url.URL
+	// Headers are set on every forwarded request, usually the provider's
+	// credential. When there are any, the client's own credential headers
+	// are dropped first (DESIGN "The proxy").
+	Headers http.Header
+	// MaxOutputTokens is the output ceiling the preflight reserves for
+	// and the proxy enforces upstream (meter.Request.Estimate and
+	// Rewrite); 0 means none.
+	MaxOutputTokens int64
+	// Prices maps model names to prices; "*" prices every model not
+	// listed.
+	Prices meter.Prices
+}
+
+// match returns the index of the route serving path: the route whose Path
+// equals it, or else the route with the longest Path that ends in "/" and
+// prefixes it; -1 when none does.
+func (s *Settings) match(path string) int {
+	best := -1
+	for i := range s.Routes {
+		p := s.Routes[i].Path
+		if p == path {
+			return i
+		}
+		if strings.HasSuffix(p, "/") && strings.HasPrefix(path, p) && (best < 0 || len(p) > len(s.Routes[best].Path)) {
+			best = i
+		}
+	}
+	return best
+}
 
 // route is one configured route with everything the request path needs
 // resolved in advance: prices, the reverse proxy and its metrics.
@@ -54,16 +94,24 @@ func canonicalPath(p string) bool {
 	}
 }
 
+// match returns the route serving path, or nil.
+func (st *state) match(path string) *route {
+	if i := st.set.match(path); i >= 0 {
+		return st.routes[i]
+	}
+	return nil
+}
+
 // slashAlias returns the exact route that p, matched by the prefix route
-// cr, names once its trailing slash is dropped, or nil. Upstreams with
+// rt, names once its trailing slash is dropped, or nil. Upstreams with
 // lenient routing (Express's and Fiber's defaults) answer
 // /v1/chat/completions/ as /v1/chat/completions, so under a catch-all
 // prefix route such a path would be priced by the wrong route.
-func slashAlias(st *state, cr *config.Route, p string) *config.Route {
-	if len(p) < 2 || p[len(p)-1] != '/' || !strings.HasSuffix(cr.Path, "/") {
+func slashAlias(st *state, rt *route, p string) *route {
+	if len(p) < 2 || p[len(p)-1] != '/' || !strings.HasSuffix(rt.path, "/") {
 		return nil
 	}
-	if exact := st.cfg.Match(p[:len(p)-1]); exact != nil && exact.Path == p[:len(p)-1] {
+	if exact := st.match(p[:len(p)-1]); exact != nil && exact.path == p[:len(p)-1] {
 		return exact
 	}
 	return nil

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+
+	"github.com/tollgate-dev/tollgate/proxy"
 )
 
 // TestNonCanonicalPaths: a path with dot segments, empty segments or
@@ -100,4 +102,25 @@ func TestTrailingSlashAlias(t *testing.T) {
 		}
 	}
 	h.settled(cust, 2)
+}
+
+// TestMatch: a route serves its Path exactly or, when the Path ends in
+// "/", every path below it; the longest such prefix wins.
+func TestMatch(t *testing.T) {
+	set := &proxy.Settings{Routes: []proxy.Route{{Path: "/v1/"}, {Path: "/v1/chat/completions"}, {Path: "/v1/images/"}}}
+	tests := []struct{ path, want string }{
+		{"/v1/chat/completions", "/v1/chat/completions"},
+		{"/v1/chat/completions/x", "/v1/"},
+		{"/v1/images/generations", "/v1/images/"},
+		{"/v1/images/", "/v1/images/"},
+		{"/v1/images", "/v1/"},
+		{"/v1/", "/v1/"},
+		{"/v1", ""},
+		{"/v2/chat/completions", ""},
+	}
+	for _, tc := range tests {
+		if got := proxy.MatchPath(set, tc.path); got != tc.want {
+			t.Errorf("Match(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
 }

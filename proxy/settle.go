@@ -227,7 +227,7 @@ func (s *Server) releaseWithRetries(ex *exchange, reason string) {
 		}
 		if attempt >= releaseAttempts || s.stopping() {
 			s.log.Warn("release failed; the hold stops counting when it expires", zap.String("customer", ex.customer),
-				zap.String("hold", ex.id), zap.Duration("hold_ttl", s.holdTTL), zap.Error(err))
+				zap.String("hold", ex.id), zap.Duration("hold_ttl", ex.st.holdTTL), zap.Error(err))
 			return
 		}
 		backoff = s.pause(backoff)

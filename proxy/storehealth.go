@@ -58,16 +58,17 @@ func (s *Server) CheckStore(ctx context.Context) error {
 	case <-c.done:
 		return c.err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: the credit store did not answer its readiness check in time (store.timeout %s)", ledger.ErrStoreUnavailable, s.storeTimeout)
+		return fmt.Errorf("%w: the credit store did not answer its readiness check in time (store.timeout %s)", ledger.ErrStoreUnavailable, s.state.Load().storeTimeout)
 	}
 }
 
 func (s *Server) runCheck(c *storeCheck) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.storeTimeout)
+	timeout := s.state.Load().storeTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	err := s.store.Ready(ctx)
 	cancel()
 	if errors.Is(err, context.DeadlineExceeded) {
-		err = fmt.Errorf("the credit store did not answer within store.timeout (%s); check that it runs and is not overloaded: %w", s.storeTimeout, err)
+		err = fmt.Errorf("the credit store did not answer within store.timeout (%s); check that it runs and is not overloaded: %w", timeout, err)
 	}
 	h := &s.health
 	h.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/internal/proxyconfig"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/proxy"
 	"github.com/tollgate-dev/tollgate/stripesync"
@@ -134,7 +135,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	if err != nil {
 		return fmt.Errorf("stripe: %w", err)
 	}
-	px, err := proxy.New(cfg, st, proxy.Options{Logger: log.Named("proxy"), Registerer: reg})
+	px, err := proxy.New(proxyconfig.Settings(cfg), st, proxy.Options{Logger: log.Named("proxy"), Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -205,26 +206,27 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 		})
 	}
 
+	running := cfg // the configuration in force: reloads replace it
 	var runErr error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("shutting down: finishing in-flight requests", zap.Duration("shutdown_timeout", px.Config().ShutdownTimeout))
+			log.Info("shutting down: finishing in-flight requests", zap.Duration("shutdown_timeout", running.ShutdownTimeout))
 			break loop
 		case err := <-serveErr:
 			runErr = err
 			log.Error("listener failed; shutting down", zap.Error(err))
 			break loop
 		case <-hup:
-			reload(px, path, log)
+			running = reload(px, running, path, log)
 		}
 	}
 
 	// Stop taking traffic: readiness fails at once, then the listener
 	// closes and in-flight requests run to their end.
 	px.BeginDrain()
-	timeout := px.Config().ShutdownTimeout
+	timeout := running.ShutdownTimeout
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if err := proxySrv.Shutdown(shutCtx); err != nil {
@@ -233,7 +235,7 @@ loop:
 		log.Warn("shutdown_timeout reached; cutting the remaining requests", zap.Duration("shutdown_timeout", timeout))
 		_ = proxySrv.Close()
 	}
-	settleCtx, cancelSettle := context.WithTimeout(context.WithoutCancel(ctx), px.Config().SettleTimeout+5*time.Second)
+	settleCtx, cancelSettle := context.WithTimeout(context.WithoutCancel(ctx), running.SettleTimeout+5*time.Second)
 	defer cancelSettle()
 	if err := px.Drain(settleCtx); err != nil {
 		log.Error("not every request was settled before exit; see the settlement errors above", zap.Error(err))
@@ -254,33 +256,6 @@ func serveOn(srv *http.Server, ln net.Listener, name string) error {
 		return nil
 	}
 	return fmt.Errorf("%s listener: %w", name, err)
-}
-
-// reload rereads the configuration file (SIGHUP). A file with errors is
-// rejected with every problem logged, and the running configuration stays.
-func reload(px *proxy.Server, path string, log *zap.Logger) {
-	cfg, err := config.Load(path)
-	if err != nil {
-		var problems []string
-		for _, e := range unjoin(err) {
-			problems = append(problems, e.Error())
-		}
-		log.Error("config reload rejected; keeping the running configuration", zap.String("file", path), zap.Strings("problems", problems))
-		return
-	}
-	for _, w := range cfg.Warnings {
-		log.Warn("config warning", zap.String("warning", w.String()))
-	}
-	if err := px.Reload(cfg); err != nil {
-		log.Error("config reload rejected; keeping the running configuration", zap.String("file", path), zap.Error(err))
-	}
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // sweep removes expired holds every interval. Expired holds already stop

@@ -1,0 +1,40 @@
+// Package proxyconfig builds the proxy's Settings from a configuration
+// file's Config. It is the one place that knows both shapes, so that the
+// proxy needs no config package and cmd/tollgate, the bench tool and the
+// proxy's tests serve a file the same way.
+//
+// It does not decide what a reload may change: cmd/tollgate does.
+package proxyconfig
+
+import (
+	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/proxy"
+)
+
+// Settings returns the part of cfg the proxy serves by. cfg should be
+// valid, as config.Load and config.Parse return it; the proxy refuses
+// settings it cannot work with but reports them without file and line.
+func Settings(cfg *config.Config) *proxy.Settings {
+	set := &proxy.Settings{
+		Routes:             make([]proxy.Route, len(cfg.Routes)),
+		CustomerHeader:     cfg.CustomerHeader,
+		MaxRequestBytes:    cfg.MaxRequestBytes,
+		RequestBodyTimeout: cfg.RequestBodyTimeout,
+		SettleTimeout:      cfg.SettleTimeout,
+		MaxRequestDuration: cfg.MaxRequestDuration,
+		HoldTTL:            cfg.Store.HoldTTL,
+		StoreTimeout:       cfg.Store.Timeout,
+		AdminToken:         cfg.Admin.Token,
+	}
+	for i, r := range cfg.Routes {
+		set.Routes[i] = proxy.Route{
+			Path:            r.Path,
+			API:             r.API,
+			Upstream:        r.Upstream,
+			Headers:         r.Headers,
+			MaxOutputTokens: r.MaxOutputTokens,
+			Prices:          r.Prices,
+		}
+	}
+	return set
+}

@@ -1,0 +1,66 @@
+package proxyconfig_test
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/internal/proxyconfig"
+	"github.com/tollgate-dev/tollgate/meter"
+)
+
+// TestSettings: every setting the proxy takes comes from the file, none
+// is left at its zero value, so that a setting added to proxy.Settings or
+// proxy.Route fails here until it is carried over.
+func TestSettings(t *testing.T) {
+	cfg, err := config.Parse(strings.NewReader(`
+admin: {token: admin-token-of-sixteen}
+store: {hold_ttl: 2m, timeout: 300ms}
+customer_header: X-Customer
+max_request_bytes: 1024
+request_body_timeout: 7s
+settle_timeout: 3s
+max_request_duration: 9m
+routes:
+  - path: /v1/chat/completions
+    api: openai.chat
+    upstream: https://api.openai.com
+    headers: {Authorization: "Bearer k"}
+    max_output_tokens: 512
+    prices:
+      gpt-4o: {input: "2.50", output: "10"}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := proxyconfig.Settings(cfg)
+	nonZero(t, "Settings", reflect.ValueOf(*set))
+	if len(set.Routes) != 1 {
+		t.Fatalf("%d routes, want 1", len(set.Routes))
+	}
+	r := set.Routes[0]
+	nonZero(t, "Routes[0]", reflect.ValueOf(r))
+
+	if set.CustomerHeader != "X-Customer" || set.MaxRequestBytes != 1024 || set.RequestBodyTimeout != 7*time.Second ||
+		set.SettleTimeout != 3*time.Second || set.MaxRequestDuration != 9*time.Minute || set.HoldTTL != 2*time.Minute ||
+		set.StoreTimeout != 300*time.Millisecond || set.AdminToken != "admin-token-of-sixteen" {
+		t.Errorf("settings = %+v", set)
+	}
+	if r.Path != "/v1/chat/completions" || r.API != meter.OpenAIChat || r.Upstream.String() != "https://api.openai.com" ||
+		r.Headers.Get("Authorization") != "Bearer k" || r.MaxOutputTokens != 512 ||
+		!reflect.DeepEqual(r.Prices, cfg.Routes[0].Prices) {
+		t.Errorf("route = %+v", r)
+	}
+}
+
+// nonZero fails for each field of the struct v that holds its zero value.
+func nonZero(t *testing.T, name string, v reflect.Value) {
+	t.Helper()
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Errorf("%s.%s is not set from the configuration", name, v.Type().Field(i).Name)
+		}
+	}
+}
