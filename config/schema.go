@@ -1,0 +1,344 @@
+package config
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// The keys each mapping accepts, in the order the documentation gives them.
+var (
+	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe"}
+	adminKeys  = []string{"listen", "token"}
+	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
+	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "prices"}
+	priceKeys  = []string{"input", "cached_input", "cache_write_input", "output", "per_request", "per_image", "per_minute"}
+	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window"}
+	creditKeys = []string{"credits"}
+)
+
+// PriceKeys lists the YAML price keys that apply to api, in documentation
+// order; for an unknown api, every price key. A route's model may set only
+// these: a rate the meter can never apply is a mistake worth reporting,
+// not a silent no-op.
+func PriceKeys(api meter.API) []string {
+	switch api {
+	case meter.OpenAIChat, meter.OpenAIResponses, meter.AnthropicMessages:
+		return []string{"input", "cached_input", "cache_write_input", "output", "per_request"}
+	case meter.OpenAIEmbeddings:
+		return []string{"input", "per_request"}
+	case meter.OpenAIImages:
+		// gpt-image-1 reports token usage (text and image input, cached
+		// input, image output); dall-e-2/3 are priced per image.
+		return []string{"input", "cached_input", "output", "per_request", "per_image"}
+	case meter.OpenAIAudio:
+		// whisper-1 is priced per minute; gpt-4o-transcribe and the TTS
+		// models report token usage.
+		return []string{"input", "output", "per_request", "per_minute"}
+	case meter.Flat:
+		return []string{"per_request"}
+	}
+	return slices.Clone(priceKeys)
+}
+
+// billsOutput reports whether api has output tokens the preflight must
+// reserve for, which is where max_output_tokens applies.
+func billsOutput(api meter.API) bool {
+	switch api {
+	case meter.OpenAIChat, meter.OpenAIResponses, meter.AnthropicMessages, meter.OpenAIImages, meter.OpenAIAudio:
+		return true
+	}
+	return false
+}
+
+func (p *parser) root(n *yaml.Node) {
+	c := p.cfg
+	f := p.mapping(n, "", "a mapping of keys such as listen, routes and stripe", rootKeys)
+	p.str(f, "listen", &c.Listen)
+	p.str(f, "customer_header", &c.CustomerHeader)
+	p.integer(f, "max_request_bytes", "33554432 for 32 MiB", &c.MaxRequestBytes)
+	p.duration(f, "request_body_timeout", &c.RequestBodyTimeout)
+	p.duration(f, "shutdown_timeout", &c.ShutdownTimeout)
+	p.duration(f, "settle_timeout", &c.SettleTimeout)
+	p.duration(f, "max_request_duration", &c.MaxRequestDuration)
+
+	admin := p.mapping(f.vals["admin"].val, "admin", "a mapping with listen and token", adminKeys)
+	p.str(admin, "listen", &c.Admin.Listen)
+	p.str(admin, "token", &c.Admin.Token)
+
+	store := p.mapping(f.vals["store"].val, "store", "a mapping with redis_url, path, hold_ttl, sweep_interval and timeout", storeKeys)
+	p.str(store, "redis_url", &c.Store.RedisURL)
+	p.str(store, "path", &c.Store.Path)
+	p.duration(store, "hold_ttl", &c.Store.HoldTTL)
+	p.duration(store, "sweep_interval", &c.Store.SweepInterval)
+	p.duration(store, "timeout", &c.Store.Timeout)
+
+	p.routes(f)
+	p.stripe(f.vals["stripe"].val)
+}
+
+func (p *parser) routes(f fields) {
+	kv, ok := f.vals["routes"]
+	if !ok {
+		return
+	}
+	n := p.resolve(kv.val)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n.Line, "routes", "want a list of routes (each starting with \"- path: …\"), got %s", kindName(n))
+		return
+	}
+	for i, item := range n.Content {
+		path := indexPath("routes", i)
+		if r := p.resolve(item); r != nil {
+			p.record(path, r.Line, r.Column)
+		}
+		p.cfg.Routes = append(p.cfg.Routes, p.route(item, path))
+	}
+}
+
+func (p *parser) route(n *yaml.Node, path string) Route {
+	var r Route
+	f := p.mapping(n, path, "a route: a mapping with path, api, upstream, headers, max_output_tokens and prices", routeKeys)
+	r.Path, _, _ = p.text(f, "path")
+	api, _, _ := p.text(f, "api")
+	r.API = meter.API(api)
+	if v, line, ok := p.text(f, "upstream"); ok && v != "" {
+		u, err := url.Parse(v)
+		if err != nil {
+			p.errorf(line, keyPath(path, "upstream"), "%q is not a URL (want e.g. \"https://api.openai.com\")", v)
+		} else {
+			r.Upstream = u
+		}
+	}
+	if kv, ok := f.vals["headers"]; ok {
+		r.Headers = p.headers(kv.val, keyPath(path, "headers"))
+	}
+	if !p.integer(f, "max_output_tokens", "4096", &r.MaxOutputTokens) && billsOutput(r.API) {
+		r.MaxOutputTokens = DefaultMaxOutputTokens
+	}
+	if kv, ok := f.vals["prices"]; ok {
+		r.Prices = p.prices(kv.val, keyPath(path, "prices"), r.API)
+	}
+	return r
+}
+
+func (p *parser) headers(n *yaml.Node, path string) http.Header {
+	h := http.Header{}
+	first := map[string]string{}
+	for _, kv := range p.pairs(n, path, `a mapping of header names to values, e.g. {Authorization: "Bearer ${OPENAI_API_KEY}"}`) {
+		hp := keyPath(path, kv.key)
+		p.record(hp, kv.kline, kv.kcol)
+		v, _, ok := p.scalar(kv.val, hp)
+		if !ok {
+			continue
+		}
+		canon := http.CanonicalHeaderKey(kv.key)
+		if prev, dup := first[canon]; dup {
+			p.errorf(kv.kline, hp, "names the same header as %s (header names ignore case); keep one", prev)
+			continue
+		}
+		first[canon] = kv.key
+		h.Set(canon, v)
+		// Validate names headers in canonical form; point it here too.
+		p.record(keyPath(path, canon), kv.kline, kv.kcol)
+	}
+	return h
+}
+
+func (p *parser) prices(n *yaml.Node, path string, api meter.API) meter.Prices {
+	prices := meter.Prices{}
+	for _, kv := range p.pairs(n, path, `a mapping of model names to prices, e.g. {gpt-4o-mini: {input: "0.15", output: "0.60"}}`) {
+		mp := keyPath(path, kv.key)
+		p.record(mp, kv.kline, kv.kcol)
+		prices[kv.key] = p.price(kv, mp, api)
+	}
+	return prices
+}
+
+func (p *parser) price(kv pair, path string, api meter.API) meter.Price {
+	var pr meter.Price
+	f := p.mapping(kv.val, path, `a mapping of price keys, e.g. {input: "0.15", output: "0.60"}`, priceKeys)
+	allowed := PriceKeys(api)
+	if f.n == 0 && !p.reported[path] {
+		p.errorf(kv.kline, path, "sets no price; give at least one of %s", strings.Join(allowed, ", "))
+		return pr
+	}
+	set := func(key string, dst *money.Micros, example string) bool {
+		v, ok := f.vals[key]
+		if !ok {
+			return false
+		}
+		kp := keyPath(path, key)
+		if api.Valid() && !slices.Contains(allowed, key) {
+			p.errorf(v.kline, kp, "is not a price of api %s; its prices are %s", api, strings.Join(allowed, ", "))
+			return true
+		}
+		if m, ok := p.amount(v.val, kp, example); ok {
+			*dst = m
+		}
+		return true
+	}
+	set("input", &pr.Input, "0.15")
+	cached := set("cached_input", &pr.CachedInput, "0.075")
+	cacheWrite := set("cache_write_input", &pr.CacheWriteInput, "3.75")
+	set("output", &pr.Output, "0.60")
+	set("per_request", &pr.PerRequest, "0.001")
+	set("per_minute", &pr.PerMinute, "0.006")
+	if !cached {
+		pr.CachedInput = pr.Input
+	}
+	if !cacheWrite {
+		pr.CacheWriteInput = pr.Input
+	}
+	if v, ok := f.vals["per_image"]; ok {
+		kp := keyPath(path, "per_image")
+		if api.Valid() && !slices.Contains(allowed, "per_image") {
+			p.errorf(v.kline, kp, "is not a price of api %s; its prices are %s", api, strings.Join(allowed, ", "))
+		} else {
+			pr.PerImage = p.perImage(v, kp)
+		}
+	}
+	return pr
+}
+
+func (p *parser) perImage(kv pair, path string) map[string]money.Micros {
+	m := map[string]money.Micros{}
+	entries := p.pairs(kv.val, path, `a mapping of sizes to prices, e.g. {"1024x1024": "0.04", "1024x1024/hd": "0.08"}`)
+	if len(entries) == 0 && !p.reported[path] {
+		p.errorf(kv.kline, path, `is empty; give prices by size, e.g. {"1024x1024": "0.04"}`)
+	}
+	for _, e := range entries {
+		ep := keyPath(path, e.key)
+		p.record(ep, e.kline, e.kcol)
+		if v, ok := p.amount(e.val, ep, "0.04"); ok {
+			m[e.key] = v
+		}
+	}
+	return m
+}
+
+func (p *parser) stripe(n *yaml.Node) {
+	s := &p.cfg.Stripe
+	f := p.mapping(n, "stripe", "a mapping with webhook_secret, api_key, prices and the other stripe keys", stripeKeys)
+	var secrets, paths []string
+	if v, _, ok := p.text(f, "webhook_secret"); ok {
+		secrets, paths = append(secrets, v), append(paths, "stripe.webhook_secret")
+	}
+	if kv, ok := f.vals["webhook_secrets"]; ok {
+		path := "stripe.webhook_secrets"
+		switch l := p.resolve(kv.val); {
+		case isNull(l):
+		case l.Kind != yaml.SequenceNode:
+			p.errorf(l.Line, path, `want a list of secrets, e.g. ["${STRIPE_WEBHOOK_SECRET}", "${STRIPE_WEBHOOK_SECRET_OLD}"], got %s`, kindName(l))
+		default:
+			for i, item := range l.Content {
+				if v, _, ok := p.scalar(item, indexPath(path, i)); ok {
+					secrets, paths = append(secrets, v), append(paths, indexPath(path, i))
+				}
+			}
+		}
+	}
+	for i, sec := range secrets {
+		if sec != "" && !slices.Contains(s.WebhookSecrets, sec) {
+			s.WebhookSecrets = append(s.WebhookSecrets, sec)
+			p.secretPaths = append(p.secretPaths, paths[i])
+		}
+	}
+	p.str(f, "api_key", &s.APIKey)
+	p.str(f, "api_base", &s.APIBase)
+	s.APIBase = strings.TrimRight(s.APIBase, "/")
+	p.boolean(f, "livemode", "true applies live-mode Stripe events, false test-mode ones", &s.Livemode)
+	p.duration(f, "reconcile_interval", &s.ReconcileInterval)
+	p.duration(f, "reconcile_window", &s.ReconcileWindow)
+	if kv, ok := f.vals["prices"]; ok {
+		path := "stripe.prices"
+		for _, e := range p.pairs(kv.val, path, `a mapping of Stripe price ids or lookup keys to credits, e.g. {price_123: {credits: "10000"}}`) {
+			ep := keyPath(path, e.key)
+			p.record(ep, e.kline, e.kcol)
+			pf := p.mapping(e.val, ep, `a mapping with credits, e.g. {credits: "10000"}`, creditKeys)
+			c, ok := pf.vals["credits"]
+			if !ok {
+				if !p.reported[ep] {
+					p.errorf(e.kline, ep, `sets no credits (want e.g. {credits: "10000"})`)
+				}
+				continue
+			}
+			if s.Prices == nil {
+				s.Prices = map[string]StripePrice{}
+			}
+			if m, ok := p.amount(c.val, keyPath(ep, "credits"), "10000"); ok {
+				s.Prices[e.key] = StripePrice{Credits: m}
+			}
+		}
+	}
+}
+
+// warnings reports settings that work but are probably not what the
+// operator wants. Secrets are never echoed.
+func (p *parser) warnings() {
+	c := p.cfg
+	switch {
+	case c.Admin.Token == "":
+		p.warnf(c.line("admin.token"), "admin.token", "is empty: the admin API (/v1/*) refuses every call until it is set; the Stripe webhook, probes and metrics still work")
+	case len(c.Admin.Token) < 16:
+		p.warnf(c.line("admin.token"), "admin.token", "is shorter than 16 characters; use a long random value, e.g. from `openssl rand -hex 32`")
+	}
+	for i, r := range c.Routes {
+		if r.Upstream != nil && strings.HasSuffix(strings.TrimRight(r.Upstream.Path, "/"), "/v1") && strings.HasPrefix(r.Path, "/v1/") {
+			path := keyPath(indexPath("routes", i), "upstream")
+			p.warnf(c.line(path), path, "%q ends in /v1 and the route path %q starts with /v1/, so requests go to …/v1/v1/…; give the provider's base address, e.g. \"https://api.openai.com\"", r.Upstream.Redacted(), r.Path)
+		}
+		p.unitWarnings(indexPath("routes", i), r)
+	}
+	s := c.Stripe
+	if p.present["stripe"] && len(s.WebhookSecrets) == 0 {
+		p.warnf(c.line("stripe.webhook_secret"), "stripe.webhook_secret", "is empty: POST /webhooks/stripe refuses every event until it is set")
+	}
+	for i, sec := range s.WebhookSecrets {
+		if !strings.HasPrefix(sec, "whsec_") {
+			path := p.secretPaths[i]
+			p.warnf(c.line(path), path, "does not start with whsec_ as Stripe signing secrets do (Dashboard → Developers → Webhooks → Signing secret)")
+		}
+	}
+	if s.APIKey != "" && !strings.HasPrefix(s.APIKey, "sk_") && !strings.HasPrefix(s.APIKey, "rk_") {
+		p.warnf(c.line("stripe.api_key"), "stripe.api_key", "does not start with sk_ or rk_ as Stripe secret and restricted keys do")
+	}
+	if len(s.Prices) > 0 && s.APIKey == "" {
+		p.warnf(c.line("stripe.prices"), "stripe.prices", "is set but stripe.api_key is empty, so checkout line items cannot be fetched: only sessions with metadata.tollgate_credits are credited")
+	}
+}
+
+// unitWarnings reports the prices of an images or audio route that charge
+// tokens but have no rate for the unit a model may report instead. Such a
+// price is legal: a response that reports tokens is charged by them, and
+// one that reports only images or a duration (DALL·E, whisper-1) is
+// charged the meter's estimate of its tokens (meter.Usage
+// FallbackInputTokens), never nothing. The operator should know that the
+// second kind is an estimate, and how to price it exactly.
+func (p *parser) unitWarnings(route string, r Route) {
+	if r.API != meter.OpenAIImages && r.API != meter.OpenAIAudio {
+		return
+	}
+	for _, model := range sortedKeys(r.Prices) {
+		pr := r.Prices[model]
+		if pr.Input <= 0 && pr.CachedInput <= 0 && pr.CacheWriteInput <= 0 && pr.Output <= 0 {
+			continue
+		}
+		path := keyPath(keyPath(route, "prices"), model)
+		switch {
+		case r.API == meter.OpenAIImages && len(pr.PerImage) == 0:
+			p.warnf(p.cfg.line(path), path, `sets token rates but no per_image: an image response without token usage (DALL·E models never report any) is charged tollgate's estimate of its tokens, e.g. 4160 output tokens for a high-quality 1024x1024 image; add per_image (e.g. {"1024x1024": "0.04"}) to charge such images by size instead`)
+		case r.API == meter.OpenAIAudio && pr.PerMinute <= 0:
+			p.warnf(p.cfg.line(path), path, `sets token rates but no per_minute: a transcription that reports a duration but no tokens (whisper-1) is charged tollgate's estimate of its tokens, %d audio tokens a minute plus its text; add per_minute (e.g. "0.006") to charge it by the minute instead`, meter.AudioTokensPerMinute)
+		}
+	}
+}
