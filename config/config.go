@@ -46,7 +46,6 @@ const (
 	DefaultShutdownTimeout    = 30 * time.Second
 	DefaultSettleTimeout      = 5 * time.Second
 	DefaultMaxRequestDuration = 30 * time.Minute
-	DefaultMaxOutputTokens    = 4096
 	DefaultReconcileInterval  = time.Hour
 	DefaultReconcileWindow    = 72 * time.Hour
 )
@@ -194,10 +193,11 @@ type Route struct {
 	// "max_output_tokens"), a ceiling the preflight reserves for and the
 	// proxy enforces upstream: a request's own cap above it, or a request
 	// without one, is sent with this cap in the API's own field (see
-	// meter.Request.Rewrite). Default 4096 on APIs that bill
-	// output tokens (openai.chat, openai.responses, anthropic.messages,
-	// openai.images, openai.audio); it does not apply to openai.embeddings
-	// and flat, where it is 0. Must be > 0 where it applies.
+	// meter.Request.Rewrite). Default meter.DefaultMaxOutputTokens (4096)
+	// on APIs that bill output tokens (openai.chat, openai.responses,
+	// anthropic.messages, openai.images, openai.audio); it does not apply
+	// to openai.embeddings and flat, where it is 0. Must be > 0 where it
+	// applies.
 	MaxOutputTokens int64
 	// Prices maps model names to prices (YAML "prices"). The key "*"
 	// prices every model not listed; without it an unlisted model is

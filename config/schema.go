@@ -123,7 +123,7 @@ func (p *parser) route(n *yaml.Node, path string) Route {
 		r.Headers = p.headers(kv.val, keyPath(path, "headers"))
 	}
 	if !p.integer(f, "max_output_tokens", "4096", &r.MaxOutputTokens) && billsOutput(r.API) {
-		r.MaxOutputTokens = DefaultMaxOutputTokens
+		r.MaxOutputTokens = meter.DefaultMaxOutputTokens
 	}
 	if kv, ok := f.vals["prices"]; ok {
 		r.Prices = p.prices(kv.val, keyPath(path, "prices"), r.API)

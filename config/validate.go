@@ -307,7 +307,7 @@ func (k *checker) maxOutput(path string, r Route) {
 	case !billsOutput(r.API) && r.MaxOutputTokens != 0:
 		k.errorf(path, "does not apply to api %s, which bills no output tokens; remove it", r.API)
 	case billsOutput(r.API) && r.MaxOutputTokens <= 0:
-		k.errorf(path, "%d must be greater than 0 (tokens; default %d)", r.MaxOutputTokens, DefaultMaxOutputTokens)
+		k.errorf(path, "%d must be greater than 0 (tokens; default %d)", r.MaxOutputTokens, meter.DefaultMaxOutputTokens)
 	}
 }
 
