@@ -193,3 +193,10 @@ func printJSON(w io.Writer, data []byte) error {
 	_, err := fmt.Fprintf(w, "%s\n", data)
 	return err
 }
+
+func decodeAnswer(data []byte, v any, what string) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("the admin API's answer is not %s: %v", what, err)
+	}
+	return nil
+}

@@ -100,6 +100,13 @@ func (f *flagSet) wantArgs(args []string, names ...string) error {
 	return usageErrorf("%s takes %d argument(s), got %d (%s): tollgate %s %s", f.name, len(names), len(args), strings.Join(args, " "), f.name, f.synopsis)
 }
 
+func requireID(f *flagSet, id string) error {
+	if strings.TrimSpace(id) == "" {
+		return usageErrorf("%s: the customer ID is empty: tollgate %s %s", f.name, f.name, f.synopsis)
+	}
+	return nil
+}
+
 // done maps errHelp to success for a subcommand's return.
 func done(err error) error {
 	if errors.Is(err, errHelp) {
