@@ -74,7 +74,9 @@ func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, e
 //   - The connection speaks RESP2 unless the URL sets protocol=3.
 //   - A Redis Cluster is used when the URL lists more nodes with
 //     ?addr=host:port (go-redis's cluster URL form), or when the one node
-//     named reports cluster_enabled:1 at start-up.
+//     named reports cluster_enabled:1 at start-up. Either way the
+//     cluster's options are parsed from the URL by go-redis, which
+//     refuses those only a single node has (such as skip_verify).
 //
 // Unless the URL sets max_retries, a command is retried once, and a
 // failed dial is not retried: while Redis is down the proxy should answer
@@ -113,13 +115,20 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 		*dialerRetries = 1
 		*contextTimeouts = true
 	}
-	if q.Has("addr") {
+	// The URL is the one definition of the options: a cluster's are
+	// parsed from it by go-redis as well, so every option it carries
+	// reaches the cluster client, and one that only a single node takes
+	// (such as skip_verify) is an error naming it, never dropped.
+	cluster := func() (redis.UniversalClient, error) {
 		opts, err := redis.ParseClusterURL(raw)
 		if err != nil {
 			return nil, bad(err)
 		}
 		tune(&opts.MaxRetries, &opts.Protocol, &opts.DialerRetries, &opts.ContextTimeoutEnabled)
 		return redis.NewClusterClient(opts), nil
+	}
+	if q.Has("addr") {
+		return cluster()
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
@@ -139,34 +148,9 @@ func redisClient(ctx context.Context, raw string, log *zap.Logger) (redis.Univer
 	if !strings.Contains(info, "cluster_enabled:1") {
 		return client, nil
 	}
-	client.Close()
+	_ = client.Close() // only the probe used it; closing an idle client cannot lose anything
 	log.Info("Redis Cluster detected", zap.String("redis", redactRedis(u)))
-	return redis.NewClusterClient(&redis.ClusterOptions{
-		Addrs:           []string{opts.Addr},
-		ClientName:      opts.ClientName,
-		Dialer:          opts.Dialer,
-		Protocol:        opts.Protocol,
-		Username:        opts.Username,
-		Password:        opts.Password,
-		MaxRetries:      opts.MaxRetries,
-		MinRetryBackoff: opts.MinRetryBackoff,
-		MaxRetryBackoff: opts.MaxRetryBackoff,
-		DialTimeout:     opts.DialTimeout,
-		ReadTimeout:     opts.ReadTimeout,
-		WriteTimeout:    opts.WriteTimeout,
-		PoolFIFO:        opts.PoolFIFO,
-		PoolSize:        opts.PoolSize,
-		PoolTimeout:     opts.PoolTimeout,
-		MinIdleConns:    opts.MinIdleConns,
-		MaxIdleConns:    opts.MaxIdleConns,
-		MaxActiveConns:  opts.MaxActiveConns,
-		ConnMaxIdleTime: opts.ConnMaxIdleTime,
-		ConnMaxLifetime: opts.ConnMaxLifetime,
-		TLSConfig:       opts.TLSConfig,
-		DialerRetries:   1,
-
-		ContextTimeoutEnabled: true,
-	}), nil
+	return cluster()
 }
 
 // redactRedisURL is raw as logs may show it: see redactRedis.
