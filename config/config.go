@@ -297,8 +297,9 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	defer f.Close()
-	return parse(path, f, os.LookupEnv)
+	c, err := parse(path, f, os.LookupEnv)
+	_ = f.Close() // opened for reading: closing cannot lose anything
+	return c, err
 }
 
 // Parse reads a configuration from r, expanding each ${VAR} in a scalar

@@ -169,7 +169,9 @@ func (b *meteredBody) drain() {
 		}
 	}
 	b.end(errAborted)
-	b.rc.Close()
+	// Read to its end or failed, and settled: a close error changes
+	// nothing, and the client that would have seen it is gone.
+	_ = b.rc.Close()
 }
 
 // end finishes metering: why is io.EOF for a complete body.

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"text/tabwriter"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -40,13 +38,13 @@ func runBalance(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := decodeAnswer(data, &a, "an account"); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "customer\t%s\n", a.Customer)
-	fmt.Fprintf(tw, "balance\t%s\n", a.Balance)
-	fmt.Fprintf(tw, "reserved\t%s\n", a.Reserved)
-	fmt.Fprintf(tw, "available\t%s\n", a.Available)
+	t := newTable(stdout)
+	t.printf("customer\t%s\n", a.Customer)
+	t.printf("balance\t%s\n", a.Balance)
+	t.printf("reserved\t%s\n", a.Reserved)
+	t.printf("available\t%s\n", a.Available)
 	if a.Suspended {
-		fmt.Fprintf(tw, "suspended\tyes: requests are refused until the Stripe dispute is closed\n")
+		t.printf("suspended\tyes: requests are refused until the Stripe dispute is closed\n")
 	}
-	return tw.Flush()
+	return t.done()
 }

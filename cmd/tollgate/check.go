@@ -8,7 +8,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/config"
@@ -32,24 +31,29 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	path, from := configPath()
 	cfg, err := loadConfig(path, from)
-	printWarnings(stderr, cfg)
+	if werr := printWarnings(stderr, cfg); werr != nil {
+		return werr
+	}
 	if err != nil {
 		problems := problemList(err)
 		if problems == nil {
 			return err
 		}
+		out := &printer{w: stderr}
 		for _, p := range problems {
-			fmt.Fprintf(stderr, "error: %v\n", p)
+			out.printf("error: %v\n", p)
 		}
 		noun := "problems"
 		if len(problems) == 1 {
 			noun = "problem"
 		}
-		fmt.Fprintf(stderr, "%s: %d %s; nothing was started\n", path, len(problems), noun)
+		out.printf("%s: %d %s; nothing was started\n", path, len(problems), noun)
+		if out.err != nil {
+			return out.err
+		}
 		return errReported
 	}
-	printConfig(stdout, path, cfg)
-	return nil
+	return printConfig(stdout, path, cfg)
 }
 
 // problemList returns the *config.Problem values err joins, or nil when
@@ -70,29 +74,31 @@ func problemList(err error) []error {
 	return list
 }
 
-func printConfig(w io.Writer, path string, c *config.Config) {
+// printConfig prints the summary of a valid configuration.
+func printConfig(w io.Writer, path string, c *config.Config) error {
 	routes := "routes"
 	if len(c.Routes) == 1 {
 		routes = "route"
 	}
-	fmt.Fprintf(w, "%s is valid: %d %s.\n\n", path, len(c.Routes), routes)
+	out := &printer{w: w}
+	out.printf("%s is valid: %d %s.\n\n", path, len(c.Routes), routes)
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "listen\t%s\n", c.Listen)
+	t := newTable(out)
+	t.printf("listen\t%s\n", c.Listen)
 	admin := c.Admin.Listen
 	if c.Admin.Token == "" {
 		admin += " (admin API refuses every call: admin.token is empty)"
 	}
-	fmt.Fprintf(tw, "admin.listen\t%s\n", admin)
+	t.printf("admin.listen\t%s\n", admin)
 	if c.Store.RedisURL != "" {
-		fmt.Fprintf(tw, "store\tredis %s\n", redactRedisURL(c.Store.RedisURL))
+		t.printf("store\tredis %s\n", redactRedisURL(c.Store.RedisURL))
 	} else {
-		fmt.Fprintf(tw, "store\tembedded, file %s\n", c.Store.Path)
+		t.printf("store\tembedded, file %s\n", c.Store.Path)
 	}
-	fmt.Fprintf(tw, "\thold_ttl %s, sweep_interval %s\n", short(c.Store.HoldTTL), short(c.Store.SweepInterval))
-	fmt.Fprintf(tw, "customer_header\t%s\n", c.CustomerHeader)
-	fmt.Fprintf(tw, "max_request_bytes\t%d (%s)\n", c.MaxRequestBytes, bytesSize(c.MaxRequestBytes))
-	fmt.Fprintf(tw, "timeouts\trequest body %s, shutdown %s, settle %s, max_request_duration %s\n", short(c.RequestBodyTimeout), short(c.ShutdownTimeout), short(c.SettleTimeout), short(c.MaxRequestDuration))
+	t.printf("\thold_ttl %s, sweep_interval %s\n", short(c.Store.HoldTTL), short(c.Store.SweepInterval))
+	t.printf("customer_header\t%s\n", c.CustomerHeader)
+	t.printf("max_request_bytes\t%d (%s)\n", c.MaxRequestBytes, bytesSize(c.MaxRequestBytes))
+	t.printf("timeouts\trequest body %s, shutdown %s, settle %s, max_request_duration %s\n", short(c.RequestBodyTimeout), short(c.ShutdownTimeout), short(c.SettleTimeout), short(c.MaxRequestDuration))
 	s := c.Stripe
 	webhook := "off (no webhook secret)"
 	if n := len(s.WebhookSecrets); n > 0 {
@@ -102,35 +108,37 @@ func printConfig(w io.Writer, path string, c *config.Config) {
 		}
 		webhook += ")"
 	}
-	fmt.Fprintf(tw, "stripe webhook\t%s\n", webhook)
+	t.printf("stripe webhook\t%s\n", webhook)
 	if s.Livemode != nil {
 		mode := "test (livemode: false): live-mode events are ignored"
 		if *s.Livemode {
 			mode = "live (livemode: true): test-mode events are ignored"
 		}
-		fmt.Fprintf(tw, "stripe mode\t%s\n", mode)
+		t.printf("stripe mode\t%s\n", mode)
 	}
 	switch {
 	case s.APIKey == "":
-		fmt.Fprintf(tw, "stripe API\toff (no api_key): no line items, no reconciliation\n")
+		t.printf("stripe API\toff (no api_key): no line items, no reconciliation\n")
 	case s.ReconcileInterval == 0:
-		fmt.Fprintf(tw, "stripe API\t%s, periodic reconciliation off\n", s.APIBase)
+		t.printf("stripe API\t%s, periodic reconciliation off\n", s.APIBase)
 	default:
-		fmt.Fprintf(tw, "stripe API\t%s, reconcile every %s over the last %s\n", s.APIBase, short(s.ReconcileInterval), short(s.ReconcileWindow))
+		t.printf("stripe API\t%s, reconcile every %s over the last %s\n", s.APIBase, short(s.ReconcileInterval), short(s.ReconcileWindow))
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.Prices)) {
-		fmt.Fprintf(tw, "stripe price\t%s = %s credits per unit\n", id, s.Prices[id].Credits.Decimal())
+		t.printf("stripe price\t%s = %s credits per unit\n", id, s.Prices[id].Credits.Decimal())
 	}
-	tw.Flush()
+	_ = t.done() // out keeps the error
 
-	fmt.Fprint(w, "\nPrices are in credits: token rates per 1M tokens, per_image per image, per_minute per audio minute.\n")
+	out.printf("\nPrices are in credits: token rates per 1M tokens, per_image per image, per_minute per audio minute.\n")
 	for _, r := range c.Routes {
-		printRoute(w, r)
+		printRoute(out, r)
 	}
+	return out.err
 }
 
-func printRoute(w io.Writer, r config.Route) {
-	fmt.Fprintf(w, "\n%s  %s → %s\n", r.Path, r.API, r.Upstream.Redacted())
+// printRoute prints a route and its price table to out.
+func printRoute(out *printer, r config.Route) {
+	out.printf("\n%s  %s → %s\n", r.Path, r.API, r.Upstream.Redacted())
 	var notes []string
 	if len(r.Headers) > 0 {
 		// Names only: the values are credentials.
@@ -140,7 +148,7 @@ func printRoute(w io.Writer, r config.Route) {
 		notes = append(notes, fmt.Sprintf("max_output_tokens %d", r.MaxOutputTokens))
 	}
 	if len(notes) > 0 {
-		fmt.Fprintf(w, "  %s\n", strings.Join(notes, "; "))
+		out.printf("  %s\n", strings.Join(notes, "; "))
 	}
 
 	type column struct {
@@ -177,38 +185,38 @@ func printRoute(w io.Writer, r config.Route) {
 		cols = all[4:5] // every model is free: say so with a column of zeros
 	}
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprint(tw, "  MODEL")
+	t := newTable(out)
+	t.printf("  MODEL")
 	for _, col := range cols {
-		fmt.Fprint(tw, "\t"+strings.ToUpper(col.key))
+		t.printf("\t%s", strings.ToUpper(col.key))
 	}
 	if perImage {
-		fmt.Fprint(tw, "\tPER_IMAGE")
+		t.printf("\tPER_IMAGE")
 	}
-	fmt.Fprintln(tw)
+	t.printf("\n")
 	for _, model := range modelOrder(r.Prices) {
 		p := r.Prices[model]
 		name := model
 		if model == config.ModelFallback {
 			name = "* (any other model)"
 		}
-		fmt.Fprint(tw, "  "+name)
+		t.printf("  %s", name)
 		for _, col := range cols {
-			fmt.Fprint(tw, "\t"+col.get(p).Decimal())
+			t.printf("\t%s", col.get(p).Decimal())
 		}
 		if perImage {
-			fmt.Fprint(tw, "\t-")
+			t.printf("\t-")
 		}
-		fmt.Fprintln(tw)
+		t.printf("\n")
 		for _, size := range slices.Sorted(maps.Keys(p.PerImage)) {
-			fmt.Fprint(tw, "    "+size)
+			t.printf("    %s", size)
 			for range cols {
-				fmt.Fprint(tw, "\t")
+				t.printf("\t")
 			}
-			fmt.Fprintf(tw, "\t%s\n", p.PerImage[size].Decimal())
+			t.printf("\t%s\n", p.PerImage[size].Decimal())
 		}
 	}
-	tw.Flush()
+	_ = t.done() // out keeps the error
 }
 
 // modelOrder sorts model names, the fallback last.

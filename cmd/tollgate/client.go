@@ -127,8 +127,8 @@ func (c *adminClient) call(ctx context.Context, method, path string, query url.V
 	if err != nil {
 		return nil, c.connError(ctx, err)
 	}
-	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
+	_ = res.Body.Close() // read to the end or failed: err says which
 	if err != nil {
 		return nil, fmt.Errorf("read the admin API's answer from %s: %w", c.base, err)
 	}

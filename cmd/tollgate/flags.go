@@ -30,16 +30,19 @@ func newFlagSet(name, synopsis, about string) *flagSet {
 	return &flagSet{FlagSet: fs, name: name, synopsis: synopsis, about: about}
 }
 
-func (f *flagSet) help(w io.Writer) {
-	fmt.Fprintf(w, "Usage: tollgate %s %s\n\n%s\n", f.name, f.synopsis, f.about)
+// help prints the subcommand's usage and flags to w.
+func (f *flagSet) help(w io.Writer) error {
+	p := &printer{w: w}
+	p.printf("Usage: tollgate %s %s\n\n%s\n", f.name, f.synopsis, f.about)
 	hasFlags := false
 	f.VisitAll(func(*flag.Flag) { hasFlags = true })
 	if hasFlags {
-		fmt.Fprint(w, "\nFlags:\n")
-		f.SetOutput(w)
+		p.printf("\nFlags:\n")
+		f.SetOutput(p)
 		f.PrintDefaults()
 		f.SetOutput(io.Discard)
 	}
+	return p.err
 }
 
 // parse parses args, which may mix flags and positional arguments in any
@@ -72,7 +75,9 @@ func (f *flagSet) parse(args []string, stdout io.Writer) ([]string, error) {
 	}
 	if err := f.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			f.help(stdout)
+			if err := f.help(stdout); err != nil {
+				return nil, err
+			}
 			return nil, errHelp
 		}
 		return nil, usageErrorf("%s: %v", f.name, err)
@@ -142,11 +147,13 @@ func loadConfig(path, from string) (*config.Config, error) {
 }
 
 // printWarnings writes the config's warnings, one a line.
-func printWarnings(w io.Writer, cfg *config.Config) {
+func printWarnings(w io.Writer, cfg *config.Config) error {
 	if cfg == nil {
-		return
+		return nil
 	}
+	p := &printer{w: w}
 	for _, warn := range cfg.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", warn)
+		p.printf("warning: %s\n", warn)
 	}
+	return p.err
 }

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -74,7 +73,9 @@ func runLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return err
 			}
 			if next != "" {
-				fmt.Fprintf(stderr, "more entries: tollgate ledger %s --before %s (or --all)\n", shellQuote(id), shellQuote(next))
+				// A hint beside the output: if stderr is gone, the
+				// entries still were printed, and that is what counts.
+				_, _ = fmt.Fprintf(stderr, "more entries: tollgate ledger %s --before %s (or --all)\n", shellQuote(id), shellQuote(next))
 			}
 			return nil
 		}
@@ -106,8 +107,8 @@ func printEntries(w io.Writer, customer string, raw []json.RawMessage) error {
 		_, err := fmt.Fprintf(w, "no ledger entries for %s\n", customer)
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprint(tw, "AT\tKIND\tAMOUNT\tBALANCE\tDETAIL\n")
+	t := newTable(w)
+	t.printf("AT\tKIND\tAMOUNT\tBALANCE\tDETAIL\n")
 	for _, r := range raw {
 		var e ledger.Entry
 		if err := decodeAnswer(r, &e, "a ledger entry"); err != nil {
@@ -117,9 +118,9 @@ func printEntries(w io.Writer, customer string, raw []json.RawMessage) error {
 		if !e.At.IsZero() {
 			at = e.At.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", at, e.Kind, e.Amount, e.BalanceAfter, detail(e))
+		t.printf("%s\t%s\t%s\t%s\t%s\n", at, e.Kind, e.Amount, e.BalanceAfter, detail(e))
 	}
-	return tw.Flush()
+	return t.done()
 }
 
 // detail describes an entry in one line: what a charge paid for, or the

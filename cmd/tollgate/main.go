@@ -49,8 +49,10 @@ func commands() []command {
 	}
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `tollgate meters AI API traffic against prepaid credits.
+// usage prints the program's usage to w.
+func usage(w io.Writer) error {
+	p := &printer{w: w}
+	p.printf("%s", `tollgate meters AI API traffic against prepaid credits.
 
 Usage:
   tollgate <command> [arguments]
@@ -58,9 +60,9 @@ Usage:
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-16s %-46s %s\n", c.name, c.synopsis, c.summary)
+		p.printf("  %-16s %-46s %s\n", c.name, c.synopsis, c.summary)
 	}
-	fmt.Fprint(w, `
+	p.printf("%s", `
 serve and check read the config from --config, else $TOLLGATE_CONFIG,
 else tollgate.yaml. balance, credit, ledger, reconcile and accept-data-loss
 call the admin API at --admin URL, else $TOLLGATE_ADMIN_URL, else
@@ -70,12 +72,13 @@ Flags may come before or after the arguments.
 
 Run 'tollgate <command> --help' for a command's flags.
 `)
+	return p.err
 }
 
 // run is the program: it dispatches args to a subcommand.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		usage(stderr)
+		_ = usage(stderr) // beside the usage error, which exitCode reports
 		return usageErrorf("no command given")
 	}
 	name, rest := args[0], args[1:]
@@ -84,8 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(rest) > 0 {
 			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)
 		}
-		usage(stdout)
-		return nil
+		return usage(stdout)
 	case "-version", "--version":
 		name = "version"
 	}
@@ -94,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return c.run(ctx, rest, stdout, stderr)
 		}
 	}
-	usage(stderr)
+	_ = usage(stderr) // beside the usage error, which exitCode reports
 	return usageErrorf("unknown command %q", name)
 }
 
@@ -114,7 +116,8 @@ var errReported = errors.New("reported")
 
 // exitCode reports err on stderr, unless it already was, and returns the
 // process exit status: 0 on success, 2 for a usage mistake, 130 when
-// interrupted, 1 otherwise.
+// interrupted, 1 otherwise. A failed write to stderr is not reported:
+// there is nowhere left to, and the exit status still tells.
 func exitCode(err error, stderr io.Writer) int {
 	var ue *usageError
 	switch {
@@ -123,13 +126,13 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, errReported):
 		return 1
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "tollgate: %v\nRun 'tollgate help' for usage.\n", err)
+		_, _ = fmt.Fprintf(stderr, "tollgate: %v\nRun 'tollgate help' for usage.\n", err)
 		return 2
 	case errors.Is(err, context.Canceled):
-		fmt.Fprintln(stderr, "tollgate: interrupted")
+		_, _ = fmt.Fprintln(stderr, "tollgate: interrupted")
 		return 130
 	default:
-		fmt.Fprintf(stderr, "tollgate: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "tollgate: %v\n", err)
 		return 1
 	}
 }

@@ -67,7 +67,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	path, from := configPath()
 	cfg, err := loadConfig(path, from)
-	printWarnings(stderr, cfg)
+	// serve logs to stderr as well, and runs on if it is gone.
+	_ = printWarnings(stderr, cfg)
 	if err != nil {
 		return err
 	}
@@ -155,7 +156,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	}
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
-		proxyLn.Close()
+		_ = proxyLn.Close() // never served; the admin listener's error is the one to report
 		return fmt.Errorf("listen (admin.listen) on %s: %w", cfg.Admin.Listen, err)
 	}
 	errLog := zap.NewStdLog(log.Named("http"))
@@ -183,7 +184,9 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	if cfg.Admin.Token == "" {
 		log.Warn("admin.token is empty: the admin API refuses every call until it is set")
 	}
-	fmt.Fprintf(stdout, "tollgate: proxy listening on %s\ntollgate: admin listening on %s\n", proxyURL, adminURL)
+	// For people and scripts watching stdout; the log line above says the
+	// same, so serve goes on when stdout is gone.
+	_, _ = fmt.Fprintf(stdout, "tollgate: proxy listening on %s\ntollgate: admin listening on %s\n", proxyURL, adminURL)
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- serveOn(proxySrv, proxyLn, "proxy") }()

@@ -59,7 +59,7 @@ func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, e
 	defer cancel()
 	switch err := s.Ready(cctx); {
 	case errors.Is(err, ledger.ErrUnsafeStore):
-		s.Close()
+		_ = s.Close() // never used; the refusal is the error to report
 		return nil, fmt.Errorf("store.redis_url %s: %w", redactRedisURL(cfg.RedisURL), err)
 	case err != nil:
 		log.Warn("the Redis store is not ready at start-up; requests get 503 billing_unavailable until it is", zap.String("redis", redactRedisURL(cfg.RedisURL)), zap.Error(err))
