@@ -125,7 +125,7 @@ func BenchmarkProxy(b *testing.B) {
 			})
 			b.Run(c.name+"/"+t.name+"/clients=32", func(b *testing.B) {
 				b.ReportAllocs()
-				b.SetParallelism(32 / max(1, runtimeProcs()))
+				b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						send(b, t.url, c.body, c.want)
@@ -135,5 +135,3 @@ func BenchmarkProxy(b *testing.B) {
 		}
 	}
 }
-
-func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
