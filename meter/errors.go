@@ -51,11 +51,14 @@ type ModelNotPricedError struct {
 	Model string
 }
 
-func (e *ModelNotPricedError) Error() string {
+func (e *ModelNotPricedError) Error() string { return "meter: " + e.Detail() }
+
+// Detail says what is missing and what to do, for the API client.
+func (e *ModelNotPricedError) Detail() string {
 	if e.Model == "" {
-		return `meter: the request names no model and the route has no "*" price; name a model, or add a "*" entry to the route's prices`
+		return `the request names no model and the route has no "*" price; name a model, or add a "*" entry to the route's prices`
 	}
-	return fmt.Sprintf(`meter: model %q is not priced on this route; add it to the route's prices, or add a "*" entry`, e.Model)
+	return fmt.Sprintf(`model %q is not priced on this route; add it to the route's prices, or add a "*" entry`, e.Model)
 }
 
 // Unwrap returns ErrModelNotPriced.

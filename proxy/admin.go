@@ -19,11 +19,11 @@ import (
 
 // Reconciler replays missed Stripe events; *stripesync.Syncer has this
 // method. The admin API maps its errors: ledger.ErrStoreUnavailable → 503
-// billing_unavailable, ErrNotConfigured → 400 not_configured,
-// ErrInvalidArgument → 400 invalid_request, ErrStripeAPI → 502
-// stripe_api_error, ErrIncomplete → 500 reconcile_incomplete, each with
-// the error's message; anything else → 500 internal_error. cmd/tollgate
-// wraps stripesync's errors accordingly.
+// billing_unavailable; a *ClassedError of class ErrNotConfigured → 400
+// not_configured, ErrInvalidArgument → 400 invalid_request, ErrStripeAPI →
+// 502 stripe_api_error, ErrIncomplete → 500 reconcile_incomplete, each with
+// the classed error's message; anything else → 500 internal_error.
+// cmd/tollgate classes stripesync's errors with Classed.
 type Reconciler interface {
 	Reconcile(ctx context.Context, since time.Duration) (events, applied int, err error)
 }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -315,10 +316,10 @@ func TestAdminReconcile(t *testing.T) {
 		code   string
 		msg    string
 	}{
-		{fmt.Errorf("%w: %w", proxy.ErrNotConfigured, stripesync.ErrNoAPIKey), 400, "not_configured", stripesync.ErrNoAPIKey.Error()},
-		{fmt.Errorf("%w: since 800h is more than 720h", proxy.ErrInvalidArgument), 400, "invalid_request", "since 800h is more than 720h"},
-		{fmt.Errorf("%w: stripe API GET /v1/events: HTTP 401", proxy.ErrStripeAPI), 502, "stripe_api_error", "stripe API GET /v1/events: HTTP 401"},
-		{fmt.Errorf("%w: 2 events not applied", proxy.ErrIncomplete), 500, "reconcile_incomplete", "2 events not applied"},
+		{proxy.Classed(proxy.ErrNotConfigured, stripesync.ErrNoAPIKey), 400, "not_configured", stripesync.ErrNoAPIKey.Error()},
+		{proxy.Classed(proxy.ErrInvalidArgument, errors.New("since 800h is more than 720h")), 400, "invalid_request", "since 800h is more than 720h"},
+		{proxy.Classed(proxy.ErrStripeAPI, errors.New("stripe API GET /v1/events: HTTP 401")), 502, "stripe_api_error", "stripe API GET /v1/events: HTTP 401"},
+		{proxy.Classed(proxy.ErrIncomplete, errors.New("2 events not applied")), 500, "reconcile_incomplete", "2 events not applied"},
 		{fmt.Errorf("apply: %w", ledger.ErrStoreUnavailable), 503, "billing_unavailable", ""},
 		{fmt.Errorf("something internal at 10.0.0.7"), 500, "internal_error", ""},
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/tollgate-dev/tollgate/internal/apierror"
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -49,7 +48,8 @@ const statusClientClosed = 499
 
 // Errors a Reconciler returns are matched against these to choose the
 // admin API's answer (see Reconciler). cmd/tollgate wraps stripesync's
-// errors with them, so that this package needs no Stripe import.
+// errors with them through Classed, so that this package needs no Stripe
+// import.
 var (
 	// ErrNotConfigured: the call needs configuration that is missing, such
 	// as stripe.api_key for reconciliation. 400 not_configured.
@@ -63,6 +63,27 @@ var (
 	// again retries the rest. 500 reconcile_incomplete.
 	ErrIncomplete = errors.New("proxy: incomplete")
 )
+
+// ClassedError is an error of another package put in one of the classes
+// above (Class, matched with errors.Is) for the admin API's answer; the
+// client sees Err's message.
+type ClassedError struct {
+	Class error // ErrNotConfigured, ErrInvalidArgument, ErrStripeAPI or ErrIncomplete
+	Err   error
+}
+
+// Classed returns err in class, or nil for a nil err.
+func Classed(class, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ClassedError{Class: class, Err: err}
+}
+
+func (e *ClassedError) Error() string { return e.Class.Error() + ": " + e.Err.Error() }
+
+// Unwrap returns the class and the error, so that errors.Is matches both.
+func (e *ClassedError) Unwrap() []error { return []error{e.Class, e.Err} }
 
 // refusal is an answer the proxy decided on itself, with the message the
 // client sees.
@@ -91,6 +112,7 @@ func classify(err error) (status int, code, msg string) {
 		re  *meter.RequestError
 		mnp *meter.ModelNotPricedError
 		mbe *http.MaxBytesError
+		ce  *ClassedError
 	)
 	switch {
 	case errors.As(err, &rf):
@@ -108,7 +130,7 @@ func classify(err error) (status int, code, msg string) {
 	case errors.As(err, &re):
 		return http.StatusBadRequest, CodeInvalidRequest, re.Reason
 	case errors.As(err, &mnp):
-		return http.StatusBadRequest, CodeModelNotPriced, strings.TrimPrefix(mnp.Error(), "meter: ")
+		return http.StatusBadRequest, CodeModelNotPriced, mnp.Detail()
 	case errors.Is(err, meter.ErrCostRange):
 		return http.StatusBadRequest, CodeInvalidRequest,
 			"the request's worst-case cost is out of range; lower max_tokens or n"
@@ -128,25 +150,19 @@ func classify(err error) (status int, code, msg string) {
 	case errors.Is(err, ledger.ErrInvalidAmount), errors.Is(err, ledger.ErrInvalidArgument):
 		// The ledger's validation messages describe the caller's input.
 		return http.StatusBadRequest, CodeInvalidRequest, err.Error()
-	case errors.Is(err, ErrNotConfigured):
-		return http.StatusBadRequest, CodeNotConfigured, detail(err, ErrNotConfigured)
-	case errors.Is(err, ErrInvalidArgument):
-		return http.StatusBadRequest, CodeInvalidRequest, detail(err, ErrInvalidArgument)
-	case errors.Is(err, ErrStripeAPI):
-		return http.StatusBadGateway, CodeStripeAPIError, detail(err, ErrStripeAPI)
-	case errors.Is(err, ErrIncomplete):
-		return http.StatusInternalServerError, CodeReconcileIncomplete, detail(err, ErrIncomplete)
+	case errors.As(err, &ce) && errors.Is(ce.Class, ErrNotConfigured):
+		return http.StatusBadRequest, CodeNotConfigured, ce.Err.Error()
+	case errors.As(err, &ce) && errors.Is(ce.Class, ErrInvalidArgument):
+		return http.StatusBadRequest, CodeInvalidRequest, ce.Err.Error()
+	case errors.As(err, &ce) && errors.Is(ce.Class, ErrStripeAPI):
+		return http.StatusBadGateway, CodeStripeAPIError, ce.Err.Error()
+	case errors.As(err, &ce) && errors.Is(ce.Class, ErrIncomplete):
+		return http.StatusInternalServerError, CodeReconcileIncomplete, ce.Err.Error()
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed, "client_closed_request", "the client went away"
 	}
 	return http.StatusInternalServerError, CodeInternal,
 		"tollgate failed to handle this request; nothing was charged. Retry, and report it to the operator if it persists"
-}
-
-// detail is err's message without the sentinel's own text in front: the
-// wrapped error says what happened.
-func detail(err, sentinel error) string {
-	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
 }
 
 // kindOf is the class of the codes whose status does not tell it, from

@@ -291,16 +291,16 @@ func (r reconciler) Reconcile(ctx context.Context, since time.Duration) (int, in
 	switch {
 	case err == nil:
 	case errors.Is(err, stripesync.ErrNoAPIKey):
-		err = fmt.Errorf("%w: %w", proxy.ErrNotConfigured, err)
+		err = proxy.Classed(proxy.ErrNotConfigured, err)
 	case errors.Is(err, stripesync.ErrInvalidWindow):
-		err = fmt.Errorf("%w: %w", proxy.ErrInvalidArgument, err)
+		err = proxy.Classed(proxy.ErrInvalidArgument, err)
 	case errors.Is(err, stripesync.ErrIncomplete):
 		// Before *APIError: the events that failed may have failed on a
 		// Stripe API call, but the listing finished and a rerun retries
 		// them.
-		err = fmt.Errorf("%w: %w", proxy.ErrIncomplete, err)
+		err = proxy.Classed(proxy.ErrIncomplete, err)
 	case errors.As(err, &apiErr):
-		err = fmt.Errorf("%w: %w", proxy.ErrStripeAPI, err)
+		err = proxy.Classed(proxy.ErrStripeAPI, err)
 	}
 	return events, applied, err
 }
