@@ -2,12 +2,15 @@
 // the proxy's refusals, the admin API's errors, the Stripe webhook's
 // answers — so that every one has the same shape and the same type rules.
 //
-// The shape is a dialect: today OpenAI's, {"error":{"message","type","code"}},
-// which OpenAI's SDKs (and the people reading the body) understand. A
-// request carries the dialect it is answered in (WithDialect), so that a
-// route of another provider can answer in that provider's shape — its SDK
-// then surfaces tollgate's message — by setting it once where the route is
-// chosen, without changing the code that reports errors.
+// The shape is a dialect: the error format of the provider whose SDK reads
+// the answer, so that the SDK surfaces tollgate's message instead of raw
+// JSON or a bare status text. OpenAI's, {"error":{"message","type","code"}},
+// is the default and the shape of tollgate's own APIs; Anthropic's,
+// {"type":"error","error":{"type","message","code"}}, answers on Anthropic
+// routes. Every dialect carries tollgate's code in error.code and keeps the
+// status. A request carries the dialect it is answered in (WithDialect),
+// set once where the route is chosen, so that the code that reports errors
+// never names one.
 //
 // It does not decide which status, code or message an error gets: the
 // proxy's classify and stripesync's event errors do, and hand an *Error to
@@ -68,6 +71,14 @@ const (
 )
 
 // Dialect is the JSON shape of an error answer. The zero value is OpenAI.
+//
+// A provider's dialect is its API's error object with tollgate's code in
+// it, so that the provider's SDKs parse the answer as one of their own
+// errors: status, error.type (one of the provider's own, from Status and
+// Kind) and error.message, which they show. Adding one (Google's
+// {"error":{"code","message","status"}} for Gemini routes, say) is a
+// constant here, a case in appendBody with its type names, and the proxy
+// choosing it for the route's API; nothing that reports errors changes.
 type Dialect uint8
 
 // The dialects.
@@ -79,6 +90,17 @@ const (
 	// permission_error, insufficient_quota or server_error. It is the
 	// default, and the shape of tollgate's own APIs (admin, webhooks).
 	OpenAI Dialect = iota
+	// Anthropic answers {"type":"error","error":{"type":…,"message":…,
+	// "code":…}}, the shape of the Claude API's errors
+	// (https://platform.claude.com/docs/en/api/errors), with error.type the one
+	// Anthropic documents for the status: invalid_request_error (400 and
+	// any other 4xx), authentication_error (401), billing_error (402),
+	// permission_error (403), not_found_error (404), request_too_large
+	// (413), rate_limit_error (429), api_error (500 and any other 5xx),
+	// timeout_error (504) and overloaded_error (529). Anthropic's SDKs
+	// raise their typed error for the status with error.message as its
+	// message; error.code is tollgate's, beside Anthropic's fields.
+	Anthropic
 )
 
 type dialectKey struct{}
@@ -122,20 +144,28 @@ func Write(w http.ResponseWriter, r *http.Request, e *Error) {
 
 // appendBody appends e's body in d, ending with a newline.
 func (d Dialect) appendBody(b []byte, e *Error) []byte {
-	b = append(b, `{"error":{"message":`...)
-	b = appendJSONString(b, e.Message)
-	b = append(b, `,"type":`...)
-	b = appendJSONString(b, d.errorType(e))
+	switch d {
+	case Anthropic:
+		b = append(b, `{"type":"error","error":{"type":`...)
+		b = appendJSONString(b, anthropicType(e))
+		b = append(b, `,"message":`...)
+		b = appendJSONString(b, e.Message)
+	default:
+		b = append(b, `{"error":{"message":`...)
+		b = appendJSONString(b, e.Message)
+		b = append(b, `,"type":`...)
+		b = appendJSONString(b, openAIType(e))
+	}
 	b = append(b, `,"code":`...)
 	b = appendJSONString(b, e.Code)
 	return append(b, "}}\n"...)
 }
 
-// errorType is error.type in d, chosen so that OpenAI SDKs and people
-// reading it recognise the class: OpenAI answers bad requests and missing
-// keys with invalid_request_error, an exhausted quota with
+// openAIType is error.type in OpenAI's dialect, chosen so that OpenAI SDKs
+// and people reading it recognise the class: OpenAI answers bad requests
+// and missing keys with invalid_request_error, an exhausted quota with
 // insufficient_quota, and its own failures with server_error.
-func (d Dialect) errorType(e *Error) string {
+func openAIType(e *Error) string {
 	switch e.Kind {
 	case KindQuota:
 		return "insufficient_quota"
@@ -149,6 +179,47 @@ func (d Dialect) errorType(e *Error) string {
 	}
 	return "invalid_request_error"
 }
+
+// anthropicType is error.type in Anthropic's dialect: the type the Claude
+// API documents for the status (see Anthropic), which is also what its
+// SDKs expect beside that status. A Kind names the same class as its
+// status does (402 is billing_error either way).
+func anthropicType(e *Error) string {
+	switch e.Kind {
+	case KindQuota:
+		return "billing_error"
+	case KindPermission:
+		return "permission_error"
+	case KindAuthentication:
+		return "authentication_error"
+	}
+	switch e.Status {
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusPaymentRequired:
+		return "billing_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusNotFound:
+		return "not_found_error"
+	case http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case http.StatusGatewayTimeout:
+		return "timeout_error"
+	case statusOverloaded:
+		return "overloaded_error"
+	}
+	if e.Status >= 500 {
+		return "api_error"
+	}
+	return "invalid_request_error"
+}
+
+// statusOverloaded is the Claude API's own status for "overloaded", which
+// net/http does not name.
+const statusOverloaded = 529
 
 func appendJSONString(b []byte, s string) []byte {
 	q, err := json.Marshal(s)

@@ -124,3 +124,101 @@ func TestErrorWrapsItsCause(t *testing.T) {
 		t.Errorf("errors.As does not find the *Error through a wrap")
 	}
 }
+
+// TestDialects writes each row of DESIGN's error table (with the README's
+// 408 and 504 and the statuses only a provider sends) in every dialect,
+// byte for byte: the status, headers and error.code are the same in each,
+// and error.type is the provider's own name for the class, so that its
+// SDK raises the matching error with tollgate's message.
+func TestDialects(t *testing.T) {
+	const msg = "what happened; what to do"
+	rows := []struct {
+		status    int
+		code      string
+		kind      apierror.Kind
+		openAI    string // error.type in OpenAI's dialect
+		anthropic string // error.type in Anthropic's
+	}{
+		{401, "missing_customer", apierror.KindByStatus, "invalid_request_error", "authentication_error"},
+		{401, "unauthorized", apierror.KindAuthentication, "authentication_error", "authentication_error"},
+		{402, "insufficient_credits", apierror.KindQuota, "insufficient_quota", "billing_error"},
+		{403, "customer_suspended", apierror.KindPermission, "permission_error", "permission_error"},
+		{403, "model_not_entitled", apierror.KindPermission, "permission_error", "permission_error"},
+		{403, "route_not_entitled", apierror.KindPermission, "permission_error", "permission_error"},
+		{400, "model_not_priced", apierror.KindByStatus, "invalid_request_error", "invalid_request_error"},
+		{400, "invalid_request", apierror.KindByStatus, "invalid_request_error", "invalid_request_error"},
+		{413, "request_too_large", apierror.KindByStatus, "invalid_request_error", "request_too_large"},
+		{408, "request_timeout", apierror.KindByStatus, "invalid_request_error", "invalid_request_error"},
+		{404, "route_not_found", apierror.KindByStatus, "invalid_request_error", "not_found_error"},
+		{503, "billing_unavailable", apierror.KindByStatus, "server_error", "api_error"},
+		{502, "upstream_unavailable", apierror.KindByStatus, "server_error", "api_error"},
+		{504, "request_timeout", apierror.KindByStatus, "server_error", "timeout_error"},
+		{500, "internal_error", apierror.KindByStatus, "server_error", "api_error"},
+		{429, "rate_limited", apierror.KindByStatus, "invalid_request_error", "rate_limit_error"},
+		{529, "overloaded", apierror.KindByStatus, "server_error", "overloaded_error"},
+	}
+	dialects := []struct {
+		name string
+		d    apierror.Dialect
+		body func(typ, code string) string
+		typ  func(openAI, anthropic string) string
+	}{
+		{
+			name: "OpenAI",
+			d:    apierror.OpenAI,
+			body: func(typ, code string) string {
+				return `{"error":{"message":"` + msg + `","type":"` + typ + `","code":"` + code + `"}}` + "\n"
+			},
+			typ: func(openAI, _ string) string { return openAI },
+		},
+		{
+			name: "Anthropic",
+			d:    apierror.Anthropic,
+			body: func(typ, code string) string {
+				return `{"type":"error","error":{"type":"` + typ + `","message":"` + msg + `","code":"` + code + `"}}` + "\n"
+			},
+			typ: func(_, anthropic string) string { return anthropic },
+		},
+	}
+	for _, d := range dialects {
+		for _, row := range rows {
+			t.Run(fmt.Sprintf("%s/%d %s", d.name, row.status, row.code), func(t *testing.T) {
+				r := httptest.NewRequest(http.MethodPost, "/v1/messages", nil)
+				r = r.WithContext(apierror.WithDialect(r.Context(), d.d))
+				rec := httptest.NewRecorder()
+				apierror.Write(rec, r, &apierror.Error{Status: row.status, Code: row.code, Message: msg, Kind: row.kind, Err: errors.New("internal detail")})
+				if rec.Code != row.status {
+					t.Errorf("status %d, want %d", rec.Code, row.status)
+				}
+				if got, want := rec.Body.String(), d.body(d.typ(row.openAI, row.anthropic), row.code); got != want {
+					t.Errorf("body %s\nwant %s", got, want)
+				}
+				want := map[string]string{"Content-Type": "application/json", "X-Content-Type-Options": "nosniff", "X-Should-Retry": "", "Retry-After": ""}
+				switch row.status {
+				case http.StatusPaymentRequired:
+					want["X-Should-Retry"] = "false"
+				case http.StatusServiceUnavailable:
+					want["Retry-After"] = "1"
+				}
+				for k, v := range want {
+					if got := rec.Header().Get(k); got != v {
+						t.Errorf("header %s %q, want %q", k, got, v)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestAnthropicEscapes: the message and code are JSON strings in
+// Anthropic's dialect too.
+func TestAnthropicEscapes(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, "/v1/messages", nil)
+	r = r.WithContext(apierror.WithDialect(r.Context(), apierror.Anthropic))
+	rec := httptest.NewRecorder()
+	apierror.Write(rec, r, &apierror.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: "\"quoted\"\n<b>&"})
+	want := `{"type":"error","error":{"type":"invalid_request_error","message":"\"quoted\"\n\u003cb\u003e\u0026","code":"invalid_request"}}` + "\n"
+	if got := rec.Body.String(); got != want {
+		t.Errorf("body %s\nwant %s", got, want)
+	}
+}
