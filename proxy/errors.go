@@ -184,6 +184,26 @@ func kindOf(code string) apierror.Kind {
 	return apierror.KindByStatus
 }
 
+// dialectFor is the error dialect of a route's API: its provider's, so
+// that the provider's SDK surfaces tollgate's message (DESIGN "The
+// proxy"). flat routes, which may front any API, answer in OpenAI's, the
+// shape most clients read.
+func dialectFor(api meter.API) apierror.Dialect {
+	if api == meter.AnthropicMessages {
+		return apierror.Anthropic
+	}
+	return apierror.OpenAI
+}
+
+// inDialect returns r answered in d. Only a refusal calls it, so the
+// requests that are forwarded carry no extra context value.
+func inDialect(r *http.Request, d apierror.Dialect) *http.Request {
+	if d == apierror.OpenAI { // the default: nothing to carry
+		return r
+	}
+	return r.WithContext(apierror.WithDialect(r.Context(), d))
+}
+
 // writeError answers with tollgate's error shape through apierror, in the
 // dialect r is answered in, so that SDKs surface the message and code.
 func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {

@@ -88,20 +88,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if !canonicalPath(r.URL.Path) {
 		s.m.requests.WithLabelValues(routeNone, "404").Inc()
-		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
+		s.reject(w, r, nil, refuse(http.StatusNotFound, CodeRouteNotFound,
 			"no route for %s %s: tollgate forwards only paths without \".\" or \"..\" segments, empty segments or backslashes", r.Method, r.URL.Path))
 		return
 	}
 	rt := st.match(r.URL.Path)
 	if rt == nil {
 		s.m.requests.WithLabelValues(routeNone, "404").Inc()
-		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
+		s.reject(w, r, nil, refuse(http.StatusNotFound, CodeRouteNotFound,
 			"no route for %s %s: tollgate forwards only the paths configured in its routes", r.Method, r.URL.Path))
 		return
 	}
 	if exact := slashAlias(st, rt, r.URL.Path); exact != nil {
 		s.m.requests.WithLabelValues(routeNone, "404").Inc()
-		s.reject(w, r, refuse(http.StatusNotFound, CodeRouteNotFound,
+		// Answered as the route the path names would answer: its client
+		// is most likely that provider's SDK.
+		s.reject(w, r, exact, refuse(http.StatusNotFound, CodeRouteNotFound,
 			"no route for %s %s: it would be priced by the route %s while it names the route %s; send it without the trailing slash",
 			r.Method, r.URL.Path, rt.path, exact.path))
 		return
@@ -110,7 +112,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		status, _, _ := classify(err)
 		rt.m.request(status)
-		s.reject(w, r, err)
+		s.reject(w, r, rt, err)
 		return
 	}
 	defer s.finish(ex)
@@ -292,6 +294,8 @@ func newRequestID() string {
 func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r.Context())
 	if ex == nil {
+		// Never happens: ReverseProxy hands back the request ServeHTTP
+		// gave it. The route unknown, OpenAI's dialect it is.
 		writeError(w, r, http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API could not be reached; nothing was charged")
 		return
 	}
@@ -308,7 +312,7 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 			charged = "not charged: it never reached the upstream"
 			s.release(ex, "max_request_duration before the request was sent")
 		}
-		s.reject(w, r, refuse(http.StatusGatewayTimeout, CodeRequestTimeout,
+		s.reject(w, r, ex.rt, refuse(http.StatusGatewayTimeout, CodeRequestTimeout,
 			"the upstream API did not answer within max_request_duration (%s); the request was cancelled and %s", ex.timer.limit, charged))
 		return
 	}
@@ -334,7 +338,7 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 		// refused it afterwards (a protocol switch nobody asked for).
 		s.log.Warn("upstream answer refused", zap.String("route", ex.rt.path), zap.String("request", ex.id), zap.Error(err))
 		ex.status = http.StatusBadGateway
-		s.reject(w, r, refuse(http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API answered with something tollgate cannot forward"))
+		s.reject(w, r, ex.rt, refuse(http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API answered with something tollgate cannot forward"))
 		return
 	}
 	ex.status = http.StatusBadGateway
@@ -342,7 +346,7 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error
 	s.release(ex, "upstream unreachable")
 	s.log.Warn("upstream unreachable", zap.String("route", ex.rt.path), zap.String("upstream", ex.rt.upstream.Host),
 		zap.String("request", ex.id), zap.Error(err))
-	s.reject(w, r, refuse(http.StatusBadGateway, CodeUpstreamUnavailable,
+	s.reject(w, r, ex.rt, refuse(http.StatusBadGateway, CodeUpstreamUnavailable,
 		"the upstream API could not be reached; nothing was charged. Retry shortly"))
 }
 
@@ -378,9 +382,11 @@ func (ex *exchange) unanswered() meter.Usage {
 	return u
 }
 
-// reject answers err and counts it. r may carry an exchange (an upstream
-// error) or not (a refusal before forwarding).
-func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
+// reject answers err and counts it, in the error dialect of rt's provider
+// (OpenAI's when rt is nil: no route matched, so nothing says which SDK
+// is asking). r may carry an exchange (an upstream error) or not (a
+// refusal before forwarding).
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, rt *route, err error) {
 	status, code, msg := classify(err)
 	if status == statusClientClosed {
 		return
@@ -395,6 +401,9 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	} else if ce := s.log.Check(zap.DebugLevel, "request refused"); ce != nil {
 		ce.Write(zap.String("code", code), zap.String("path", r.URL.Path), zap.String("reason", msg))
+	}
+	if rt != nil {
+		r = inDialect(r, rt.dialect)
 	}
 	writeError(w, r, status, code, msg)
 }

@@ -5,8 +5,9 @@
 // reads and prices the body, reserves the worst-case cost (a hold) in the
 // ledger, forwards the request with httputil.ReverseProxy, meters the
 // response as it streams back, and settles the hold with the real usage
-// once the body ends. Everything it refuses is answered in OpenAI's error
-// shape with the codes of DESIGN's error table (see errors.go).
+// once the body ends. Everything it refuses is answered in the error shape
+// of the route's provider (OpenAI's when no route matches) with the codes
+// of DESIGN's error table (see errors.go).
 //
 // It does not parse provider formats or compute prices (package meter),
 // keep balances (package ledger), talk to Stripe (the admin API only mounts
@@ -202,6 +203,7 @@ func (s *Server) build(set *Settings) *state {
 			maxOutput:      cr.MaxOutputTokens,
 			upstream:       cr.Upstream,
 			customerHeader: st.customerHeader,
+			dialect:        dialectFor(cr.API),
 			m:              s.m.forRoute(cr.Path),
 		}
 		if len(cr.Headers) > 0 {

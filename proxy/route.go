@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/tollgate-dev/tollgate/internal/apierror"
 	"github.com/tollgate-dev/tollgate/meter"
 )
 
@@ -60,6 +61,7 @@ type route struct {
 	upstream       *url.URL
 	headers        http.Header // the route's headers; each value slice is clipped, so appends copy
 	customerHeader string
+	dialect        apierror.Dialect // the error shape of the route's provider
 	proxy          *httputil.ReverseProxy
 	m              *routeMetrics
 }
