@@ -50,6 +50,14 @@ const (
 	DefaultReconcileWindow    = 72 * time.Hour
 )
 
+// EnvListen is the environment variable that, set and not empty, overrides
+// the file's listen (Config.Listen). tollgate's container image sets it to
+// 0.0.0.0:8080: inside a container 127.0.0.1 is the container's own, so a
+// published port would never reach a proxy on loopback, whatever the
+// mounted file says. A Kubernetes sidecar sets it back to 127.0.0.1:8080,
+// so that only the app in its pod can spend credits.
+const EnvListen = "TOLLGATE_LISTEN"
+
 // ModelFallback is the prices key that prices every model a route does not
 // list by name.
 const ModelFallback = "*"
@@ -65,8 +73,11 @@ type Config struct {
 	// Listen is the host:port of the app-facing proxy listener (YAML
 	// "listen"). Default "127.0.0.1:8080": only processes on the same host
 	// (or pod) can reach it, which is what a sidecar wants. Port 0 picks a
-	// free port.
+	// free port. $TOLLGATE_LISTEN, when set, overrides it (EnvListen).
 	Listen string
+	// ListenFromEnv reports that Listen is $TOLLGATE_LISTEN's, not the
+	// file's or the default.
+	ListenFromEnv bool
 	// Admin configures the admin listener (YAML "admin").
 	Admin Admin
 	// Store chooses where balances live (YAML "store").
@@ -303,7 +314,8 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse reads a configuration from r, expanding each ${VAR} in a scalar
-// value with env (os.LookupEnv in production; nil means nothing is set).
+// value with env (os.LookupEnv in production; nil means nothing is set),
+// and taking listen from env's $TOLLGATE_LISTEN when it is set (EnvListen).
 // It fills defaults, parses prices to micro-credits and validates
 // everything. Keys are never expanded, and top-level keys starting with
 // "x-" are ignored: a place for YAML anchors to reuse with *name or
@@ -334,6 +346,9 @@ func parse(file string, r io.Reader, env func(string) (string, bool)) (*Config, 
 		return nil, joinProblems(p.problems)
 	}
 	c := p.cfg
+	if v, ok := env(EnvListen); ok && v != "" {
+		c.Listen, c.ListenFromEnv = v, true
+	}
 	for path := range p.reported {
 		c.skip[path] = true
 	}

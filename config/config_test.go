@@ -810,3 +810,45 @@ func TestAliasBomb(t *testing.T) {
 		t.Fatal("Parse of an alias bomb did not return within 10s")
 	}
 }
+
+// TestListenFromEnv: $TOLLGATE_LISTEN, set and not empty, overrides the
+// file's listen (the container image sets it to 0.0.0.0:8080, a sidecar
+// back to loopback), and a bad value is reported as coming from it.
+func TestListenFromEnv(t *testing.T) {
+	const file = "listen: 127.0.0.1:8080\n" + route
+	tests := []struct {
+		name    string
+		yaml    string
+		env     map[string]string
+		listen  string
+		fromEnv bool
+	}{
+		{"unset: the file's", file, nil, "127.0.0.1:8080", false},
+		{"empty: the file's", file, map[string]string{"TOLLGATE_LISTEN": ""}, "127.0.0.1:8080", false},
+		{"set: over the file's", file, map[string]string{"TOLLGATE_LISTEN": "0.0.0.0:8080"}, "0.0.0.0:8080", true},
+		{"set: over the default", route, map[string]string{"TOLLGATE_LISTEN": ":8080"}, ":8080", true},
+		{"unset: the default", route, nil, "127.0.0.1:8080", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustParse(t, tc.yaml, envOf(tc.env))
+			if c.Listen != tc.listen || c.ListenFromEnv != tc.fromEnv {
+				t.Errorf("listen %q from env %v, want %q %v", c.Listen, c.ListenFromEnv, tc.listen, tc.fromEnv)
+			}
+		})
+	}
+
+	bad := []struct {
+		value, want string
+	}{
+		{"0.0.0.0", `line 1: listen: $TOLLGATE_LISTEN "0.0.0.0" is not a host:port address (want e.g. "0.0.0.0:8080"; an empty host means every interface)`},
+		{"0.0.0.0:80800", `line 1: listen: $TOLLGATE_LISTEN "0.0.0.0:80800" has port "80800" (want a number from 0 to 65535, e.g. "0.0.0.0:8080")`},
+		{"0.0.0.0:9090", `line 2: admin.listen: ":9090" uses the same port as listen ($TOLLGATE_LISTEN) ("0.0.0.0:9090"); the proxy and the admin API need different addresses`},
+	}
+	for _, tc := range bad {
+		_, err := config.Parse(strings.NewReader("listen: 127.0.0.1:8080\nadmin: {listen: \":9090\"}\n"+route), envOf(map[string]string{"TOLLGATE_LISTEN": tc.value}))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("TOLLGATE_LISTEN=%s: err = %v\nwant %s", tc.value, err, tc.want)
+		}
+	}
+}

@@ -81,10 +81,16 @@ func (c *Config) skipped(path string) bool {
 
 func (c *Config) check() []*Problem {
 	k := &checker{c: c}
-	k.address("listen", c.Listen, "127.0.0.1:8080")
-	k.address("admin.listen", c.Admin.Listen, ":9090")
+	listen := "listen"
+	if c.ListenFromEnv {
+		k.address("listen", c.Listen, "$"+EnvListen+" ", "0.0.0.0:8080")
+		listen = "listen ($" + EnvListen + ")"
+	} else {
+		k.address("listen", c.Listen, "", "127.0.0.1:8080")
+	}
+	k.address("admin.listen", c.Admin.Listen, "", ":9090")
 	if sameListener(c.Listen, c.Admin.Listen) {
-		k.errorf("admin.listen", "%q uses the same port as listen (%q); the proxy and the admin API need different addresses", c.Admin.Listen, c.Listen)
+		k.errorf("admin.listen", "%q uses the same port as %s (%q); the proxy and the admin API need different addresses", c.Admin.Listen, listen, c.Listen)
 	}
 	k.store()
 	k.customerHeader()
@@ -106,18 +112,20 @@ func (k *checker) positive(path string, d time.Duration, example string) {
 	}
 }
 
-func (k *checker) address(path, addr, example string) {
+// address checks a listen address; from names where it came from when
+// that is not the key itself (e.g. "$TOLLGATE_LISTEN ").
+func (k *checker) address(path, addr, from, example string) {
 	if addr == "" {
 		k.errorf(path, "is empty (want host:port, e.g. %q)", example)
 		return
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		k.errorf(path, "%q is not a host:port address (want e.g. %q; an empty host means every interface)", addr, example)
+		k.errorf(path, "%s%q is not a host:port address (want e.g. %q; an empty host means every interface)", from, addr, example)
 		return
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || port == "" || n > 65535 {
-		k.errorf(path, "%q has port %q (want a number from 0 to 65535, e.g. %q)", addr, port, example)
+		k.errorf(path, "%s%q has port %q (want a number from 0 to 65535, e.g. %q)", from, addr, port, example)
 	}
 }
 

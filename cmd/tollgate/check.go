@@ -84,7 +84,11 @@ func printConfig(w io.Writer, path string, c *config.Config) error {
 	out.printf("%s is valid: %d %s.\n\n", path, len(c.Routes), routes)
 
 	t := newTable(out)
-	t.printf("listen\t%s\n", c.Listen)
+	listen := c.Listen
+	if c.ListenFromEnv {
+		listen += " (from $" + config.EnvListen + ")"
+	}
+	t.printf("listen\t%s\n", listen)
 	admin := c.Admin.Listen
 	if c.Admin.Token == "" {
 		admin += " (admin API refuses every call: admin.token is empty)"

@@ -112,7 +112,7 @@ func TestVersion(t *testing.T) {
 var exampleVars = []string{"TOLLGATE_ADMIN_TOKEN", "REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY"}
 
 func TestCheckExample(t *testing.T) {
-	unsetenv(t, append(exampleVars, "TOLLGATE_CONFIG")...)
+	unsetenv(t, append(exampleVars, "TOLLGATE_CONFIG", "TOLLGATE_LISTEN")...)
 	path := filepath.Join("..", "..", "config.example.yaml")
 	stdout, stderr, code := runCLI(t, "check", "--config", path)
 	if code != 0 {
@@ -154,6 +154,14 @@ func TestCheckExample(t *testing.T) {
 	t.Setenv("TOLLGATE_CONFIG", path)
 	if stdout2, _, code := runCLI(t, "check"); code != 0 || stdout2 != stdout {
 		t.Errorf("check with $TOLLGATE_CONFIG: exit %d, output differs", code)
+	}
+
+	// $TOLLGATE_LISTEN (the container image's 0.0.0.0:8080) overrides the
+	// file's listen, and check says where the address came from.
+	t.Setenv("TOLLGATE_LISTEN", "0.0.0.0:8080")
+	stdout3, _, code := runCLI(t, "check")
+	if want := "listen             0.0.0.0:8080 (from $TOLLGATE_LISTEN)\n"; code != 0 || !strings.Contains(stdout3, want) {
+		t.Errorf("check with $TOLLGATE_LISTEN: exit %d, stdout lacks %q:\n%s", code, want, stdout3)
 	}
 }
 
