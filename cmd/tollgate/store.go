@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,7 +50,7 @@ func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, e
 	if cfg.RedisURL == "" {
 		s, err := ledger.OpenBolt(cfg.Path, opts)
 		if err != nil {
-			return nil, fmt.Errorf("open the embedded store (store.path): %w", err)
+			return nil, embeddedStoreError(cfg.Path, err)
 		}
 		return s, nil
 	}
@@ -65,6 +69,28 @@ func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, e
 		log.Warn("the Redis store is not ready at start-up; requests get 503 billing_unavailable until it is", zap.String("redis", redactRedisURL(cfg.RedisURL)), zap.Error(err))
 	}
 	return s, nil
+}
+
+// embeddedStoreError is the error for an embedded store that could not be
+// opened at path, saying what to do when the file system is why. The
+// usual case is a container: the working directory on a read-only root
+// file system (Kubernetes readOnlyRootFilesystem) or not writable by the
+// image's user, where tollgate.db cannot be created.
+func embeddedStoreError(path string, err error) error {
+	where := path
+	if abs, aerr := filepath.Abs(path); aerr == nil && abs != path {
+		where += " (" + abs + ")"
+	}
+	const fix = "set store.path to a file on a writable volume (one tollgate process per file), or set store.redis_url to keep balances in Redis"
+	switch {
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("open the embedded store: store.path %s is on a read-only file system (a container's read-only root file system?); %s: %w", where, fix, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("open the embedded store: this process (uid %d) may not create or write store.path %s; %s: %w", os.Getuid(), where, fix, err)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("open the embedded store: the directory of store.path %s does not exist; create it, or %s: %w", where, fix, err)
+	}
+	return fmt.Errorf("open the embedded store (store.path %s): %w", where, err)
 }
 
 // redisClient builds the client for store.redis_url.
