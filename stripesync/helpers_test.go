@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/internal/testdeps"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
 	"github.com/tollgate-dev/tollgate/stripesync"
@@ -510,13 +511,16 @@ func (f *fakeStripe) writeList(w http.ResponseWriter, r *http.Request, path stri
 // base URL. .ci/run installs it; locally the test is skipped without it.
 func startStripeMock(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("stripe-mock")
-	if err != nil {
-		msg := "stripe-mock is not on PATH; install it with `go install github.com/stripe/stripe-mock@v0.203.0` (and put $(go env GOPATH)/bin on PATH) to run the Stripe API client tests"
-		if redistest.InCI() {
+	if err := testdeps.Check(testdeps.StripeMock); err != nil {
+		msg := err.Error() + ", to run the Stripe API client tests"
+		if testdeps.InCI() {
 			t.Fatal(msg + " (failing instead of skipping because CI is set)")
 		}
 		t.Skip(msg)
+	}
+	bin, err := exec.LookPath(testdeps.StripeMock)
+	if err != nil {
+		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/internal/testdeps"
 )
 
 // Environment variables that point the helpers at servers started by the
@@ -96,18 +98,19 @@ type Cluster struct {
 // InCI reports whether the CI environment variable is set to something
 // other than "false" or "0"; Redis-backed tests then fail instead of
 // skipping when Redis is missing.
-func InCI() bool {
-	v := strings.TrimSpace(os.Getenv("CI"))
-	return v != "" && !strings.EqualFold(v, "false") && v != "0"
-}
+func InCI() bool { return testdeps.InCI() }
 
 // Require skips tb, or fails it under CI, unless redis-server (and
 // redis-cli when cluster is true) is on PATH. Start and StartCluster call
 // it; call it yourself before Launch in TestMain-less setups.
 func Require(tb testing.TB, cluster bool) {
 	tb.Helper()
-	if err := lookPath(cluster); err != nil {
-		msg := fmt.Sprintf("%v; install Redis 7 (for example `apt-get install redis-server` or `brew install redis`) to run the Redis-backed tests, or set %s=host:port (and %s=host:port,... for a cluster) to use servers you started", err, EnvAddr, EnvClusterAddrs)
+	tools := []string{testdeps.RedisServer}
+	if cluster {
+		tools = append(tools, testdeps.RedisCLI)
+	}
+	if err := testdeps.Check(tools...); err != nil {
+		msg := fmt.Sprintf("%v, to run the Redis-backed tests; or set %s=host:port (and %s=host:port,... for a cluster) to use servers you started", err, EnvAddr, EnvClusterAddrs)
 		if InCI() {
 			tb.Fatal(msg + " (failing instead of skipping because CI is set)")
 		}
