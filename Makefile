@@ -1,6 +1,8 @@
 # make test is the one test command: vet, then every test with the race
-# detector. Redis-backed tests start their own redis-server from PATH; with
-# CI=true they fail instead of skipping when it is missing.
+# detector. Redis-backed tests start their own redis-server from PATH, and
+# the Stripe API client tests stripe-mock; without them they skip, and
+# make test ends with one line saying which and how to install what they
+# need (internal/testdeps/summary). With CI=true they fail instead.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -11,8 +13,10 @@ IMAGE   ?= tollgate
 
 .PHONY: test vet build image fmt
 
+# go test's exit status is make test's; the summary comes after it either way.
 test: vet
-	$(GO) test -race ./...
+	@echo "$(GO) test -race ./..."; status=0; $(GO) test -race ./... || status=$$?; \
+	$(GO) run ./internal/testdeps/summary; exit $$status
 
 vet:
 	$(GO) vet ./...
