@@ -294,8 +294,9 @@ func newRequestID() string {
 func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r.Context())
 	if ex == nil {
-		// Never happens: ReverseProxy hands back the request ServeHTTP
-		// gave it. The route unknown, OpenAI's dialect it is.
+		// Not expected: ReverseProxy reports errors with the request
+		// ServeHTTP gave it, whose context is the exchange. With no
+		// route to go by, the answer is in OpenAI's dialect.
 		writeError(w, r, http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream API could not be reached; nothing was charged")
 		return
 	}
