@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // benchRead is the read size the benchmarks feed the Tap with: the proxy
@@ -171,5 +173,36 @@ func TestAllocsPerEvent(t *testing.T) {
 		if events == 0 || allocs/float64(events) > 1 {
 			t.Errorf("%s: %.0f allocations for %d events", tc.name, allocs, events)
 		}
+	}
+}
+
+// BenchmarkCost measures pricing one settled usage, the work every
+// settlement does after the stream ends: a chat usage with cache reads, an
+// Anthropic usage with cache writes, a DALL·E image by size, and a
+// whisper-1 duration.
+func BenchmarkCost(b *testing.B) {
+	chat := testPrices[OpenAIChat]["gpt-4o"]
+	claude := testPrices[AnthropicMessages]["claude-sonnet-4-5"]
+	dalle := testPrices[OpenAIImages]["dall-e-3"]
+	whisper := testPrices[OpenAIAudio]["whisper-1"]
+	cases := []struct {
+		name  string
+		price Price
+		u     Usage
+	}{
+		{"chat", chat, Usage{Tokens: usage.Tokens{InputTokens: 2000, CachedInputTokens: 1500, OutputTokens: 300}}},
+		{"anthropic", claude, Usage{Tokens: usage.Tokens{InputTokens: 12_012, CachedInputTokens: 8000, CacheWriteInputTokens: 4000, OutputTokens: 42}}},
+		{"image", dalle, Usage{Images: 1, ImageSize: "1024x1024", ImageQuality: "hd"}},
+		{"audio", whisper, Usage{AudioMillis: 36_710}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.price.Cost(c.u); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
