@@ -53,6 +53,14 @@ func TestEntryBodyJSON(t *testing.T) {
 	}{
 		{"charge", entryBody{Kind: KindCharge, Reference: "tg_1", At: at, Route: "/v1/chat/completions", Model: "gpt-4o", Tokens: usage.Tokens{InputTokens: 42, OutputTokens: 14}},
 			`{"kind":"charge","reference":"tg_1","at":"2026-01-02T03:04:05.000678Z","route":"/v1/chat/completions","model":"gpt-4o","input_tokens":42,"output_tokens":14}`},
+		{"charge with every class", entryBody{Kind: KindCharge, Reference: "tg_2", At: at, Model: "claude-sonnet-4-5", Tokens: usage.Tokens{
+			InputTokens: 9000, CachedInputTokens: 1000, CacheWriteInputTokens: 3000, CacheWrite1hInputTokens: 2000, AudioInputTokens: 10, ImageInputTokens: 20,
+			OutputTokens: 300, AudioOutputTokens: 30, ImageOutputTokens: 40, WebSearchCalls: 3, WebFetchCalls: 2, CodeExecutionCalls: 1,
+			FileSearchCalls: 4, CodeInterpreterCalls: 5, ImageGenerationCalls: 6}},
+			`{"kind":"charge","reference":"tg_2","at":"2026-01-02T03:04:05.000678Z","model":"claude-sonnet-4-5","input_tokens":9000,` +
+				`"cached_input_tokens":1000,"cache_write_input_tokens":3000,"cache_write_1h_input_tokens":2000,"audio_input_tokens":10,` +
+				`"image_input_tokens":20,"output_tokens":300,"audio_output_tokens":30,"image_output_tokens":40,"web_search_calls":3,` +
+				`"web_fetch_calls":2,"code_execution_calls":1,"file_search_calls":4,"code_interpreter_calls":5,"image_generation_calls":6}`},
 		{"credit", entryBody{Kind: KindGrant, Reason: "say \"hi\"\n\\", At: at},
 			`{"kind":"grant","reason":"say \"hi\"\n\\","at":"2026-01-02T03:04:05.000678Z"}`},
 		{"control and invalid bytes", entryBody{Kind: KindAdjust, Reason: "a\x01b\xffc", At: at},
@@ -63,6 +71,33 @@ func TestEntryBodyJSON(t *testing.T) {
 			if got := tc.b.json(); got != tc.want {
 				t.Errorf("json() = %s\nwant     %s", got, tc.want)
 			}
+			if tc.b.Kind != KindCharge {
+				return // the others replace invalid UTF-8, so do not round-trip
+			}
+			e, err := decodeEntry("alice", 7, formatEntry(-5, 10, tc.want))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tc.b.entry("alice", 7, -5, 10); !reflect.DeepEqual(e, want) {
+				t.Errorf("decoded %+v\nwant    %+v", e, want)
+			}
 		})
+	}
+}
+
+// TestDecodeEntryBeforeNewClasses checks that an entry stored before the
+// token classes and tool counts after output_tokens existed still decodes,
+// with those counts zero: entries are never rewritten.
+func TestDecodeEntryBeforeNewClasses(t *testing.T) {
+	raw := `-2256 97744 {"kind":"charge","reference":"tg_old","at":"2025-11-02T03:04:05.000678Z","route":"/v1/messages","model":"claude-sonnet-4-5","input_tokens":2520,"cached_input_tokens":2048,"output_tokens":15}`
+	e, err := decodeEntry("bob", 3, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Entry{ID: "3", Customer: "bob", Kind: KindCharge, Amount: -2256, BalanceAfter: 97744, Reference: "tg_old",
+		At: time.Date(2025, 11, 2, 3, 4, 5, 678000, time.UTC), Route: "/v1/messages", Model: "claude-sonnet-4-5",
+		Tokens: usage.Tokens{InputTokens: 2520, CachedInputTokens: 2048, OutputTokens: 15}}
+	if !reflect.DeepEqual(e, want) {
+		t.Errorf("decoded %+v\nwant    %+v", e, want)
 	}
 }
