@@ -13,8 +13,8 @@ import (
 // per minute, per request); every expected cost is worked out in the
 // comment beside it, in micro-credits.
 func TestCost(t *testing.T) {
-	mini := Price{Input: 150_000, CachedInput: 75_000, CacheWriteInput: 150_000, Output: 600_000} // gpt-4o-mini
-	sonnet := Price{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, Output: 15_000_000}
+	mini := Price{Rates: Rates{Input: 150_000, CachedInput: 75_000, CacheWriteInput: 150_000, Output: 600_000}} // gpt-4o-mini
+	sonnet := Price{Rates: Rates{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, Output: 15_000_000}}
 	tests := []struct {
 		name  string
 		price Price
@@ -57,14 +57,14 @@ func TestCost(t *testing.T) {
 		{
 			// 1×0.5 + 1×0.5 = 1.0 → 1. Rounding each component would give 2.
 			name:  "rounded once, not per component",
-			price: Price{Input: 500_000, Output: 500_000},
+			price: Price{Rates: Rates{Input: 500_000, Output: 500_000}},
 			usage: Usage{Tokens: usage.Tokens{InputTokens: 1, OutputTokens: 1}},
 			want:  1,
 		},
 		{
 			// 100 + 1×0.15 = 100.15 → 101.
 			name:  "per request plus tokens",
-			price: Price{Input: 150_000, PerRequest: 100},
+			price: Price{Rates: Rates{Input: 150_000}, PerRequest: 100},
 			usage: Usage{Tokens: usage.Tokens{InputTokens: 1}},
 			want:  101,
 		},
@@ -78,7 +78,7 @@ func TestCost(t *testing.T) {
 		{
 			// Reasoning tokens are inside OutputTokens: 5000 × 4.40 = 22,000.
 			name:  "reasoning inside output",
-			price: Price{Input: 1_100_000, Output: 4_400_000},
+			price: Price{Rates: Rates{Input: 1_100_000, Output: 4_400_000}},
 			usage: Usage{Tokens: usage.Tokens{OutputTokens: 5000}},
 			want:  22_000,
 		},
@@ -121,7 +121,7 @@ func TestCost(t *testing.T) {
 			// gpt-image-1 reports tokens and the route prices tokens:
 			// 50×5 + 6240×40 = 250 + 249,600 = 249,850; PerImage ignored.
 			name:  "image tokens win over per image",
-			price: Price{Input: 5_000_000, Output: 40_000_000, PerImage: map[string]money.Micros{"*": 250_000}},
+			price: Price{Rates: Rates{Input: 5_000_000, Output: 40_000_000}, PerImage: map[string]money.Micros{"*": 250_000}},
 			usage: Usage{Tokens: usage.Tokens{InputTokens: 50, OutputTokens: 6240}, Images: 1, ImageSize: "1024x1536"},
 			want:  249_850,
 		},
@@ -151,7 +151,7 @@ func TestCost(t *testing.T) {
 			// gpt-4o-transcribe reports tokens on a token-priced route:
 			// 14×6 + 45×10 = 84 + 450 = 534; the estimated minutes are ignored.
 			name:  "audio tokens win over per minute",
-			price: Price{Input: 6_000_000, Output: 10_000_000, PerMinute: 6000},
+			price: Price{Rates: Rates{Input: 6_000_000, Output: 10_000_000}, PerMinute: 6000},
 			usage: Usage{Tokens: usage.Tokens{InputTokens: 14, OutputTokens: 45}, AudioMillis: 120_000},
 			want:  534,
 		},
@@ -166,7 +166,7 @@ func TestCost(t *testing.T) {
 			// The largest representable total: (2^63−1) micro-credits,
 			// reached as MaxInt64 tokens at 1 credit per 1M tokens.
 			name:  "largest total",
-			price: Price{Output: 1_000_000},
+			price: Price{Rates: Rates{Output: 1_000_000}},
 			usage: Usage{Tokens: usage.Tokens{OutputTokens: math.MaxInt64}},
 			want:  math.MaxInt64,
 		},
@@ -190,15 +190,15 @@ func TestCostErrors(t *testing.T) {
 		price Price
 		usage Usage
 	}{
-		{"overflow int64", Price{Output: 1_000_001}, Usage{Tokens: usage.Tokens{OutputTokens: math.MaxInt64}}},
-		{"overflow 128 bits", Price{Input: math.MaxInt64, Output: math.MaxInt64, CachedInput: math.MaxInt64, CacheWriteInput: math.MaxInt64},
+		{"overflow int64", Price{Rates: Rates{Output: 1_000_001}}, Usage{Tokens: usage.Tokens{OutputTokens: math.MaxInt64}}},
+		{"overflow 128 bits", Price{Rates: Rates{Input: math.MaxInt64, Output: math.MaxInt64, CachedInput: math.MaxInt64, CacheWriteInput: math.MaxInt64}},
 			Usage{Tokens: usage.Tokens{InputTokens: math.MaxInt64, CachedInputTokens: math.MaxInt64 / 2, CacheWriteInputTokens: math.MaxInt64 / 2, OutputTokens: math.MaxInt64}}},
 		{"overflow images", Price{PerImage: map[string]money.Micros{"*": math.MaxInt64}}, Usage{Images: 2}},
 		{"overflow per minute", Price{PerMinute: math.MaxInt64}, Usage{AudioMillis: math.MaxInt64}},
-		{"negative tokens", Price{Input: 1}, Usage{Tokens: usage.Tokens{InputTokens: -1}}},
-		{"negative price", Price{Output: -1}, Usage{Tokens: usage.Tokens{OutputTokens: 1}}},
+		{"negative tokens", Price{Rates: Rates{Input: 1}}, Usage{Tokens: usage.Tokens{InputTokens: -1}}},
+		{"negative price", Price{Rates: Rates{Output: -1}}, Usage{Tokens: usage.Tokens{OutputTokens: 1}}},
 		{"negative per image", Price{PerImage: map[string]money.Micros{"*": -5}}, Usage{Images: 1}},
-		{"cached exceed input", Price{Input: 1}, Usage{Tokens: usage.Tokens{InputTokens: 10, CachedInputTokens: 8, CacheWriteInputTokens: 3}}},
+		{"cached exceed input", Price{Rates: Rates{Input: 1}}, Usage{Tokens: usage.Tokens{InputTokens: 10, CachedInputTokens: 8, CacheWriteInputTokens: 3}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,8 +211,8 @@ func TestCostErrors(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	exact := Price{Input: 1}
-	star := Price{Input: 2}
+	exact := Price{Rates: Rates{Input: 1}}
+	star := Price{Rates: Rates{Input: 2}}
 	withStar := Prices{"gpt-4o": exact, "*": star}
 	without := Prices{"gpt-4o": exact}
 	tests := []struct {

@@ -9,7 +9,7 @@ import (
 )
 
 func TestEstimate(t *testing.T) {
-	p := Price{Input: 1_000_000, CachedInput: 500_000, CacheWriteInput: 1_000_000, Output: 2_000_000}
+	p := Price{Rates: Rates{Input: 1_000_000, CachedInput: 500_000, CacheWriteInput: 1_000_000, Output: 2_000_000}}
 	// in is the input rule for a body without images or tools.
 	in := func(body string) int64 { return int64(len(body)) + RequestOverheadTokens }
 	const (
@@ -43,13 +43,13 @@ func TestEstimate(t *testing.T) {
 		{"times n", OpenAIChat, withN, p, 1000, Usage{Tokens: usage.Tokens{InputTokens: in(withN), OutputTokens: 3000}}, in(withN) + 6000},
 		// Cache writes dearer than input: every input token at 1.25, as cache writes.
 		{"worst-case cache rate", AnthropicMessages, claude,
-			Price{Input: 1_000_000, CachedInput: 100_000, CacheWriteInput: dearCach, Output: 2_000_000}, 4096,
+			Price{Rates: Rates{Input: 1_000_000, CachedInput: 100_000, CacheWriteInput: dearCach, Output: 2_000_000}}, 4096,
 			Usage{Tokens: usage.Tokens{InputTokens: in(claude), CacheWriteInputTokens: in(claude), OutputTokens: 10}}, (in(claude)*5+3)/4 + 20},
 		{"embeddings have no output", OpenAIEmbeddings, embed, p, 4096, Usage{Tokens: usage.Tokens{InputTokens: in(embed)}}, in(embed)},
 		// dall-e: n images at the size's price (2 × 16,000); tokens do not apply.
 		{"images per image", OpenAIImages, dalle, Price{PerImage: mapOf("256x256", 16_000)}, 4096,
 			Usage{Tokens: usage.Tokens{InputTokens: in(dalle), OutputTokens: 8192}, Images: 2, ImageSize: "256x256"}, 32_000},
-		{"flat", Flat, "", Price{PerRequest: 100, Input: 1_000_000}, 4096, Usage{}, 100},
+		{"flat", Flat, "", Price{Rates: Rates{Input: 1_000_000}, PerRequest: 100}, 4096, Usage{}, 100},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,14 +61,14 @@ func TestEstimate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if u != tc.want || int64(cost) != tc.cost {
+			if !sameUsage(u, tc.want) || int64(cost) != tc.cost {
 				t.Errorf("Estimate = %+v, %d\n    want %+v, %d", u, cost, tc.want, tc.cost)
 			}
 		})
 	}
 	// An absurd worst case is an error, not a wrapped number.
 	r := mustParse(t, OpenAIChat, "application/json", `{"model":"m","n":128,"max_tokens":9223372036854775807}`)
-	if _, _, err := r.Estimate(Price{Output: 1_000_000_000}, 0); !errors.Is(err, ErrCostRange) {
+	if _, _, err := r.Estimate(Price{Rates: Rates{Output: 1_000_000_000}}, 0); !errors.Is(err, ErrCostRange) {
 		t.Errorf("overflowing estimate: err = %v, want ErrCostRange", err)
 	}
 }

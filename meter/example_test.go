@@ -61,8 +61,7 @@ func Example() {
 	if err != nil {
 		panic(err) // the proxy answers 400 invalid_request
 	}
-	prices := meter.Prices{"gpt-4o-mini": {Input: money.MustParse("0.15"), CachedInput: money.MustParse("0.075"),
-		CacheWriteInput: money.MustParse("0.15"), Output: money.MustParse("0.60")}}
+	prices := meter.Prices{"gpt-4o-mini": {Rates: meter.Rates{Input: money.MustParse("0.15"), CachedInput: money.MustParse("0.075"), CacheWriteInput: money.MustParse("0.15"), Output: money.MustParse("0.60")}}}
 	price, err := prices.Lookup(req.Model)
 	if err != nil {
 		panic(err) // the proxy answers 400 model_not_priced

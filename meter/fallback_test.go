@@ -11,13 +11,12 @@ import (
 // Prices of the never-free tests, in micro-credits per 1M tokens (so a
 // token at "5" costs 5 micro-credits), per image and per minute.
 var (
-	tokensOnly = Price{Input: 5_000_000, CachedInput: 5_000_000, CacheWriteInput: 5_000_000, Output: 40_000_000}
-	imageOnly  = Price{PerImage: map[string]money.Micros{"1024x1024": 40_000, "1024x1024/hd": 80_000}}
-	imageBoth  = Price{Input: 5_000_000, CachedInput: 5_000_000, CacheWriteInput: 5_000_000, Output: 40_000_000,
-		PerImage: map[string]money.Micros{"*": 40_000}}
-	audioTokens = Price{Input: 6_000_000, CachedInput: 6_000_000, CacheWriteInput: 6_000_000, Output: 10_000_000}
+	tokensOnly  = Price{Rates: Rates{Input: 5_000_000, CachedInput: 5_000_000, CacheWriteInput: 5_000_000, ImageInput: 5_000_000, Output: 40_000_000, ImageOutput: 40_000_000}}
+	imageOnly   = Price{PerImage: map[string]money.Micros{"1024x1024": 40_000, "1024x1024/hd": 80_000}}
+	imageBoth   = Price{Rates: Rates{Input: 5_000_000, CachedInput: 5_000_000, CacheWriteInput: 5_000_000, ImageInput: 5_000_000, Output: 40_000_000, ImageOutput: 40_000_000}, PerImage: map[string]money.Micros{"*": 40_000}}
+	audioTokens = Price{Rates: Rates{Input: 6_000_000, CachedInput: 6_000_000, CacheWriteInput: 6_000_000, AudioInput: 6_000_000, Output: 10_000_000, AudioOutput: 10_000_000}}
 	audioMinute = Price{PerMinute: 6_000}
-	audioBoth   = Price{Input: 6_000_000, CachedInput: 6_000_000, CacheWriteInput: 6_000_000, Output: 10_000_000, PerMinute: 6_000}
+	audioBoth   = Price{Rates: Rates{Input: 6_000_000, CachedInput: 6_000_000, CacheWriteInput: 6_000_000, AudioInput: 6_000_000, Output: 10_000_000, AudioOutput: 10_000_000}, PerMinute: 6_000}
 )
 
 // TestImagesCompleteNeverFree checks complete image responses that report
@@ -92,7 +91,7 @@ func TestImagesCompleteNeverFree(t *testing.T) {
 				t.Errorf("Charge usage %+v, want the fallback as estimated tokens", charged)
 			}
 			// A per-image price charges the usage as reported.
-			if charged, _, _ := imageOnly.Charge(u); charged != u {
+			if charged, _, _ := imageOnly.Charge(u); !sameUsage(charged, u) {
 				t.Errorf("per-image Charge changed the usage to %+v", charged)
 			}
 		})
@@ -162,7 +161,7 @@ func TestAudioDurationNeverFree(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			u := usageOf(t, req, "application/json", tc.body)
 			want := Usage{AudioMillis: tc.millis, FallbackInputTokens: tc.fallbackIn, FallbackOutputTokens: 4}
-			if u != want {
+			if !sameUsage(u, want) {
 				t.Fatalf("usage %+v\nwant  %+v", u, want)
 			}
 			for _, pc := range []struct {

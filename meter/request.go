@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"slices"
@@ -77,6 +78,25 @@ type Request struct {
 	// else its size at AudioBytesPerSecond; for speech, the input at
 	// SpeechCharsPerMinute / speed.
 	AudioMillis int64
+
+	// serviceTier, speed and inferenceGeo are the request's own
+	// "service_tier", "speed" and "inference_geo", "" when absent: they
+	// decide which price variants the response may be billed at.
+	serviceTier, speed, inferenceGeo string
+	// tools are the server-side tools the request offers the model,
+	// whose calls Estimate holds for (see ServerTools).
+	tools []serverTool
+	// maxToolCalls is an openai.responses "max_tool_calls": at most this
+	// many built-in tool calls in all, or 0.
+	maxToolCalls int64
+	// cache1h is set when the body may write to Anthropic's 1-hour
+	// cache: it holds the string "1h" (cache_control's "ttl": "1h", or
+	// an advisor's caching). Without it, no token is a 1-hour write.
+	cache1h bool
+	// compaction is set when an anthropic.messages request lets the API
+	// compact its context (context_management.edits[].type compact_*),
+	// which adds billed steps of its own.
+	compaction bool
 
 	estInput    int64 // typical input tokens, for a response without usage
 	estText     int64 // the part of estInput from a multipart body's text fields
@@ -242,6 +262,9 @@ func (r *Request) parseJSON(body []byte) error {
 	if r.API == OpenAIAudio {
 		return r.parseSpeech(root)
 	}
+	r.parseVariants(root)
+	r.parseServerTools(root)
+	r.cache1h = r.API == AnthropicMessages && bytes.Contains(body, []byte(`"1h"`))
 
 	tokens := int64(len(body)) + RequestOverheadTokens
 	// Images in the prompt count by the ceiling, not their bytes.

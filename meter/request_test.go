@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -62,7 +63,7 @@ func TestParseRequestFields(t *testing.T) {
 			r := mustParse(t, tc.api, "application/json", tc.body)
 			got := Request{Model: r.Model, Stream: r.Stream, IncludeUsage: r.IncludeUsage,
 				MaxOutputTokens: r.MaxOutputTokens, N: r.N, ImageSize: r.ImageSize, ImageQuality: r.ImageQuality}
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tc.want)
 			}
 			if r.API != tc.api {

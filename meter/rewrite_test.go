@@ -111,7 +111,7 @@ func TestRewriteOutputCap(t *testing.T) {
 		{"images", OpenAIImages, `{"model":"gpt-image-1","prompt":"otter","max_tokens":100000}`, 1000, "", 0},
 		{"speech", OpenAIAudio, `{"model":"tts-1","input":"hi","voice":"alloy"}`, 1000, "", 0},
 	}
-	p := Price{Input: 1, Output: 1}
+	p := Price{Rates: Rates{Input: 1, Output: 1}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			in := []byte(tc.body)

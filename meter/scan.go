@@ -1,6 +1,10 @@
 package meter
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/tollgate-dev/tollgate/usage"
+)
 
 // This file holds the incremental JSON scanner every response extractor
 // uses. It is fed a document in pieces of any size (a JSON body as it
@@ -30,6 +34,14 @@ type smallString struct {
 
 func (s *smallString) String() string { return string(s.b[:s.n]) }
 
+// value returns s as a string, or "" when it was not set.
+func (s *smallString) value() string {
+	if !s.set {
+		return ""
+	}
+	return s.String()
+}
+
 // is reports whether s holds exactly v (no allocation).
 func (s *smallString) is(v string) bool { return s.set && string(s.b[:s.n]) == v }
 
@@ -41,7 +53,45 @@ type fields struct {
 	textBytes  int64 // bytes of produced text
 	textValues int64 // non-empty text values
 	complete   bool  // the document's top-level value closed
+
+	// item is the list element being read (see aItem); items is what
+	// the document's closed elements added up to.
+	item  itemFields
+	items itemTotals
 }
+
+// itemFields are the values captured from one element of a list the
+// schema reads element by element: an Anthropic usage.iterations entry or
+// an OpenAI Responses output item.
+type itemFields struct {
+	has uint8 // bit i set: num[i] was captured
+	num [nItemSlots]int64
+	str [nItemStrSlots]smallString
+}
+
+// itemTotals are what the closed elements of one document add up to.
+type itemTotals struct {
+	// iterations are the usage.iterations entries, in order; nil when
+	// the document has none.
+	iterations []Iteration
+	// calls counts the Responses output items of each tool.
+	calls [usage.NumTools]int64
+	// containers are the distinct container ids of code_interpreter_call
+	// items, up to len(containers); more, and items without one, count
+	// in moreContainers.
+	containers     [maxContainers]smallString
+	nContainers    int
+	moreContainers int64
+}
+
+// maxIterations bounds the usage.iterations entries kept per document; a
+// later entry is added to the last one of its type and model (which can
+// only price it higher, at a long-context tier).
+const maxIterations = 256
+
+// maxContainers bounds the distinct container ids tracked per response;
+// beyond it each code_interpreter_call counts as a container of its own.
+const maxContainers = 8
 
 func (f *fields) set(slot uint8, v int64) {
 	f.has |= 1 << slot
@@ -229,6 +279,9 @@ func (s *scanner) beginValue(p []byte, i int) int {
 		if n != nil && n.act == aPresent {
 			s.f.set(n.slot, 1)
 		}
+		if n != nil && n.act == aItem {
+			s.f.item = itemFields{}
+		}
 		if n != nil && len(n.kids) > 0 {
 			if s.push(frame{node: s.cur, obj: true}) {
 				s.st = stObjFirst
@@ -291,6 +344,9 @@ func (s *scanner) push(f frame) bool {
 // closeContainer closes the tracked container on top.
 func (s *scanner) closeContainer() {
 	s.depth--
+	if n := &s.sch.nodes[s.stack[s.depth].node]; n.act == aItem {
+		s.f.closeItem(n.slot)
+	}
 	s.endValue()
 }
 
@@ -395,7 +451,7 @@ func (s *scanner) scanString(p []byte, i int) int {
 	switch s.litAct {
 	case aText:
 		s.valBytes += int64(len(seg))
-	case aStr:
+	case aStr, aItemStr:
 		if !s.lbad {
 			if s.llen+len(seg) > maxLitLen {
 				s.lbad = true
@@ -413,9 +469,12 @@ func (s *scanner) scanString(p []byte, i int) int {
 			s.f.textBytes += s.valBytes
 			s.f.textValues++
 		}
-	case aStr:
+	case aStr, aItemStr:
 		if !s.lbad {
 			ss := &s.f.str[s.litSlt]
+			if s.litAct == aItemStr {
+				ss = &s.f.item.str[s.litSlt]
+			}
 			ss.n = uint8(copy(ss.b[:], s.lit[:s.llen]))
 			ss.set = true
 		}
@@ -457,6 +516,11 @@ func (s *scanner) finishScalar() {
 		case aInt:
 			if v, ok := parseCount(lit); ok {
 				s.f.set(s.litSlt, v)
+			}
+		case aItemInt:
+			if v, ok := parseCount(lit); ok {
+				s.f.item.num[s.litSlt] = v
+				s.f.item.has |= 1 << s.litSlt
 			}
 		case aMillis:
 			if v, ok := parseMillis(lit); ok {

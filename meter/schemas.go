@@ -17,28 +17,69 @@ const (
 	aText           // the value's size in bytes → produced text (a string's bytes between its quotes)
 	aCount          // an array → its number of elements → slot
 	aPresent        // any value but null → slot = 1
+	aItem           // an object that is one element of a list: its end adds it up (slot: the item kind)
+	aItemInt        // a non-negative integer count → item slot
+	aItemStr        // a short string → item string slot
 )
 
 // Number slots: the integer values a schema captures into fields.num.
 const (
-	slIn         = iota // input / prompt tokens as the provider counts them
-	slOut               // output / completion tokens
-	slCached            // cache-read input tokens
-	slCacheWrite        // cache-write input tokens
-	slMillis            // audio duration
-	slChoices           // number of choices (openai.chat)
-	slUsage             // a non-null usage object was present
-	slData              // number of images in "data"
-	slOutStart          // Anthropic message_start's provisional output count
+	slIn           = iota // input / prompt tokens as the provider counts them
+	slOut                 // output / completion tokens
+	slCached              // cache-read input tokens
+	slCacheWrite          // cache-write input tokens
+	slMillis              // audio duration
+	slChoices             // number of choices (openai.chat)
+	slUsage               // a non-null usage object was present
+	slData                // number of images in "data"
+	slOutStart            // Anthropic message_start's provisional output count
+	slCacheWrite1h        // Anthropic cache writes with the 1-hour lifetime
+	slCacheWrite5m        // Anthropic cache writes with the 5-minute lifetime
+	slAudioIn             // audio input tokens
+	slImageIn             // image input tokens
+	slAudioOut            // audio output tokens
+	slImageOut            // image output tokens
+	slOutDetails          // a non-null output_tokens_details was present (GPT image models)
+	slWebSearch           // Anthropic server_tool_use.web_search_requests
+	slWebFetch            // Anthropic server_tool_use.web_fetch_requests
+	slContainer           // Anthropic's response ran in a code execution container
 	nSlots
 )
 
 // String slots.
 const (
-	ssType    = iota // event "type"
-	ssSize           // image size
-	ssQuality        // image quality
+	ssType        = iota // event "type"
+	ssSize               // image size
+	ssQuality            // image quality
+	ssServiceTier        // the service tier that served the request
+	ssSpeed              // Anthropic's usage.speed
+	ssGeo                // Anthropic's usage.inference_geo
 	nStrSlots
+)
+
+// Item kinds: the lists read element by element (aItem).
+const (
+	itemIteration = iota // an Anthropic usage.iterations entry
+	itemOutput           // an OpenAI Responses output item
+)
+
+// Item slots.
+const (
+	itIn      = iota // input_tokens (Anthropic: without the cache counts)
+	itOut            // output_tokens
+	itCached         // cache_read_input_tokens
+	itWrite          // cache_creation_input_tokens
+	itWrite1h        // cache_creation.ephemeral_1h_input_tokens
+	itWrite5m        // cache_creation.ephemeral_5m_input_tokens
+	nItemSlots
+)
+
+// Item string slots.
+const (
+	isType      = iota // "type"
+	isModel            // "model"
+	isContainer        // "container_id"
+	nItemStrSlots
 )
 
 // node is one step of a schema path.
@@ -147,9 +188,32 @@ func (s *schema) lookup(parent int16, key []byte) int16 {
 //     .output_tokens (GPT image models only), and, in newer responses,
 //     size and quality. Streams send image_generation.completed /
 //     image_edit.completed events, each with one image and its usage.
+//   - Anthropic, further: usage.cache_creation.ephemeral_1h_input_tokens
+//     and ephemeral_5m_input_tokens split the cache writes by lifetime;
+//     usage.server_tool_use.web_search_requests and web_fetch_requests
+//     count server-tool calls; usage.service_tier, usage.speed and
+//     usage.inference_geo say how the request was served; a non-null
+//     "container" (message.container in message_start, delta.container
+//     in message_delta) says it ran code in a container; and
+//     usage.iterations[] lists the steps billed separately, each with
+//     type, model and its own counts (the same exclusive input_tokens).
+//     message_delta repeats the whole list, cumulative: the last one
+//     read replaces the earlier, never merged.
+//   - OpenAI chat, further: service_tier (the tier that served it, in
+//     every chunk), usage.prompt_tokens_details.audio_tokens and
+//     .image_tokens, usage.completion_tokens_details.audio_tokens.
+//   - OpenAI Responses, further: service_tier; output[] items of type
+//     web_search_call, file_search_call, code_interpreter_call (with
+//     container_id) and image_generation_call, in the body, in the
+//     terminal event's response.output, and one by one in
+//     response.output_item.added events.
+//   - OpenAI images, further: usage.input_tokens_details.image_tokens
+//     and usage.output_tokens_details.image_tokens (gpt-image-1 reports
+//     no output details: all its output is image tokens).
 //   - OpenAI audio: transcriptions report duration (verbose_json) and/or
 //     usage {type: "duration", seconds} or {type: "tokens", input_tokens,
-//     output_tokens}; streamed transcriptions end with
+//     output_tokens, input_token_details {audio_tokens, text_tokens}};
+//     streamed transcriptions end with
 //     transcript.text.done carrying usage; streamed speech ends with
 //     speech.audio.done carrying usage.
 
@@ -160,6 +224,10 @@ func openAIChatUsage(prefix string) []rule {
 		{prefix + "usage.completion_tokens", aInt, slOut},
 		{prefix + "usage.prompt_tokens_details.cached_tokens", aInt, slCached},
 		{prefix + "usage.prompt_tokens_details.cache_write_tokens", aInt, slCacheWrite},
+		{prefix + "usage.prompt_tokens_details.audio_tokens", aInt, slAudioIn},
+		{prefix + "usage.prompt_tokens_details.image_tokens", aInt, slImageIn},
+		{prefix + "usage.completion_tokens_details.audio_tokens", aInt, slAudioOut},
+		{prefix + "service_tier", aStr, ssServiceTier},
 	}
 }
 
@@ -170,6 +238,26 @@ func openAIUsage(prefix string) []rule {
 		{prefix + "usage.output_tokens", aInt, slOut},
 		{prefix + "usage.input_tokens_details.cached_tokens", aInt, slCached},
 		{prefix + "usage.input_tokens_details.cache_write_tokens", aInt, slCacheWrite},
+		{prefix + "service_tier", aStr, ssServiceTier},
+	}
+}
+
+// imagesUsage is openAIUsage plus the image parts GPT image models report.
+func imagesUsage() []rule {
+	return append(openAIUsage(""),
+		rule{"usage.input_tokens_details.image_tokens", aInt, slImageIn},
+		rule{"usage.output_tokens_details", aPresent, slOutDetails},
+		rule{"usage.output_tokens_details.image_tokens", aInt, slImageOut},
+	)
+}
+
+// responsesOutput reads the output items of a Responses body or terminal
+// event (prefix "response."), for the built-in tools' calls.
+func responsesOutput(prefix string) []rule {
+	return []rule{
+		{prefix + "output[]", aItem, itemOutput},
+		{prefix + "output[].type", aItemStr, isType},
+		{prefix + "output[].container_id", aItemStr, isContainer},
 	}
 }
 
@@ -181,12 +269,29 @@ func anthropicUsage(prefix string) []rule {
 		// reports the output.
 		out = slOutStart
 	}
+	it := prefix + "usage.iterations[]"
 	return []rule{
 		{prefix + "usage", aPresent, slUsage},
 		{prefix + "usage.input_tokens", aInt, slIn},
 		{prefix + "usage.output_tokens", aInt, out},
 		{prefix + "usage.cache_read_input_tokens", aInt, slCached},
 		{prefix + "usage.cache_creation_input_tokens", aInt, slCacheWrite},
+		{prefix + "usage.cache_creation.ephemeral_1h_input_tokens", aInt, slCacheWrite1h},
+		{prefix + "usage.cache_creation.ephemeral_5m_input_tokens", aInt, slCacheWrite5m},
+		{prefix + "usage.server_tool_use.web_search_requests", aInt, slWebSearch},
+		{prefix + "usage.server_tool_use.web_fetch_requests", aInt, slWebFetch},
+		{prefix + "usage.service_tier", aStr, ssServiceTier},
+		{prefix + "usage.speed", aStr, ssSpeed},
+		{prefix + "usage.inference_geo", aStr, ssGeo},
+		{it, aItem, itemIteration},
+		{it + ".type", aItemStr, isType},
+		{it + ".model", aItemStr, isModel},
+		{it + ".input_tokens", aItemInt, itIn},
+		{it + ".output_tokens", aItemInt, itOut},
+		{it + ".cache_read_input_tokens", aItemInt, itCached},
+		{it + ".cache_creation_input_tokens", aItemInt, itWrite},
+		{it + ".cache_creation.ephemeral_1h_input_tokens", aItemInt, itWrite1h},
+		{it + ".cache_creation.ephemeral_5m_input_tokens", aItemInt, itWrite5m},
 	}
 }
 
@@ -227,10 +332,18 @@ var (
 	responsesSSESchema = compile(join(
 		[]rule{{"type", aStr, ssType}, {"delta", aText, 0}},
 		openAIUsage("response."),
+		responsesOutput("response."),
+		[]rule{
+			// response.output_item.added: one item.
+			{"item", aItem, itemOutput},
+			{"item.type", aItemStr, isType},
+			{"item.container_id", aItemStr, isContainer},
+		},
 	)...)
 
 	responsesJSONSchema = compile(join(
 		openAIUsage(""),
+		responsesOutput(""),
 		[]rule{
 			{"output[].content[].text", aText, 0},
 			{"output[].content[].refusal", aText, 0},
@@ -247,6 +360,8 @@ var (
 			{"delta.text", aText, 0},
 			{"delta.partial_json", aText, 0},
 			{"delta.thinking", aText, 0},
+			{"message.container", aPresent, slContainer},
+			{"delta.container", aPresent, slContainer},
 		},
 		anthropicUsage("message."),
 		anthropicUsage(""),
@@ -255,6 +370,7 @@ var (
 	anthropicJSONSchema = compile(join(
 		anthropicUsage(""),
 		[]rule{
+			{"container", aPresent, slContainer},
 			{"content[].text", aText, 0},
 			{"content[].thinking", aText, 0},
 			{"content[].input", aText, 0},
@@ -267,7 +383,7 @@ var (
 	)
 
 	imagesJSONSchema = compile(join(
-		openAIUsage(""),
+		imagesUsage(),
 		[]rule{
 			{"data", aCount, slData},
 			{"size", aStr, ssSize},
@@ -276,7 +392,7 @@ var (
 	)...)
 
 	imagesSSESchema = compile(join(
-		openAIUsage(""),
+		imagesUsage(),
 		[]rule{
 			{"type", aStr, ssType},
 			{"size", aStr, ssSize},
@@ -290,6 +406,7 @@ var (
 		rule{"usage.seconds", aMillis, slMillis},
 		rule{"usage.input_tokens", aInt, slIn},
 		rule{"usage.output_tokens", aInt, slOut},
+		rule{"usage.input_token_details.audio_tokens", aInt, slAudioIn},
 		rule{"text", aText, 0},
 	)
 
@@ -300,6 +417,7 @@ var (
 		rule{"usage.seconds", aMillis, slMillis},
 		rule{"usage.input_tokens", aInt, slIn},
 		rule{"usage.output_tokens", aInt, slOut},
+		rule{"usage.input_token_details.audio_tokens", aInt, slAudioIn},
 	)
 
 	// flatSchema captures nothing: a flat route charges per request.

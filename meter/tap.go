@@ -1,5 +1,7 @@
 package meter
 
+import "github.com/tollgate-dev/tollgate/usage"
+
 // Tap meters one response as its bytes pass from upstream to the client.
 // Feed it every byte upstream sends, in order, in pieces of any size, then
 // call End once. A Tap is not safe for concurrent use; one goroutine (the
@@ -66,6 +68,21 @@ type Tap struct {
 	quality    smallString // the image quality the response reported
 	events     int64       // SSE events dispatched
 	docDone    bool        // the JSON body's document closed
+
+	// How the response says it was served, as last reported.
+	serviceTier, speed, geo smallString
+	// iterations are the usage.iterations of the last complete document
+	// that listed them: each lists every step so far, so the last
+	// replaces the earlier and steps of different events never mix.
+	iterations []Iteration
+	// Responses built-in tool calls: counted one by one in
+	// response.output_item.added events (added), and whole in a body's
+	// or terminal event's output (listed); the larger count wins. ids
+	// holds the distinct container ids seen anywhere; moreAdded and
+	// moreListed the containers without a trackable id.
+	added, listed         [usage.NumTools]int64
+	ids                   itemTotals
+	moreAdded, moreListed int64
 
 	ended bool  // End was called: Feed returns nothing, End returns final
 	final Usage // the Usage End returned

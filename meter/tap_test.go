@@ -16,6 +16,7 @@ import (
 	"testing/iotest"
 
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 var update = flag.Bool("update", false, "update .golden files")
@@ -24,34 +25,97 @@ var update = flag.Bool("update", false, "update .golden files")
 // follow the providers' published list prices in credits per 1M tokens.
 var testPrices = map[API]Prices{
 	OpenAIChat: {
-		"gpt-4o":  {Input: money.MustParse("2.50"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("2.50"), Output: money.MustParse("10")},
-		"o4-mini": {Input: money.MustParse("1.10"), CachedInput: money.MustParse("0.275"), CacheWriteInput: money.MustParse("1.10"), Output: money.MustParse("4.40")},
+		"gpt-4o-audio-preview": {Rates: Rates{Input: money.MustParse("2.50"), CachedInput: money.MustParse("2.50"), CacheWriteInput: money.MustParse("2.50"), CacheWriteInput1h: money.MustParse("2.50"),
+			AudioInput: money.MustParse("40"), ImageInput: money.MustParse("2.50"), Output: money.MustParse("10"), AudioOutput: money.MustParse("80"), ImageOutput: money.MustParse("10")}},
+		"gpt-4o-search-preview": {Rates: Rates{Input: money.MustParse("2.50"), CachedInput: money.MustParse("2.50"), CacheWriteInput: money.MustParse("2.50"), CacheWriteInput1h: money.MustParse("2.50"),
+			AudioInput: money.MustParse("2.50"), ImageInput: money.MustParse("2.50"), Output: money.MustParse("10"), AudioOutput: money.MustParse("10"), ImageOutput: money.MustParse("10")},
+			Tools: toolFees("web_search", "0.035")},
+		"gpt-4o-mini-search-preview": {Rates: textRates("0.15", "0.15", "0.60"), Tools: toolFees("web_search", "0.0275")},
+		"gpt-4o": {Rates: Rates{Input: money.MustParse("2.50"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("2.50"), Output: money.MustParse("10")},
+			ServiceTier: map[string]Variant{"priority": {HasRates: true, Rates: textRates("4.25", "2.125", "17")}}},
+		"o4-mini": {Rates: Rates{Input: money.MustParse("1.10"), CachedInput: money.MustParse("0.275"), CacheWriteInput: money.MustParse("1.10"), Output: money.MustParse("4.40")},
+			ServiceTier: map[string]Variant{
+				"flex":     {HasRates: true, Rates: textRates("0.55", "0.138", "2.20")},
+				"priority": {HasRates: true, Rates: textRates("2", "0.50", "8")},
+			}},
 	},
 	OpenAIResponses: {
-		"gpt-4.1": {Input: money.MustParse("2"), CachedInput: money.MustParse("0.50"), CacheWriteInput: money.MustParse("2"), Output: money.MustParse("8")},
+		"gpt-4.1": {Rates: Rates{Input: money.MustParse("2"), CachedInput: money.MustParse("0.50"), CacheWriteInput: money.MustParse("2"), Output: money.MustParse("8")},
+			// Built-in tools: web search $10 and file search $2.50 per
+			// 1,000 calls, $0.03 per code interpreter container, an image
+			// generation call at a high-quality square image's price.
+			Tools: toolFees("web_search", "0.01", "file_search", "0.0025", "code_interpreter", "0.03", "image_generation", "0.167")},
+		// Above 272,000 input tokens: 2× input, 1.5× output.
+		"gpt-5.4": {Rates: textRates("2.50", "0.25", "15"), Tiers: []Tier{{AboveInputTokens: 272_000, Rates: textRates("5", "0.50", "22.50")}},
+			ServiceTier: map[string]Variant{"priority": {HasRates: true, Rates: textRates("5", "0.50", "30")}}},
 	},
 	AnthropicMessages: {
-		"claude-sonnet-4-5": {Input: money.MustParse("3"), CachedInput: money.MustParse("0.30"), CacheWriteInput: money.MustParse("3.75"), Output: money.MustParse("15")},
+		"claude-sonnet-4-5": {
+			Rates: Rates{Input: money.MustParse("3"), CachedInput: money.MustParse("0.30"), CacheWriteInput: money.MustParse("3.75"), CacheWriteInput1h: money.MustParse("6"),
+				AudioInput: money.MustParse("3"), ImageInput: money.MustParse("3"), Output: money.MustParse("15"), AudioOutput: money.MustParse("15"), ImageOutput: money.MustParse("15")},
+			// Long context: above 200,000 input tokens every token at these rates.
+			Tiers: []Tier{{AboveInputTokens: 200_000, Rates: Rates{Input: money.MustParse("6"), CachedInput: money.MustParse("0.60"), CacheWriteInput: money.MustParse("7.50"),
+				CacheWriteInput1h: money.MustParse("12"), AudioInput: money.MustParse("6"), ImageInput: money.MustParse("6"), Output: money.MustParse("22.50"),
+				AudioOutput: money.MustParse("22.50"), ImageOutput: money.MustParse("22.50")}}},
+			// Web search $10 per 1,000; web fetch free; code execution 5 minutes at $0.05 an hour.
+			Tools: toolFees("web_search", "0.01", "code_execution", "0.004167"),
+		},
+		"claude-haiku-4-5": {Rates: Rates{Input: money.MustParse("1"), CachedInput: money.MustParse("0.10"), CacheWriteInput: money.MustParse("1.25"), CacheWriteInput1h: money.MustParse("2"),
+			AudioInput: money.MustParse("1"), ImageInput: money.MustParse("1"), Output: money.MustParse("5"), AudioOutput: money.MustParse("5"), ImageOutput: money.MustParse("5")}},
+		"claude-opus-4-6": {
+			Rates: Rates{Input: money.MustParse("5"), CachedInput: money.MustParse("0.50"), CacheWriteInput: money.MustParse("6.25"), CacheWriteInput1h: money.MustParse("10"),
+				AudioInput: money.MustParse("5"), ImageInput: money.MustParse("5"), Output: money.MustParse("25"), AudioOutput: money.MustParse("25"), ImageOutput: money.MustParse("25")},
+			// Fast mode: its own table; US-only inference: 1.1× whatever is in force.
+			Speed: map[string]Variant{"fast": {HasRates: true, Rates: Rates{Input: money.MustParse("30"), CachedInput: money.MustParse("3"), CacheWriteInput: money.MustParse("37.50"),
+				CacheWriteInput1h: money.MustParse("60"), AudioInput: money.MustParse("30"), ImageInput: money.MustParse("30"), Output: money.MustParse("150"),
+				AudioOutput: money.MustParse("150"), ImageOutput: money.MustParse("150")}}},
+			InferenceGeo: map[string]Variant{"us": {Multiplier: 1_100_000}},
+			Tools:        toolFees("web_search", "0.01"),
+		},
 	},
 	OpenAIEmbeddings: {
-		"*": {Input: money.MustParse("0.02"), CachedInput: money.MustParse("0.02"), CacheWriteInput: money.MustParse("0.02")},
+		"*": {Rates: Rates{Input: money.MustParse("0.02"), CachedInput: money.MustParse("0.02"), CacheWriteInput: money.MustParse("0.02")}},
 	},
 	OpenAIImages: {
 		"dall-e-3": {PerImage: map[string]money.Micros{"1024x1024": money.MustParse("0.04"), "1024x1024/hd": money.MustParse("0.08"), "1792x1024/hd": money.MustParse("0.12")}},
 		"dall-e-2": {PerImage: map[string]money.Micros{"256x256": money.MustParse("0.016"), "512x512": money.MustParse("0.018"), "1024x1024": money.MustParse("0.02")}},
-		"gpt-image-1": {Input: money.MustParse("5"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("5"), Output: money.MustParse("40"),
-			PerImage: map[string]money.Micros{"*": money.MustParse("0.25")}},
+		// Text and image tokens at their own rates.
+		"gpt-image-1.5": {Rates: Rates{Input: money.MustParse("5"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("5"), CacheWriteInput1h: money.MustParse("5"),
+			AudioInput: money.MustParse("5"), ImageInput: money.MustParse("8"), Output: money.MustParse("10"), AudioOutput: money.MustParse("10"), ImageOutput: money.MustParse("32")}},
+		"gpt-image-1": {Rates: Rates{Input: money.MustParse("5"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("5"), ImageInput: money.MustParse("5"), Output: money.MustParse("40"), ImageOutput: money.MustParse("40")}, PerImage: map[string]money.Micros{"*": money.MustParse("0.25")}},
 	},
 	OpenAIAudio: {
-		"whisper-1":              {PerMinute: money.MustParse("0.006")},
-		"gpt-4o-transcribe":      {Input: money.MustParse("6"), CachedInput: money.MustParse("6"), CacheWriteInput: money.MustParse("6"), Output: money.MustParse("10"), PerMinute: money.MustParse("0.006")},
-		"gpt-4o-mini-transcribe": {Input: money.MustParse("3"), CachedInput: money.MustParse("3"), CacheWriteInput: money.MustParse("3"), Output: money.MustParse("5")},
-		"tts-1":                  {Input: money.MustParse("15"), CachedInput: money.MustParse("15"), CacheWriteInput: money.MustParse("15")},
-		"gpt-4o-mini-tts":        {Input: money.MustParse("0.60"), CachedInput: money.MustParse("0.60"), CacheWriteInput: money.MustParse("0.60"), Output: money.MustParse("12")},
+		"whisper-1": {PerMinute: money.MustParse("0.006")},
+		"gpt-4o-transcribe": {Rates: Rates{Input: money.MustParse("2.50"), CachedInput: money.MustParse("2.50"), CacheWriteInput: money.MustParse("2.50"), CacheWriteInput1h: money.MustParse("2.50"),
+			AudioInput: money.MustParse("6"), ImageInput: money.MustParse("2.50"), Output: money.MustParse("10"), AudioOutput: money.MustParse("10"), ImageOutput: money.MustParse("10")}, PerMinute: money.MustParse("0.006")},
+		"gpt-4o-mini-transcribe": {Rates: Rates{Input: money.MustParse("3"), CachedInput: money.MustParse("3"), CacheWriteInput: money.MustParse("3"), AudioInput: money.MustParse("3"), Output: money.MustParse("5"), AudioOutput: money.MustParse("5")}},
+		"tts-1":                  {Rates: Rates{Input: money.MustParse("15"), CachedInput: money.MustParse("15"), CacheWriteInput: money.MustParse("15")}},
+		"gpt-4o-mini-tts":        {Rates: Rates{Input: money.MustParse("0.60"), CachedInput: money.MustParse("0.60"), CacheWriteInput: money.MustParse("0.60"), AudioInput: money.MustParse("0.60"), Output: money.MustParse("12"), AudioOutput: money.MustParse("12")}},
 	},
 	Flat: {
 		"*": {PerRequest: money.MustParse("0.01")},
 	},
+}
+
+// textRates is a config-resolved table of input, cached input and output
+// rates: every other input class at input, every other output at output.
+func textRates(in, cached, out string) Rates {
+	i, o := money.MustParse(in), money.MustParse(out)
+	return Rates{Input: i, CachedInput: money.MustParse(cached), CacheWriteInput: i, CacheWriteInput1h: i, AudioInput: i, ImageInput: i,
+		Output: o, AudioOutput: o, ImageOutput: o}
+}
+
+// toolFees builds Price.Tools from tool names and decimal fees.
+func toolFees(kv ...string) [usage.NumTools]money.Micros {
+	var fees [usage.NumTools]money.Micros
+	for i := 0; i+1 < len(kv); i += 2 {
+		tool, ok := usage.ParseTool(kv[i])
+		if !ok {
+			panic("unknown tool " + kv[i])
+		}
+		fees[tool] = money.MustParse(kv[i+1])
+	}
+	return fees
 }
 
 // testRouteMaxOutput is the route cap the golden preflight estimates use.
@@ -63,6 +127,9 @@ const testBoundary = "tollgate-test-boundary"
 type golden struct {
 	Usage Usage  `json:"usage"`
 	Cost  string `json:"cost"`
+	// Charged is the usage the charge records (Prices.Charge), when it
+	// is not Usage: the sum of the iterations, or a per-request call.
+	Charged *Usage `json:"charged,omitempty"`
 	// Preflight is the reservation for the case's request.
 	Preflight     Usage  `json:"preflight"`
 	PreflightCost string `json:"preflight_cost"`
@@ -147,6 +214,8 @@ func loadRequest(t testing.TB, api API, stem string) Request {
 	body, ct := []byte(nil), "application/json"
 	if b, err := os.ReadFile(stem + ".request.json"); err == nil {
 		body = b
+	} else if _, err := os.Stat(stem + ".request.json.gz"); err == nil {
+		body = readFile(t, stem+".request.json.gz")
 	} else if b, err := os.ReadFile(stem + ".request.multipart"); err == nil {
 		body, ct = b, "multipart/form-data; boundary="+testBoundary
 	} else if api != Flat {
@@ -244,15 +313,11 @@ func TestGolden(t *testing.T) {
 			if !tap.filter && !bytes.Equal(client, tc.data) {
 				t.Fatalf("client bytes differ from upstream bytes without filtering")
 			}
-			price, err := testPrices[tc.api].Lookup(tc.req.Model)
+			charged, cost, err := testPrices[tc.api].Charge(tc.req, u)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("Charge(%+v): %v", u, err)
 			}
-			cost, err := price.Cost(u)
-			if err != nil {
-				t.Fatalf("Cost(%+v): %v", u, err)
-			}
-			pre, preCost, err := tc.req.Estimate(price, testRouteMaxOutput)
+			pre, preCost, err := testPrices[tc.api].Estimate(tc.req, testRouteMaxOutput, nil)
 			if err != nil {
 				t.Fatalf("Estimate: %v", err)
 			}
@@ -262,6 +327,9 @@ func TestGolden(t *testing.T) {
 				Preflight: pre, PreflightCost: preCost.String(),
 				Events:      tap.events,
 				ClientBytes: len(client), ClientSHA256: hex.EncodeToString(sum[:]),
+			}
+			if !sameUsage(charged, u) {
+				got.Charged = &charged
 			}
 			gotJSON, err := json.MarshalIndent(got, "", "  ")
 			if err != nil {
@@ -285,7 +353,7 @@ func TestGolden(t *testing.T) {
 			// Every way of splitting the bytes gives the same result.
 			for name, mk := range readers(tc.data) {
 				c2, u2, _ := replay(t, tc, mk())
-				if u2 != u {
+				if !sameUsage(u2, u) {
 					t.Errorf("%s reads: usage %+v, want %+v", name, u2, u)
 				}
 				if !bytes.Equal(c2, client) {
@@ -303,7 +371,7 @@ func TestGolden(t *testing.T) {
 // tokens are most of its cost. gpt-image-1 publishes 4,160 output tokens
 // for a high-quality 1024x1024 image and 100 per partial image.
 func TestImagesCutNeverFree(t *testing.T) {
-	tokens := Price{Input: 5_000_000, CachedInput: 1_250_000, CacheWriteInput: 5_000_000, Output: 40_000_000}
+	tokens := Price{Rates: Rates{Input: 5_000_000, CachedInput: 1_250_000, CacheWriteInput: 5_000_000, ImageInput: 5_000_000, Output: 40_000_000, ImageOutput: 40_000_000}}
 	perImage := Price{PerImage: map[string]money.Micros{"1024x1024": 40_000}}
 	tests := []struct {
 		name, req, ct, body string

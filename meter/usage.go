@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // This file holds what a Tap makes of the values the scanner captured, per
@@ -41,6 +43,20 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	if f.str[ssQuality].set {
 		t.quality = f.str[ssQuality]
 	}
+	for _, ss := range [...]struct {
+		slot uint8
+		dst  *smallString
+	}{{ssServiceTier, &t.serviceTier}, {ssSpeed, &t.speed}, {ssGeo, &t.geo}} {
+		if f.str[ss.slot].set {
+			*ss.dst = f.str[ss.slot]
+		}
+	}
+	if len(f.items.iterations) > 0 {
+		t.iterations = f.items.iterations
+	}
+	if t.req.API == OpenAIResponses {
+		t.countOutput(f)
+	}
 	if t.req.API == OpenAIImages && t.mode == modeSSE {
 		typ := &f.str[ssType]
 		if !typ.set || !bytes.HasSuffix(typ.b[:typ.n], []byte(".completed")) {
@@ -48,7 +64,7 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 		}
 		// Each completed event is one image with its own usage: add up.
 		t.completed++
-		for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite} {
+		for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite, slImageIn, slImageOut, slOutDetails} {
 			if v, ok := f.get(sl); ok {
 				t.rep[sl] = satAdd(t.rep[sl], v)
 				t.repHas |= 1 << sl
@@ -59,7 +75,9 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	// Providers' counters are cumulative (Anthropic's message_delta
 	// repeats and grows them), so the largest report of each is the final
 	// one, and a later zero or null can never erase an earlier count.
-	for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite, slMillis, slData, slOutStart} {
+	for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite, slMillis, slData, slOutStart,
+		slCacheWrite1h, slCacheWrite5m, slAudioIn, slImageIn, slAudioOut, slImageOut, slOutDetails,
+		slWebSearch, slWebFetch, slContainer} {
 		if v, ok := f.get(sl); ok {
 			if sl == slData {
 				t.rep[sl] = v // one body, one data array
@@ -75,6 +93,29 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	n, hasChoices := f.get(slChoices)
 	_, hasUsage := f.get(slUsage)
 	return t.req.API == OpenAIChat && hasChoices && n == 0 && hasUsage
+}
+
+// countOutput folds the Responses output items of one complete document
+// into the tool-call counts.
+func (t *Tap) countOutput(f *fields) {
+	it := &f.items
+	t.ids.mergeContainers(it)
+	typ := &f.str[ssType]
+	switch {
+	case typ.is("response.output_item.added"):
+		for i, n := range it.calls {
+			t.added[i] = satAdd(t.added[i], n)
+		}
+		t.moreAdded = satAdd(t.moreAdded, it.moreContainers)
+	case typ.is("response.output_item.done"):
+		// The same item as its added event.
+	default:
+		// A body, or an event with the whole response.output.
+		for i, n := range it.calls {
+			t.listed[i] = max(t.listed[i], n)
+		}
+		t.moreListed = max(t.moreListed, it.moreContainers)
+	}
 }
 
 // Output-token estimates for an image whose usage never arrived, from
@@ -119,11 +160,17 @@ func satMul(a, b int64) int64 {
 	return a * b
 }
 
+// satAdd returns a+b, saturating at the largest int64 (and at the
+// smallest, for a sum of negatives).
 func satAdd(a, b int64) int64 {
-	if s := a + b; s >= a {
-		return s
+	s := a + b
+	switch {
+	case b > 0 && s < a:
+		return 1<<63 - 1
+	case b < 0 && s > a:
+		return -1 << 63
 	}
-	return 1<<63 - 1
+	return s
 }
 
 func (t *Tap) has(sl uint8) bool { return t.repHas&(1<<sl) != 0 }
@@ -167,6 +214,15 @@ func (t *Tap) usage() Usage {
 			u.OutputTokens = outEstimate
 			u.Estimated = true
 		}
+		if r.API == OpenAIResponses {
+			for tool := range usage.NumTools {
+				u.SetCalls(tool, max(t.added[tool], t.listed[tool]))
+			}
+			if u.CodeInterpreterCalls > 0 {
+				// OpenAI bills code interpreter per container.
+				u.CodeInterpreterCalls = satAdd(int64(t.ids.nContainers), max(t.moreAdded, t.moreListed))
+			}
+		}
 	case AnthropicMessages:
 		t.tokens(&u, true)
 		if t.has(slOut) {
@@ -176,6 +232,11 @@ func (t *Tap) usage() Usage {
 			u.OutputTokens = max(outEstimate, t.rep[slOutStart])
 			u.Estimated = true
 		}
+		u.WebSearchCalls, u.WebFetchCalls = t.rep[slWebSearch], t.rep[slWebFetch]
+		if t.has(slContainer) {
+			u.CodeExecutionCalls = 1
+		}
+		u.Iterations = t.iterations
 	case OpenAIEmbeddings:
 		t.tokens(&u, false)
 	case OpenAIImages:
@@ -228,7 +289,7 @@ func (t *Tap) usage() Usage {
 			t.tokens(&u, false)
 		}
 		if t.has(slMillis) {
-			u.AudioMillis = t.rep[slMillis]
+			u.AudioMillis = billedMillis(t.rep[slMillis])
 		} else {
 			// No duration in the response: the request's estimate, which
 			// a per-minute price needs even when tokens were reported.
@@ -268,7 +329,42 @@ func (t *Tap) usage() Usage {
 	case Flat:
 		// Priced per request only.
 	}
+	t.parts(&u)
+	u.ServiceTier, u.Speed, u.InferenceGeo = t.serviceTier.value(), t.speed.value(), t.geo.value()
 	return u
+}
+
+// parts fills u's audio and image parts of the input and output from the
+// totals, within the counts they are parts of.
+func (t *Tap) parts(u *Usage) {
+	if !t.has(slIn) && !t.has(slOut) {
+		return // nothing reported: no parts either
+	}
+	u.AudioInputTokens = min(t.rep[slAudioIn], u.InputTokens)
+	u.ImageInputTokens = min(t.rep[slImageIn], u.InputTokens-u.AudioInputTokens)
+	audioOut, imageOut := t.rep[slAudioOut], t.rep[slImageOut]
+	switch {
+	case t.req.API == OpenAIAudio && t.req.speech:
+		// Speech output is audio, whatever the usage says.
+		audioOut = u.OutputTokens
+	case t.req.API == OpenAIImages && !t.has(slOutDetails):
+		// gpt-image-1 reports no output details: its output is the
+		// images.
+		imageOut = u.OutputTokens
+	}
+	u.AudioOutputTokens = min(audioOut, u.OutputTokens)
+	u.ImageOutputTokens = min(imageOut, u.OutputTokens-u.AudioOutputTokens)
+}
+
+// billedMillis rounds a reported audio duration the way OpenAI bills
+// whisper-1, to the nearest second (OpenAI pricing, "Transcription and
+// speech generation"), half up, and never to nothing: 36.71 s is billed
+// as 37 s, 0.2 s as 1 s.
+func billedMillis(ms int64) int64 {
+	if ms <= 0 {
+		return 0
+	}
+	return max(satMul(satAdd(ms, 500)/1000, 1000), 1000)
 }
 
 // tokens fills u's token counts from the totals, normalising Anthropic's
@@ -279,6 +375,9 @@ func (t *Tap) tokens(u *Usage, anthropic bool) {
 		u.Estimated = true
 	} else {
 		in, cached, write := t.rep[slIn], t.rep[slCached], t.rep[slCacheWrite]
+		// Anthropic splits its writes by lifetime in cache_creation; the
+		// total may be absent where the split is not.
+		write = max(write, satAdd(t.rep[slCacheWrite1h], t.rep[slCacheWrite5m]))
 		if anthropic {
 			// input_tokens excludes both cache counts: add them, once.
 			in = satAdd(satAdd(in, cached), write)
@@ -288,6 +387,7 @@ func (t *Tap) tokens(u *Usage, anthropic bool) {
 		cached = min(cached, in)
 		write = min(write, in-cached)
 		u.InputTokens, u.CachedInputTokens, u.CacheWriteInputTokens = in, cached, write
+		u.CacheWrite1hInputTokens = min(t.rep[slCacheWrite1h], write)
 	}
 	u.OutputTokens = t.rep[slOut]
 }
