@@ -297,9 +297,10 @@ func TestFuzzSeeds(t *testing.T) {
 			write("FuzzParseRequest", seedName, u16(apiIndex[tc.api]), str("application/json"), bs(b))
 		} else if b, err := os.ReadFile(stem + ".request.multipart"); err == nil {
 			// Keep the form, shorten the file to keep the corpus small.
-			if i := bytes.Index(b, []byte("Content-Type: audio/mpeg\r\n\r\n")); i > 0 {
+			if i := bytes.Index(b, []byte("Content-Type: audio/")); i > 0 {
+				i += bytes.Index(b[i:], []byte("\r\n\r\n")) + 4
 				end := bytes.LastIndex(b, []byte("\r\n--"+testBoundary))
-				b = append(append(bytes.Clone(b[:i+28]), b[i+28:i+28+300]...), b[end:]...)
+				b = append(append(bytes.Clone(b[:i]), b[i:min(i+300, end)]...), b[end:]...)
 			}
 			write("FuzzParseRequest", seedName, u16(apiIndex[tc.api]), str("multipart/form-data; boundary="+testBoundary), bs(b))
 		}
