@@ -322,10 +322,20 @@ func (r *Request) holdServerTools(u *Usage, st ServerTools, ceiling int64) *Iter
 // geography whose variants of p the response to r could be billed at
 // ("" for the standard rates); see Estimate.
 func (r *Request) variants(p *Price) (tiers, speeds, geos []string) {
-	return candidates(p.ServiceTier, r.serviceTier, true),
-		candidates(p.Speed, r.speed, false),
-		candidates(p.InferenceGeo, r.inferenceGeo, true)
+	switch r.API {
+	case AnthropicMessages:
+		return candidates(p.ServiceTier, r.serviceTier, true),
+			candidates(p.Speed, r.speed, false),
+			candidates(p.InferenceGeo, r.inferenceGeo, true)
+	case OpenAIChat, OpenAIResponses:
+		return candidates(p.ServiceTier, r.serviceTier, true), standardOnly, standardOnly
+	}
+	// The other APIs report no variant.
+	return standardOnly, standardOnly, standardOnly
 }
+
+// standardOnly is the candidates of a dimension the API does not report.
+var standardOnly = []string{""}
 
 // candidates returns "" and the keys of m the response to a request
 // asking for want may be billed at: every key when want is "" (or
