@@ -210,10 +210,20 @@ type Route struct {
 	// to openai.embeddings and flat, where it is 0. Must be > 0 where it
 	// applies.
 	MaxOutputTokens int64
+	// ServerTools are the preflight's allowances for server-side tool
+	// calls (YAML "server_tools": kind → {max_uses, input_tokens}), on
+	// anthropic.messages and openai.responses routes: how many calls a
+	// tool that sets no max_uses of its own is held for, and how many
+	// input tokens one call's result may add. A kind left out, or a key
+	// left out of one, takes meter.DefaultToolAllowance's (5 calls; 25,000
+	// tokens for a web search). Both must be > 0.
+	ServerTools meter.ServerTools
 	// Prices maps model names to prices (YAML "prices"). The key "*"
 	// prices every model not listed; without it an unlisted model is
-	// refused with 400 model_not_priced. CachedInput and CacheWriteInput
-	// are filled with Input when the file leaves them out.
+	// refused with 400 model_not_priced. A rate the file leaves out
+	// takes its meter.RateDefault (cached_input and cache_write_input
+	// are input's, cache_write_input_1h is cache_write_input's, and so
+	// on), in the model's table and in each tier and variant.
 	Prices meter.Prices
 }
 

@@ -89,9 +89,7 @@ func TestDefaults(t *testing.T) {
 		{"routes[0].max_output_tokens", c.Routes[0].MaxOutputTokens, int64(4096)},
 		// cached_input and cache_write_input default to input; a bare
 		// 0.60 is read from its text, not through float64.
-		{"routes[0].prices", c.Routes[0].Prices, meter.Prices{"gpt-4o-mini": {
-			Input: 150_000, CachedInput: 150_000, CacheWriteInput: 150_000, Output: 600_000,
-		}}},
+		{"routes[0].prices", c.Routes[0].Prices, meter.Prices{"gpt-4o-mini": {Rates: rates(150_000, 150_000, 150_000, 600_000)}}},
 	}
 	for _, tc := range checks {
 		if !reflect.DeepEqual(tc.got, tc.want) {
@@ -109,7 +107,7 @@ func TestDefaultValidates(t *testing.T) {
 		Path:            "/v1/embeddings",
 		API:             meter.OpenAIEmbeddings,
 		Upstream:        &url.URL{Scheme: "https", Host: "api.openai.com"},
-		Prices:          meter.Prices{"*": {Input: 20_000}},
+		Prices:          meter.Prices{"*": {Rates: meter.Rates{Input: 20_000}}},
 		MaxOutputTokens: 10,
 	}}
 	c.Store.HoldTTL = 0
@@ -177,7 +175,7 @@ func TestExample(t *testing.T) {
 	if chat == nil || chat.Headers.Get("Authorization") != "Bearer sk-test" {
 		t.Fatalf("chat route = %+v", chat)
 	}
-	if got, want := chat.Prices["gpt-4o-mini"], (meter.Price{Input: 150_000, CachedInput: 75_000, CacheWriteInput: 150_000, Output: 600_000}); !reflect.DeepEqual(got, want) {
+	if got, want := chat.Prices["gpt-4o-mini"], (meter.Price{Rates: rates(150_000, 75_000, 150_000, 600_000)}); !reflect.DeepEqual(got, want) {
 		t.Errorf("gpt-4o-mini = %+v, want %+v", got, want)
 	}
 	// The Responses route reuses the chat table through a YAML alias, and
@@ -194,7 +192,7 @@ func TestExample(t *testing.T) {
 	if got := anth.Headers; got.Get("X-Api-Key") != "sk-ant-test" || got.Get("Anthropic-Version") != "2023-06-01" {
 		t.Errorf("anthropic headers = %v", got)
 	}
-	if got, want := anth.Prices["claude-sonnet-4-5"], (meter.Price{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, Output: 15_000_000}); !reflect.DeepEqual(got, want) {
+	if got, want := anth.Prices["claude-sonnet-4-5"], (meter.Price{Rates: rates(3_000_000, 300_000, 3_750_000, 15_000_000)}); !reflect.DeepEqual(got, want) {
 		t.Errorf("claude-sonnet-4-5 = %+v, want %+v", got, want)
 	}
 	img := routeAt(t, c, "/v1/images/")
@@ -215,6 +213,13 @@ func TestExample(t *testing.T) {
 		c.Stripe.Livemode == nil || *c.Stripe.Livemode {
 		t.Errorf("stripe = %+v", c.Stripe)
 	}
+}
+
+// rates returns the rates of a table that sets input, cached_input,
+// cache_write_input and output: the other rates take their defaults.
+func rates(in, cached, write, out money.Micros) meter.Rates {
+	return meter.Rates{Input: in, CachedInput: cached, CacheWriteInput: write, CacheWriteInput1h: write, AudioInput: in, ImageInput: in,
+		Output: out, AudioOutput: out, ImageOutput: out}
 }
 
 // routeAt returns c's route with path, failing the test when there is none.
@@ -277,12 +282,12 @@ func TestProblems(t *testing.T) {
 		{
 			name: "unknown nested key",
 			yaml: route + "    upstrem: https://x\n",
-			want: []string{"line 7: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, prices"},
+			want: []string{"line 7: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, server_tools, prices"},
 		},
 		{
 			name: "x- keys are ignored at the top level only",
 			yaml: "x-anchors: {a: 1}\n" + route + "    x-note: hi\n",
-			want: []string{"line 8: routes[0].x-note: unknown key; allowed keys: path, api, upstream, headers, max_output_tokens, prices"},
+			want: []string{"line 8: routes[0].x-note: unknown key; allowed keys: path, api, upstream, headers, max_output_tokens, server_tools, prices"},
 		},
 		{
 			name: "bad price with its line",
@@ -332,7 +337,7 @@ stripe:
 				`line 10: routes[0].upstream: "ftp://example.com" is not an http or https URL (want e.g. "https://api.openai.com")`,
 				`line 12: routes[0].prices.gpt-4o.input: "-1" is negative (want a price of 0 or more)`,
 				`line 12: routes[0].prices.gpt-4o.output: "1e3" uses an exponent; write the decimal in full (want e.g. "0.60")`,
-				`line 13: routes[0].prices."gpt-4.1": sets no price; give at least one of input, cached_input, cache_write_input, output, per_request, per_image, per_minute`,
+				`line 13: routes[0].prices."gpt-4.1": sets no price; give at least one of input, cached_input, cache_write_input, cache_write_input_1h, audio_input, image_input, output, audio_output, image_output, per_request, per_image, per_minute, tools, tiers, service_tier, speed, inference_geo`,
 				`line 14: routes[1].path: "v1/chat" must start with "/" (e.g. "/v1/chat/completions")`,
 				`line 16: routes[1].upstream: "https://api.openai.com?x=1" has a query or fragment; give the base URL only (e.g. "https://api.openai.com")`,
 				`line 17: routes[1].max_output_tokens: does not apply to api flat, which bills no output tokens; remove it`,
@@ -365,8 +370,8 @@ routes:
       dall-e-2: {per_image: {}}
 `,
 			want: []string{
-				`line 7: routes[0].prices.gpt-4o.per_minute: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, output, per_request`,
-				`line 7: routes[0].prices.gpt-4o.per_image: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, output, per_request`,
+				`line 7: routes[0].prices.gpt-4o.per_minute: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, audio_input, image_input, output, audio_output, per_request, tools, tiers, service_tier`,
+				`line 7: routes[0].prices.gpt-4o.per_image: is not a price of api openai.chat; its prices are input, cached_input, cache_write_input, audio_input, image_input, output, audio_output, per_request, tools, tiers, service_tier`,
 				`line 12: routes[1].prices.text-embedding-3-small.output: is not a price of api openai.embeddings; its prices are input, per_request`,
 				`line 17: routes[2].prices.dall-e-3.per_image."1024*1024": "1024*1024" is not an image size (want "SIZE", "SIZE/QUALITY", "*/QUALITY" or "*", e.g. "1024x1024" or "1024x1024/hd")`,
 				`line 18: routes[2].prices.dall-e-2.per_image: is empty; give prices by size, e.g. {"1024x1024": "0.04"}`,
@@ -573,12 +578,12 @@ routes:
     prices:
       dall-e-3: {per_image: {"1024x1024": 0.04, "1024x1024/hd": "0.08", "*/hd": "0.12", "*": "0.12"}}
 `, noEnv)
-	want := meter.Price{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, Output: 15_000_000}
+	want := meter.Price{Rates: rates(3_000_000, 300_000, 3_750_000, 15_000_000)}
 	a := c.Routes[0].Prices
 	if !reflect.DeepEqual(a["bare"], want) || !reflect.DeepEqual(a["quoted"], want) {
 		t.Errorf("bare = %+v, quoted = %+v, want %+v", a["bare"], a["quoted"], want)
 	}
-	if !reflect.DeepEqual(a["free"], meter.Price{}) || !reflect.DeepEqual(a["tiny"], meter.Price{Input: 1, CachedInput: 1, CacheWriteInput: 1}) || !reflect.DeepEqual(a["*"], meter.Price{PerRequest: 10_000}) {
+	if !reflect.DeepEqual(a["free"], meter.Price{}) || !reflect.DeepEqual(a["tiny"], meter.Price{Rates: rates(1, 1, 1, 0)}) || !reflect.DeepEqual(a["*"], meter.Price{PerRequest: 10_000}) {
 		t.Errorf("prices = %+v", a)
 	}
 	if c.Routes[0].MaxOutputTokens != 64000 {

@@ -9,7 +9,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tollgate-dev/tollgate/meter"
-	"github.com/tollgate-dev/tollgate/money"
 )
 
 // The keys each mapping accepts, in the order the documentation gives them.
@@ -17,35 +16,10 @@ var (
 	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe"}
 	adminKeys  = []string{"listen", "token"}
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
-	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "prices"}
-	priceKeys  = []string{"input", "cached_input", "cache_write_input", "output", "per_request", "per_image", "per_minute"}
+	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "server_tools", "prices"}
 	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window"}
 	creditKeys = []string{"credits"}
 )
-
-// PriceKeys lists the YAML price keys that apply to api, in documentation
-// order; for an unknown api, every price key. A route's model may set only
-// these: a rate the meter can never apply is a mistake worth reporting,
-// not a silent no-op.
-func PriceKeys(api meter.API) []string {
-	switch api {
-	case meter.OpenAIChat, meter.OpenAIResponses, meter.AnthropicMessages:
-		return []string{"input", "cached_input", "cache_write_input", "output", "per_request"}
-	case meter.OpenAIEmbeddings:
-		return []string{"input", "per_request"}
-	case meter.OpenAIImages:
-		// gpt-image-1 reports token usage (text and image input, cached
-		// input, image output); dall-e-2/3 are priced per image.
-		return []string{"input", "cached_input", "output", "per_request", "per_image"}
-	case meter.OpenAIAudio:
-		// whisper-1 is priced per minute; gpt-4o-transcribe and the TTS
-		// models report token usage.
-		return []string{"input", "output", "per_request", "per_minute"}
-	case meter.Flat:
-		return []string{"per_request"}
-	}
-	return slices.Clone(priceKeys)
-}
 
 // billsOutput reports whether api has output tokens the preflight must
 // reserve for, which is where max_output_tokens applies.
@@ -107,7 +81,7 @@ func (p *parser) routes(f fields) {
 
 func (p *parser) route(n *yaml.Node, path string) Route {
 	var r Route
-	f := p.mapping(n, path, "a route: a mapping with path, api, upstream, headers, max_output_tokens and prices", routeKeys)
+	f := p.mapping(n, path, "a route: a mapping with path, api, upstream, headers, max_output_tokens, server_tools and prices", routeKeys)
 	r.Path, _, _ = p.text(f, "path")
 	api, _, _ := p.text(f, "api")
 	r.API = meter.API(api)
@@ -124,6 +98,9 @@ func (p *parser) route(n *yaml.Node, path string) Route {
 	}
 	if !p.integer(f, "max_output_tokens", "4096", &r.MaxOutputTokens) && billsOutput(r.API) {
 		r.MaxOutputTokens = meter.DefaultMaxOutputTokens
+	}
+	if kv, ok := f.vals["server_tools"]; ok {
+		r.ServerTools = p.serverTools(kv, keyPath(path, "server_tools"), r.API)
 	}
 	if kv, ok := f.vals["prices"]; ok {
 		r.Prices = p.prices(kv.val, keyPath(path, "prices"), r.API)
@@ -152,78 +129,6 @@ func (p *parser) headers(n *yaml.Node, path string) http.Header {
 		p.record(keyPath(path, canon), kv.kline, kv.kcol)
 	}
 	return h
-}
-
-func (p *parser) prices(n *yaml.Node, path string, api meter.API) meter.Prices {
-	prices := meter.Prices{}
-	for _, kv := range p.pairs(n, path, `a mapping of model names to prices, e.g. {gpt-4o-mini: {input: "0.15", output: "0.60"}}`) {
-		mp := keyPath(path, kv.key)
-		p.record(mp, kv.kline, kv.kcol)
-		prices[kv.key] = p.price(kv, mp, api)
-	}
-	return prices
-}
-
-func (p *parser) price(kv pair, path string, api meter.API) meter.Price {
-	var pr meter.Price
-	f := p.mapping(kv.val, path, `a mapping of price keys, e.g. {input: "0.15", output: "0.60"}`, priceKeys)
-	allowed := PriceKeys(api)
-	if f.n == 0 && !p.reported[path] {
-		p.errorf(kv.kline, path, "sets no price; give at least one of %s", strings.Join(allowed, ", "))
-		return pr
-	}
-	set := func(key string, dst *money.Micros, example string) bool {
-		v, ok := f.vals[key]
-		if !ok {
-			return false
-		}
-		kp := keyPath(path, key)
-		if api.Valid() && !slices.Contains(allowed, key) {
-			p.errorf(v.kline, kp, "is not a price of api %s; its prices are %s", api, strings.Join(allowed, ", "))
-			return true
-		}
-		if m, ok := p.amount(v.val, kp, example); ok {
-			*dst = m
-		}
-		return true
-	}
-	set("input", &pr.Input, "0.15")
-	cached := set("cached_input", &pr.CachedInput, "0.075")
-	cacheWrite := set("cache_write_input", &pr.CacheWriteInput, "3.75")
-	set("output", &pr.Output, "0.60")
-	set("per_request", &pr.PerRequest, "0.001")
-	set("per_minute", &pr.PerMinute, "0.006")
-	if !cached {
-		pr.CachedInput = pr.Input
-	}
-	if !cacheWrite {
-		pr.CacheWriteInput = pr.Input
-	}
-	if v, ok := f.vals["per_image"]; ok {
-		kp := keyPath(path, "per_image")
-		if api.Valid() && !slices.Contains(allowed, "per_image") {
-			p.errorf(v.kline, kp, "is not a price of api %s; its prices are %s", api, strings.Join(allowed, ", "))
-		} else {
-			pr.PerImage = p.perImage(v, kp)
-		}
-	}
-	return pr
-}
-
-func (p *parser) perImage(kv pair, path string) map[string]money.Micros {
-	m := map[string]money.Micros{}
-	entries := p.pairs(kv.val, path, `a mapping of sizes to prices, e.g. {"1024x1024": "0.04", "1024x1024/hd": "0.08"}`)
-	if len(entries) == 0 && !p.reported[path] {
-		p.errorf(kv.kline, path, `is empty; give prices by size, e.g. {"1024x1024": "0.04"}`)
-	}
-	for _, e := range entries {
-		ep := keyPath(path, e.key)
-		p.record(ep, e.kline, e.kcol)
-		if v, ok := p.amount(e.val, ep, "0.04"); ok {
-			m[e.key] = v
-		}
-	}
-	return m
 }
 
 func (p *parser) stripe(n *yaml.Node) {
@@ -330,7 +235,7 @@ func (p *parser) unitWarnings(route string, r Route) {
 	}
 	for _, model := range sortedKeys(r.Prices) {
 		pr := r.Prices[model]
-		if pr.Input <= 0 && pr.CachedInput <= 0 && pr.CacheWriteInput <= 0 && pr.Output <= 0 {
+		if !hasTokenRate(&pr.Rates) {
 			continue
 		}
 		path := keyPath(keyPath(route, "prices"), model)
@@ -341,4 +246,14 @@ func (p *parser) unitWarnings(route string, r Route) {
 			p.warnf(p.cfg.line(path), path, `sets token rates but no per_minute: a transcription that reports a duration but no tokens (whisper-1) is charged tollgate's estimate of its tokens, %d audio tokens a minute plus its text; add per_minute (e.g. "0.006") to charge it by the minute instead`, meter.AudioTokensPerMinute)
 		}
 	}
+}
+
+// hasTokenRate reports whether r charges for any token.
+func hasTokenRate(r *meter.Rates) bool {
+	for _, k := range meter.RateKeys() {
+		if *r.Rate(k) > 0 {
+			return true
+		}
+	}
+	return false
 }

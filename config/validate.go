@@ -6,14 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/meter"
-	"github.com/tollgate-dev/tollgate/money"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
@@ -258,6 +256,7 @@ func (k *checker) routes() {
 		k.upstream(keyPath(base, "upstream"), r.Upstream)
 		k.routeHeaders(keyPath(base, "headers"), r.Headers)
 		k.maxOutput(keyPath(base, "max_output_tokens"), r)
+		k.serverTools(keyPath(base, "server_tools"), r.ServerTools)
 		k.prices(keyPath(base, "prices"), r.Prices)
 	}
 }
@@ -316,54 +315,6 @@ func (k *checker) maxOutput(path string, r Route) {
 		k.errorf(path, "does not apply to api %s, which bills no output tokens; remove it", r.API)
 	case billsOutput(r.API) && r.MaxOutputTokens <= 0:
 		k.errorf(path, "%d must be greater than 0 (tokens; default %d)", r.MaxOutputTokens, meter.DefaultMaxOutputTokens)
-	}
-}
-
-// imageKey matches a per_image key: SIZE or SIZE/QUALITY where SIZE is
-// WIDTHxHEIGHT, "auto" or "*" (any size), as OpenAI's images API spells
-// them (https://platform.openai.com/docs/api-reference/images/create).
-// "*/QUALITY" prices a quality at any size; meter.Price.Cost looks it up
-// after "SIZE/QUALITY" and "SIZE".
-var imageKey = regexp.MustCompile(`^(\*|auto|[0-9]+x[0-9]+)(/[a-z]+)?$`)
-
-func (k *checker) prices(path string, prices meter.Prices) {
-	if len(prices) == 0 {
-		k.errorf(path, `none set (want at least one model, e.g. gpt-4o-mini: {input: "0.15", output: "0.60"}, or "*" for every model)`)
-		return
-	}
-	for _, model := range sortedKeys(prices) {
-		pr := prices[model]
-		mp := keyPath(path, model)
-		if strings.TrimSpace(model) == "" {
-			k.errorf(mp, `the model name is empty (want e.g. "gpt-4o-mini", or "*" for every model)`)
-			continue
-		}
-		k.nonNegative(keyPath(mp, "input"), pr.Input)
-		// The cache rates default to input: one message for one mistake.
-		if pr.CachedInput != pr.Input {
-			k.nonNegative(keyPath(mp, "cached_input"), pr.CachedInput)
-		}
-		if pr.CacheWriteInput != pr.Input {
-			k.nonNegative(keyPath(mp, "cache_write_input"), pr.CacheWriteInput)
-		}
-		k.nonNegative(keyPath(mp, "output"), pr.Output)
-		k.nonNegative(keyPath(mp, "per_request"), pr.PerRequest)
-		k.nonNegative(keyPath(mp, "per_minute"), pr.PerMinute)
-		ip := keyPath(mp, "per_image")
-		for _, size := range sortedKeys(pr.PerImage) {
-			sp := keyPath(ip, size)
-			if !imageKey.MatchString(size) {
-				k.errorf(sp, `%q is not an image size (want "SIZE", "SIZE/QUALITY", "*/QUALITY" or "*", e.g. "1024x1024" or "1024x1024/hd")`, size)
-				continue
-			}
-			k.nonNegative(sp, pr.PerImage[size])
-		}
-	}
-}
-
-func (k *checker) nonNegative(path string, m money.Micros) {
-	if m < 0 {
-		k.errorf(path, "%q is negative (want a price of 0 or more)", m.Decimal())
 	}
 }
 
