@@ -47,7 +47,6 @@ type exchange struct {
 	customer string
 	id       string
 	req      meter.Request
-	price    meter.Price
 	estimate meter.Usage
 	reserved money.Micros
 	heldAt   time.Time // when the hold was taken
@@ -164,11 +163,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	if err != nil {
 		return nil, err
 	}
-	price, err := rt.prices.Lookup(req.Model)
-	if err != nil {
-		return nil, err
-	}
-	estimate, cost, err := req.Estimate(price, rt.maxOutput)
+	estimate, cost, err := rt.prices.Estimate(req, rt.maxOutput, rt.serverTools)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +186,6 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 		customer: customer,
 		id:       newRequestID(),
 		req:      req,
-		price:    price,
 		estimate: estimate,
 		reserved: cost,
 		body:     body,

@@ -200,6 +200,7 @@ func (s *Server) build(set *Settings) *state {
 			path:           cr.Path,
 			api:            cr.API,
 			prices:         cr.Prices,
+			serverTools:    cr.ServerTools,
 			maxOutput:      cr.MaxOutputTokens,
 			upstream:       cr.Upstream,
 			customerHeader: st.customerHeader,

@@ -32,6 +32,9 @@ type Route struct {
 	// Prices maps model names to prices; "*" prices every model not
 	// listed.
 	Prices meter.Prices
+	// ServerTools are the preflight's allowances for server-side tool
+	// calls (meter.Prices.Estimate); nil uses the defaults.
+	ServerTools meter.ServerTools
 }
 
 // match returns the index of the route serving path: the route whose Path
@@ -57,6 +60,7 @@ type route struct {
 	path           string
 	api            meter.API
 	prices         meter.Prices
+	serverTools    meter.ServerTools
 	maxOutput      int64
 	upstream       *url.URL
 	headers        http.Header // the route's headers; each value slice is clipped, so appends copy

@@ -122,17 +122,21 @@ func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, reason string) {
 // or a price far above any provider's; either way the usage happened and
 // is never free.
 func (s *Server) chargeFor(ex *exchange, u meter.Usage) (meter.Usage, money.Micros) {
-	// Charge also moves a fallback estimate (a DALL·E image or a
-	// whisper-1 duration at a token-only price) into the token counts the
-	// ledger records, marked Estimated.
-	charged, cost, err := ex.price.Charge(u)
+	// Charge prices each of Anthropic's usage.iterations at its own
+	// model's price and records their sum, and moves a fallback estimate
+	// (a DALL·E image or a whisper-1 duration at a token-only price) into
+	// the token counts the ledger records, marked Estimated. The route's
+	// prices are those the request was held at, whatever a reload did
+	// since.
+	charged, cost, err := ex.rt.prices.Charge(ex.req, u)
 	var trueCost string
 	switch {
 	case err != nil:
 		// meter.ErrCostRange. At settlement it only means that the total
 		// does not fit in money.Micros: the tap never reports negative
 		// counts or more cached than input tokens, and config refuses
-		// negative prices.
+		// negative prices. (The model was priced at preflight, from the
+		// same table, so ErrModelNotPriced cannot happen.)
 		trueCost = "more than " + money.Micros(math.MaxInt64).String()
 	case cost > ledger.MaxAmount:
 		u, trueCost = charged, cost.String()

@@ -34,6 +34,7 @@ func Settings(cfg *config.Config) *proxy.Settings {
 			Headers:         r.Headers,
 			MaxOutputTokens: r.MaxOutputTokens,
 			Prices:          r.Prices,
+			ServerTools:     r.ServerTools,
 		}
 	}
 	return set

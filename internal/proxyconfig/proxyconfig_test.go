@@ -24,11 +24,12 @@ request_body_timeout: 7s
 settle_timeout: 3s
 max_request_duration: 9m
 routes:
-  - path: /v1/chat/completions
-    api: openai.chat
+  - path: /v1/responses
+    api: openai.responses
     upstream: https://api.openai.com
     headers: {Authorization: "Bearer k"}
     max_output_tokens: 512
+    server_tools: {web_search: {max_uses: 2}}
     prices:
       gpt-4o: {input: "2.50", output: "10"}
 `), nil)
@@ -48,9 +49,9 @@ routes:
 		set.StoreTimeout != 300*time.Millisecond || set.AdminToken != "admin-token-of-sixteen" {
 		t.Errorf("settings = %+v", set)
 	}
-	if r.Path != "/v1/chat/completions" || r.API != meter.OpenAIChat || r.Upstream.String() != "https://api.openai.com" ||
+	if r.Path != "/v1/responses" || r.API != meter.OpenAIResponses || r.Upstream.String() != "https://api.openai.com" ||
 		r.Headers.Get("Authorization") != "Bearer k" || r.MaxOutputTokens != 512 ||
-		!reflect.DeepEqual(r.Prices, cfg.Routes[0].Prices) {
+		!reflect.DeepEqual(r.Prices, cfg.Routes[0].Prices) || r.ServerTools["web_search"].MaxUses != 2 {
 		t.Errorf("route = %+v", r)
 	}
 }
