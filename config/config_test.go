@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // noEnv is an environment with nothing set.
@@ -175,29 +176,59 @@ func TestExample(t *testing.T) {
 	if chat == nil || chat.Headers.Get("Authorization") != "Bearer sk-test" {
 		t.Fatalf("chat route = %+v", chat)
 	}
-	if got, want := chat.Prices["gpt-4o-mini"], (meter.Price{Rates: rates(150_000, 75_000, 150_000, 600_000)}); !reflect.DeepEqual(got, want) {
+	priority := meter.Variant{HasRates: true, Rates: rates(250_000, 125_000, 250_000, 1_000_000)}
+	if got, want := chat.Prices["gpt-4o-mini"], (meter.Price{Rates: rates(150_000, 75_000, 150_000, 600_000),
+		ServiceTier: map[string]meter.Variant{"priority": priority}}); !reflect.DeepEqual(got, want) {
 		t.Errorf("gpt-4o-mini = %+v, want %+v", got, want)
 	}
-	// The Responses route reuses the chat table through a YAML alias, and
-	// gets its own copy.
+	if got := chat.Prices["gpt-4o-search-preview"].Tools[usage.WebSearch]; got != 35_000 {
+		t.Errorf("gpt-4o-search-preview web_search = %s", got)
+	}
+	if got := chat.Prices["gpt-4o-audio-preview"].Rates; got.AudioInput != 40_000_000 || got.AudioOutput != 80_000_000 {
+		t.Errorf("gpt-4o-audio-preview = %+v", got)
+	}
+	// The Responses route merges each chat table (<<: *gpt-4o) with the
+	// built-in tools' fees, into a copy of its own.
 	resp := routeAt(t, c, "/v1/responses")
-	if !reflect.DeepEqual(resp.Prices, chat.Prices) || resp.MaxOutputTokens != 8192 {
+	gpt4o := resp.Prices["gpt-4o"]
+	if gpt4o.Rates != chat.Prices["gpt-4o"].Rates || gpt4o.ServiceTier["priority"].Rates.Input != 4_250_000 ||
+		gpt4o.Tools[usage.WebSearch] != 10_000 || gpt4o.Tools[usage.CodeInterpreter] != 30_000 || resp.MaxOutputTokens != 8192 ||
+		resp.ServerTools["web_search"].InputTokens != 25_000 {
 		t.Errorf("responses route = %+v", resp)
 	}
-	resp.Prices["gpt-4o"] = meter.Price{}
-	if chat.Prices["gpt-4o"].Input != 2_500_000 {
-		t.Error("routes built from one YAML anchor share a prices map")
+	if chat.Prices["gpt-4o"].Tools[usage.WebSearch] != 0 {
+		t.Error("the chat route's gpt-4o got the Responses route's tool fees")
 	}
 	anth := routeAt(t, c, "/v1/messages")
 	if got := anth.Headers; got.Get("X-Api-Key") != "sk-ant-test" || got.Get("Anthropic-Version") != "2023-06-01" {
 		t.Errorf("anthropic headers = %v", got)
 	}
-	if got, want := anth.Prices["claude-sonnet-4-5"], (meter.Price{Rates: rates(3_000_000, 300_000, 3_750_000, 15_000_000)}); !reflect.DeepEqual(got, want) {
-		t.Errorf("claude-sonnet-4-5 = %+v, want %+v", got, want)
+	sonnet := anth.Prices["claude-sonnet-4-5"]
+	if want := (meter.Rates{Input: 3_000_000, CachedInput: 300_000, CacheWriteInput: 3_750_000, CacheWriteInput1h: 6_000_000, AudioInput: 3_000_000,
+		ImageInput: 3_000_000, Output: 15_000_000, AudioOutput: 15_000_000, ImageOutput: 15_000_000}); sonnet.Rates != want {
+		t.Errorf("claude-sonnet-4-5 = %+v, want %+v", sonnet.Rates, want)
+	}
+	if len(sonnet.Tiers) != 1 || sonnet.Tiers[0].AboveInputTokens != 200_000 || sonnet.Tiers[0].CacheWriteInput1h != 12_000_000 ||
+		sonnet.Tools[usage.WebSearch] != 10_000 || !reflect.DeepEqual(anth.Prices["claude-sonnet-4-20250514"], sonnet) {
+		t.Errorf("claude-sonnet-4-5 = %+v", sonnet)
+	}
+	if opus := anth.Prices["claude-opus-4-6"]; opus.Speed["fast"].Rates.Output != 150_000_000 || opus.InferenceGeo["us"].Multiplier != 1_100_000 {
+		t.Errorf("claude-opus-4-6 = %+v", opus)
 	}
 	img := routeAt(t, c, "/v1/images/")
 	if got := img.Prices["dall-e-3"].PerImage["1024x1024/hd"]; got != 80_000 {
 		t.Errorf("dall-e-3 1024x1024/hd = %v", got)
+	}
+	// gpt-image-1: a square high-quality image is $0.167, a 1536 one $0.25.
+	gptImage := img.Prices["gpt-image-1"]
+	for _, tc := range []struct {
+		size string
+		want money.Micros
+	}{{"1024x1024", 167_000}, {"1536x1024", 250_000}} {
+		cost, err := gptImage.Cost(meter.Usage{Images: 1, ImageSize: tc.size, ImageQuality: "high"})
+		if err != nil || cost != tc.want {
+			t.Errorf("gpt-image-1 %s high = %s, %v; want %s", tc.size, cost, err, tc.want)
+		}
 	}
 	if got := routeAt(t, c, "/v1/audio/").Prices["whisper-1"].PerMinute; got != 6_000 {
 		t.Errorf("whisper-1 per_minute = %v", got)

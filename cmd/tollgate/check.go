@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
+	tokens "github.com/tollgate-dev/tollgate/usage" // package main has a func usage
 )
 
 // runCheck is `tollgate check`: it validates a configuration and prints its
@@ -133,7 +134,7 @@ func printConfig(w io.Writer, path string, c *config.Config) error {
 	}
 	_ = t.done() // out keeps the error
 
-	out.printf("\nPrices are in credits: token rates per 1M tokens, per_image per image, per_minute per audio minute.\n")
+	out.printf("\nPrices are in credits: token rates per 1M tokens, per_image per image, per_minute per audio minute, tools per call.\n")
 	for _, r := range c.Routes {
 		printRoute(out, r)
 	}
@@ -151,6 +152,10 @@ func printRoute(out *printer, r config.Route) {
 	if r.MaxOutputTokens > 0 {
 		notes = append(notes, fmt.Sprintf("max_output_tokens %d", r.MaxOutputTokens))
 	}
+	for _, kind := range slices.Sorted(maps.Keys(r.ServerTools)) {
+		a := r.ServerTools[kind]
+		notes = append(notes, fmt.Sprintf("server_tools %s: %d calls of %d input tokens", kind, a.MaxUses, a.InputTokens))
+	}
 	if len(notes) > 0 {
 		out.printf("  %s\n", strings.Join(notes, "; "))
 	}
@@ -159,16 +164,20 @@ func printRoute(out *printer, r config.Route) {
 		key string
 		get func(meter.Price) money.Micros
 	}
-	all := []column{
-		{"input", func(p meter.Price) money.Micros { return p.Input }},
-		{"cached_input", func(p meter.Price) money.Micros { return p.CachedInput }},
-		{"cache_write_input", func(p meter.Price) money.Micros { return p.CacheWriteInput }},
-		{"output", func(p meter.Price) money.Micros { return p.Output }},
-		{"per_request", func(p meter.Price) money.Micros { return p.PerRequest }},
-		{"per_minute", func(p meter.Price) money.Micros { return p.PerMinute }},
+	rate := func(key string) func(meter.Price) money.Micros {
+		return func(p meter.Price) money.Micros { return *p.Rate(key) }
 	}
+	var all []column
+	for _, k := range meter.RateKeys() {
+		all = append(all, column{k, rate(k)})
+	}
+	all = append(all,
+		column{"per_request", func(p meter.Price) money.Micros { return p.PerRequest }},
+		column{"per_minute", func(p meter.Price) money.Micros { return p.PerMinute }})
 	// Show the columns that apply to the route's api and that some model
-	// of it uses.
+	// of it uses: a rate set to something, or, for the rates added for
+	// parts of a class (1-hour cache writes, audio and image tokens), one
+	// that is not simply the rate it defaults to.
 	var cols []column
 	perImage := false
 	for _, col := range all {
@@ -176,7 +185,7 @@ func printRoute(out *printer, r config.Route) {
 			continue
 		}
 		for _, p := range r.Prices {
-			if col.get(p) != 0 {
+			if uses(col.key, col.get(p), p.Rates) {
 				cols = append(cols, col)
 				break
 			}
@@ -186,7 +195,7 @@ func printRoute(out *printer, r config.Route) {
 		perImage = perImage || len(p.PerImage) > 0
 	}
 	if len(cols) == 0 && !perImage {
-		cols = all[4:5] // every model is free: say so with a column of zeros
+		cols = []column{{"per_request", func(p meter.Price) money.Micros { return p.PerRequest }}} // every model is free: say so with a column of zeros
 	}
 
 	t := newTable(out)
@@ -221,6 +230,85 @@ func printRoute(out *printer, r config.Route) {
 		}
 	}
 	_ = t.done() // out keeps the error
+
+	// What does not fit the table: tool fees, tiers and variants, under
+	// each model that has them.
+	for _, model := range modelOrder(r.Prices) {
+		lines := priceDetails(r.API, r.Prices[model])
+		if len(lines) == 0 {
+			continue
+		}
+		out.printf("  %s:\n", model)
+		for _, l := range lines {
+			out.printf("    %s\n", l)
+		}
+	}
+}
+
+// uses reports whether a column shows something for a price with rates r
+// whose value in the column named key is v: a rate added for part of a
+// class, only when it is not the rate it defaults to.
+func uses(key string, v money.Micros, r meter.Rates) bool {
+	switch key {
+	case "cache_write_input_1h", "audio_input", "image_input", "audio_output", "image_output":
+		return v != *r.Rate(meter.RateDefault(key))
+	}
+	return v != 0
+}
+
+// priceDetails describes p's tool fees, tiers and variants, one line each.
+func priceDetails(api meter.API, p meter.Price) []string {
+	var lines []string
+	var fees []string
+	for tool, fee := range p.Tools {
+		if fee != 0 {
+			fees = append(fees, tokens.Tool(tool).String()+" "+fee.Decimal())
+		}
+	}
+	if len(fees) > 0 {
+		lines = append(lines, "tools (per call): "+strings.Join(fees, ", "))
+	}
+	tiers := func(prefix string, ts []meter.Tier) {
+		for _, t := range ts {
+			lines = append(lines, fmt.Sprintf("%sabove %d input tokens: %s", prefix, t.AboveInputTokens, rateList(api, t.Rates)))
+		}
+	}
+	tiers("", p.Tiers)
+	for _, dim := range []struct {
+		key string
+		m   map[string]meter.Variant
+	}{{"service_tier", p.ServiceTier}, {"speed", p.Speed}, {"inference_geo", p.InferenceGeo}} {
+		for _, name := range slices.Sorted(maps.Keys(dim.m)) {
+			v := dim.m[name]
+			var what []string
+			if v.HasRates {
+				what = append(what, rateList(api, v.Rates))
+			}
+			if v.Multiplier != 0 {
+				what = append(what, "token rates × "+money.Micros(v.Multiplier).Decimal())
+			}
+			lines = append(lines, fmt.Sprintf("%s %s: %s", dim.key, name, strings.Join(what, "; ")))
+			tiers(fmt.Sprintf("%s %s, ", dim.key, name), v.Tiers)
+		}
+	}
+	return lines
+}
+
+// rateList lists the rates of r that apply to api and say something:
+// input and output, and the others where not their default.
+func rateList(api meter.API, r meter.Rates) string {
+	var parts []string
+	for _, k := range meter.RateKeys() {
+		if !slices.Contains(config.PriceKeys(api), k) {
+			continue
+		}
+		v := *r.Rate(k)
+		if d := meter.RateDefault(k); d != "" && v == *r.Rate(d) {
+			continue
+		}
+		parts = append(parts, k+" "+v.Decimal())
+	}
+	return strings.Join(parts, ", ")
 }
 
 // modelOrder sorts model names, the fallback last.

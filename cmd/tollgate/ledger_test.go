@@ -20,12 +20,12 @@ func TestLedgerPages(t *testing.T) {
 	}
 	f.balances["c"] -= 1234
 	f.add("c", ledger.Entry{Kind: "charge", Amount: -1234, Reference: "req_1", Route: "/v1/chat/completions", Model: "gpt-4o-mini",
-		Tokens: tokens.Tokens{InputTokens: 1200, CachedInputTokens: 1000, OutputTokens: 300}})
+		Tokens: tokens.Tokens{InputTokens: 1200, CachedInputTokens: 1000, CacheWriteInputTokens: 100, CacheWrite1hInputTokens: 100, OutputTokens: 300, WebSearchCalls: 2}})
 
 	stdout, stderr, code := runCLI(t, "ledger", "c", "--limit", "2")
 	wantOut := "" +
 		"AT                    KIND    AMOUNT     BALANCE    DETAIL\n" +
-		"2025-06-01T12:00:05Z  charge  -0.001234  14.998766  gpt-4o-mini on /v1/chat/completions: 1200 in (1000 cached), 300 out · req_1\n" +
+		"2025-06-01T12:00:05Z  charge  -0.001234  14.998766  gpt-4o-mini on /v1/chat/completions: 1200 in (1000 cached, 100 cache write, 100 of them 1h), 300 out, calls: 2 web_search · req_1\n" +
 		"2025-06-01T12:00:04Z  topup   5.000000   15.000000  cs_5\n"
 	if code != 0 || stdout != wantOut || stderr != "more entries: tollgate ledger c --before cur_5 (or --all)\n" {
 		t.Errorf("first page:\n%s%s(%d)\nwant:\n%s", stdout, stderr, code, wantOut)

@@ -134,12 +134,21 @@ func TestCheckExample(t *testing.T) {
 		"listen             127.0.0.1:8080\n",
 		"store              embedded, file tollgate.db\n",
 		"/v1/chat/completions  openai.chat → https://api.openai.com\n  sets headers Authorization; max_output_tokens 4096\n",
-		"  MODEL         INPUT  CACHED_INPUT  CACHE_WRITE_INPUT  OUTPUT\n",
-		"  gpt-4o-mini   0.15   0.075         0.15               0.6\n",
+		"  MODEL                  INPUT  CACHED_INPUT  CACHE_WRITE_INPUT  AUDIO_INPUT  OUTPUT  AUDIO_OUTPUT\n",
+		"  gpt-4o-audio-preview   2.5    2.5           2.5                40           10      80\n",
+		"  gpt-4o-mini            0.15   0.075         0.15               0.15         0.6     0.6\n",
+		"  gpt-4o-mini:\n    service_tier priority: input 0.25, cached_input 0.125, output 1\n",
+		"  o4-mini:\n    service_tier flex: input 0.55, cached_input 0.138, output 2.2\n    service_tier priority: input 2, cached_input 0.5, output 8\n",
+		"  gpt-4o-search-preview:\n    tools (per call): web_search 0.035\n",
+		"server_tools file_search: 5 calls of 16000 input tokens; server_tools web_search: 5 calls of 25000 input tokens\n",
+		"    tools (per call): web_search 0.01, file_search 0.0025, code_interpreter 0.03, image_generation 0.25\n",
 		"  MODEL                   INPUT\n  text-embedding-3-large  0.13\n",
-		"  dall-e-3        0      0             0       -\n    1024x1024                                  0.04\n",
-		"  MODEL      PER_MINUTE\n  whisper-1  0.006\n",
-		"  claude-sonnet-4-5         3      0.3           3.75               15\n",
+		"  dall-e-3            0      0             0            0       -\n    1024x1024                                                   0.04\n",
+		"    1024x1024/high                                              0.167\n",
+		"  MODEL              INPUT  AUDIO_INPUT  OUTPUT  PER_MINUTE\n  gpt-4o-transcribe  2.5    6            10      0.006\n  whisper-1          0      0            0       0.006\n",
+		"  claude-sonnet-4-5         3      0.3           3.75               6                     15\n",
+		"    above 200000 input tokens: input 6, cached_input 0.6, cache_write_input 7.5, cache_write_input_1h 12, output 22.5\n",
+		"    speed fast: input 30, cached_input 3, cache_write_input 37.5, cache_write_input_1h 60, output 150\n    inference_geo us: token rates × 1.1\n",
 		"  MODEL                PER_REQUEST\n  * (any other model)  0.0001\n",
 	} {
 		if !strings.Contains(stdout, want) {
@@ -188,7 +197,7 @@ routes:
 		"warning: " + path + ":2: admin.token: is empty: the admin API (/v1/*) refuses every call until it is set; the Stripe webhook, probes and metrics still work\n" +
 		"error: " + path + `:4: store.hold_ttl: "0s" must be greater than 0 (want e.g. "10m")` + "\n" +
 		"error: " + path + ":6: routes[0].upstream: is empty (want the provider's base URL, e.g. \"https://api.openai.com\")\n" +
-		"error: " + path + ":8: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, prices\n" +
+		"error: " + path + ":8: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, server_tools, prices\n" +
 		"error: " + path + `:10: routes[0].prices.gpt-4o-mini.input: "abc" is not a decimal (want e.g. "0.15")` + "\n" +
 		path + ": 4 problems; nothing was started\n"
 	if code != 1 || stdout != "" || stderr != want {
