@@ -390,14 +390,17 @@ func (p *Price) addStep(acc *accumulator, u *Usage, t *usage.Tokens) error {
 	write1h := t.CacheWrite1hInputTokens
 	var tokens accumulator // micro-credits × 1,000,000
 	tokens.addProduct(uint64(uncached-audioIn-imageIn), uint64(r.Input))
-	tokens.addProduct(uint64(audioIn), uint64(r.AudioInput))
-	tokens.addProduct(uint64(imageIn), uint64(r.ImageInput))
 	tokens.addProduct(uint64(t.CachedInputTokens), uint64(r.CachedInput))
 	tokens.addProduct(uint64(t.CacheWriteInputTokens-write1h), uint64(r.CacheWriteInput))
-	tokens.addProduct(uint64(write1h), uint64(r.CacheWriteInput1h))
 	tokens.addProduct(uint64(t.OutputTokens-t.AudioOutputTokens-t.ImageOutputTokens), uint64(r.Output))
-	tokens.addProduct(uint64(t.AudioOutputTokens), uint64(r.AudioOutput))
-	tokens.addProduct(uint64(t.ImageOutputTokens), uint64(r.ImageOutput))
+	// The parts most responses do not have.
+	if audioIn|imageIn|write1h|t.AudioOutputTokens|t.ImageOutputTokens != 0 {
+		tokens.addProduct(uint64(audioIn), uint64(r.AudioInput))
+		tokens.addProduct(uint64(imageIn), uint64(r.ImageInput))
+		tokens.addProduct(uint64(write1h), uint64(r.CacheWriteInput1h))
+		tokens.addProduct(uint64(t.AudioOutputTokens), uint64(r.AudioOutput))
+		tokens.addProduct(uint64(t.ImageOutputTokens), uint64(r.ImageOutput))
+	}
 	acc.addScaled(tokens, uint64(costDenominator/1_000_000/multiplierUnit)*uint64(mult))
 	return nil
 }

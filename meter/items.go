@@ -10,13 +10,12 @@ import (
 
 // closeItem adds the element just read, of kind (itemIteration or
 // itemOutput), to the document's totals.
-func (f *fields) closeItem(kind uint8) {
-	it := &f.item
+func (s *scanner) closeItem(kind uint8) {
 	switch kind {
 	case itemIteration:
-		f.items.addIteration(it)
+		s.f.items.addIteration(&s.item)
 	case itemOutput:
-		f.items.addOutput(it)
+		s.f.items.addOutput(&s.item, s.containers)
 	}
 }
 
@@ -65,8 +64,8 @@ var outputTools = map[string]usage.Tool{
 	"image_generation_call": usage.ImageGeneration,
 }
 
-// addOutput counts one Responses output item.
-func (t *itemTotals) addOutput(it *itemFields) {
+// addOutput counts one Responses output item, its container in cs.
+func (t *itemTotals) addOutput(it *itemFields, cs *containerSet) {
 	typ := &it.str[isType]
 	if !typ.set {
 		return
@@ -76,34 +75,27 @@ func (t *itemTotals) addOutput(it *itemFields) {
 		return
 	}
 	t.calls[tool]++
-	if tool == usage.CodeInterpreter {
-		t.addContainer(&it.str[isContainer])
+	if tool == usage.CodeInterpreter && !cs.add(&it.str[isContainer]) {
+		t.moreContainers++
 	}
 }
 
-// addContainer records a container id; an absent one, or one beyond
-// maxContainers, counts as a container of its own.
-func (t *itemTotals) addContainer(id *smallString) {
-	if !id.set {
-		t.moreContainers++
-		return
+// add records a container id and reports whether the set tells it
+// apart: false for an absent id, or a new one when the set is full (it
+// counts as a container of its own). A nil set tells nothing apart.
+func (cs *containerSet) add(id *smallString) bool {
+	if cs == nil || !id.set {
+		return false
 	}
-	for i := range t.nContainers {
-		if t.containers[i].is(string(id.b[:id.n])) {
-			return
+	for i := range cs.n {
+		if cs.ids[i].is(string(id.b[:id.n])) {
+			return true
 		}
 	}
-	if t.nContainers == maxContainers {
-		t.moreContainers++
-		return
+	if cs.n == maxContainers {
+		return false
 	}
-	t.containers[t.nContainers] = *id
-	t.nContainers++
-}
-
-// mergeContainers adds the container ids of o to t, distinct.
-func (t *itemTotals) mergeContainers(o *itemTotals) {
-	for i := range o.nContainers {
-		t.addContainer(&o.containers[i])
-	}
+	cs.ids[cs.n] = *id
+	cs.n++
+	return true
 }

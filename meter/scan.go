@@ -54,10 +54,20 @@ type fields struct {
 	textValues int64 // non-empty text values
 	complete   bool  // the document's top-level value closed
 
-	// item is the list element being read (see aItem); items is what
-	// the document's closed elements added up to.
-	item  itemFields
+	// items is what the document's closed list elements (see aItem)
+	// added up to.
 	items itemTotals
+}
+
+// reset empties f for the next document. The string slots' bytes are
+// left as they are: only a set slot is read.
+func (f *fields) reset() {
+	f.has = 0
+	for i := range f.str {
+		f.str[i].set = false
+	}
+	f.textBytes, f.textValues, f.complete = 0, 0, false
+	f.items = itemTotals{}
 }
 
 // itemFields are the values captured from one element of a list the
@@ -76,12 +86,17 @@ type itemTotals struct {
 	iterations []Iteration
 	// calls counts the Responses output items of each tool.
 	calls [usage.NumTools]int64
-	// containers are the distinct container ids of code_interpreter_call
-	// items, up to len(containers); more, and items without one, count
-	// in moreContainers.
-	containers     [maxContainers]smallString
-	nContainers    int
+	// moreContainers counts the code_interpreter_call items whose
+	// container the response's containerSet cannot tell apart (no id,
+	// or the set full).
 	moreContainers int64
+}
+
+// containerSet holds the distinct container ids of a response's
+// code_interpreter_call items, up to len(ids).
+type containerSet struct {
+	ids [maxContainers]smallString
+	n   int
 }
 
 // maxIterations bounds the usage.iterations entries kept per document; a
@@ -127,6 +142,10 @@ type frame struct {
 type scanner struct {
 	sch *schema
 	f   fields
+	// item is the list element being read (see aItem); containers, when
+	// not nil, collects its container ids across documents.
+	item       itemFields
+	containers *containerSet
 
 	st    uint8
 	depth int
@@ -154,7 +173,7 @@ type scanner struct {
 
 func (s *scanner) reset(sch *schema) {
 	s.sch = sch
-	s.f = fields{}
+	s.f.reset()
 	s.st = stValue
 	s.depth = 0
 	s.cur = 0
@@ -280,7 +299,7 @@ func (s *scanner) beginValue(p []byte, i int) int {
 			s.f.set(n.slot, 1)
 		}
 		if n != nil && n.act == aItem {
-			s.f.item = itemFields{}
+			s.item = itemFields{}
 		}
 		if n != nil && len(n.kids) > 0 {
 			if s.push(frame{node: s.cur, obj: true}) {
@@ -345,7 +364,7 @@ func (s *scanner) push(f frame) bool {
 func (s *scanner) closeContainer() {
 	s.depth--
 	if n := &s.sch.nodes[s.stack[s.depth].node]; n.act == aItem {
-		s.f.closeItem(n.slot)
+		s.closeItem(n.slot)
 	}
 	s.endValue()
 }
@@ -473,7 +492,7 @@ func (s *scanner) scanString(p []byte, i int) int {
 		if !s.lbad {
 			ss := &s.f.str[s.litSlt]
 			if s.litAct == aItemStr {
-				ss = &s.f.item.str[s.litSlt]
+				ss = &s.item.str[s.litSlt]
 			}
 			ss.n = uint8(copy(ss.b[:], s.lit[:s.llen]))
 			ss.set = true
@@ -519,8 +538,8 @@ func (s *scanner) finishScalar() {
 			}
 		case aItemInt:
 			if v, ok := parseCount(lit); ok {
-				s.f.item.num[s.litSlt] = v
-				s.f.item.has |= 1 << s.litSlt
+				s.item.num[s.litSlt] = v
+				s.item.has |= 1 << s.litSlt
 			}
 		case aMillis:
 			if v, ok := parseMillis(lit); ok {

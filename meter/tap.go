@@ -81,7 +81,7 @@ type Tap struct {
 	// holds the distinct container ids seen anywhere; moreAdded and
 	// moreListed the containers without a trackable id.
 	added, listed         [usage.NumTools]int64
-	ids                   itemTotals
+	containers            *containerSet
 	moreAdded, moreListed int64
 
 	ended bool  // End was called: Feed returns nothing, End returns final
@@ -101,6 +101,11 @@ type Tap struct {
 // that Filters can answer before the first byte.
 func NewTap(req Request, contentType string) *Tap {
 	t := &Tap{req: req}
+	if req.API == OpenAIResponses {
+		// A stored prompt may offer code_interpreter too: always count.
+		t.containers = new(containerSet)
+		t.sc.containers = t.containers
+	}
 	t.initSniff(req, contentType)
 	t.filter = req.API == OpenAIChat && req.Stream && !req.IncludeUsage
 	return t

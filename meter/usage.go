@@ -2,6 +2,7 @@ package meter
 
 import (
 	"bytes"
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -43,13 +44,14 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	if f.str[ssQuality].set {
 		t.quality = f.str[ssQuality]
 	}
-	for _, ss := range [...]struct {
-		slot uint8
-		dst  *smallString
-	}{{ssServiceTier, &t.serviceTier}, {ssSpeed, &t.speed}, {ssGeo, &t.geo}} {
-		if f.str[ss.slot].set {
-			*ss.dst = f.str[ss.slot]
-		}
+	if f.str[ssServiceTier].set {
+		t.serviceTier = f.str[ssServiceTier]
+	}
+	if f.str[ssSpeed].set {
+		t.speed = f.str[ssSpeed]
+	}
+	if f.str[ssGeo].set {
+		t.geo = f.str[ssGeo]
 	}
 	if len(f.items.iterations) > 0 {
 		t.iterations = f.items.iterations
@@ -75,17 +77,16 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	// Providers' counters are cumulative (Anthropic's message_delta
 	// repeats and grows them), so the largest report of each is the final
 	// one, and a later zero or null can never erase an earlier count.
-	for _, sl := range []uint8{slIn, slOut, slCached, slCacheWrite, slMillis, slData, slOutStart,
-		slCacheWrite1h, slCacheWrite5m, slAudioIn, slImageIn, slAudioOut, slImageOut, slOutDetails,
-		slWebSearch, slWebFetch, slContainer} {
-		if v, ok := f.get(sl); ok {
-			if sl == slData {
-				t.rep[sl] = v // one body, one data array
-			} else {
-				t.rep[sl] = max(t.rep[sl], v)
-			}
-			t.repHas |= 1 << sl
+	// (Most events report none: visit only the slots set.)
+	for has := f.has &^ (1<<slChoices | 1<<slUsage); has != 0; has &= has - 1 {
+		sl := uint8(bits.TrailingZeros32(has))
+		v := f.num[sl]
+		if sl == slData {
+			t.rep[sl] = v // one body, one data array
+		} else {
+			t.rep[sl] = max(t.rep[sl], v)
 		}
+		t.repHas |= 1 << sl
 	}
 	if t.mode == modeJSON {
 		t.docDone = true
@@ -99,7 +100,6 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 // into the tool-call counts.
 func (t *Tap) countOutput(f *fields) {
 	it := &f.items
-	t.ids.mergeContainers(it)
 	typ := &f.str[ssType]
 	switch {
 	case typ.is("response.output_item.added"):
@@ -220,7 +220,11 @@ func (t *Tap) usage() Usage {
 			}
 			if u.CodeInterpreterCalls > 0 {
 				// OpenAI bills code interpreter per container.
-				u.CodeInterpreterCalls = satAdd(int64(t.ids.nContainers), max(t.moreAdded, t.moreListed))
+				var distinct int64
+				if t.containers != nil {
+					distinct = int64(t.containers.n)
+				}
+				u.CodeInterpreterCalls = satAdd(distinct, max(t.moreAdded, t.moreListed))
 			}
 		}
 	case AnthropicMessages:
