@@ -165,16 +165,6 @@ func (r *Request) parseServerTools(root gjson.Result) {
 	}
 }
 
-// hasTool reports whether r offers a server-side tool of kind.
-func (r *Request) hasTool(kind string) bool {
-	for _, t := range r.tools {
-		if t.kind == kind {
-			return true
-		}
-	}
-	return false
-}
-
 // serverToolKind classifies a tool "type" of api: a usage.Tool name,
 // ToolKindAdvisor, ToolKindOther, or "" for a client tool. Anthropic's
 // server tools are versioned ("web_search_20250305"), so they are matched
