@@ -139,6 +139,9 @@ const (
 // when two selected variants set a Multiplier, or when the total does
 // not fit in money.Micros. The arithmetic is 128-bit and never wraps.
 func (p Price) Cost(u Usage) (money.Micros, error) {
+	if u.FallbackInputTokens == 0 && u.FallbackOutputTokens == 0 && len(u.Iterations) == 0 {
+		return Prices(nil).cost(&p, &u) // Charge would change nothing: skip its copies
+	}
 	_, cost, err := p.Charge(u)
 	return cost, err
 }
