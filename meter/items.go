@@ -15,7 +15,7 @@ func (s *scanner) closeItem(kind uint8) {
 	case itemIteration:
 		s.f.items.addIteration(&s.item)
 	case itemOutput:
-		s.f.items.addOutput(&s.item, s.containers)
+		s.f.items.addOutput(&s.item)
 	}
 }
 
@@ -64,8 +64,8 @@ var outputTools = map[string]usage.Tool{
 	"image_generation_call": usage.ImageGeneration,
 }
 
-// addOutput counts one Responses output item, its container in cs.
-func (t *itemTotals) addOutput(it *itemFields, cs *containerSet) {
+// addOutput counts one Responses output item.
+func (t *itemTotals) addOutput(it *itemFields) {
 	typ := &it.str[isType]
 	if !typ.set {
 		return
@@ -75,16 +75,16 @@ func (t *itemTotals) addOutput(it *itemFields, cs *containerSet) {
 		return
 	}
 	t.calls[tool]++
-	if tool == usage.CodeInterpreter && !cs.add(&it.str[isContainer]) {
+	if tool == usage.CodeInterpreter && !t.ids.add(&it.str[isContainer]) {
 		t.moreContainers++
 	}
 }
 
 // add records a container id and reports whether the set tells it
 // apart: false for an absent id, or a new one when the set is full (it
-// counts as a container of its own). A nil set tells nothing apart.
+// counts as a container of its own).
 func (cs *containerSet) add(id *smallString) bool {
-	if cs == nil || !id.set {
+	if !id.set {
 		return false
 	}
 	for i := range cs.n {
@@ -98,4 +98,56 @@ func (cs *containerSet) add(id *smallString) bool {
 	cs.ids[cs.n] = *id
 	cs.n++
 	return true
+}
+
+// merge adds the ids of o to cs and returns how many it could not tell
+// apart (cs full).
+func (cs *containerSet) merge(o *containerSet) int64 {
+	var lost int64
+	for i := range o.n {
+		if !cs.add(&o.ids[i]) {
+			lost++
+		}
+	}
+	return lost
+}
+
+// responseTools are the built-in tool calls of a Responses response,
+// counted two ways, the larger winning: one by one in
+// response.output_item.added events (added), and whole in a body's or
+// terminal event's output (listed). Code interpreter containers are
+// distinct ids, plus those without one.
+type responseTools struct {
+	added, listed         [usage.NumTools]int64
+	addedIDs, listedIDs   containerSet
+	addedMore, listedMore int64
+}
+
+// count folds one complete document's output items in; typ is its event
+// type.
+func (rt *responseTools) count(it *itemTotals, typ *smallString) {
+	switch {
+	case typ.is("response.output_item.added"):
+		for i, n := range it.calls {
+			rt.added[i] = satAdd(rt.added[i], n)
+		}
+		rt.addedMore = satAdd(rt.addedMore, satAdd(it.moreContainers, rt.addedIDs.merge(&it.ids)))
+	case typ.is("response.output_item.done"):
+		// The same item as its added event.
+	default:
+		// A body, or an event with the whole response.output.
+		for i, n := range it.calls {
+			rt.listed[i] = max(rt.listed[i], n)
+		}
+		rt.listedMore = max(rt.listedMore, satAdd(it.moreContainers, rt.listedIDs.merge(&it.ids)))
+	}
+}
+
+// calls returns the count of tool's calls (for code_interpreter, of its
+// containers).
+func (rt *responseTools) calls(tool usage.Tool) int64 {
+	if tool == usage.CodeInterpreter {
+		return max(satAdd(int64(rt.addedIDs.n), rt.addedMore), satAdd(int64(rt.listedIDs.n), rt.listedMore))
+	}
+	return max(rt.added[tool], rt.listed[tool])
 }

@@ -67,7 +67,9 @@ func (f *fields) reset() {
 		f.str[i].set = false
 	}
 	f.textBytes, f.textValues, f.complete = 0, 0, false
-	f.items = itemTotals{}
+	f.items.iterations = nil
+	f.items.calls = [usage.NumTools]int64{}
+	f.items.ids.n, f.items.moreContainers = 0, 0
 }
 
 // itemFields are the values captured from one element of a list the
@@ -86,9 +88,10 @@ type itemTotals struct {
 	iterations []Iteration
 	// calls counts the Responses output items of each tool.
 	calls [usage.NumTools]int64
-	// moreContainers counts the code_interpreter_call items whose
-	// container the response's containerSet cannot tell apart (no id,
-	// or the set full).
+	// ids are the distinct container ids of the code_interpreter_call
+	// items; moreContainers counts those it cannot tell apart (no id, or
+	// the set full).
+	ids            containerSet
 	moreContainers int64
 }
 
@@ -142,10 +145,8 @@ type frame struct {
 type scanner struct {
 	sch *schema
 	f   fields
-	// item is the list element being read (see aItem); containers, when
-	// not nil, collects its container ids across documents.
-	item       itemFields
-	containers *containerSet
+	// item is the list element being read (see aItem).
+	item itemFields
 
 	st    uint8
 	depth int

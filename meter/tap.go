@@ -1,7 +1,5 @@
 package meter
 
-import "github.com/tollgate-dev/tollgate/usage"
-
 // Tap meters one response as its bytes pass from upstream to the client.
 // Feed it every byte upstream sends, in order, in pieces of any size, then
 // call End once. A Tap is not safe for concurrent use; one goroutine (the
@@ -75,14 +73,9 @@ type Tap struct {
 	// that listed them: each lists every step so far, so the last
 	// replaces the earlier and steps of different events never mix.
 	iterations []Iteration
-	// Responses built-in tool calls: counted one by one in
-	// response.output_item.added events (added), and whole in a body's
-	// or terminal event's output (listed); the larger count wins. ids
-	// holds the distinct container ids seen anywhere; moreAdded and
-	// moreListed the containers without a trackable id.
-	added, listed         [usage.NumTools]int64
-	containers            *containerSet
-	moreAdded, moreListed int64
+	// tools are a Responses response's built-in tool calls; nil for the
+	// other APIs.
+	tools *responseTools
 
 	ended bool  // End was called: Feed returns nothing, End returns final
 	final Usage // the Usage End returned
@@ -102,9 +95,7 @@ type Tap struct {
 func NewTap(req Request, contentType string) *Tap {
 	t := &Tap{req: req}
 	if req.API == OpenAIResponses {
-		// A stored prompt may offer code_interpreter too: always count.
-		t.containers = new(containerSet)
-		t.sc.containers = t.containers
+		t.tools = new(responseTools)
 	}
 	t.initSniff(req, contentType)
 	t.filter = req.API == OpenAIChat && req.Stream && !req.IncludeUsage

@@ -56,8 +56,8 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	if len(f.items.iterations) > 0 {
 		t.iterations = f.items.iterations
 	}
-	if t.req.API == OpenAIResponses {
-		t.countOutput(f)
+	if t.tools != nil {
+		t.tools.count(&f.items, &f.str[ssType])
 	}
 	if t.req.API == OpenAIImages && t.mode == modeSSE {
 		typ := &f.str[ssType]
@@ -94,28 +94,6 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	n, hasChoices := f.get(slChoices)
 	_, hasUsage := f.get(slUsage)
 	return t.req.API == OpenAIChat && hasChoices && n == 0 && hasUsage
-}
-
-// countOutput folds the Responses output items of one complete document
-// into the tool-call counts.
-func (t *Tap) countOutput(f *fields) {
-	it := &f.items
-	typ := &f.str[ssType]
-	switch {
-	case typ.is("response.output_item.added"):
-		for i, n := range it.calls {
-			t.added[i] = satAdd(t.added[i], n)
-		}
-		t.moreAdded = satAdd(t.moreAdded, it.moreContainers)
-	case typ.is("response.output_item.done"):
-		// The same item as its added event.
-	default:
-		// A body, or an event with the whole response.output.
-		for i, n := range it.calls {
-			t.listed[i] = max(t.listed[i], n)
-		}
-		t.moreListed = max(t.moreListed, it.moreContainers)
-	}
 }
 
 // Output-token estimates for an image whose usage never arrived, from
@@ -214,17 +192,10 @@ func (t *Tap) usage() Usage {
 			u.OutputTokens = outEstimate
 			u.Estimated = true
 		}
-		if r.API == OpenAIResponses {
+		if t.tools != nil {
 			for tool := range usage.NumTools {
-				u.SetCalls(tool, max(t.added[tool], t.listed[tool]))
-			}
-			if u.CodeInterpreterCalls > 0 {
-				// OpenAI bills code interpreter per container.
-				var distinct int64
-				if t.containers != nil {
-					distinct = int64(t.containers.n)
-				}
-				u.CodeInterpreterCalls = satAdd(distinct, max(t.moreAdded, t.moreListed))
+				// Code interpreter: containers, as OpenAI bills it.
+				u.SetCalls(tool, t.tools.calls(tool))
 			}
 		}
 	case AnthropicMessages:

@@ -71,3 +71,40 @@ func TestOpenAIInconsistentCachedClamped(t *testing.T) {
 		t.Errorf("Cost: %v", err)
 	}
 }
+
+// TestCodeInterpreterContainers checks that code interpreter calls are
+// counted by container, once each, whether the stream's added events, its
+// terminal output or both name them, and an item added without its id is
+// not counted again when the terminal output names it.
+func TestCodeInterpreterContainers(t *testing.T) {
+	req := mustParse(t, OpenAIResponses, "application/json", `{"model":"m","stream":true,"tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`)
+	item := func(id, container string) string {
+		if container == "" {
+			return `{"id":"` + id + `","type":"code_interpreter_call","status":"in_progress"}`
+		}
+		return `{"id":"` + id + `","type":"code_interpreter_call","status":"completed","container_id":"` + container + `"}`
+	}
+	added := func(it string) string {
+		return "data: {\"type\":\"response.output_item.added\",\"item\":" + it + "}\n\n"
+	}
+	completed := func(items ...string) string {
+		return "data: {\"type\":\"response.completed\",\"response\":{\"output\":[" + strings.Join(items, ",") +
+			"],\"usage\":{\"input_tokens\":10,\"output_tokens\":2}}}\n\n"
+	}
+	tests := []struct {
+		name, stream string
+		want         int64
+	}{
+		{"two calls, one container", added(item("ci_1", "cntr_a")) + added(item("ci_2", "cntr_a")) + completed(item("ci_1", "cntr_a"), item("ci_2", "cntr_a")), 1},
+		{"two containers", added(item("ci_1", "cntr_a")) + added(item("ci_2", "cntr_b")) + completed(item("ci_1", "cntr_a"), item("ci_2", "cntr_b")), 2},
+		{"added without its id", added(item("ci_1", "")) + completed(item("ci_1", "cntr_a")), 1},
+		{"cut before the end", added(item("ci_1", "cntr_a")) + added(item("ci_2", "cntr_b")), 2},
+		{"no ids at all", added(item("ci_1", "")) + added(item("ci_2", "")), 2},
+	}
+	for _, tc := range tests {
+		u := usageOf(t, req, "text/event-stream", tc.stream)
+		if u.CodeInterpreterCalls != tc.want {
+			t.Errorf("%s: %d containers, want %d", tc.name, u.CodeInterpreterCalls, tc.want)
+		}
+	}
+}
