@@ -34,13 +34,26 @@ type smallString struct {
 
 func (s *smallString) String() string { return string(s.b[:s.n]) }
 
-// value returns s as a string, or "" when it was not set.
-func (s *smallString) value() string {
+// variant returns s, a service tier, speed or geography, as a string,
+// or "" when it was not set. The values providers send are returned
+// without allocating.
+func (s *smallString) variant() string {
 	if !s.set {
 		return ""
 	}
+	b := s.b[:s.n]
+	for _, v := range knownVariants {
+		if string(b) == v { // compared in place, without allocating
+			return v
+		}
+	}
 	return s.String()
 }
+
+// knownVariants are the service tiers, speeds and geographies providers
+// report (OpenAI's service_tier; Anthropic's usage.service_tier, speed
+// and inference_geo).
+var knownVariants = [...]string{"default", "standard", "priority", "flex", "scale", "auto", "fast", "global", "us", "batch"}
 
 // is reports whether s holds exactly v (no allocation).
 func (s *smallString) is(v string) bool { return s.set && string(s.b[:s.n]) == v }

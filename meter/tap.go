@@ -73,8 +73,8 @@ type Tap struct {
 	// that listed them: each lists every step so far, so the last
 	// replaces the earlier and steps of different events never mix.
 	iterations []Iteration
-	// tools are a Responses response's built-in tool calls; nil for the
-	// other APIs.
+	// tools are a Responses response's built-in tool calls; nil until
+	// one is seen.
 	tools *responseTools
 
 	ended bool  // End was called: Feed returns nothing, End returns final
@@ -94,9 +94,6 @@ type Tap struct {
 // that Filters can answer before the first byte.
 func NewTap(req Request, contentType string) *Tap {
 	t := &Tap{req: req}
-	if req.API == OpenAIResponses {
-		t.tools = new(responseTools)
-	}
 	t.initSniff(req, contentType)
 	t.filter = req.API == OpenAIChat && req.Stream && !req.IncludeUsage
 	return t

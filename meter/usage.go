@@ -56,8 +56,11 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	if len(f.items.iterations) > 0 {
 		t.iterations = f.items.iterations
 	}
-	if t.tools != nil {
-		t.tools.count(&f.items, &f.str[ssType])
+	if it := &f.items; t.req.API == OpenAIResponses && (t.tools != nil || it.ids.n > 0 || it.moreContainers > 0 || it.calls != [usage.NumTools]int64{}) {
+		if t.tools == nil {
+			t.tools = new(responseTools)
+		}
+		t.tools.count(it, &f.str[ssType])
 	}
 	if t.req.API == OpenAIImages && t.mode == modeSSE {
 		typ := &f.str[ssType]
@@ -305,7 +308,7 @@ func (t *Tap) usage() Usage {
 		// Priced per request only.
 	}
 	t.parts(&u)
-	u.ServiceTier, u.Speed, u.InferenceGeo = t.serviceTier.value(), t.speed.value(), t.geo.value()
+	u.ServiceTier, u.Speed, u.InferenceGeo = t.serviceTier.variant(), t.speed.variant(), t.geo.variant()
 	return u
 }
 
