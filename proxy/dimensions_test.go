@@ -53,7 +53,7 @@ func TestIterationsChargedAtTheirModels(t *testing.T) {
 	// An advisor model the route does not price is refused before any
 	// money is spent, like the request's own model.
 	res, data = h.do(request{path: "/v1/messages", customer: cust, body: strings.Replace(body, "claude-opus-4-6", "claude-opus-9", 1)})
-	if e := decodeError(t, data); res.StatusCode != 400 || e.Error.Code != "model_not_priced" || !strings.Contains(e.Error.Message, "claude-opus-9") {
+	if e := decodeAnthropicError(t, data); res.StatusCode != 400 || e.Error.Code != "model_not_priced" || !strings.Contains(e.Error.Message, "claude-opus-9") {
 		t.Errorf("unpriced advisor: %d %s", res.StatusCode, data)
 	}
 }
