@@ -105,7 +105,7 @@ type Request struct {
 	audioMinMillis int64
 	speech         bool // openai.audio text-to-speech (JSON) rather than a transcription
 	// partialImages is an image stream's "partial_images" (0 to 3): each
-	// partial image is billed as imagePartialTokens more output tokens.
+	// partial image is billed as ImagePartialTokens more output tokens.
 	partialImages int64
 }
 

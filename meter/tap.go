@@ -187,7 +187,7 @@ func (t *Tap) Feed(p []byte) []byte {
 //   - openai.images: the images the body listed, or the request's n when
 //     the body was cut or is not an image body; and when the body was
 //     cut before its usage, the images' output tokens from gpt-image-1's
-//     published counts by size and quality (see imageOutputTokens), so
+//     published counts by size and quality (see ImageOutputTokens), so
 //     that a route pricing GPT image models by the token does not charge
 //     the prompt alone;
 //   - openai.audio: the request's duration estimate when the response

@@ -107,13 +107,16 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 // "auto" or unknown quality counts as high; "auto", unknown or larger
 // sizes as the largest gpt-image-1 size, 1536x1024.
 const (
-	imagePartialTokens = 100
+	// ImagePartialTokens is what each partial image of a stream adds.
+	ImagePartialTokens = 100
 	imageMaxPixels     = 1536 * 1024
 )
 
-// imageOutputTokens estimates the output tokens of one image of size
-// ("WIDTHxHEIGHT") and quality; see imagePartialTokens.
-func imageOutputTokens(size, quality string) int64 {
+// ImageOutputTokens returns OpenAI's published output tokens of one
+// gpt-image-1 image of size ("WIDTHxHEIGHT") and quality, by the rule
+// above; tollgate estimates a cut image stream with it, and the mock
+// provider reports it.
+func ImageOutputTokens(size, quality string) int64 {
 	per1024 := int64(4160) // high, auto, unknown
 	switch quality {
 	case "low":
@@ -243,7 +246,7 @@ func (t *Tap) usage() Usage {
 		// Without token usage, a route that prices the model by the
 		// token would charge nothing (or the prompt alone), although the
 		// images, most of the cost, were made.
-		each := satAdd(imageOutputTokens(u.ImageSize, u.ImageQuality), r.partialImages*imagePartialTokens)
+		each := satAdd(ImageOutputTokens(u.ImageSize, u.ImageQuality), r.partialImages*ImagePartialTokens)
 		in, out := r.estInput, satMul(u.Images, each)
 		switch {
 		case reported && !t.has(slOut):

@@ -38,7 +38,7 @@ type command struct {
 // commands lists every subcommand in the order usage shows them.
 func commands() []command {
 	return []command{
-		{"serve", "[--config FILE] [--log-format json|console] [--log-level L]", "run the metering proxy and the admin API", runServe},
+		{"serve", "[--config FILE] [--mock] [--log-format json|console] [--log-level L]", "run the metering proxy and the admin API", runServe},
 		{"check", "[--config FILE]", "validate the config; print its routes and prices", runCheck},
 		{"balance", "ID", "show a customer's balance", runBalance},
 		{"credit", "ID AMOUNT --key KEY [--reason TEXT]", "add credits to a customer (a negative AMOUNT removes them)", runCredit},

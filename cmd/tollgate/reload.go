@@ -15,8 +15,9 @@ import (
 // file with errors is rejected with every problem logged, and the running
 // configuration stays. Settings that only take effect at start-up (the
 // listen addresses, the store section and Stripe) keep their running
-// values; a warning names each one that changed.
-func reload(px *proxy.Server, running *config.Config, path string, log *zap.Logger) *config.Config {
+// values; a warning names each one that changed. With mock (--mock) the
+// routes go to the mock provider, as at start.
+func reload(px *proxy.Server, running *config.Config, path string, log *zap.Logger, mock *mockServer) *config.Config {
 	cfg, err := config.Load(path)
 	if err != nil {
 		var problems []string
@@ -26,6 +27,7 @@ func reload(px *proxy.Server, running *config.Config, path string, log *zap.Logg
 		log.Error("config reload rejected; keeping the running configuration", zap.String("file", path), zap.Strings("problems", problems))
 		return running
 	}
+	cfg = mock.apply(cfg)
 	for _, w := range cfg.Warnings {
 		log.Warn("config warning", zap.String("warning", w.String()))
 	}

@@ -32,7 +32,7 @@ func TestReloadKeepsStartupSettings(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 
 	writeConfig(t, dir, upstream, boltSection(dir)+", timeout: 2s", "", "20")
-	next := reload(px, running, path, zap.New(core))
+	next := reload(px, running, path, zap.New(core), nil)
 
 	if n := logs.FilterField(zap.String("key", "store")).Len(); n != 1 {
 		t.Errorf("%d warnings that store settings need a restart, want 1", n)

@@ -43,12 +43,16 @@ const (
 
 // runServe is `tollgate serve`.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlagSet("serve", "[--config FILE] [--log-format json|console]",
+	f := newFlagSet("serve", "[--config FILE] [--mock] [--log-format json|console]",
 		"Run the metering proxy (listen) and the admin API (admin.listen) until SIGINT or SIGTERM,\n"+
 			"then drain in-flight requests for shutdown_timeout and settle every one of them.\n"+
 			"SIGHUP reloads routes, prices, the customer header, limits and the admin token from the\n"+
-			"same file; a file with errors is rejected and the running configuration kept.")
+			"same file; a file with errors is rejected and the running configuration kept.\n"+
+			"--mock answers every route from the built-in mock provider instead of its upstream\n"+
+			"and keeps balances in a throwaway store: to try tollgate, or test an application\n"+
+			"against it, without provider keys. Never for real traffic.")
 	configPath := configFlag(f)
+	mock := f.Bool("mock", false, "answer every route from the built-in mock provider (no upstream is called) and keep balances in a throwaway store deleted on exit; never for real traffic")
 	logFormat := f.String("log-format", "json", "log encoding: json or console")
 	logLevel := f.String("log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	args, err := f.parse(args, stdout)
@@ -74,7 +78,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger := newLogger(stderr, *logFormat, level)
 	defer func() { _ = logger.Sync() }()
-	return serve(ctx, cfg, path, logger, stdout)
+	var ms *mockServer
+	if *mock {
+		if ms, err = startMock(logger); err != nil {
+			return err
+		}
+		defer func() {
+			if err := ms.close(); err != nil {
+				logger.Warn("--mock: stopping the mock provider or removing its throwaway store failed", zap.String("store", ms.dir), zap.Error(err))
+			}
+		}()
+	}
+	return serve(ctx, cfg, path, logger, stdout, ms)
 }
 
 // newLogger returns a zap logger writing to w: JSON lines for log
@@ -97,8 +112,10 @@ func newLogger(w io.Writer, format string, level zapcore.Level) *zap.Logger {
 // serve wires config → store → Stripe → proxy → listeners, runs until ctx
 // ends, then shuts down in order: stop accepting, let requests and streams
 // finish (shutdown_timeout), cut what is left, settle everything, close
-// the store.
-func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger, stdout io.Writer) (err error) {
+// the store. With mock (--mock), every route goes to it and the store is
+// its throwaway file, at start and on every reload.
+func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger, stdout io.Writer, mock *mockServer) (err error) {
+	cfg = mock.apply(cfg)
 	// Take SIGHUP over first: its default action kills the process, and a
 	// reload signal may come while the store is still being opened (a
 	// Redis probe can take seconds). One that arrives before serving is
@@ -184,9 +201,16 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	if cfg.Admin.Token == "" {
 		log.Warn("admin.token is empty: the admin API refuses every call until it is set")
 	}
+	if mock != nil {
+		log.Warn("MOCK MODE (--mock): every route is answered by the built-in mock provider, never by its upstream, and balances live in a throwaway store deleted on exit; never use --mock for real traffic",
+			zap.String("mock", mock.url), zap.String("store", cfg.Store.Path))
+	}
 	// For people and scripts watching stdout; the log line above says the
 	// same, so serve goes on when stdout is gone.
 	_, _ = fmt.Fprintf(stdout, "tollgate: proxy listening on %s\ntollgate: admin listening on %s\n", proxyURL, adminURL)
+	if mock != nil {
+		_, _ = fmt.Fprintf(stdout, "tollgate: --mock: routes are answered by the built-in mock provider; balances are thrown away on exit\n")
+	}
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- serveOn(proxySrv, proxyLn, "proxy") }()
@@ -222,7 +246,7 @@ loop:
 			log.Error("listener failed; shutting down", zap.Error(err))
 			break loop
 		case <-hup:
-			running = reload(px, running, path, log)
+			running = reload(px, running, path, log, mock)
 		}
 	}
 
