@@ -102,5 +102,5 @@ func Example() {
 	// Output:
 	// reserve 0.002547, send {"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}],"max_completion_tokens":4096,"stream_options":{"include_usage":true}} (output cap 4096)
 	// settle 9 in, 2 out, estimated=false: 0.000003 <nil>
-	// client saw "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello!\"}}],\"usage\":null}\n\ndata: [DONE]\n\n"
+	// client saw "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello!\"}}]}\n\ndata: [DONE]\n\n"
 }

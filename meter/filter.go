@@ -1,9 +1,17 @@
 package meter
 
+import (
+	"bytes"
+	"slices"
+
+	"github.com/tidwall/gjson"
+)
+
 // This file holds the usage-chunk filter: for an openai.chat stream whose
 // client did not ask for usage, Request.Rewrite forces include_usage into
-// the body sent upstream, and the Tap removes the chunk that this adds
-// from what the client sees (see NewTap and Feed).
+// the body sent upstream, and the Tap removes what that adds from what the
+// client sees (see NewTap and Feed): the usage chunk, and the top-level
+// "usage": null member of every other chunk.
 
 // MaxHeldEventBytes bounds what a Tap holds back. Only a Tap that filters
 // (openai.chat streams whose client did not ask for usage) holds anything:
@@ -13,9 +21,10 @@ package meter
 //
 // A Tap's memory is therefore its fixed-size state (about 1 KiB) plus, when
 // filtering, at most MaxHeldEventBytes held and MaxHeldEventBytes + len(p)
-// of output assembled per Feed, whatever the size of the response: a
-// multi-megabyte b64_json image or response.completed event is scanned
-// without being buffered.
+// of output assembled per Feed (and as much again to join the data lines
+// of an event that has several, while looking for its "usage": null),
+// whatever the size of the response: a multi-megabyte b64_json image or
+// response.completed event is scanned without being buffered.
 const MaxHeldEventBytes = 64 << 10
 
 // feedFiltered is Feed for a filtering Tap once the body is known to be
@@ -60,18 +69,173 @@ func (t *Tap) blockEnd(end int, drop bool) {
 	if t.pass {
 		drop = false // its head already went to the client
 	}
-	if drop {
+	var block []byte
+	from, to, cut := 0, 0, false
+	if !drop && t.usageNull {
+		block = t.cur[t.seg:end]
+		if !t.direct && len(t.hold) > 0 {
+			block = append(t.hold, block...)
+		}
+		from, to, cut = usageNullSpan(block, &t.doc)
+	}
+	t.usageNull = false
+	switch {
+	case drop || cut:
 		if t.direct {
-			t.out = append(t.out[:0], t.cur[:t.keepEnd]...)
+			// From here on the result is assembled: make room for the
+			// rest of this Feed at once.
+			t.out = append(slices.Grow(t.out[:0], len(t.cur)), t.cur[:t.keepEnd]...)
 			t.direct = false
 		}
-	} else if t.direct {
+		if cut {
+			t.out = append(t.out, block[:from]...)
+			t.out = append(t.out, block[to:]...)
+		}
+	case t.direct:
 		t.keepEnd = end
-	} else {
+	default:
 		t.out = append(t.out, t.hold...)
 		t.out = append(t.out, t.cur[t.seg:end]...)
 	}
 	t.hold = t.hold[:0]
 	t.seg = end
 	t.pass = false
+}
+
+// usageNullSpan finds, in block, the bytes of one SSE event (its lines,
+// and the blank line that ends it if it arrived), the top-level
+// "usage": null member of its JSON data together with the comma that
+// separates it from its neighbour, and returns where it lies in block.
+// ok is false when there is none to remove: the member must lie within
+// one data line and its key be spelled plainly, as OpenAI sends it;
+// anything else is left as it is. scratch holds the data of an event with
+// several data lines, reused from event to event.
+func usageNullSpan(block []byte, scratch *[]byte) (from, to int, ok bool) {
+	// The event's data is its data lines' values joined by LF (WHATWG
+	// "Server-sent events"); first and at locate each value in block and
+	// in the data. One data line, as OpenAI sends, is used in place.
+	var (
+		doc   []byte
+		lines int
+		first [8]int // where the values start in block
+		at    [8]int // ... and in doc
+	)
+	for i := 0; i < len(block); {
+		end := len(block)
+		if e := bytes.IndexByte(block[i:], '\n'); e >= 0 {
+			end = i + e
+		}
+		if cr := bytes.IndexByte(block[i:end], '\r'); cr >= 0 {
+			end = i + cr
+		}
+		if v, isData := bytes.CutPrefix(block[i:end], []byte("data:")); isData {
+			start := end - len(v)
+			if len(v) > 0 && v[0] == ' ' {
+				v, start = v[1:], start+1
+			}
+			if lines == len(first) {
+				return 0, 0, false
+			}
+			switch lines {
+			case 0:
+				doc = v
+			case 1:
+				*scratch = append(append(append((*scratch)[:0], doc...), '\n'), v...)
+				doc = *scratch
+			default:
+				*scratch = append(append(*scratch, '\n'), v...)
+				doc = *scratch
+			}
+			first[lines], at[lines] = start, len(doc)-len(v)
+			lines++
+		}
+		if end+1 < len(block) && block[end] == '\r' && block[end+1] == '\n' {
+			end++
+		}
+		i = end + 1
+	}
+	if lines == 0 {
+		return 0, 0, false
+	}
+	from, to, ok = findUsageNull(doc)
+	if !ok {
+		return 0, 0, false
+	}
+	if b := skipSpaceBack(doc, from-1); b >= 0 && doc[b] == ',' {
+		from = b // a member before it: take its comma
+	} else if a := skipSpace(doc, to); a < len(doc) && doc[a] == ',' {
+		to = skipSpace(doc, a+1) // the first member: take the comma after it
+	}
+	for l := lines - 1; l >= 0; l-- {
+		if from >= at[l] {
+			if l+1 < lines && to >= at[l+1] {
+				return 0, 0, false // the member spans data lines
+			}
+			return first[l] + from - at[l], first[l] + to - at[l], true
+		}
+	}
+	return 0, 0, false
+}
+
+// usageKey is the key the filter removes, as JSON spells it.
+var usageKey = []byte(`"usage"`)
+
+// findUsageNull returns where the member "usage": null lies in doc, an
+// event's JSON whose top level the scanner saw holds it. When the bytes
+// "usage" (quotes included) occur once in doc they are that key, since a
+// quote inside a JSON string is escaped; that is OpenAI's chunk, found
+// without parsing it again. Otherwise gjson finds the top-level member.
+func findUsageNull(doc []byte) (from, to int, ok bool) {
+	k := bytes.Index(doc, usageKey)
+	if k < 0 {
+		return 0, 0, false
+	}
+	if bytes.Contains(doc[k+len(usageKey):], usageKey) {
+		if !gjson.ValidBytes(doc) {
+			return 0, 0, false
+		}
+		// unsafeString: gjson.GetBytes would copy the value; doc is not
+		// changed while v is used.
+		v := gjson.Get(unsafeString(doc), "usage")
+		if v.Type != gjson.Null || v.Index <= 0 {
+			return 0, 0, false
+		}
+		// Walk back from the value over the colon to the key.
+		k = skipSpaceBack(doc, v.Index-1)
+		if k < 0 || doc[k] != ':' {
+			return 0, 0, false
+		}
+		k = skipSpaceBack(doc, k-1) + 1 - len(usageKey)
+		if k < 0 || !bytes.HasPrefix(doc[k:], usageKey) {
+			return 0, 0, false
+		}
+	}
+	// The key, then a colon and null, spaces allowed between them.
+	i := skipSpace(doc, k+len(usageKey))
+	if i >= len(doc) || doc[i] != ':' {
+		return 0, 0, false
+	}
+	i = skipSpace(doc, i+1)
+	if !bytes.HasPrefix(doc[i:], []byte("null")) {
+		return 0, 0, false
+	}
+	return k, i + len("null"), true
+}
+
+// skipSpace returns the index of the first non-space byte of b at or
+// after i, or len(b).
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+// skipSpaceBack returns the index of the last non-space byte of b at or
+// before i, or -1.
+func skipSpaceBack(b []byte, i int) int {
+	for i >= 0 && isSpace(b[i]) {
+		i--
+	}
+	return i
 }

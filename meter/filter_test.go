@@ -22,8 +22,15 @@ func usageBlock(t *testing.T, stream, eol string) string {
 	return stream[start:end]
 }
 
+// stripUsageNull is stream as the provider sends it without
+// include_usage: no "usage":null member in any chunk.
+func stripUsageNull(stream string) string {
+	return strings.ReplaceAll(stream, `,"usage":null`, "")
+}
+
 // TestFilterRemovesOnlyTheUsageChunk checks the client sees exactly the
-// upstream bytes minus the usage chunk's event block, at every read size.
+// upstream bytes minus the usage chunk's event block and the "usage":null
+// member include_usage adds to every other chunk, at every read size.
 func TestFilterRemovesOnlyTheUsageChunk(t *testing.T) {
 	for _, tc := range []struct{ file, eol string }{
 		{"stream_filtered.sse", "\n"},
@@ -34,8 +41,8 @@ func TestFilterRemovesOnlyTheUsageChunk(t *testing.T) {
 		t.Run(tc.file, func(t *testing.T) {
 			stream := string(readFile(t, "testdata/openai.chat/"+tc.file))
 			block := usageBlock(t, stream, tc.eol)
-			want := strings.Replace(stream, block, "", 1)
-			if !strings.HasSuffix(want, "data: [DONE]"+tc.eol+tc.eol) || len(want) >= len(stream) {
+			want := stripUsageNull(strings.Replace(stream, block, "", 1))
+			if !strings.HasSuffix(want, "data: [DONE]"+tc.eol+tc.eol) || len(want) >= len(stream) || !strings.Contains(stream, `"usage":null`) {
 				t.Fatalf("test setup: bad expectation")
 			}
 			req := mustParse(t, OpenAIChat, "application/json", `{"model":"gpt-4o","stream":true}`)
@@ -73,6 +80,7 @@ func chatReq(t *testing.T, includeUsage bool) Request {
 
 const (
 	contentEvent = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n"
+	plainEvent   = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n" // contentEvent without include_usage
 	usageEvent   = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n"
 	doneEvent    = "data: [DONE]\n\n"
 )
@@ -85,20 +93,34 @@ func TestFilterCases(t *testing.T) {
 		want         string
 	}{
 		{"client asked: nothing removed", true, []string{contentEvent, usageEvent, doneEvent}, contentEvent + usageEvent + doneEvent},
-		{"client did not ask: usage chunk removed", false, []string{contentEvent, usageEvent, doneEvent}, contentEvent + doneEvent},
-		{"usage chunk split across reads", false, []string{contentEvent + usageEvent[:20], usageEvent[20:41], usageEvent[41:] + doneEvent}, contentEvent + doneEvent},
+		{"client did not ask: usage chunk and usage null removed", false, []string{contentEvent, usageEvent, doneEvent}, plainEvent + doneEvent},
+		{"usage chunk split across reads", false, []string{contentEvent + usageEvent[:20], usageEvent[20:41], usageEvent[41:] + doneEvent}, plainEvent + doneEvent},
+		{"usage null split across reads", false, []string{contentEvent[:50], contentEvent[50:62], contentEvent[62:], contentEvent, doneEvent}, plainEvent + plainEvent + doneEvent},
+		{"usage null first, with spaces", false, []string{"data: { \"usage\" : null , \"choices\":[]}\n\n"}, "data: { \"choices\":[]}\n\n"},
+		{"usage null alone", false, []string{"data: {\"usage\":null}\n\n"}, "data: {}\n\n"},
+		{"usage null with CRLF and an event line", false, []string{"event: chunk\r\ndata: {\"a\":1,\"usage\":null}\r\n\r\n"}, "event: chunk\r\ndata: {\"a\":1}\r\n\r\n"},
+		{"usage null after a CR, its LF in the next read", false, []string{"data: {\"a\":1,\"usage\":null}\r\r", "\ndata: [DONE]\r\r"}, "data: {\"a\":1}\r\r\ndata: [DONE]\r\r"},
+		{"usage null on the second data line", false, []string{"data: {\"a\":1,\ndata: \"b\":2,\"usage\":null}\n\n"}, "data: {\"a\":1,\ndata: \"b\":2}\n\n"},
+		// Removing a member, or its comma, across data lines would have to
+		// join them; such an event is left as it is.
+		{"usage null across data lines kept", false, []string{"data: {\"a\":1,\"usage\":\ndata: null}\n\n"}, "data: {\"a\":1,\"usage\":\ndata: null}\n\n"},
+		{"comma on the line before kept", false, []string{"data: {\"a\":1,\ndata: \"usage\":null}\n\n"}, "data: {\"a\":1,\ndata: \"usage\":null}\n\n"},
+		{"nested usage null kept", false, []string{"data: {\"x\":{\"usage\":null}}\n\n"}, "data: {\"x\":{\"usage\":null}}\n\n"},
+		{"escaped key kept", false, []string{"data: {\"a\":1,\"\\u0075sage\":null}\n\n"}, "data: {\"a\":1,\"\\u0075sage\":null}\n\n"},
 		// A provider that puts usage on a content chunk: the chunk carries
 		// content the client needs, so it is never removed.
 		{"usage on a content chunk is kept", false,
 			[]string{"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":1}}\n\n", doneEvent},
 			"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\":{\"prompt_tokens\":1}}\n\n" + doneEvent},
-		{"empty choices without usage is kept", false, []string{"data: {\"choices\":[],\"usage\":null}\n\n"}, "data: {\"choices\":[],\"usage\":null}\n\n"},
-		// The stream ended without the last blank line: released untouched.
-		{"unterminated last event released", false, []string{contentEvent, "data: {\"choices\":[{\"delta\":{\"content\":\"y\"}}]}"},
-			contentEvent + "data: {\"choices\":[{\"delta\":{\"content\":\"y\"}}]}"},
+		{"empty choices without usage is kept", false, []string{"data: {\"choices\":[],\"usage\":null}\n\n"}, "data: {\"choices\":[]}\n\n"},
+		// The stream ended without the last blank line: released as it
+		// is, but for its usage null.
+		{"unterminated last event released", false, []string{contentEvent, "data: {\"choices\":[{\"delta\":{\"content\":\"y\"}}],\"usage\":null}"},
+			plainEvent + "data: {\"choices\":[{\"delta\":{\"content\":\"y\"}}]}"},
+		{"last event ended by a CR", false, []string{contentEvent, "data: {\"a\":1,\"usage\":null}\r\r"}, plainEvent + "data: {\"a\":1}\r\r"},
 		// ... unless it is the complete usage chunk.
-		{"unterminated usage chunk removed", false, []string{contentEvent, strings.TrimSuffix(usageEvent, "\n")}, contentEvent},
-		{"comments and event lines kept", false, []string{": ping\n\n", "event: x\n" + contentEvent, usageEvent}, ": ping\n\n" + "event: x\n" + contentEvent},
+		{"unterminated usage chunk removed", false, []string{contentEvent, strings.TrimSuffix(usageEvent, "\n")}, plainEvent},
+		{"comments and event lines kept", false, []string{": ping\n\n", "event: x\n" + contentEvent, usageEvent}, ": ping\n\n" + "event: x\n" + plainEvent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,10 +137,10 @@ func TestFilterCases(t *testing.T) {
 func TestFilterHoldsOnlyTheIncompleteEvent(t *testing.T) {
 	tap := NewTap(chatReq(t, false), "text/event-stream")
 	half := contentEvent[:30]
-	if got := string(tap.Feed([]byte(contentEvent + half))); got != contentEvent {
+	if got := string(tap.Feed([]byte(contentEvent + half))); got != plainEvent {
 		t.Fatalf("first Feed returned %q, want the complete event only", got)
 	}
-	if got := string(tap.Feed([]byte(contentEvent[30:]))); got != half+contentEvent[30:] {
+	if got := string(tap.Feed([]byte(contentEvent[30:]))); got != plainEvent {
 		t.Fatalf("second Feed returned %q", got)
 	}
 }
@@ -191,7 +213,7 @@ func TestEndKeepsFeedResult(t *testing.T) {
 	tap.Feed([]byte(contentEvent[:25]))
 	out := tap.Feed([]byte(contentEvent[25:] + "data: {\"choices\":[{\"delta\":{\"content\":\"tail\"}}]}"))
 	want := string(out)
-	if want != contentEvent {
+	if want != plainEvent {
 		t.Fatalf("Feed returned %q", want)
 	}
 	rest, _ := tap.End()
@@ -208,8 +230,9 @@ func TestEndKeepsFeedResult(t *testing.T) {
 // lines, "data:" with and without its space, blank-line runs — with the
 // usage chunk somewhere in them, and checks at random read sizes and at
 // one-byte reads that the client receives exactly the stream without the
-// usage chunk's block when it did not ask for usage, the stream itself
-// when it did, and that the usage is read either way.
+// usage chunk's block and the "usage":null members when it did not ask for
+// usage, the stream itself when it did, and that the usage is read either
+// way.
 func TestFilterRandomStreams(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	eols := []string{"\n", "\r\n", "\r"}
@@ -275,7 +298,7 @@ func TestFilterRandomStreams(t *testing.T) {
 		data := []byte(stream.String())
 		for _, asked := range []bool{false, true} {
 			tc := testCase{api: OpenAIChat, data: data, contentType: "text/event-stream", req: chatReq(t, asked)}
-			expect := want.String()
+			expect := stripUsageNull(want.String())
 			if asked {
 				expect = stream.String()
 			}

@@ -132,7 +132,7 @@ func TestFramingFilter(t *testing.T) {
 		chunks []string
 		want   string
 	}{
-		{"usage chunk first, one byte at a time", anyLabel, strings.Split(usageEvent+contentEvent, ""), contentEvent},
+		{"usage chunk first, one byte at a time", anyLabel, strings.Split(usageEvent+contentEvent, ""), plainEvent},
 		{"usage chunk first, cut in its name", anyLabel, []string{"da", "ta: " + usageEvent[6:] + doneEvent}, doneEvent},
 		{"blank lines, then the usage chunk", anyLabel, []string{"\n\r\n", "d", "ata", ":", usageEvent[5:]}, "\n\r\n"},
 		{"JSON answer passes", anyLabel, []string{`{"choices":[],`, `"usage":{"prompt_tokens":1}}`}, `{"choices":[],"usage":{"prompt_tokens":1}}`},

@@ -61,6 +61,7 @@ func (s *smallString) is(v string) bool { return s.set && string(s.b[:s.n]) == v
 // fields are the values captured from one document.
 type fields struct {
 	has        uint32 // bit i set: num[i] was captured
+	nulls      uint32 // bit i set: an aPresent value for slot i was null
 	num        [nSlots]int64
 	str        [nStrSlots]smallString
 	textBytes  int64 // bytes of produced text
@@ -562,6 +563,8 @@ func (s *scanner) finishScalar() {
 		case aPresent:
 			if string(lit) != "null" {
 				s.f.set(s.litSlt, 1)
+			} else {
+				s.f.nulls |= 1 << s.litSlt
 			}
 		}
 	}

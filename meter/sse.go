@@ -127,14 +127,18 @@ func (t *Tap) beginData() {
 }
 
 // dispatch ends the current event (a blank line) and reports whether it
-// is the usage chunk the filter removes.
+// is the usage chunk the filter removes; it notes in usageNull whether the
+// event's JSON has a top-level "usage": null member for the filter to
+// remove instead.
 func (t *Tap) dispatch() bool {
+	t.usageNull = false
 	if !t.evData {
 		return false
 	}
 	t.events++
 	t.sc.finish()
 	drop := t.commit(&t.sc.f, t.sc.f.complete)
+	t.usageNull = t.filter && t.sc.f.complete && t.sc.f.nulls&(1<<slUsage) != 0
 	t.sc.reset(t.sc.sch)
 	t.evData = false
 	return drop && t.filter

@@ -24,6 +24,10 @@ type Tap struct {
 	crBlank  bool    // ... and that line was blank: its event block ends after the LF
 	evData   bool    // the current event has had a data line
 	pendDrop bool    // the event awaiting its LF is the one to remove
+	// usageNull is true from the end of an event whose JSON has a
+	// top-level "usage": null until its block ends: the filter removes
+	// that member (see filter.go).
+	usageNull bool
 
 	// Client-side filter (see Feed and filter.go). Within one Feed, cur is
 	// cut into event blocks that go to the client or, for the usage chunk,
@@ -40,6 +44,9 @@ type Tap struct {
 	// out. Its array is reused by the next Feed.
 	out  []byte
 	pass bool // the current event outgrew MaxHeldEventBytes and is passing through
+	// doc is the joined data of an event with several data lines while
+	// the filter looks for its "usage": null member; reused.
+	doc []byte
 	// cur is the p of the Feed in progress, nil between Feeds.
 	cur []byte
 	// seg is where the current event's bytes in cur begin: after the last
@@ -87,11 +94,15 @@ type Tap struct {
 // only (audio, text transcripts); the Content-Type decides only when the
 // bytes do not (see framing.go), since gateways mislabel streams.
 //
-// The Tap removes the injected usage chunk from what the client sees only
-// for an openai.chat stream whose client did not ask for usage
+// The Tap removes what the forced include_usage adds from what the client
+// sees only for an openai.chat stream whose client did not ask for usage
 // (req.Stream && !req.IncludeUsage); that is the body Request.Rewrite
 // forced include_usage into. That is decided by the request alone, so
-// that Filters can answer before the first byte.
+// that Filters can answer before the first byte. What it removes: the
+// usage chunk, and the "usage": null member OpenAI adds to every other
+// chunk (API reference, chat completion chunk: "usage … will only be
+// present when you set stream_options: {"include_usage": true}"), so the
+// client gets the bytes it would have got without tollgate.
 func NewTap(req Request, contentType string) *Tap {
 	t := &Tap{req: req}
 	t.initSniff(req, contentType)
@@ -111,7 +122,8 @@ func (t *Tap) Filters() bool { return t.filter }
 // Without filtering the result is p itself: no copy, nothing held back.
 // With filtering (see NewTap) the bytes of the current incomplete event are
 // held until the event ends (at most MaxHeldEventBytes, then they pass),
-// and an event that turns out to be the injected usage chunk is dropped;
+// an event that turns out to be the injected usage chunk is dropped, and
+// an event whose JSON has a top-level "usage": null loses that member;
 // every other byte reaches the client unchanged and in order. The result
 // then may alias an internal buffer that is valid until the next call to
 // Feed (End leaves it alone). Feed keeps no reference to p after it
@@ -166,7 +178,8 @@ func (t *Tap) Feed(p []byte) []byte {
 // no bytes.
 //
 // rest is the event the filter was holding when the body ended
-// (unterminated by a blank line), released untouched, or nothing. Write it
+// (unterminated by a blank line), released as it came but for a top-level
+// "usage": null member, or nothing. Write it
 // to the client on a clean EOF; it is moot when the client is gone.
 //
 // The Usage is the provider's report where it arrived. Where it did not,
@@ -244,10 +257,16 @@ func (t *Tap) End() (rest []byte, u Usage) {
 			if t.commit(&t.sc.f, t.sc.f.complete) && t.filter && !t.pass {
 				keep = false
 			}
+			t.usageNull = t.filter && t.sc.f.complete && t.sc.f.nulls&(1<<slUsage) != 0
 			t.evData = false
 		}
 		if t.filter && keep && len(t.hold) > 0 {
 			rest = t.hold
+			if t.usageNull && !t.pass {
+				if from, to, ok := usageNullSpan(rest, &t.doc); ok {
+					rest = rest[:from+copy(rest[from:], rest[to:])]
+				}
+			}
 		}
 	}
 	t.final = t.usage()

@@ -265,6 +265,9 @@ func (t *Tap) checkBounds(tb testing.TB, n int) {
 	if cap(t.out) > 2*(MaxHeldEventBytes+max(n, 32<<10)) {
 		tb.Fatalf("output buffer grew to %d bytes", cap(t.out))
 	}
+	if cap(t.doc) > 2*(MaxHeldEventBytes+max(n, 32<<10)) || cap(t.hold) > 2*(MaxHeldEventBytes+max(n, 32<<10)) {
+		tb.Fatalf("data buffer grew to %d bytes, hold to %d", cap(t.doc), cap(t.hold))
+	}
 }
 
 // chunkReader returns reads of random sizes from 1 to maxRead bytes.

@@ -261,12 +261,19 @@ func TestChatJSON(t *testing.T) {
 // and the usage.
 var usageEvent = regexp.MustCompile(`(?m)^data: \{[^\n]*"choices":\[\],"usage":\{[^\n]*\n\n`)
 
+// TestChatStream checks over HTTP that a client that did not ask for
+// usage gets the bytes the provider sends without include_usage: no usage
+// chunk, and no "usage":null member in the other chunks.
 func TestChatStream(t *testing.T) {
 	stream := testdata(t, "chat_stream.sse")
 	withoutUsage := usageEvent.ReplaceAll(stream, nil)
 	if len(withoutUsage) != len(stream)-479 {
 		t.Fatalf("test data: the usage event is %d bytes, want 479", len(stream)-len(withoutUsage))
 	}
+	if n := bytes.Count(withoutUsage, []byte(`,"usage":null}`)); n != 11 {
+		t.Fatalf("test data: %d chunks with \"usage\":null, want 11", n)
+	}
+	withoutUsage = bytes.ReplaceAll(withoutUsage, []byte(`,"usage":null`), nil)
 	tests := []struct {
 		name string
 		body string
