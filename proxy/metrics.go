@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"net/http"
 	"strconv"
 	"sync/atomic"
 
@@ -57,6 +58,14 @@ const (
 
 // routeNone labels requests that matched no route.
 const routeNone = "none"
+
+// refusalCodes are the codes the proxy listener refuses requests with
+// (DESIGN's error table), the values of tollgate_refusals_total's code.
+var refusalCodes = [...]string{
+	CodeMissingCustomer, CodeInsufficientCredits, CodeCustomerSuspended, CodeModelNotPriced,
+	CodeInvalidRequest, CodeRequestTooLarge, CodeRequestTimeout, CodeRouteNotFound,
+	CodeBillingUnavailable, CodeUpstreamUnavailable, CodeInternal,
+}
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -152,6 +161,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
+	// Every series a fresh server can name is created at zero, so that
+	// /metrics lists each metric from the first scrape and rate() and
+	// absent() alerts work before the first event (Prometheus
+	// instrumentation guide, "Avoid missing metrics"). Per-route series
+	// are created with their route (forRoute).
+	for _, code := range refusalCodes {
+		m.refusals.WithLabelValues(code)
+	}
+	m.reloads.WithLabelValues("applied")
+	m.reloads.WithLabelValues("rejected")
 	m.reserveLatency = m.storeLatency.WithLabelValues("reserve")
 	m.settleLatency = m.storeLatency.WithLabelValues("settle")
 	m.releaseLatency = m.storeLatency.WithLabelValues("release")
@@ -194,8 +213,11 @@ type routeMetrics struct {
 	estimated  prometheus.Counter
 }
 
+// forRoute resolves a route's series, creating them at zero; its
+// requests are counted from the first at status 200.
 func (m *metrics) forRoute(path string) *routeMetrics {
-	return &routeMetrics{
+	ok := m.requests.WithLabelValues(path, "200")
+	rm := &routeMetrics{
 		vec:        m.requests,
 		route:      path,
 		upstream:   m.upstreamLatency.WithLabelValues(path),
@@ -206,6 +228,8 @@ func (m *metrics) forRoute(path string) *routeMetrics {
 		output:     m.tokens.WithLabelValues(path, classOutput),
 		estimated:  m.estimated.WithLabelValues(path),
 	}
+	rm.byStatus[http.StatusOK].Store(&ok)
+	return rm
 }
 
 // request counts one answered request with status.

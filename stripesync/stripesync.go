@@ -266,5 +266,12 @@ func New(store Store, opts Options) (*Syncer, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	// The series of every event type's common outcomes exist from the
+	// start, at zero, so /metrics lists the metric before the first event.
+	for _, typ := range EventTypes() {
+		for _, out := range []outcome{outcomeApplied, outcomeDuplicate, outcomeIgnored} {
+			s.events.WithLabelValues(typ, string(out))
+		}
+	}
 	return s, nil
 }
