@@ -44,7 +44,7 @@ const (
 	DefaultMaxRequestBytes    = 32 << 20 // 32 MiB
 	DefaultRequestBodyTimeout = 30 * time.Second
 	DefaultShutdownTimeout    = 30 * time.Second
-	DefaultSettleTimeout      = 5 * time.Second
+	DefaultSettleTimeout      = time.Second
 	DefaultMaxRequestDuration = 30 * time.Minute
 	DefaultReconcileInterval  = time.Hour
 	DefaultReconcileWindow    = 72 * time.Hour
@@ -102,8 +102,13 @@ type Config struct {
 	// requests and streams to finish and settle before they are cut (YAML
 	// "shutdown_timeout"). Default 30s. Must be > 0.
 	ShutdownTimeout time.Duration
-	// SettleTimeout bounds one settlement after the client has its last
-	// byte (YAML "settle_timeout"). Default 5s. Must be > 0.
+	// SettleTimeout bounds each attempt to settle a request after the
+	// client has its last byte, and each release and hold renewal (YAML
+	// "settle_timeout"). A settlement starts at the last byte and commits
+	// in milliseconds on a healthy store, so it is committed within this
+	// of the last byte (DESIGN: within 1 s) or the attempt is abandoned
+	// and retried with backoff (proxy.DefaultSettleRetryFor); settling is
+	// idempotent. Default 1s. Must be > 0.
 	SettleTimeout time.Duration
 	// MaxRequestDuration is the longest a proxied request may stay open
 	// (YAML "max_request_duration"), from its reservation to the last

@@ -73,7 +73,9 @@ func TestDefaults(t *testing.T) {
 		{"max_request_bytes", c.MaxRequestBytes, int64(33554432)},
 		{"request_body_timeout", c.RequestBodyTimeout, 30 * time.Second},
 		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},
-		{"settle_timeout", c.SettleTimeout, 5 * time.Second},
+		// DESIGN: a settlement is committed within 1 s of the last byte;
+		// settle_timeout bounds each attempt.
+		{"settle_timeout", c.SettleTimeout, time.Second},
 		{"max_request_duration", c.MaxRequestDuration, 30 * time.Minute},
 		{"stripe.webhook_secrets", len(c.Stripe.WebhookSecrets), 0},
 		{"stripe.api_key", c.Stripe.APIKey, ""},
@@ -160,6 +162,25 @@ func TestExample(t *testing.T) {
 	c := mustParse(t, string(data), envOf(exampleEnv))
 	if len(c.Warnings) != 0 {
 		t.Errorf("config.example.yaml with its environment set: warnings %q", warnings(c))
+	}
+
+	// The example states every default; the timeouts are facts DESIGN
+	// and the README quote.
+	for _, d := range []struct {
+		key       string
+		got, want time.Duration
+	}{
+		{"store.hold_ttl", c.Store.HoldTTL, config.DefaultHoldTTL},
+		{"store.sweep_interval", c.Store.SweepInterval, config.DefaultSweepInterval},
+		{"store.timeout", c.Store.Timeout, config.DefaultStoreTimeout},
+		{"request_body_timeout", c.RequestBodyTimeout, config.DefaultRequestBodyTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout, config.DefaultShutdownTimeout},
+		{"settle_timeout", c.SettleTimeout, config.DefaultSettleTimeout},
+		{"max_request_duration", c.MaxRequestDuration, config.DefaultMaxRequestDuration},
+	} {
+		if d.got != d.want {
+			t.Errorf("config.example.yaml: %s is %s, the default is %s", d.key, d.got, d.want)
+		}
 	}
 
 	apis := map[meter.API]bool{}

@@ -97,7 +97,7 @@ func (c *Config) check() []*Problem {
 	}
 	k.positive("request_body_timeout", c.RequestBodyTimeout, "30s")
 	k.positive("shutdown_timeout", c.ShutdownTimeout, "30s")
-	k.positive("settle_timeout", c.SettleTimeout, "5s")
+	k.positive("settle_timeout", c.SettleTimeout, "1s")
 	k.positive("max_request_duration", c.MaxRequestDuration, "30m")
 	k.routes()
 	k.stripe()

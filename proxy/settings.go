@@ -29,7 +29,9 @@ type Settings struct {
 	// request body ("request_body_timeout"; see body.go). Must be > 0.
 	RequestBodyTimeout time.Duration
 	// SettleTimeout bounds each attempt to settle or release a hold, and
-	// each renewal ("settle_timeout"). Must be > 0.
+	// each renewal ("settle_timeout"); a settlement's first attempt starts
+	// at the client's last byte, so one that succeeds is committed within
+	// it (see settle.go). Must be > 0.
 	SettleTimeout time.Duration
 	// MaxRequestDuration is the longest a request may stay open
 	// ("max_request_duration"; see renew.go). Must be > 0.
