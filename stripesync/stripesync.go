@@ -106,9 +106,8 @@ type Options struct {
 	// calls: line items of sessions that do not carry
 	// metadata.tollgate_credits, invoice lines beyond those in the event,
 	// looking up the top-up behind a refund or dispute that arrives before
-	// it, and reconciliation. A restricted key needs read access to
-	// Checkout Sessions, Invoices, Payment Intents, Charges and Events.
-	// Empty disables them.
+	// it, and reconciliation. A restricted key needs what
+	// RestrictedKeyPermissions says. Empty disables them.
 	APIKey string
 	// APIBase is the Stripe API address; default DefaultAPIBase. Point it
 	// at stripe-mock or a test server.
