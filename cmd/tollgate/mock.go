@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -85,6 +86,13 @@ func (m *mockServer) apply(cfg *config.Config) *config.Config {
 	c.Store.RedisURL = ""
 	c.Store.Path = filepath.Join(m.dir, "tollgate.db")
 	return &c
+}
+
+// mockIgnores reports whether a configuration warning is about what --mock
+// replaces: the routes' upstreams and credentials (an unset
+// OPENAI_API_KEY) and the store section.
+func mockIgnores(w config.Warning) bool {
+	return strings.HasPrefix(w.Path, "routes[") || strings.HasPrefix(w.Path, "store.")
 }
 
 // close stops the mock provider and removes the throwaway store. Call it

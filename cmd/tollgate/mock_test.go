@@ -105,6 +105,10 @@ func TestServeMock(t *testing.T) {
 	if _, err := os.Stat(warn.Store); err != nil || !strings.HasPrefix(warn.Mock, "http://127.0.0.1:") {
 		t.Fatalf("the mock's store %q: %v; mock at %q", warn.Store, err, warn.Mock)
 	}
+	// What --mock replaces is not warned about; the rest is.
+	if out := c.stderr.String(); strings.Contains(out, "OPENAI_API_KEY") || strings.Contains(out, "REDIS_URL") || !strings.Contains(out, "STRIPE_WEBHOOK_SECRET") {
+		t.Errorf("warnings:\n%s", out)
+	}
 
 	ctx := context.Background()
 	sdk := func(customer string) openai.Client {

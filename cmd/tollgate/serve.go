@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -71,6 +72,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	path, from := configPath()
 	cfg, err := loadConfig(path, from)
+	if *mock && cfg != nil {
+		cfg.Warnings = slices.DeleteFunc(slices.Clone(cfg.Warnings), mockIgnores)
+	}
 	// serve logs to stderr as well, and runs on if it is gone.
 	_ = printWarnings(stderr, cfg)
 	if err != nil {
