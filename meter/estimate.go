@@ -170,7 +170,7 @@ func (ps Prices) estimate(p *Price, r Request, ceiling int64, st ServerTools) (U
 		if r.API == OpenAIImages {
 			// An image's output tokens are its size's and quality's,
 			// whatever a cap says: images have no cap field.
-			out = max(out, satAdd(imageOutputTokens(r.ImageSize, r.ImageQuality), satMul(r.partialImages, imagePartialTokens)))
+			out = max(out, satAdd(ImageOutputTokens(r.ImageSize, r.ImageQuality), satMul(r.partialImages, ImagePartialTokens)))
 		}
 		u.OutputTokens = satMul(out, max(r.N, 1))
 		if r.API == OpenAIImages {
