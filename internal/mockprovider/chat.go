@@ -83,6 +83,20 @@ type chatDelta struct {
 
 const systemFingerprint = "fp_tollgate_mock"
 
+// servedTier is the service_tier an OpenAI answer reports: the tier that
+// served the request (API reference, service_tier: "the response body
+// will include the service_tier value based on the processing mode
+// actually used"). The mock serves every request at the tier it asks
+// for, priority, flex or scale; "auto", "default" or none is served at
+// "default", as a project without a default of its own is.
+func servedTier(root gjson.Result) string {
+	switch t := root.Get("service_tier").Str; t {
+	case "priority", "flex", "scale":
+		return t
+	}
+	return "default"
+}
+
 func (x *exchange) chat() {
 	root := gjson.ParseBytes(x.body)
 	if !root.Get("messages").IsArray() || len(root.Get("messages").Array()) == 0 {
@@ -95,18 +109,18 @@ func (x *exchange) chat() {
 	usage := chatUsage{
 		PromptTokens:        p.input,
 		CompletionTokens:    rep.tokens * n,
-		PromptTokensDetails: promptDetails{CachedTokens: x.openAICached(p)},
+		PromptTokensDetails: promptDetails{CachedTokens: x.openAICached(p), AudioTokens: p.audio},
 	}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 	finish := "stop"
 	if rep.cut {
 		finish = "length"
 	}
-	id, created, model := newID("chatcmpl-mock"), x.p.now().Unix(), x.model("")
+	id, created, model, tier := newID("chatcmpl-mock"), x.p.now().Unix(), x.model(""), servedTier(root)
 
 	if !x.req.Stream {
 		c := chatCompletion{ID: id, Object: "chat.completion", Created: created, Model: model,
-			Usage: usage, ServiceTier: "default", SystemFingerprint: systemFingerprint}
+			Usage: usage, ServiceTier: tier, SystemFingerprint: systemFingerprint}
 		for i := range n {
 			c.Choices = append(c.Choices, chatChoice{Index: i, FinishReason: finish,
 				Message: chatMessage{Role: "assistant", Content: rep.text, Annotations: []struct{}{}}})
@@ -121,7 +135,7 @@ func (x *exchange) chat() {
 	}
 	chunk := func(i int64, d chatDelta, finish *string) chatChunk {
 		return chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
-			ServiceTier: "default", SystemFingerprint: systemFingerprint, Usage: null,
+			ServiceTier: tier, SystemFingerprint: systemFingerprint, Usage: null,
 			Choices: []chatChunkChoice{{Index: i, Delta: d, FinishReason: finish}}}
 	}
 	s := x.startStream()

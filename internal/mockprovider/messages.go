@@ -1,6 +1,8 @@
 package mockprovider
 
 import (
+	"cmp"
+
 	"github.com/tidwall/gjson"
 )
 
@@ -31,6 +33,8 @@ type messageUsage struct {
 	CacheCreation            *cacheCreation `json:"cache_creation,omitempty"`
 	OutputTokens             int64          `json:"output_tokens"`
 	ServiceTier              string         `json:"service_tier,omitempty"`
+	Speed                    string         `json:"speed,omitempty"`
+	InferenceGeo             string         `json:"inference_geo,omitempty"`
 }
 
 type cacheCreation struct {
@@ -97,7 +101,15 @@ func (x *exchange) messages() {
 		CacheReadInputTokens:     read,
 		CacheCreation:            &cacheCreation{Ephemeral5m: write5m, Ephemeral1h: write1h},
 		OutputTokens:             rep.tokens,
-		ServiceTier:              "standard",
+		// How the request was served: at the standard tier (the mock
+		// has no Priority Tier capacity), at the speed it asks for
+		// (fast mode: "speed": "fast"; not reported when it names
+		// none), in the geography it asks for ("inference_geo", else
+		// "global", the default) (API reference, Usage; "Fast mode";
+		// "Data residency").
+		ServiceTier:  "standard",
+		Speed:        root.Get("speed").Str,
+		InferenceGeo: cmp.Or(root.Get("inference_geo").Str, "global"),
 	}
 	stop := "end_turn"
 	if rep.cut {
@@ -124,7 +136,7 @@ func (x *exchange) messages() {
 	}
 	s.event("content_block_stop", blockStop{Type: "content_block_stop"})
 	final := usage
-	final.CacheCreation, final.ServiceTier = nil, ""
+	final.CacheCreation, final.ServiceTier, final.Speed, final.InferenceGeo = nil, "", "", ""
 	s.event("message_delta", messageDelta{Type: "message_delta", Delta: stopDelta{StopReason: stop}, Usage: final})
 	s.event("message_stop", typeOnly{Type: "message_stop"})
 }

@@ -34,6 +34,21 @@
 //     Audio: the upload's duration as its header states it (else its size
 //     at meter.AudioBytesPerSecond); speech: its input at
 //     meter.SpeechCharsPerMinute.
+//   - The parts of a count are reported where the provider reports them,
+//     in its fields: an OpenAI chat prompt's audio parts as its audio
+//     tokens (prompt_tokens_details.audio_tokens; image parts are text
+//     tokens there, as OpenAI bills them); a GPT image model's input
+//     images (MediaTokens each) and prompt apart
+//     (input_tokens_details.image_tokens, text_tokens), its output all
+//     image tokens; a transcription model's audio
+//     (meter.AudioTokensPerMinute) and prompt apart
+//     (input_token_details.audio_tokens, text_tokens); Anthropic's cache
+//     writes by lifetime (cache_creation).
+//   - How a request was served: OpenAI answers report service_tier, the
+//     tier the request asks for ("priority", "flex", "scale"), else
+//     "default"; Anthropic's usage reports service_tier "standard", speed
+//     when the request names one (as named: "fast" for fast mode) and
+//     inference_geo as the request names it, else "global".
 //
 // The request header X-Mock-Status: CODE (400 to 599) makes it answer that
 // status with the provider's error shape instead, to test how an

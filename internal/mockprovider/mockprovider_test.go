@@ -141,7 +141,7 @@ func TestUsageRules(t *testing.T) {
 			name: "chat JSON",
 			call: call{api: meter.OpenAIChat, path: "/v1/chat/completions",
 				body: `{"model":"gpt-4o-mini","max_completion_tokens":4096,"messages":[{"role":"user","content":"Hello"}]}`},
-			want: meter.Usage{Tokens: tokens(3, 0, 0, 4)},
+			want: meter.Usage{Tokens: tokens(3, 0, 0, 4), ServiceTier: "default"},
 			text: `"content":"You said: Hello"`,
 		},
 		{
@@ -149,7 +149,7 @@ func TestUsageRules(t *testing.T) {
 			name: "chat JSON, system message, n=2",
 			call: call{api: meter.OpenAIChat, path: "/v1/chat/completions",
 				body: `{"model":"gpt-4o","n":2,"max_completion_tokens":100,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello"}]}`},
-			want: meter.Usage{Tokens: tokens(7, 0, 0, 8)},
+			want: meter.Usage{Tokens: tokens(7, 0, 0, 8), ServiceTier: "default"},
 			text: `"index":1`,
 		},
 		{
@@ -157,22 +157,40 @@ func TestUsageRules(t *testing.T) {
 			name: "chat JSON, image part",
 			call: call{api: meter.OpenAIChat, path: "/v1/chat/completions",
 				body: `{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"Hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}`},
-			want: meter.Usage{Tokens: tokens(103, 0, 0, 3)},
+			want: meter.Usage{Tokens: tokens(103, 0, 0, 3), ServiceTier: "default"},
 			text: `"content":"You said: Hi"`,
+		},
+		{
+			// An audio part counts 100, reported as audio tokens as
+			// OpenAI reports them (prompt_tokens_details.audio_tokens);
+			// "user" + "text" + "Hi" → 3 more.
+			name: "chat JSON, audio part",
+			call: call{api: meter.OpenAIChat, path: "/v1/chat/completions",
+				body: `{"model":"gpt-4o-audio-preview","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"Hi"},{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]}`},
+			want: meter.Usage{Tokens: usage.Tokens{InputTokens: 103, AudioInputTokens: 100, OutputTokens: 3}, ServiceTier: "default"},
+			text: `"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":100}`,
+		},
+		{
+			// The tier asked for is the tier that serves it.
+			name: "chat JSON, service_tier flex",
+			call: call{api: meter.OpenAIChat, path: "/v1/chat/completions",
+				body: `{"model":"o4-mini","service_tier":"flex","max_completion_tokens":100,"messages":[{"role":"user","content":"Hello"}]}`},
+			want: meter.Usage{Tokens: tokens(3, 0, 0, 4), ServiceTier: "flex"},
+			text: `"service_tier":"flex"`,
 		},
 		{
 			// The cap of 2 tokens cuts the reply to 8 bytes, "You said".
 			name: "chat JSON, cut by the cap",
 			call: call{api: meter.OpenAIChat, path: "/v1/chat/completions",
 				body: `{"model":"gpt-4o","max_tokens":2,"messages":[{"role":"user","content":"Hello"}]}`},
-			want: meter.Usage{Tokens: tokens(3, 0, 0, 2)},
+			want: meter.Usage{Tokens: tokens(3, 0, 0, 2), ServiceTier: "default"},
 			text: `"content":"You said","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"length"`,
 		},
 		{
 			name: "chat stream with the usage chunk",
 			call: call{api: meter.OpenAIChat, path: "/v1/chat/completions",
 				body: `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":4096,"messages":[{"role":"user","content":"Hello"}]}`},
-			want: meter.Usage{Tokens: tokens(3, 0, 0, 4)},
+			want: meter.Usage{Tokens: tokens(3, 0, 0, 4), ServiceTier: "default"},
 			text: `"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7`,
 		},
 		{
@@ -180,7 +198,7 @@ func TestUsageRules(t *testing.T) {
 			name: "responses JSON, input items",
 			call: call{api: meter.OpenAIResponses, path: "/v1/responses",
 				body: `{"model":"gpt-4.1","max_output_tokens":100,"input":[{"role":"user","content":"Hello"}]}`},
-			want: meter.Usage{Tokens: tokens(3, 0, 0, 4)},
+			want: meter.Usage{Tokens: tokens(3, 0, 0, 4), ServiceTier: "default"},
 			text: `"status":"completed"`,
 		},
 		{
@@ -188,14 +206,21 @@ func TestUsageRules(t *testing.T) {
 			name: "responses stream, instructions and a string input",
 			call: call{api: meter.OpenAIResponses, path: "/v1/responses",
 				body: `{"model":"gpt-4.1","stream":true,"max_output_tokens":100,"instructions":"Be brief.","input":"Hello"}`},
-			want: meter.Usage{Tokens: tokens(5, 0, 0, 4)},
+			want: meter.Usage{Tokens: tokens(5, 0, 0, 4), ServiceTier: "default"},
 			text: "event: response.completed\n",
+		},
+		{
+			name: "responses stream, service_tier priority",
+			call: call{api: meter.OpenAIResponses, path: "/v1/responses",
+				body: `{"model":"gpt-4.1","stream":true,"service_tier":"priority","max_output_tokens":100,"input":"Hello"}`},
+			want: meter.Usage{Tokens: tokens(2, 0, 0, 4), ServiceTier: "priority"},
+			text: `"service_tier":"priority"`,
 		},
 		{
 			name: "responses stream, cut by the cap",
 			call: call{api: meter.OpenAIResponses, path: "/v1/responses",
 				body: `{"model":"gpt-4.1","stream":true,"max_output_tokens":1,"input":"Hello"}`},
-			want: meter.Usage{Tokens: tokens(2, 0, 0, 1)},
+			want: meter.Usage{Tokens: tokens(2, 0, 0, 1), ServiceTier: "default"},
 			text: `"incomplete_details":{"reason":"max_output_tokens"}`,
 		},
 		{
@@ -203,15 +228,23 @@ func TestUsageRules(t *testing.T) {
 			name: "anthropic JSON",
 			call: call{api: meter.AnthropicMessages, path: "/v1/messages",
 				body: `{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"Be brief.","messages":[{"role":"user","content":"Hello"}]}`},
-			want: meter.Usage{Tokens: tokens(6, 0, 0, 4)},
-			text: `"stop_reason":"end_turn"`,
+			want: meter.Usage{Tokens: tokens(6, 0, 0, 4), ServiceTier: "standard", InferenceGeo: "global"},
+			text: `"service_tier":"standard","inference_geo":"global"}`,
+		},
+		{
+			// Fast mode and US-only inference, reported as asked.
+			name: "anthropic JSON, speed fast, inference_geo us",
+			call: call{api: meter.AnthropicMessages, path: "/v1/messages",
+				body: `{"model":"claude-opus-4-6","max_tokens":1024,"speed":"fast","inference_geo":"us","messages":[{"role":"user","content":"Hello"}]}`},
+			want: meter.Usage{Tokens: tokens(3, 0, 0, 4), ServiceTier: "standard", Speed: "fast", InferenceGeo: "us"},
+			text: `"service_tier":"standard","speed":"fast","inference_geo":"us"}`,
 		},
 		{
 			name: "anthropic stream, cut by the cap",
 			call: call{api: meter.AnthropicMessages, path: "/v1/messages",
 				body: `{"model":"claude-sonnet-4-5","max_tokens":2,"stream":true,"messages":[{"role":"user","content":[{"type":"text","text":"Hello"}]}]}`},
 			// "user" + "text" + "Hello" = 13 bytes → 4.
-			want: meter.Usage{Tokens: tokens(4, 0, 0, 2)},
+			want: meter.Usage{Tokens: tokens(4, 0, 0, 2), ServiceTier: "standard", InferenceGeo: "global"},
 			text: `"stop_reason":"max_tokens"`,
 		},
 		{
@@ -234,7 +267,8 @@ func TestUsageRules(t *testing.T) {
 			name: "gpt-image JSON",
 			call: call{api: meter.OpenAIImages, path: "/v1/images/generations",
 				body: `{"model":"gpt-image-1","prompt":"a red fox","n":2,"size":"1024x1024","quality":"medium"}`},
-			want: meter.Usage{Tokens: tokens(3, 0, 0, 2112), Images: 2, ImageSize: "1024x1024", ImageQuality: "medium"},
+			want: meter.Usage{Tokens: usage.Tokens{InputTokens: 3, OutputTokens: 2112, ImageOutputTokens: 2112},
+				Images: 2, ImageSize: "1024x1024", ImageQuality: "medium"},
 			text: `"b64_json":"iVBOR`,
 		},
 		{
@@ -242,8 +276,22 @@ func TestUsageRules(t *testing.T) {
 			name: "gpt-image stream",
 			call: call{api: meter.OpenAIImages, path: "/v1/images/generations",
 				body: `{"model":"gpt-image-1","prompt":"a red fox","stream":true,"partial_images":2,"size":"1024x1536","quality":"high"}`},
-			want: meter.Usage{Tokens: tokens(3, 0, 0, 6440), Images: 1, ImageSize: "1024x1536", ImageQuality: "high"},
+			want: meter.Usage{Tokens: usage.Tokens{InputTokens: 3, OutputTokens: 6440, ImageOutputTokens: 6440},
+				Images: 1, ImageSize: "1024x1536", ImageQuality: "high"},
 			text: "event: image_generation.completed\n",
+		},
+		{
+			// An input image counts 100 image tokens; "a red fox" → 3
+			// text tokens; 1024x1024 low → 272 out.
+			name: "gpt-image edit, one input image",
+			call: func() call {
+				ct, body := multipartBody(t, map[string]string{"model": "gpt-image-1", "prompt": "a red fox", "size": "1024x1024", "quality": "low"},
+					"image[]", "fox.png", []byte("\x89PNG"))
+				return call{api: meter.OpenAIImages, path: "/v1/images/edits", contentType: ct, body: body}
+			}(),
+			want: meter.Usage{Tokens: usage.Tokens{InputTokens: 103, ImageInputTokens: 100, OutputTokens: 272, ImageOutputTokens: 272},
+				Images: 1, ImageSize: "1024x1024", ImageQuality: "low"},
+			text: `"input_tokens_details":{"image_tokens":100,"text_tokens":3}`,
 		},
 		{
 			name: "dall-e-3: images, no tokens",
@@ -258,7 +306,7 @@ func TestUsageRules(t *testing.T) {
 			call: call{api: meter.OpenAIAudio, path: "/v1/audio/speech",
 				body: `{"model":"gpt-4o-mini-tts","input":"Hi there","voice":"alloy","stream_format":"sse"}`},
 			// 640 ms at 1,250 audio tokens a minute → 14 out.
-			want: meter.Usage{Tokens: tokens(2, 0, 0, 14), AudioMillis: 640, Estimated: true},
+			want: meter.Usage{Tokens: usage.Tokens{InputTokens: 2, OutputTokens: 14, AudioOutputTokens: 14}, AudioMillis: 640, Estimated: true},
 			text: `"type":"speech.audio.done"`,
 		},
 		{
@@ -411,8 +459,13 @@ func TestAnthropicPromptCache(t *testing.T) {
 	}{
 		{"writes the system prompt", req(msg("Hello", false)), tokens(1104, 0, 1100, 4)},
 		{"reads it", req(msg("Hello", false)), tokens(1104, 1100, 0, 4)},
-		// The hour-long marker on the question writes it after the hit.
-		{"reads the system, writes the question", req(msg(question, true)), tokens(1602, 1100, 502, 0)},
+		// The hour-long marker on the question writes it after the hit,
+		// a write of the 1-hour kind.
+		{"reads the system, writes the question", req(msg(question, true)), func() usage.Tokens {
+			w := tokens(1602, 1100, 502, 0)
+			w.CacheWrite1hInputTokens = 502
+			return w
+		}()},
 		{"reads both", req(msg(question, true)), tokens(1602, 1602, 0, 0)},
 	}
 	for _, s := range steps {
@@ -461,8 +514,9 @@ func TestEmbeddingVectors(t *testing.T) {
 	}
 }
 
-// multipartBody builds a transcription upload.
-func multipartBody(t *testing.T, fields map[string]string, file []byte) (contentType, body string) {
+// multipartBody builds an upload: the fields, then file as the form
+// file field name of the file name filename.
+func multipartBody(t *testing.T, fields map[string]string, name, filename string, file []byte) (contentType, body string) {
 	t.Helper()
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)
@@ -471,7 +525,7 @@ func multipartBody(t *testing.T, fields map[string]string, file []byte) (content
 			t.Fatal(err)
 		}
 	}
-	fw, err := w.CreateFormFile("file", "speech.mp3")
+	fw, err := w.CreateFormFile(name, filename)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -511,10 +565,10 @@ func TestAudio(t *testing.T) {
 			`"duration":6,`},
 		// 6 s at 1,250 a minute → 125 audio tokens, plus the prompt "Names: Ann" → 3.
 		{"gpt-4o-transcribe JSON", map[string]string{"model": "gpt-4o-transcribe", "prompt": "Names: Ann"},
-			meter.Usage{Tokens: tokens(128, 0, 0, 10), AudioMillis: 6000, Estimated: true},
+			meter.Usage{Tokens: usage.Tokens{InputTokens: 128, AudioInputTokens: 125, OutputTokens: 10}, AudioMillis: 6000, Estimated: true},
 			`"input_token_details":{"text_tokens":3,"audio_tokens":125}`},
 		{"gpt-4o-transcribe stream", map[string]string{"model": "gpt-4o-transcribe", "stream": "true"},
-			meter.Usage{Tokens: tokens(125, 0, 0, 10), AudioMillis: 6000, Estimated: true},
+			meter.Usage{Tokens: usage.Tokens{InputTokens: 125, AudioInputTokens: 125, OutputTokens: 10}, AudioMillis: 6000, Estimated: true},
 			`"type":"transcript.text.done"`},
 		{"whisper-1 SRT", map[string]string{"model": "whisper-1", "response_format": "srt"},
 			meter.Usage{AudioMillis: 6000, Estimated: true},
@@ -522,7 +576,7 @@ func TestAudio(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ct, body := multipartBody(t, tc.fields, speech.body)
+			ct, body := multipartBody(t, tc.fields, "file", "speech.mp3", speech.body)
 			a := m.do(t, call{api: meter.OpenAIAudio, path: "/v1/audio/transcriptions", contentType: ct, body: body})
 			if a.status != http.StatusOK {
 				t.Fatalf("status %d: %s", a.status, a.body)

@@ -12,6 +12,10 @@ import (
 
 // mediaTypes are the "type" values of prompt parts that carry an image, a
 // file or audio, which count MediaTokens each instead of their bytes.
+// Audio parts are also reported apart, as the audio tokens of the input
+// (OpenAI chat's prompt_tokens_details.audio_tokens); images are not:
+// OpenAI's chat and Responses bill them as text tokens, and Anthropic
+// reports no parts.
 var mediaTypes = map[string]bool{
 	"image_url":   true, // OpenAI chat
 	"input_audio": true,
@@ -26,36 +30,46 @@ var mediaTypes = map[string]bool{
 // bodies nested more deeply than meter.MaxJSONDepth before they get here.
 const maxWalkDepth = 64
 
+// audioPart is the "type" of an audio part of a prompt (OpenAI chat).
+const audioPart = "input_audio"
+
 // tokens counts a piece of a prompt: ⌈bytes ÷ BytesPerToken⌉ of its string
 // values (cache_control markers left out), plus MediaTokens per media
-// part.
-func tokens(v gjson.Result) int64 {
-	var text, media int64
-	walk(v, 0, &text, &media)
-	return ceilDiv(text, BytesPerToken) + media*MediaTokens
+// part; audio is the part of them that audio parts count.
+func tokens(v gjson.Result) (all, audio int64) {
+	var c partCounts
+	walk(v, 0, &c)
+	return ceilDiv(c.text, BytesPerToken) + c.media*MediaTokens, c.audio * MediaTokens
 }
 
-func walk(v gjson.Result, depth int, text, media *int64) {
+// partCounts are what walk finds: text bytes, media parts, and the audio
+// parts among them.
+type partCounts struct{ text, media, audio int64 }
+
+func walk(v gjson.Result, depth int, c *partCounts) {
 	if depth > maxWalkDepth {
 		return
 	}
 	switch {
 	case v.Type == gjson.String:
-		*text += int64(len(v.Str))
+		c.text += int64(len(v.Str))
 	case v.IsObject():
 		if t := v.Get("type"); t.Type == gjson.String && mediaTypes[t.Str] {
-			*media++
+			c.media++
+			if t.Str == audioPart {
+				c.audio++
+			}
 			return
 		}
-		v.ForEach(func(k, c gjson.Result) bool {
+		v.ForEach(func(k, e gjson.Result) bool {
 			if k.Str != "cache_control" { // a marker, not prompt
-				walk(c, depth+1, text, media)
+				walk(e, depth+1, c)
 			}
 			return true
 		})
 	case v.IsArray():
-		v.ForEach(func(_, c gjson.Result) bool {
-			walk(c, depth+1, text, media)
+		v.ForEach(func(_, e gjson.Result) bool {
+			walk(e, depth+1, c)
 			return true
 		})
 	}
@@ -77,14 +91,17 @@ type block struct {
 type prompt struct {
 	blocks   []block
 	input    int64  // Σ blocks' tokens
+	audio    int64  // the part of input that audio parts count
 	lastUser string // the text of the last user message, for the reply
 }
 
 func (p *prompt) add(v gjson.Result) {
-	b := block{raw: v.Raw, tokens: tokens(v)}
+	all, audio := tokens(v)
+	b := block{raw: v.Raw, tokens: all}
 	b.marked, b.hour = cacheMark(v)
 	p.blocks = append(p.blocks, b)
-	p.input += b.tokens
+	p.input += all
+	p.audio += audio
 }
 
 // cacheMark reports whether v, an Anthropic tool, system block or message,

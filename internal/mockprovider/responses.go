@@ -23,6 +23,7 @@ type response struct {
 	ParallelToolCalls  bool            `json:"parallel_tool_calls"`
 	PreviousResponseID *string         `json:"previous_response_id"`
 	Reasoning          reasoning       `json:"reasoning"`
+	ServiceTier        string          `json:"service_tier"`
 	Store              bool            `json:"store"`
 	Temperature        json.Number     `json:"temperature"`
 	Text               json.RawMessage `json:"text"`
@@ -133,7 +134,7 @@ func (x *exchange) responses() {
 	r := response{
 		ID: newID("resp_mock"), Object: "response", CreatedAt: x.p.now().Unix(), Status: "completed",
 		Instructions: json.RawMessage("null"), Model: x.model(""), ParallelToolCalls: true,
-		Store: true, Temperature: "1.0", Text: json.RawMessage(`{"format":{"type":"text"}}`),
+		ServiceTier: servedTier(root), Store: true, Temperature: "1.0", Text: json.RawMessage(`{"format":{"type":"text"}}`),
 		ToolChoice: "auto", Tools: []struct{}{}, TopP: "1.0", Truncation: "disabled", Usage: usage,
 	}
 	if in := root.Get("instructions"); in.Type == gjson.String {
