@@ -87,12 +87,16 @@ const systemFingerprint = "fp_tollgate_mock"
 // served the request (API reference, service_tier: "the response body
 // will include the service_tier value based on the processing mode
 // actually used"). The mock serves every request at the tier it asks
-// for, priority, flex or scale; "auto", "default" or none is served at
-// "default", as a project without a default of its own is.
+// for, priority, flex or scale, and a request for "fast" at "priority",
+// as OpenAI does (fast mode is priority processing); "auto", "default"
+// or none is served at "default", as a project without a default of its
+// own is.
 func servedTier(root gjson.Result) string {
 	switch t := root.Get("service_tier").Str; t {
 	case "priority", "flex", "scale":
 		return t
+	case "fast":
+		return "priority"
 	}
 	return "default"
 }

@@ -45,8 +45,8 @@
 //     (input_token_details.audio_tokens, text_tokens); Anthropic's cache
 //     writes by lifetime (cache_creation).
 //   - How a request was served: OpenAI answers report service_tier, the
-//     tier the request asks for ("priority", "flex", "scale"), else
-//     "default"; Anthropic's usage reports service_tier "standard", speed
+//     tier the request asks for ("priority", "flex", "scale"; "fast" is
+//     served at "priority"), else "default"; Anthropic's usage reports service_tier "standard", speed
 //     when the request names one (as named: "fast" for fast mode) and
 //     inference_geo as the request names it, else "global".
 //

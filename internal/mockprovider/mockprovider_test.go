@@ -210,6 +210,14 @@ func TestUsageRules(t *testing.T) {
 			text: "event: response.completed\n",
 		},
 		{
+			// OpenAI serves a request for fast mode at "priority" and says so.
+			name: "responses JSON, service_tier fast",
+			call: call{api: meter.OpenAIResponses, path: "/v1/responses",
+				body: `{"model":"gpt-4.1","service_tier":"fast","max_output_tokens":100,"input":"Hello"}`},
+			want: meter.Usage{Tokens: tokens(2, 0, 0, 4), ServiceTier: "priority"},
+			text: `"service_tier":"priority"`,
+		},
+		{
 			name: "responses stream, service_tier priority",
 			call: call{api: meter.OpenAIResponses, path: "/v1/responses",
 				body: `{"model":"gpt-4.1","stream":true,"service_tier":"priority","max_output_tokens":100,"input":"Hello"}`},
