@@ -150,6 +150,25 @@ func TestServeMock(t *testing.T) {
 		}
 	})
 
+	t.Run("chat at the priority tier", func(t *testing.T) {
+		// Fast mode is served at "priority", which the mock reports as
+		// OpenAI does, so the price's service_tier.priority rates apply.
+		client := sdk("priority")
+		fast := hello
+		fast.ServiceTier = openai.ChatCompletionNewParamsServiceTierFast
+		comp, err := client.Chat.Completions.New(ctx, fast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if comp.ServiceTier != openai.ChatCompletionServiceTierPriority {
+			t.Errorf("service_tier %q", comp.ServiceTier)
+		}
+		// 3 input at 0.25 and 4 output at 1.00 per 1M: 0.00000475 → 0.000005.
+		if e := charges(t, c.admin, "priority", 1)[0]; e.Tokens != tokens(3, 4) || e.Amount != -mustParse(t, "0.000005") {
+			t.Errorf("charge %+v", e)
+		}
+	})
+
 	t.Run("responses", func(t *testing.T) {
 		client := sdk("responses")
 		params := responses.ResponseNewParams{Model: "gpt-4.1", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("Hello")}}
@@ -205,7 +224,10 @@ func TestServeMock(t *testing.T) {
 		if len(res.Data) != 1 || res.Data[0].B64JSON == "" || res.Usage.OutputTokens != 272 {
 			t.Errorf("images %+v", res)
 		}
-		if e := charges(t, c.admin, "images", 1)[0]; e.Tokens != tokens(3, 272) {
+		// gpt-image-1's output is image tokens: 3 input at 5.00 and 272
+		// image output at 40.00 (image_output defaults to output) per 1M.
+		want := tgusage.Tokens{InputTokens: 3, OutputTokens: 272, ImageOutputTokens: 272}
+		if e := charges(t, c.admin, "images", 1)[0]; e.Tokens != want || e.Amount != -mustParse(t, "0.010895") {
 			t.Errorf("charge %+v", e)
 		}
 	})
