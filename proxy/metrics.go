@@ -4,9 +4,12 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/usage"
 )
 
 // metrics are the proxy's Prometheus collectors. Names follow
@@ -22,6 +25,7 @@ type metrics struct {
 	requests        *prometheus.CounterVec   // route, status
 	credits         *prometheus.CounterVec   // route
 	tokens          *prometheus.CounterVec   // route, class
+	toolCalls       *prometheus.CounterVec   // route, tool
 	estimated       *prometheus.CounterVec   // route
 	refusals        *prometheus.CounterVec   // code
 	holdLifetime    *prometheus.HistogramVec // outcome
@@ -46,15 +50,20 @@ type metrics struct {
 	renewFailed    prometheus.Counter
 }
 
-// Token classes of tollgate_tokens_total. "input" counts every input token
-// the provider counted, cached and cache-write included, as the ledger
-// does; the cache classes are the parts of it.
-const (
-	classInput      = "input"
-	classCached     = "cached_input"
-	classCacheWrite = "cache_write_input"
-	classOutput     = "output"
-)
+// countSeries returns the series that counts the class name of a ledger
+// entry (a name usage.Tokens.TokenCounts yields) on route: a tool's calls
+// ("web_search_calls") in tollgate_tool_calls_total by tool
+// ("web_search"), a token class ("cached_input_tokens") in
+// tollgate_tokens_total by class, its name without "_tokens"
+// ("cached_input"). So the metrics count what the ledger records, class
+// for class, and a class added to usage.Tokens is counted without a
+// change here.
+func (m *metrics) countSeries(route, name string) prometheus.Counter {
+	if tool, ok := strings.CutSuffix(name, "_calls"); ok {
+		return m.toolCalls.WithLabelValues(route, tool)
+	}
+	return m.tokens.WithLabelValues(route, strings.TrimSuffix(name, "_tokens"))
+}
 
 // routeNone labels requests that matched no route.
 const routeNone = "none"
@@ -81,8 +90,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_tokens_total",
-			Help: "Tokens charged by settlements, by route and class: input (all input, cached included), cached_input, cache_write_input, output (reasoning included).",
+			Help: "Tokens charged by settlements, by route and class: each token class of a ledger entry, named without _tokens. input counts all input (cached, cache writes, audio and images included) and output all output (reasoning included); the other classes are parts of them.",
 		}, []string{"route", "class"}),
+		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_tool_calls_total",
+			Help: "Calls of provider-side tools charged by settlements (Anthropic's web search and fetch, and code execution per container; OpenAI's built-in tools), by route and tool.",
+		}, []string{"route", "tool"}),
 		estimated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_usage_estimated_total",
 			Help: "Settlements charged from tollgate's estimate because the response carried no usage (cut streams, clients gone), by route.",
@@ -144,6 +157,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.requests = register(reg, m.requests, &errs)
 		m.credits = register(reg, m.credits, &errs)
 		m.tokens = register(reg, m.tokens, &errs)
+		m.toolCalls = register(reg, m.toolCalls, &errs)
 		m.estimated = register(reg, m.estimated, &errs)
 		m.refusals = register(reg, m.refusals, &errs)
 		m.holdLifetime = register(reg, m.holdLifetime, &errs)
@@ -201,16 +215,13 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C, errs *[]er
 // routeMetrics are one route's children of the vectors, resolved when the
 // route is built so that the request path does no label hashing.
 type routeMetrics struct {
-	vec        *prometheus.CounterVec
-	route      string
-	byStatus   [600]atomic.Pointer[prometheus.Counter]
-	upstream   prometheus.Observer
-	credits    prometheus.Counter
-	input      prometheus.Counter
-	cached     prometheus.Counter
-	cacheWrite prometheus.Counter
-	output     prometheus.Counter
-	estimated  prometheus.Counter
+	vec       *prometheus.CounterVec
+	route     string
+	byStatus  [600]atomic.Pointer[prometheus.Counter]
+	upstream  prometheus.Observer
+	credits   prometheus.Counter
+	counts    []prometheus.Counter // each class's series, in usage.Tokens.TokenCounts order
+	estimated prometheus.Counter
 }
 
 // forRoute resolves a route's series, creating them at zero; its
@@ -218,18 +229,29 @@ type routeMetrics struct {
 func (m *metrics) forRoute(path string) *routeMetrics {
 	ok := m.requests.WithLabelValues(path, "200")
 	rm := &routeMetrics{
-		vec:        m.requests,
-		route:      path,
-		upstream:   m.upstreamLatency.WithLabelValues(path),
-		credits:    m.credits.WithLabelValues(path),
-		input:      m.tokens.WithLabelValues(path, classInput),
-		cached:     m.tokens.WithLabelValues(path, classCached),
-		cacheWrite: m.tokens.WithLabelValues(path, classCacheWrite),
-		output:     m.tokens.WithLabelValues(path, classOutput),
-		estimated:  m.estimated.WithLabelValues(path),
+		vec:       m.requests,
+		route:     path,
+		upstream:  m.upstreamLatency.WithLabelValues(path),
+		credits:   m.credits.WithLabelValues(path),
+		estimated: m.estimated.WithLabelValues(path),
+	}
+	for name := range (usage.Tokens{}).TokenCounts() {
+		rm.counts = append(rm.counts, m.countSeries(path, name))
 	}
 	rm.byStatus[http.StatusOK].Store(&ok)
 	return rm
+}
+
+// charged counts the tokens and tool calls of a settled charge, as its
+// ledger entry records them.
+func (rm *routeMetrics) charged(t usage.Tokens) {
+	i := 0
+	for _, n := range t.TokenCounts() {
+		if n > 0 {
+			rm.counts[i].Add(float64(n))
+		}
+		i++
+	}
 }
 
 // request counts one answered request with status.

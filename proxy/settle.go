@@ -195,10 +195,7 @@ func (s *Server) settled(ex *exchange, u meter.Usage, cost money.Micros, at time
 	s.m.heldSettled.Observe(at.Sub(ex.heldAt).Seconds())
 	rm := ex.rt.m
 	rm.credits.Add(float64(cost) / float64(money.Credit))
-	rm.input.Add(float64(u.InputTokens))
-	rm.cached.Add(float64(u.CachedInputTokens))
-	rm.cacheWrite.Add(float64(u.CacheWriteInputTokens))
-	rm.output.Add(float64(u.OutputTokens))
+	rm.charged(u.Tokens)
 	if u.Estimated {
 		rm.estimated.Inc()
 	}
