@@ -46,9 +46,10 @@
 //     writes by lifetime (cache_creation).
 //   - How a request was served: OpenAI answers report service_tier, the
 //     tier the request asks for ("priority", "flex", "scale"; "fast" is
-//     served at "priority"), else "default"; Anthropic's usage reports service_tier "standard", speed
-//     when the request names one (as named: "fast" for fast mode) and
-//     inference_geo as the request names it, else "global".
+//     served at "priority"), else "default"; Anthropic's usage reports
+//     service_tier "standard", speed when the request names one (as
+//     named: "fast" for fast mode) and inference_geo as the request names
+//     it, else "global".
 //
 // The request header X-Mock-Status: CODE (400 to 599) makes it answer that
 // status with the provider's error shape instead, to test how an

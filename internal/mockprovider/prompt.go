@@ -13,9 +13,9 @@ import (
 // mediaTypes are the "type" values of prompt parts that carry an image, a
 // file or audio, which count MediaTokens each instead of their bytes.
 // Audio parts are also reported apart, as the audio tokens of the input
-// (OpenAI chat's prompt_tokens_details.audio_tokens); images are not:
-// OpenAI's chat and Responses bill them as text tokens, and Anthropic
-// reports no parts.
+// (OpenAI chat's prompt_tokens_details.audio_tokens); image and file parts
+// are not: OpenAI's chat and Responses bill them as text tokens, and
+// Anthropic reports no parts.
 var mediaTypes = map[string]bool{
 	"image_url":   true, // OpenAI chat
 	"input_audio": true,
