@@ -24,16 +24,25 @@ import (
 // Layout (bbolt buckets; integers are 8-byte big-endian, times unix ms with
 // the sign bit flipped so that they sort):
 //
-//	customers/<customer>/state            balance, entry seq, suspension count
+//	customers/<customer>/state            balance, entry seq, suspension count, debt, lot expiry bound
 //	customers/<customer>/holds/<hold>     amount, expiry
 //	customers/<customer>/closed/<hold>    state (e|r|s), forget-at, entry seq
 //	customers/<customer>/entries/<seq>    "<amount> <balance_after> <json>" (see codec.go)
 //	customers/<customer>/credits/<key>    "<o|c> <total> <seq> <kind>"
 //	customers/<customer>/suspension/<r>   "suspended" | "lifted"
+//	customers/<customer>/lots/<lot>       active lot, the text of lots.go
+//	customers/<customer>/lotburn/<priority byte><expiry|never><lot>   burn order
+//	customers/<customer>/lotexp/<expiry><lot>                         expiring lots
 //	expiry/<expiry><customer>\x00<hold>   index of live holds for Sweep
 //	forget/<forget-at><customer>\x00<hold> index of closed holds for Sweep
+//	lotexpiry/<expiry><customer>\x00<lot> index of expiring lots for Sweep
 //	meta/<key>                            PutMeta values
 //	locks/<name>                          "<expires_at_ms> <token>"
+//	schema/lots                           present once balances are kept in lots
+//
+// Lot ids (<lot>) are 8-byte big-endian entry seqs, so that equal
+// priorities and expiries burn oldest first; a never-expiring lot sorts
+// last with the largest time.
 type BoltStore struct {
 	db        *bbolt.DB
 	path      string
@@ -71,7 +80,13 @@ const (
 	bEntries    = "entries"
 	bCredits    = "credits"
 	bSuspension = "suspension"
+	bLots       = "lots"
+	bLotBurn    = "lotburn"
+	bLotExp     = "lotexp"
+	bLotExpiry  = "lotexpiry"
+	bSchema     = "schema"
 	kState      = "state"
+	kLotsSchema = "lots"
 
 	reasonSuspended = "suspended"
 	reasonLifted    = "lifted"
@@ -90,12 +105,12 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range []string{bCustomers, bExpiry, bForget, bMeta, bLocks} {
+		for _, name := range []string{bCustomers, bExpiry, bForget, bMeta, bLocks, bLotExpiry, bSchema} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
 		}
-		return nil
+		return migrateLots(tx, unixMilli(opts.Now()))
 	})
 	if err != nil {
 		if cerr := db.Close(); cerr != nil {
@@ -138,7 +153,7 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 		if c == nil {
 			return fmt.Errorf("%w: the bucket of %s vanished", errCorrupt, customer) // never deleted
 		}
-		reserved, err := c.expireHolds(nowMs, s.retention)
+		reserved, err := c.current(nowMs, s.retention)
 		if err != nil {
 			return err
 		}
@@ -219,7 +234,7 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			entry, result = unknown(0)
 			return nil
 		}
-		if _, err := c.expireHolds(nowMs, s.retention); err != nil {
+		if _, err := c.current(nowMs, s.retention); err != nil {
 			return err
 		}
 		live := c.holds.Get([]byte(holdID)) != nil
@@ -263,6 +278,11 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		if err != nil {
 			return err
 		}
+		if actual > 0 {
+			if err := c.spend(int64(actual), -1); err != nil {
+				return err
+			}
+		}
 		return c.closeHold(holdID, holdSettled, nowMs, s.retention, seq)
 	})
 	if err != nil {
@@ -292,7 +312,7 @@ func (s *BoltStore) Extend(ctx context.Context, customer, holdID string, ttl tim
 			result = fmt.Errorf("extend %s of %s: %w", holdID, customer, ErrHoldNotFound)
 			return nil
 		}
-		if _, err := c.expireHolds(nowMs, s.retention); err != nil {
+		if _, err := c.current(nowMs, s.retention); err != nil {
 			return err
 		}
 		if v := c.holds.Get([]byte(holdID)); v != nil {
@@ -348,7 +368,7 @@ func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error 
 		if err != nil || c == nil {
 			return err
 		}
-		if _, err := c.expireHolds(nowMs, s.retention); err != nil {
+		if _, err := c.current(nowMs, s.retention); err != nil {
 			return err
 		}
 		if c.holds.Get([]byte(holdID)) != nil {
@@ -380,7 +400,9 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 	if err := ctx.Err(); err != nil {
 		return CreditResult{}, err
 	}
-	body := creditBody(cr, s.now()).json()
+	now := s.now()
+	nowMs, eb, lp := unixMilli(now), creditBody(cr, now), creditLot(cr)
+	body := eb.json()
 	var (
 		res    CreditResult
 		result error
@@ -405,7 +427,11 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 			result = conflictError(cr)
 			return nil
 		case creditReplay:
-			res.Entry, err = c.entry(rec.seq)
+			e, err := c.entry(rec.seq)
+			res = creditResult(e, false)
+			return err
+		}
+		if _, err := c.expireLots(nowMs); err != nil {
 			return err
 		}
 		st, err := c.state()
@@ -416,14 +442,16 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 			result = fmt.Errorf("credit %s: %w: %s would take %s's balance beyond ±%s", cr.Key, ErrInvalidAmount, cr.Amount, cr.Customer, MaxAmount)
 			return nil
 		}
-		var seq int64
-		res.Entry, seq, err = c.appendEntry(int64(delta), body)
+		e, seq, err := c.appendEntry(int64(delta), body)
 		if err != nil {
 			return err
 		}
-		res.Applied = true
+		res = creditResult(e, true)
 		r := creditRecord{cumulative: cr.Cumulative, total: cr.Amount, seq: seq, kind: cr.Kind}
-		return c.credits.Put([]byte(cr.Key), []byte(r.String()))
+		if err := c.credits.Put([]byte(cr.Key), []byte(r.String())); err != nil {
+			return err
+		}
+		return c.creditLot(seq, int64(delta), lp, cr.Kind, cr.Reference, nowMs, eb.At)
 	})
 	if err != nil {
 		return CreditResult{}, s.fail("credit "+cr.Key, err)
@@ -431,8 +459,9 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 	return res, result
 }
 
-// Account implements Store. It reads without writing: holds past their
-// expiry simply do not count.
+// Account implements Store. It reads without writing (holds past their
+// expiry simply do not count) unless a lot is due: its expiry is recorded
+// first.
 func (s *BoltStore) Account(ctx context.Context, customer string) (Account, error) {
 	if err := checkCustomer(customer); err != nil {
 		return Account{}, err
@@ -442,10 +471,9 @@ func (s *BoltStore) Account(ctx context.Context, customer string) (Account, erro
 	}
 	nowMs := unixMilli(s.now())
 	acct := Account{Customer: customer}
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		c, err := openCustomer(tx, customer, false)
-		if err != nil || c == nil {
-			return err
+	err := s.readCurrent(customer, nowMs, func(c *boltCustomer) error {
+		if c == nil {
+			return nil
 		}
 		st, err := c.state()
 		if err != nil {
@@ -468,8 +496,10 @@ func (s *BoltStore) Account(ctx context.Context, customer string) (Account, erro
 		acct.Balance = money.Micros(st.balance)
 		acct.Reserved = money.Micros(reserved)
 		acct.Available = money.Micros(st.balance - reserved)
+		acct.Debt = money.Micros(st.debt)
 		acct.Suspended = st.suspended > 0
-		return nil
+		acct.NextExpiry, err = c.nextExpiry()
+		return err
 	})
 	if err != nil {
 		return Account{}, s.fail("account "+customer, err)
@@ -494,10 +524,9 @@ func (s *BoltStore) Entries(ctx context.Context, customer, before string, limit 
 		return Page{}, err
 	}
 	var page Page
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		c, err := openCustomer(tx, customer, false)
-		if err != nil || c == nil {
-			return err
+	err = s.readCurrent(customer, unixMilli(s.now()), func(c *boltCustomer) error {
+		if c == nil {
+			return nil
 		}
 		st, err := c.state()
 		if err != nil {

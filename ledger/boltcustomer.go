@@ -21,6 +21,10 @@ type boltCustomer struct {
 	entries    *bbolt.Bucket
 	credits    *bbolt.Bucket
 	suspension *bbolt.Bucket
+
+	// The lot buckets, opened by lotBuckets when an operation first
+	// needs them: most operations never do.
+	lots, lotBurn, lotExp *bbolt.Bucket
 }
 
 // openCustomer returns customer's buckets, creating them if create is
@@ -39,7 +43,7 @@ func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, er
 		if b, err = root.CreateBucket([]byte(customer)); err != nil {
 			return nil, err
 		}
-		for _, name := range []string{bHolds, bClosed, bEntries, bCredits, bSuspension} {
+		for _, name := range []string{bHolds, bClosed, bEntries, bCredits, bSuspension, bLots, bLotBurn, bLotExp} {
 			if _, err := b.CreateBucket([]byte(name)); err != nil {
 				return nil, err
 			}
@@ -61,32 +65,47 @@ func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, er
 	return c, nil
 }
 
-// customerState is a customer's balance, last entry sequence number and
-// number of suspension reasons in force.
+// customerState is a customer's balance, last entry sequence number,
+// number of suspension reasons in force, debt, and a bound on the expiry
+// of its lots: lotBound is at most the earliest expiry in the lotexp
+// bucket (unix ms), and 0 only when no lot expires, so that an operation
+// sees from the state alone, which it reads anyway, that no lot is due.
 type customerState struct {
-	balance, seq, suspended int64
+	balance, seq, suspended, debt, lotBound int64
 }
+
+// stateSize is the length of a stored customerState; preLotsStateSize
+// that of a file written before lots (balance, seq, suspended), which
+// OpenBolt migrates.
+const (
+	stateSize        = 40
+	preLotsStateSize = 24
+)
 
 func (c *boltCustomer) state() (customerState, error) {
 	v := c.b.Get([]byte(kState))
 	if v == nil {
 		return customerState{}, nil
 	}
-	if len(v) != 24 {
+	if len(v) != stateSize {
 		return customerState{}, fmt.Errorf("%w: state of %s is %d bytes", errCorrupt, c.id, len(v))
 	}
 	return customerState{
 		balance:   int64(binary.BigEndian.Uint64(v[0:])),
 		seq:       int64(binary.BigEndian.Uint64(v[8:])),
 		suspended: int64(binary.BigEndian.Uint64(v[16:])),
+		debt:      int64(binary.BigEndian.Uint64(v[24:])),
+		lotBound:  int64(binary.BigEndian.Uint64(v[32:])),
 	}, nil
 }
 
 func (c *boltCustomer) putState(st customerState) error {
-	v := make([]byte, 24)
+	v := make([]byte, stateSize)
 	binary.BigEndian.PutUint64(v[0:], uint64(st.balance))
 	binary.BigEndian.PutUint64(v[8:], uint64(st.seq))
 	binary.BigEndian.PutUint64(v[16:], uint64(st.suspended))
+	binary.BigEndian.PutUint64(v[24:], uint64(st.debt))
+	binary.BigEndian.PutUint64(v[32:], uint64(st.lotBound))
 	return c.b.Put([]byte(kState), v)
 }
 

@@ -3,26 +3,33 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
 	"time"
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
 
-// Sweep implements Store. It works through the expiry and forget indexes
-// in transactions of at most sweepBatch holds each.
+// Sweep implements Store. It works through the expiry, lot expiry and
+// forget indexes in transactions of at most sweepBatch holds and lots
+// each.
 func (s *BoltStore) Sweep(ctx context.Context) (int, error) {
 	nowMs := unixMilli(s.now())
-	total := 0
+	total, totalLots := 0, 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		var expired int
+		var expired, lots int
 		var more bool
 		err := s.update(func(tx *bbolt.Tx) error {
-			expired, more = 0, false
+			expired, lots, more = 0, 0, false
 			n, full, err := sweepExpiry(tx, nowMs, s.retention)
+			if err != nil {
+				return err
+			}
+			l, fullLots, err := sweepLots(tx, nowMs)
 			if err != nil {
 				return err
 			}
@@ -30,13 +37,14 @@ func (s *BoltStore) Sweep(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			expired, more = n, full || pruned >= sweepBatch
+			expired, lots, more = n, l, full || fullLots || pruned >= sweepBatch
 			return nil
 		})
 		if err != nil {
 			return total, s.fail("sweep", err)
 		}
 		total += expired
+		totalLots += lots
 		if !more {
 			break
 		}
@@ -44,7 +52,62 @@ func (s *BoltStore) Sweep(ctx context.Context) (int, error) {
 	if total > 0 {
 		s.log.Info("swept expired holds", zap.Int("holds", total))
 	}
+	if totalLots > 0 {
+		s.log.Info("swept expired lots", zap.Int("lots", totalLots))
+	}
 	return total, nil
+}
+
+// sweepLots expires up to sweepBatch lots whose expiry is at or before
+// nowMs, returning how many it expired and whether the batch was full.
+// The index orders them by expiry, then customer, then age, so each
+// customer's lots expire in the order expireLots would take them.
+func sweepLots(tx *bbolt.Tx, nowMs int64) (int, bool, error) {
+	idx := tx.Bucket([]byte(bLotExpiry))
+	keys := dueKeys(idx, nowMs)
+	expired := 0
+	touched := map[string]*boltCustomer{}
+	for _, k := range keys {
+		at, customer, idText, err := parseIndexKey(k)
+		if err != nil {
+			return 0, false, err
+		}
+		if len(idText) != 8 {
+			return 0, false, fmt.Errorf("%w: lot index key %q", errCorrupt, k)
+		}
+		id := int64(binary.BigEndian.Uint64([]byte(idText)))
+		c := touched[customer]
+		if c == nil {
+			if c, err = openCustomer(tx, customer, false); err != nil {
+				return 0, false, err
+			}
+		}
+		var l lotRecord
+		ok := false
+		if c != nil {
+			if l, ok, err = c.getLot(id); err != nil {
+				return 0, false, err
+			}
+		}
+		if !ok || l.expires != at {
+			// Not a lot that is due: a stale index entry.
+			if err := idx.Delete(k); err != nil {
+				return 0, false, err
+			}
+			continue
+		}
+		if err := c.expireLot(id, l); err != nil {
+			return 0, false, err
+		}
+		touched[customer] = c
+		expired++
+	}
+	for _, c := range touched {
+		if err := c.resetLotBound(); err != nil {
+			return 0, false, err
+		}
+	}
+	return expired, len(keys) >= sweepBatch, nil
 }
 
 // sweepExpiry expires up to sweepBatch holds whose expiry is at or before

@@ -30,6 +30,7 @@ type entryBody struct {
 	Kind      Kind      `json:"kind"`
 	Reference string    `json:"reference,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
+	Lot       string    `json:"lot,omitempty"`
 	At        time.Time `json:"at"`
 	Route     string    `json:"route,omitempty"`
 	Model     string    `json:"model,omitempty"`
@@ -83,6 +84,7 @@ func (b entryBody) json() string {
 	}
 	field("reference", b.Reference)
 	field("reason", b.Reason)
+	field("lot", b.Lot)
 	buf = append(buf, `,"at":"`...)
 	buf = b.At.AppendFormat(buf, time.RFC3339Nano)
 	buf = append(buf, '"')
@@ -151,6 +153,7 @@ func (b entryBody) entry(customer string, seq int64, amount, balanceAfter money.
 		BalanceAfter: balanceAfter,
 		Reference:    b.Reference,
 		Reason:       b.Reason,
+		Lot:          b.Lot,
 		At:           b.At,
 		Route:        b.Route,
 		Model:        b.Model,

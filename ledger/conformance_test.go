@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -69,6 +71,7 @@ type env struct {
 	b         *backend
 	s         store
 	clock     *fakeClock
+	logs      *observer.ObservedLogs // what the store logged
 	prefix    string
 	mu        sync.Mutex
 	customers []string
@@ -109,7 +112,9 @@ func randomHex(n int) string {
 func newEnv(t *testing.T, b *backend, opts ledger.Options) *env {
 	clock := newFakeClock()
 	opts.Now = clock.Now
-	e := &env{b: b, clock: clock, prefix: "t" + randomHex(4)}
+	core, logs := observer.New(zap.InfoLevel)
+	opts.Logger = zap.New(core)
+	e := &env{b: b, clock: clock, logs: logs, prefix: "t" + randomHex(4)}
 	e.s = b.open(t, opts)
 	if b.forget != nil {
 		t.Cleanup(func() { b.forget(e.customers, e.metaKeys, e.locks) })
@@ -125,7 +130,8 @@ func newEnv(t *testing.T, b *backend, opts ledger.Options) *env {
 // checkInvariants checks what must hold for every customer after every
 // test: entries run newest first with dense decreasing ids, each entry's
 // balance_after is the sum of the amounts up to it, the sum of all amounts
-// is the balance, and available is balance minus a non-negative reserved.
+// is the balance, available is balance minus a non-negative reserved, and
+// the lots hold the balance (checkLotInvariants).
 func checkInvariants(t *testing.T, s ledger.Store, customer string) {
 	t.Helper()
 	ctx := context.Background()
@@ -168,6 +174,7 @@ func checkInvariants(t *testing.T, s ledger.Store, customer string) {
 	if acct.Reserved < 0 || acct.Available != acct.Balance-acct.Reserved {
 		t.Errorf("invariants of %s: balance %s reserved %s available %s", customer, acct.Balance, acct.Reserved, acct.Available)
 	}
+	checkLotInvariants(t, s, acct)
 }
 
 // backends returns the stores under test: bolt always, then a single Redis
@@ -283,6 +290,16 @@ var conformanceTests = []struct {
 	{name: "Locks", fn: testLocks},
 	{name: "ClosedStoreIsUnavailable", fn: testClosedStore},
 	{name: "ReadyWhenHealthy", fn: testReadyWhenHealthy},
+	{name: "LotBurnOrder", fn: testLotBurnOrder},
+	{name: "LotExpiresAtTheBoundary", fn: testLotExpiryBoundary},
+	{name: "LotExpiryRacesReserveAndSettle", fn: testLotExpiryRaces},
+	{name: "DebtThenRepay", fn: testDebtThenRepay},
+	{name: "RefundFromPaymentLot", fn: testRefundFromLot},
+	{name: "CreditThatComesExpired", fn: testCreditComesExpired},
+	{name: "LotsAcrossCumulativeAndReplay", fn: testLotsCumulativeReplay},
+	{name: "SweepExpiresLots", fn: testSweepLots},
+	{name: "ManyLots", fn: testManyLots},
+	{name: "LotValidation", fn: testLotValidation},
 }
 
 // testReadyWhenHealthy: a store that answers and takes writes is ready,

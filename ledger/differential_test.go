@@ -40,12 +40,15 @@ func (c *testClock) Advance(d time.Duration) {
 // TestRedisMatchesBolt drives a RedisStore and a BoltStore through the
 // same random operations on the same clock (holds of many lifetimes,
 // renewals, settles, releases and credits of known and unknown holds and keys,
-// reads, sweeps, and clock jumps past expiry and retention) and requires
+// credits creating lots of every priority and expiry, some already expired,
+// debits and refunds from named lots, reads of accounts and lots, sweeps,
+// and clock jumps past hold and lot expiry and retention) and requires
 // the same answer from both every time. After every operation it also
 // checks the invariants of the Redis layout that the scripts rely on to
-// skip work (lua/lib.lua): account.expire_at and account.forget_at are at
-// most the smallest score of their sorted sets, and reserved is the sum
-// of the live holds.
+// skip work (lua/lib.lua): account.expire_at, account.forget_at and
+// account.lot_expire_at are at most the smallest score of their sorted
+// sets, reserved is the sum of the live holds, and the lot keys agree
+// with each other and hold the balance.
 func TestRedisMatchesBolt(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
@@ -75,6 +78,7 @@ func TestRedisMatchesBolt(t *testing.T) {
 			ttls := []time.Duration{time.Millisecond, 50 * time.Millisecond, time.Second, time.Minute, 10 * time.Minute}
 			jumps := []time.Duration{0, time.Millisecond, 30 * time.Millisecond, time.Second, 2 * time.Minute, 40 * time.Minute, 2 * time.Hour}
 			hold := func() string { return "h" + strconv.Itoa(rng.IntN(40)) }
+			lotIDs := map[string][]string{} // lots credits created, for debits to name
 			for step := range 1500 {
 				cust := customers[rng.IntN(len(customers))]
 				var op string
@@ -97,22 +101,27 @@ func TestRedisMatchesBolt(t *testing.T) {
 					gotR = outcome(nil, red.Release(ctx, cust, id))
 					gotB = outcome(nil, bolt.Release(ctx, cust, id))
 				case k < 72:
-					c := Credit{Customer: cust, Amount: money.Micros(rng.IntN(3000) - 500), Kind: KindAdjust, Key: "k" + strconv.Itoa(rng.IntN(6))}
-					if c.Amount == 0 {
-						c.Amount = 1
-					}
-					op = fmt.Sprintf("Credit(%s, %s, %d)", cust, c.Key, c.Amount)
-					gotR = outcome(red.Credit(ctx, c))
+					c := randomCredit(rng, cust, clock.Now(), lotIDs[cust])
+					op = fmt.Sprintf("Credit(%s, %s, %d, %s, expires %s, priority %v, from %q)", cust, c.Key, c.Amount, c.Kind, c.ExpiresAt, c.Priority, c.FromLot)
+					r, err := red.Credit(ctx, c)
+					gotR = outcome(r, err)
 					gotB = outcome(bolt.Credit(ctx, c))
+					if r.Lot != "" {
+						lotIDs[cust] = append(lotIDs[cust], r.Lot)
+					}
 				case k < 78:
 					id, ttl := hold(), ttls[rng.IntN(len(ttls))]
 					op = fmt.Sprintf("Extend(%s, %s, %s)", cust, id, ttl)
 					gotR = outcome(nil, red.Extend(ctx, cust, id, ttl))
 					gotB = outcome(nil, bolt.Extend(ctx, cust, id, ttl))
-				case k < 82:
+				case k < 80:
 					op = fmt.Sprintf("Account(%s)", cust)
 					gotR = outcome(red.Account(ctx, cust))
 					gotB = outcome(bolt.Account(ctx, cust))
+				case k < 82:
+					op = fmt.Sprintf("Lots(%s)", cust)
+					gotR = outcome(red.Lots(ctx, cust))
+					gotB = outcome(bolt.Lots(ctx, cust))
 				case k < 86:
 					op = "Sweep"
 					// Only the errors compare: the counts differ by
@@ -165,13 +174,49 @@ func TestRedisMatchesBolt(t *testing.T) {
 	}
 }
 
+// randomCredit returns a credit for the differential test: a few keys
+// (some replay, some conflict, most are new), both signs, lots of random
+// priority and expiry (none, passed, due now, or soon), debits from a
+// named lot (one of the latest lots created, or any id) or in burn order.
+func randomCredit(rng *rand.Rand, customer string, now time.Time, lots []string) Credit {
+	// A quarter reuse a few keys (replays and conflicts), the rest are
+	// new.
+	key := "k" + strconv.Itoa(rng.IntN(6))
+	if rng.IntN(4) > 0 {
+		key = "u" + strconv.FormatUint(rng.Uint64(), 36)
+	}
+	c := Credit{Customer: customer, Amount: money.Micros(rng.IntN(3000) - 800), Kind: KindGrant, Key: key}
+	if c.Amount == 0 {
+		c.Amount = 1
+	}
+	if c.Amount < 0 {
+		c.Kind = KindRefund
+		switch k := rng.IntN(4); {
+		case k < 2 && len(lots) > 0:
+			c.FromLot = lots[max(0, len(lots)-1-rng.IntN(4))]
+		case k < 3:
+			c.FromLot = strconv.Itoa(rng.IntN(60))
+		}
+		return c
+	}
+	if rng.IntN(3) > 0 {
+		p := rng.IntN(5) * 25
+		c.Priority = &p
+	}
+	offsets := []time.Duration{-time.Second, 0, time.Millisecond, 50 * time.Millisecond, time.Second, time.Minute, 10 * time.Minute, 2 * time.Hour}
+	if rng.IntN(3) > 0 {
+		c.ExpiresAt = now.Add(offsets[rng.IntN(len(offsets))])
+	}
+	return c
+}
+
 // sweepCustomers runs the sweep script on the given customers only, as
 // Sweep would when it finds them, so that a test sharing a Redis with
 // other tests counts only its own holds.
 func (s *RedisStore) sweepCustomers(ctx context.Context, customers []string) (int, error) {
 	now, total := s.now(), 0
 	for _, c := range customers {
-		n, err := s.sweepCustomer(ctx, c, now)
+		n, _, err := s.sweepCustomer(ctx, c, now)
 		if err != nil {
 			return total, err
 		}
@@ -274,6 +319,83 @@ func checkRedisLayout(t *testing.T, rdb *redis.Client, customer, when string) {
 	}
 	if reserved, _ := strconv.ParseInt(acct["reserved"], 10, 64); reserved != sum {
 		t.Fatalf("%s: account.reserved = %d, live holds sum to %d", when, reserved, sum)
+	}
+	checkRedisLots(t, rdb, customer, acct, when)
+}
+
+// checkRedisLots checks the lot keys of customer against each other and
+// against the account: every lot is in lots:burn at its burn score and,
+// when it expires, in lots:expiry at its expiry; nothing else is in
+// either; account.lot_expire_at is at most the earliest expiry; lots hold
+// what they should (remaining > 0, sum of remaining - debt = balance,
+// debt only without lots); and an account with entries is marked as kept
+// in lots.
+func checkRedisLots(t *testing.T, rdb *redis.Client, customer string, acct map[string]string, when string) {
+	t.Helper()
+	ctx := context.Background()
+	keys := customerKeys(customer)
+	lots, err := rdb.HGetAll(ctx, keys[7]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	burn, err := rdb.ZRangeWithScores(ctx, keys[8], 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiry, err := rdb.ZRangeWithScores(ctx, keys[9], 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	burnScore := map[string]float64{}
+	for _, z := range burn {
+		burnScore[z.Member.(string)] = z.Score
+	}
+	expiryScore := map[string]float64{}
+	for _, z := range expiry {
+		expiryScore[z.Member.(string)] = z.Score
+	}
+	var sum int64
+	expiring := 0
+	for pid, raw := range lots {
+		l, err := parseLotRecord(raw)
+		if err != nil {
+			t.Fatalf("%s: lot %s: %v", when, pid, err)
+		}
+		if len(pid) != lotIDWidth {
+			t.Fatalf("%s: lot id %q is not padded", when, pid)
+		}
+		sum += l.remaining
+		never := int64(1<<43 - 1)
+		exp := l.expires
+		if exp == 0 {
+			exp = never
+		}
+		if want := float64(int64(l.priority)<<43 + exp); burnScore[pid] != want {
+			t.Fatalf("%s: lot %s (%q) has burn score %.0f; want %.0f", when, pid, raw, burnScore[pid], want)
+		}
+		if l.expires > 0 {
+			expiring++
+			if expiryScore[pid] != float64(l.expires) {
+				t.Fatalf("%s: lot %s (%q) has expiry score %.0f", when, pid, raw, expiryScore[pid])
+			}
+		}
+	}
+	if len(burn) != len(lots) || len(expiry) != expiring {
+		t.Fatalf("%s: %d lots, %d in lots:burn, %d expiring but %d in lots:expiry", when, len(lots), len(burn), expiring, len(expiry))
+	}
+	if len(expiry) > 0 {
+		bound, ok := acct["lot_expire_at"]
+		if b, _ := strconv.ParseFloat(bound, 64); !ok || b > expiry[0].Score {
+			t.Fatalf("%s: account.lot_expire_at = %q (present: %v) above the earliest lot expiry %.0f", when, bound, ok, expiry[0].Score)
+		}
+	}
+	balance, _ := strconv.ParseInt(acct["balance"], 10, 64)
+	debt, _ := strconv.ParseInt(acct["debt"], 10, 64)
+	if debt < 0 || (debt > 0 && len(lots) > 0) || sum-debt != balance {
+		t.Fatalf("%s: lots hold %d, debt %d (with %d lots), balance %d", when, sum, debt, len(lots), balance)
+	}
+	if seq, _ := strconv.ParseInt(acct["seq"], 10, 64); seq > 0 && acct["lots"] != "1" {
+		t.Fatalf("%s: an account with entries is not marked as kept in lots: %v", when, acct)
 	}
 }
 

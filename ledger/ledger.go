@@ -20,36 +20,54 @@ import (
 // Kind says why an entry changed a balance.
 type Kind string
 
-// The kinds of entry. Charge entries are written by Settle; every other kind
-// by Credit.
+// The kinds of entry. Charge entries are written by Settle, expire entries
+// by the store itself when a lot expires; every other kind by Credit.
 const (
 	KindTopup  Kind = "topup"  // credits bought (a Stripe one-off purchase)
 	KindGrant  Kind = "grant"  // credits given (subscription allowance, admin grant)
 	KindAdjust Kind = "adjust" // manual correction, either sign
 	KindCharge Kind = "charge" // metered usage
 	KindRefund Kind = "refund" // credits clawed back after a refund or lost dispute
+	KindExpire Kind = "expire" // what was left of a lot when it expired
 )
 
 // Valid reports whether k is one of the kinds above.
 func (k Kind) Valid() bool {
 	switch k {
-	case KindTopup, KindGrant, KindAdjust, KindCharge, KindRefund:
+	case KindTopup, KindGrant, KindAdjust, KindCharge, KindRefund, KindExpire:
 		return true
 	}
 	return false
 }
 
 // Account is a customer's position. Available is Balance minus Reserved, where
-// Reserved counts only holds that have not expired at the time of the read.
+// Reserved counts only holds that have not expired at the time of the read,
+// and Balance only lots that have not expired (see Lot).
 // A customer the store has never seen reads as all zeros.
 type Account struct {
-	Customer  string       `json:"customer"`
+	Customer string `json:"customer"`
+	// Balance is the sum of the remaining credits of the customer's
+	// active lots, less Debt.
 	Balance   money.Micros `json:"balance"`
 	Reserved  money.Micros `json:"reserved"`
 	Available money.Micros `json:"available"`
+	// Debt is what charges and debits took beyond every lot: the next
+	// credit repays it first. A customer has debt or active lots, never
+	// both, so Debt is -Balance when Balance is negative and 0 otherwise.
+	Debt money.Micros `json:"debt"`
+	// NextExpiry is what expires next: the remaining credits of the
+	// active lots with the earliest expiry (at most MaxLots of them), and
+	// that time; nil when no active lot expires.
+	NextExpiry *Expiry `json:"next_expiry"`
 	// Suspended is true while at least one suspension reason (an open
 	// Stripe dispute) is in force; Reserve refuses the customer meanwhile.
 	Suspended bool `json:"suspended"`
+}
+
+// Expiry is an amount of credits that stops counting at a time.
+type Expiry struct {
+	Amount money.Micros `json:"amount"`
+	At     time.Time    `json:"at"`
 }
 
 // Entry is one change of one customer's balance. Entries are never edited;
@@ -66,9 +84,11 @@ type Entry struct {
 	// Reference names the business object behind the change: the request
 	// id of a charge, the Stripe object of a top-up, the idempotency key of
 	// an admin credit.
-	Reference string    `json:"reference,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-	At        time.Time `json:"at"`
+	Reference string `json:"reference,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	// Lot is, on an expire entry, the id of the lot that expired.
+	Lot string    `json:"lot,omitempty"`
+	At  time.Time `json:"at"`
 
 	// Charge entries only.
 	Route string `json:"route,omitempty"`
@@ -88,7 +108,9 @@ type Charge struct {
 }
 
 // Credit is a signed change of a balance that is not usage: a top-up, a
-// grant, an adjustment or a refund.
+// grant, an adjustment or a refund. A positive credit first repays debt
+// and puts the rest in a new lot (see Lot); a negative one takes from the
+// lots in burn order (FromLot first) and turns what they lack into debt.
 type Credit struct {
 	Customer string
 	// Amount is added to the balance; negative debits. Zero is invalid.
@@ -115,6 +137,24 @@ type Credit struct {
 	// reordered events. Without Cumulative, reusing Key with a different
 	// Amount is ErrIdempotencyConflict.
 	Cumulative bool
+
+	// ExpiresAt is when the lot of a positive credit expires, kept to the
+	// millisecond (rounded down); zero means never. A time at or before
+	// the store's now records the credit and expires it at once (an
+	// expire entry follows the credit's entry): nothing becomes
+	// spendable, and debt is not repaid with it. Otherwise it must be
+	// before MaxExpiryMilli (in the year 2248). Only for positive amounts.
+	ExpiresAt time.Time
+	// Priority places the lot of a positive credit in burn order, 0
+	// (spent first) to MaxPriority; nil means DefaultPriority. Only for
+	// positive amounts.
+	Priority *int
+	// FromLot names the lot a negative credit takes from first (a refund
+	// claws back from the lot its payment created: that credit's
+	// CreditResult.Lot); the rest comes from the other lots in burn order.
+	// A lot no longer active is skipped. Empty for burn order alone; only
+	// for negative amounts.
+	FromLot string
 }
 
 // CreditResult is what a Credit did.
@@ -125,6 +165,11 @@ type CreditResult struct {
 	// Applied is false when the key had already been applied and nothing
 	// changed.
 	Applied bool
+	// Lot is the id of the lot a positive Entry created (its entry id),
+	// for a later Credit.FromLot; "" for a debit. The lot may be spent,
+	// expired or (when the credit only repaid debt, or came expired)
+	// never have been active.
+	Lot string
 }
 
 // Page is one page of a customer's entries, newest first.
@@ -160,7 +205,9 @@ type Store interface {
 	Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error
 
 	// Settle closes a hold by charging actual: the hold stops counting,
-	// actual is debited, and a charge entry is appended, all at once.
+	// actual is debited (taken from the customer's lots in burn order;
+	// what they lack becomes debt), and a charge entry is appended, all
+	// at once.
 	// actual may exceed the hold (the usage already happened); the balance
 	// may then go below zero and the next Reserve is refused. Settling a
 	// hold that expired still charges. Settle is idempotent per hold: a
@@ -202,13 +249,20 @@ type Store interface {
 	// credits.
 	Credit(ctx context.Context, c Credit) (CreditResult, error)
 
-	// Account reads a customer's balance, live holds and suspension.
+	// Account reads a customer's balance, live holds, next expiry and
+	// suspension.
 	Account(ctx context.Context, customer string) (Account, error)
+
+	// Lots lists a customer's active lots in burn order, at most
+	// MaxLots of them (the first MaxLots to be spent).
+	Lots(ctx context.Context, customer string) ([]Lot, error)
 
 	// Entries lists a customer's entries newest first, at most limit
 	// (1 to MaxPageSize; 0 means DefaultPageSize), starting after the
 	// cursor before ("" for the newest). A cursor from another customer or
-	// a malformed one is ErrInvalidCursor.
+	// a malformed one is ErrInvalidCursor. Like every read it first
+	// records the expiry of lots that are due, so the entries always sum
+	// to the balance Account reports.
 	Entries(ctx context.Context, customer, before string, limit int) (Page, error)
 
 	// Suspend suspends customer for reason (for example a Stripe dispute
@@ -221,12 +275,14 @@ type Store interface {
 	// no reason remains. Lifting an unknown reason records it as lifted.
 	Lift(ctx context.Context, customer, reason string) error
 
-	// Sweep removes expired holds of every customer and forgets closed
-	// holds older than the retention, returning how many holds it expired
-	// (holds that another call had already found expired are not counted).
-	// Reads and reservations already ignore expired holds; Sweep keeps the
-	// stored state small and "reserved" true for customers without
-	// traffic. Run it periodically.
+	// Sweep removes expired holds of every customer, expires their due
+	// lots (writing the expire entries) and forgets closed holds older
+	// than the retention, returning how many holds it expired (holds that
+	// another call had already found expired are not counted). Every
+	// other call already ignores expired holds and expires due lots
+	// first; Sweep keeps the stored state small, "reserved" true and the
+	// expire entries on time for customers without traffic. Run it
+	// periodically.
 	Sweep(ctx context.Context) (int, error)
 
 	// Ping checks that the backend answers.

@@ -234,9 +234,16 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 	if c.Cumulative {
 		mode = "c"
 	}
-	body := creditBody(c, s.now())
+	now := s.now()
+	body := creditBody(c, now)
+	lp := creditLot(c)
+	from := ""
+	if lp.from >= 0 {
+		from = padLot(lp.from)
+	}
 	r, err := s.run(ctx, creditScript, customerKeys(c.Customer),
-		c.Key, int64(c.Amount), mode, string(c.Kind), body.json())
+		c.Key, int64(c.Amount), mode, string(c.Kind), body.json(), unixMilli(now),
+		lp.expires, lp.priority, from, c.Reference, body.At.Format(time.RFC3339Nano))
 	if err != nil {
 		return CreditResult{}, s.failWrite("credit "+c.Key, err)
 	}
@@ -249,7 +256,7 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 		if r.err != nil {
 			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, r.err)
 		}
-		return CreditResult{Entry: body.entry(c.Customer, seq, money.Micros(delta), money.Micros(balance)), Applied: true}, nil
+		return creditResult(body.entry(c.Customer, seq, money.Micros(delta), money.Micros(balance)), true), nil
 	case creditReplayed:
 		raw := r.str(2)
 		if r.err != nil {
@@ -259,7 +266,7 @@ func (s *RedisStore) Credit(ctx context.Context, c Credit) (CreditResult, error)
 		if err != nil {
 			return CreditResult{}, fmt.Errorf("credit %s: %w", c.Key, err)
 		}
-		return CreditResult{Entry: e}, nil
+		return creditResult(e, false), nil
 	case creditConflicted:
 		return CreditResult{}, conflictError(c)
 	case creditOutOfRange:
@@ -273,21 +280,57 @@ func (s *RedisStore) Account(ctx context.Context, customer string) (Account, err
 	if err := checkCustomer(customer); err != nil {
 		return Account{}, err
 	}
-	r, err := s.run(ctx, accountScript, customerKeys(customer), unixMilli(s.now()), s.retention.Milliseconds())
+	r, err := s.run(ctx, accountScript, customerKeys(customer), unixMilli(s.now()), s.retention.Milliseconds(), MaxLots)
 	if err != nil {
 		return Account{}, s.fail("account "+customer, err)
 	}
-	balance, reserved, suspended := r.int(0), r.int(1), r.int(2)
+	balance, reserved, suspended, debt, nextAt, nextAmount := r.int(0), r.int(1), r.int(2), r.int(3), r.int(4), r.int(5)
 	if r.err != nil {
 		return Account{}, fmt.Errorf("account %s: %w", customer, r.err)
 	}
-	return Account{
+	a := Account{
 		Customer:  customer,
 		Balance:   money.Micros(balance),
 		Reserved:  money.Micros(reserved),
 		Available: money.Micros(balance - reserved),
+		Debt:      money.Micros(debt),
 		Suspended: suspended > 0,
-	}, nil
+	}
+	if nextAt > 0 {
+		a.NextExpiry = &Expiry{Amount: money.Micros(nextAmount), At: time.UnixMilli(nextAt).UTC()}
+	}
+	return a, nil
+}
+
+// Lots implements Store.
+func (s *RedisStore) Lots(ctx context.Context, customer string) ([]Lot, error) {
+	if err := checkCustomer(customer); err != nil {
+		return nil, err
+	}
+	r, err := s.run(ctx, lotsScript, customerKeys(customer), unixMilli(s.now()), s.retention.Milliseconds(), MaxLots)
+	if err != nil {
+		return nil, s.fail("lots of "+customer, err)
+	}
+	if len(r.vals)%2 != 0 {
+		return nil, fmt.Errorf("lots of %s: %w: %d fields in the reply", customer, errCorrupt, len(r.vals))
+	}
+	var lots []Lot
+	for i := 0; i < len(r.vals); i += 2 {
+		pid, raw := r.str(i), r.str(i+1)
+		if r.err != nil {
+			return nil, fmt.Errorf("lots of %s: %w", customer, r.err)
+		}
+		id, err := strconv.ParseInt(pid, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("lots of %s: %w: lot id %q", customer, errCorrupt, pid)
+		}
+		l, err := parseLotRecord(raw)
+		if err != nil {
+			return nil, fmt.Errorf("lots of %s: lot %d: %w", customer, id, err)
+		}
+		lots = append(lots, l.lot(id))
+	}
+	return lots, nil
 }
 
 // Entries implements Store. Entries are append-only, so reading the
@@ -309,6 +352,11 @@ func (s *RedisStore) Entries(ctx context.Context, customer, before string, limit
 		return Page{}, fmt.Errorf("entries of %s: %w", customer, err)
 	}
 	keys := customerKeys(customer)
+	// The account script records the expiry of the lots that are due, so
+	// that the page agrees with the balance read next.
+	if _, err := s.run(ctx, accountScript, keys, unixMilli(s.now()), s.retention.Milliseconds(), 0); err != nil {
+		return Page{}, s.fail("entries of "+customer, err)
+	}
 	lastText, err := s.client.HGet(ctx, keys[keyAccount], "seq").Result()
 	if errors.Is(err, redis.Nil) {
 		return Page{}, nil

@@ -247,6 +247,9 @@ func TestCustomerKeys(t *testing.T) {
 		"tollgate:{cus:1/x}:entries",
 		"tollgate:{cus:1/x}:credits",
 		"tollgate:{cus:1/x}:suspension",
+		"tollgate:{cus:1/x}:lots",
+		"tollgate:{cus:1/x}:lots:burn",
+		"tollgate:{cus:1/x}:lots:expiry",
 	}
 	if got := customerKeys("cus:1/x"); !slices.Equal(got, want) {
 		t.Errorf("customerKeys = %q; want %q", got, want)

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -27,6 +28,8 @@ var (
 	creditLua string
 	//go:embed lua/account.lua
 	accountLua string
+	//go:embed lua/lots.lua
+	lotsLua string
 	//go:embed lua/suspend.lua
 	suspendLua string
 	//go:embed lua/lift.lua
@@ -46,6 +49,7 @@ var (
 	extendScript  = redis.NewScript(libLua + extendLua)
 	creditScript  = redis.NewScript(libLua + creditLua)
 	accountScript = redis.NewScript(libLua + accountLua)
+	lotsScript    = redis.NewScript(libLua + lotsLua)
 	suspendScript = redis.NewScript(libLua + suspendLua)
 	liftScript    = redis.NewScript(libLua + liftLua)
 	sweepScript   = redis.NewScript(libLua + sweepLua)
@@ -62,10 +66,10 @@ const (
 	keyPrefix   = "tollgate:"
 	metaPrefix  = "tollgate:meta:"
 	lockPrefix  = "tollgate:lock:"
-	sweepMatch  = "tollgate:{*}:hold:*" // finds hold:expiry and hold:forget
-	sweepBatch  = 500                   // holds per sweep.lua call
-	scanBatch   = 1000                  // keys per SCAN call
-	attemptSize = 8                     // random bytes in a Reserve attempt token
+	sweepMatch  = "tollgate:{*}:*:[ef]*" // with TYPE zset: hold:expiry, hold:forget and lots:expiry (not lots:burn)
+	sweepBatch  = 500                    // holds and lots per sweep.lua call
+	scanBatch   = 1000                   // keys per SCAN call
+	attemptSize = 8                      // random bytes in a Reserve attempt token
 )
 
 // Positions in customerKeys of the keys Go reads directly.
@@ -76,7 +80,7 @@ const (
 
 // keySuffixes are the names of a customer's keys after the common
 // "tollgate:{<customer>}:", in the order lua/lib.lua documents.
-var keySuffixes = [...]string{"account", "holds", "hold:expiry", "hold:forget", "entries", "credits", "suspension"}
+var keySuffixes = [...]string{"account", "holds", "hold:expiry", "hold:forget", "entries", "credits", "suspension", "lots", "lots:burn", "lots:expiry"}
 
 // customerKeys returns the KEYS of every ledger script, in the order
 // lua/lib.lua documents. The names share one backing string: every script
@@ -184,6 +188,19 @@ const (
 	// extendUnknown is {4}: no such hold (never reserved, or forgotten).
 	extendUnknown extendStatus = 4
 )
+
+// lotIDWidth is the number of digits of a lot id in the Redis lot keys
+// (pad in lua/lib.lua): enough for every entry seq up to 2^53.
+const lotIDWidth = 16
+
+// padLot returns lot id n as the Redis lot keys name it.
+func padLot(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if len(s) >= lotIDWidth {
+		return s
+	}
+	return strings.Repeat("0", lotIDWidth-len(s)) + s
+}
 
 // creditStatus is the status in credit.lua's reply {status, seq, ...}.
 type creditStatus int64

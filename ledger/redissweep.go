@@ -10,15 +10,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// Sweep implements Store. It finds customers with holds by scanning for
-// their hold keys: on Redis Cluster on every master, since each master
-// holds only its own slots.
+// Sweep implements Store. It finds customers with holds or expiring lots
+// by scanning for their hold and lot expiry keys: on Redis Cluster on
+// every master, since each master holds only its own slots.
 func (s *RedisStore) Sweep(ctx context.Context) (int, error) {
 	if err := s.guard(); err != nil {
 		return 0, fmt.Errorf("sweep: %w", err)
 	}
 	now := s.now()
-	var expired atomic.Int64
+	var expired, lots atomic.Int64
 	sweepNode := func(ctx context.Context, node redis.UniversalClient) error {
 		seen := map[string]bool{}
 		iter := node.ScanType(ctx, 0, sweepMatch, scanBatch, "zset").Iterator()
@@ -28,11 +28,12 @@ func (s *RedisStore) Sweep(ctx context.Context) (int, error) {
 				continue
 			}
 			seen[customer] = true
-			n, err := s.sweepCustomer(ctx, customer, now)
+			n, l, err := s.sweepCustomer(ctx, customer, now)
+			expired.Add(int64(n))
+			lots.Add(int64(l))
 			if err != nil {
 				return err
 			}
-			expired.Add(int64(n))
 		}
 		return iter.Err()
 	}
@@ -48,30 +49,34 @@ func (s *RedisStore) Sweep(ctx context.Context) (int, error) {
 	if n > 0 {
 		s.log.Info("swept expired holds", zap.Int("holds", n))
 	}
+	if l := lots.Load(); l > 0 {
+		s.log.Info("swept expired lots", zap.Int64("lots", l))
+	}
 	if err != nil {
 		return n, s.failWrite("sweep", err)
 	}
 	return n, nil
 }
 
-// sweepCustomer runs sweep.lua on customer until it reports nothing left.
-// The script runs through the store's client, which routes it to the
-// customer's slot wherever the scan found the key.
-func (s *RedisStore) sweepCustomer(ctx context.Context, customer string, now time.Time) (int, error) {
-	total := 0
+// sweepCustomer runs sweep.lua on customer until it reports nothing left,
+// and returns how many holds and lots it expired. The script runs through
+// the store's client, which routes it to the customer's slot wherever the
+// scan found the key.
+func (s *RedisStore) sweepCustomer(ctx context.Context, customer string, now time.Time) (holds, lots int, err error) {
 	keys := customerKeys(customer)
 	for {
 		r, err := s.run(ctx, sweepScript, keys, unixMilli(now), s.retention.Milliseconds(), sweepBatch)
 		if err != nil {
-			return total, err
+			return holds, lots, err
 		}
-		n, more := r.int(0), r.int(1)
+		n, more, l := r.int(0), r.int(1), r.int(2)
 		if r.err != nil {
-			return total, r.err
+			return holds, lots, r.err
 		}
-		total += int(n)
+		holds += int(n)
+		lots += int(l)
 		if more == 0 {
-			return total, nil
+			return holds, lots, nil
 		}
 	}
 }

@@ -114,8 +114,11 @@ func checkCredit(c Credit) error {
 	if err := checkAmount("credit amount", c.Amount, -MaxAmount); err != nil {
 		return err
 	}
-	if !c.Kind.Valid() || c.Kind == KindCharge {
-		return fmt.Errorf("%w: credit kind %q; want one of %q, %q, %q, %q (charges come from Settle)", ErrInvalidArgument, c.Kind, KindTopup, KindGrant, KindAdjust, KindRefund)
+	if !c.Kind.Valid() || c.Kind == KindCharge || c.Kind == KindExpire {
+		return fmt.Errorf("%w: credit kind %q; want one of %q, %q, %q, %q (charges come from Settle, expiries from the store)", ErrInvalidArgument, c.Kind, KindTopup, KindGrant, KindAdjust, KindRefund)
+	}
+	if err := checkLot(c); err != nil {
+		return err
 	}
 	if err := checkID("idempotency key", c.Key); err != nil {
 		return err

@@ -1,19 +1,32 @@
 -- credit.lua applies a signed credit atomically with its idempotency check
 -- and appends its entry. The rule is the same as decideCredit in codec.go.
+-- A positive credit repays debt first and keeps the rest as a new lot,
+-- whose id is the entry's seq; one that comes already expired is followed
+-- by its expire entry at once and repays nothing. A negative credit takes
+-- from the lots (ARGV[9] first, then burn order) and the rest is debt.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..7] -> the customer's keys (lib.lua); uses account, entries, credits
+-- KEYS[1..10] -> the customer's keys (lib.lua); uses account, entries,
+--                credits, and the lot keys
 -- ARGV[1] -> idempotency key
 -- ARGV[2] -> amount, signed micro-credits (nonzero, within +-(2^53-1));
 --            for a cumulative key, the running total
 -- ARGV[3] -> mode: "o" (one-off) or "c" (cumulative)
 -- ARGV[4] -> kind (topup, grant, adjust, refund)
 -- ARGV[5] -> entry body (JSON built by the caller)
+-- ARGV[6] -> now, unix ms (from the store's clock, never TIME)
+-- ARGV[7] -> expiry of the lot, unix ms (1 .. 2^43-2), or 0 for never
+-- ARGV[8] -> priority of the lot (0 .. 100)
+-- ARGV[9] -> the lot a debit takes from first, padded (pad), or ''
+-- ARGV[10] -> reference of the lot (the entry's)
+-- ARGV[11] -> the entry's time, RFC 3339 (for the expire entry of a
+--             credit that comes expired)
 --
 -- Returns {status, seq, ...}:
 --   {0, seq, balance, delta}  applied as entry seq, which added delta (for a
 --                             cumulative key, the part not applied before)
---                             and left balance
+--                             and left balance (before an expire entry
+--                             that follows it)
 --   {1, seq, entry}  already applied; entry seq is the key's latest entry
 --   {2, 0, ''}       the key was used with another amount, sign, kind or mode
 --   {3, 0, ''}       the balance would leave +-(2^53-1)
@@ -23,6 +36,12 @@ local amount = tonumber(ARGV[2])
 local mode = ARGV[3]
 local kind = ARGV[4]
 local body = ARGV[5]
+local now = tonumber(ARGV[6])
+local expires = tonumber(ARGV[7])
+local priority = tonumber(ARGV[8])
+local from = ARGV[9]
+local ref = ARGV[10]
+local at = ARGV[11]
 
 local delta = amount
 local rec = redis.call('HGET', K_CREDITS, key)
@@ -59,10 +78,25 @@ if rec then
   end
 end
 
-local a = load_account()
+local a = current_lots(now)
 if not in_range(a.balance + delta) then
-  return {3, 0, ''}
+  return save_account(a, {3, 0, ''})
 end
 local seq = append_entry(a, delta, body)
+local balance = a.balance
 redis.call('HSET', K_CREDITS, key, mode .. ' ' .. int(amount) .. ' ' .. int(seq) .. ' ' .. kind)
-return save_account(a, {0, seq, a.balance, delta})
+if delta < 0 then
+  if from == '' then
+    from = nil
+  end
+  spend(a, -delta, from)
+elseif expires > 0 and expires <= now then
+  append_entry(a, -delta, expire_body(int(seq), ref, at))
+else
+  local repaid = math.min(a.debt, delta)
+  a.debt = a.debt - repaid
+  if delta > repaid then
+    add_lot(a, pad(seq), {rem = delta - repaid, amount = delta, prio = priority, exp = expires, created = now, kind = kind, ref = ref})
+  end
+end
+return save_account(a, {0, seq, balance, delta})

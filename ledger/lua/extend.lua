@@ -2,8 +2,8 @@
 -- its expiry becomes the later of the one it has and the one asked for.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
---               hold:expiry, hold:forget
+-- KEYS[1..10] -> the customer's keys (lib.lua); uses account, holds,
+--                hold:expiry, hold:forget, and the lot keys to expire due lots
 -- ARGV[1] -> hold id
 -- ARGV[2] -> renewed expiry, unix ms (now + ttl)
 -- ARGV[3] -> now, unix ms

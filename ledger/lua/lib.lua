@@ -2,12 +2,13 @@
 -- unlock.lua), so that the scripts share one key layout and one set of
 -- helpers. It defines locals only and returns nothing.
 --
--- Every ledger script receives the same seven KEYS, all of one customer,
+-- Every ledger script receives the same ten KEYS, all of one customer,
 -- all sharing the {customer} hash tag so that a script touches one Redis
 -- Cluster slot. Scripts never build key names.
 --
 -- KEYS[1] -> tollgate:{<customer>}:account      hash: balance, reserved, seq, suspended,
---                                                expire_at, forget_at (below)
+--                                                expire_at, forget_at, debt, lot_expire_at,
+--                                                lots (below)
 -- KEYS[2] -> tollgate:{<customer>}:holds        hash: hold id -> live "<amount> <attempt>", or
 --                                                closed "<state> <forget_at_ms>[ <seq>]",
 --                                                state e(xpired) | r(eleased) | s(ettled, by entry seq)
@@ -16,6 +17,25 @@
 -- KEYS[5] -> tollgate:{<customer>}:entries      hash: seq -> "<amount> <balance_after> <json>"
 -- KEYS[6] -> tollgate:{<customer>}:credits      hash: idempotency key -> "<o|c> <total> <seq> <kind>"
 -- KEYS[7] -> tollgate:{<customer>}:suspension   hash: reason -> "suspended" | "lifted"
+-- KEYS[8] -> tollgate:{<customer>}:lots         hash: lot id -> "<remaining> <amount> <priority>
+--                                                <expires_ms|0> <created_ms> <kind> <reference>"
+-- KEYS[9] -> tollgate:{<customer>}:lots:burn    zset: lot id, score = burn order (lot_score)
+-- KEYS[10] -> tollgate:{<customer>}:lots:expiry zset: expiring lot ids, score = expiry (unix ms)
+--
+-- Lots (ledger/lots.go): every positive credit creates one, with the
+-- credit entry's seq as its id; in the three lot keys the id is
+-- zero-padded to 16 digits (pad), so that members of equal score sort
+-- oldest first. The lots hash holds only active lots (remaining > 0);
+-- burn order is the lots:burn zset, whose first member is the next lot
+-- to spend. account.balance = sum of remaining - account.debt, and debt
+-- is positive only while no lot is active. An expired lot stays in the
+-- keys until some script (or the sweeper) expires it, so every script
+-- that reads the balance or spends lots first calls expire_lots, which
+-- writes an expire entry for what the lot held.
+--
+-- account.lots is the migration marker: an account with entries but
+-- without it kept its balance before lots existed, and load_account
+-- turns that balance into lot 0 (or debt) before anything else.
 --
 -- account.reserved is the sum of the amounts of the live holds. An expired
 -- hold stays live until some script (or the sweeper) closes it, so every
@@ -23,7 +43,7 @@
 --
 -- account.expire_at is at most the smallest score in hold:expiry, and is
 -- absent only when hold:expiry is empty; account.forget_at is the same for
--- hold:forget. They let a script see from the account alone, which it reads
+-- hold:forget, and account.lot_expire_at for lots:expiry. They let a script see from the account alone, which it reads
 -- anyway, that no hold can have expired and no closed hold is due to be
 -- forgotten, instead of asking both sorted sets on every call. A script
 -- that adds to a set lowers the bound; one that empties the due part of a
@@ -40,9 +60,16 @@ local K_HOLD_FORGET = KEYS[4]
 local K_ENTRIES = KEYS[5]
 local K_CREDITS = KEYS[6]
 local K_SUSPENSION = KEYS[7]
+local K_LOTS = KEYS[8]
+local K_LOT_BURN = KEYS[9]
+local K_LOT_EXPIRY = KEYS[10]
 
 local MAX_AMOUNT = 9007199254740991 -- 2^53-1, ledger.MaxAmount
 local PRUNE_BATCH = 16 -- closed holds forgotten per script, beyond Sweep
+local PRIORITY_UNIT = 8796093022208 -- 2^43: lot_score's priority step
+local NEVER = PRIORITY_UNIT - 1 -- lot_score's expiry of a lot that never expires
+local DEFAULT_PRIORITY = 50 -- ledger.DefaultPriority
+local MIGRATED_LOT = '0000000000000000' -- pad(0), ledger.MigratedLot
 
 local function int(n)
   return string.format('%d', n)
@@ -52,12 +79,56 @@ local function in_range(n)
   return n >= -MAX_AMOUNT and n <= MAX_AMOUNT
 end
 
--- load_account reads the account into a table: balance, reserved, seq and
--- suspended as numbers (0 when absent), expire_at and forget_at as numbers
--- or nil. It keeps the values read, so that save_account writes back only
--- what changed.
-local function load_account()
-  local v = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'seq', 'expire_at', 'forget_at', 'suspended')
+-- pad returns lot id n as the members and fields of the lot keys name it.
+local function pad(n)
+  return string.format('%016d', n)
+end
+
+-- lot_score is a lot's score in lots:burn: priority, then expiry (never
+-- last), in one exact double (7 + 43 bits). Equal scores sort by member,
+-- the padded id: oldest first.
+local function lot_score(priority, expires)
+  if expires == 0 then
+    expires = NEVER
+  end
+  return priority * PRIORITY_UNIT + expires
+end
+
+-- format_lot and parse_lot are the lot text of ledger/lots.go.
+local function format_lot(l)
+  return int(l.rem) .. ' ' .. int(l.amount) .. ' ' .. int(l.prio) .. ' ' .. int(l.exp) .. ' ' .. int(l.created) .. ' ' .. l.kind .. ' ' .. l.ref
+end
+
+-- add_lot stores lot pid (padded id) in the three lot keys and lowers
+-- account.lot_expire_at to its expiry.
+local function add_lot(a, pid, l)
+  redis.call('HSET', K_LOTS, pid, format_lot(l))
+  redis.call('ZADD', K_LOT_BURN, int(lot_score(l.prio, l.exp)), pid)
+  if l.exp > 0 then
+    redis.call('ZADD', K_LOT_EXPIRY, int(l.exp), pid)
+    if not a.lot_expire_at or a.lot_expire_at > l.exp then
+      a.lot_expire_at = l.exp
+    end
+  end
+end
+
+-- migrate turns the balance of an account kept before lots into lot 0
+-- (positive) or debt (negative): see ledger.MigratedLot.
+local function migrate(a, now)
+  if a.balance > 0 then
+    add_lot(a, MIGRATED_LOT, {rem = a.balance, amount = a.balance, prio = DEFAULT_PRIORITY, exp = 0, created = now, kind = 'adjust', ref = 'migration'})
+  elseif a.balance < 0 then
+    a.debt = -a.balance
+  end
+end
+
+-- load_account reads the account into a table: balance, reserved, seq,
+-- suspended and debt as numbers (0 when absent), expire_at, forget_at and
+-- lot_expire_at as numbers or nil. It keeps the values read, so that
+-- save_account writes back only what changed. An account kept before
+-- lots is migrated first (now is the migrated lot's creation time).
+local function load_account(now)
+  local v = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'seq', 'expire_at', 'forget_at', 'suspended', 'debt', 'lot_expire_at', 'lots')
   local a = {
     balance = tonumber(v[1]) or 0,
     reserved = tonumber(v[2]) or 0,
@@ -65,45 +136,54 @@ local function load_account()
     expire_at = v[4] and tonumber(v[4]),
     forget_at = v[5] and tonumber(v[5]),
     suspended = tonumber(v[6]) or 0,
+    debt = tonumber(v[7]) or 0,
+    lot_expire_at = v[8] and tonumber(v[8]),
+    lots = v[9],
   }
   a.balance0, a.reserved0, a.seq0, a.expire_at0, a.forget_at0 = a.balance, a.reserved, a.seq, a.expire_at, a.forget_at
+  a.debt0, a.lot_expire_at0 = a.debt, a.lot_expire_at
+  if not a.lots and a.seq > 0 then
+    migrate(a, now)
+  end
   return a
+end
+
+-- save_field adds field to set when its value changed, and to del when
+-- it became nil.
+local function save_field(set, del, name, v, v0)
+  if v ~= v0 then
+    if v then
+      set[#set + 1] = name
+      set[#set + 1] = int(v)
+    else
+      del[#del + 1] = name
+    end
+  end
 end
 
 -- save_account writes the fields of a that changed since load_account in
 -- one HSET (suspended is only ever changed by suspend.lua and lift.lua,
--- with HINCRBY), and deletes a bound whose set became empty. It returns
--- reply, so that a script can end with "return save_account(a, reply)".
+-- with HINCRBY), deletes a bound whose set became empty, and marks an
+-- account with entries as kept in lots. It returns reply, so that a
+-- script can end with "return save_account(a, reply)".
 local function save_account(a, reply)
-  local set = {}
-  if a.balance ~= a.balance0 then
-    set[#set + 1] = 'balance'
-    set[#set + 1] = int(a.balance)
-  end
-  if a.reserved ~= a.reserved0 then
-    set[#set + 1] = 'reserved'
-    set[#set + 1] = int(a.reserved)
-  end
-  if a.seq ~= a.seq0 then
-    set[#set + 1] = 'seq'
-    set[#set + 1] = int(a.seq)
-  end
-  if a.expire_at ~= a.expire_at0 and a.expire_at then
-    set[#set + 1] = 'expire_at'
-    set[#set + 1] = int(a.expire_at)
-  end
-  if a.forget_at ~= a.forget_at0 and a.forget_at then
-    set[#set + 1] = 'forget_at'
-    set[#set + 1] = int(a.forget_at)
+  local set, del = {}, {}
+  save_field(set, del, 'balance', a.balance, a.balance0)
+  save_field(set, del, 'reserved', a.reserved, a.reserved0)
+  save_field(set, del, 'seq', a.seq, a.seq0)
+  save_field(set, del, 'expire_at', a.expire_at, a.expire_at0)
+  save_field(set, del, 'forget_at', a.forget_at, a.forget_at0)
+  save_field(set, del, 'debt', a.debt, a.debt0)
+  save_field(set, del, 'lot_expire_at', a.lot_expire_at, a.lot_expire_at0)
+  if not a.lots and a.seq > 0 then
+    set[#set + 1] = 'lots'
+    set[#set + 1] = '1'
   end
   if #set > 0 then
     redis.call('HSET', K_ACCOUNT, unpack(set))
   end
-  if a.expire_at0 and not a.expire_at then
-    redis.call('HDEL', K_ACCOUNT, 'expire_at')
-  end
-  if a.forget_at0 and not a.forget_at then
-    redis.call('HDEL', K_ACCOUNT, 'forget_at')
+  if #del > 0 then
+    redis.call('HDEL', K_ACCOUNT, unpack(del))
   end
   return reply
 end
@@ -227,12 +307,161 @@ local function append_entry(a, amount, body)
   return a.seq
 end
 
+-- parse_lot reads the stored text of lot pid.
+local function parse_lot(a, pid, rec)
+  local rem, amount, prio, exp, created, kind, ref = string.match(rec, '^(%d+) (%d+) (%d+) (%d+) (%-?%d+) (%S+) (.*)$')
+  if not rem then
+    corrupt(a, 'malformed lot ' .. pid)
+  end
+  return {rem = tonumber(rem), amount = tonumber(amount), prio = tonumber(prio), exp = tonumber(exp), created = tonumber(created), kind = kind, ref = ref}
+end
+
+-- json_string quotes s as JSON, as appendJSONString in ledger/codec.go
+-- does for valid UTF-8 (references are checked to be valid UTF-8).
+local JSON_ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+local function json_string(s)
+  local quoted = string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return JSON_ESCAPES[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  return '"' .. quoted .. '"'
+end
+
+-- rfc3339 formats unix ms ms (1970 to 9999) as Go's time.RFC3339Nano
+-- does in UTC: no fraction for a whole second, else trailing zeros cut.
+-- The date is Howard Hinnant's civil_from_days.
+local function rfc3339(ms)
+  local days = math.floor(ms / 86400000)
+  local rest = ms - days * 86400000
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then
+    y = y + 1
+  end
+  local secs = math.floor(rest / 1000)
+  local frac = rest - secs * 1000
+  local text = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d, math.floor(secs / 3600), math.floor(secs / 60) % 60, secs % 60)
+  if frac > 0 then
+    text = text .. (string.gsub(string.format('.%03d', frac), '0+$', ''))
+  end
+  return text .. 'Z'
+end
+
+-- expire_body is the entry body of the expiry of lot id (decimal) whose
+-- reference is ref, at the RFC 3339 time at: the text entryBody.json in
+-- ledger/codec.go writes for it.
+local function expire_body(id, ref, at)
+  local b = '{"kind":"expire"'
+  if ref ~= '' then
+    b = b .. ',"reference":' .. json_string(ref)
+  end
+  return b .. ',"lot":"' .. id .. '","at":"' .. at .. '"}'
+end
+
+-- drop_lot removes lot pid, parsed as l, from the three lot keys. It
+-- leaves account.lot_expire_at as it is: a bound below the smallest
+-- expiry only costs one look at lots:expiry.
+local function drop_lot(pid, l)
+  redis.call('HDEL', K_LOTS, pid)
+  redis.call('ZREM', K_LOT_BURN, pid)
+  if l.exp > 0 then
+    redis.call('ZREM', K_LOT_EXPIRY, pid)
+  end
+end
+
+-- expire_lots expires the lots whose expiry is at or before now, oldest
+-- expiry first, each with an expire entry dated at its expiry, and
+-- returns how many it expired. Unless forced (the sweeper), it asks
+-- lots:expiry only when account.lot_expire_at says a lot may be due.
+-- With limit, it handles at most limit lots.
+local function expire_lots(a, now, limit, force)
+  if not force and (not a.lot_expire_at or a.lot_expire_at > now) then
+    return 0
+  end
+  local ids
+  if limit then
+    ids = redis.call('ZRANGEBYSCORE', K_LOT_EXPIRY, '-inf', int(now), 'LIMIT', 0, limit)
+  else
+    ids = redis.call('ZRANGEBYSCORE', K_LOT_EXPIRY, '-inf', int(now))
+  end
+  for _, pid in ipairs(ids) do
+    local rec = redis.call('HGET', K_LOTS, pid)
+    if not rec then
+      corrupt(a, 'lot ' .. pid .. ' in lots:expiry has no record')
+    end
+    local l = parse_lot(a, pid, rec)
+    redis.call('HDEL', K_LOTS, pid)
+    redis.call('ZREM', K_LOT_BURN, pid)
+    append_entry(a, -l.rem, expire_body(int(tonumber(pid)), l.ref, rfc3339(l.exp)))
+  end
+  if #ids > 0 then
+    -- The ids are the set's lowest scores, so its first #ids ranks.
+    redis.call('ZREMRANGEBYRANK', K_LOT_EXPIRY, 0, #ids - 1)
+  end
+  a.lot_expire_at = first_score(K_LOT_EXPIRY)
+  return #ids
+end
+
+-- take takes up to want credits from lot pid (stored as rec), removing
+-- the lot when it runs out, and returns how much is still wanted.
+local function take(a, pid, rec, want)
+  local l = parse_lot(a, pid, rec)
+  if l.rem > want then
+    l.rem = l.rem - want
+    redis.call('HSET', K_LOTS, pid, format_lot(l))
+    return 0
+  end
+  drop_lot(pid, l)
+  return want - l.rem
+end
+
+-- spend takes amount (> 0) from the lots: from lot from (a padded id, or
+-- nil) first if it is active, then in burn order; what no lot covers
+-- becomes debt. Each step removes a lot or finishes, so it costs one
+-- look at lots:burn per lot it uses up, plus one.
+local function spend(a, amount, from)
+  if from then
+    local rec = redis.call('HGET', K_LOTS, from)
+    if rec then
+      amount = take(a, from, rec, amount)
+    end
+  end
+  while amount > 0 do
+    local pid = redis.call('ZRANGE', K_LOT_BURN, 0, 0)[1]
+    if not pid then
+      a.debt = a.debt + amount
+      return
+    end
+    local rec = redis.call('HGET', K_LOTS, pid)
+    if not rec then
+      corrupt(a, 'lot ' .. pid .. ' in lots:burn has no record')
+    end
+    amount = take(a, pid, rec, amount)
+  end
+end
+
 -- current loads the account as every read must see it at now: holds due
--- by now expired (they stop counting at once), and a batch of closed
--- holds past their retention forgotten.
+-- by now expired (they stop counting at once), lots due by now expired
+-- (likewise, with their expire entries), and a batch of closed holds past
+-- their retention forgotten.
 local function current(now, retention)
-  local a = load_account()
+  local a = load_account(now)
   expire_holds(a, now, retention)
+  expire_lots(a, now)
   prune(a, now, PRUNE_BATCH)
+  return a
+end
+
+-- current_lots loads the account with the lots due by now expired, for a
+-- script that changes the balance but not the holds.
+local function current_lots(now)
+  local a = load_account(now)
+  expire_lots(a, now)
   return a
 end

@@ -1,8 +1,8 @@
 -- release.lua closes a hold without charging.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
---               hold:expiry, hold:forget
+-- KEYS[1..10] -> the customer's keys (lib.lua); uses account, holds,
+--                hold:expiry, hold:forget, and the lot keys to expire due lots
 -- ARGV[1] -> hold id
 -- ARGV[2] -> now, unix ms
 -- ARGV[3] -> retention of closed holds, ms

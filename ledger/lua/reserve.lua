@@ -1,8 +1,8 @@
 -- reserve.lua puts a hold on a customer's credits if enough are available.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
---               hold:expiry, hold:forget
+-- KEYS[1..10] -> the customer's keys (lib.lua); uses account, holds,
+--                hold:expiry, hold:forget, and the lot keys to expire due lots
 -- ARGV[1] -> hold id
 -- ARGV[2] -> amount, micro-credits (0 .. 2^53-1)
 -- ARGV[3] -> expiry of the hold, unix ms

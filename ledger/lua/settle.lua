@@ -1,9 +1,10 @@
--- settle.lua closes a hold by charging the actual cost and appending the
--- charge entry, or replays the first settlement of the hold.
+-- settle.lua closes a hold by charging the actual cost, taken from the
+-- lots in burn order (debt beyond them), and appending the charge entry,
+-- or replays the first settlement of the hold.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..7] -> the customer's keys (lib.lua); uses account, holds,
---               hold:expiry, hold:forget, entries
+-- KEYS[1..10] -> the customer's keys (lib.lua); uses account, holds,
+--                hold:expiry, hold:forget, entries and the lot keys
 -- ARGV[1] -> hold id
 -- ARGV[2] -> actual cost, micro-credits (0 .. 2^53-1); may exceed the hold
 -- ARGV[3] -> now, unix ms
@@ -60,5 +61,8 @@ if amount then
   drop_hold(a, id, amount)
 end
 local seq = append_entry(a, -actual, body)
+if actual > 0 then
+  spend(a, actual)
+end
 close_hold(a, id, 's', now, retention, seq)
 return save_account(a, {0, seq, a.balance})

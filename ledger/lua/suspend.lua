@@ -3,7 +3,7 @@
 -- replayed suspension cannot re-suspend.
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
--- KEYS[1..7] -> the customer's keys (lib.lua); uses account, suspension
+-- KEYS[1..10] -> the customer's keys (lib.lua); uses account, suspension
 -- ARGV[1] -> reason
 --
 -- Returns 1 if the reason is new and now in force, 0 otherwise.
