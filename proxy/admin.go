@@ -54,9 +54,11 @@ const (
 // AdminHandler returns the admin listener's handler (DESIGN "Admin
 // listener"):
 //
-//	GET  /v1/customers/{id}                      balance, reserved, available, suspended
+//	GET  /v1/customers/{id}                      balance, reserved, available, debt, next_expiry, suspended
 //	GET  /v1/customers/{id}/ledger?limit=&before= entries, newest first, and the next cursor
-//	POST /v1/customers/{id}/credits              {"amount","reason","idempotency_key"}
+//	GET  /v1/customers/{id}/lots                 active lots in burn order
+//	POST /v1/customers/{id}/credits              {"amount","reason","idempotency_key"}, and for a
+//	                                             credit that adds: "expires_at" or "expires_in", "priority"
 //	POST /v1/reconcile                           {"since":"72h"}
 //	POST /v1/store/accept-data-loss              serve what the store holds now
 //	POST /webhooks/stripe                        opts.Webhook
@@ -72,6 +74,7 @@ func (s *Server) AdminHandler(opts AdminOptions) http.Handler {
 	mux.HandleFunc("/v1/customers/{id}", a.account)
 	mux.HandleFunc("/v1/customers/{id}/ledger", a.ledger)
 	mux.HandleFunc("/v1/customers/{id}/credits", a.credit)
+	mux.HandleFunc("/v1/customers/{id}/lots", a.lots)
 	mux.HandleFunc("/v1/reconcile", a.reconcile)
 	mux.HandleFunc("/v1/store/accept-data-loss", a.acceptDataLoss)
 	mux.HandleFunc("/healthz", a.healthz)
@@ -227,18 +230,90 @@ func (a *admin) ledger(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// lotList is the answer of GET /v1/customers/{id}/lots.
+type lotList struct {
+	Lots []ledger.Lot `json:"lots"`
+}
+
+// lots lists the customer's active lots in burn order: the next to be
+// spent first (at most ledger.MaxLots).
+func (a *admin) lots(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.customer(w, r, http.MethodGet)
+	if !ok {
+		return
+	}
+	lots, err := a.s.store.Lots(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if lots == nil {
+		lots = []ledger.Lot{}
+	}
+	writeJSON(w, http.StatusOK, lotList{Lots: lots})
+}
+
 // creditRequest is the body of POST /v1/customers/{id}/credits.
 type creditRequest struct {
 	Amount         *money.Micros `json:"amount"`
 	Reason         string        `json:"reason"`
 	IdempotencyKey string        `json:"idempotency_key"`
+	// ExpiresAt (RFC 3339) or ExpiresIn (a duration from now, such as
+	// "720h") is when the lot of a positive credit expires; neither means
+	// never.
+	ExpiresAt *string `json:"expires_at"`
+	ExpiresIn *string `json:"expires_in"`
+	// Priority places the lot in burn order, 0 (spent first) to 100;
+	// none means 50.
+	Priority *int `json:"priority"`
 }
 
-// creditResult is its answer: the entry the key produced and whether this
-// call applied it (false on a replay, which changes nothing).
+// creditResult is its answer: the entry the key produced, whether this
+// call applied it (false on a replay, which changes nothing), and the lot
+// a credit that adds created (for GET .../lots).
 type creditResult struct {
 	Applied bool         `json:"applied"`
 	Entry   ledger.Entry `json:"entry"`
+	Lot     string       `json:"lot,omitempty"`
+}
+
+// creditLot checks the lot fields of body and returns the expiry they
+// name (zero for none). The expiry must be in the future: a grant that
+// expired before it was made could never be spent, so it is a mistake
+// here (Stripe's late invoices record such grants through the ledger
+// directly). A replay may name another expiry, as expires_in does on
+// every retry; the first application's stands.
+func (a *admin) creditLot(body creditRequest) (time.Time, error) {
+	bad := func(format string, args ...any) (time.Time, error) {
+		return time.Time{}, refuse(http.StatusBadRequest, CodeInvalidRequest, format, args...)
+	}
+	if *body.Amount < 0 && (body.ExpiresAt != nil || body.ExpiresIn != nil || body.Priority != nil) {
+		return bad(`"expires_at", "expires_in" and "priority" apply to credits that add; a negative amount takes from the customer's lots in burn order`)
+	}
+	if body.Priority != nil && (*body.Priority < 0 || *body.Priority > ledger.MaxPriority) {
+		return bad(`"priority" %d: want 0 (spent first) to %d; without it the lot gets %d`, *body.Priority, ledger.MaxPriority, ledger.DefaultPriority)
+	}
+	now := a.s.now()
+	switch {
+	case body.ExpiresAt != nil && body.ExpiresIn != nil:
+		return bad(`give "expires_at" or "expires_in", not both`)
+	case body.ExpiresAt != nil:
+		at, err := time.Parse(time.RFC3339, *body.ExpiresAt)
+		if err != nil {
+			return bad(`"expires_at" %q is not an RFC 3339 time such as "2030-01-31T00:00:00Z"`, *body.ExpiresAt)
+		}
+		if !at.After(now) {
+			return bad(`"expires_at" %s is not in the future: credits that expire before they are granted could never be spent`, *body.ExpiresAt)
+		}
+		return at, nil
+	case body.ExpiresIn != nil:
+		d, err := time.ParseDuration(*body.ExpiresIn)
+		if err != nil || d <= 0 {
+			return bad(`"expires_in" %q: want a positive duration such as "720h" (units h, m, s)`, *body.ExpiresIn)
+		}
+		return now.Add(d), nil
+	}
+	return time.Time{}, nil
 }
 
 // credit adds (positive amount, entry kind "grant") or removes (negative,
@@ -264,6 +339,10 @@ func (a *admin) credit(w http.ResponseWriter, r *http.Request) {
 	case len(body.Reason) > maxCreditText:
 		err = refuse(http.StatusBadRequest, CodeInvalidRequest, `"reason" is longer than %d bytes`, maxCreditText)
 	}
+	var expires time.Time
+	if err == nil {
+		expires, err = a.creditLot(body)
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -279,6 +358,8 @@ func (a *admin) credit(w http.ResponseWriter, r *http.Request) {
 		Key:       body.IdempotencyKey,
 		Reference: body.IdempotencyKey,
 		Reason:    body.Reason,
+		ExpiresAt: expires,
+		Priority:  body.Priority,
 	})
 	if err != nil {
 		a.fail(w, r, err)
@@ -288,7 +369,7 @@ func (a *admin) credit(w http.ResponseWriter, r *http.Request) {
 		a.s.log.Info("admin credit applied", zap.String("customer", id), zap.String("amount", body.Amount.String()),
 			zap.String("kind", string(kind)), zap.String("key", body.IdempotencyKey))
 	}
-	writeJSON(w, http.StatusOK, creditResult{Applied: res.Applied, Entry: res.Entry})
+	writeJSON(w, http.StatusOK, creditResult{Applied: res.Applied, Entry: res.Entry, Lot: res.Lot})
 }
 
 // reconcileRequest is the body of POST /v1/reconcile.

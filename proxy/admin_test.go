@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,7 @@ func TestAdminAuth(t *testing.T) {
 func TestAdminAccount(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	res, data := h.call("GET", "/v1/customers/never-seen", adminToken, "")
-	want := `{"customer":"never-seen","balance":"0.000000","reserved":"0.000000","available":"0.000000","suspended":false}` + "\n"
+	want := `{"customer":"never-seen","balance":"0.000000","reserved":"0.000000","available":"0.000000","debt":"0.000000","next_expiry":null,"suspended":false}` + "\n"
 	if res.StatusCode != 200 || string(data) != want {
 		t.Errorf("%d %s, want %s", res.StatusCode, data, want)
 	}
@@ -127,7 +128,26 @@ func TestAdminAccount(t *testing.T) {
 	h.grant(cust, "12.5")
 	h.store.Suspend(context.Background(), cust, "dp_1")
 	_, data = h.call("GET", "/v1/customers/"+cust, adminToken, "")
-	want = `{"customer":"` + cust + `","balance":"12.500000","reserved":"0.000000","available":"12.500000","suspended":true}` + "\n"
+	want = `{"customer":"` + cust + `","balance":"12.500000","reserved":"0.000000","available":"12.500000","debt":"0.000000","next_expiry":null,"suspended":true}` + "\n"
+	if string(data) != want {
+		t.Errorf("%s, want %s", data, want)
+	}
+	// A lot that expires shows as next_expiry; a charge beyond every lot
+	// as debt.
+	_, err := h.store.Credit(context.Background(), ledger.Credit{Customer: cust, Amount: mustMicros(t, "2"), Kind: ledger.KindGrant, Key: "promo",
+		ExpiresAt: time.Date(2100, 1, 31, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, data = h.call("GET", "/v1/customers/"+cust, adminToken, "")
+	want = `{"customer":"` + cust + `","balance":"14.500000","reserved":"0.000000","available":"14.500000","debt":"0.000000","next_expiry":{"amount":"2.000000","at":"2100-01-31T00:00:00Z"},"suspended":true}` + "\n"
+	if string(data) != want {
+		t.Errorf("%s, want %s", data, want)
+	}
+	debtor := newCustomer()
+	h.store.Credit(context.Background(), ledger.Credit{Customer: debtor, Amount: mustMicros(t, "-3"), Kind: ledger.KindAdjust, Key: "fix"})
+	_, data = h.call("GET", "/v1/customers/"+debtor, adminToken, "")
+	want = `{"customer":"` + debtor + `","balance":"-3.000000","reserved":"0.000000","available":"-3.000000","debt":"3.000000","next_expiry":null,"suspended":false}` + "\n"
 	if string(data) != want {
 		t.Errorf("%s, want %s", data, want)
 	}
@@ -146,6 +166,7 @@ func TestAdminAccount(t *testing.T) {
 type creditAnswer struct {
 	Applied bool         `json:"applied"`
 	Entry   ledger.Entry `json:"entry"`
+	Lot     string       `json:"lot"`
 }
 
 func TestAdminCredits(t *testing.T) {
@@ -199,6 +220,9 @@ func TestAdminCredits(t *testing.T) {
 			res, data := post(tc.body)
 			wantError(t, res, data, tc.status, tc.code)
 		})
+	}
+	if first.Lot != first.Entry.ID || debit.Lot != "" {
+		t.Errorf("lots: credit %q (entry %s), debit %q; want the credit's entry id and none", first.Lot, first.Entry.ID, debit.Lot)
 	}
 	if a := h.account(cust); a.Balance != mustMicros(t, "8.5") {
 		t.Errorf("balance %s after refused credits", a.Balance)
@@ -408,4 +432,89 @@ func TestReadyzWhileDraining(t *testing.T) {
 	if res, data := h.call("GET", "/healthz", "", ""); res.StatusCode != 200 {
 		t.Errorf("/healthz while draining: %d %s", res.StatusCode, data)
 	}
+}
+
+// TestAdminCreditLots grants credits that expire (at a time, or after a
+// duration) and burn early or late, lists them with GET .../lots in burn
+// order, and refuses lot settings that make no sense with messages that
+// name the field.
+func TestAdminCreditLots(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	store, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "tollgate.db"), ledger.Options{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	h := newHarness(t, harnessOptions{store: store, now: clock})
+	cust := newCustomer()
+	post := func(body string) (*http.Response, []byte) {
+		return h.call("POST", "/v1/customers/"+cust+"/credits", adminToken, body)
+	}
+	for _, body := range []string{
+		`{"amount":"10","idempotency_key":"pack"}`,
+		`{"amount":"5","idempotency_key":"promo","expires_in":"720h","priority":10}`,
+		`{"amount":"3","idempotency_key":"trial","expires_at":"2030-01-15T00:00:00+01:00"}`,
+		`{"amount":"1","idempotency_key":"first","priority":0}`,
+	} {
+		if res, data := post(body); res.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", body, res.StatusCode, data)
+		}
+	}
+	// A retry of expires_in computes another time; the first stands.
+	now = now.Add(time.Hour)
+	res, data := post(`{"amount":"5","idempotency_key":"promo","expires_in":"720h","priority":10}`)
+	var replay creditAnswer
+	if json.Unmarshal(data, &replay) != nil || res.StatusCode != 200 || replay.Applied || replay.Lot != "2" {
+		t.Fatalf("replay: %d %s", res.StatusCode, data)
+	}
+	res, data = h.call("GET", "/v1/customers/"+cust+"/lots", adminToken, "")
+	want := `{"lots":[` +
+		`{"id":"4","kind":"grant","amount":"1.000000","remaining":"1.000000","priority":0,"expires_at":null,"reference":"first","created_at":"2030-01-01T12:00:00Z"},` +
+		`{"id":"2","kind":"grant","amount":"5.000000","remaining":"5.000000","priority":10,"expires_at":"2030-01-31T12:00:00Z","reference":"promo","created_at":"2030-01-01T12:00:00Z"},` +
+		`{"id":"3","kind":"grant","amount":"3.000000","remaining":"3.000000","priority":50,"expires_at":"2030-01-14T23:00:00Z","reference":"trial","created_at":"2030-01-01T12:00:00Z"},` +
+		`{"id":"1","kind":"grant","amount":"10.000000","remaining":"10.000000","priority":50,"expires_at":null,"reference":"pack","created_at":"2030-01-01T12:00:00Z"}` +
+		`]}` + "\n"
+	if res.StatusCode != 200 || string(data) != want {
+		t.Fatalf("lots: %d\n got %s\nwant %s", res.StatusCode, data, want)
+	}
+	if a := h.account(cust); a.NextExpiry == nil || a.NextExpiry.Amount != mustMicros(t, "3") || !a.NextExpiry.At.Equal(time.Date(2030, 1, 14, 23, 0, 0, 0, time.UTC)) {
+		t.Errorf("next expiry %+v; want 3 at 2030-01-14T23:00:00Z", a.NextExpiry)
+	}
+	res, data = h.call("GET", "/v1/customers/"+newCustomer()+"/lots", adminToken, "")
+	if res.StatusCode != 200 || string(data) != `{"lots":[]}`+"\n" {
+		t.Errorf("lots of a customer never seen: %d %s", res.StatusCode, data)
+	}
+
+	tests := []struct {
+		name, body, message string
+	}{
+		{"both expiries", `{"amount":"1","idempotency_key":"k","expires_at":"2031-01-01T00:00:00Z","expires_in":"1h"}`,
+			`give "expires_at" or "expires_in", not both`},
+		{"expiry not RFC 3339", `{"amount":"1","idempotency_key":"k","expires_at":"2031-01-01"}`,
+			`"expires_at" "2031-01-01" is not an RFC 3339 time such as "2030-01-31T00:00:00Z"`},
+		{"expiry in the past", `{"amount":"1","idempotency_key":"k","expires_at":"2030-01-01T12:00:00Z"}`,
+			`"expires_at" 2030-01-01T12:00:00Z is not in the future: credits that expire before they are granted could never be spent`},
+		{"negative duration", `{"amount":"1","idempotency_key":"k","expires_in":"-1h"}`,
+			`"expires_in" "-1h": want a positive duration such as "720h" (units h, m, s)`},
+		{"days", `{"amount":"1","idempotency_key":"k","expires_in":"30d"}`,
+			`"expires_in" "30d": want a positive duration such as "720h" (units h, m, s)`},
+		{"priority too high", `{"amount":"1","idempotency_key":"k","priority":101}`,
+			`"priority" 101: want 0 (spent first) to 100; without it the lot gets 50`},
+		{"expiry on a debit", `{"amount":"-1","idempotency_key":"k","expires_in":"1h"}`,
+			`"expires_at", "expires_in" and "priority" apply to credits that add; a negative amount takes from the customer's lots in burn order`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, data := post(tc.body)
+			if e := wantError(t, res, data, 400, "invalid_request"); e.Error.Message != tc.message {
+				t.Errorf("message:\n got %s\nwant %s", e.Error.Message, tc.message)
+			}
+		})
+	}
+	if a := h.account(cust); a.Balance != mustMicros(t, "19") {
+		t.Errorf("balance %s after refused credits; want 19", a.Balance)
+	}
+	res, data = h.call("POST", "/v1/customers/"+cust+"/lots", adminToken, "{}")
+	wantError(t, res, data, 405, "method_not_allowed")
 }

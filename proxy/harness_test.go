@@ -281,6 +281,9 @@ type harnessOptions struct {
 	// acceptDataLoss serves POST /v1/store/accept-data-loss; default: the
 	// store's AcceptDataLoss when it has one, as serve wires it.
 	acceptDataLoss func(context.Context) error
+	// now is the proxy's clock; default time.Now. A test that sets it
+	// passes a store on the same clock.
+	now func() time.Time
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -302,6 +305,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		Registerer:     reg,
 		SettleRetryFor: o.retryFor,
 		Transport:      o.transport,
+		Now:            o.now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -99,6 +99,7 @@ type Store interface {
 	Release(ctx context.Context, customer, holdID string) error
 	Credit(ctx context.Context, c ledger.Credit) (ledger.CreditResult, error)
 	Account(ctx context.Context, customer string) (ledger.Account, error)
+	Lots(ctx context.Context, customer string) ([]ledger.Lot, error)
 	Entries(ctx context.Context, customer, before string, limit int) (ledger.Page, error)
 	Ready(ctx context.Context) error
 }
