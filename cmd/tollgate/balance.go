@@ -11,7 +11,7 @@ import (
 
 // runBalance is `tollgate balance ID`.
 func runBalance(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlagSet("balance", "ID", "Show a customer's balance, the credits reserved by requests in flight, and what is\navailable. A customer never seen has zeros.")
+	f := newFlagSet("balance", "ID", "Show a customer's balance, the credits reserved by requests in flight, what is\navailable, any debt, and the credits that expire next. A customer never seen has zeros.")
 	opts := addClientFlags(f, 30*time.Second)
 	args, err := f.parse(args, stdout)
 	if err != nil {
@@ -43,6 +43,12 @@ func runBalance(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	t.printf("balance\t%s\n", a.Balance)
 	t.printf("reserved\t%s\n", a.Reserved)
 	t.printf("available\t%s\n", a.Available)
+	if a.Debt > 0 {
+		t.printf("debt\t%s: charged beyond every lot; the next credit repays it first\n", a.Debt)
+	}
+	if a.NextExpiry != nil {
+		t.printf("next expiry\t%s at %s\n", a.NextExpiry.Amount, a.NextExpiry.At.UTC().Format(time.RFC3339))
+	}
 	if a.Suspended {
 		t.printf("suspended\tyes: requests are refused until the Stripe dispute is closed\n")
 	}

@@ -28,12 +28,13 @@ type fakeAdmin struct {
 	balances map[string]money.Micros
 	entries  map[string][]ledger.Entry // oldest first
 	keys     map[string]ledger.Entry   // customer + "\x00" + idempotency key
+	lots     map[string][]ledger.Lot   // in burn order, as GET .../lots answers
 	requests []string                  // "METHOD /escaped/path?query"
 	bodies   []string
 }
 
 func newFakeAdmin(t *testing.T) (*fakeAdmin, *httptest.Server) {
-	f := &fakeAdmin{t: t, balances: map[string]money.Micros{}, entries: map[string][]ledger.Entry{}, keys: map[string]ledger.Entry{}}
+	f := &fakeAdmin{t: t, balances: map[string]money.Micros{}, entries: map[string][]ledger.Entry{}, keys: map[string]ledger.Entry{}, lots: map[string][]ledger.Lot{}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", testToken)
@@ -95,6 +96,12 @@ func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.credit(w, id, body)
 		case r.Method == http.MethodGet && sub == "ledger":
 			f.ledger(w, r, id)
+		case r.Method == http.MethodGet && sub == "lots":
+			lots := f.lots[id]
+			if lots == nil {
+				lots = []ledger.Lot{}
+			}
+			writeJSON(w, map[string]any{"lots": lots})
 		default:
 			writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 		}

@@ -68,7 +68,49 @@ func TestCredit(t *testing.T) {
 		{
 			name:     "missing amount",
 			args:     []string{"credit", "cust_1", "--key", "k"},
-			wantErr:  "tollgate: credit needs AMOUNT: tollgate credit ID AMOUNT --key KEY [--reason TEXT]\nRun 'tollgate help' for usage.\n",
+			wantErr:  "tollgate: credit needs AMOUNT: tollgate credit ID AMOUNT --key KEY [--reason TEXT] [--expires-in DURATION | --expires-at TIME] [--priority N]\nRun 'tollgate help' for usage.\n",
+			wantCode: 2,
+		},
+		{
+			name:     "a lot that expires and is spent first",
+			args:     []string{"credit", "cust_1", "3", "--key", "k5", "--expires-in", "720h", "--priority", "10"},
+			wantOut:  "credited 3.000000 to cust_1; balance after: 8.000000 (entry 4)\n",
+			wantBody: `{"amount":"3.000000","expires_in":"720h","idempotency_key":"k5","priority":10}`,
+		},
+		{
+			name:     "an expiry at a time, priority 0",
+			args:     []string{"credit", "cust_1", "1", "--key", "k6", "--expires-at", "2030-01-31T00:00:00Z", "--priority", "0"},
+			wantOut:  "credited 1.000000 to cust_1; balance after: 9.000000 (entry 5)\n",
+			wantBody: `{"amount":"1.000000","expires_at":"2030-01-31T00:00:00Z","idempotency_key":"k6","priority":0}`,
+		},
+		{
+			name:     "both expiries",
+			args:     []string{"credit", "cust_1", "1", "--key", "k", "--expires-in", "1h", "--expires-at", "2030-01-31T00:00:00Z"},
+			wantErr:  "tollgate: credit: give --expires-in or --expires-at, not both\nRun 'tollgate help' for usage.\n",
+			wantCode: 2,
+		},
+		{
+			name:     "days are not a Go duration",
+			args:     []string{"credit", "cust_1", "1", "--key", "k", "--expires-in", "30d"},
+			wantErr:  "tollgate: credit: --expires-in \"30d\": want a positive duration such as 720h (units h, m, s)\nRun 'tollgate help' for usage.\n",
+			wantCode: 2,
+		},
+		{
+			name:     "not RFC 3339",
+			args:     []string{"credit", "cust_1", "1", "--key", "k", "--expires-at", "2030-01-31"},
+			wantErr:  "tollgate: credit: --expires-at \"2030-01-31\" is not an RFC 3339 time such as 2030-01-31T00:00:00Z\nRun 'tollgate help' for usage.\n",
+			wantCode: 2,
+		},
+		{
+			name:     "priority out of range",
+			args:     []string{"credit", "cust_1", "1", "--key", "k", "--priority", "101"},
+			wantErr:  "tollgate: credit: --priority 101: want 0 (spent first) to 100\nRun 'tollgate help' for usage.\n",
+			wantCode: 2,
+		},
+		{
+			name:     "a debit has no lot",
+			args:     []string{"credit", "cust_1", "-1", "--key", "k", "--priority", "10"},
+			wantErr:  "tollgate: credit: --expires-in, --expires-at and --priority apply to credits that add; a negative AMOUNT takes from the customer's lots in burn order\nRun 'tollgate help' for usage.\n",
 			wantCode: 2,
 		},
 	}

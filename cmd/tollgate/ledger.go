@@ -123,10 +123,13 @@ func printEntries(w io.Writer, customer string, raw []json.RawMessage) error {
 	return t.done()
 }
 
-// detail describes an entry in one line: what a charge paid for, or the
-// reference and reason of a credit.
+// detail describes an entry in one line: what a charge paid for, the lot
+// an expiry took, and the reference and reason.
 func detail(e ledger.Entry) string {
 	var parts []string
+	if e.Lot != "" {
+		parts = append(parts, "lot "+e.Lot)
+	}
 	if e.Kind == ledger.KindCharge {
 		what := e.Model
 		if e.Route != "" {

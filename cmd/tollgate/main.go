@@ -1,8 +1,8 @@
 // Command tollgate is the metering proxy and its command-line client.
 //
 // `tollgate serve` runs the proxy and the admin API; `tollgate check`
-// validates a configuration; balance, credit, ledger and reconcile call a
-// running instance's admin API. Only this package reads flags, the
+// validates a configuration; balance, credit, lots, ledger and reconcile
+// call a running instance's admin API. Only this package reads flags, the
 // environment and files; the packages it wires take values.
 package main
 
@@ -41,7 +41,8 @@ func commands() []command {
 		{"serve", "[--config FILE] [--mock] [--log-format json|console] [--log-level L]", "run the metering proxy and the admin API", runServe},
 		{"check", "[--config FILE]", "validate the config; print its routes and prices", runCheck},
 		{"balance", "ID", "show a customer's balance", runBalance},
-		{"credit", "ID AMOUNT --key KEY [--reason TEXT]", "add credits to a customer (a negative AMOUNT removes them)", runCredit},
+		{"credit", "ID AMOUNT --key KEY [--reason TEXT] [--expires-in D] [--priority N]", "add credits to a customer (a negative AMOUNT removes them)", runCredit},
+		{"lots", "ID", "list a customer's credit lots in the order they are spent", runLots},
 		{"ledger", "ID [--limit N] [--before CURSOR | --all]", "list a customer's ledger entries, newest first", runLedger},
 		{"reconcile", "--since DURATION", "replay missed Stripe events from the last DURATION", runReconcile},
 		{"accept-data-loss", "", "serve what Redis holds now, after tollgate found it lost data", runAcceptDataLoss},
@@ -64,8 +65,8 @@ Commands:
 	}
 	p.printf("%s", `
 serve and check read the config from --config, else $TOLLGATE_CONFIG,
-else tollgate.yaml. balance, credit, ledger, reconcile and accept-data-loss
-call the admin API at --admin URL, else $TOLLGATE_ADMIN_URL, else
+else tollgate.yaml. balance, credit, lots, ledger, reconcile and
+accept-data-loss call the admin API at --admin URL, else $TOLLGATE_ADMIN_URL, else
 http://127.0.0.1:9090, with the bearer token in $TOLLGATE_ADMIN_TOKEN;
 --json prints the raw response.
 Flags may come before or after the arguments.

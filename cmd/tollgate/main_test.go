@@ -71,7 +71,7 @@ func TestCommandHelp(t *testing.T) {
 		if code != 0 || stderr != "" {
 			t.Fatalf("%q: code %d, stderr %q", args, code, stderr)
 		}
-		for _, want := range []string{"Usage: tollgate credit ID AMOUNT --key KEY [--reason TEXT]\n", "  -key string\n", "  -reason string\n", "  -admin string\n", "  -json\n"} {
+		for _, want := range []string{"Usage: tollgate credit " + creditSynopsis + "\n", "  -key string\n", "  -reason string\n", "  -expires-in string\n", "  -priority int\n", "  -admin string\n", "  -json\n"} {
 			if !strings.Contains(stdout, want) {
 				t.Errorf("%q: help lacks %q:\n%s", args, want, stdout)
 			}

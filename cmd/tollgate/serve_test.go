@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -315,6 +316,21 @@ func TestServeEndToEnd(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "balance    "+want.String()) {
 		t.Errorf("balance: %q", out)
 	}
+	// A promotion that expires and is spent before the welcome credits.
+	out, stderr, code = runCLI(t, "credit", "acme", "2", "--key", "promo-acme", "--expires-in", "720h", "--priority", "10", "--admin", s.admin)
+	if code != 0 || out != "credited 2.000000 to acme; balance after: "+(want+mustParse(t, "2")).String()+" (entry 3)\n" {
+		t.Fatalf("credit a promotion: exit %d %q %q", code, out, stderr)
+	}
+	out, _, code = runCLI(t, "lots", "acme", "--admin", s.admin)
+	lines := strings.Split(out, "\n")
+	if code != 0 || len(lines) != 4 || !slices.Equal(strings.Fields(lines[1])[:5], []string{"3", "grant", "2.000000", "2.000000", "10"}) ||
+		!slices.Equal(strings.Fields(lines[2]), []string{"1", "grant", want.String(), "10.000000", "50", "never", "welcome-acme"}) {
+		t.Errorf("lots: %q", out)
+	}
+	out, _, code = runCLI(t, "balance", "acme", "--admin", s.admin)
+	if code != 0 || !strings.Contains(out, "next expiry  2.000000 at ") {
+		t.Errorf("balance with an expiring lot: %q", out)
+	}
 	out, _, code = runCLI(t, "ledger", "acme", "--admin", s.admin)
 	if code != 0 || !strings.Contains(out, "charge") || !strings.Contains(out, "-"+completionCost) || !strings.Contains(out, "gpt-4o on /v1/chat/completions: 100 in, 20 out") {
 		t.Errorf("ledger: %q", out)
@@ -377,7 +393,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	st := openLedger(t, filepath.Join(dir, "tollgate.db"))
 	a, err := st.Account(context.Background(), "acme")
-	if err != nil || a.Balance != want+mustParse(t, "5") || a.Reserved != 0 {
+	if err != nil || a.Balance != want+mustParse(t, "7") || a.Reserved != 0 {
 		t.Errorf("after stop: %+v %v", a, err)
 	}
 }
