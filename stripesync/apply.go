@@ -127,6 +127,22 @@ func isHandled(typ string) bool {
 	return false
 }
 
+// creditGrants credits the lots of the payment rec records, each once
+// (creditOnce): applied when any of them changed a balance.
+func (s *Syncer) creditGrants(ctx context.Context, log *zap.Logger, rec paymentRecord, what, conflict string) (outcome, error) {
+	out := outcomeDuplicate
+	for _, c := range rec.credits() {
+		o, err := s.creditOnce(ctx, log, c, what, conflict)
+		if err != nil {
+			return "", err
+		}
+		if o == outcomeApplied {
+			out = outcomeApplied
+		}
+	}
+	return out, nil
+}
+
 // creditOnce applies c, which its business object (c.Key: a checkout
 // session, an invoice) grants at most once, and logs it as what. A replay
 // is a duplicate. So is a key credited before with another amount (prices

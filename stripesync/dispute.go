@@ -86,9 +86,10 @@ func (s *Syncer) applyDisputeCreated(ctx context.Context, log *zap.Logger, d gjs
 }
 
 // applyDisputeClosed lifts the dispute's suspension whatever the result,
-// and on "lost" claws back the whole top-up first (the money went back to
-// the cardholder), under the refund key so a refund and a lost dispute of
-// one payment never take back more than it bought.
+// and on "lost" claws back everything the payment bought first, a top-up
+// or an invoice's grant (the money went back to the cardholder), under the
+// refund key so a refund and a lost dispute of one payment never take
+// back more than it bought.
 func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjson.Result) (outcome, error) {
 	id := str(d, "id")
 	if id == "" {
@@ -119,9 +120,15 @@ func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjso
 	}
 	out := outcomeDuplicate
 	if status == "lost" {
-		if hasRec && rec.Session != "" {
-			pi := idOf(d.Get("payment_intent"))
-			o, err := s.claw(ctx, log, pi, rec, rec.Credits, id, fmt.Sprintf("Stripe dispute %s lost (top-up %s)", id, rec.Session))
+		pi := idOf(d.Get("payment_intent"))
+		if !hasRec {
+			// A subscription payment: the invoice it paid, if any.
+			if rec, hasRec, err = s.invoicePayment(ctx, log, pi, ""); err != nil {
+				return "", err
+			}
+		}
+		if hasRec {
+			o, err := s.claw(ctx, log, pi, rec, rec.Credits, id, fmt.Sprintf("Stripe dispute %s lost (%s)", id, rec.paidFor()))
 			if err != nil {
 				return "", err
 			}
@@ -129,7 +136,7 @@ func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjso
 				out = outcomeApplied
 			}
 		} else {
-			log.Info("stripe: lost dispute on a payment that is not a Checkout top-up (a subscription payment); grants are not clawed back automatically", zap.String("customer", cust))
+			log.Info("stripe: lost dispute on a payment that bought no tollgate credits; nothing to claw back", zap.String("customer", cust))
 		}
 	}
 	// Lift whom the dispute suspended and whom it resolves to now (they

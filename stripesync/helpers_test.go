@@ -46,11 +46,11 @@ var t0 = time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)
 
 // testPrices is stripe.prices for the fixtures: one price by id, two by
 // lookup key.
-func testPrices() map[string]money.Micros {
-	return map[string]money.Micros{
-		"price_1RCredits10k": money.MustParse("10000"),
-		"bonus_pack":         money.MustParse("2500"),
-		"pro_monthly":        money.MustParse("1000"),
+func testPrices() map[string]stripesync.Price {
+	return map[string]stripesync.Price{
+		"price_1RCredits10k": {Credits: money.MustParse("10000")},
+		"bonus_pack":         {Credits: money.MustParse("2500")},
+		"pro_monthly":        {Credits: money.MustParse("1000")},
 	}
 }
 

@@ -7,8 +7,6 @@ import (
 
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
-
-	"github.com/tollgate-dev/tollgate/ledger"
 )
 
 // applyInvoice grants the credits of a paid invoice's subscription lines,
@@ -46,14 +44,7 @@ func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Re
 			}
 		}
 	}
-	return s.creditOnce(ctx, log, ledger.Credit{
-		Customer:  rec.Customer,
-		Amount:    rec.Credits,
-		Kind:      ledger.KindGrant,
-		Key:       keyInvoice + id,
-		Reference: id,
-		Reason:    "Stripe subscription invoice",
-	}, "subscription grant", "stripe: invoice already granted with a different amount; keeping the first")
+	return s.creditGrants(ctx, log, rec, "subscription grant", "stripe: invoice already granted with a different amount; keeping the first")
 }
 
 // invoiceGrant works out whom an invoice credits and how much. A non-empty
@@ -65,7 +56,7 @@ func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Re
 	for _, it := range inv.Get("lines.data").Array() {
 		l := parseLine(it)
 		lines = append(lines, l)
-		if _, ok := s.credits(l); !ok && l.subscription && l.priceOnlyID {
+		if _, ok := s.price(l); !ok && l.subscription && l.priceOnlyID {
 			needLookup = true // 2025-03-31 lines name the price id only
 		}
 	}
@@ -97,14 +88,14 @@ func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Re
 		log.Debug("stripe: invoice has no subscription lines; nothing to grant")
 		return paymentRecord{}, outcomeIgnored, nil
 	}
-	total, unpriced, err := s.priceLines(subs)
+	grants, err := s.priceLines(log, subs, true, s.now())
 	if err != nil {
 		return paymentRecord{}, "", invalid("invoice %s: %v", id, err)
 	}
-	if len(unpriced) > 0 {
-		log.Warn("stripe: subscription lines with prices not in stripe.prices were skipped", zap.Strings("prices", unpriced))
+	if len(grants.unpriced) > 0 {
+		log.Warn("stripe: subscription lines with prices not in stripe.prices were skipped", zap.Strings("prices", grants.unpriced))
 	}
-	if total == 0 {
+	if grants.total == 0 {
 		log.Warn("stripe: no subscription line of this invoice is priced in stripe.prices; nothing granted")
 		return paymentRecord{}, outcomeIgnored, nil
 	}
@@ -121,7 +112,7 @@ func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Re
 			return paymentRecord{}, "", err
 		}
 	}
-	return paymentRecord{Customer: cust, Credits: total, Invoice: id}, "", nil
+	return paymentRecord{Customer: cust, Credits: grants.total, Invoice: id, Grants: grants.grants}, "", nil
 }
 
 // invoiceCustomer resolves the tollgate customer of an invoice from the

@@ -15,7 +15,7 @@ func TestInvoicePaidGrantsOncePerInvoice(t *testing.T) {
 	tests := []struct {
 		name    string
 		fixture string
-		prices  map[string]money.Micros
+		prices  map[string]stripesync.Price
 		want    string
 	}{
 		{
@@ -31,7 +31,7 @@ func TestInvoicePaidGrantsOncePerInvoice(t *testing.T) {
 			// 2 × the price by id; the proration line is skipped.
 			name:    "2025-03-31",
 			fixture: "invoice_paid_2025-03-31.json",
-			prices:  map[string]money.Micros{"price_1PProMonthly": money.MustParse("1000")},
+			prices:  map[string]stripesync.Price{"price_1PProMonthly": {Credits: money.MustParse("1000")}},
 			want:    "2000",
 		},
 	}

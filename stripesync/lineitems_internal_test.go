@@ -6,12 +6,12 @@ import (
 	"github.com/tollgate-dev/tollgate/money"
 )
 
-// TestCreditsLookupOrder: a line is priced by its price id first, then by
+// TestPriceLookupOrder: a line is priced by its price id first, then by
 // its price's lookup key (stripe.prices may name either).
-func TestCreditsLookupOrder(t *testing.T) {
-	s := &Syncer{prices: map[string]money.Micros{
-		"price_1": 100 * money.Credit,
-		"pro":     5 * money.Credit,
+func TestPriceLookupOrder(t *testing.T) {
+	s := &Syncer{prices: map[string]Price{
+		"price_1": {Credits: 100 * money.Credit},
+		"pro":     {Credits: 5 * money.Credit},
 	}}
 	tests := []struct {
 		id, lookup string
@@ -24,9 +24,9 @@ func TestCreditsLookupOrder(t *testing.T) {
 		{"", "", 0, false},
 	}
 	for _, tc := range tests {
-		got, ok := s.credits(line{price: tc.id, lookupKey: tc.lookup})
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("credits(%q, %q) = %v, %v; want %v, %v", tc.id, tc.lookup, got, ok, tc.want, tc.ok)
+		got, ok := s.price(line{price: tc.id, lookupKey: tc.lookup})
+		if got.Credits != tc.want || ok != tc.ok {
+			t.Errorf("price(%q, %q) = %v, %v; want %v, %v", tc.id, tc.lookup, got.Credits, ok, tc.want, tc.ok)
 		}
 	}
 }

@@ -43,14 +43,16 @@ const (
 // under a payment intent, so a refund or a dispute — which name only the
 // charge and payment intent — finds the customer and the credits to claw
 // back; under an invoice, so a replay grants the same customer the same
-// amount. Session is set for a Checkout top-up; Invoice for a subscription
-// payment (whose grant is not clawed back; see the README's Stripe section,
-// "What each payment does").
+// lots. Session is set for a Checkout top-up; Invoice for a subscription
+// payment (see the README's Stripe section, "What each payment does").
 type paymentRecord struct {
 	Customer string       `json:"customer"`
 	Credits  money.Micros `json:"credits"`
 	Session  string       `json:"session,omitempty"`
 	Invoice  string       `json:"invoice,omitempty"`
+	// Grants are the lots the payment credits, adding up to Credits;
+	// none in a record written before lots (see credits).
+	Grants []grant `json:"grants,omitempty"`
 }
 
 func keyOK(key string) error {
@@ -77,7 +79,7 @@ func (s *Syncer) record(ctx context.Context, key string) (paymentRecord, bool, e
 		return paymentRecord{}, false, storeErr("read payment record", err)
 	}
 	var rec paymentRecord
-	if err := json.Unmarshal([]byte(v), &rec); err != nil || ledger.ValidateCustomer(rec.Customer) != nil || rec.Credits < 0 {
+	if err := json.Unmarshal([]byte(v), &rec); err != nil || ledger.ValidateCustomer(rec.Customer) != nil || rec.Credits < 0 || !rec.checkGrants() {
 		// Only this package writes records; a corrupt one must not be
 		// trusted with money. Treat it as missing so it is rewritten.
 		s.log.Warn("stripe: ignoring unreadable payment record", zap.String("key", key), zap.Error(err))

@@ -151,7 +151,7 @@ func TestReconcileAgainstStripeMock(t *testing.T) {
 	base := startStripeMock(t)
 	h := open(t, boltBackend(), withAPI(base), func(o *stripesync.Options) {
 		// stripe-mock's line item fixture sells one unit of this price.
-		o.Prices = map[string]money.Micros{"price_1PgafmB7WZ01zgkW02Hf9z6c": money.MustParse("42")}
+		o.Prices = map[string]stripesync.Price{"price_1PgafmB7WZ01zgkW02Hf9z6c": {Credits: money.MustParse("42")}}
 	})
 	ctx := context.Background()
 	// The request must pass stripe-mock's validation against Stripe's

@@ -2,8 +2,10 @@ package stripesync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/bits"
+	"net/http"
 	"net/url"
 
 	"github.com/tidwall/gjson"
@@ -37,6 +39,80 @@ func (s *Syncer) findPayment(ctx context.Context, log *zap.Logger, pi string) (p
 	return s.paymentRecord(ctx, pi)
 }
 
+// invoicePayment returns the record of the subscription invoice that
+// payment intent pi paid, for a refund or dispute of it: hint names the
+// invoice when the event does (a charge's invoice, before 2025-03-31);
+// otherwise, with an API key, the payment intent names it (requests pin a
+// version whose payment intents have an invoice field). An invoice whose
+// grant tollgate has not applied yet (its event is still on its way) is
+// read through the API and applied first, as findPayment does for a
+// top-up. ok is false when pi paid no invoice tollgate granted credits
+// for.
+func (s *Syncer) invoicePayment(ctx context.Context, log *zap.Logger, pi, hint string) (paymentRecord, bool, error) {
+	inv := hint
+	if inv == "" && pi != "" && s.apiKey != "" {
+		obj, err := s.get(ctx, "/v1/payment_intents/"+url.PathEscape(pi), nil)
+		if err != nil {
+			return paymentRecord{}, false, apiErr("looking up the invoice of payment "+pi, err)
+		}
+		inv = idOf(obj.Get("invoice"))
+	}
+	if inv == "" {
+		return paymentRecord{}, false, nil
+	}
+	rec, ok, err := s.record(ctx, metaInvoice+inv)
+	if err != nil || ok || s.apiKey == "" {
+		return rec, ok, err
+	}
+	obj, err := s.get(ctx, "/v1/invoices/"+url.PathEscape(inv), nil)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return paymentRecord{}, false, nil
+	}
+	if err != nil {
+		return paymentRecord{}, false, apiErr("looking up invoice "+inv, err)
+	}
+	if str(obj, "status") != "paid" {
+		return paymentRecord{}, false, nil
+	}
+	log.Info("stripe: applying the invoice this event refers to first", zap.String("invoice", inv))
+	if _, err := s.applyInvoice(ctx, log, obj); err != nil {
+		return paymentRecord{}, false, err
+	}
+	return s.record(ctx, metaInvoice+inv)
+}
+
+// paidFor says what a payment record paid for, for the reason of a
+// claw-back.
+func (rec paymentRecord) paidFor() string {
+	if rec.Session != "" {
+		return "top-up " + rec.Session
+	}
+	return "invoice " + rec.Invoice
+}
+
+// lotOf returns the ledger lot the first grant of rec created, for a
+// claw-back to take from first: it applies that grant's credit again,
+// which is a replay that changes nothing and answers the lot (or, if a
+// crash came between the payment record and its credit, applies it now,
+// as findPayment applies a top-up a refund overtook). "" when the credit
+// cannot be replayed (its key was credited with another amount).
+func (s *Syncer) lotOf(ctx context.Context, log *zap.Logger, rec paymentRecord) (string, error) {
+	c := rec.credits()[0]
+	res, err := s.store.Credit(ctx, c)
+	if errors.Is(err, ledger.ErrIdempotencyConflict) {
+		log.Warn("stripe: the payment's credit was applied with another amount; clawing back in burn order", zap.String("key", c.Key))
+		return "", nil
+	}
+	if err != nil {
+		return "", storeErr("find the payment's lot", err)
+	}
+	if res.Applied {
+		log.Info("stripe: applied the payment's credit before clawing it back", zap.String("customer", c.Customer), zap.String("key", c.Key))
+	}
+	return res.Lot, nil
+}
+
 // clawback is credits × refunded / amount, rounded down (in the customer's
 // favour, by at most one micro-credit); a full refund claws back exactly
 // credits.
@@ -56,14 +132,20 @@ func clawback(credits money.Micros, refunded, amount int64) money.Micros {
 
 // claw applies the cumulative claw-back for payment intent pi. Refunds and
 // a lost dispute share the key, so together they never take back more than
-// the top-up, and a replay or a late, smaller amount_refunded changes
-// nothing.
+// the payment bought, and a replay or a late, smaller amount_refunded
+// changes nothing. The credits come from the lot the payment created
+// first, then from the customer's other lots in burn order; what they
+// lack becomes debt.
 func (s *Syncer) claw(ctx context.Context, log *zap.Logger, pi string, rec paymentRecord, total money.Micros, ref, reason string) (outcome, error) {
 	if err := keyOK(keyClaw + pi); err != nil {
 		return "", err
 	}
 	if total <= 0 {
 		return outcomeIgnored, nil
+	}
+	lot, err := s.lotOf(ctx, log, rec)
+	if err != nil {
+		return "", err
 	}
 	res, err := s.store.Credit(ctx, ledger.Credit{
 		Customer:   rec.Customer,
@@ -73,6 +155,7 @@ func (s *Syncer) claw(ctx context.Context, log *zap.Logger, pi string, rec payme
 		Reference:  ref,
 		Reason:     reason,
 		Cumulative: true,
+		FromLot:    lot,
 	})
 	if err != nil {
 		return "", storeErr("claw back", err)
@@ -84,8 +167,9 @@ func (s *Syncer) claw(ctx context.Context, log *zap.Logger, pi string, rec payme
 	return outcomeApplied, nil
 }
 
-// applyRefund claws back the refunded share of the top-up a charge paid
-// for. amount_refunded is cumulative, so the claw-back is too.
+// applyRefund claws back the refunded share of the credits a charge paid
+// for: a top-up, or a subscription invoice's grant. amount_refunded is
+// cumulative, so the claw-back is too.
 func (s *Syncer) applyRefund(ctx context.Context, log *zap.Logger, ch gjson.Result) (outcome, error) {
 	chargeID := str(ch, "id")
 	pi := idOf(ch.Get("payment_intent"))
@@ -98,6 +182,11 @@ func (s *Syncer) applyRefund(ctx context.Context, log *zap.Logger, ch gjson.Resu
 	rec, ok, err := s.findPayment(ctx, log, pi)
 	if err != nil {
 		return "", err
+	}
+	if !ok {
+		if rec, ok, err = s.invoicePayment(ctx, log, pi, idOf(ch.Get("invoice"))); err != nil {
+			return "", err
+		}
 	}
 	if !ok {
 		if s.apiKey == "" && idOf(ch.Get("invoice")) == "" {
@@ -118,17 +207,13 @@ func (s *Syncer) applyRefund(ctx context.Context, log *zap.Logger, ch gjson.Resu
 				return "", retryLater("refund of payment %s: its top-up is not recorded yet; retry after the checkout event is applied, or set stripe.api_key so tollgate can look it up", pi)
 			}
 		}
-		log.Info("stripe: refunded payment is not a tollgate top-up; nothing to claw back")
-		return outcomeIgnored, nil
-	}
-	if rec.Session == "" {
-		log.Info("stripe: refund of a subscription payment; subscription grants are not clawed back automatically", zap.String("customer", rec.Customer), zap.String("invoice", rec.Invoice))
+		log.Info("stripe: refunded payment bought no tollgate credits; nothing to claw back")
 		return outcomeIgnored, nil
 	}
 	if refunded > amount {
 		refunded = amount
 	}
 	total := clawback(rec.Credits, refunded, amount)
-	reason := fmt.Sprintf("Stripe refund of %s: %d of %d %s refunded (top-up %s)", chargeID, refunded, amount, str(ch, "currency"), rec.Session)
+	reason := fmt.Sprintf("Stripe refund of %s: %d of %d %s refunded (%s)", chargeID, refunded, amount, str(ch, "currency"), rec.paidFor())
 	return s.claw(ctx, log, pi, rec, total, chargeID, reason)
 }

@@ -21,7 +21,7 @@
 //		APIKey:         cfg.Stripe.APIKey,
 //		APIBase:        cfg.Stripe.APIBase,
 //		Livemode:       cfg.Stripe.Livemode, // required with secrets or a key
-//		Prices:         prices, // stripe.prices: price id or lookup key → credits
+//		Prices:         prices, // stripe.prices: price id or lookup key → Price
 //		Logger:         logger,
 //		Registerer:     registry,
 //	})
@@ -50,7 +50,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/ledger"
-	"github.com/tollgate-dev/tollgate/money"
 )
 
 // Store is the part of the ledger stripesync needs: idempotent credits,
@@ -123,9 +122,10 @@ type Options struct {
 	// APIKey is set: which mode to serve is never guessed.
 	Livemode *bool
 	// Prices maps a Stripe price id ("price_…") or a price's lookup key to
-	// the credits one unit buys. A line whose price is in neither form
-	// here is skipped and logged. Amounts must be positive.
-	Prices map[string]money.Micros
+	// what one unit buys and how those credits expire and burn. A line
+	// whose price is in neither form here is skipped and logged. Each
+	// Price must pass its checks (see Price).
+	Prices map[string]Price
 	// Tolerance is how far a webhook signature's timestamp may be from
 	// the clock, in either direction; default DefaultTolerance. Older
 	// deliveries are refused with 400 because they may be replays, and so
@@ -164,7 +164,7 @@ type Syncer struct {
 	apiKey    string
 	apiBase   string
 	livemode  bool
-	prices    map[string]money.Micros
+	prices    map[string]Price
 	tolerance time.Duration
 	maxBody   int64
 	now       func() time.Time
@@ -197,7 +197,7 @@ func New(store Store, opts Options) (*Syncer, error) {
 		secrets:   append([]string(nil), opts.WebhookSecrets...),
 		apiKey:    opts.APIKey,
 		apiBase:   strings.TrimRight(opts.APIBase, "/"),
-		prices:    make(map[string]money.Micros, len(opts.Prices)),
+		prices:    make(map[string]Price, len(opts.Prices)),
 		tolerance: opts.Tolerance,
 		maxBody:   opts.MaxBodyBytes,
 		now:       opts.Now,
@@ -219,11 +219,11 @@ func New(store Store, opts Options) (*Syncer, error) {
 		errs = append(errs, fmt.Errorf("stripesync: API base %q is not an http(s) URL; want e.g. %q", opts.APIBase, DefaultAPIBase))
 	}
 	for k, v := range opts.Prices {
-		switch {
-		case k == "":
+		if k == "" {
 			errs = append(errs, errors.New("stripesync: a price key is empty; use a price id (price_…) or a lookup key"))
-		case v <= 0 || v > ledger.MaxAmount:
-			errs = append(errs, fmt.Errorf("stripesync: price %q credits %s must be positive and at most %s", k, v, ledger.MaxAmount))
+		}
+		if err := v.check(k); err != nil {
+			errs = append(errs, err)
 		}
 		s.prices[k] = v
 	}

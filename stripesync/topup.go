@@ -70,8 +70,8 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 		// First time (or the record was lost): work the top-up out from
 		// the session. A later delivery reuses the record, so a price
 		// change in between cannot make the amounts disagree.
-		credits, err := s.sessionCredits(ctx, log, sess)
-		if err != nil || credits == 0 {
+		grants, err := s.sessionGrants(ctx, log, sess)
+		if err != nil || len(grants.grants) == 0 {
 			return outcomeIgnored, err
 		}
 		cust, err := s.sessionCustomer(ctx, sess, true)
@@ -86,7 +86,7 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 		}
 		// Bind, then record before crediting: once the top-up can be
 		// seen, a refund of it can find what to claw back.
-		if rec, err = s.bindRecord(ctx, metaSession+id, paymentRecord{Customer: cust, Credits: credits, Session: id}); err != nil {
+		if rec, err = s.bindRecord(ctx, metaSession+id, paymentRecord{Customer: cust, Credits: grants.total, Session: id, Grants: grants.grants}); err != nil {
 			return "", err
 		}
 		if pi != "" {
@@ -95,14 +95,7 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 			}
 		}
 	}
-	return s.creditOnce(ctx, log, ledger.Credit{
-		Customer:  rec.Customer,
-		Amount:    rec.Credits,
-		Kind:      ledger.KindTopup,
-		Key:       keySession + id,
-		Reference: id,
-		Reason:    "Stripe Checkout top-up",
-	}, "top-up", "stripe: checkout session already credited with a different amount; keeping the first")
+	return s.creditGrants(ctx, log, rec, "top-up", "stripe: checkout session already credited with a different amount; keeping the first")
 }
 
 // sessionCustomer resolves the tollgate customer of a session:
@@ -121,20 +114,21 @@ func (s *Syncer) sessionCustomer(ctx context.Context, sess gjson.Result, useMapp
 	return s.mappedCustomer(ctx, idOf(sess.Get("customer")))
 }
 
-// sessionCredits is what a one-off purchase buys: metadata.tollgate_credits
-// if the app set it, else the session's line items priced by Options.Prices.
-// Zero means the session is not a tollgate purchase.
-func (s *Syncer) sessionCredits(ctx context.Context, log *zap.Logger, sess gjson.Result) (money.Micros, error) {
+// sessionGrants is what a one-off purchase buys: metadata.tollgate_credits
+// if the app set it (one lot that never expires), else the session's line
+// items priced by Options.Prices. No grants means the session is not a
+// tollgate purchase.
+func (s *Syncer) sessionGrants(ctx context.Context, log *zap.Logger, sess gjson.Result) (priced, error) {
 	id := str(sess, "id")
 	if meta := sess.Get("metadata.tollgate_credits"); meta.Exists() && meta.Type != gjson.Null {
 		credits, err := money.Parse(meta.String())
 		if err != nil {
-			return 0, invalid("checkout session %s metadata.tollgate_credits: %v", id, err)
+			return priced{}, invalid("checkout session %s metadata.tollgate_credits: %v", id, err)
 		}
 		if credits <= 0 || credits > ledger.MaxAmount {
-			return 0, invalid("checkout session %s metadata.tollgate_credits %s must be positive and at most %s", id, credits, ledger.MaxAmount)
+			return priced{}, invalid("checkout session %s metadata.tollgate_credits %s must be positive and at most %s", id, credits, ledger.MaxAmount)
 		}
-		return credits, nil
+		return priced{grants: []grant{{Credits: credits}}, total: credits}, nil
 	}
 	var lines []line
 	if items := sess.Get("line_items"); items.Get("data").IsArray() && !items.Get("has_more").Bool() {
@@ -143,28 +137,28 @@ func (s *Syncer) sessionCredits(ctx context.Context, log *zap.Logger, sess gjson
 		}
 	} else if s.apiKey == "" {
 		if str(sess, "metadata.tollgate_customer") != "" {
-			return 0, retryLater("checkout session %s has no metadata.tollgate_credits, and reading its line items needs stripe.api_key", id)
+			return priced{}, retryLater("checkout session %s has no metadata.tollgate_credits, and reading its line items needs stripe.api_key", id)
 		}
 		log.Warn("stripe: checkout session has no metadata.tollgate_credits and no API key to read its line items; not a tollgate purchase?")
-		return 0, nil
+		return priced{}, nil
 	} else {
 		err := s.list(ctx, "/v1/checkout/sessions/"+url.PathEscape(id)+"/line_items", nil, func(it gjson.Result) error {
 			lines = append(lines, parseLine(it))
 			return nil
 		})
 		if err != nil {
-			return 0, apiErr("reading the line items of checkout session "+id, err)
+			return priced{}, apiErr("reading the line items of checkout session "+id, err)
 		}
 	}
-	total, unpriced, err := s.priceLines(lines)
+	out, err := s.priceLines(log, lines, false, s.now())
 	if err != nil {
-		return 0, invalid("checkout session %s: %v", id, err)
+		return priced{}, invalid("checkout session %s: %v", id, err)
 	}
-	if len(unpriced) > 0 {
-		log.Warn("stripe: line items with prices not in stripe.prices were skipped", zap.Strings("prices", unpriced))
+	if len(out.unpriced) > 0 {
+		log.Warn("stripe: line items with prices not in stripe.prices were skipped", zap.Strings("prices", out.unpriced))
 	}
-	if total == 0 {
+	if out.total == 0 {
 		log.Warn("stripe: no line item of this checkout session is priced in stripe.prices; nothing credited")
 	}
-	return total, nil
+	return out, nil
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tidwall/gjson"
 
-	"github.com/tollgate-dev/tollgate/money"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
@@ -160,7 +159,7 @@ func TestNewReportsEveryProblem(t *testing.T) {
 	_, err := stripesync.New(open(t, boltBackend()).store, stripesync.Options{
 		WebhookSecrets: []string{""},
 		APIBase:        "ftp://example.com",
-		Prices:         map[string]money.Micros{"price_x": 0},
+		Prices:         map[string]stripesync.Price{"price_x": {}},
 	})
 	if err == nil {
 		t.Fatal("New accepted bad options")
