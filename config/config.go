@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/meter"
-	"github.com/tollgate-dev/tollgate/money"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
@@ -258,8 +257,9 @@ type Stripe struct {
 	// APIKey of the other mode (sk_test_… with true, sk_live_… with
 	// false) is an error too.
 	Livemode *bool
-	// Prices maps a Stripe price id or lookup key to the credits one unit
-	// of it buys (YAML "stripe.prices"). See Credits.
+	// Prices maps a Stripe price id or lookup key to what one unit of it
+	// buys and how those credits expire and burn (YAML "stripe.prices").
+	// See StripePrice.
 	Prices map[string]StripePrice
 	// ReconcileInterval is how often serve replays missed Stripe events
 	// (YAML "stripe.reconcile_interval"). Default 1h; 0 disables the
@@ -272,23 +272,21 @@ type Stripe struct {
 	ReconcileWindow time.Duration
 }
 
-// StripePrice is what one unit of a Stripe price buys.
-type StripePrice struct {
-	// Credits is the number of credits one unit buys (YAML "credits");
-	// a line item credits Credits × quantity. Must be > 0.
-	Credits money.Micros
-}
-
-// PriceCredits returns Prices as a plain map from price id or lookup key
-// to the credits one unit buys, the shape stripesync.Options takes
-// (stripesync looks a line's price up by id first, then by lookup key).
-func (s Stripe) PriceCredits() map[string]money.Micros {
-	out := make(map[string]money.Micros, len(s.Prices))
-	for k, p := range s.Prices {
-		out[k] = p.Credits
-	}
-	return out
-}
+// StripePrice is one entry of stripe.prices, what stripesync.Options
+// takes (stripesync looks a line's price up by id first, then by lookup
+// key):
+//
+//   - credits (Credits): the credits one unit buys; a line item credits
+//     credits × quantity. Required, > 0.
+//   - expires (Expires, ExpiresAfter): "period_end" (the end of the
+//     invoice line's period), "never", or a duration from the grant such
+//     as "720h". Unset: period_end on subscription invoices, never on
+//     one-off purchases.
+//   - grace (Grace): a duration added to period_end; default 0. Only
+//     with expires period_end or unset.
+//   - priority (Priority): the lot's place in burn order, 0 (spent
+//     first) to 100; unset means 50.
+type StripePrice = stripesync.Price
 
 // Default returns a Config with every default filled and no routes, for
 // building a configuration in code. It does not pass Validate until it has

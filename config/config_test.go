@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/stripesync"
 	"github.com/tollgate-dev/tollgate/usage"
 )
 
@@ -258,7 +259,7 @@ func TestExample(t *testing.T) {
 	if flat.API != meter.Flat || flat.MaxOutputTokens != 0 || flat.Prices["*"].PerRequest != 100 {
 		t.Errorf("flat route = %+v", flat)
 	}
-	if got, ok := c.Stripe.PriceCredits()["price_credits_10k"]; !ok || got != 10_000*money.Credit {
+	if got, ok := c.Stripe.Prices["price_credits_10k"]; !ok || got.Credits != 10_000*money.Credit {
 		t.Errorf("stripe credits = %v, %v", got, ok)
 	}
 	if !reflect.DeepEqual(c.Stripe.WebhookSecrets, []string{"whsec_test"}) || c.Stripe.APIKey != "sk_test_123" ||
@@ -465,6 +466,27 @@ stripe:
 				`line 3: admin: want a mapping with listen and token, got ":9090"`,
 				`line 5: routes: want a list of routes (each starting with "- path: …"), got a mapping`,
 				`line 7: stripe.webhook_secrets: want a list of secrets, e.g. ["${STRIPE_WEBHOOK_SECRET}", "${STRIPE_WEBHOOK_SECRET_OLD}"], got "whsec_1"`,
+			},
+		},
+		{
+			name: "stripe price lots",
+			yaml: route + `stripe:
+  prices:
+    a: {credits: "1", expires: 30d}
+    b: {credits: "1", expires: "-1h"}
+    c: {credits: "1", expires: never, grace: 1h}
+    d: {credits: "1", grace: -1h, priority: 101}
+    e: {credits: "1", priority: high}
+    f: {credits: "1", expire: never}
+`,
+			want: []string{
+				`line 9: stripe.prices.a.expires: "30d" is not period_end, never or a duration (want e.g. "720h"; days are written in hours)`,
+				`line 10: stripe.prices.b.expires: "-1h0m0s" must be a positive duration (want e.g. "720h"), period_end or never`,
+				`line 11: stripe.prices.c.grace: is added to the end of an invoice line's period, but these credits do not expire at it; remove grace or set expires: period_end`,
+				`line 12: stripe.prices.d.grace: "-1h0m0s" is negative (want e.g. "72h", or 0)`,
+				`line 12: stripe.prices.d.priority: "101" is out of range (want 0, spent first, to 100; unset means 50)`,
+				`line 13: stripe.prices.e.priority: "high" is not a whole number (want e.g. 10)`,
+				`line 14: stripe.prices.f.expire: unknown key (did you mean expires?); allowed keys: credits, expires, grace, priority`,
 			},
 		},
 		{
@@ -828,13 +850,28 @@ routes:
 	}
 }
 
-func TestStripeCredits(t *testing.T) {
-	s := config.Stripe{Prices: map[string]config.StripePrice{
-		"price_1": {Credits: 100 * money.Credit},
-		"pro":     {Credits: 5 * money.Credit},
-	}}
-	if got, want := s.PriceCredits(), map[string]money.Micros{"price_1": 100 * money.Credit, "pro": 5 * money.Credit}; !reflect.DeepEqual(got, want) {
-		t.Errorf("PriceCredits() = %v, want %v", got, want)
+// TestStripePriceLots reads how the credits of each Stripe price expire
+// and burn: expires (period_end, never or a duration), grace, priority.
+func TestStripePriceLots(t *testing.T) {
+	c, err := config.Parse(strings.NewReader(route+`stripe:
+  prices:
+    plain: {credits: "10"}
+    monthly: {credits: "1000", expires: period_end, grace: 72h, priority: 10}
+    pack: {credits: "500", expires: never, priority: 0}
+    promo: {credits: "5", expires: 720h}
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ten, zero := 10, 0
+	want := map[string]config.StripePrice{
+		"plain":   {Credits: 10 * money.Credit},
+		"monthly": {Credits: 1000 * money.Credit, Expires: stripesync.ExpiresPeriodEnd, Grace: 72 * time.Hour, Priority: &ten},
+		"pack":    {Credits: 500 * money.Credit, Expires: stripesync.ExpiresNever, Priority: &zero},
+		"promo":   {Credits: 5 * money.Credit, Expires: stripesync.ExpiresAfter, ExpiresAfter: 720 * time.Hour},
+	}
+	if !reflect.DeepEqual(c.Stripe.Prices, want) {
+		t.Errorf("stripe.prices = %+v\nwant %+v", c.Stripe.Prices, want)
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
 // The keys each mapping accepts, in the order the documentation gives them.
@@ -18,7 +20,7 @@ var (
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "server_tools", "prices"}
 	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window"}
-	creditKeys = []string{"credits"}
+	creditKeys = []string{"credits", "expires", "grace", "priority"}
 )
 
 // billsOutput reports whether api has output tokens the preflight must
@@ -181,10 +183,37 @@ func (p *parser) stripe(n *yaml.Node) {
 				s.Prices = map[string]StripePrice{}
 			}
 			if m, ok := p.amount(c.val, keyPath(ep, "credits"), "10000"); ok {
-				s.Prices[e.key] = StripePrice{Credits: m}
+				s.Prices[e.key] = p.stripeLot(pf, StripePrice{Credits: m})
 			}
 		}
 	}
+}
+
+// stripeLot reads how the credits of a stripe.prices entry expire and
+// burn (expires, grace, priority) into sp; validate checks the values.
+func (p *parser) stripeLot(f fields, sp StripePrice) StripePrice {
+	if v, line, ok := p.text(f, "expires"); ok && v != "" {
+		switch v {
+		case "never":
+			sp.Expires = stripesync.ExpiresNever
+		case "period_end":
+			sp.Expires = stripesync.ExpiresPeriodEnd
+		default:
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				p.errorf(line, keyPath(f.path, "expires"), `%q is not period_end, never or a duration (want e.g. "720h"; days are written in hours)`, v)
+				break
+			}
+			sp.Expires, sp.ExpiresAfter = stripesync.ExpiresAfter, d
+		}
+	}
+	p.duration(f, "grace", &sp.Grace)
+	var prio int64
+	if p.integer(f, "priority", "10", &prio) {
+		n := int(max(min(prio, 1<<20), -1)) // out of range either way; validate says so
+		sp.Priority = &n
+	}
+	return sp
 }
 
 // warnings reports settings that work but are probably not what the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
@@ -341,8 +342,21 @@ func (k *checker) stripe() {
 			k.errorf(pp, "the price id is empty (want a Stripe price id such as price_123 or a lookup key)")
 			continue
 		}
-		if c := s.Prices[id].Credits; c <= 0 {
-			k.errorf(keyPath(pp, "credits"), `%q must be greater than 0 (credits one unit buys, e.g. "10000")`, c.Decimal())
+		sp := s.Prices[id]
+		if sp.Credits <= 0 {
+			k.errorf(keyPath(pp, "credits"), `%q must be greater than 0 (credits one unit buys, e.g. "10000")`, sp.Credits.Decimal())
+		}
+		if sp.Expires == stripesync.ExpiresAfter && sp.ExpiresAfter <= 0 {
+			k.errorf(keyPath(pp, "expires"), `%q must be a positive duration (want e.g. "720h"), period_end or never`, sp.ExpiresAfter.String())
+		}
+		switch {
+		case sp.Grace < 0:
+			k.errorf(keyPath(pp, "grace"), `%q is negative (want e.g. "72h", or 0)`, sp.Grace.String())
+		case sp.Grace > 0 && (sp.Expires == stripesync.ExpiresNever || sp.Expires == stripesync.ExpiresAfter):
+			k.errorf(keyPath(pp, "grace"), "is added to the end of an invoice line's period, but these credits do not expire at it; remove grace or set expires: period_end")
+		}
+		if sp.Priority != nil && (*sp.Priority < 0 || *sp.Priority > ledger.MaxPriority) {
+			k.errorf(keyPath(pp, "priority"), `"%d" is out of range (want 0, spent first, to %d; unset means %d)`, *sp.Priority, ledger.MaxPriority, ledger.DefaultPriority)
 		}
 	}
 	if s.ReconcileInterval < 0 {

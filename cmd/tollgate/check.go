@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/config"
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/stripesync"
 	tokens "github.com/tollgate-dev/tollgate/usage" // package main has a func usage
 )
 
@@ -130,7 +132,8 @@ func printConfig(w io.Writer, path string, c *config.Config) error {
 		t.printf("stripe API\t%s, reconcile every %s over the last %s\n", s.APIBase, short(s.ReconcileInterval), short(s.ReconcileWindow))
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.Prices)) {
-		t.printf("stripe price\t%s = %s credits per unit\n", id, s.Prices[id].Credits.Decimal())
+		p := s.Prices[id]
+		t.printf("stripe price\t%s = %s credits per unit; they %s; priority %d\n", id, p.Credits.Decimal(), priceExpiry(p), priceLotPriority(p))
 	}
 	_ = t.done() // out keeps the error
 
@@ -342,4 +345,29 @@ func bytesSize(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// priceExpiry says when the credits of a Stripe price expire.
+func priceExpiry(p config.StripePrice) string {
+	grace := ""
+	if p.Grace > 0 {
+		grace = " + " + short(p.Grace)
+	}
+	switch p.Expires {
+	case stripesync.ExpiresNever:
+		return "never expire"
+	case stripesync.ExpiresPeriodEnd:
+		return "expire at the period end" + grace
+	case stripesync.ExpiresAfter:
+		return "expire " + short(p.ExpiresAfter) + " after the grant"
+	}
+	return "expire at the period end" + grace + " on subscriptions, never on one-off purchases"
+}
+
+// priceLotPriority is the burn-order priority of a Stripe price's credits.
+func priceLotPriority(p config.StripePrice) int {
+	if p.Priority != nil {
+		return *p.Priority
+	}
+	return ledger.DefaultPriority
 }

@@ -150,6 +150,9 @@ func TestCheckExample(t *testing.T) {
 		"    above 200000 input tokens: input 6, cached_input 0.6, cache_write_input 7.5, cache_write_input_1h 12, output 22.5\n",
 		"    speed fast: input 30, cached_input 3, cache_write_input 37.5, cache_write_input_1h 60, output 150\n    inference_geo us: token rates × 1.1\n",
 		"  MODEL                PER_REQUEST\n  * (any other model)  0.0001\n",
+		"stripe price       price_credits_10k = 10000 credits per unit; they expire at the period end on subscriptions, never on one-off purchases; priority 50\n",
+		"stripe price       price_pro_monthly = 1000 credits per unit; they expire at the period end + 72h; priority 50\n",
+		"stripe price       price_promo_pack = 500 credits per unit; they expire 720h after the grant; priority 10\n",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)

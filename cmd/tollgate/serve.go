@@ -150,7 +150,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 		APIKey:         cfg.Stripe.APIKey,
 		APIBase:        cfg.Stripe.APIBase,
 		Livemode:       cfg.Stripe.Livemode,
-		Prices:         cfg.Stripe.PriceCredits(),
+		Prices:         cfg.Stripe.Prices,
 		Logger:         log.Named("stripe"),
 		Registerer:     reg,
 	})
