@@ -55,6 +55,14 @@ const (
 // KindAdjust, priority DefaultPriority and reference "migration", and a
 // negative one into debt, once. No entry is written: the balance does not
 // change.
+//
+// RedisStore also adopts what an older tollgate sharing the Redis (during
+// a rolling upgrade) did to a balance since a script of this version last
+// saw it: a drop is taken from the lots in burn order, as its charge or
+// debit would have been; a rise repays debt and the rest becomes a lot
+// like the migrated one, named after the latest entry. Older replicas
+// neither spend lots nor expire them, so until the last of them is gone
+// they may admit requests against credits that have expired.
 const MigratedLot = "0"
 
 // migrationReference is the reference of the MigratedLot.

@@ -214,3 +214,58 @@ func TestRedisMigratesPreLotsAccount(t *testing.T) {
 	wantLots(t, s, bob, "2:10")
 	checkInvariants(t, s, bob)
 }
+
+// TestRedisAdoptsWhatOlderReplicasDid: during a rolling upgrade, replicas
+// of the version before lots share the Redis and change balances with
+// scripts that know nothing of lots. The next script of this version takes
+// a drop from the lots in burn order and turns a rise into a lot (after
+// repaying debt), so that the lots again hold the balance.
+func TestRedisAdoptsWhatOlderReplicasDid(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	clock := newFakeClock()
+	s := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{Now: clock.Now})
+	t.Cleanup(func() { s.Close() })
+	cust := "adopt-" + randomHex(4)
+	keys := ledger.CustomerKeys(cust)
+	t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
+	ten := 10
+	mustApply(t, s, ledger.Credit{Customer: cust, Amount: c("10"), Kind: ledger.KindGrant, Key: "promo", Priority: &ten, ExpiresAt: clock.Now().Add(time.Hour)})
+	mustApply(t, s, ledger.Credit{Customer: cust, Amount: c("20"), Kind: ledger.KindTopup, Key: "pack"})
+	// older changes the balance as the scripts before lots did: balance
+	// and seq in the account, one entry, nothing else.
+	older := func(kind string, amount money.Micros) {
+		t.Helper()
+		v, err := rdb.HMGet(ctx, keys[0], "balance", "seq").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		balance, _ := strconv.ParseInt(v[0].(string), 10, 64)
+		seq, _ := strconv.ParseInt(v[1].(string), 10, 64)
+		balance, seq = balance+int64(amount), seq+1
+		body := `{"kind":"` + kind + `","reference":"older","at":"` + clock.Now().Format(time.RFC3339Nano) + `"}`
+		pipe := rdb.TxPipeline()
+		pipe.HSet(ctx, keys[0], "balance", balance, "seq", seq)
+		pipe.HSet(ctx, keys[4], strconv.FormatInt(seq, 10), strconv.FormatInt(int64(amount), 10)+" "+strconv.FormatInt(balance, 10)+" "+body)
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	older("charge", c("-4"))
+	wantLots(t, s, cust, "1:6", "2:20") // the promotion is spent first
+	older("grant", c("5"))
+	wantLots(t, s, cust, "1:6", "2:20", "4:5")
+	older("charge", c("-2"))
+	older("adjust", c("-38")) // two changes before this version looks: 40 in all
+	wantLots(t, s, cust)
+	wantDebt(t, s, cust, c("-9"), c("9"))
+	older("grant", c("3"))
+	wantDebt(t, s, cust, c("-6"), c("6"))
+	older("grant", c("7"))
+	wantLots(t, s, cust, "8:1")
+	checkInvariants(t, s, cust)
+	// This version carries on from there.
+	mustCredit(t, s, cust, c("1"))
+	wantLots(t, s, cust, "8:1", "9:1")
+	checkInvariants(t, s, cust)
+}

@@ -33,9 +33,11 @@
 -- that reads the balance or spends lots first calls expire_lots, which
 -- writes an expire entry for what the lot held.
 --
--- account.lots is the migration marker: an account with entries but
--- without it kept its balance before lots existed, and load_account
--- turns that balance into lot 0 (or debt) before anything else.
+-- account.lots is the balance the lots held when a script of this
+-- version last saved the account. An account with entries but without it
+-- kept its balance before lots existed; one where it differs from
+-- balance was changed since by an older tollgate sharing this Redis (a
+-- rolling upgrade). adopt brings the lots in line before anything else.
 --
 -- account.reserved is the sum of the amounts of the live holds. An expired
 -- hold stays live until some script (or the sweeper) closes it, so every
@@ -43,9 +45,10 @@
 --
 -- account.expire_at is at most the smallest score in hold:expiry, and is
 -- absent only when hold:expiry is empty; account.forget_at is the same for
--- hold:forget, and account.lot_expire_at for lots:expiry. They let a script see from the account alone, which it reads
--- anyway, that no hold can have expired and no closed hold is due to be
--- forgotten, instead of asking both sorted sets on every call. A script
+-- hold:forget, and account.lot_expire_at for lots:expiry. They let a
+-- script see from the account alone, which it reads anyway, that no hold
+-- can have expired, no lot is due and no closed hold is due to be
+-- forgotten, instead of asking the sorted sets on every call. A script
 -- that adds to a set lowers the bound; one that empties the due part of a
 -- set sets it to the set's new smallest score.
 --
@@ -123,11 +126,11 @@ local function migrate(a, now)
 end
 
 -- load_account reads the account into a table: balance, reserved, seq,
--- suspended and debt as numbers (0 when absent), expire_at, forget_at and
--- lot_expire_at as numbers or nil. It keeps the values read, so that
--- save_account writes back only what changed. An account kept before
--- lots is migrated first (now is the migrated lot's creation time).
-local function load_account(now)
+-- suspended and debt as numbers (0 when absent), expire_at, forget_at,
+-- lot_expire_at and lots as numbers or nil. It keeps the values read, so
+-- that save_account writes back only what changed. Scripts that use lots
+-- call adopt next (current does).
+local function load_account()
   local v = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'seq', 'expire_at', 'forget_at', 'suspended', 'debt', 'lot_expire_at', 'lots')
   local a = {
     balance = tonumber(v[1]) or 0,
@@ -138,13 +141,10 @@ local function load_account(now)
     suspended = tonumber(v[6]) or 0,
     debt = tonumber(v[7]) or 0,
     lot_expire_at = v[8] and tonumber(v[8]),
-    lots = v[9],
+    lots = v[9] and tonumber(v[9]),
   }
   a.balance0, a.reserved0, a.seq0, a.expire_at0, a.forget_at0 = a.balance, a.reserved, a.seq, a.expire_at, a.forget_at
   a.debt0, a.lot_expire_at0 = a.debt, a.lot_expire_at
-  if not a.lots and a.seq > 0 then
-    migrate(a, now)
-  end
   return a
 end
 
@@ -163,8 +163,8 @@ end
 
 -- save_account writes the fields of a that changed since load_account in
 -- one HSET (suspended is only ever changed by suspend.lua and lift.lua,
--- with HINCRBY), deletes a bound whose set became empty, and marks an
--- account with entries as kept in lots. It returns reply, so that a
+-- with HINCRBY), deletes a bound whose set became empty, and records in
+-- account.lots the balance the lots now hold. It returns reply, so that a
 -- script can end with "return save_account(a, reply)".
 local function save_account(a, reply)
   local set, del = {}, {}
@@ -175,9 +175,9 @@ local function save_account(a, reply)
   save_field(set, del, 'forget_at', a.forget_at, a.forget_at0)
   save_field(set, del, 'debt', a.debt, a.debt0)
   save_field(set, del, 'lot_expire_at', a.lot_expire_at, a.lot_expire_at0)
-  if not a.lots and a.seq > 0 then
+  if a.seq > 0 and a.lots ~= a.balance then
     set[#set + 1] = 'lots'
-    set[#set + 1] = '1'
+    set[#set + 1] = int(a.balance)
   end
   if #set > 0 then
     redis.call('HSET', K_ACCOUNT, unpack(set))
@@ -446,12 +446,39 @@ local function spend(a, amount, from)
   end
 end
 
--- current loads the account as every read must see it at now: holds due
--- by now expired (they stop counting at once), lots due by now expired
--- (likewise, with their expire entries), and a batch of closed holds past
--- their retention forgotten.
+-- adopt brings the lots in line with a balance that changed without them
+-- (see account.lots above): an account kept before lots is migrated
+-- (migrate); a drop an older tollgate made is taken from the lots in burn
+-- order, as its charge or debit would have been; a rise repays debt, and
+-- the rest becomes a lot that never expires, named after the latest
+-- entry (an older tollgate appends one with every change, so no lot has
+-- that id yet), of kind adjust and reference "migration".
+local function adopt(a, now)
+  if not a.lots then
+    if a.seq > 0 then
+      migrate(a, now)
+    end
+    return
+  end
+  local change = a.balance - a.lots
+  if change < 0 then
+    spend(a, -change)
+  elseif change > 0 then
+    local repaid = math.min(a.debt, change)
+    a.debt = a.debt - repaid
+    if change > repaid then
+      add_lot(a, pad(a.seq), {rem = change - repaid, amount = change, prio = DEFAULT_PRIORITY, exp = 0, created = now, kind = 'adjust', ref = 'migration'})
+    end
+  end
+end
+
+-- current loads the account as every read must see it at now: lots in
+-- line with the balance (adopt), holds due by now expired (they stop
+-- counting at once), lots due by now expired (likewise, with their expire
+-- entries), and a batch of closed holds past their retention forgotten.
 local function current(now, retention)
-  local a = load_account(now)
+  local a = load_account()
+  adopt(a, now)
   expire_holds(a, now, retention)
   expire_lots(a, now)
   prune(a, now, PRUNE_BATCH)
@@ -461,7 +488,8 @@ end
 -- current_lots loads the account with the lots due by now expired, for a
 -- script that changes the balance but not the holds.
 local function current_lots(now)
-  local a = load_account(now)
+  local a = load_account()
+  adopt(a, now)
   expire_lots(a, now)
   return a
 end
