@@ -326,7 +326,9 @@ func checkRedisLayout(t *testing.T, rdb *redis.Client, customer, when string) {
 // checkRedisLots checks the lot keys of customer against each other and
 // against the account: every lot is in lots:burn at its burn score and,
 // when it expires, in lots:expiry at its expiry; nothing else is in
-// either; account.lot_expire_at is at most the earliest expiry; lots hold
+// either; account.head, when set, is the first lot in burn order, and its
+// head_rem what that lot has left; account.lot_expire_at is at most the
+// earliest expiry; lots hold
 // what they should (remaining > 0, sum of remaining - debt = balance,
 // debt only without lots); and account.lots, on an account with entries,
 // is that balance.
@@ -354,6 +356,19 @@ func checkRedisLots(t *testing.T, rdb *redis.Client, customer string, acct map[s
 	for _, z := range expiry {
 		expiryScore[z.Member.(string)] = z.Score
 	}
+	// The head cache: the first lot in burn order, whose record may hold
+	// more than it has left.
+	head, cached := acct["head"]
+	if cached {
+		if len(burn) == 0 || burn[0].Member != head {
+			t.Fatalf("%s: account.head %q is not the first lot in burn order %v", when, head, burn)
+		}
+		if _, ok := acct["head_rem"]; !ok {
+			t.Fatalf("%s: account.head without head_rem: %v", when, acct)
+		}
+	} else if _, ok := acct["head_rem"]; ok {
+		t.Fatalf("%s: account.head_rem without head: %v", when, acct)
+	}
 	var sum int64
 	expiring := 0
 	for pid, raw := range lots {
@@ -363,6 +378,13 @@ func checkRedisLots(t *testing.T, rdb *redis.Client, customer string, acct map[s
 		}
 		if len(pid) != lotIDWidth {
 			t.Fatalf("%s: lot id %q is not padded", when, pid)
+		}
+		if cached && pid == head {
+			rem, _ := strconv.ParseInt(acct["head_rem"], 10, 64)
+			if rem <= 0 || rem > l.remaining {
+				t.Fatalf("%s: head lot %s has %d left by the cache, %d by its record", when, pid, rem, l.remaining)
+			}
+			l.remaining = rem
 		}
 		sum += l.remaining
 		never := int64(1<<43 - 1)

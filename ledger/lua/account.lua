@@ -34,7 +34,11 @@ if first then
     if not rec then
       corrupt(a, 'lot ' .. ids[i] .. ' in lots:expiry has no record')
     end
-    next_amount = next_amount + parse_lot(a, ids[i], rec).rem
+    local rem = lots().parse(a, ids[i], rec).rem
+    if ids[i] == a.head then
+      rem = a.head_rem
+    end
+    next_amount = next_amount + rem
   end
 end
 return save_account(a, {a.balance, a.reserved, a.suspended, a.debt, next_at, next_amount})

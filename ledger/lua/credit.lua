@@ -91,12 +91,13 @@ if delta < 0 then
   end
   spend(a, -delta, from)
 elseif expires > 0 and expires <= now then
-  append_entry(a, -delta, expire_body(int(seq), ref, at))
+  append_entry(a, -delta, lots().expire_body(int(seq), ref, at))
 else
   local repaid = math.min(a.debt, delta)
   a.debt = a.debt - repaid
   if delta > repaid then
-    add_lot(a, pad(seq), {rem = delta - repaid, amount = delta, prio = priority, exp = expires, created = now, kind = kind, ref = ref})
+    local L = lots()
+    L.add(a, L.pad(seq), {rem = delta - repaid, amount = delta, prio = priority, exp = expires, created = now, kind = kind, ref = ref})
   end
 end
 return save_account(a, {0, seq, balance, delta})

@@ -8,7 +8,7 @@
 --
 -- KEYS[1] -> tollgate:{<customer>}:account      hash: balance, reserved, seq, suspended,
 --                                                expire_at, forget_at, debt, lot_expire_at,
---                                                lots (below)
+--                                                lots, head, head_rem (below)
 -- KEYS[2] -> tollgate:{<customer>}:holds        hash: hold id -> live "<amount> <attempt>", or
 --                                                closed "<state> <forget_at_ms>[ <seq>]",
 --                                                state e(xpired) | r(eleased) | s(ettled, by entry seq)
@@ -32,6 +32,15 @@
 -- keys until some script (or the sweeper) expires it, so every script
 -- that reads the balance or spends lots first calls expire_lots, which
 -- writes an expire entry for what the lot held.
+--
+-- account.head, when set, is the padded id of the first lot in burn order
+-- and account.head_rem its remaining credits; that lot's record in the
+-- lots hash may then hold a stale (larger) remaining. A charge that does
+-- not use the head up changes head_rem alone, in the account it writes
+-- anyway, so it touches no lot key. Whatever could put another lot first
+-- (add_lot) writes head_rem into the record and clears the cache; dropping
+-- the head lot clears it; readers of records use head_rem for the head
+-- (or write it into the record first, flush_head).
 --
 -- account.lots is the balance the lots held when a script of this
 -- version last saved the account. An account with entries but without it
@@ -69,11 +78,6 @@ local K_LOT_EXPIRY = KEYS[10]
 
 local MAX_AMOUNT = 9007199254740991 -- 2^53-1, ledger.MaxAmount
 local PRUNE_BATCH = 16 -- closed holds forgotten per script, beyond Sweep
-local PRIORITY_UNIT = 8796093022208 -- 2^43: lot_score's priority step
-local NEVER = PRIORITY_UNIT - 1 -- lot_score's expiry of a lot that never expires
-local DEFAULT_PRIORITY = 50 -- ledger.DefaultPriority
-local MIGRATED_LOT = '0000000000000000' -- pad(0), ledger.MigratedLot
-
 local function int(n)
   return string.format('%d', n)
 end
@@ -82,69 +86,29 @@ local function in_range(n)
   return n >= -MAX_AMOUNT and n <= MAX_AMOUNT
 end
 
--- pad returns lot id n as the members and fields of the lot keys name it.
-local function pad(n)
-  return string.format('%016d', n)
-end
-
--- lot_score is a lot's score in lots:burn: priority, then expiry (never
--- last), in one exact double (7 + 43 bits). Equal scores sort by member,
--- the padded id: oldest first.
-local function lot_score(priority, expires)
-  if expires == 0 then
-    expires = NEVER
-  end
-  return priority * PRIORITY_UNIT + expires
-end
-
--- format_lot and parse_lot are the lot text of ledger/lots.go.
-local function format_lot(l)
-  return int(l.rem) .. ' ' .. int(l.amount) .. ' ' .. int(l.prio) .. ' ' .. int(l.exp) .. ' ' .. int(l.created) .. ' ' .. l.kind .. ' ' .. l.ref
-end
-
--- add_lot stores lot pid (padded id) in the three lot keys and lowers
--- account.lot_expire_at to its expiry.
-local function add_lot(a, pid, l)
-  redis.call('HSET', K_LOTS, pid, format_lot(l))
-  redis.call('ZADD', K_LOT_BURN, int(lot_score(l.prio, l.exp)), pid)
-  if l.exp > 0 then
-    redis.call('ZADD', K_LOT_EXPIRY, int(l.exp), pid)
-    if not a.lot_expire_at or a.lot_expire_at > l.exp then
-      a.lot_expire_at = l.exp
-    end
-  end
-end
-
--- migrate turns the balance of an account kept before lots into lot 0
--- (positive) or debt (negative): see ledger.MigratedLot.
-local function migrate(a, now)
-  if a.balance > 0 then
-    add_lot(a, MIGRATED_LOT, {rem = a.balance, amount = a.balance, prio = DEFAULT_PRIORITY, exp = 0, created = now, kind = 'adjust', ref = 'migration'})
-  elseif a.balance < 0 then
-    a.debt = -a.balance
-  end
-end
-
 -- load_account reads the account into a table: balance, reserved, seq,
 -- suspended and debt as numbers (0 when absent), expire_at, forget_at,
 -- lot_expire_at and lots as numbers or nil. It keeps the values read, so
 -- that save_account writes back only what changed. Scripts that use lots
 -- call adopt next (current does).
 local function load_account()
-  local v = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'seq', 'expire_at', 'forget_at', 'suspended', 'debt', 'lot_expire_at', 'lots')
+  local v = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'seq', 'expire_at', 'forget_at', 'suspended', 'debt', 'lot_expire_at', 'lots', 'head', 'head_rem')
+  -- A missing field is false in the reply; tonumber makes it nil.
   local a = {
     balance = tonumber(v[1]) or 0,
     reserved = tonumber(v[2]) or 0,
     seq = tonumber(v[3]) or 0,
-    expire_at = v[4] and tonumber(v[4]),
-    forget_at = v[5] and tonumber(v[5]),
+    expire_at = tonumber(v[4]),
+    forget_at = tonumber(v[5]),
     suspended = tonumber(v[6]) or 0,
     debt = tonumber(v[7]) or 0,
-    lot_expire_at = v[8] and tonumber(v[8]),
-    lots = v[9] and tonumber(v[9]),
+    lot_expire_at = tonumber(v[8]),
+    lots = tonumber(v[9]),
+    head = v[10] or nil,
+    head_rem = tonumber(v[11]),
   }
   a.balance0, a.reserved0, a.seq0, a.expire_at0, a.forget_at0 = a.balance, a.reserved, a.seq, a.expire_at, a.forget_at
-  a.debt0, a.lot_expire_at0 = a.debt, a.lot_expire_at
+  a.debt0, a.lot_expire_at0, a.head0, a.head_rem0 = a.debt, a.lot_expire_at, a.head, a.head_rem
   return a
 end
 
@@ -175,6 +139,15 @@ local function save_account(a, reply)
   save_field(set, del, 'forget_at', a.forget_at, a.forget_at0)
   save_field(set, del, 'debt', a.debt, a.debt0)
   save_field(set, del, 'lot_expire_at', a.lot_expire_at, a.lot_expire_at0)
+  save_field(set, del, 'head_rem', a.head_rem, a.head_rem0)
+  if a.head ~= a.head0 then
+    if a.head then
+      set[#set + 1] = 'head'
+      set[#set + 1] = a.head
+    else
+      del[#del + 1] = 'head'
+    end
+  end
   if a.seq > 0 and a.lots ~= a.balance then
     set[#set + 1] = 'lots'
     set[#set + 1] = int(a.balance)
@@ -307,169 +280,276 @@ local function append_entry(a, amount, body)
   return a.seq
 end
 
--- parse_lot reads the stored text of lot pid.
-local function parse_lot(a, pid, rec)
-  local rem, amount, prio, exp, created, kind, ref = string.match(rec, '^(%d+) (%d+) (%d+) (%d+) (%-?%d+) (%S+) (.*)$')
-  if not rem then
-    corrupt(a, 'malformed lot ' .. pid)
+-- The lot helpers are built on first use (lots), not by every script
+-- call: a script runs its whole chunk on every EVALSHA, and each local
+-- function the chunk defines costs a closure, so a reservation, or a
+-- charge the head lot covers, defines and runs only what it needs.
+local lotlib
+local function lots()
+  if lotlib then
+    return lotlib
   end
-  return {rem = tonumber(rem), amount = tonumber(amount), prio = tonumber(prio), exp = tonumber(exp), created = tonumber(created), kind = kind, ref = ref}
-end
+  local PRIORITY_UNIT = 8796093022208 -- 2^43: lot_score's priority step
+  local NEVER = PRIORITY_UNIT - 1 -- lot_score's expiry of a lot that never expires
+  local DEFAULT_PRIORITY = 50 -- ledger.DefaultPriority
+  local MIGRATED_LOT = '0000000000000000' -- pad(0), ledger.MigratedLot
 
--- json_string quotes s as JSON, as appendJSONString in ledger/codec.go
--- does for valid UTF-8 (references are checked to be valid UTF-8).
-local JSON_ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
-local function json_string(s)
-  local quoted = string.gsub(s, '[%z\1-\31"\\]', function(c)
-    return JSON_ESCAPES[c] or string.format('\\u%04x', string.byte(c))
-  end)
-  return '"' .. quoted .. '"'
-end
-
--- rfc3339 formats unix ms ms (1970 to 9999) as Go's time.RFC3339Nano
--- does in UTC: no fraction for a whole second, else trailing zeros cut.
--- The date is Howard Hinnant's civil_from_days.
-local function rfc3339(ms)
-  local days = math.floor(ms / 86400000)
-  local rest = ms - days * 86400000
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400
-  if m <= 2 then
-    y = y + 1
+  -- pad returns lot id n as the members and fields of the lot keys name
+  -- it.
+  local function pad(n)
+    return string.format('%016d', n)
   end
-  local secs = math.floor(rest / 1000)
-  local frac = rest - secs * 1000
-  local text = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d, math.floor(secs / 3600), math.floor(secs / 60) % 60, secs % 60)
-  if frac > 0 then
-    text = text .. (string.gsub(string.format('.%03d', frac), '0+$', ''))
-  end
-  return text .. 'Z'
-end
 
--- expire_body is the entry body of the expiry of lot id (decimal) whose
--- reference is ref, at the RFC 3339 time at: the text entryBody.json in
--- ledger/codec.go writes for it.
-local function expire_body(id, ref, at)
-  local b = '{"kind":"expire"'
-  if ref ~= '' then
-    b = b .. ',"reference":' .. json_string(ref)
+  -- lot_score is a lot's score in lots:burn: priority, then expiry (never
+  -- last), in one exact double (7 + 43 bits). Equal scores sort by
+  -- member, the padded id: oldest first.
+  local function lot_score(priority, expires)
+    if expires == 0 then
+      expires = NEVER
+    end
+    return priority * PRIORITY_UNIT + expires
   end
-  return b .. ',"lot":"' .. id .. '","at":"' .. at .. '"}'
-end
 
--- drop_lot removes lot pid, parsed as l, from the three lot keys. It
--- leaves account.lot_expire_at as it is: a bound below the smallest
--- expiry only costs one look at lots:expiry.
-local function drop_lot(pid, l)
-  redis.call('HDEL', K_LOTS, pid)
-  redis.call('ZREM', K_LOT_BURN, pid)
-  if l.exp > 0 then
+  -- format and parse are the lot text of ledger/lots.go.
+  local function format(l)
+    return int(l.rem) .. ' ' .. int(l.amount) .. ' ' .. int(l.prio) .. ' ' .. int(l.exp) .. ' ' .. int(l.created) .. ' ' .. l.kind .. ' ' .. l.ref
+  end
+
+  local function parse(a, pid, rec)
+    local rem, amount, prio, exp, created, kind, ref = string.match(rec, '^(%d+) (%d+) (%d+) (%d+) (%-?%d+) (%S+) (.*)$')
+    if not rem then
+      corrupt(a, 'malformed lot ' .. pid)
+    end
+    return {rem = tonumber(rem), amount = tonumber(amount), prio = tonumber(prio), exp = tonumber(exp), created = tonumber(created), kind = kind, ref = ref}
+  end
+
+  -- record returns the parsed record of lot pid, which must exist.
+  local function record(a, pid, where)
+    local rec = redis.call('HGET', K_LOTS, pid)
+    if not rec then
+      corrupt(a, 'lot ' .. pid .. ' in ' .. where .. ' has no record')
+    end
+    return parse(a, pid, rec)
+  end
+
+  -- flush_head writes the cached remaining of the head lot into its
+  -- record, so that the record is true again; the cache stays.
+  local function flush_head(a)
+    if not a.head then
+      return
+    end
+    local l = record(a, a.head, 'account.head')
+    l.rem = a.head_rem
+    redis.call('HSET', K_LOTS, a.head, format(l))
+  end
+
+  -- add stores lot pid (padded id) in the three lot keys and lowers
+  -- account.lot_expire_at to its expiry. The new lot may burn first, so
+  -- the head cache is written back and cleared.
+  local function add(a, pid, l)
+    flush_head(a)
+    a.head, a.head_rem = nil, nil
+    redis.call('HSET', K_LOTS, pid, format(l))
+    redis.call('ZADD', K_LOT_BURN, int(lot_score(l.prio, l.exp)), pid)
+    if l.exp > 0 then
+      redis.call('ZADD', K_LOT_EXPIRY, int(l.exp), pid)
+      if not a.lot_expire_at or a.lot_expire_at > l.exp then
+        a.lot_expire_at = l.exp
+      end
+    end
+  end
+
+  -- drop removes lot pid from the three lot keys (and from the head
+  -- cache). It leaves account.lot_expire_at as it is: a bound below the
+  -- smallest expiry only costs one look at lots:expiry.
+  local function drop(a, pid)
+    redis.call('HDEL', K_LOTS, pid)
+    redis.call('ZREM', K_LOT_BURN, pid)
     redis.call('ZREM', K_LOT_EXPIRY, pid)
+    if pid == a.head then
+      a.head, a.head_rem = nil, nil
+    end
   end
+
+  -- json_string quotes s as JSON, as appendJSONString in ledger/codec.go
+  -- does for valid UTF-8 (references are checked to be valid UTF-8).
+  local JSON_ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+  local function json_string(str)
+    local quoted = string.gsub(str, '[%z\1-\31"\\]', function(c)
+      return JSON_ESCAPES[c] or string.format('\\u%04x', string.byte(c))
+    end)
+    return '"' .. quoted .. '"'
+  end
+
+  -- rfc3339 formats unix ms ms (1970 to 9999) as Go's time.RFC3339Nano
+  -- does in UTC: no fraction for a whole second, else trailing zeros
+  -- cut. The date is Howard Hinnant's civil_from_days.
+  local function rfc3339(ms)
+    local days = math.floor(ms / 86400000)
+    local rest = ms - days * 86400000
+    local z = days + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local d = doy - math.floor((153 * mp + 2) / 5) + 1
+    local m = mp < 10 and mp + 3 or mp - 9
+    local y = yoe + era * 400
+    if m <= 2 then
+      y = y + 1
+    end
+    local secs = math.floor(rest / 1000)
+    local frac = rest - secs * 1000
+    local text = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d, math.floor(secs / 3600), math.floor(secs / 60) % 60, secs % 60)
+    if frac > 0 then
+      text = text .. (string.gsub(string.format('.%03d', frac), '0+$', ''))
+    end
+    return text .. 'Z'
+  end
+
+  -- expire_body is the entry body of the expiry of lot id (decimal) whose
+  -- reference is ref, at the RFC 3339 time at: the text entryBody.json in
+  -- ledger/codec.go writes for it.
+  local function expire_body(id, ref, at)
+    local b = '{"kind":"expire"'
+    if ref ~= '' then
+      b = b .. ',"reference":' .. json_string(ref)
+    end
+    return b .. ',"lot":"' .. id .. '","at":"' .. at .. '"}'
+  end
+
+  -- expire expires the lots whose expiry is at or before now, oldest
+  -- expiry first, each with an expire entry dated at its expiry, and
+  -- returns how many it expired; with limit, at most limit of them.
+  local function expire(a, now, limit)
+    local ids
+    if limit then
+      ids = redis.call('ZRANGEBYSCORE', K_LOT_EXPIRY, '-inf', int(now), 'LIMIT', 0, limit)
+    else
+      ids = redis.call('ZRANGEBYSCORE', K_LOT_EXPIRY, '-inf', int(now))
+    end
+    for _, pid in ipairs(ids) do
+      local l = record(a, pid, 'lots:expiry')
+      if pid == a.head then
+        l.rem, a.head, a.head_rem = a.head_rem, nil, nil
+      end
+      redis.call('HDEL', K_LOTS, pid)
+      redis.call('ZREM', K_LOT_BURN, pid)
+      append_entry(a, -l.rem, expire_body(int(tonumber(pid)), l.ref, rfc3339(l.exp)))
+    end
+    if #ids > 0 then
+      -- The ids are the set's lowest scores, so its first #ids ranks.
+      redis.call('ZREMRANGEBYRANK', K_LOT_EXPIRY, 0, #ids - 1)
+    end
+    a.lot_expire_at = first_score(K_LOT_EXPIRY)
+    return #ids
+  end
+
+  -- spend takes amount (> 0) from the lots: from lot from (a padded id,
+  -- or nil) first if it is active, then in burn order through the head
+  -- cache; what no lot covers becomes debt. Each step removes a lot or
+  -- finishes, so it costs one look at lots:burn per lot it uses up.
+  local function spend(a, amount, from)
+    if from and from ~= a.head then
+      local rec = redis.call('HGET', K_LOTS, from)
+      if rec then
+        local l = parse(a, from, rec)
+        if l.rem > amount then
+          l.rem = l.rem - amount
+          redis.call('HSET', K_LOTS, from, format(l))
+          return
+        end
+        drop(a, from)
+        amount = amount - l.rem
+      end
+    end
+    while amount > 0 do
+      if not a.head then
+        local pid = redis.call('ZRANGE', K_LOT_BURN, 0, 0)[1]
+        if not pid then
+          a.debt = a.debt + amount
+          return
+        end
+        a.head, a.head_rem = pid, record(a, pid, 'lots:burn').rem
+      end
+      if a.head_rem > amount then
+        a.head_rem = a.head_rem - amount
+        return
+      end
+      amount = amount - a.head_rem
+      drop(a, a.head)
+    end
+  end
+
+  -- never is a lot that never expires, of DEFAULT_PRIORITY, kind adjust
+  -- and reference "migration": what migrate and adopt create.
+  local function never(remaining, amount, now)
+    return {rem = remaining, amount = amount, prio = DEFAULT_PRIORITY, exp = 0, created = now, kind = 'adjust', ref = 'migration'}
+  end
+
+  -- adopt: see the core adopt below.
+  local function adopt(a, now)
+    if not a.lots then
+      -- An account kept before lots: see ledger.MigratedLot.
+      if a.balance > 0 then
+        add(a, MIGRATED_LOT, never(a.balance, a.balance, now))
+      elseif a.balance < 0 then
+        a.debt = -a.balance
+      end
+      return
+    end
+    local change = a.balance - a.lots
+    if change < 0 then
+      spend(a, -change)
+    elseif change > 0 then
+      local repaid = math.min(a.debt, change)
+      a.debt = a.debt - repaid
+      if change > repaid then
+        add(a, pad(a.seq), never(change - repaid, change, now))
+      end
+    end
+  end
+
+  lotlib = {pad = pad, parse = parse, flush_head = flush_head, add = add, expire_body = expire_body, expire = expire, spend = spend, adopt = adopt}
+  return lotlib
 end
 
--- expire_lots expires the lots whose expiry is at or before now, oldest
--- expiry first, each with an expire entry dated at its expiry, and
--- returns how many it expired. Unless forced (the sweeper), it asks
--- lots:expiry only when account.lot_expire_at says a lot may be due.
--- With limit, it handles at most limit lots.
+-- expire_lots expires the lots whose expiry is at or before now (lots()
+-- expire). Unless forced (the sweeper), it asks lots:expiry only when
+-- account.lot_expire_at says a lot may be due, and otherwise costs
+-- nothing. With limit, it handles at most limit lots.
 local function expire_lots(a, now, limit, force)
   if not force and (not a.lot_expire_at or a.lot_expire_at > now) then
     return 0
   end
-  local ids
-  if limit then
-    ids = redis.call('ZRANGEBYSCORE', K_LOT_EXPIRY, '-inf', int(now), 'LIMIT', 0, limit)
-  else
-    ids = redis.call('ZRANGEBYSCORE', K_LOT_EXPIRY, '-inf', int(now))
-  end
-  for _, pid in ipairs(ids) do
-    local rec = redis.call('HGET', K_LOTS, pid)
-    if not rec then
-      corrupt(a, 'lot ' .. pid .. ' in lots:expiry has no record')
-    end
-    local l = parse_lot(a, pid, rec)
-    redis.call('HDEL', K_LOTS, pid)
-    redis.call('ZREM', K_LOT_BURN, pid)
-    append_entry(a, -l.rem, expire_body(int(tonumber(pid)), l.ref, rfc3339(l.exp)))
-  end
-  if #ids > 0 then
-    -- The ids are the set's lowest scores, so its first #ids ranks.
-    redis.call('ZREMRANGEBYRANK', K_LOT_EXPIRY, 0, #ids - 1)
-  end
-  a.lot_expire_at = first_score(K_LOT_EXPIRY)
-  return #ids
+  return lots().expire(a, now, limit)
 end
 
--- take takes up to want credits from lot pid (stored as rec), removing
--- the lot when it runs out, and returns how much is still wanted.
-local function take(a, pid, rec, want)
-  local l = parse_lot(a, pid, rec)
-  if l.rem > want then
-    l.rem = l.rem - want
-    redis.call('HSET', K_LOTS, pid, format_lot(l))
-    return 0
-  end
-  drop_lot(pid, l)
-  return want - l.rem
-end
-
--- spend takes amount (> 0) from the lots: from lot from (a padded id, or
--- nil) first if it is active, then in burn order; what no lot covers
--- becomes debt. Each step removes a lot or finishes, so it costs one
--- look at lots:burn per lot it uses up, plus one.
+-- spend takes amount (> 0) from the lots in burn order (lots() spend,
+-- from lot from first when given); a charge the cached head lot covers
+-- costs nothing but arithmetic.
 local function spend(a, amount, from)
-  if from then
-    local rec = redis.call('HGET', K_LOTS, from)
-    if rec then
-      amount = take(a, from, rec, amount)
-    end
+  if not from and a.head and a.head_rem > amount then
+    a.head_rem = a.head_rem - amount
+    return
   end
-  while amount > 0 do
-    local pid = redis.call('ZRANGE', K_LOT_BURN, 0, 0)[1]
-    if not pid then
-      a.debt = a.debt + amount
-      return
-    end
-    local rec = redis.call('HGET', K_LOTS, pid)
-    if not rec then
-      corrupt(a, 'lot ' .. pid .. ' in lots:burn has no record')
-    end
-    amount = take(a, pid, rec, amount)
-  end
+  lots().spend(a, amount, from)
 end
 
 -- adopt brings the lots in line with a balance that changed without them
--- (see account.lots above): an account kept before lots is migrated
--- (migrate); a drop an older tollgate made is taken from the lots in burn
--- order, as its charge or debit would have been; a rise repays debt, and
--- the rest becomes a lot that never expires, named after the latest
--- entry (an older tollgate appends one with every change, so no lot has
--- that id yet), of kind adjust and reference "migration".
+-- (see account.lots above): an account kept before lots is migrated (a
+-- positive balance becomes lot 0, a negative one debt); a drop an older
+-- tollgate made is taken from the lots in burn order, as its charge or
+-- debit would have been; a rise repays debt, and the rest becomes a lot
+-- that never expires, named after the latest entry (an older tollgate
+-- appends one with every change, so no lot has that id yet), of kind
+-- adjust and reference "migration".
 local function adopt(a, now)
-  if not a.lots then
-    if a.seq > 0 then
-      migrate(a, now)
-    end
+  if a.lots == a.balance or (not a.lots and a.seq == 0) then
     return
   end
-  local change = a.balance - a.lots
-  if change < 0 then
-    spend(a, -change)
-  elseif change > 0 then
-    local repaid = math.min(a.debt, change)
-    a.debt = a.debt - repaid
-    if change > repaid then
-      add_lot(a, pad(a.seq), {rem = change - repaid, amount = change, prio = DEFAULT_PRIORITY, exp = 0, created = now, kind = 'adjust', ref = 'migration'})
-    end
-  end
+  lots().adopt(a, now)
 end
 
 -- current loads the account as every read must see it at now: lots in

@@ -16,6 +16,7 @@ local retention = tonumber(ARGV[2])
 local max_lots = tonumber(ARGV[3])
 
 local a = current(now, retention)
+lots().flush_head(a)
 local ids = redis.call('ZRANGE', K_LOT_BURN, 0, max_lots - 1)
 if #ids == 0 then
   return save_account(a, {})
