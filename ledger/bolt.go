@@ -49,6 +49,7 @@ type BoltStore struct {
 	now       func() time.Time
 	log       *zap.Logger
 	retention time.Duration
+	events    *eventConfig // nil: outbound events off (boltoutbox.go)
 
 	// Group commit: writes queue here and one goroutine commits whatever
 	// has queued since its last commit in one transaction, so concurrent
@@ -110,6 +111,9 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 				return err
 			}
 		}
+		if err := eventsBucket(tx, opts.Events != nil); err != nil {
+			return err
+		}
 		return migrateLots(tx, unixMilli(opts.Now()))
 	})
 	if err != nil {
@@ -118,7 +122,7 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		}
 		return nil, fmt.Errorf("ledger: initialise %s: %w", path, err)
 	}
-	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention}, nil
+	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention, events: newEventConfig(opts.Events)}, nil
 }
 
 // Reserve implements Store.
@@ -147,6 +151,9 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 	err := s.update(func(tx *bbolt.Tx) error {
 		result = nil
 		c, err := openCustomer(tx, customer, false)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
 		if err != nil {
 			return err
 		}
@@ -177,7 +184,7 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 		}
 		if available := st.balance - reserved; available < int64(amount) {
 			result = &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount}
-			return nil
+			return c.depleted(st.seq, int64(amount))
 		}
 		if amount == 0 && st.seq == 0 {
 			// A free hold of a customer without entries holds nothing and
@@ -227,6 +234,9 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	err = s.update(func(tx *bbolt.Tx) error {
 		entry, result = Entry{}, nil
 		c, err := openCustomer(tx, customer, false)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
 		if err != nil {
 			return err
 		}
@@ -283,7 +293,10 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 				return err
 			}
 		}
-		return c.closeHold(holdID, holdSettled, nowMs, s.retention, seq)
+		if err := c.closeHold(holdID, holdSettled, nowMs, s.retention, seq); err != nil {
+			return err
+		}
+		return c.checkLow(seq)
 	})
 	if err != nil {
 		return Entry{}, s.fail("settle "+holdID, err)
@@ -305,6 +318,9 @@ func (s *BoltStore) Extend(ctx context.Context, customer, holdID string, ttl tim
 	err := s.update(func(tx *bbolt.Tx) error {
 		result = nil
 		c, err := openCustomer(tx, customer, false)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
 		if err != nil {
 			return err
 		}
@@ -365,6 +381,9 @@ func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error 
 	nowMs := unixMilli(s.now())
 	err := s.update(func(tx *bbolt.Tx) error {
 		c, err := openCustomer(tx, customer, false)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
 		if err != nil || c == nil {
 			return err
 		}
@@ -410,6 +429,9 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 	err := s.update(func(tx *bbolt.Tx) error {
 		res, result = CreditResult{}, nil
 		c, err := openCustomer(tx, cr.Customer, true)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
 		if err != nil {
 			return err
 		}
@@ -451,7 +473,13 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 		if err := c.credits.Put([]byte(cr.Key), []byte(r.String())); err != nil {
 			return err
 		}
-		return c.creditLot(seq, int64(delta), lp, cr.Kind, cr.Reference, nowMs, eb.At)
+		if err := c.creditEvent(seq, int64(delta), lp.from, cr.Kind); err != nil {
+			return err
+		}
+		if err := c.creditLot(seq, int64(delta), lp, cr.Kind, cr.Reference, nowMs, eb.At); err != nil {
+			return err
+		}
+		return c.checkLow(-1)
 	})
 	if err != nil {
 		return CreditResult{}, s.fail("credit "+cr.Key, err)
@@ -560,8 +588,12 @@ func (s *BoltStore) Suspend(ctx context.Context, customer, reason string) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	nowMs := unixMilli(s.now())
 	err := s.update(func(tx *bbolt.Tx) error {
 		c, err := openCustomer(tx, customer, true)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
 		if err != nil {
 			return err
 		}
@@ -571,7 +603,10 @@ func (s *BoltStore) Suspend(ctx context.Context, customer, reason string) error 
 		if err := c.suspension.Put([]byte(reason), []byte(reasonSuspended)); err != nil {
 			return err
 		}
-		return c.addSuspended(1)
+		if err := c.addSuspended(1); err != nil {
+			return err
+		}
+		return c.suspensionEvent(EventCustomerSuspended, 1, reason, s.retention)
 	})
 	if err != nil {
 		return s.fail("suspend "+customer, err)
@@ -587,8 +622,12 @@ func (s *BoltStore) Lift(ctx context.Context, customer, reason string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	nowMs := unixMilli(s.now())
 	err := s.update(func(tx *bbolt.Tx) error {
 		c, err := openCustomer(tx, customer, true)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
 		if err != nil {
 			return err
 		}
@@ -600,7 +639,10 @@ func (s *BoltStore) Lift(ctx context.Context, customer, reason string) error {
 			return err
 		}
 		if prev == reasonSuspended {
-			return c.addSuspended(-1)
+			if err := c.addSuspended(-1); err != nil {
+				return err
+			}
+			return c.suspensionEvent(EventCustomerReinstate, 0, reason, s.retention)
 		}
 		return nil
 	})

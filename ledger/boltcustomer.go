@@ -25,6 +25,9 @@ type boltCustomer struct {
 	// The lot buckets, opened by lotBuckets when an operation first
 	// needs them: most operations never do.
 	lots, lotBurn, lotExp *bbolt.Bucket
+
+	// ev is set (BoltStore.withEvents) when events are on.
+	ev *boltEvents
 }
 
 // openCustomer returns customer's buckets, creating them if create is

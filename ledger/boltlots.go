@@ -134,8 +134,11 @@ func (c *boltCustomer) expireLot(id int64, l lotRecord) error {
 	if err := c.dropLot(id, l); err != nil {
 		return err
 	}
-	_, _, err := c.appendEntry(-l.remaining, expireBody(id, l, time.UnixMilli(l.expires).UTC()).json())
-	return err
+	_, seq, err := c.appendEntry(-l.remaining, expireBody(id, l, time.UnixMilli(l.expires).UTC()).json())
+	if err != nil {
+		return err
+	}
+	return c.emit(EventCreditsExpired, seq, -l.remaining, id, "")
 }
 
 // resetLotBound sets the state's lot bound to the earliest expiry of an
@@ -197,6 +200,11 @@ func (c *boltCustomer) expireLots(nowMs int64) (int, error) {
 			return 0, fmt.Errorf("%w: lot %d of %s is indexed by expiry but missing", errCorrupt, id, c.id)
 		}
 		if err := c.expireLot(id, l); err != nil {
+			return 0, err
+		}
+	}
+	if len(due) > 0 {
+		if err := c.checkLow(-1); err != nil {
 			return 0, err
 		}
 	}
@@ -283,8 +291,11 @@ func (c *boltCustomer) creditLot(seq, delta int64, lp lotParams, kind Kind, refe
 	}
 	l := lotRecord{remaining: delta, amount: delta, priority: lp.priority, expires: lp.expires, created: nowMs, kind: kind, reference: reference}
 	if lp.expires > 0 && lp.expires <= nowMs {
-		_, _, err := c.appendEntry(-delta, expireBody(seq, l, at).json())
-		return err
+		_, eseq, err := c.appendEntry(-delta, expireBody(seq, l, at).json())
+		if err != nil {
+			return err
+		}
+		return c.emit(EventCreditsExpired, eseq, -delta, seq, "")
 	}
 	st, err := c.state()
 	if err != nil {
@@ -392,6 +403,9 @@ func (s *BoltStore) readCurrent(customer string, nowMs int64, fn func(c *boltCus
 		}
 		err = s.update(func(tx *bbolt.Tx) error {
 			c, err := openCustomer(tx, customer, false)
+			if err == nil {
+				c, err = s.withEvents(c, nowMs)
+			}
 			if err != nil || c == nil {
 				return err
 			}

@@ -80,3 +80,37 @@ func TestBoltReadyWhenWritesFail(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBoltEventOnlyWithCommit: a credit whose commit fails writes no
+// event; the same credit retried once writes work has exactly one.
+func TestBoltEventOnlyWithCommit(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	var file *os.File
+	open := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
+	opts := ledger.Options{Events: &ledger.EventOptions{}}
+	s, err := ledger.OpenBolt(path, ledger.WithOpenFile(opts, open))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cr := ledger.Credit{Customer: "c", Amount: 5 * money.Credit, Kind: ledger.KindGrant, Key: "k1"}
+	swapFD(t, file, path, os.O_RDONLY)
+	if _, err := s.Credit(ctx, cr); !errors.Is(err, ledger.ErrStoreUnavailable) {
+		t.Fatalf("Credit with writes failing: %v", err)
+	}
+	if p, err := s.Events(ctx, 0, 10); err != nil || len(p.Events) != 0 {
+		t.Fatalf("events after a failed commit: %+v, %v", p, err)
+	}
+	swapFD(t, file, path, os.O_RDWR)
+	if _, err := s.Credit(ctx, cr); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.Events(ctx, 0, 10); err != nil || len(p.Events) != 1 || p.Events[0].Type != ledger.EventCreditsGranted {
+		t.Fatalf("events after the retried credit: %+v, %v", p, err)
+	}
+}

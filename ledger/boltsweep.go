@@ -29,7 +29,7 @@ func (s *BoltStore) Sweep(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			l, fullLots, err := sweepLots(tx, nowMs)
+			l, fullLots, err := s.sweepLots(tx, nowMs)
 			if err != nil {
 				return err
 			}
@@ -62,7 +62,7 @@ func (s *BoltStore) Sweep(ctx context.Context) (int, error) {
 // nowMs, returning how many it expired and whether the batch was full.
 // The index orders them by expiry, then customer, then age, so each
 // customer's lots expire in the order expireLots would take them.
-func sweepLots(tx *bbolt.Tx, nowMs int64) (int, bool, error) {
+func (s *BoltStore) sweepLots(tx *bbolt.Tx, nowMs int64) (int, bool, error) {
 	idx := tx.Bucket([]byte(bLotExpiry))
 	keys := dueKeys(idx, nowMs)
 	expired := 0
@@ -78,7 +78,10 @@ func sweepLots(tx *bbolt.Tx, nowMs int64) (int, bool, error) {
 		id := int64(binary.BigEndian.Uint64([]byte(idText)))
 		c := touched[customer]
 		if c == nil {
-			if c, err = openCustomer(tx, customer, false); err != nil {
+			if c, err = openCustomer(tx, customer, false); err == nil {
+				c, err = s.withEvents(c, nowMs)
+			}
+			if err != nil {
 				return 0, false, err
 			}
 		}
@@ -103,6 +106,9 @@ func sweepLots(tx *bbolt.Tx, nowMs int64) (int, bool, error) {
 		expired++
 	}
 	for _, c := range touched {
+		if err := c.checkLow(-1); err != nil {
+			return 0, false, err
+		}
 		if err := c.resetLotBound(); err != nil {
 			return 0, false, err
 		}

@@ -3,6 +3,7 @@ package ledger
 import (
 	"os"
 
+	"github.com/redis/go-redis/v9"
 	"go.etcd.io/bbolt"
 )
 
@@ -37,3 +38,12 @@ func (s *BoltStore) HasCustomer(customer string) (bool, error) {
 	})
 	return ok, err
 }
+
+// OutboxKey returns the Redis outbox key of customer.
+func OutboxKey(customer string) string { return outboxKey(customer) }
+
+// PendingEventsKey returns the Redis set of customers with pending events.
+const PendingEventsKey = keyEventPending
+
+// RawClient returns the store's Redis client.
+func (s *RedisStore) RawClient() redis.UniversalClient { return s.client }

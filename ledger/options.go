@@ -41,6 +41,12 @@ type Options struct {
 	// DefaultLockTimeout. RedisStore ignores it.
 	LockTimeout time.Duration
 
+	// Events turns outbound events on (outbox.go): every change that
+	// causes one writes it atomically, and the store becomes an Outbox.
+	// Nil means off, and the stores write and send nothing more than
+	// without it.
+	Events *EventOptions
+
 	// openFile, when set, opens BoltStore's file instead of os.OpenFile:
 	// tests make the store's writes fail with it.
 	openFile func(name string, flag int, perm os.FileMode) (*os.File, error)

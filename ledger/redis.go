@@ -41,6 +41,7 @@ type RedisStore struct {
 	now       func() time.Time
 	log       *zap.Logger
 	retention time.Duration
+	events    *eventConfig // nil: outbound events off (outbox.go)
 
 	health redisHealth
 	gate   atomic.Pointer[gate] // set while every call must fail closed
@@ -80,6 +81,7 @@ func NewRedisStore(client redis.UniversalClient, opts Options) *RedisStore {
 		now:       opts.Now,
 		log:       opts.Logger,
 		retention: opts.Retention,
+		events:    newEventConfig(opts.Events),
 		health:    newRedisHealth(cluster),
 	}
 	if !contextTimeouts(client) {
@@ -406,8 +408,13 @@ func (s *RedisStore) Suspend(ctx context.Context, customer, reason string) error
 	if err := s.guard(); err != nil {
 		return fmt.Errorf("suspend %s: %w", customer, err)
 	}
-	if _, err := suspendScript.Run(ctx, s.client, customerKeys(customer), reason).Int64(); err != nil {
+	keys, args := s.withEvents(customerKeys(customer), []any{reason})
+	n, err := suspendScript.Run(ctx, s.client, keys, args...).Int64()
+	if err != nil {
 		return s.failWrite("suspend "+customer, err)
+	}
+	if n == 1 && s.events != nil {
+		s.markPending(ctx, customer)
 	}
 	return nil
 }
@@ -420,8 +427,13 @@ func (s *RedisStore) Lift(ctx context.Context, customer, reason string) error {
 	if err := s.guard(); err != nil {
 		return fmt.Errorf("lift %s: %w", customer, err)
 	}
-	if _, err := liftScript.Run(ctx, s.client, customerKeys(customer), reason).Int64(); err != nil {
+	keys, args := s.withEvents(customerKeys(customer), []any{reason})
+	n, err := liftScript.Run(ctx, s.client, keys, args...).Int64()
+	if err != nil {
 		return s.failWrite("lift "+customer, err)
+	}
+	if n == 1 && s.events != nil {
+		s.markPending(ctx, customer)
 	}
 	return nil
 }

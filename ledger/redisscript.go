@@ -227,6 +227,7 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []strin
 	if err := s.guard(); err != nil {
 		return nil, err
 	}
+	keys, args = s.withEvents(keys, args)
 	v, err := s.batch.run(ctx, script, keys, args...)
 	if err != nil {
 		return nil, err
@@ -235,7 +236,7 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, keys []strin
 	if !ok {
 		return nil, fmt.Errorf("%w: script reply %T, want an array", errCorrupt, v)
 	}
-	return &reply{vals: vals}, nil
+	return &reply{vals: s.eventsWritten(ctx, keys, vals)}, nil
 }
 
 // reply decodes a script's array reply field by field. The first problem

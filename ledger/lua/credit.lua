@@ -79,19 +79,35 @@ if rec then
 end
 
 local a = current_lots(now)
+if EV then
+  -- The events carry the available credits: holds past their ttl must
+  -- stop counting first, as on every read.
+  expire_holds(a, now, EV.retention)
+end
 if not in_range(a.balance + delta) then
   return save_account(a, {3, 0, ''})
 end
 local seq = append_entry(a, delta, body)
 local balance = a.balance
 redis.call('HSET', K_CREDITS, key, mode .. ' ' .. int(amount) .. ' ' .. int(seq) .. ' ' .. kind)
+if EV then
+  if delta > 0 then
+    redis.call('HDEL', K_OUTBOX, 'dep')
+    emit(a, 'credits.granted', seq, delta, seq, kind)
+  elseif kind == 'refund' then
+    emit(a, 'credits.clawed_back', seq, delta, from ~= '' and tonumber(from) or 0, kind)
+  end
+end
 if delta < 0 then
   if from == '' then
     from = nil
   end
   spend(a, -delta, from)
 elseif expires > 0 and expires <= now then
-  append_entry(a, -delta, lots().expire_body(int(seq), ref, at))
+  local eseq = append_entry(a, -delta, lots().expire_body(int(seq), ref, at))
+  if EV then
+    emit(a, 'credits.expired', eseq, -delta, seq, '')
+  end
 else
   local repaid = math.min(a.debt, delta)
   a.debt = a.debt - repaid
@@ -100,4 +116,5 @@ else
     L.add(a, L.pad(seq), {rem = delta - repaid, amount = delta, prio = priority, exp = expires, created = now, kind = kind, ref = ref})
   end
 end
+check_low(a, a.seq)
 return save_account(a, {0, seq, balance, delta})

@@ -21,6 +21,7 @@
 --                                                <expires_ms|0> <created_ms> <kind> <reference>"
 -- KEYS[9] -> tollgate:{<customer>}:lots:burn    zset: lot id, score = burn order (lot_score)
 -- KEYS[10] -> tollgate:{<customer>}:lots:expiry zset: expiring lot ids, score = expiry (unix ms)
+-- KEYS[11] -> tollgate:{<customer>}:outbox      only with events on; see below
 --
 -- Lots (ledger/lots.go): every positive credit creates one, with the
 -- credit entry's seq as its id; in the three lot keys the id is
@@ -84,6 +85,75 @@ end
 
 local function in_range(n)
   return n >= -MAX_AMOUNT and n <= MAX_AMOUNT
+end
+
+-- Outbound events (ledger/outbox.go). With events on, Go passes the
+-- customer's outbox as KEYS[11] -- tollgate:{<customer>}:outbox, hash:
+-- n (the last event number), low (the smallest balance.low threshold
+-- announced and not re-armed; 0 none), dep (1 once balance.depleted was
+-- announced), and <n> -> the event record of outbox.go -- and the events
+-- spec as the last ARGV: "<now_ms> <retention_ms> <threshold>..."
+-- (thresholds highest first). Without KEYS[11] nothing below runs.
+local K_OUTBOX = KEYS[11]
+local EV
+if K_OUTBOX then
+  EV = {low = {}}
+  local i = 0
+  for n in string.gmatch(ARGV[#ARGV], '%d+') do
+    i = i + 1
+    if i == 1 then
+      EV.now = tonumber(n)
+    elseif i == 2 then
+      EV.retention = tonumber(n)
+    else
+      EV.low[#EV.low + 1] = tonumber(n)
+    end
+  end
+end
+local EMITTED = false -- an event was written: the reply says so (save_account)
+local EVENTS_MARK = 'tollgate:events' -- ledger.eventsMark
+
+-- emit writes event typ of the account a into the outbox; entry, amount
+-- and lot are numbers (0: none), text a string.
+local function emit(a, typ, entry, amount, lot, text)
+  local n = redis.call('HINCRBY', K_OUTBOX, 'n', 1)
+  redis.call('HSET', K_OUTBOX, int(n), typ .. ' ' .. int(EV.now) .. ' ' .. int(a.balance) .. ' ' .. int(a.balance - a.reserved)
+    .. ' ' .. int(entry) .. ' ' .. int(amount) .. ' ' .. int(lot) .. ' ' .. text)
+  EMITTED = true
+end
+
+-- low_level is the smallest threshold available is below, 0 when none.
+local function low_level(available)
+  local s = 0
+  for _, t in ipairs(EV.low) do
+    if available < t then
+      s = t
+    end
+  end
+  return s
+end
+
+-- check_low announces balance.low for each threshold the available
+-- credits of a fell below since the last announcement, caused by entry,
+-- and re-arms those it is at or above again (eventConfig in outbox.go).
+-- Without a stored level (events just turned on), the level of the
+-- account as loaded counts as announced.
+local function check_low(a, entry)
+  if not EV or #EV.low == 0 then
+    return
+  end
+  local available = a.balance - a.reserved
+  local v = redis.call('HGET', K_OUTBOX, 'low')
+  local prev = tonumber(v) or low_level(a.balance0 - a.reserved0)
+  for _, t in ipairs(EV.low) do
+    if available < t and (prev == 0 or t < prev) then
+      emit(a, 'balance.low', entry, t, 0, '')
+    end
+  end
+  local level = low_level(available)
+  if level ~= prev or not v then
+    redis.call('HSET', K_OUTBOX, 'low', int(level))
+  end
 end
 
 -- load_account reads the account into a table: balance, reserved, seq,
@@ -157,6 +227,9 @@ local function save_account(a, reply)
   end
   if #del > 0 then
     redis.call('HDEL', K_ACCOUNT, unpack(del))
+  end
+  if EMITTED and type(reply) == 'table' then
+    reply[#reply + 1] = EVENTS_MARK
   end
   return reply
 end
@@ -436,11 +509,15 @@ local function lots()
       end
       redis.call('HDEL', K_LOTS, pid)
       redis.call('ZREM', K_LOT_BURN, pid)
-      append_entry(a, -l.rem, expire_body(int(tonumber(pid)), l.ref, rfc3339(l.exp)))
+      local seq = append_entry(a, -l.rem, expire_body(int(tonumber(pid)), l.ref, rfc3339(l.exp)))
+      if EV then
+        emit(a, 'credits.expired', seq, -l.rem, tonumber(pid), '')
+      end
     end
     if #ids > 0 then
       -- The ids are the set's lowest scores, so its first #ids ranks.
       redis.call('ZREMRANGEBYRANK', K_LOT_EXPIRY, 0, #ids - 1)
+      check_low(a, a.seq)
     end
     a.lot_expire_at = first_score(K_LOT_EXPIRY)
     return #ids

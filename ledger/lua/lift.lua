@@ -5,6 +5,9 @@
 -- KEYS[1..10] -> the customer's keys (lib.lua); uses account, suspension
 -- ARGV[1] -> reason
 --
+-- KEYS[11], last ARGV -> with events on, the outbox and the events spec
+--                        (lib.lua)
+--
 -- Returns 1 if the reason was in force, 0 otherwise.
 
 local reason = ARGV[1]
@@ -14,7 +17,12 @@ if state == 'lifted' then
 end
 redis.call('HSET', K_SUSPENSION, reason, 'lifted')
 if state == 'suspended' then
-  redis.call('HINCRBY', K_ACCOUNT, 'suspended', -1)
+  if redis.call('HINCRBY', K_ACCOUNT, 'suspended', -1) == 0 and EV then
+    -- customer.reinstated, when the last reason is lifted.
+    local a = current(EV.now, EV.retention)
+    emit(a, 'customer.reinstated', 0, 0, 0, reason)
+    save_account(a)
+  end
   return 1
 end
 return 0

@@ -65,4 +65,5 @@ if actual > 0 then
   spend(a, actual)
 end
 close_hold(a, id, 's', now, retention, seq)
+check_low(a, seq)
 return save_account(a, {0, seq, a.balance})
