@@ -43,6 +43,9 @@ type AdminOptions struct {
 	// operator's answer to a store that lost its data
 	// (ledger.RedisStore.AcceptDataLoss). Nil answers 400 not_configured.
 	AcceptDataLoss func(ctx context.Context) error
+	// Events serves GET /v1/events (adminevents.go): the store, when
+	// outbound events are on. Nil answers 400 not_configured.
+	Events ledger.Outbox
 }
 
 // Admin API limits.
@@ -61,6 +64,7 @@ const (
 //	                                             credit that adds: "expires_at" or "expires_in", "priority"
 //	POST /v1/reconcile                           {"since":"72h"}
 //	POST /v1/store/accept-data-loss              serve what the store holds now
+//	GET  /v1/events?after=&limit=                outbound events, oldest first
 //	POST /webhooks/stripe                        opts.Webhook
 //	GET  /healthz, /readyz, /metrics
 //
@@ -77,6 +81,7 @@ func (s *Server) AdminHandler(opts AdminOptions) http.Handler {
 	mux.HandleFunc("/v1/customers/{id}/lots", a.lots)
 	mux.HandleFunc("/v1/reconcile", a.reconcile)
 	mux.HandleFunc("/v1/store/accept-data-loss", a.acceptDataLoss)
+	mux.HandleFunc("/v1/events", a.events)
 	mux.HandleFunc("/healthz", a.healthz)
 	mux.HandleFunc("/readyz", a.readyz)
 	mux.HandleFunc("/webhooks/stripe", a.optional(opts.Webhook))

@@ -284,6 +284,8 @@ type harnessOptions struct {
 	// now is the proxy's clock; default time.Now. A test that sets it
 	// passes a store on the same clock.
 	now func() time.Time
+	// events serves GET /v1/events; default none (events off).
+	events ledger.Outbox
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -320,6 +322,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		Webhook:        o.webhook,
 		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		AcceptDataLoss: o.acceptDataLoss,
+		Events:         o.events,
 	}))
 	t.Cleanup(func() {
 		h.admin.Close()
