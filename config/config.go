@@ -79,6 +79,8 @@ type Config struct {
 	ListenFromEnv bool
 	// Admin configures the admin listener (YAML "admin").
 	Admin Admin
+	// Events configures outbound events (YAML "events", events.go).
+	Events Events
 	// Store chooses where balances live (YAML "store").
 	Store Store
 	// CustomerHeader names the request header that carries the end

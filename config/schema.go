@@ -15,7 +15,7 @@ import (
 
 // The keys each mapping accepts, in the order the documentation gives them.
 var (
-	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe"}
+	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe", "events"}
 	adminKeys  = []string{"listen", "token"}
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "server_tools", "prices"}
@@ -57,6 +57,8 @@ func (p *parser) root(n *yaml.Node) {
 
 	p.routes(f)
 	p.stripe(f.vals["stripe"].val)
+	ev, ok := f.vals["events"]
+	p.events(ev, ok)
 }
 
 func (p *parser) routes(f fields) {

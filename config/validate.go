@@ -102,6 +102,7 @@ func (c *Config) check() []*Problem {
 	k.positive("max_request_duration", c.MaxRequestDuration, "30m")
 	k.routes()
 	k.stripe()
+	k.events()
 	return k.problems
 }
 
