@@ -293,7 +293,7 @@ func TestLoadNamesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := config.Load(path)
-	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe (and x-… keys, which are ignored)\n" +
+	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe, events (and x-… keys, which are ignored)\n" +
 		path + ": routes: none configured; add at least one route (see config.example.yaml)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("Load = %v\nwant %s", err, want)
@@ -328,7 +328,7 @@ func TestProblems(t *testing.T) {
 			name: "unknown key with its line",
 			yaml: "listen: :8080\nrouts:\n  - path: /x\n",
 			want: []string{
-				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe (and x-… keys, which are ignored)",
+				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe, events (and x-… keys, which are ignored)",
 				"routes: none configured; add at least one route (see config.example.yaml)",
 			},
 		},
