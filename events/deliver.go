@@ -280,4 +280,3 @@ func (d *Deliverer) post(ctx context.Context, ev ledger.Event) error {
 	}
 	return nil
 }
-
