@@ -44,6 +44,7 @@ func commands() []command {
 		{"credit", "ID AMOUNT --key KEY [--reason TEXT] [--expires-in D] [--priority N]", "add credits to a customer (a negative AMOUNT removes them)", runCredit},
 		{"lots", "ID", "list a customer's credit lots in the order they are spent", runLots},
 		{"ledger", "ID [--limit N] [--before CURSOR | --all]", "list a customer's ledger entries, newest first", runLedger},
+		{"events", "[--follow] [--after ID]", "list outbound events, oldest first; --follow tails them", runEvents},
 		{"reconcile", "--since DURATION", "replay missed Stripe events from the last DURATION", runReconcile},
 		{"accept-data-loss", "", "serve what Redis holds now, after tollgate found it lost data", runAcceptDataLoss},
 		{"version", "", "print the version", runVersion},
@@ -65,7 +66,7 @@ Commands:
 	}
 	p.printf("%s", `
 serve and check read the config from --config, else $TOLLGATE_CONFIG,
-else tollgate.yaml. balance, credit, lots, ledger, reconcile and
+else tollgate.yaml. balance, credit, lots, ledger, events, reconcile and
 accept-data-loss call the admin API at --admin URL, else $TOLLGATE_ADMIN_URL, else
 http://127.0.0.1:9090, with the bearer token in $TOLLGATE_ADMIN_TOKEN;
 --json prints the raw response.

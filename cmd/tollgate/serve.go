@@ -132,7 +132,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	// debug level: while Redis is down it reports every failed dial, and
 	// the proxy already logs what matters.
 	redis.SetLogger(redisLogger{log.Named("redis")})
-	st, err := openStore(ctx, cfg.Store, log.Named("store"))
+	st, err := openStore(ctx, cfg.Store, eventOptions(cfg.Events), log.Named("store"))
 	if err != nil {
 		return err
 	}
@@ -169,6 +169,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	if rs, ok := st.(*ledger.RedisStore); ok {
 		adminOpts.AcceptDataLoss = rs.AcceptDataLoss
 	}
+	deliverer := newDeliverer(cfg.Events, st, &adminOpts, reg, log.Named("events"))
 	adminHandler := px.AdminHandler(adminOpts)
 
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
@@ -229,6 +230,9 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 	}()
 	jobs.Go(func() { sweep(bg, st, cfg.Store.SweepInterval, log.Named("sweep")) })
 	jobs.Go(func() { px.WatchStore(bg, storeCheckInterval) })
+	if deliverer != nil {
+		jobs.Go(func() { deliverer.Run(bg) })
+	}
 	if cfg.Stripe.APIKey != "" && cfg.Stripe.ReconcileInterval > 0 {
 		jobs.Go(func() {
 			if err := syncer.Run(bg, cfg.Stripe.ReconcileInterval, cfg.Stripe.ReconcileWindow); err != nil {

@@ -45,8 +45,8 @@ const storeCheckInterval = 5 * time.Second
 // check marks it so that a later loss of its data is noticed. A Redis that
 // does not answer yet, or lost its data, is used all the same: /readyz
 // and every request say so until it recovers or an operator acts.
-func openStore(ctx context.Context, cfg config.Store, log *zap.Logger) (store, error) {
-	opts := ledger.Options{Logger: log}
+func openStore(ctx context.Context, cfg config.Store, ev *ledger.EventOptions, log *zap.Logger) (store, error) {
+	opts := ledger.Options{Logger: log, Events: ev}
 	if cfg.RedisURL == "" {
 		s, err := ledger.OpenBolt(cfg.Path, opts)
 		if err != nil {

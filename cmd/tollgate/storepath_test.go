@@ -71,7 +71,7 @@ func TestEmbeddedStoreErrors(t *testing.T) {
 
 	// For real: a store.path whose directory does not exist.
 	path := filepath.Join(t.TempDir(), "missing", "tollgate.db")
-	_, err = openStore(context.Background(), config.Store{Path: path}, zap.NewNop())
+	_, err = openStore(context.Background(), config.Store{Path: path}, nil, zap.NewNop())
 	want := "open the embedded store: the directory of store.path " + path + " does not exist; create it, or " + fix + ": ledger: open " + path + ": open " + path + ": no such file or directory"
 	if err == nil || err.Error() != want {
 		t.Errorf("openStore: %v\nwant %s", err, want)
