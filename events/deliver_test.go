@@ -53,7 +53,7 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
 	if err := events.Verify(secret, req.Header.Get(events.SignatureHeader), body, r.clock.Now(), 5*time.Minute); err != nil {
 		r.t.Errorf("delivery with a bad signature: %v", err)
-		http.Error(w, "bad signature", 400)
+		http.Error(w, "bad signature", http.StatusBadRequest)
 		return
 	}
 	var ev struct{ ID, Type string }
@@ -64,7 +64,7 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	defer r.mu.Unlock()
 	r.calls++
 	if r.down {
-		http.Error(w, "down", 503)
+		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
 	}
 	r.ids = append(r.ids, ev.ID)
