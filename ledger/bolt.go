@@ -50,6 +50,8 @@ type BoltStore struct {
 	log       *zap.Logger
 	retention time.Duration
 	events    *eventConfig // nil: outbound events off (boltoutbox.go)
+	// journalMax is Options.JournalMaxRecords (boltjournal.go).
+	journalMax int
 
 	// Group commit: writes queue here and one goroutine commits whatever
 	// has queued since its last commit in one transaction, so concurrent
@@ -122,7 +124,7 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		}
 		return nil, fmt.Errorf("ledger: initialise %s: %w", path, err)
 	}
-	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention, events: newEventConfig(opts.Events)}, nil
+	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention, events: newEventConfig(opts.Events), journalMax: opts.JournalMaxRecords}, nil
 }
 
 // Reserve implements Store.

@@ -64,6 +64,8 @@ type backend struct {
 	// records reports how many records the store keeps for customer:
 	// Redis keys, or 1 for a bolt customer bucket.
 	records func(t *testing.T, s store, customer string) int
+	// admin is a client of the Redis backends' server, nil on bolt.
+	admin redis.UniversalClient
 }
 
 // env is one conformance test's view of a store.
@@ -225,6 +227,7 @@ func setupRedis(t *testing.T, b *backend) {
 	}
 	admin = newClient()
 	t.Cleanup(func() { admin.Close() })
+	b.admin = admin
 	b.open = func(t *testing.T, opts ledger.Options) store {
 		s := ledger.NewRedisStore(newClient(), opts)
 		t.Cleanup(func() { s.Close() })

@@ -47,3 +47,9 @@ const PendingEventsKey = keyEventPending
 
 // RawClient returns the store's Redis client.
 func (s *RedisStore) RawClient() redis.UniversalClient { return s.client }
+
+// JournalKeys returns the Redis keys of the journal and of customer's
+// journal index.
+func JournalKeys(customer string) []string {
+	return []string{journalLogKey, journalOnceKey, journalIndexKey(customer)}
+}

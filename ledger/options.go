@@ -46,6 +46,10 @@ type Options struct {
 	// Nil means off, and the stores write and send nothing more than
 	// without it.
 	Events *EventOptions
+	// JournalMaxRecords is how many records the journal (see Journal)
+	// keeps at most; the oldest go first. Zero means
+	// DefaultJournalMaxRecords; negative is treated as zero.
+	JournalMaxRecords int
 
 	// openFile, when set, opens BoltStore's file instead of os.OpenFile:
 	// tests make the store's writes fail with it.
@@ -62,6 +66,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
+	}
+	if o.JournalMaxRecords <= 0 {
+		o.JournalMaxRecords = DefaultJournalMaxRecords
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = DefaultLockTimeout

@@ -31,9 +31,9 @@ import (
 //
 // Redis must keep what it acknowledged: run it with AOF (appendonly yes,
 // appendfsync everysec or always) or accept losing the last moments of
-// charges and credits on a crash. Keys never expire by TTL except locks
-// and Ready's probes, so an eviction policy other than noeviction loses
-// money. Ready checks both, and whether Redis lost its data (see
+// charges and credits on a crash. Keys never expire by TTL except locks,
+// Ready's probes and the journal's (redisjournal.go, not money), so an
+// eviction policy other than noeviction loses money. Ready checks both, and whether Redis lost its data (see
 // redischeck.go); call it at start-up and periodically.
 type RedisStore struct {
 	client    redis.UniversalClient
@@ -42,6 +42,8 @@ type RedisStore struct {
 	log       *zap.Logger
 	retention time.Duration
 	events    *eventConfig // nil: outbound events off (outbox.go)
+
+	journalMax int // Options.JournalMaxRecords (redisjournal.go)
 
 	health redisHealth
 	gate   atomic.Pointer[gate] // set while every call must fail closed
@@ -84,6 +86,7 @@ func NewRedisStore(client redis.UniversalClient, opts Options) *RedisStore {
 		events:    newEventConfig(opts.Events),
 		health:    newRedisHealth(cluster),
 	}
+	s.journalMax = opts.JournalMaxRecords
 	if !contextTimeouts(client) {
 		s.log.Warn("the Redis client ignores context deadlines (ContextTimeoutEnabled is off): a hung Redis holds each call for its read timeout and retries")
 	}
