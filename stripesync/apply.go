@@ -3,6 +3,8 @@ package stripesync
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
@@ -34,20 +36,12 @@ func EventTypes() []string {
 	}
 }
 
-// outcome says what applying an event did.
-type outcome string
-
-const (
-	outcomeApplied   outcome = "applied"   // changed a balance or a suspension
-	outcomeDuplicate outcome = "duplicate" // already applied earlier: nothing changed
-	outcomeIgnored   outcome = "ignored"   // not something tollgate acts on
-)
-
 // apply applies one event, whether delivered by a webhook (after its
 // signature was verified) or listed by the Events API. It is the only way
 // events change the store, so both routes behave identically: the same
 // livemode rule (Options.Livemode), the same effects.
-func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (outcome, error) {
+func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (Outcome, error) {
+	received := s.now()
 	typ := ev.Get("type").String()
 	log := s.log.With(
 		zap.String("event", ev.Get("id").String()),
@@ -56,7 +50,7 @@ func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (out
 		zap.String("api_version", ev.Get("api_version").String()),
 	)
 	var (
-		out outcome
+		out Outcome
 		err error
 	)
 	switch lm := ev.Get("livemode"); {
@@ -65,14 +59,19 @@ func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (out
 	case lm.Bool() != s.livemode:
 		// Acknowledged, so that Stripe stops sending it: no retry could
 		// ever apply it here.
-		out = outcomeIgnored
+		out = ignored("%s event on a %s endpoint: stripe.livemode is %t, so only %s events are applied here",
+			modeName(lm.Bool()), strings.TrimSuffix(modeName(s.livemode), "-mode"), s.livemode, modeName(s.livemode))
 		log.Warn("stripe: event of the other mode ignored; stripe.livemode names the mode this server applies: point only that mode's webhook endpoint here, and use that mode's API key",
 			zap.Bool("event_livemode", lm.Bool()), zap.Bool("livemode", s.livemode))
 	default:
 		out, err = s.applyType(ctx, log, ev, typ)
 	}
+	if err != nil {
+		out = failed(err)
+	}
+	s.journal.add(ev, source, received, out)
 	label := typ
-	if out == outcomeIgnored && err == nil && !isHandled(typ) {
+	if out.Result == Ignored && err == nil && !isHandled(typ) {
 		label = "other"
 	}
 	if err != nil {
@@ -83,25 +82,33 @@ func (s *Syncer) apply(ctx context.Context, ev gjson.Result, source string) (out
 		} else {
 			log.Warn("stripe: event refused; fix the data or credit by hand", zap.String("code", ans.Code), zap.Error(err))
 		}
-		return "", err
+		return out, err
 	}
-	s.events.WithLabelValues(label, string(out)).Inc()
+	s.events.WithLabelValues(label, string(out.Result)).Inc()
 	if label == "other" {
-		log.Debug("stripe: event type not handled", zap.String("outcome", string(out)))
+		log.Debug("stripe: event type not handled", zap.String("outcome", string(out.Result)))
 	} else {
-		log.Info("stripe: event processed", zap.String("outcome", string(out)))
+		log.Info("stripe: event processed", zap.String("outcome", string(out.Result)), zap.String("detail", out.detail()))
 	}
 	return out, nil
 }
 
+// modeName names a livemode for people.
+func modeName(live bool) string {
+	if live {
+		return "live-mode"
+	}
+	return "test-mode"
+}
+
 // applyType applies an event of the configured mode by its type.
-func (s *Syncer) applyType(ctx context.Context, log *zap.Logger, ev gjson.Result, typ string) (outcome, error) {
+func (s *Syncer) applyType(ctx context.Context, log *zap.Logger, ev gjson.Result, typ string) (Outcome, error) {
 	if !isHandled(typ) {
-		return outcomeIgnored, nil
+		return ignored("tollgate does not act on %s events", typ), nil
 	}
 	obj := ev.Get("data.object")
 	if !obj.IsObject() {
-		return "", invalid("event %s has no data.object", ev.Get("id").String())
+		return Outcome{}, invalid("event %s has no data.object", ev.Get("id").String())
 	}
 	switch typ {
 	case EventCheckoutCompleted, EventCheckoutAsyncSucceeded:
@@ -115,7 +122,7 @@ func (s *Syncer) applyType(ctx context.Context, log *zap.Logger, ev gjson.Result
 	case EventDisputeClosed:
 		return s.applyDisputeClosed(ctx, log, obj)
 	}
-	return outcomeIgnored, nil
+	return ignored("tollgate does not act on %s events", typ), nil
 }
 
 func isHandled(typ string) bool {
@@ -128,40 +135,59 @@ func isHandled(typ string) bool {
 }
 
 // creditGrants credits the lots of the payment rec records, each once
-// (creditOnce): applied when any of them changed a balance.
-func (s *Syncer) creditGrants(ctx context.Context, log *zap.Logger, rec paymentRecord, what, conflict string) (outcome, error) {
-	out := outcomeDuplicate
+// (creditOnce): applied when any of them changed a balance, with the
+// first entry written.
+func (s *Syncer) creditGrants(ctx context.Context, log *zap.Logger, rec paymentRecord, what, conflict string) (Outcome, error) {
+	out := Outcome{Result: Duplicate, Customer: rec.Customer}
+	var first, applied string
 	for _, c := range rec.credits() {
-		o, err := s.creditOnce(ctx, log, c, what, conflict)
+		res, ok, err := s.creditOnce(ctx, log, c, what, conflict)
 		if err != nil {
-			return "", err
+			return Outcome{}, err
 		}
-		if o == outcomeApplied {
-			out = outcomeApplied
+		if !ok {
+			out.Detail = fmt.Sprintf("%s was credited before with a different amount (prices changed and its payment record was lost?); the first amount stands", rec.object())
+			continue
 		}
+		if first == "" {
+			first = res.Entry.ID
+		}
+		if res.Applied {
+			out.Result = Applied
+			if applied == "" {
+				applied = res.Entry.ID
+			}
+		}
+	}
+	switch {
+	case out.Result == Applied:
+		out.LedgerEntry = applied
+		out.Detail = fmt.Sprintf("%s credits for %s", rec.Credits, rec.object())
+		if n := len(rec.credits()); n > 1 {
+			out.Detail += fmt.Sprintf(", in %d lots", n)
+		}
+	case out.Detail == "":
+		out.Detail = fmt.Sprintf("%s was credited before (ledger entry %s); nothing changed", rec.object(), first)
 	}
 	return out, nil
 }
 
 // creditOnce applies c, which its business object (c.Key: a checkout
 // session, an invoice) grants at most once, and logs it as what. A replay
-// is a duplicate. So is a key credited before with another amount (prices
-// changed and the payment record was lost): the first amount stands, and
-// conflict is logged.
-func (s *Syncer) creditOnce(ctx context.Context, log *zap.Logger, c ledger.Credit, what, conflict string) (outcome, error) {
-	res, err := s.store.Credit(ctx, c)
+// is not Applied. ok is false for a key credited before with another
+// amount (prices changed and the payment record was lost): the first
+// amount stands, and conflict is logged.
+func (s *Syncer) creditOnce(ctx context.Context, log *zap.Logger, c ledger.Credit, what, conflict string) (res ledger.CreditResult, ok bool, err error) {
+	res, err = s.store.Credit(ctx, c)
 	if errors.Is(err, ledger.ErrIdempotencyConflict) {
 		log.Warn(conflict, zap.String("customer", c.Customer))
-		return outcomeDuplicate, nil
+		return ledger.CreditResult{}, false, nil
 	}
 	if err != nil {
-		return "", storeErr("credit "+what, err)
+		return ledger.CreditResult{}, false, storeErr("credit "+what, err)
 	}
 	log.Info("stripe: "+what, zap.String("customer", c.Customer), zap.Stringer("credits", c.Amount), zap.Bool("new", res.Applied))
-	if !res.Applied {
-		return outcomeDuplicate, nil
-	}
-	return outcomeApplied, nil
+	return res, true, nil
 }
 
 // idOf reads an expandable reference: a bare id string, or the id of an

@@ -44,45 +44,45 @@ func (s *Syncer) disputeCustomer(ctx context.Context, log *zap.Logger, d gjson.R
 
 // applyDisputeCreated suspends the customer while the dispute is open: the
 // payment may be reversed, so the credits it bought must not be spent.
-func (s *Syncer) applyDisputeCreated(ctx context.Context, log *zap.Logger, d gjson.Result) (outcome, error) {
+func (s *Syncer) applyDisputeCreated(ctx context.Context, log *zap.Logger, d gjson.Result) (Outcome, error) {
 	id := str(d, "id")
 	if id == "" {
-		return "", invalid("dispute has no id")
+		return Outcome{}, invalid("dispute has no id")
 	}
 	log = log.With(zap.String("dispute", id))
 	if err := keyOK(metaDispute + id + ":suspended"); err != nil {
-		return "", err
+		return Outcome{}, err
 	}
-	if _, lifted, err := s.disputeMark(ctx, id, "lifted"); err != nil || lifted {
+	if cust, lifted, err := s.disputeMark(ctx, id, "lifted"); err != nil || lifted {
 		// Closed already (events overtook each other): the ledger keeps
 		// the reason lifted anyway.
-		return outcomeDuplicate, err
+		return Outcome{Result: Duplicate, Customer: cust, Detail: "dispute " + id + " was closed before this event arrived; nobody suspended"}, err
 	}
 	cust, pinned, err := s.disputeMark(ctx, id, "suspended")
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if !pinned {
 		if cust, _, _, err = s.disputeCustomer(ctx, log, d); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		if cust == "" {
 			log.Warn("stripe: disputed payment does not belong to a known tollgate customer; nobody suspended")
-			return outcomeIgnored, nil
+			return ignored("the payment disputed in %s does not belong to a known tollgate customer; nobody suspended", id), nil
 		}
 	}
 	if err := s.store.Suspend(ctx, cust, id); err != nil {
-		return "", storeErr("suspend", err)
+		return Outcome{}, storeErr("suspend", err)
 	}
 	isNew, err := s.setDisputeMark(ctx, id, "suspended", cust)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	log.Info("stripe: customer suspended during dispute", zap.String("customer", cust), zap.String("reason", str(d, "reason")))
 	if !isNew {
-		return outcomeDuplicate, nil
+		return Outcome{Result: Duplicate, Customer: cust, Detail: "already suspended while dispute " + id + " is open; nothing changed"}, nil
 	}
-	return outcomeApplied, nil
+	return Outcome{Result: Applied, Customer: cust, Detail: fmt.Sprintf("suspended while dispute %s (reason %s) is open: requests get 403 customer_suspended until it closes", id, str(d, "reason"))}, nil
 }
 
 // applyDisputeClosed lifts the dispute's suspension whatever the result,
@@ -90,50 +90,51 @@ func (s *Syncer) applyDisputeCreated(ctx context.Context, log *zap.Logger, d gjs
 // or an invoice's grant (the money went back to the cardholder), under the
 // refund key so a refund and a lost dispute of one payment never take
 // back more than it bought.
-func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjson.Result) (outcome, error) {
+func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjson.Result) (Outcome, error) {
 	id := str(d, "id")
 	if id == "" {
-		return "", invalid("dispute has no id")
+		return Outcome{}, invalid("dispute has no id")
 	}
 	status := str(d, "status")
 	log = log.With(zap.String("dispute", id), zap.String("status", status))
 	if err := keyOK(metaDispute + id + ":suspended"); err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	suspended, pinned, err := s.disputeMark(ctx, id, "suspended")
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	cust, rec, hasRec, err := s.disputeCustomer(ctx, log, d)
 	if err != nil {
 		// Whom the dispute suspended is known, and a won dispute needs
 		// nothing more; a lost one must find the top-up, so it retries.
 		if !pinned || status == "lost" {
-			return "", err
+			return Outcome{}, err
 		}
 		log.Warn("stripe: lifting the suspension without resolving the disputed payment", zap.Error(err))
 		cust = ""
 	}
 	if !pinned && cust == "" {
 		log.Warn("stripe: disputed payment does not belong to a known tollgate customer; nothing to lift")
-		return outcomeIgnored, nil
+		return ignored("the payment disputed in %s does not belong to a known tollgate customer; nothing to lift", id), nil
 	}
-	out := outcomeDuplicate
+	out := Outcome{Result: Duplicate}
+	claw := ""
 	if status == "lost" {
 		pi := idOf(d.Get("payment_intent"))
 		if !hasRec {
 			// A subscription payment: the invoice it paid, if any.
 			if rec, hasRec, err = s.invoicePayment(ctx, log, pi, ""); err != nil {
-				return "", err
+				return Outcome{}, err
 			}
 		}
 		if hasRec {
 			o, err := s.claw(ctx, log, pi, rec, rec.Credits, id, fmt.Sprintf("Stripe dispute %s lost (%s)", id, rec.paidFor()))
 			if err != nil {
-				return "", err
+				return Outcome{}, err
 			}
-			if o == outcomeApplied {
-				out = outcomeApplied
+			if o.Result == Applied {
+				out, claw = o, "; "+o.Detail
 			}
 		} else {
 			log.Info("stripe: lost dispute on a payment that bought no tollgate credits; nothing to claw back", zap.String("customer", cust))
@@ -150,16 +151,21 @@ func (s *Syncer) applyDisputeClosed(ctx context.Context, log *zap.Logger, d gjso
 	}
 	for _, c := range lift {
 		if err := s.store.Lift(ctx, c, id); err != nil {
-			return "", storeErr("lift suspension", err)
+			return Outcome{}, storeErr("lift suspension", err)
 		}
 	}
 	isNew, err := s.setDisputeMark(ctx, id, "lifted", lift[0])
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	log.Info("stripe: dispute closed; suspension lifted", zap.Strings("customers", lift))
-	if isNew {
-		out = outcomeApplied
+	out.Customer = lift[0]
+	switch {
+	case isNew || out.Result == Applied:
+		out.Result = Applied
+		out.Detail = fmt.Sprintf("dispute %s closed (%s): suspension lifted%s", id, status, claw)
+	default:
+		out.Detail = "dispute " + id + " was closed before; nothing changed"
 	}
 	return out, nil
 }

@@ -112,6 +112,9 @@ type priced struct {
 	grants   []grant
 	total    money.Micros
 	unpriced []string
+	// none says why there are no grants, when that is not unpriced
+	// lines (see nothing).
+	none string
 }
 
 // priceLines prices lines into the lots they credit: one per distinct

@@ -11,45 +11,45 @@ import (
 
 // applyInvoice grants the credits of a paid invoice's subscription lines,
 // once per invoice.
-func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Result) (outcome, error) {
+func (s *Syncer) applyInvoice(ctx context.Context, log *zap.Logger, inv gjson.Result) (Outcome, error) {
 	id := str(inv, "id")
 	if id == "" {
-		return "", invalid("invoice has no id")
+		return Outcome{}, invalid("invoice has no id")
 	}
 	log = log.With(zap.String("invoice", id))
 	if err := keyOK(keyInvoice + id); err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	// A replay reuses what the first delivery worked out, so neither a
 	// changed customer mapping (which could grant the invoice to a second
 	// customer) nor changed prices can make it disagree.
 	rec, ok, err := s.record(ctx, metaInvoice+id)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if !ok {
-		var out outcome
+		var out Outcome
 		rec, out, err = s.invoiceGrant(ctx, log, inv)
-		if err != nil || out != "" {
+		if err != nil || out.Result != "" {
 			return out, err
 		}
 		if rec, err = s.bindRecord(ctx, metaInvoice+id, rec); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		// Before 2025-03-31 the invoice names its payment intent;
 		// remember it so a dispute on that payment finds the customer.
 		if pi := idOf(inv.Get("payment_intent")); pi != "" {
 			if err := s.putRecord(ctx, metaPayment+pi, rec); err != nil {
-				return "", err
+				return Outcome{}, err
 			}
 		}
 	}
 	return s.creditGrants(ctx, log, rec, "subscription grant", "stripe: invoice already granted with a different amount; keeping the first")
 }
 
-// invoiceGrant works out whom an invoice credits and how much. A non-empty
-// outcome means there is nothing to grant.
-func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Result) (paymentRecord, outcome, error) {
+// invoiceGrant works out whom an invoice credits and how much. An outcome
+// with a Result means there is nothing to grant.
+func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Result) (paymentRecord, Outcome, error) {
 	id := str(inv, "id")
 	var lines []line
 	needLookup := false
@@ -72,10 +72,10 @@ func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Re
 				return nil
 			})
 			if err != nil {
-				return paymentRecord{}, "", apiErr("reading the lines of invoice "+id, err)
+				return paymentRecord{}, Outcome{}, apiErr("reading the lines of invoice "+id, err)
 			}
 		case more:
-			return paymentRecord{}, "", retryLater("invoice %s has more lines than the event carries; reading them needs stripe.api_key", id)
+			return paymentRecord{}, Outcome{}, retryLater("invoice %s has more lines than the event carries; reading them needs stripe.api_key", id)
 		}
 	}
 	var subs []line
@@ -86,33 +86,33 @@ func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Re
 	}
 	if len(subs) == 0 {
 		log.Debug("stripe: invoice has no subscription lines; nothing to grant")
-		return paymentRecord{}, outcomeIgnored, nil
+		return paymentRecord{}, ignored("invoice %s has no subscription lines (one-off invoices buy no credits); nothing to grant", id), nil
 	}
 	grants, err := s.priceLines(log, subs, true, s.now())
 	if err != nil {
-		return paymentRecord{}, "", invalid("invoice %s: %v", id, err)
+		return paymentRecord{}, Outcome{}, invalid("invoice %s: %v", id, err)
 	}
 	if len(grants.unpriced) > 0 {
 		log.Warn("stripe: subscription lines with prices not in stripe.prices were skipped", zap.Strings("prices", grants.unpriced))
 	}
 	if grants.total == 0 {
 		log.Warn("stripe: no subscription line of this invoice is priced in stripe.prices; nothing granted")
-		return paymentRecord{}, outcomeIgnored, nil
+		return paymentRecord{}, ignored("%s", grants.nothing("invoice "+id)), nil
 	}
 	stripeCustomer := idOf(inv.Get("customer"))
 	cust, fromMetadata, err := s.invoiceCustomer(ctx, inv, subs)
 	if err != nil {
-		return paymentRecord{}, "", err
+		return paymentRecord{}, Outcome{}, err
 	}
 	if cust == "" {
-		return paymentRecord{}, "", retryLater("cannot tell which tollgate customer invoice %s belongs to: set metadata.tollgate_customer on the subscription (subscription_data.metadata in Checkout), or let a checkout session with metadata.tollgate_customer or client_reference_id introduce Stripe customer %s first", id, stripeCustomer)
+		return paymentRecord{}, Outcome{}, retryLater("cannot tell which tollgate customer invoice %s belongs to: set metadata.tollgate_customer on the subscription (subscription_data.metadata in Checkout), or let a checkout session with metadata.tollgate_customer or client_reference_id introduce Stripe customer %s first", id, stripeCustomer)
 	}
 	if fromMetadata {
 		if err := s.learnCustomer(ctx, stripeCustomer, cust); err != nil {
-			return paymentRecord{}, "", err
+			return paymentRecord{}, Outcome{}, err
 		}
 	}
-	return paymentRecord{Customer: cust, Credits: grants.total, Invoice: id, Grants: grants.grants}, "", nil
+	return paymentRecord{Customer: cust, Credits: grants.total, Invoice: id, Grants: grants.grants}, Outcome{}, nil
 }
 
 // invoiceCustomer resolves the tollgate customer of an invoice from the

@@ -78,7 +78,7 @@ func (s *Syncer) Reconcile(ctx context.Context, since time.Duration) (events, ap
 		out, err := s.apply(ctx, ev, "reconcile")
 		switch {
 		case err == nil:
-			if out == outcomeApplied {
+			if out.Result == Applied {
 				applied++
 			}
 		case errors.Is(err, ledger.ErrStoreUnavailable):
@@ -110,7 +110,7 @@ func (s *Syncer) Reconcile(ctx context.Context, since time.Duration) (events, ap
 			failed = append(failed, fmt.Errorf("event %s (%s): %w", ev.Get("id").String(), ev.Get("type").String(), err))
 			continue
 		}
-		if out == outcomeApplied {
+		if out.Result == Applied {
 			applied++
 		}
 	}

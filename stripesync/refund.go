@@ -136,16 +136,16 @@ func clawback(credits money.Micros, refunded, amount int64) money.Micros {
 // changes nothing. The credits come from the lot the payment created
 // first, then from the customer's other lots in burn order; what they
 // lack becomes debt.
-func (s *Syncer) claw(ctx context.Context, log *zap.Logger, pi string, rec paymentRecord, total money.Micros, ref, reason string) (outcome, error) {
+func (s *Syncer) claw(ctx context.Context, log *zap.Logger, pi string, rec paymentRecord, total money.Micros, ref, reason string) (Outcome, error) {
 	if err := keyOK(keyClaw + pi); err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if total <= 0 {
-		return outcomeIgnored, nil
+		return ignored("%s: less than a micro-credit to claw back", reason).withCustomer(rec.Customer), nil
 	}
 	lot, err := s.lotOf(ctx, log, rec)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	res, err := s.store.Credit(ctx, ledger.Credit{
 		Customer:   rec.Customer,
@@ -158,34 +158,36 @@ func (s *Syncer) claw(ctx context.Context, log *zap.Logger, pi string, rec payme
 		FromLot:    lot,
 	})
 	if err != nil {
-		return "", storeErr("claw back", err)
+		return Outcome{}, storeErr("claw back", err)
 	}
 	log.Info("stripe: claw-back", zap.String("customer", rec.Customer), zap.String("payment_intent", pi), zap.Stringer("total", total), zap.Bool("new", res.Applied))
 	if !res.Applied {
-		return outcomeDuplicate, nil
+		return Outcome{Result: Duplicate, Customer: rec.Customer,
+			Detail: fmt.Sprintf("%s: payment %s had %s credits clawed back already (up to ledger entry %s); nothing changed", reason, pi, total, res.Entry.ID)}, nil
 	}
-	return outcomeApplied, nil
+	return Outcome{Result: Applied, Customer: rec.Customer, LedgerEntry: res.Entry.ID,
+		Detail: fmt.Sprintf("%s: clawed back %s credits (%s in all for payment %s)", reason, -res.Entry.Amount, total, pi)}, nil
 }
 
 // applyRefund claws back the refunded share of the credits a charge paid
 // for: a top-up, or a subscription invoice's grant. amount_refunded is
 // cumulative, so the claw-back is too.
-func (s *Syncer) applyRefund(ctx context.Context, log *zap.Logger, ch gjson.Result) (outcome, error) {
+func (s *Syncer) applyRefund(ctx context.Context, log *zap.Logger, ch gjson.Result) (Outcome, error) {
 	chargeID := str(ch, "id")
 	pi := idOf(ch.Get("payment_intent"))
 	log = log.With(zap.String("charge", chargeID), zap.String("payment_intent", pi))
 	amount, refunded := ch.Get("amount").Int(), ch.Get("amount_refunded").Int()
 	if pi == "" || amount <= 0 || refunded <= 0 {
 		log.Debug("stripe: refund without payment intent or amount; not a Checkout top-up")
-		return outcomeIgnored, nil
+		return ignored("charge %s has no payment intent or no refunded amount; not a tollgate purchase", chargeID), nil
 	}
 	rec, ok, err := s.findPayment(ctx, log, pi)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if !ok {
 		if rec, ok, err = s.invoicePayment(ctx, log, pi, idOf(ch.Get("invoice"))); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 	}
 	if !ok {
@@ -196,19 +198,19 @@ func (s *Syncer) applyRefund(ctx context.Context, log *zap.Logger, ch gjson.Resu
 			// customer; otherwise let it go.
 			cust, err := customerField("charge metadata.tollgate_customer", str(ch, "metadata.tollgate_customer"))
 			if err != nil {
-				return "", err
+				return Outcome{}, err
 			}
 			if cust == "" {
 				if cust, err = s.mappedCustomer(ctx, idOf(ch.Get("customer"))); err != nil {
-					return "", err
+					return Outcome{}, err
 				}
 			}
 			if cust != "" {
-				return "", retryLater("refund of payment %s: its top-up is not recorded yet; retry after the checkout event is applied, or set stripe.api_key so tollgate can look it up", pi)
+				return Outcome{}, retryLater("refund of payment %s: its top-up is not recorded yet; retry after the checkout event is applied, or set stripe.api_key so tollgate can look it up", pi)
 			}
 		}
 		log.Info("stripe: refunded payment bought no tollgate credits; nothing to claw back")
-		return outcomeIgnored, nil
+		return ignored("refunded payment %s bought no tollgate credits; nothing to claw back", pi), nil
 	}
 	if refunded > amount {
 		refunded = amount

@@ -153,7 +153,16 @@ type Options struct {
 	// (invalid_signature, request_too_large, invalid_request,
 	// invalid_event, retry_later, stripe_api_error, store_unavailable,
 	// store_error, internal_error).
+	//
+	// It also receives tollgate_stripe_journal_errors_total{reason}:
+	// events whose record did not reach the journal, because its queue
+	// was full ("queue_full") or the write failed ("store").
 	Registerer prometheus.Registerer
+	// Journal keeps a record of every event received and what it did
+	// (see Record); nil means the store's own journal when it has one
+	// (*ledger.RedisStore and *ledger.BoltStore do). Records are written
+	// in the background: the journal never delays or fails a webhook.
+	Journal ledger.Journal
 }
 
 // Syncer applies Stripe events to a Store. Create it with New; it is safe
@@ -171,6 +180,7 @@ type Syncer struct {
 	log       *zap.Logger
 	client    *http.Client
 	events    *prometheus.CounterVec
+	journal   *journalWriter
 }
 
 // ErrNoAPIKey is returned by Reconcile and Run when Options.APIKey is empty.
@@ -262,6 +272,28 @@ func New(store Store, opts Options) (*Syncer, error) {
 			}
 		}
 	}
+	journalErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_stripe_journal_errors_total",
+		Help: "Stripe events whose record did not reach the journal (GET /v1/stripe/events), by reason: queue_full or store. The events themselves were applied as usual.",
+	}, []string{"reason"})
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(journalErrors); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				errs = append(errs, fmt.Errorf("stripesync: register metrics: %w", err))
+			} else if cv, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				journalErrors = cv
+			}
+		}
+	}
+	for _, reason := range []string{"queue_full", "store"} {
+		journalErrors.WithLabelValues(reason)
+	}
+	j := opts.Journal
+	if j == nil {
+		j, _ = store.(ledger.Journal)
+	}
+	s.journal = newJournalWriter(j, store, s.log, journalErrors)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

@@ -15,10 +15,10 @@ import (
 // however many of completed and async_payment_succeeded arrive, in any
 // order. A subscription-mode session only teaches the customer mapping: its
 // credits come from invoice.paid, never from the session.
-func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.Result, typ string) (outcome, error) {
+func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.Result, typ string) (Outcome, error) {
 	id := str(sess, "id")
 	if id == "" {
-		return "", invalid("checkout session has no id")
+		return Outcome{}, invalid("checkout session has no id")
 	}
 	log = log.With(zap.String("session", id))
 	stripeCustomer := idOf(sess.Get("customer"))
@@ -27,16 +27,16 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 	case "subscription":
 		cust, err := s.sessionCustomer(ctx, sess, false)
 		if err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		if err := s.learnCustomer(ctx, stripeCustomer, cust); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		log.Debug("stripe: subscription checkout; credits come with invoice.paid", zap.String("customer", cust))
-		return outcomeIgnored, nil
+		return ignored("subscription checkout: its credits come with each invoice.paid, not with the session").withCustomer(cust), nil
 	default:
 		log.Debug("stripe: checkout session mode not handled", zap.String("mode", mode))
-		return outcomeIgnored, nil
+		return ignored("checkout session mode %q: tollgate credits one-off purchases (mode payment) and subscription invoices", mode), nil
 	}
 	// Asynchronous methods (bank debits, vouchers) complete the session
 	// unpaid; async_payment_succeeded follows once the money arrives
@@ -44,13 +44,13 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 	if status := str(sess, "payment_status"); typ != EventCheckoutAsyncSucceeded && status != "paid" {
 		if status == "unpaid" {
 			log.Info("stripe: checkout session not paid yet; waiting for async_payment_succeeded")
-		} else {
-			log.Info("stripe: checkout session needs no payment; nothing to credit", zap.String("payment_status", status))
+			return ignored("payment_status unpaid: waiting for %s", EventCheckoutAsyncSucceeded), nil
 		}
-		return outcomeIgnored, nil
+		log.Info("stripe: checkout session needs no payment; nothing to credit", zap.String("payment_status", status))
+		return ignored("payment_status %s: nothing was paid, so nothing is credited", status), nil
 	}
 	if err := keyOK(keySession + id); err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 
 	// The record lives under the session, which binds it once, and
@@ -64,34 +64,37 @@ func (s *Syncer) applySession(ctx context.Context, log *zap.Logger, sess gjson.R
 	}
 	rec, ok, err := s.record(ctx, recKey)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if !ok || rec.Session != id {
 		// First time (or the record was lost): work the top-up out from
 		// the session. A later delivery reuses the record, so a price
 		// change in between cannot make the amounts disagree.
 		grants, err := s.sessionGrants(ctx, log, sess)
-		if err != nil || len(grants.grants) == 0 {
-			return outcomeIgnored, err
+		if err != nil {
+			return Outcome{}, err
+		}
+		if len(grants.grants) == 0 {
+			return ignored("%s", grants.nothing("checkout session "+id)), nil
 		}
 		cust, err := s.sessionCustomer(ctx, sess, true)
 		if err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		if cust == "" {
-			return "", retryLater("cannot tell which tollgate customer paid checkout session %s: create sessions with metadata.tollgate_customer or client_reference_id", id)
+			return Outcome{}, retryLater("cannot tell which tollgate customer paid checkout session %s: create sessions with metadata.tollgate_customer or client_reference_id", id)
 		}
 		if err := s.learnCustomer(ctx, stripeCustomer, cust); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		// Bind, then record before crediting: once the top-up can be
 		// seen, a refund of it can find what to claw back.
 		if rec, err = s.bindRecord(ctx, metaSession+id, paymentRecord{Customer: cust, Credits: grants.total, Session: id, Grants: grants.grants}); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		if pi != "" {
 			if err := s.putRecord(ctx, recKey, rec); err != nil {
-				return "", err
+				return Outcome{}, err
 			}
 		}
 	}
@@ -140,7 +143,7 @@ func (s *Syncer) sessionGrants(ctx context.Context, log *zap.Logger, sess gjson.
 			return priced{}, retryLater("checkout session %s has no metadata.tollgate_credits, and reading its line items needs stripe.api_key", id)
 		}
 		log.Warn("stripe: checkout session has no metadata.tollgate_credits and no API key to read its line items; not a tollgate purchase?")
-		return priced{}, nil
+		return priced{none: "checkout session " + id + " has no metadata.tollgate_credits, and reading its line items needs stripe.api_key: not a tollgate purchase?"}, nil
 	} else {
 		err := s.list(ctx, "/v1/checkout/sessions/"+url.PathEscape(id)+"/line_items", nil, func(it gjson.Result) error {
 			lines = append(lines, parseLine(it))

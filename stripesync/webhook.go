@@ -84,7 +84,7 @@ func (s *Syncer) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(map[string]any{"received": true, "outcome": string(out)})
+	_ = json.NewEncoder(w).Encode(map[string]any{"received": true, "outcome": string(out.Result)})
 }
 
 // Signature errors. They say what to check, because the reader is an
