@@ -46,6 +46,9 @@ type AdminOptions struct {
 	// Events serves GET /v1/events (adminevents.go): the store, when
 	// outbound events are on. Nil answers 400 not_configured.
 	Events ledger.Outbox
+	// Journal serves GET /v1/stripe/events (adminjournal.go); nil means
+	// the store's own journal, when it keeps one.
+	Journal ledger.Journal
 }
 
 // Admin API limits.
@@ -62,6 +65,7 @@ const (
 //	GET  /v1/customers/{id}/lots                 active lots in burn order
 //	POST /v1/customers/{id}/credits              {"amount","reason","idempotency_key"}, and for a
 //	                                             credit that adds: "expires_at" or "expires_in", "priority"
+//	GET  /v1/stripe/events?customer=&type=&limit=&before= Stripe events received, newest first, with their outcome
 //	POST /v1/reconcile                           {"since":"72h"}
 //	POST /v1/store/accept-data-loss              serve what the store holds now
 //	GET  /v1/events?after=&limit=                outbound events, oldest first
@@ -79,6 +83,7 @@ func (s *Server) AdminHandler(opts AdminOptions) http.Handler {
 	mux.HandleFunc("/v1/customers/{id}/ledger", a.ledger)
 	mux.HandleFunc("/v1/customers/{id}/credits", a.credit)
 	mux.HandleFunc("/v1/customers/{id}/lots", a.lots)
+	mux.HandleFunc("/v1/stripe/events", a.stripeEvents)
 	mux.HandleFunc("/v1/reconcile", a.reconcile)
 	mux.HandleFunc("/v1/store/accept-data-loss", a.acceptDataLoss)
 	mux.HandleFunc("/v1/events", a.events)

@@ -1,8 +1,8 @@
 // Command tollgate is the metering proxy and its command-line client.
 //
 // `tollgate serve` runs the proxy and the admin API; `tollgate check`
-// validates a configuration; balance, credit, lots, ledger and reconcile
-// call a running instance's admin API. Only this package reads flags, the
+// validates a configuration; balance, credit, lots, ledger, reconcile and
+// stripe-events call a running instance's admin API. Only this package reads flags, the
 // environment and files; the packages it wires take values.
 package main
 
@@ -46,6 +46,7 @@ func commands() []command {
 		{"ledger", "ID [--limit N] [--before CURSOR | --all]", "list a customer's ledger entries, newest first", runLedger},
 		{"events", "[--follow] [--after ID]", "list outbound events, oldest first; --follow tails them", runEvents},
 		{"reconcile", "--since DURATION", "replay missed Stripe events from the last DURATION", runReconcile},
+		{"stripe-events", "[--customer ID] [--type T] [--limit N]", "list the Stripe events received and what each did", runStripeEvents},
 		{"accept-data-loss", "", "serve what Redis holds now, after tollgate found it lost data", runAcceptDataLoss},
 		{"version", "", "print the version", runVersion},
 	}
@@ -66,8 +67,8 @@ Commands:
 	}
 	p.printf("%s", `
 serve and check read the config from --config, else $TOLLGATE_CONFIG,
-else tollgate.yaml. balance, credit, lots, ledger, events, reconcile and
-accept-data-loss call the admin API at --admin URL, else $TOLLGATE_ADMIN_URL, else
+else tollgate.yaml. balance, credit, lots, ledger, events, reconcile,
+stripe-events and accept-data-loss call the admin API at --admin URL, else $TOLLGATE_ADMIN_URL, else
 http://127.0.0.1:9090, with the bearer token in $TOLLGATE_ADMIN_TOKEN;
 --json prints the raw response.
 Flags may come before or after the arguments.

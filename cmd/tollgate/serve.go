@@ -280,6 +280,11 @@ loop:
 	if err := adminSrv.Shutdown(adminCtx); err != nil {
 		_ = adminSrv.Close()
 	}
+	// The Stripe journal is written in the background: keep what the
+	// last webhooks recorded.
+	if err := syncer.Flush(adminCtx); err != nil {
+		log.Warn("not every Stripe event reached the journal before exit", zap.Error(err))
+	}
 	log.Info("tollgate stopped")
 	return runErr
 }
