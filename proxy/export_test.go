@@ -1,6 +1,10 @@
 package proxy
 
-import "net/http/httputil"
+import (
+	"context"
+	"encoding/json"
+	"net/http/httputil"
+)
 
 // NewBufferPool returns a pool of the copy buffers a Server's reverse
 // proxies use, so that BenchmarkProxy can give its bare baseline the same.
@@ -13,4 +17,10 @@ func MatchPath(s *Settings, path string) string {
 		return s.Routes[i].Path
 	}
 	return ""
+}
+
+// RecentStripeEvents is what GET /v1/customers/{id}/access links of the
+// journal, for TestStripeEventsEndpoint.
+func RecentStripeEvents(s *Server, ctx context.Context, customer string, n int) ([]json.RawMessage, error) {
+	return (&admin{s: s}).recentStripeEvents(ctx, customer, n)
 }

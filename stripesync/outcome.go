@@ -61,6 +61,8 @@ type Outcome struct {
 //
 //	case EventX:
 //		return plain(s.applyX(ctx, log, obj))
+//
+//lint:ignore U1000 for the handlers that return a bare Result (the plans work wires them)
 func plain(r outcome, err error) (Outcome, error) { return Outcome{Result: r}, err }
 
 // ignored is an Ignored outcome saying why.
