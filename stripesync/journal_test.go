@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -220,4 +221,31 @@ func (h *harness) counter(name, label, value string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestJournalStoreDown: an event the store could not take is recorded
+// as failed, in a journal that still works, with the message Stripe
+// shows; in the store's own journal it is a counted write failure.
+func TestJournalStoreDown(t *testing.T) {
+	c := &clock{t: t0}
+	down := mustOpenBolt(t, filepath.Join(t.TempDir(), "down.db"), c.Now)
+	journal := mustOpenBolt(t, filepath.Join(t.TempDir(), "journal.db"), c.Now)
+	h := newHarness(t, down, c, func(o *stripesync.Options) { o.Journal = journal })
+	body := h.fixture("checkout_session_completed.json")
+	if err := down.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wantStoreDown(t, h, body)
+	h.store = journal
+	checkRecords(t, h.journal(""), []wantRecord{{h.id("evt_1PTopupCompleted01"), "checkout.session.completed", "webhook", h.id("acme"), h.id("cus_QAcme000001"),
+		stripesync.Failed, "the credit store is unavailable; nothing was applied", ""}})
+
+	h2 := newHarness(t, down, c) // the store's own journal is down too
+	wantStoreDown(t, h2, body)
+	if err := h2.syncer.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := h2.counter("tollgate_stripe_journal_errors_total", "reason", "store"); got != 1 {
+		t.Errorf("journal errors = %v, want 1", got)
+	}
 }
