@@ -129,29 +129,36 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 
 // Reserve implements Store.
 func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
+	_, err := s.ReserveAvailable(ctx, customer, holdID, amount, ttl)
+	return err
+}
+
+// ReserveAvailable implements Store.
+func (s *BoltStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
 	if err := checkReserve(customer, holdID, amount, ttl); err != nil {
-		return err
+		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	now := s.now()
 	nowMs, expiry := unixMilli(now), expiryMilli(now, ttl)
 	if known, err := s.known(customer); err != nil {
-		return s.fail("reserve "+holdID, err)
+		return 0, s.fail("reserve "+holdID, err)
 	} else if !known {
 		// A customer never seen has nothing available, is not suspended
 		// and has no entries: refuse a hold or allow a free one (which
 		// stores nothing, see the c.seq == 0 case below) without a write,
 		// so that requests naming arbitrary customers cannot grow the file.
 		if amount > 0 {
-			return &InsufficientCreditsError{Customer: customer, Available: 0, Required: amount}
+			return 0, &InsufficientCreditsError{Customer: customer, Available: 0, Required: amount}
 		}
-		return nil
+		return 0, nil
 	}
 	var result error
+	var after money.Micros
 	err := s.update(func(tx *bbolt.Tx) error {
-		result = nil
+		result, after = nil, 0
 		c, err := openCustomer(tx, customer, false)
 		if err == nil {
 			c, err = s.withEvents(c, nowMs)
@@ -184,22 +191,28 @@ func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount
 			result = fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
 			return nil
 		}
-		if available := st.balance - reserved; available < int64(amount) {
-			result = &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount}
+		available := st.balance - reserved
+		if available < int64(amount) {
+			result = &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount, Reserved: money.Micros(reserved)}
 			return c.depleted(st.seq, int64(amount))
 		}
 		if amount == 0 && st.seq == 0 {
 			// A free hold of a customer without entries holds nothing and
 			// is not stored, as in lua/reserve.lua; Settle settles it at
 			// zero by writing nothing.
+			after = money.Micros(available)
 			return nil
 		}
+		after = money.Micros(available) - amount
 		return c.putHold(holdID, int64(amount), expiry)
 	})
 	if err != nil {
-		return s.fail("reserve "+holdID, err)
+		return 0, s.fail("reserve "+holdID, err)
 	}
-	return result
+	if result != nil {
+		return 0, result
+	}
+	return after, nil
 }
 
 // Settle implements Store.

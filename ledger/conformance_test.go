@@ -267,6 +267,8 @@ var conformanceTests = []struct {
 	{name: "CreditAppendsEntry", fn: testCreditAppendsEntry},
 	{name: "ZeroCostLeavesNoRecord", fn: testZeroCostLeavesNoRecord},
 	{name: "ConcurrentReservesNeverOverspend", fn: testConcurrentReserves},
+	{name: "ReserveReportsAvailable", fn: testReserveReportsAvailable},
+	{name: "RefusalSaysWhetherHoldsBlock", fn: testRefusalHeldBack},
 	{name: "SettleAboveHoldGoesNegative", fn: testSettleAboveHold},
 	{name: "SettleBelowHoldReleasesRest", fn: testSettleBelowHold},
 	{name: "SettleIsIdempotent", fn: testSettleIdempotent},
@@ -563,6 +565,89 @@ func testConcurrentReserves(t *testing.T, e *env) {
 		t.Fatalf("%d reserved, %d refused; want %d and %d", ok.Load(), refused.Load(), k, n-k)
 	}
 	wantAccount(t, e.s, cust, c("10"), c("10"))
+}
+
+// testReserveReportsAvailable checks that ReserveAvailable returns the
+// available credits with its own hold deducted, for the proxy's
+// X-Tollgate-Available, and nothing on a refusal.
+func testReserveReportsAvailable(t *testing.T, e *env) {
+	cust := e.customer("avail")
+	mustCredit(t, e.s, cust, c("10"))
+	for _, step := range []struct {
+		hold   string
+		amount money.Micros
+		want   money.Micros
+	}{
+		{"h1", c("3"), c("7")},
+		{"h2", c("2.5"), c("4.5")},
+		{"h3", 0, c("4.5")},
+		{"h4", c("4.5"), 0},
+	} {
+		got, err := e.s.ReserveAvailable(ctx, cust, step.hold, step.amount, ttl)
+		if err != nil || got != step.want {
+			t.Fatalf("ReserveAvailable(%s, %s) = %s, %v; want %s available after", step.hold, step.amount, got, err, step.want)
+		}
+	}
+	wantAccount(t, e.s, cust, c("10"), c("10"))
+	mustSettle(t, e.s, cust, "h1", c("1"))
+	if got, err := e.s.ReserveAvailable(ctx, cust, "h5", c("0.5"), ttl); err != nil || got != c("1.5") {
+		t.Fatalf("ReserveAvailable after a settlement = %s, %v; want 1.500000", got, err)
+	}
+	if got, err := e.s.ReserveAvailable(ctx, cust, "h6", c("2"), ttl); err == nil || got != 0 {
+		t.Fatalf("refused ReserveAvailable = %s, %v; want 0 and insufficient credits", got, err)
+	}
+	// A free request of a customer the store has never seen: nothing
+	// available, nothing stored.
+	if got, err := e.s.ReserveAvailable(ctx, e.customer("stranger"), "h1", 0, ttl); err != nil || got != 0 {
+		t.Fatalf("free ReserveAvailable of a stranger = %s, %v; want 0, nil", got, err)
+	}
+}
+
+// testRefusalHeldBack checks the Reserved an *InsufficientCreditsError
+// carries, from which the proxy tells a client whether retrying may help:
+// only when the balance covers the amount and other holds are in the way.
+func testRefusalHeldBack(t *testing.T, e *env) {
+	cust := e.customer("heldback")
+	mustCredit(t, e.s, cust, c("10"))
+	mustReserve(t, e.s, cust, "h1", c("8"), ttl)
+	refusal := func(hold string, amount money.Micros) *ledger.InsufficientCreditsError {
+		t.Helper()
+		err := e.s.Reserve(ctx, cust, hold, amount, ttl)
+		var ice *ledger.InsufficientCreditsError
+		if !errors.As(err, &ice) {
+			t.Fatalf("Reserve(%s) = %v; want insufficient credits", amount, err)
+		}
+		return ice
+	}
+	want := ledger.InsufficientCreditsError{Customer: cust, Available: c("2"), Required: c("5"), Reserved: c("8")}
+	if ice := refusal("h2", c("5")); *ice != want || !ice.HeldBack() {
+		t.Fatalf("refusal = %+v, held back %t; want %+v, held back", *ice, ice.HeldBack(), want)
+	}
+	// Exactly the balance: still only the hold is in the way.
+	if ice := refusal("h3", c("10")); !ice.HeldBack() {
+		t.Fatalf("refusal of the whole balance = %+v: not held back", *ice)
+	}
+	// More than the balance: no hold closing can help.
+	want = ledger.InsufficientCreditsError{Customer: cust, Available: c("2"), Required: c("10.000001"), Reserved: c("8")}
+	if ice := refusal("h4", c("10.000001")); *ice != want || ice.HeldBack() {
+		t.Fatalf("refusal = %+v, held back %t; want %+v, not held back", *ice, ice.HeldBack(), want)
+	}
+	// No holds at all: the balance is the limit.
+	if err := e.s.Release(ctx, cust, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	if ice := refusal("h5", c("11")); ice.Reserved != 0 || ice.HeldBack() {
+		t.Fatalf("refusal without holds = %+v, held back %t; want nothing reserved, not held back", *ice, ice.HeldBack())
+	}
+	// In debt with a hold open: even a free request waits for credits,
+	// not for the hold.
+	mustReserve(t, e.s, cust, "h6", c("10"), ttl)
+	mustReserve(t, e.s, cust, "h7", 0, ttl)
+	mustSettle(t, e.s, cust, "h6", c("12"))
+	want = ledger.InsufficientCreditsError{Customer: cust, Available: c("-2"), Required: 0, Reserved: 0}
+	if ice := refusal("h8", 0); *ice != want || ice.HeldBack() {
+		t.Fatalf("refusal in debt = %+v, held back %t; want %+v, not held back", *ice, ice.HeldBack(), want)
+	}
 }
 
 func testSettleAboveHold(t *testing.T, e *env) {

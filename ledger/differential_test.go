@@ -87,8 +87,8 @@ func TestRedisMatchesBolt(t *testing.T) {
 				case k < 30:
 					id, amount, ttl := hold(), money.Micros(rng.IntN(400)), ttls[rng.IntN(len(ttls))]
 					op = fmt.Sprintf("Reserve(%s, %s, %d, %s)", cust, id, amount, ttl)
-					gotR = outcome(nil, red.Reserve(ctx, cust, id, amount, ttl))
-					gotB = outcome(nil, bolt.Reserve(ctx, cust, id, amount, ttl))
+					gotR = outcome(red.ReserveAvailable(ctx, cust, id, amount, ttl))
+					gotB = outcome(bolt.ReserveAvailable(ctx, cust, id, amount, ttl))
 				case k < 50:
 					id, actual := hold(), money.Micros(rng.IntN(600))
 					ch := Charge{Reference: id, Route: "/v1/chat/completions", Model: "m", Tokens: usage.Tokens{InputTokens: int64(rng.IntN(9)), OutputTokens: int64(rng.IntN(9))}}

@@ -204,6 +204,15 @@ type Store interface {
 	// kept to the millisecond.
 	Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error
 
+	// ReserveAvailable is Reserve, which also returns the customer's
+	// available credits right after the hold was taken (this hold
+	// deducted), read in the same atomic operation: what the proxy tells
+	// the client without another store call. On a free hold Reserve does
+	// not store it is the available credits as they stand; on a Redis
+	// attempt resent after a lost reply, those of the moment of the
+	// resend.
+	ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error)
+
 	// Settle closes a hold by charging actual: the hold stops counting,
 	// actual is debited (taken from the customer's lots in burn order;
 	// what they lack becomes debt), and a charge entry is appended, all
@@ -361,9 +370,15 @@ var (
 // available credits are below the amount asked for. It matches
 // ErrInsufficientCredits.
 type InsufficientCreditsError struct {
-	Customer  string
+	Customer string
+	// Available is the customer's available credits: Balance minus
+	// Reserved.
 	Available money.Micros
-	Required  money.Micros
+	// Required is the amount Reserve asked for.
+	Required money.Micros
+	// Reserved is the sum of the customer's other live holds at the time
+	// of the refusal, so that Available+Reserved is the balance.
+	Reserved money.Micros
 }
 
 func (e *InsufficientCreditsError) Error() string {
@@ -372,6 +387,14 @@ func (e *InsufficientCreditsError) Error() string {
 
 // Unwrap returns ErrInsufficientCredits.
 func (e *InsufficientCreditsError) Unwrap() error { return ErrInsufficientCredits }
+
+// HeldBack reports whether the balance alone would cover Required, so that
+// only the customer's other live holds stand in the way: once the
+// requests behind them settle for less than they hold, or are released,
+// the same Reserve may succeed.
+func (e *InsufficientCreditsError) HeldBack() bool {
+	return e.Reserved > 0 && e.Available+e.Reserved >= e.Required
+}
 
 // MaxIDLength bounds customer ids, hold ids, idempotency keys, suspension
 // reasons and meta keys.

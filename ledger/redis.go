@@ -107,8 +107,14 @@ func contextTimeouts(client redis.UniversalClient) bool {
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
+	_, err := s.ReserveAvailable(ctx, customer, holdID, amount, ttl)
+	return err
+}
+
+// ReserveAvailable implements Store.
+func (s *RedisStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
 	if err := checkReserve(customer, holdID, amount, ttl); err != nil {
-		return err
+		return 0, err
 	}
 	now := s.now()
 	var tok [attemptSize]byte
@@ -116,23 +122,27 @@ func (s *RedisStore) Reserve(ctx context.Context, customer, holdID string, amoun
 	r, err := s.run(ctx, reserveScript, customerKeys(customer),
 		holdID, int64(amount), expiryMilli(now, ttl), unixMilli(now), s.retention.Milliseconds(), hex.EncodeToString(tok[:]))
 	if err != nil {
-		return s.failWrite("reserve "+holdID, err)
+		return 0, s.failWrite("reserve "+holdID, err)
 	}
-	status, available, err := reserveStatus(r.int(0)), r.int(1), r.err
+	status, available, err := reserveStatus(r.int(0)), money.Micros(r.int(1)), r.err
 	if err != nil {
-		return fmt.Errorf("reserve %s: %w", holdID, err)
+		return 0, fmt.Errorf("reserve %s: %w", holdID, err)
 	}
 	switch status {
 	case reserveOK:
-		return nil
+		return available, nil
 	case reserveInsufficient:
-		return &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount}
+		reserved := money.Micros(r.int(2))
+		if r.err != nil {
+			return 0, fmt.Errorf("reserve %s: %w", holdID, r.err)
+		}
+		return 0, &InsufficientCreditsError{Customer: customer, Available: available, Required: amount, Reserved: reserved}
 	case reserveSuspended:
-		return fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
+		return 0, fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
 	case reserveDuplicate:
-		return fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
+		return 0, fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
 	}
-	return fmt.Errorf("reserve %s: %w: status %d", holdID, errCorrupt, status)
+	return 0, fmt.Errorf("reserve %s: %w: status %d", holdID, errCorrupt, status)
 }
 
 // Settle implements Store.

@@ -83,8 +83,9 @@ func TestReserveRetryFindsOwnHold(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st := r.int(0); r.err != nil || st != 0 {
-			t.Fatalf("call %d: status %d, %v; want 0", i, st, r.err)
+		// Both replies report the hold deducted once: 10 - 4.
+		if st, avail := r.int(0), r.int(1); r.err != nil || st != 0 || avail != 6 {
+			t.Fatalf("call %d: status %d, available %d, %v; want 0, 6", i, st, avail, r.err)
 		}
 	}
 	args[5] = "attempt-2" // another call with the same hold id

@@ -130,7 +130,7 @@ func customerOfKey(key string) (string, bool) {
 // release.lua's statuses are not named: Release answers nil whichever it
 // gets.
 
-// reserveStatus is the status in reserve.lua's reply {status, available}.
+// reserveStatus is the status in reserve.lua's reply {status, available[, reserved]}.
 type reserveStatus int64
 
 const (
@@ -138,7 +138,8 @@ const (
 	// already applied; or, for amount 0 and a customer without entries,
 	// allowed without storing a hold).
 	reserveOK reserveStatus = 0
-	// reserveInsufficient is {1, available}: insufficient credits.
+	// reserveInsufficient is {1, available, reserved}: insufficient
+	// credits; available + reserved is the balance.
 	reserveInsufficient reserveStatus = 1
 	// reserveSuspended is {2, 0}: customer suspended.
 	reserveSuspended reserveStatus = 2

@@ -11,11 +11,12 @@
 -- ARGV[6] -> attempt token, random per Reserve call: a client that resends
 --            the command after a lost reply finds its own hold, not a duplicate
 --
--- Returns {status, available}:
+-- Returns {status, available[, reserved]}:
 --   {0, available after}  reserved (or this very call was already applied;
 --                         or, for amount 0 and a customer without entries,
 --                         allowed without storing a hold)
---   {1, available}        insufficient credits
+--   {1, available, reserved}  insufficient credits; reserved is the sum of
+--                         the live holds, so available + reserved is the balance
 --   {2, 0}                customer suspended
 --   {3, 0}                hold id already used (live or closed within retention)
 
@@ -33,7 +34,7 @@ if v then
   local _, owner = live_amount(v)
   if owner then
     if owner == attempt then
-      return save_account(a, {0, 0})
+      return save_account(a, {0, a.balance - a.reserved})
     end
     return save_account(a, {3, 0})
   end
@@ -53,7 +54,7 @@ if available < amount then
     redis.call('HSET', K_OUTBOX, 'dep', '1')
     emit(a, 'balance.depleted', 0, amount, 0, '')
   end
-  return save_account(a, {1, available})
+  return save_account(a, {1, available, a.reserved})
 end
 if amount == 0 and a.seq == 0 then
   -- A free request of a customer without entries: a zero hold holds
