@@ -27,9 +27,9 @@ type reserveCounter struct {
 	n atomic.Int64
 }
 
-func (s *reserveCounter) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
+func (s *reserveCounter) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
 	s.n.Add(1)
-	return s.Store.Reserve(ctx, customer, holdID, amount, ttl)
+	return s.Store.ReserveAvailable(ctx, customer, holdID, amount, ttl)
 }
 
 func bodyTimeoutHarness(t *testing.T) (*harness, *reserveCounter) {

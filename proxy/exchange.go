@@ -49,8 +49,12 @@ type exchange struct {
 	req      meter.Request
 	estimate meter.Usage
 	reserved money.Micros
-	heldAt   time.Time // when the hold was taken
-	sentAt   time.Time // when the request went upstream
+	// available is the customer's available credits right after the
+	// hold was taken (the hold deducted), as the store's reservation
+	// reported it: the base of X-Tollgate-Available.
+	available money.Micros
+	heldAt    time.Time // when the hold was taken
+	sentAt    time.Time // when the request went upstream
 
 	status int         // what the client was answered, for metrics
 	closed atomic.Bool // the hold has been handed to settle or release
@@ -58,10 +62,11 @@ type exchange struct {
 	cut    atomic.Bool // max_request_duration cut the request (renew.go)
 	timer  holdTimer   // renews the hold, enforces max_request_duration
 
-	hdr     [3]string // backing arrays of the response headers: request id, reserved, output cap
-	body    []byte    // the body sent upstream
+	hdr     [hdrCount]string // backing arrays of the response headers (hdrRequestID, …)
+	body    []byte           // the body sent upstream
 	reqBody bodyReader
 	resBody meteredBody
+	held    heldBody // the body of a held-back response (cost.go)
 }
 
 type exchangeKey struct{}
@@ -190,10 +195,10 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 		reserved: cost,
 		body:     body,
 	}
-	ex.hdr[0] = ex.id
-	ex.hdr[1] = cost.String()
+	ex.hdr[hdrRequestID] = ex.id
+	ex.hdr[hdrReserved] = cost.String()
 	if outputCap > 0 {
-		ex.hdr[2] = strconv.FormatInt(outputCap, 10)
+		ex.hdr[hdrOutputCap] = strconv.FormatInt(outputCap, 10)
 	}
 
 	s.busy.Add(1) // the hold, until settled or released
@@ -201,7 +206,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	// store.timeout: a hung store costs the client a prompt 503, not the
 	// Redis client's retries (DESIGN: fail closed).
 	rctx, cancel := context.WithTimeout(r.Context(), st.storeTimeout)
-	err = s.store.Reserve(rctx, customer, ex.id, cost, st.holdTTL)
+	ex.available, err = s.store.ReserveAvailable(rctx, customer, ex.id, cost, st.holdTTL)
 	cancel()
 	ex.heldAt = s.now()
 	s.m.reserveLatency.Observe(ex.heldAt.Sub(start).Seconds())

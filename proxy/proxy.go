@@ -93,7 +93,7 @@ type Server struct {
 // ledger.Store it calls, each with the contract ledger.Store documents.
 // *ledger.RedisStore and *ledger.BoltStore implement it.
 type Store interface {
-	Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error
+	ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error)
 	Settle(ctx context.Context, customer, holdID string, actual money.Micros, c ledger.Charge) (ledger.Entry, error)
 	Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error
 	Release(ctx context.Context, customer, holdID string) error

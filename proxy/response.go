@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/money"
 )
 
 // Response headers on metered responses (DESIGN "The proxy").
@@ -22,6 +23,16 @@ const (
 	// HeaderReserved is the hold the request took, in decimal credits,
 	// set on 2xx responses.
 	HeaderReserved = "X-Tollgate-Reserved"
+	// HeaderCost is what the request was charged, in decimal credits:
+	// a header of a 2xx non-streaming response (when its body is at most
+	// MaxHeldBodyBytes), an HTTP trailer of a stream (see cost.go). It is
+	// the amount of the request's charge entry in the ledger.
+	HeaderCost = "X-Tollgate-Cost"
+	// HeaderAvailable is the customer's available credits, in decimal
+	// credits, as of the request's reservation (see cost.go): after its
+	// charge on a non-streaming response, before it on a stream. Set on
+	// 2xx responses.
+	HeaderAvailable = "X-Tollgate-Available"
 	// HeaderOutputCap is the output cap, in tokens per choice, that
 	// tollgate wrote into the forwarded request because the client asked
 	// for more than the route's max_output_tokens, or for no cap (DESIGN
@@ -44,16 +55,16 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	}
 	ex.status = res.StatusCode
 	ex.rt.m.upstream.Observe(s.now().Sub(ex.sentAt).Seconds())
-	res.Header[HeaderRequestID] = ex.hdr[0:1:1]
-	if ex.hdr[2] != "" {
-		res.Header[HeaderOutputCap] = ex.hdr[2:3:3]
+	res.Header[HeaderRequestID] = ex.header(hdrRequestID)
+	if ex.hdr[hdrOutputCap] != "" {
+		res.Header[HeaderOutputCap] = ex.header(hdrOutputCap)
 	}
 	if res.StatusCode < 200 || res.StatusCode > 299 {
 		// The provider refused or failed: no usage, nothing to charge.
 		s.release(ex, "upstream status")
 		return nil
 	}
-	res.Header[HeaderReserved] = ex.hdr[1:2:2]
+	res.Header[HeaderReserved] = ex.header(hdrReserved)
 	b := &ex.resBody
 	b.ex = ex
 	b.rc = res.Body
@@ -75,6 +86,11 @@ func (s *Server) modifyResponse(res *http.Response) error {
 	}
 	res.Body = b
 	s.m.openStreams.Inc()
+	if ex.streamed(ct) {
+		s.announceCost(ex, res)
+	} else {
+		s.holdBack(ex, res)
+	}
 	return nil
 }
 
@@ -89,6 +105,13 @@ type meteredBody struct {
 	upErr    error      // the error that ended the upstream body, once seen
 	ended    bool
 	draining bool // Close left the rest of the body to drain
+	// cost is the charge end handed to settle; charged is false until
+	// then, and stays false if another path had closed the hold first.
+	cost    money.Micros
+	charged bool
+	// trailer is the response's Trailer when the cost is announced as a
+	// trailer (a stream): set at a clean EOF, before ReverseProxy reads it.
+	trailer http.Header
 }
 
 func (b *meteredBody) Read(p []byte) (int, error) {
@@ -108,6 +131,11 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 			// Every byte Feed returned is out; only now may End reuse
 			// the tap's buffer.
 			b.end(b.upErr)
+			if b.upErr == io.EOF && b.charged && b.trailer != nil {
+				// ReverseProxy reads the trailer once this body has
+				// returned EOF and been closed, on this goroutine.
+				b.trailer[HeaderCost] = []string{b.cost.String()}
+			}
 			continue
 		}
 		n, err := b.rc.Read(p)
@@ -206,5 +234,5 @@ func (b *meteredBody) end(why error) {
 			reason = "max_request_duration"
 		}
 	}
-	s.settle(ex, u, reason)
+	b.cost, b.charged = s.settle(ex, u, reason)
 }

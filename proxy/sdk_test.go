@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -12,6 +14,8 @@ import (
 	anthropicoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/tollgate-dev/tollgate/proxy"
 )
 
 // TestOpenAISDK points the official Go SDK at the proxy, as an application
@@ -36,7 +40,8 @@ func TestOpenAISDK(t *testing.T) {
 		cust := newCustomer()
 		h.grant(cust, "10")
 		c := client(cust)
-		comp, err := c.Chat.Completions.New(ctx, params)
+		var raw *http.Response
+		comp, err := c.Chat.Completions.New(ctx, params, option.WithResponseInto(&raw))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,20 +51,36 @@ func TestOpenAISDK(t *testing.T) {
 		if comp.Usage.PromptTokens != 1117 {
 			t.Errorf("usage %+v", comp.Usage)
 		}
-		h.settled(cust, 1)
+		charge := h.settled(cust, 1)[0]
+		if got, want := raw.Header.Get(proxy.HeaderCost), (-charge.Amount).String(); got != want {
+			t.Errorf("%s %q, want the ledger's charge %s", proxy.HeaderCost, got, want)
+		}
+		if got, want := raw.Header.Get(proxy.HeaderAvailable), charge.BalanceAfter.String(); got != want {
+			t.Errorf("%s %q, want %s", proxy.HeaderAvailable, got, want)
+		}
 	})
 
 	t.Run("streaming", func(t *testing.T) {
 		cust := newCustomer()
 		h.grant(cust, "10")
 		c := client(cust)
-		stream := c.Chat.Completions.NewStreaming(ctx, params)
+		var raw *http.Response
+		stream := c.Chat.Completions.NewStreaming(ctx, params, option.WithResponseInto(&raw))
 		var acc openai.ChatCompletionAccumulator
 		for stream.Next() {
 			acc.AddChunk(stream.Current())
 		}
 		if err := stream.Err(); err != nil {
 			t.Fatal(err)
+		}
+		if got := raw.Header.Get(proxy.HeaderAvailable); got != "10.000000" {
+			t.Errorf("%s %q, want 10.000000 before the request", proxy.HeaderAvailable, got)
+		}
+		// The SDK stops at [DONE]; the trailer arrives with the body's
+		// end, which reading on to EOF reaches.
+		io.Copy(io.Discard, raw.Body)
+		if got, want := raw.Trailer.Get(proxy.HeaderCost), (-h.settled(cust, 1)[0].Amount).String(); got != want {
+			t.Errorf("trailer %s %q, want the ledger's charge %s", proxy.HeaderCost, got, want)
 		}
 		if got := acc.Choices[0].Message.Content; got != "Hello! How can I help you today?" {
 			t.Errorf("content %q", got)

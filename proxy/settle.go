@@ -33,17 +33,22 @@ const (
 	releaseAttempts = 3
 )
 
-// settle closes ex's hold with the charge for u, in the background. Only
-// the first of settle and release for an exchange has an effect.
-func (s *Server) settle(ex *exchange, u meter.Usage, reason string) {
+// settle closes ex's hold with the charge for u, in the background, and
+// returns that charge, priced here so that the response can announce it
+// (X-Tollgate-Cost) without waiting for the store. Only the first of
+// settle and release for an exchange has an effect; ok is false for the
+// others.
+func (s *Server) settle(ex *exchange, u meter.Usage, reason string) (cost money.Micros, ok bool) {
 	if !ex.closed.CompareAndSwap(false, true) {
-		return
+		return 0, false
 	}
 	ex.stopTimer()
+	u, cost = s.chargeFor(ex, u)
 	go func() {
 		defer s.busy.Add(-1)
-		s.settleWithRetries(ex, u, reason)
+		s.settleWithRetries(ex, u, cost, reason)
 	}()
+	return cost, true
 }
 
 // release closes ex's hold without a charge, in the background.
@@ -58,11 +63,11 @@ func (s *Server) release(ex *exchange, reason string) {
 	}()
 }
 
-// settleWithRetries charges ex's hold for u in the store, retrying a
-// failed attempt with backoff for Options.SettleRetryFor, and records the
-// outcome in the metrics and the log.
-func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, reason string) {
-	u, cost := s.chargeFor(ex, u)
+// settleWithRetries charges ex's hold cost for u (as chargeFor returned
+// them) in the store, retrying a failed attempt with backoff for
+// Options.SettleRetryFor, and records the outcome in the metrics and the
+// log.
+func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micros, reason string) {
 	charge := ledger.Charge{
 		Reference: ex.id,
 		Route:     ex.rt.path,
