@@ -18,13 +18,16 @@ import (
 	"github.com/tollgate-dev/tollgate/ledger"
 )
 
-// anthropicError is the Claude API's error shape, with tollgate's code.
+// anthropicError is the Claude API's error shape, with tollgate's code
+// (and on a 402 the available and required credits).
 type anthropicError struct {
 	Type  string `json:"type"`
 	Error struct {
-		Type    string `json:"type"`
-		Message string `json:"message"`
-		Code    string `json:"code"`
+		Type      string `json:"type"`
+		Message   string `json:"message"`
+		Code      string `json:"code"`
+		Available string `json:"available"`
+		Required  string `json:"required"`
 	} `json:"error"`
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/internal/apierror"
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -117,6 +118,10 @@ func classify(err error) (status int, code, msg string) {
 	switch {
 	case errors.As(err, &rf):
 		return rf.status, rf.code, rf.msg
+	case errors.As(err, &ice) && ice.HeldBack():
+		return http.StatusPaymentRequired, CodeInsufficientCredits, fmt.Sprintf(
+			"insufficient credits: %s available, %s required (this request's worst-case cost); the balance covers it, but this customer's requests in flight hold %s: retry when they finish, or lower max_tokens",
+			ice.Available, ice.Required, ice.Reserved)
 	case errors.As(err, &ice):
 		return http.StatusPaymentRequired, CodeInsufficientCredits, fmt.Sprintf(
 			"insufficient credits: %s available, %s required (this request's worst-case cost); add credits, or lower max_tokens",
@@ -208,4 +213,30 @@ func inDialect(r *http.Request, d apierror.Dialect) *http.Request {
 // dialect r is answered in, so that SDKs surface the message and code.
 func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
 	apierror.Write(w, r, &apierror.Error{Status: status, Code: code, Message: msg, Kind: kindOf(code)})
+}
+
+// HeldBackRetryAfter is the Retry-After of a 402 that only the customer's
+// other requests in flight cause: their holds cover their worst case, and
+// most of them settle for less within seconds, when their answers end.
+// When each will end is unknown (a hold lives as long as its request), so
+// this is a constant: long enough for a typical completion to finish,
+// short enough that the SDKs' default two retries (which honour
+// Retry-After up to 60 s) stay interactive.
+const HeldBackRetryAfter = 2 * time.Second
+
+// writeRefusal is writeError for err, classified: a refusal for credits
+// also carries the available and required amounts in the error object
+// (DESIGN "The proxy"), and says x-should-retry: true with Retry-After
+// when the balance covers the request and only other holds are in the way
+// (ledger.InsufficientCreditsError.HeldBack); false otherwise.
+func writeRefusal(w http.ResponseWriter, r *http.Request, err error, status int, code, msg string) {
+	e := &apierror.Error{Status: status, Code: code, Message: msg, Kind: kindOf(code)}
+	var ice *ledger.InsufficientCreditsError
+	if status == http.StatusPaymentRequired && errors.As(err, &ice) {
+		e.Details = []apierror.Detail{{Name: "available", Value: ice.Available.String()}, {Name: "required", Value: ice.Required.String()}}
+		if ice.HeldBack() {
+			e.RetryAfter = HeldBackRetryAfter
+		}
+	}
+	apierror.Write(w, r, e)
 }

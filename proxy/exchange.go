@@ -405,5 +405,5 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, rt *route, err e
 	if rt != nil {
 		r = inDialect(r, rt.dialect)
 	}
-	writeError(w, r, status, code, msg)
+	writeRefusal(w, r, err, status, code, msg)
 }

@@ -487,12 +487,15 @@ func doRequest(t testing.TB, base string, req request) (*http.Response, []byte) 
 	return res, body
 }
 
-// apiError is the OpenAI error shape.
+// apiError is the OpenAI error shape, with tollgate's code (and on a 402
+// the available and required credits).
 type apiError struct {
 	Error struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-		Code    string `json:"code"`
+		Message   string `json:"message"`
+		Type      string `json:"type"`
+		Code      string `json:"code"`
+		Available string `json:"available"`
+		Required  string `json:"required"`
 	} `json:"error"`
 }
 

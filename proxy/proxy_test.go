@@ -149,6 +149,12 @@ func TestErrorTable(t *testing.T) {
 			if tc.status == 402 && res.Header.Get("X-Should-Retry") != "false" {
 				t.Errorf("402 without x-should-retry: false")
 			}
+			if tc.status == 402 && (e.Error.Available != "0.010000" || e.Error.Required != required.String()) {
+				t.Errorf("available %q, required %q; want 0.010000 and %s", e.Error.Available, e.Error.Required, required)
+			}
+			if tc.status != 402 && (e.Error.Available != "" || e.Error.Required != "") {
+				t.Errorf("available %q, required %q on a %d", e.Error.Available, e.Error.Required, tc.status)
+			}
 			for _, c := range []string{rich, poor, suspended} {
 				h.settled(c, 0) // nothing charged, nothing left reserved
 			}

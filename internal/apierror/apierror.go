@@ -21,6 +21,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Error is an answer: the HTTP status, tollgate's code, the message the
@@ -40,6 +42,21 @@ type Error struct {
 	// Err is the cause, for logs; it is never written. errors.Is and
 	// errors.As see through to it.
 	Err error
+	// Details are further members of the error object, written after
+	// code in every dialect as JSON strings, in order: the 402's
+	// available and required. Their names must differ from message,
+	// type and code.
+	Details []Detail
+	// RetryAfter, when positive, says that the same request may succeed
+	// once that much time has passed: the answer carries
+	// x-should-retry: true and Retry-After in whole seconds (rounded
+	// up). Zero keeps the defaults of Write.
+	RetryAfter time.Duration
+}
+
+// Detail is one further member of an error object.
+type Detail struct {
+	Name, Value string
 }
 
 // Error returns the message, followed by the cause when there is one.
@@ -127,15 +144,20 @@ func dialectOf(r *http.Request) Dialect {
 // application/json and X-Content-Type-Options: nosniff, a 402 carries
 // x-should-retry: false, which OpenAI's and Anthropic's SDKs obey, so they
 // do not retry a request that will be refused again, and a 503 carries
-// Retry-After: 1. e must not be nil; e.Err is not written.
+// Retry-After: 1. An e with a RetryAfter carries x-should-retry: true and
+// that Retry-After instead, which those SDKs wait for (up to 60 s) before
+// their next try. e must not be nil; e.Err is not written.
 func Write(w http.ResponseWriter, r *http.Request, e *Error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
-	switch e.Status {
-	case http.StatusPaymentRequired:
+	switch {
+	case e.RetryAfter > 0:
+		h.Set("X-Should-Retry", "true")
+		h.Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+	case e.Status == http.StatusPaymentRequired:
 		h.Set("X-Should-Retry", "false")
-	case http.StatusServiceUnavailable:
+	case e.Status == http.StatusServiceUnavailable:
 		h.Set("Retry-After", "1")
 	}
 	w.WriteHeader(e.Status)
@@ -158,6 +180,12 @@ func (d Dialect) appendBody(b []byte, e *Error) []byte {
 	}
 	b = append(b, `,"code":`...)
 	b = appendJSONString(b, e.Code)
+	for _, d := range e.Details {
+		b = append(b, ',')
+		b = appendJSONString(b, d.Name)
+		b = append(b, ':')
+		b = appendJSONString(b, d.Value)
+	}
 	return append(b, "}}\n"...)
 }
 

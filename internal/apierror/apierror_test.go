@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/internal/apierror"
 )
@@ -50,6 +51,19 @@ func TestWrite(t *testing.T) {
 			err:     &apierror.Error{Status: http.StatusPaymentRequired, Code: "insufficient_credits", Message: "1.000000 available, 2.000000 required", Kind: apierror.KindQuota},
 			body:    `{"error":{"message":"1.000000 available, 2.000000 required","type":"insufficient_quota","code":"insufficient_credits"}}` + "\n",
 			headers: map[string]string{"X-Should-Retry": "false", "Retry-After": ""},
+		},
+		{
+			name: "quota with details: after code, as strings",
+			err: &apierror.Error{Status: http.StatusPaymentRequired, Code: "insufficient_credits", Message: "short", Kind: apierror.KindQuota,
+				Details: []apierror.Detail{{Name: "available", Value: "1.000000"}, {Name: "required", Value: "2.000000"}}},
+			body:    `{"error":{"message":"short","type":"insufficient_quota","code":"insufficient_credits","available":"1.000000","required":"2.000000"}}` + "\n",
+			headers: map[string]string{"X-Should-Retry": "false", "Retry-After": ""},
+		},
+		{
+			name:    "quota that a retry may clear: SDKs are told when",
+			err:     &apierror.Error{Status: http.StatusPaymentRequired, Code: "insufficient_credits", Message: "held", Kind: apierror.KindQuota, RetryAfter: 1500 * time.Millisecond},
+			body:    `{"error":{"message":"held","type":"insufficient_quota","code":"insufficient_credits"}}` + "\n",
+			headers: map[string]string{"X-Should-Retry": "true", "Retry-After": "2"},
 		},
 		{
 			name:    "unavailable: retry after a second",
@@ -103,6 +117,26 @@ func TestWriteDialect(t *testing.T) {
 		apierror.Write(rec, r, e)
 		if got := rec.Body.String(); got != want {
 			t.Errorf("%s: body %s\nwant %s", name, got, want)
+		}
+	}
+}
+
+// TestDetailsInEveryDialect: the further members of an error object sit
+// beside code in each dialect's error object.
+func TestDetailsInEveryDialect(t *testing.T) {
+	e := &apierror.Error{Status: http.StatusPaymentRequired, Code: "insufficient_credits", Message: "m", Kind: apierror.KindQuota,
+		Details: []apierror.Detail{{Name: "available", Value: "-0.500000"}, {Name: "required", Value: "3.000000"}}}
+	want := map[apierror.Dialect]string{
+		apierror.OpenAI:    `{"error":{"message":"m","type":"insufficient_quota","code":"insufficient_credits","available":"-0.500000","required":"3.000000"}}` + "\n",
+		apierror.Anthropic: `{"type":"error","error":{"type":"billing_error","message":"m","code":"insufficient_credits","available":"-0.500000","required":"3.000000"}}` + "\n",
+	}
+	for d, body := range want {
+		r := httptest.NewRequest(http.MethodPost, "/v1/messages", nil)
+		r = r.WithContext(apierror.WithDialect(r.Context(), d))
+		rec := httptest.NewRecorder()
+		apierror.Write(rec, r, e)
+		if got := rec.Body.String(); got != body {
+			t.Errorf("dialect %d: body %s\nwant %s", d, got, body)
 		}
 	}
 }
