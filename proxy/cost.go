@@ -26,12 +26,12 @@ import (
 // or one cut short while held, is sent as it comes, as before, without
 // those two headers.
 //
-// A stream cannot wait for its usage, which comes last. Its headers carry
-// X-Tollgate-Available before the charge (available + reserved: what the
-// customer had when the request started, as of the reservation) and
-// announce X-Tollgate-Cost as an HTTP trailer (RFC 9110 section 6.5),
-// sent after the last byte when the stream ends cleanly; subtract it to
-// get what is left. A trailer needs a chunked body on HTTP/1.1 (RFC 9112
+// A stream (and a speech body: audio played as it arrives) cannot wait
+// for its usage, which comes last. Its headers carry X-Tollgate-Available
+// before the charge (available + reserved: what the customer had when the
+// request started, as of the reservation) and announce X-Tollgate-Cost as
+// an HTTP trailer (RFC 9110 section 6.5), sent after the last byte when
+// the stream ends cleanly; subtract it to get what is left. A trailer needs a chunked body on HTTP/1.1 (RFC 9112
 // section 7.1.2), so a stream's Content-Length, rare anyway, is dropped.
 // Clients that ignore trailers (most SDKs) read the stream unchanged; a
 // stream cut short ends as it did before, without the trailer. Go's
@@ -64,10 +64,15 @@ func (ex *exchange) header(i int) []string { return ex.hdr[i : i+1 : i+1] }
 // streamed reports whether the response is a stream: the request asked
 // for one, or the upstream labels its body as server-sent events (a
 // gateway may stream without being asked; holding such a body back would
-// stop the stream).
+// stop the stream), or as audio or raw bytes (speech, which players start
+// playing as it arrives: OpenAI sends it chunked).
 func (ex *exchange) streamed(contentType string) bool {
-	const sse = "text/event-stream"
-	return ex.req.Stream || len(contentType) >= len(sse) && strings.EqualFold(contentType[:len(sse)], sse)
+	return ex.req.Stream || hasPrefixFold(contentType, "text/event-stream") ||
+		hasPrefixFold(contentType, "audio/") || hasPrefixFold(contentType, "application/octet-stream")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // announceCost sets a stream's X-Tollgate-Available and announces

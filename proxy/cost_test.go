@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/money"
 	"github.com/tollgate-dev/tollgate/proxy"
@@ -247,5 +248,61 @@ func TestCostTrailerCutStream(t *testing.T) {
 	}
 	if c := h.settled(cust, 1)[0]; c.Amount >= 0 {
 		t.Errorf("charge %+v; a cut stream is never free", c)
+	}
+}
+
+// TestCostTrailerSpeech: speech audio, which players play as it arrives,
+// is forwarded as a stream, not held back: the headers (with the
+// available credits before) reach the client while the upstream is still
+// sending, and the cost follows as a trailer.
+func TestCostTrailerSpeech(t *testing.T) {
+	up := newUpstream(t)
+	more := make(chan struct{})
+	audio := bytes.Repeat([]byte{0xff, 0xf3}, 2048)
+	up.handle(func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "audio/mpeg")
+		w.Write(audio[:1024])
+		w.(http.Flusher).Flush()
+		<-more
+		w.Write(audio[1024:])
+	})
+	h := newHarness(t, harnessOptions{upstream: up, yaml: testConfig + `
+  - path: /v1/audio/speech
+    api: openai.audio
+    upstream: UPSTREAM
+    prices:
+      tts-1: {per_minute: "0.015"}
+`})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	req, err := http.NewRequest(http.MethodPost, h.proxy.URL+"/v1/audio/speech", strings.NewReader(`{"model":"tts-1","voice":"alloy","input":"Hello there"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Tollgate-Customer", cust)
+	// Held back, the headers would wait for the whole body, which waits
+	// for more: the timer breaks that, and says so.
+	held := time.AfterFunc(5*time.Second, func() { close(more) })
+	res, err := http.DefaultClient.Do(req)
+	if held.Stop() {
+		close(more)
+	} else {
+		t.Error("the headers waited for the whole audio body")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || !bytes.Equal(body, audio) {
+		t.Fatalf("%d bytes, %v; want the %d bytes of audio", len(body), err, len(audio))
+	}
+	charge := h.settled(cust, 1)[0]
+	if res.Header.Get(proxy.HeaderAvailable) != "10.000000" || res.Header.Get(proxy.HeaderCost) != "" {
+		t.Errorf("headers %v; want 10.000000 available before, and no cost header", res.Header)
+	}
+	if got := res.Trailer.Get(proxy.HeaderCost); got != (-charge.Amount).String() || charge.Amount >= 0 {
+		t.Errorf("trailer %s %q; want the charge %s", proxy.HeaderCost, got, -charge.Amount)
 	}
 }
