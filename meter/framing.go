@@ -14,7 +14,8 @@ import "strings"
 //     decoder drops, WHATWG HTML "Server-sent events") are skipped.
 //  2. "{" or "[" starts a JSON document. No SSE line starts so: it would
 //     be a field named "{…", which SSE ignores. (openai.audio's "["
-//     excepted, see below.)
+//     excepted, see below; on google.gemini a "[" starts the array of
+//     responses streamGenerateContent sends without alt=sse.)
 //  3. ":" (a comment) or one of the field names SSE defines, "data",
 //     "event", "id" or "retry", followed by ":" or a line end, at the
 //     start of a line starts an event stream.
@@ -44,6 +45,7 @@ const (
 	modeJSON                // one JSON document
 	modeSSE                 // server-sent events
 	modeOpaque              // anything else: counted, not parsed
+	modeArray               // a google.gemini stream as one JSON array of responses (jsonarray.go)
 )
 
 // sseFields are the field names an SSE stream may start with, after which
@@ -117,6 +119,9 @@ func (t *Tap) sniff(p []byte, off int64) (start, line int) {
 			sn.indent = true
 		case c == '\n' || c == '\r':
 			sn.indent = false
+		case c == '[' && t.req.API == GoogleGemini:
+			t.decide(modeArray)
+			return i, i
 		case c == '{' || (c == '[' && sn.arrayOK):
 			t.decide(modeJSON)
 			return i, i

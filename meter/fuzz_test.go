@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -179,6 +180,17 @@ func FuzzParseRequest(f *testing.F) {
 		f.Add(sel, "text/plain", []byte(strings.Repeat(`{"a":`, MaxJSONDepth+1)))
 		f.Add(sel, "application/octet-stream", []byte("[x"+strings.Repeat("[", MaxJSONDepth+1)))
 	}
+	// google.gemini: either spelling of each field, both, or a null config.
+	gemini := uint16(slices.Index(APIs(), GoogleGemini))
+	for _, b := range []string{
+		`{"contents":[{"parts":[{"text":"hi"}]}],"generation_config":{"max_output_tokens":99999,"candidate_count":2}}`,
+		`{"contents":[],"generationConfig":{"maxOutputTokens":10,"max_output_tokens":20}}`,
+		`{"contents":[],"generationConfig":null}`,
+		`{"generationConfig":{"candidateCount":0}}`,
+		`{"contents":[{"parts":[{"inlineData":{"mimeType":"image/png","data":"AAAA"}}]}],"generationConfig":"x"}`,
+	} {
+		f.Add(gemini, "application/json", []byte(b))
+	}
 	f.Fuzz(func(t *testing.T, sel uint16, contentType string, body []byte) {
 		apis := APIs()
 		api := apis[int(sel)%len(apis)]
@@ -212,7 +224,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Rewrite: %v", err)
 		}
-		fields := capFields(api)
+		fields := r.outputCapFields()
 		if len(fields) == 0 && !(api == OpenAIChat && r.Stream) {
 			if !bytes.Equal(out, body) || capSet != 0 {
 				t.Fatalf("Rewrite changed a body it should leave alone")

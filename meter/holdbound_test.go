@@ -33,6 +33,9 @@ func TestHoldCoversCharge(t *testing.T) {
 		if err != nil {
 			t.Fatalf("case %d: %v\n%s", i, err, c.body)
 		}
+		if c.api == GoogleGemini {
+			r.Model = "m" // from the path
+		}
 		est, hold, err := c.prices.Estimate(r, c.ceiling, c.tools)
 		if err != nil {
 			t.Fatalf("case %d: Estimate: %v", i, err)
@@ -61,6 +64,7 @@ type holdCase struct {
 	tools   ServerTools
 
 	maxOut       int64 // the output cap the request sets, or 0
+	n            int64 // google.gemini candidateCount, or 0
 	serverTools  []genTool
 	maxToolCalls int64
 	advisorModel string
@@ -136,7 +140,7 @@ func randPrice(rng *rand.Rand) Price {
 }
 
 func newHoldCase(rng *rand.Rand) *holdCase {
-	c := &holdCase{api: []API{AnthropicMessages, OpenAIChat, OpenAIResponses}[rng.IntN(3)]}
+	c := &holdCase{api: []API{AnthropicMessages, OpenAIChat, OpenAIResponses, GoogleGemini}[rng.IntN(4)]}
 	c.prices = Prices{"m": randPrice(rng), "adv": randPrice(rng)}
 	if rng.IntN(2) == 0 {
 		c.ceiling = 1 + rng.Int64N(20_000)
@@ -209,6 +213,30 @@ func newHoldCase(rng *rand.Rand) *holdCase {
 		if rng.IntN(4) == 0 {
 			c.compaction = true
 			body["context_management"] = map[string]any{"edits": []any{map[string]any{"type": "compact_20260112"}}}
+		}
+	case GoogleGemini:
+		// Gemini names the model in the path and spells its fields
+		// either way; a tier is not asked for.
+		delete(body, "model")
+		delete(body, "messages")
+		delete(body, "max_completion_tokens")
+		delete(body, "service_tier")
+		c.tier = ""
+		body["contents"] = []any{map[string]any{"role": "user", "parts": []any{map[string]any{"text": text}}}}
+		cfg := map[string]any{}
+		capKey, nKey := "maxOutputTokens", "candidateCount"
+		if rng.IntN(2) == 0 {
+			capKey, nKey = "max_output_tokens", "candidate_count"
+		}
+		if c.maxOut > 0 {
+			cfg[capKey] = c.maxOut
+		}
+		if rng.IntN(3) == 0 {
+			c.n = 1 + rng.Int64N(4)
+			cfg[nKey] = c.n
+		}
+		if len(cfg) > 0 {
+			body[[]string{"generationConfig", "generation_config"}[rng.IntN(2)]] = cfg
 		}
 	case OpenAIResponses:
 		delete(body, "messages")
@@ -290,6 +318,9 @@ func (c *holdCase) response(rng *rand.Rand, r Request) Usage {
 	var u Usage
 	var steps []Iteration
 	outLeft := cap
+	if c.n > 1 {
+		outLeft *= c.n // each candidate writes up to the cap
+	}
 	context := upTo(c.prompt)
 	step := func(typ, model string, in, out int64) {
 		steps = append(steps, Iteration{Type: typ, Model: model, Tokens: c.split(rng, in, out)})
@@ -330,6 +361,9 @@ func (c *holdCase) response(rng *rand.Rand, r Request) Usage {
 		"default": {"", "default"}, "priority": {"", "default", "priority"}, "fast": {"", "default", "priority"}, "flex": {"", "default", "flex"},
 		"standard_only": {"", "standard"}}
 	u.ServiceTier = pick(rng, served[c.tier])
+	if c.api == GoogleGemini {
+		u.ServiceTier = "" // Gemini reports no tier
+	}
 	if c.api == AnthropicMessages {
 		u.Speed = pick(rng, []string{"", "standard"})
 		if c.speed == "fast" && rng.IntN(2) == 0 {

@@ -16,7 +16,39 @@ func (s *scanner) closeItem(kind uint8) {
 		s.f.items.addIteration(&s.item)
 	case itemOutput:
 		s.f.items.addOutput(&s.item)
+	case itemModalityIn, itemModalityOut:
+		s.addModality(kind == itemModalityOut)
 	}
+}
+
+// addModality adds one Gemini {modality, tokenCount} entry to the
+// document's audio or image part of the input (out false) or the output
+// (Gemini API reference, ModalityTokenCount). TEXT, VIDEO and DOCUMENT
+// tokens are priced as text, so they need no part of their own.
+func (s *scanner) addModality(out bool) {
+	it := &s.item
+	typ := &it.str[isType]
+	if !typ.set || it.has&(1<<itIn) == 0 {
+		return
+	}
+	var sl uint8
+	switch {
+	case typ.is("AUDIO") && out:
+		sl = slAudioOut
+	case typ.is("AUDIO"):
+		sl = slAudioIn
+	case typ.is("IMAGE") && out:
+		sl = slImageOut
+	case typ.is("IMAGE"):
+		sl = slImageIn
+	default:
+		return
+	}
+	prev, ok := s.f.get(sl)
+	if !ok {
+		prev = 0 // num keeps an earlier document's value until set
+	}
+	s.f.set(sl, satAdd(prev, it.num[itIn]))
 }
 
 // addIteration appends one usage.iterations entry, normalised like the

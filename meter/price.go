@@ -24,12 +24,13 @@ const (
 	OpenAIImages      API = "openai.images"      // POST /v1/images/generations, edits, variations
 	OpenAIAudio       API = "openai.audio"       // POST /v1/audio/transcriptions, translations, speech
 	AnthropicMessages API = "anthropic.messages" // POST /v1/messages
+	GoogleGemini      API = "google.gemini"      // POST /v1beta/models/{model}:generateContent, :streamGenerateContent
 	Flat              API = "flat"               // any endpoint, a fixed price per request
 )
 
 // APIs lists every API in the order the documentation gives them.
 func APIs() []API {
-	return []API{OpenAIChat, OpenAIResponses, OpenAIEmbeddings, OpenAIImages, OpenAIAudio, AnthropicMessages, Flat}
+	return []API{OpenAIChat, OpenAIResponses, OpenAIEmbeddings, OpenAIImages, OpenAIAudio, AnthropicMessages, GoogleGemini, Flat}
 }
 
 // Valid reports whether a is one of APIs.

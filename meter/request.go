@@ -30,9 +30,11 @@ type Request struct {
 	// MaxOutputTokens is the largest output cap the request sets in its
 	// API's own fields (openai.chat: max_completion_tokens, max_tokens;
 	// openai.responses: max_output_tokens; anthropic.messages:
-	// max_tokens), or 0. Other APIs have no such field.
+	// max_tokens; google.gemini: generationConfig.maxOutputTokens), or 0.
+	// Other APIs have no such field.
 	MaxOutputTokens int64
-	// N is the number of choices or images asked for ("n"), at least 1.
+	// N is the number of choices or images asked for ("n"; google.gemini:
+	// generationConfig.candidateCount), at least 1.
 	N int64
 
 	// ImageSize and ImageQuality are the request's "size" and "quality"
@@ -107,6 +109,10 @@ type Request struct {
 	// partialImages is an image stream's "partial_images" (0 to 3): each
 	// partial image is billed as ImagePartialTokens more output tokens.
 	partialImages int64
+	// capPath is a google.gemini body's output cap field, in the
+	// spelling the body uses (see parseGemini):
+	// "generationConfig.maxOutputTokens" unless it spells it otherwise.
+	capPath string
 }
 
 // imagePartTypes are the "type" values of prompt parts that carry an image.
@@ -223,6 +229,9 @@ func (r *Request) parseJSON(body []byte) error {
 	case gjson.Null:
 	default:
 		return invalidf(`"model" must be a string, not %s`, m.Raw)
+	}
+	if r.API == GoogleGemini {
+		return r.parseGemini(root, body)
 	}
 	r.Stream = root.Get("stream").Type == gjson.True
 	if r.API == OpenAIResponses && root.Get("background").Type == gjson.True {

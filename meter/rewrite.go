@@ -2,6 +2,7 @@ package meter
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -23,6 +24,8 @@ import (
 // older OpenAI-compatible server) keeps it.
 func capFields(api API) []string {
 	switch api {
+	case GoogleGemini:
+		return geminiCapFields[:]
 	case OpenAIChat:
 		return chatCapFields[:]
 	case OpenAIResponses:
@@ -37,7 +40,17 @@ var (
 	chatCapFields      = [...]string{"max_completion_tokens", "max_tokens"}
 	responsesCapFields = [...]string{"max_output_tokens"}
 	anthropicCapFields = [...]string{"max_tokens"}
+	geminiCapFields    = [...]string{"generationConfig.maxOutputTokens"}
 )
+
+// outputCapFields is capFields of r's API, in the spelling r's body uses
+// (google.gemini, see parseGemini).
+func (r *Request) outputCapFields() []string {
+	if r.API == GoogleGemini && r.capPath != "" {
+		return []string{r.capPath}
+	}
+	return capFields(r.API)
+}
 
 // Rewrite returns the body to send upstream, and the output cap it set
 // in it, or 0 when the request's own stands. It edits the JSON with sjson
@@ -63,7 +76,17 @@ var (
 // reference, stream_options: without it a stream carries no usage at all).
 func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int64, err error) {
 	out = body
-	if fields := capFields(r.API); len(fields) > 0 {
+	if fields := r.outputCapFields(); len(fields) > 0 {
+		if r.API == GoogleGemini {
+			// A null generationConfig is no config: make it an object the
+			// cap can be set in.
+			cfg, _, _ := strings.Cut(fields[0], ".")
+			if gjson.GetBytes(out, cfg).Type == gjson.Null && gjson.GetBytes(out, cfg).Exists() {
+				if out, err = sjson.SetRawBytes(out, cfg, []byte(`{}`)); err != nil {
+					return nil, 0, fmt.Errorf("meter: cap %s: %w", fields[0], err)
+				}
+			}
+		}
 		if out, outputCap, err = r.capOutput(out, fields, ceiling); err != nil {
 			return nil, 0, err
 		}

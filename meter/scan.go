@@ -201,7 +201,15 @@ func (s *scanner) reset(sch *schema) {
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // feed scans the next piece of the document.
-func (s *scanner) feed(p []byte) {
+func (s *scanner) feed(p []byte) { s.run(p, false) }
+
+// feedDoc scans the next piece of the document up to its end and returns
+// the bytes it consumed: all of p, or those up to the close of the
+// top-level value, after which the state is stDone (what follows belongs
+// to the caller, such as an array's ",").
+func (s *scanner) feedDoc(p []byte) int { return s.run(p, true) }
+
+func (s *scanner) run(p []byte, stopAtDone bool) int {
 	i := 0
 	for i < len(p) {
 		switch s.st {
@@ -279,14 +287,18 @@ func (s *scanner) feed(p []byte) {
 		case stSkip:
 			i = s.scanSkip(p, i)
 		case stDone:
+			if stopAtDone {
+				return i
+			}
 			if !isSpace(p[i]) {
 				s.st = stBad
 			}
 			i++
 		default: // stBad
-			return
+			return i
 		}
 	}
+	return i
 }
 
 // beginElement starts the next element of the tracked array on top.

@@ -43,6 +43,9 @@ const (
 	slWebSearch           // Anthropic server_tool_use.web_search_requests
 	slWebFetch            // Anthropic server_tool_use.web_fetch_requests
 	slContainer           // Anthropic's response ran in a code execution container
+	slThoughts            // Gemini usageMetadata.thoughtsTokenCount, output beside candidatesTokenCount
+	slToolPrompt          // Gemini usageMetadata.toolUsePromptTokenCount, input beside promptTokenCount
+	slFinish              // Gemini: a candidate's finishReason or a promptFeedback.blockReason, so the answer ended
 	nSlots
 )
 
@@ -59,8 +62,10 @@ const (
 
 // Item kinds: the lists read element by element (aItem).
 const (
-	itemIteration = iota // an Anthropic usage.iterations entry
-	itemOutput           // an OpenAI Responses output item
+	itemIteration   = iota // an Anthropic usage.iterations entry
+	itemOutput             // an OpenAI Responses output item
+	itemModalityIn         // a Gemini usageMetadata.promptTokensDetails entry
+	itemModalityOut        // a Gemini usageMetadata.candidatesTokensDetails entry
 )
 
 // Item slots.
@@ -216,6 +221,23 @@ func (s *schema) lookup(parent int16, key []byte) int16 {
 //     streamed transcriptions end with
 //     transcript.text.done carrying usage; streamed speech ends with
 //     speech.audio.done carrying usage.
+//   - Gemini generateContent (a GenerateContentResponse: the body, each
+//     SSE event of streamGenerateContent?alt=sse, or each element of the
+//     JSON array it streams without alt=sse): usageMetadata.
+//     promptTokenCount (cachedContentTokenCount included),
+//     .candidatesTokenCount (thoughts excluded), .thoughtsTokenCount,
+//     .cachedContentTokenCount and .toolUsePromptTokenCount (beside the
+//     prompt count: Gemini's totalTokenCount is prompt + candidates +
+//     tool-use prompt + thoughts), and .promptTokensDetails[] /
+//     .candidatesTokensDetails[] {modality, tokenCount} splitting the
+//     counts by TEXT, IMAGE, AUDIO, VIDEO and DOCUMENT. A stream repeats
+//     usageMetadata with running totals (the largest, the last, wins;
+//     a chunk without it changes nothing). Fields that are zero are
+//     left out (proto3 JSON), so within a usageMetadata absent is 0.
+//     Text streams in candidates[].content.parts[].text (thoughts too,
+//     with "thought": true), function calls in .functionCall; the last
+//     chunk of a candidate carries its finishReason, a refused prompt
+//     promptFeedback.blockReason.
 
 func openAIChatUsage(prefix string) []rule {
 	return []rule{
@@ -420,6 +442,26 @@ var (
 		rule{"usage.input_token_details.audio_tokens", aInt, slAudioIn},
 	)
 
+	geminiSchema = compile(
+		rule{"usageMetadata", aPresent, slUsage},
+		rule{"usageMetadata.promptTokenCount", aInt, slIn},
+		rule{"usageMetadata.candidatesTokenCount", aInt, slOut},
+		rule{"usageMetadata.thoughtsTokenCount", aInt, slThoughts},
+		rule{"usageMetadata.cachedContentTokenCount", aInt, slCached},
+		rule{"usageMetadata.toolUsePromptTokenCount", aInt, slToolPrompt},
+		rule{"usageMetadata.promptTokensDetails[]", aItem, itemModalityIn},
+		rule{"usageMetadata.promptTokensDetails[].modality", aItemStr, isType},
+		rule{"usageMetadata.promptTokensDetails[].tokenCount", aItemInt, itIn},
+		rule{"usageMetadata.candidatesTokensDetails[]", aItem, itemModalityOut},
+		rule{"usageMetadata.candidatesTokensDetails[].modality", aItemStr, isType},
+		rule{"usageMetadata.candidatesTokensDetails[].tokenCount", aItemInt, itIn},
+		rule{"candidates[].content.parts[].text", aText, 0},
+		rule{"candidates[].content.parts[].functionCall", aText, 0},
+		rule{"candidates[].content.parts[].executableCode.code", aText, 0},
+		rule{"candidates[].finishReason", aPresent, slFinish},
+		rule{"promptFeedback.blockReason", aPresent, slFinish},
+	)
+
 	// flatSchema captures nothing: a flat route charges per request.
 	flatSchema = compile()
 )
@@ -451,6 +493,8 @@ func schemaFor(api API, sse bool) *schema {
 			return audioSSESchema
 		}
 		return audioJSONSchema
+	case GoogleGemini:
+		return geminiSchema
 	}
 	return flatSchema
 }

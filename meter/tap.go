@@ -11,7 +11,8 @@ package meter
 // with End's Usage. The package example shows that ReadCloser.
 type Tap struct {
 	req    Request    // the request answered: its API, and what End estimates from
-	mode   uint8      // the framing: modeSniff until the bytes decide, then modeJSON, modeSSE or modeOpaque
+	mode   uint8      // the framing: modeSniff until the bytes decide, then modeJSON, modeSSE, modeArray or modeOpaque
+	arr    uint8      // where the array parser is, in modeArray (jsonarray.go)
 	sn     sniffState // framing detection, while mode is modeSniff
 	filter bool       // the Tap removes the injected usage chunk (see NewTap)
 	sc     scanner    // reads the current JSON document: the body, or one SSE event's data
@@ -162,6 +163,9 @@ func (t *Tap) Feed(p []byte) []byte {
 	case modeJSON:
 		t.sc.feed(p[start:])
 		return p
+	case modeArray:
+		t.scanArray(p[start:])
+		return p
 	case modeOpaque:
 		return p
 	}
@@ -237,6 +241,8 @@ func (t *Tap) End() (rest []byte, u Usage) {
 	case modeJSON:
 		t.sc.finish()
 		t.commit(&t.sc.f, t.sc.f.complete)
+	case modeArray:
+		t.endArray()
 	case modeSSE:
 		// Whatever is held is one event block, never any earlier bytes;
 		// it is returned as is, without touching t.out, which may still

@@ -92,6 +92,19 @@ var testPrices = map[API]Prices{
 		"tts-1":                  {Rates: Rates{Input: money.MustParse("15"), CachedInput: money.MustParse("15"), CacheWriteInput: money.MustParse("15")}},
 		"gpt-4o-mini-tts":        {Rates: Rates{Input: money.MustParse("0.60"), CachedInput: money.MustParse("0.60"), CacheWriteInput: money.MustParse("0.60"), AudioInput: money.MustParse("0.60"), Output: money.MustParse("12"), AudioOutput: money.MustParse("12")}},
 	},
+	GoogleGemini: {
+		// Text, image and video input $0.30, audio $1.00; cached text
+		// $0.03; output, thinking included, $2.50 (Gemini API pricing).
+		"gemini-2.5-flash": {Rates: Rates{Input: money.MustParse("0.30"), CachedInput: money.MustParse("0.03"), CacheWriteInput: money.MustParse("0.30"),
+			CacheWriteInput1h: money.MustParse("0.30"), AudioInput: money.MustParse("1"), ImageInput: money.MustParse("0.30"),
+			Output: money.MustParse("2.50"), AudioOutput: money.MustParse("2.50"), ImageOutput: money.MustParse("2.50")}},
+		// Image output $30 per 1M tokens (1,290 tokens an image).
+		"gemini-2.5-flash-image": {Rates: Rates{Input: money.MustParse("0.30"), CachedInput: money.MustParse("0.03"), CacheWriteInput: money.MustParse("0.30"),
+			CacheWriteInput1h: money.MustParse("0.30"), AudioInput: money.MustParse("1"), ImageInput: money.MustParse("0.30"),
+			Output: money.MustParse("2.50"), AudioOutput: money.MustParse("2.50"), ImageOutput: money.MustParse("30")}},
+		// Prompts above 200,000 tokens: every token at the higher rates.
+		"gemini-2.5-pro": {Rates: textRates("1.25", "0.125", "10"), Tiers: []Tier{{AboveInputTokens: 200_000, Rates: textRates("2.50", "0.25", "15")}}},
+	},
 	Flat: {
 		"*": {PerRequest: money.MustParse("0.01")},
 	},
@@ -224,6 +237,17 @@ func loadRequest(t testing.TB, api API, stem string) Request {
 	req, err := ParseRequest(api, ct, body)
 	if err != nil {
 		t.Fatalf("%s: ParseRequest: %v", stem, err)
+	}
+	if api == GoogleGemini {
+		// The model and the method are in the path (<case>.request.path).
+		path, err := os.ReadFile(stem + ".request.path")
+		if err != nil {
+			t.Fatalf("%s: %v", stem, err)
+		}
+		var ok bool
+		if req.Model, req.Stream, ok = GeminiTarget(strings.TrimSpace(string(path))); !ok {
+			t.Fatalf("%s: %q is not a generateContent path", stem, path)
+		}
 	}
 	return req
 }

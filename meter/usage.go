@@ -81,6 +81,9 @@ func (t *Tap) commit(f *fields, complete bool) bool {
 	// repeats and grows them), so the largest report of each is the final
 	// one, and a later zero or null can never erase an earlier count.
 	// (Most events report none: visit only the slots set.)
+	// That a usage object was present is kept (Gemini leaves zero counts
+	// out of one), its value is not a count.
+	t.repHas |= f.has & (1 << slUsage)
 	for has := f.has &^ (1<<slChoices | 1<<slUsage); has != 0; has &= has - 1 {
 		sl := uint8(bits.TrailingZeros32(has))
 		v := f.num[sl]
@@ -218,6 +221,8 @@ func (t *Tap) usage() Usage {
 			u.CodeExecutionCalls = 1
 		}
 		u.Iterations = t.iterations
+	case GoogleGemini:
+		t.geminiTokens(&u, outEstimate)
 	case OpenAIEmbeddings:
 		t.tokens(&u, false)
 	case OpenAIImages:
@@ -371,4 +376,29 @@ func (t *Tap) tokens(u *Usage, anthropic bool) {
 		u.CacheWrite1hInputTokens = min(t.rep[slCacheWrite1h], write)
 	}
 	u.OutputTokens = t.rep[slOut]
+}
+
+// geminiTokens fills u from Gemini's usageMetadata totals (see the
+// schemas' wire formats): the prompt (cached content included) plus the
+// tool-use prompt as input, of which the cached content is cached input;
+// the candidates plus the thoughts as output. Within a usageMetadata an
+// absent count is zero (proto3 JSON leaves zeros out); a response
+// without any is estimated. An answer that did not end (no finishReason,
+// no blockReason, no closed body or array: the stream was cut) is
+// charged at least the estimate of the text it produced, and Estimated,
+// since text may have streamed after the last usageMetadata.
+func (t *Tap) geminiTokens(u *Usage, outEstimate int64) {
+	if !t.has(slUsage) {
+		u.InputTokens, u.OutputTokens = t.req.estInput, outEstimate
+		u.Estimated = true
+		return
+	}
+	in := satAdd(t.rep[slIn], t.rep[slToolPrompt])
+	u.InputTokens = in
+	u.CachedInputTokens = min(t.rep[slCached], in)
+	u.OutputTokens = satAdd(t.rep[slOut], t.rep[slThoughts])
+	if !t.has(slFinish) && !t.docDone {
+		u.OutputTokens = max(u.OutputTokens, outEstimate)
+		u.Estimated = true
+	}
 }
