@@ -164,3 +164,32 @@ func TestGeminiUsageRunningTotals(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaveStreamUsage checks the stream_usage: leave route option: the
+// body goes upstream with the client's stream_options, the Tap removes
+// nothing, and a stream without usage is charged by its text, estimated.
+func TestLeaveStreamUsage(t *testing.T) {
+	body := `{"model":"m","stream":true,"stream_options":{"include_usage":false},"max_tokens":50,"messages":[]}`
+	r := mustParse(t, OpenAIChat, "application/json", body)
+	r.LeaveStreamUsage = true
+	out, _, err := r.Rewrite([]byte(body), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != body {
+		t.Errorf("upstream body %s, want it unchanged", out)
+	}
+	stream := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"sixteen bytes ok\"}}],\"usage\":null}\n\ndata: [DONE]\n\n"
+	tap := NewTap(r, "text/event-stream")
+	if tap.Filters() {
+		t.Fatal("a Tap under stream_usage: leave filters")
+	}
+	got := tap.Feed([]byte(stream))
+	rest, u := tap.End()
+	if string(got)+string(rest) != stream {
+		t.Errorf("client got %q", string(got)+string(rest))
+	}
+	if u.OutputTokens != 4 || !u.Estimated || u.InputTokens != r.estInput {
+		t.Errorf("usage %+v, want 4 estimated output tokens and the input estimate", u)
+	}
+}

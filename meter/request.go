@@ -26,6 +26,13 @@ type Request struct {
 	// stream_options.include_usage itself. When false, Rewrite forces it
 	// and the Tap removes the usage chunk from what the client sees.
 	IncludeUsage bool
+	// LeaveStreamUsage is set by the caller, before Rewrite and NewTap,
+	// for a route whose upstream rejects stream_options (an
+	// OpenAI-compatible server): Rewrite then leaves stream_options as
+	// the client sent them and the Tap removes nothing, so the stream is
+	// charged by whatever usage it reports, or else estimated from its
+	// text (Usage.Estimated).
+	LeaveStreamUsage bool
 
 	// MaxOutputTokens is the largest output cap the request sets in its
 	// API's own fields (openai.chat: max_completion_tokens, max_tokens;

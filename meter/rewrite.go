@@ -73,7 +73,8 @@ func (r *Request) outputCapFields() []string {
 // Usage: for an openai.chat stream, Rewrite forces
 // stream_options.include_usage to true — also over an explicit false — so
 // that the stream ends with the usage chunk tollgate bills from (OpenAI API
-// reference, stream_options: without it a stream carries no usage at all).
+// reference, stream_options: without it a stream carries no usage at all),
+// unless r.LeaveStreamUsage.
 func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int64, err error) {
 	out = body
 	if fields := r.outputCapFields(); len(fields) > 0 {
@@ -91,7 +92,7 @@ func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int6
 			return nil, 0, err
 		}
 	}
-	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage {
+	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage || r.LeaveStreamUsage {
 		return out, outputCap, nil
 	}
 	if so := gjson.GetBytes(out, "stream_options"); so.Exists() && !so.IsObject() {

@@ -204,6 +204,11 @@ func (s *schema) lookup(parent int16, key []byte) int16 {
 //     type, model and its own counts (the same exclusive input_tokens).
 //     message_delta repeats the whole list, cumulative: the last one
 //     read replaces the earlier, never merged.
+//   - OpenAI-compatible chat servers put usage elsewhere: Groq in
+//     x_groq.usage of the last chunk; vLLM (continuous_usage_stats),
+//     Together and OpenRouter in a usage object of a chunk that still has
+//     choices, or in every chunk with running totals. Every chunk is
+//     read, so the largest report, the last, wins wherever it is.
 //   - OpenAI chat, further: service_tier (the tier that served it, in
 //     every chunk), usage.prompt_tokens_details.audio_tokens and
 //     .image_tokens, usage.completion_tokens_details.audio_tokens.
@@ -250,6 +255,19 @@ func openAIChatUsage(prefix string) []rule {
 		{prefix + "usage.prompt_tokens_details.image_tokens", aInt, slImageIn},
 		{prefix + "usage.completion_tokens_details.audio_tokens", aInt, slAudioOut},
 		{prefix + "service_tier", aStr, ssServiceTier},
+	}
+}
+
+// groqUsage reads the usage Groq puts in x_groq.usage of a stream's
+// last chunk (Groq API reference, chat completion chunk), with the same
+// fields as OpenAI's. It marks no usage chunk: that chunk has choices and
+// reaches the client whatever the filter does.
+func groqUsage() []rule {
+	const p = "x_groq.usage."
+	return []rule{
+		{p + "prompt_tokens", aInt, slIn},
+		{p + "completion_tokens", aInt, slOut},
+		{p + "prompt_tokens_details.cached_tokens", aInt, slCached},
 	}
 }
 
@@ -347,6 +365,7 @@ func chatText() []rule {
 var (
 	chatSchema = compile(join(
 		openAIChatUsage(""),
+		groqUsage(),
 		[]rule{{"choices", aCount, slChoices}},
 		chatText(),
 	)...)

@@ -97,7 +97,7 @@ type Tap struct {
 //
 // The Tap removes what the forced include_usage adds from what the client
 // sees only for an openai.chat stream whose client did not ask for usage
-// (req.Stream && !req.IncludeUsage); that is the body Request.Rewrite
+// (req.Stream && !req.IncludeUsage, and not req.LeaveStreamUsage); that is the body Request.Rewrite
 // forced include_usage into. That is decided by the request alone, so
 // that Filters can answer before the first byte. What it removes: the
 // usage chunk, and the "usage": null member OpenAI adds to every other
@@ -107,7 +107,7 @@ type Tap struct {
 func NewTap(req Request, contentType string) *Tap {
 	t := &Tap{req: req}
 	t.initSniff(req, contentType)
-	t.filter = req.API == OpenAIChat && req.Stream && !req.IncludeUsage
+	t.filter = req.API == OpenAIChat && req.Stream && !req.IncludeUsage && !req.LeaveStreamUsage
 	return t
 }
 

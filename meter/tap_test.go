@@ -31,6 +31,10 @@ var testPrices = map[API]Prices{
 			AudioInput: money.MustParse("2.50"), ImageInput: money.MustParse("2.50"), Output: money.MustParse("10"), AudioOutput: money.MustParse("10"), ImageOutput: money.MustParse("10")},
 			Tools: toolFees("web_search", "0.035")},
 		"gpt-4o-mini-search-preview": {Rates: textRates("0.15", "0.15", "0.60"), Tools: toolFees("web_search", "0.0275")},
+		// OpenAI-compatible upstreams: Groq, Together, a vLLM server.
+		"llama-3.3-70b-versatile":                 {Rates: textRates("0.59", "0.59", "0.79")},
+		"meta-llama/Llama-3.3-70B-Instruct-Turbo": {Rates: textRates("0.88", "0.88", "0.88")},
+		"Qwen/Qwen2.5-7B-Instruct":                {Rates: textRates("0.10", "0.10", "0.10")},
 		"gpt-4o": {Rates: Rates{Input: money.MustParse("2.50"), CachedInput: money.MustParse("1.25"), CacheWriteInput: money.MustParse("2.50"), Output: money.MustParse("10")},
 			ServiceTier: map[string]Variant{"priority": {HasRates: true, Rates: textRates("4.25", "2.125", "17")}}},
 		"o4-mini": {Rates: Rates{Input: money.MustParse("1.10"), CachedInput: money.MustParse("0.275"), CacheWriteInput: money.MustParse("1.10"), Output: money.MustParse("4.40")},
