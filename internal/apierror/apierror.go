@@ -7,8 +7,10 @@
 // JSON or a bare status text. OpenAI's, {"error":{"message","type","code"}},
 // is the default and the shape of tollgate's own APIs; Anthropic's,
 // {"type":"error","error":{"type","message","code"}}, answers on Anthropic
-// routes. Every dialect carries tollgate's code in error.code and keeps the
-// status. A request carries the dialect it is answered in (WithDialect),
+// routes; Google's, {"error":{"code","message","status","details"}}, on
+// Gemini routes. Every dialect keeps the status and carries tollgate's
+// code in error.code, except Google's, whose error.code is the numeric
+// status its SDKs expect: there the code is details[0].reason. A request carries the dialect it is answered in (WithDialect),
 // set once where the route is chosen, so that the code that reports errors
 // never names one.
 //
@@ -92,10 +94,9 @@ const (
 // A provider's dialect is its API's error object with tollgate's code in
 // it, so that the provider's SDKs parse the answer as one of their own
 // errors: status, error.type (one of the provider's own, from Status and
-// Kind) and error.message, which they show. Adding one (Google's
-// {"error":{"code","message","status"}} for Gemini routes, say) is a
-// constant here, a case in appendBody with its type names, and the proxy
-// choosing it for the route's API; nothing that reports errors changes.
+// Kind) and error.message, which they show. Adding one is a constant
+// here, a case in appendBody with its type names, and the proxy choosing
+// it for the route's API; nothing that reports errors changes.
 type Dialect uint8
 
 // The dialects.
@@ -118,7 +119,21 @@ const (
 	// raise their typed error for the status with error.message as its
 	// message; error.code is tollgate's, beside Anthropic's fields.
 	Anthropic
+	// Google answers {"error":{"code":…,"message":…,"status":…,
+	// "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo",
+	// "reason":…,"domain":"tollgate.dev"}]}}, the shape of Google APIs'
+	// errors (https://cloud.google.com/apis/design/errors), on
+	// google.gemini routes. There error.code is the HTTP status as a
+	// number, as google.golang.org/genai and @google/genai decode it, so
+	// tollgate's code is details[0].reason instead: the one dialect where
+	// it is not error.code. error.status is the google.rpc.Code closest to
+	// the status (see googleStatus).
+	Google
 )
+
+// GoogleErrorDomain is the domain of the ErrorInfo detail in Google's
+// dialect: the service that defines the reason codes.
+const GoogleErrorDomain = "tollgate.dev"
 
 type dialectKey struct{}
 
@@ -167,6 +182,17 @@ func Write(w http.ResponseWriter, r *http.Request, e *Error) {
 // appendBody appends e's body in d, ending with a newline.
 func (d Dialect) appendBody(b []byte, e *Error) []byte {
 	switch d {
+	case Google:
+		b = append(b, `{"error":{"code":`...)
+		b = strconv.AppendInt(b, int64(e.Status), 10)
+		b = append(b, `,"message":`...)
+		b = appendJSONString(b, e.Message)
+		b = append(b, `,"status":`...)
+		b = appendJSONString(b, googleStatus(e))
+		b = append(b, `,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":`...)
+		b = appendJSONString(b, e.Code)
+		b = append(b, `,"domain":"`+GoogleErrorDomain+`"}]}}`+"\n"...)
+		return b
 	case Anthropic:
 		b = append(b, `{"type":"error","error":{"type":`...)
 		b = appendJSONString(b, anthropicType(e))
@@ -243,6 +269,62 @@ func anthropicType(e *Error) string {
 		return "api_error"
 	}
 	return "invalid_request_error"
+}
+
+// googleStatus is error.status in Google's dialect: the google.rpc.Code
+// whose HTTP mapping (google/rpc/code.proto) is the status, or the
+// closest one where the status has none:
+//
+//	400, 413 INVALID_ARGUMENT (Google answers an oversized payload 400)
+//	401      UNAUTHENTICATED
+//	402      RESOURCE_EXHAUSTED (credits used up: an exhausted quota; the
+//	         status stays 402, which Google's SDKs do not retry)
+//	403      PERMISSION_DENIED
+//	404      NOT_FOUND
+//	408, 504 DEADLINE_EXCEEDED
+//	409      ABORTED
+//	429      RESOURCE_EXHAUSTED
+//	499      CANCELLED
+//	501      UNIMPLEMENTED
+//	502, 503 UNAVAILABLE
+//	other 4xx FAILED_PRECONDITION, other 5xx INTERNAL
+//
+// A Kind names the same class as its status does.
+func googleStatus(e *Error) string {
+	switch e.Kind {
+	case KindQuota:
+		return "RESOURCE_EXHAUSTED"
+	case KindPermission:
+		return "PERMISSION_DENIED"
+	case KindAuthentication:
+		return "UNAUTHENTICATED"
+	}
+	switch e.Status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return "INVALID_ARGUMENT"
+	case http.StatusUnauthorized:
+		return "UNAUTHENTICATED"
+	case http.StatusPaymentRequired, http.StatusTooManyRequests:
+		return "RESOURCE_EXHAUSTED"
+	case http.StatusForbidden:
+		return "PERMISSION_DENIED"
+	case http.StatusNotFound:
+		return "NOT_FOUND"
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
+		return "DEADLINE_EXCEEDED"
+	case http.StatusConflict:
+		return "ABORTED"
+	case 499:
+		return "CANCELLED"
+	case http.StatusNotImplemented:
+		return "UNIMPLEMENTED"
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return "UNAVAILABLE"
+	}
+	if e.Status >= 500 {
+		return "INTERNAL"
+	}
+	return "FAILED_PRECONDITION"
 }
 
 // statusOverloaded is the Claude API's own status for "overloaded", which

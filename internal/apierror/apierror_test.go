@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -172,46 +173,55 @@ func TestDialects(t *testing.T) {
 		kind      apierror.Kind
 		openAI    string // error.type in OpenAI's dialect
 		anthropic string // error.type in Anthropic's
+		google    string // error.status in Google's
 	}{
-		{401, "missing_customer", apierror.KindByStatus, "invalid_request_error", "authentication_error"},
-		{401, "unauthorized", apierror.KindAuthentication, "authentication_error", "authentication_error"},
-		{402, "insufficient_credits", apierror.KindQuota, "insufficient_quota", "billing_error"},
-		{403, "customer_suspended", apierror.KindPermission, "permission_error", "permission_error"},
-		{403, "model_not_entitled", apierror.KindPermission, "permission_error", "permission_error"},
-		{403, "route_not_entitled", apierror.KindPermission, "permission_error", "permission_error"},
-		{400, "model_not_priced", apierror.KindByStatus, "invalid_request_error", "invalid_request_error"},
-		{400, "invalid_request", apierror.KindByStatus, "invalid_request_error", "invalid_request_error"},
-		{413, "request_too_large", apierror.KindByStatus, "invalid_request_error", "request_too_large"},
-		{408, "request_timeout", apierror.KindByStatus, "invalid_request_error", "invalid_request_error"},
-		{404, "route_not_found", apierror.KindByStatus, "invalid_request_error", "not_found_error"},
-		{503, "billing_unavailable", apierror.KindByStatus, "server_error", "api_error"},
-		{502, "upstream_unavailable", apierror.KindByStatus, "server_error", "api_error"},
-		{504, "request_timeout", apierror.KindByStatus, "server_error", "timeout_error"},
-		{500, "internal_error", apierror.KindByStatus, "server_error", "api_error"},
-		{429, "rate_limited", apierror.KindByStatus, "invalid_request_error", "rate_limit_error"},
-		{529, "overloaded", apierror.KindByStatus, "server_error", "overloaded_error"},
+		{401, "missing_customer", apierror.KindByStatus, "invalid_request_error", "authentication_error", "UNAUTHENTICATED"},
+		{401, "unauthorized", apierror.KindAuthentication, "authentication_error", "authentication_error", "UNAUTHENTICATED"},
+		{402, "insufficient_credits", apierror.KindQuota, "insufficient_quota", "billing_error", "RESOURCE_EXHAUSTED"},
+		{403, "customer_suspended", apierror.KindPermission, "permission_error", "permission_error", "PERMISSION_DENIED"},
+		{403, "model_not_entitled", apierror.KindPermission, "permission_error", "permission_error", "PERMISSION_DENIED"},
+		{403, "route_not_entitled", apierror.KindPermission, "permission_error", "permission_error", "PERMISSION_DENIED"},
+		{400, "model_not_priced", apierror.KindByStatus, "invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"},
+		{400, "invalid_request", apierror.KindByStatus, "invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"},
+		{413, "request_too_large", apierror.KindByStatus, "invalid_request_error", "request_too_large", "INVALID_ARGUMENT"},
+		{408, "request_timeout", apierror.KindByStatus, "invalid_request_error", "invalid_request_error", "DEADLINE_EXCEEDED"},
+		{404, "route_not_found", apierror.KindByStatus, "invalid_request_error", "not_found_error", "NOT_FOUND"},
+		{503, "billing_unavailable", apierror.KindByStatus, "server_error", "api_error", "UNAVAILABLE"},
+		{502, "upstream_unavailable", apierror.KindByStatus, "server_error", "api_error", "UNAVAILABLE"},
+		{504, "request_timeout", apierror.KindByStatus, "server_error", "timeout_error", "DEADLINE_EXCEEDED"},
+		{500, "internal_error", apierror.KindByStatus, "server_error", "api_error", "INTERNAL"},
+		{429, "rate_limited", apierror.KindByStatus, "invalid_request_error", "rate_limit_error", "RESOURCE_EXHAUSTED"},
+		{529, "overloaded", apierror.KindByStatus, "server_error", "overloaded_error", "INTERNAL"},
 	}
 	dialects := []struct {
 		name string
 		d    apierror.Dialect
-		body func(typ, code string) string
-		typ  func(openAI, anthropic string) string
+		body func(typ, code string, status int) string
+		typ  func(openAI, anthropic, google string) string
 	}{
 		{
 			name: "OpenAI",
 			d:    apierror.OpenAI,
-			body: func(typ, code string) string {
+			body: func(typ, code string, _ int) string {
 				return `{"error":{"message":"` + msg + `","type":"` + typ + `","code":"` + code + `"}}` + "\n"
 			},
-			typ: func(openAI, _ string) string { return openAI },
+			typ: func(openAI, _, _ string) string { return openAI },
 		},
 		{
 			name: "Anthropic",
 			d:    apierror.Anthropic,
-			body: func(typ, code string) string {
+			body: func(typ, code string, _ int) string {
 				return `{"type":"error","error":{"type":"` + typ + `","message":"` + msg + `","code":"` + code + `"}}` + "\n"
 			},
-			typ: func(_, anthropic string) string { return anthropic },
+			typ: func(_, anthropic, _ string) string { return anthropic },
+		},
+		{
+			name: "Google",
+			d:    apierror.Google,
+			body: func(typ, code string, status int) string {
+				return `{"error":{"code":` + strconv.Itoa(status) + `,"message":"` + msg + `","status":"` + typ + `","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"` + code + `","domain":"tollgate.dev"}]}}` + "\n"
+			},
+			typ: func(_, _, google string) string { return google },
 		},
 	}
 	for _, d := range dialects {
@@ -224,7 +234,7 @@ func TestDialects(t *testing.T) {
 				if rec.Code != row.status {
 					t.Errorf("status %d, want %d", rec.Code, row.status)
 				}
-				if got, want := rec.Body.String(), d.body(d.typ(row.openAI, row.anthropic), row.code); got != want {
+				if got, want := rec.Body.String(), d.body(d.typ(row.openAI, row.anthropic, row.google), row.code, row.status); got != want {
 					t.Errorf("body %s\nwant %s", got, want)
 				}
 				want := map[string]string{"Content-Type": "application/json", "X-Content-Type-Options": "nosniff", "X-Should-Retry": "", "Retry-After": ""}
