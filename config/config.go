@@ -57,6 +57,18 @@ const (
 // so that only the app in its pod can spend credits.
 const EnvListen = "TOLLGATE_LISTEN"
 
+// The values of a route's stream_usage (see Route.StreamUsage).
+const (
+	StreamUsageForce = "force"
+	StreamUsageLeave = "leave"
+)
+
+// The values of a route's model_from (see Route.ModelFrom).
+const (
+	ModelFromBody       = "body"
+	ModelFromDeployment = "deployment"
+)
+
 // ModelFallback is the prices key that prices every model a route does not
 // list by name.
 const ModelFallback = "*"
@@ -216,6 +228,25 @@ type Route struct {
 	// to openai.embeddings and flat, where it is 0. Must be > 0 where it
 	// applies.
 	MaxOutputTokens int64
+	// StreamUsage says whether an openai.chat stream is sent upstream
+	// with stream_options.include_usage forced on (YAML "stream_usage"):
+	// "force", the default, sets it so that the stream ends with its
+	// usage, also over a client's false; "leave" sends the client's
+	// stream_options as they are, for OpenAI-compatible upstreams that
+	// reject the field. Under "leave" a stream is charged by the usage
+	// it reports anyway (a usage object in any chunk, or Groq's
+	// x_groq.usage), and otherwise by tollgate's estimate from the
+	// streamed text, recorded as estimated. openai.chat routes only.
+	StreamUsage string
+	// ModelFrom says where the model a request is priced by comes from
+	// (YAML "model_from"): "body", the default, its "model" field; or
+	// "deployment", the Azure OpenAI deployment its path names
+	// (/openai/deployments/{deployment}/chat/completions), which the
+	// prices are then keyed by, whatever the body says. openai.*
+	// routes only; a request whose path names no deployment is refused
+	// (400 invalid_request). google.gemini routes always price the model
+	// their path names.
+	ModelFrom string
 	// ServerTools are the preflight's allowances for server-side tool
 	// calls (YAML "server_tools": kind → {max_uses, input_tokens}), on
 	// anthropic.messages and openai.responses routes: how many calls a

@@ -133,6 +133,9 @@ var exampleEnv = map[string]string{
 	"REDIS_URL":             "",
 	"OPENAI_API_KEY":        "sk-test",
 	"ANTHROPIC_API_KEY":     "sk-ant-test",
+	"GEMINI_API_KEY":        "gemini-test",
+	"GROQ_API_KEY":          "gsk_test",
+	"AZURE_OPENAI_API_KEY":  "azure-test",
 	"STRIPE_WEBHOOK_SECRET": "whsec_test",
 	"STRIPE_API_KEY":        "sk_test_123",
 	"STRIPE_LIVEMODE":       "false",
@@ -335,12 +338,36 @@ func TestProblems(t *testing.T) {
 		{
 			name: "unknown nested key",
 			yaml: route + "    upstrem: https://x\n",
-			want: []string{"line 7: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, server_tools, prices"},
+			want: []string{"line 7: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, stream_usage, model_from, server_tools, prices"},
+		},
+		{
+			name: "stream_usage and model_from values",
+			yaml: route + "    stream_usage: never\n    model_from: header\n",
+			want: []string{
+				`line 7: routes[0].stream_usage: "never" is not a stream_usage (want "force", the default, or "leave" for upstreams that reject stream_options)`,
+				`line 8: routes[0].model_from: "header" is not a model_from (want "body", the default, or "deployment" for Azure OpenAI's /openai/deployments/{deployment}/… paths)`,
+			},
+		},
+		{
+			name: "stream_usage and model_from where they do not apply",
+			yaml: `
+routes:
+  - path: /v1/messages
+    api: anthropic.messages
+    upstream: https://api.anthropic.com
+    stream_usage: leave
+    model_from: deployment
+    prices: {claude-haiku-4-5: {input: "1"}}
+`,
+			want: []string{
+				"line 6: routes[0].stream_usage: does not apply to api anthropic.messages: only openai.chat streams have stream_options; remove it",
+				"line 7: routes[0].model_from: does not apply to api anthropic.messages: only Azure OpenAI's openai.* routes name a deployment in the path; remove it",
+			},
 		},
 		{
 			name: "x- keys are ignored at the top level only",
 			yaml: "x-anchors: {a: 1}\n" + route + "    x-note: hi\n",
-			want: []string{"line 8: routes[0].x-note: unknown key; allowed keys: path, api, upstream, headers, max_output_tokens, server_tools, prices"},
+			want: []string{"line 8: routes[0].x-note: unknown key; allowed keys: path, api, upstream, headers, max_output_tokens, stream_usage, model_from, server_tools, prices"},
 		},
 		{
 			name: "bad price with its line",
@@ -386,7 +413,7 @@ stripe:
 				`line 5: store.sweep_interval: "soon" is not a duration (want e.g. "30s", "10m" or "1h30m")`,
 				`line 6: customer_header: "X Customer" is not a valid header name (want letters, digits and dashes, e.g. "X-Tollgate-Customer")`,
 				`line 8: routes[0].path: "v1/chat" must start with "/" (e.g. "/v1/chat/completions")`,
-				`line 9: routes[0].api: "openai.chatt" is not an api tollgate meters (want one of openai.chat, openai.responses, openai.embeddings, openai.images, openai.audio, anthropic.messages, flat)`,
+				`line 9: routes[0].api: "openai.chatt" is not an api tollgate meters (want one of openai.chat, openai.responses, openai.embeddings, openai.images, openai.audio, anthropic.messages, google.gemini, flat)`,
 				`line 10: routes[0].upstream: "ftp://example.com" is not an http or https URL (want e.g. "https://api.openai.com")`,
 				`line 12: routes[0].prices.gpt-4o.input: "-1" is negative (want a price of 0 or more)`,
 				`line 12: routes[0].prices.gpt-4o.output: "1e3" uses an exponent; write the decimal in full (want e.g. "0.60")`,
@@ -442,7 +469,7 @@ routes:
     prices: {}
 `,
 			want: []string{
-				`line 3: routes[0].api: is empty (want one of openai.chat, openai.responses, openai.embeddings, openai.images, openai.audio, anthropic.messages, flat)`,
+				`line 3: routes[0].api: is empty (want one of openai.chat, openai.responses, openai.embeddings, openai.images, openai.audio, anthropic.messages, google.gemini, flat)`,
 				`line 3: routes[0].upstream: is empty (want the provider's base URL, e.g. "https://api.openai.com")`,
 				`line 3: routes[0].prices: none set (want at least one model, e.g. gpt-4o-mini: {input: "0.15", output: "0.60"}, or "*" for every model)`,
 				`line 4: routes[1].path: "/v1/chat/completions" is already routed by routes[0] (line 3); each path may appear once`,

@@ -59,6 +59,13 @@ func PriceKeys(api meter.API) []string {
 		// whisper-1 is priced per minute; gpt-4o-transcribe and the TTS
 		// models report token usage, audio input and audio output apart.
 		return []string{"input", "audio_input", "output", "audio_output", "per_request", "per_minute"}
+	case meter.GoogleGemini:
+		// usageMetadata splits the prompt and the candidates by modality
+		// (audio input and image output have their own rates on Gemini's
+		// price list) and reports cached content; long-context rates
+		// apply above 200,000 prompt tokens on the Pro models.
+		return []string{"input", "cached_input", "audio_input", "image_input", "output", "audio_output", "image_output",
+			"per_request", "tiers"}
 	case meter.Flat:
 		return []string{"per_request"}
 	}

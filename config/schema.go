@@ -18,7 +18,7 @@ var (
 	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe", "events"}
 	adminKeys  = []string{"listen", "token"}
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
-	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "server_tools", "prices"}
+	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "stream_usage", "model_from", "server_tools", "prices"}
 	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window"}
 	creditKeys = []string{"credits", "expires", "grace", "priority"}
 )
@@ -27,7 +27,7 @@ var (
 // reserve for, which is where max_output_tokens applies.
 func billsOutput(api meter.API) bool {
 	switch api {
-	case meter.OpenAIChat, meter.OpenAIResponses, meter.AnthropicMessages, meter.OpenAIImages, meter.OpenAIAudio:
+	case meter.OpenAIChat, meter.OpenAIResponses, meter.AnthropicMessages, meter.GoogleGemini, meter.OpenAIImages, meter.OpenAIAudio:
 		return true
 	}
 	return false
@@ -85,7 +85,7 @@ func (p *parser) routes(f fields) {
 
 func (p *parser) route(n *yaml.Node, path string) Route {
 	var r Route
-	f := p.mapping(n, path, "a route: a mapping with path, api, upstream, headers, max_output_tokens, server_tools and prices", routeKeys)
+	f := p.mapping(n, path, "a route: a mapping with path, api, upstream, headers, max_output_tokens, stream_usage, model_from, server_tools and prices", routeKeys)
 	r.Path, _, _ = p.text(f, "path")
 	api, _, _ := p.text(f, "api")
 	r.API = meter.API(api)
@@ -103,6 +103,8 @@ func (p *parser) route(n *yaml.Node, path string) Route {
 	if !p.integer(f, "max_output_tokens", "4096", &r.MaxOutputTokens) && billsOutput(r.API) {
 		r.MaxOutputTokens = meter.DefaultMaxOutputTokens
 	}
+	r.StreamUsage, _, _ = p.text(f, "stream_usage")
+	r.ModelFrom, _, _ = p.text(f, "model_from")
 	if kv, ok := f.vals["server_tools"]; ok {
 		r.ServerTools = p.serverTools(kv, keyPath(path, "server_tools"), r.API)
 	}

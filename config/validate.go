@@ -258,6 +258,7 @@ func (k *checker) routes() {
 		k.upstream(keyPath(base, "upstream"), r.Upstream)
 		k.routeHeaders(keyPath(base, "headers"), r.Headers)
 		k.maxOutput(keyPath(base, "max_output_tokens"), r)
+		k.routeOptions(base, r)
 		k.serverTools(keyPath(base, "server_tools"), r.ServerTools)
 		k.prices(keyPath(base, "prices"), r.Prices)
 	}
@@ -317,6 +318,24 @@ func (k *checker) maxOutput(path string, r Route) {
 		k.errorf(path, "does not apply to api %s, which bills no output tokens; remove it", r.API)
 	case billsOutput(r.API) && r.MaxOutputTokens <= 0:
 		k.errorf(path, "%d must be greater than 0 (tokens; default %d)", r.MaxOutputTokens, meter.DefaultMaxOutputTokens)
+	}
+}
+
+// routeOptions checks stream_usage and model_from.
+func (k *checker) routeOptions(base string, r Route) {
+	switch path := keyPath(base, "stream_usage"); {
+	case r.StreamUsage == "" || !r.API.Valid():
+	case r.API != meter.OpenAIChat:
+		k.errorf(path, "does not apply to api %s: only openai.chat streams have stream_options; remove it", r.API)
+	case r.StreamUsage != StreamUsageForce && r.StreamUsage != StreamUsageLeave:
+		k.errorf(path, "%q is not a stream_usage (want %q, the default, or %q for upstreams that reject stream_options)", r.StreamUsage, StreamUsageForce, StreamUsageLeave)
+	}
+	switch path := keyPath(base, "model_from"); {
+	case r.ModelFrom == "" || !r.API.Valid():
+	case r.ModelFrom != ModelFromBody && r.ModelFrom != ModelFromDeployment:
+		k.errorf(path, "%q is not a model_from (want %q, the default, or %q for Azure OpenAI's /openai/deployments/{deployment}/… paths)", r.ModelFrom, ModelFromBody, ModelFromDeployment)
+	case r.ModelFrom == ModelFromDeployment && !strings.HasPrefix(string(r.API), "openai."):
+		k.errorf(path, "does not apply to api %s: only Azure OpenAI's openai.* routes name a deployment in the path; remove it", r.API)
 	}
 }
 

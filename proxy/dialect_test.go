@@ -45,6 +45,36 @@ func decodeAnthropicError(t testing.TB, body []byte) anthropicError {
 	return e
 }
 
+// googleError is the Google APIs' error shape (google.rpc.Status as
+// JSON), with tollgate's code as the reason of an ErrorInfo detail.
+type googleError struct {
+	Error struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Status  string `json:"status"`
+		Details []struct {
+			Type   string `json:"@type"`
+			Reason string `json:"reason"`
+			Domain string `json:"domain"`
+		} `json:"details"`
+	} `json:"error"`
+}
+
+// decodeGoogleError decodes body as Google's error shape, strictly: no
+// other field, a numeric error.code, and exactly one ErrorInfo detail in
+// tollgate's domain.
+func decodeGoogleError(t testing.TB, body []byte) googleError {
+	t.Helper()
+	var e googleError
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil || len(e.Error.Details) != 1 ||
+		e.Error.Details[0].Type != "type.googleapis.com/google.rpc.ErrorInfo" || e.Error.Details[0].Domain != "tollgate.dev" {
+		t.Fatalf("not the Google error shape (err %v): %s", err, body)
+	}
+	return e
+}
+
 // dialectRoute is a route of the dialect test's config and the error
 // shape it answers in.
 type dialectRoute struct {
@@ -54,11 +84,23 @@ type dialectRoute struct {
 	body      func(model, extra string) string
 	model     string
 	anthropic bool
+	google    bool // the model is in the path: {path}{model}:generateContent
 }
 
 var dialectRoutes = []dialectRoute{
 	{name: "OpenAI", path: "/v1/chat/completions", dead: "/dead/v1/chat/completions", body: chatBody, model: "gpt-4o"},
 	{name: "Anthropic", path: "/v1/messages", dead: "/dead/v1/messages", body: messagesBody, model: "claude-sonnet-4-5", anthropic: true},
+	{name: "Google", path: "/v1beta/models/gemini-2.5-flash:generateContent", dead: "/dead/v1beta/models/gemini-2.5-flash:generateContent",
+		body: geminiBody, model: "gemini-2.5-flash", google: true},
+}
+
+// target is the path of a request for model: rt.path, but for Google,
+// whose path names the model.
+func (rt dialectRoute) target(model string) string {
+	if rt.google {
+		return "/v1beta/models/" + model + ":generateContent"
+	}
+	return rt.path
 }
 
 // messagesBody is a small Anthropic Messages request for model.
@@ -77,10 +119,17 @@ func wantDialectError(t *testing.T, rt dialectRoute, res *http.Response, data []
 		t.Errorf("Content-Type %q", ct)
 	}
 	var gotCode, gotType, msg string
-	if rt.anthropic {
+	switch {
+	case rt.google:
+		e := decodeGoogleError(t, data)
+		gotCode, gotType, msg = e.Error.Details[0].Reason, e.Error.Status, e.Error.Message
+		if e.Error.Code != status {
+			t.Errorf("error.code %d, want the status %d", e.Error.Code, status)
+		}
+	case rt.anthropic:
 		e := decodeAnthropicError(t, data)
 		gotCode, gotType, msg = e.Error.Code, e.Error.Type, e.Error.Message
-	} else {
+	default:
 		e := decodeError(t, data)
 		gotCode, gotType, msg = e.Error.Code, e.Error.Type, e.Error.Message
 	}
@@ -105,6 +154,11 @@ func dialectConfig(t *testing.T) string {
     upstream: DEAD
     prices:
       claude-sonnet-4-5: {input: "3", output: "15"}
+  - path: /dead/v1beta/models/
+    api: google.gemini
+    upstream: DEAD
+    prices:
+      gemini-2.5-flash: {input: "0.30", output: "2.50"}
   - path: /v1/
     api: flat
     upstream: UPSTREAM
@@ -117,7 +171,9 @@ func dialectConfig(t *testing.T) string {
 // README's 408 and 504) is answered in the error shape of the route's
 // provider, with the same status, code and message in each: OpenAI's on
 // OpenAI routes, Anthropic's — error.type one of Anthropic's own — on
-// anthropic.messages routes. A request no route matches is answered in
+// anthropic.messages routes, Google's — error.code the numeric status,
+// error.status a google.rpc code, tollgate's code in details[0].reason —
+// on google.gemini routes. A request no route matches is answered in
 // OpenAI's.
 func TestErrorDialects(t *testing.T) {
 	h := newHarness(t, harnessOptions{yaml: dialectConfig(t)})
@@ -139,12 +195,13 @@ func TestErrorDialects(t *testing.T) {
 		code      string
 		openAI    string // error.type on the OpenAI route
 		anthropic string // error.type on the Anthropic route
-		message   string // exact on both routes, when set
+		google    string // error.status on the Google route
+		message   string // exact on every route, when set
 	}{
 		{
 			name:   "no customer header",
 			req:    func(rt dialectRoute) request { return request{path: rt.path, body: rt.body(rt.model, "")} },
-			status: 401, code: "missing_customer", openAI: "invalid_request_error", anthropic: "authentication_error",
+			status: 401, code: "missing_customer", openAI: "invalid_request_error", anthropic: "authentication_error", google: "UNAUTHENTICATED",
 			message: "missing X-Tollgate-Customer header: name the customer this request is for (tollgate removes the header before forwarding)",
 		},
 		{
@@ -152,7 +209,7 @@ func TestErrorDialects(t *testing.T) {
 			req: func(rt dialectRoute) request {
 				return request{path: rt.path, customer: "acme corp", body: rt.body(rt.model, "")}
 			},
-			status: 400, code: "invalid_request", openAI: "invalid_request_error", anthropic: "invalid_request_error",
+			status: 400, code: "invalid_request", openAI: "invalid_request_error", anthropic: "invalid_request_error", google: "INVALID_ARGUMENT",
 			message: `invalid X-Tollgate-Customer header: "acme corp" contains ' ' at byte 4; use printable ASCII without spaces or braces`,
 		},
 		{
@@ -160,28 +217,28 @@ func TestErrorDialects(t *testing.T) {
 			req: func(rt dialectRoute) request {
 				return request{path: rt.path, customer: poor, body: rt.body(rt.model, "")}
 			},
-			status: 402, code: "insufficient_credits", openAI: "insufficient_quota", anthropic: "billing_error",
+			status: 402, code: "insufficient_credits", openAI: "insufficient_quota", anthropic: "billing_error", google: "RESOURCE_EXHAUSTED",
 		},
 		{
 			name: "suspended customer",
 			req: func(rt dialectRoute) request {
 				return request{path: rt.path, customer: suspended, body: rt.body(rt.model, "")}
 			},
-			status: 403, code: "customer_suspended", openAI: "permission_error", anthropic: "permission_error",
+			status: 403, code: "customer_suspended", openAI: "permission_error", anthropic: "permission_error", google: "PERMISSION_DENIED",
 			message: "this customer is suspended while a payment dispute is open; requests are refused until the dispute is closed",
 		},
 		{
 			name: "model not priced",
 			req: func(rt dialectRoute) request {
-				return request{path: rt.path, customer: rich, body: rt.body("unpriced-model", "")}
+				return request{path: rt.target("unpriced-model"), customer: rich, body: rt.body("unpriced-model", "")}
 			},
-			status: 400, code: "model_not_priced", openAI: "invalid_request_error", anthropic: "invalid_request_error",
+			status: 400, code: "model_not_priced", openAI: "invalid_request_error", anthropic: "invalid_request_error", google: "INVALID_ARGUMENT",
 			message: `model "unpriced-model" is not priced on this route; add it to the route's prices, or add a "*" entry`,
 		},
 		{
 			name:   "body not JSON",
 			req:    func(rt dialectRoute) request { return request{path: rt.path, customer: rich, body: `{"model":`} },
-			status: 400, code: "invalid_request", openAI: "invalid_request_error", anthropic: "invalid_request_error",
+			status: 400, code: "invalid_request", openAI: "invalid_request_error", anthropic: "invalid_request_error", google: "INVALID_ARGUMENT",
 			message: "the request body is not valid JSON",
 		},
 		{
@@ -189,7 +246,7 @@ func TestErrorDialects(t *testing.T) {
 			req: func(rt dialectRoute) request {
 				return request{path: rt.path, customer: rich, body: rt.body(rt.model, ""), header: map[string]string{"Connection": "Upgrade", "Upgrade": "websocket"}}
 			},
-			status: 400, code: "invalid_request", openAI: "invalid_request_error", anthropic: "invalid_request_error",
+			status: 400, code: "invalid_request", openAI: "invalid_request_error", anthropic: "invalid_request_error", google: "INVALID_ARGUMENT",
 			message: "tollgate does not forward protocol upgrades (websocket); send plain HTTP requests",
 		},
 		{
@@ -197,7 +254,7 @@ func TestErrorDialects(t *testing.T) {
 			req: func(rt dialectRoute) request {
 				return request{path: rt.path, customer: rich, body: rt.body(rt.model, `,"metadata":{"user_id":"`+strings.Repeat("x", 70000)+`"}`)}
 			},
-			status: 413, code: "request_too_large", openAI: "invalid_request_error", anthropic: "request_too_large",
+			status: 413, code: "request_too_large", openAI: "invalid_request_error", anthropic: "request_too_large", google: "INVALID_ARGUMENT",
 			message: "the request body is larger than 65536 bytes (max_request_bytes)",
 		},
 		{
@@ -205,14 +262,14 @@ func TestErrorDialects(t *testing.T) {
 			req: func(rt dialectRoute) request {
 				return request{path: rt.path + "/", customer: rich, body: rt.body(rt.model, "")}
 			},
-			status: 404, code: "route_not_found", openAI: "invalid_request_error", anthropic: "not_found_error",
+			status: 404, code: "route_not_found", openAI: "invalid_request_error", anthropic: "not_found_error", google: "NOT_FOUND",
 		},
 		{
 			name: "upstream unreachable",
 			req: func(rt dialectRoute) request {
 				return request{path: rt.dead, customer: rich, body: rt.body(rt.model, "")}
 			},
-			status: 502, code: "upstream_unavailable", openAI: "server_error", anthropic: "api_error",
+			status: 502, code: "upstream_unavailable", openAI: "server_error", anthropic: "api_error", google: "UNAVAILABLE",
 			message: "the upstream API could not be reached; nothing was charged. Retry shortly",
 		},
 		{
@@ -220,7 +277,7 @@ func TestErrorDialects(t *testing.T) {
 			req: func(rt dialectRoute) request {
 				return request{path: rt.path, customer: rich, body: rt.body(rt.model, "")}
 			},
-			status: 504, code: "request_timeout", openAI: "server_error", anthropic: "timeout_error",
+			status: 504, code: "request_timeout", openAI: "server_error", anthropic: "timeout_error", google: "DEADLINE_EXCEEDED",
 			message: "the upstream API did not answer within max_request_duration (300ms); the request was cancelled and charged for its prompt",
 		},
 	}
@@ -229,8 +286,11 @@ func TestErrorDialects(t *testing.T) {
 			t.Run(tc.name+"/"+rt.name, func(t *testing.T) {
 				res, data := h.do(tc.req(rt))
 				typ := tc.openAI
-				if rt.anthropic {
+				switch {
+				case rt.anthropic:
 					typ = tc.anthropic
+				case rt.google:
+					typ = tc.google
 				}
 				msg := wantDialectError(t, rt, res, data, tc.status, tc.code, typ)
 				if tc.message != "" && msg != tc.message {
@@ -262,6 +322,9 @@ func TestErrorDialects(t *testing.T) {
 				data, _ := io.ReadAll(res.Body)
 				res.Body.Close()
 				typ := "invalid_request_error"
+				if rt.google {
+					typ = "DEADLINE_EXCEEDED"
+				}
 				wantDialectError(t, rt, res, data, http.StatusRequestTimeout, "request_timeout", typ)
 			})
 		}
@@ -291,8 +354,11 @@ func TestBillingUnavailableDialects(t *testing.T) {
 		t.Run(rt.name, func(t *testing.T) {
 			res, data := h.do(request{path: rt.path, customer: newCustomer(), body: rt.body(rt.model, "")})
 			typ := "server_error"
-			if rt.anthropic {
+			switch {
+			case rt.anthropic:
 				typ = "api_error"
+			case rt.google:
+				typ = "UNAVAILABLE"
 			}
 			msg := wantDialectError(t, rt, res, data, http.StatusServiceUnavailable, "billing_unavailable", typ)
 			if want := "billing is unavailable: tollgate cannot reach its credit store, so nothing was forwarded or charged; retry shortly"; msg != want {

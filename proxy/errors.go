@@ -194,8 +194,11 @@ func kindOf(code string) apierror.Kind {
 // proxy"). flat routes, which may front any API, answer in OpenAI's, the
 // shape most clients read.
 func dialectFor(api meter.API) apierror.Dialect {
-	if api == meter.AnthropicMessages {
+	switch api {
+	case meter.AnthropicMessages:
 		return apierror.Anthropic
+	case meter.GoogleGemini:
+		return apierror.Google
 	}
 	return apierror.OpenAI
 }

@@ -168,6 +168,9 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	if err != nil {
 		return nil, err
 	}
+	if err := rt.target(r, &req); err != nil {
+		return nil, err
+	}
 	estimate, cost, err := rt.prices.Estimate(req, rt.maxOutput, rt.serverTools)
 	if err != nil {
 		return nil, err

@@ -58,6 +58,7 @@ const (
 	clientKey    = "sk-client-must-not-leak"
 	upstreamKey  = "sk-upstream-secret"
 	anthropicKey = "sk-ant-upstream-secret"
+	geminiKey    = "AIza-upstream-secret"
 )
 
 // testConfig is the configuration every harness starts from; UPSTREAM and
@@ -105,6 +106,13 @@ routes:
     upstream: DEAD
     prices:
       gpt-4o: {input: "2.50", output: "10"}
+  - path: /v1beta/models/
+    api: google.gemini
+    upstream: UPSTREAM
+    headers: {x-goog-api-key: "` + geminiKey + `"}
+    max_output_tokens: 1000
+    prices:
+      gemini-2.5-flash: {input: "0.30", cached_input: "0.03", output: "2.50"}
 `
 
 // parseSettings builds the proxy's settings from yaml, a configuration
@@ -135,6 +143,7 @@ func closedAddr(t testing.TB) string {
 // seen is a request the fake upstream received.
 type seen struct {
 	Method, Path string
+	RawQuery     string
 	Header       http.Header
 	Body         []byte
 }
@@ -155,7 +164,7 @@ func newUpstream(t testing.TB) *upstream {
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.reqs = append(u.reqs, seen{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		u.reqs = append(u.reqs, seen{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone(), Body: body})
 		u.mu.Unlock()
 		if h := u.handler.Load(); h != nil {
 			(*h)(w, r, body)
@@ -222,6 +231,15 @@ func recorded(t testing.TB, w http.ResponseWriter, r *http.Request, body []byte)
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"object":"list","data":[{"id":"gpt-4o","object":"model"}]}`)
 		return
+	case "/v1beta/models/gemini-2.5-flash:generateContent":
+		name = "gemini_generate.json"
+	case "/v1beta/models/gemini-2.5-flash:streamGenerateContent":
+		if r.URL.Query().Get("alt") == "sse" {
+			writeChunks(w, "text/event-stream", testdata(t, "gemini_stream.sse"), "\r\n\r\n")
+		} else {
+			writeChunks(w, "application/json", testdata(t, "gemini_stream_array.json"), "\n,\r\n")
+		}
+		return
 	default:
 		http.NotFound(w, r)
 		return
@@ -254,6 +272,24 @@ func writeSSE(w http.ResponseWriter, data []byte, pause time.Duration) {
 		if pause > 0 {
 			time.Sleep(pause)
 		}
+	}
+}
+
+// writeChunks writes data as a streaming provider does, flushing after
+// each sep (Gemini ends its events with CRLF CRLF, and streams a JSON
+// array element by element).
+func writeChunks(w http.ResponseWriter, contentType string, data []byte, sep string) {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(http.StatusOK)
+	fl := w.(http.Flusher)
+	for len(data) > 0 {
+		n := len(data)
+		if i := bytes.Index(data, []byte(sep)); i >= 0 {
+			n = i + len(sep)
+		}
+		w.Write(data[:n])
+		fl.Flush()
+		data = data[n:]
 	}
 }
 

@@ -203,6 +203,8 @@ func (s *Server) build(set *Settings) *state {
 			prices:         cr.Prices,
 			serverTools:    cr.ServerTools,
 			maxOutput:      cr.MaxOutputTokens,
+			leaveUsage:     cr.LeaveStreamUsage,
+			deployment:     cr.ModelFromDeployment,
 			upstream:       cr.Upstream,
 			customerHeader: st.customerHeader,
 			dialect:        dialectFor(cr.API),

@@ -35,6 +35,15 @@ type Route struct {
 	// ServerTools are the preflight's allowances for server-side tool
 	// calls (meter.Prices.Estimate); nil uses the defaults.
 	ServerTools meter.ServerTools
+	// LeaveStreamUsage sends openai.chat streams upstream with the
+	// client's stream_options instead of forcing include_usage (see
+	// meter.Request.LeaveStreamUsage), for OpenAI-compatible upstreams
+	// that reject the field.
+	LeaveStreamUsage bool
+	// ModelFromDeployment prices a request by the Azure OpenAI deployment
+	// its path names (meter.AzureDeployment) instead of its body's
+	// "model"; a path without one is refused with 400 invalid_request.
+	ModelFromDeployment bool
 }
 
 // match returns the index of the route serving path: the route whose Path
@@ -62,6 +71,8 @@ type route struct {
 	prices         meter.Prices
 	serverTools    meter.ServerTools
 	maxOutput      int64
+	leaveUsage     bool // Route.LeaveStreamUsage
+	deployment     bool // Route.ModelFromDeployment
 	upstream       *url.URL
 	headers        http.Header // the route's headers; each value slice is clipped, so appends copy
 	customerHeader string
@@ -156,4 +167,58 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest) {
 			h[k] = v
 		}
 	}
+	if rt.api == meter.GoogleGemini {
+		// Google's API keys also travel as ?key=; a client's never goes
+		// upstream, where the route's x-goog-api-key is the credential
+		// (and where a key in the URL would end up in logs).
+		pr.Out.URL.RawQuery = withoutQueryParam(pr.Out.URL.RawQuery, "key")
+	}
+}
+
+// withoutQueryParam returns the raw query q without its name parameters,
+// the others kept byte for byte and in order (url.Values.Encode would
+// reorder and re-escape them). A parameter whose name does not unescape
+// is kept: the upstream cannot read it as name either.
+func withoutQueryParam(q, name string) string {
+	if q == "" || !strings.Contains(q, name) {
+		return q
+	}
+	var b strings.Builder
+	for rest := q; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, "&")
+		k, _, _ := strings.Cut(part, "=")
+		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}
+
+// target completes req with what the route reads from the request's path
+// and settings: a google.gemini request's model and streaming from its
+// path, an Azure deployment as the model, and stream_usage.
+func (rt *route) target(r *http.Request, req *meter.Request) error {
+	req.LeaveStreamUsage = rt.leaveUsage
+	switch {
+	case rt.api == meter.GoogleGemini:
+		model, stream, ok := meter.GeminiTarget(r.URL.Path)
+		if !ok {
+			return refuse(http.StatusNotFound, CodeRouteNotFound,
+				"no route for %s %s: a google.gemini route meters only .../models/{model}:generateContent and :streamGenerateContent; route other methods (countTokens, embedContent) with api: flat", r.Method, r.URL.Path)
+		}
+		req.Model, req.Stream = model, stream
+	case rt.deployment:
+		d, ok := meter.AzureDeployment(r.URL.Path)
+		if !ok {
+			return refuse(http.StatusBadRequest, CodeInvalidRequest,
+				"%s names no deployment: this route prices requests by the Azure OpenAI deployment in the path (/openai/deployments/{deployment}/...)", r.URL.Path)
+		}
+		req.Model = d
+	}
+	return nil
 }

@@ -155,6 +155,12 @@ func printRoute(out *printer, r config.Route) {
 	if r.MaxOutputTokens > 0 {
 		notes = append(notes, fmt.Sprintf("max_output_tokens %d", r.MaxOutputTokens))
 	}
+	if r.StreamUsage != "" {
+		notes = append(notes, "stream_usage "+r.StreamUsage)
+	}
+	if r.ModelFrom != "" {
+		notes = append(notes, "model_from "+r.ModelFrom)
+	}
 	for _, kind := range slices.Sorted(maps.Keys(r.ServerTools)) {
 		a := r.ServerTools[kind]
 		notes = append(notes, fmt.Sprintf("server_tools %s: %d calls of %d input tokens", kind, a.MaxUses, a.InputTokens))

@@ -109,7 +109,7 @@ func TestVersion(t *testing.T) {
 }
 
 // exampleVars are the variables config.example.yaml references.
-var exampleVars = []string{"TOLLGATE_ADMIN_TOKEN", "REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY"}
+var exampleVars = []string{"TOLLGATE_ADMIN_TOKEN", "REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY", "AZURE_OPENAI_API_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY"}
 
 func TestCheckExample(t *testing.T) {
 	unsetenv(t, append(exampleVars, "TOLLGATE_CONFIG", "TOLLGATE_LISTEN")...)
@@ -130,7 +130,7 @@ func TestCheckExample(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		path + " is valid: 7 routes.\n",
+		path + " is valid: 10 routes.\n",
 		"listen             127.0.0.1:8080\n",
 		"store              embedded, file tollgate.db\n",
 		"/v1/chat/completions  openai.chat → https://api.openai.com\n  sets headers Authorization; max_output_tokens 4096\n",
@@ -200,7 +200,7 @@ routes:
 		"warning: " + path + ":2: admin.token: is empty: the admin API (/v1/*) refuses every call until it is set; the Stripe webhook, probes and metrics still work\n" +
 		"error: " + path + `:4: store.hold_ttl: "0s" must be greater than 0 (want e.g. "10m")` + "\n" +
 		"error: " + path + ":6: routes[0].upstream: is empty (want the provider's base URL, e.g. \"https://api.openai.com\")\n" +
-		"error: " + path + ":8: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, server_tools, prices\n" +
+		"error: " + path + ":8: routes[0].upstrem: unknown key (did you mean upstream?); allowed keys: path, api, upstream, headers, max_output_tokens, stream_usage, model_from, server_tools, prices\n" +
 		"error: " + path + `:10: routes[0].prices.gpt-4o-mini.input: "abc" is not a decimal (want e.g. "0.15")` + "\n" +
 		path + ": 4 problems; nothing was started\n"
 	if code != 1 || stdout != "" || stderr != want {

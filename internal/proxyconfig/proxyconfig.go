@@ -35,6 +35,9 @@ func Settings(cfg *config.Config) *proxy.Settings {
 			MaxOutputTokens: r.MaxOutputTokens,
 			Prices:          r.Prices,
 			ServerTools:     r.ServerTools,
+
+			LeaveStreamUsage:    r.StreamUsage == config.StreamUsageLeave,
+			ModelFromDeployment: r.ModelFrom == config.ModelFromDeployment,
 		}
 	}
 	return set

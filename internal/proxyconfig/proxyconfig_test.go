@@ -32,17 +32,30 @@ routes:
     server_tools: {web_search: {max_uses: 2}}
     prices:
       gpt-4o: {input: "2.50", output: "10"}
+  - path: /openai/deployments/prod/chat/completions
+    api: openai.chat
+    upstream: https://my.openai.azure.com
+    stream_usage: leave
+    model_from: deployment
+    prices:
+      prod: {input: "2.50", output: "10"}
 `), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	set := proxyconfig.Settings(cfg)
 	nonZero(t, "Settings", reflect.ValueOf(*set))
-	if len(set.Routes) != 1 {
-		t.Fatalf("%d routes, want 1", len(set.Routes))
+	if len(set.Routes) != 2 {
+		t.Fatalf("%d routes, want 2", len(set.Routes))
 	}
 	r := set.Routes[0]
-	nonZero(t, "Routes[0]", reflect.ValueOf(r))
+	// The openai.chat options apply to the second route only.
+	if az := set.Routes[1]; !az.LeaveStreamUsage || !az.ModelFromDeployment {
+		t.Errorf("routes[1] = %+v, want stream_usage leave and model_from deployment", az)
+	}
+	all := r
+	all.LeaveStreamUsage, all.ModelFromDeployment = set.Routes[1].LeaveStreamUsage, set.Routes[1].ModelFromDeployment
+	nonZero(t, "Routes[0]", reflect.ValueOf(all))
 
 	if set.CustomerHeader != "X-Customer" || set.MaxRequestBytes != 1024 || set.RequestBodyTimeout != 7*time.Second ||
 		set.SettleTimeout != 3*time.Second || set.MaxRequestDuration != 9*time.Minute || set.HoldTTL != 2*time.Minute ||
