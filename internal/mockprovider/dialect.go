@@ -13,11 +13,15 @@ type dialect uint8
 const (
 	openAI dialect = iota
 	anthropic
+	google
 )
 
 func dialectOf(api meter.API) dialect {
-	if api == meter.AnthropicMessages {
+	switch api {
+	case meter.AnthropicMessages:
 		return anthropic
+	case meter.GoogleGemini:
+		return google
 	}
 	return openAI
 }
@@ -33,13 +37,17 @@ func (d dialect) setRequestID(w http.ResponseWriter) {
 }
 
 // fail answers status with the provider's error shape: OpenAI's
-// {"error":{"message","type","param","code"}} or Anthropic's
-// {"type":"error","error":{"type","message"}} (API references, "Errors").
+// {"error":{"message","type","param","code"}}, Anthropic's
+// {"type":"error","error":{"type","message"}} or Google's
+// {"error":{"code","message","status"}} (API references, "Errors").
 func (d dialect) fail(w http.ResponseWriter, status int, msg string) {
 	var b []byte
-	if d == anthropic {
+	switch d {
+	case google:
+		b = marshal(googleError{Error: googleErrorBody{Code: status, Message: msg, Status: googleStatus(status)}})
+	case anthropic:
 		b = marshal(anthropicError{Type: "error", Error: anthropicErrorBody{Type: errorType(status, d), Message: msg}})
-	} else {
+	default:
 		b = marshal(openAIError{Error: openAIErrorBody{Message: msg, Type: errorType(status, d)}})
 	}
 	h := w.Header()
@@ -89,4 +97,39 @@ type anthropicError struct {
 type anthropicErrorBody struct {
 	Type    string `json:"type"`
 	Message string `json:"message"`
+}
+
+type googleError struct {
+	Error googleErrorBody `json:"error"`
+}
+
+type googleErrorBody struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Status  string `json:"status"`
+}
+
+// googleStatus names status as Google's APIs do in error.status (the
+// google.rpc.Code of that HTTP status).
+func googleStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "INVALID_ARGUMENT"
+	case http.StatusUnauthorized:
+		return "UNAUTHENTICATED"
+	case http.StatusForbidden:
+		return "PERMISSION_DENIED"
+	case http.StatusNotFound:
+		return "NOT_FOUND"
+	case http.StatusTooManyRequests:
+		return "RESOURCE_EXHAUSTED"
+	case http.StatusServiceUnavailable:
+		return "UNAVAILABLE"
+	case http.StatusGatewayTimeout:
+		return "DEADLINE_EXCEEDED"
+	}
+	if status >= 500 {
+		return "INTERNAL"
+	}
+	return "FAILED_PRECONDITION"
 }

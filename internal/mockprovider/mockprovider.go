@@ -1,11 +1,13 @@
-// Package mockprovider is a stand-in for OpenAI and Anthropic that
+// Package mockprovider is a stand-in for OpenAI, Anthropic and Gemini that
 // `tollgate serve --mock` serves in process, so that tollgate can be tried,
 // and applications tested against it, without provider keys. It answers
 // every metered API in the provider's own wire format — OpenAI chat
 // completions (JSON, and SSE with the include_usage chunk), Responses
 // (JSON and SSE), embeddings, images (JSON and SSE), audio transcriptions,
 // translations and speech; Anthropic messages (JSON and SSE, with prompt
-// cache reads and writes) — and reports usage that follows from the
+// cache reads and writes); Gemini generateContent (JSON, and
+// streamGenerateContent as SSE with alt=sse or as a JSON array without) —
+// and reports usage that follows from the
 // request by fixed rules, so that a charge can be predicted and asserted:
 //
 //   - Text tokens: ⌈bytes ÷ 4⌉ of the UTF-8 text of every JSON string
@@ -189,6 +191,8 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.images()
 	case meter.OpenAIAudio:
 		x.audio()
+	case meter.GoogleGemini:
+		x.gemini()
 	default:
 		x.flat()
 	}

@@ -642,3 +642,34 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestGemini: generateContent answers Gemini's JSON, and
+// streamGenerateContent both of its streams, with usageMetadata by the
+// mock's rules, as tollgate's meter reads them; a media part counts
+// MediaTokens, an audio one reported as AUDIO; errors are Google-shaped.
+func TestGemini(t *testing.T) {
+	m := newMock(t)
+	// "You said: Hi": 12 bytes, 3 tokens. The prompt: "Hi" (1 token) and
+	// an audio part (100, AUDIO).
+	body := `{"contents":[{"role":"user","parts":[{"text":"Hi"},{"inline_data":{"mime_type":"audio/wav","data":"UklGRg=="}}]}]}`
+	want := usage.Tokens{InputTokens: 101, AudioInputTokens: 100, OutputTokens: 3}
+	for _, path := range []string{
+		"/v1beta/models/gemini-2.5-flash:generateContent",
+		"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+		"/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+	} {
+		t.Run(path, func(t *testing.T) {
+			a := m.do(t, call{api: meter.GoogleGemini, path: path, body: body})
+			if a.status != 200 || a.usage.Tokens != want || a.usage.Estimated {
+				t.Fatalf("status %d, usage %+v estimated %v: %s", a.status, a.usage.Tokens, a.usage.Estimated, a.body)
+			}
+			if !bytes.Contains(a.body, []byte(`"text":"You sa`)) || !bytes.Contains(a.body, []byte(`"finishReason":"STOP"`)) {
+				t.Errorf("body %s", a.body)
+			}
+		})
+	}
+	a := m.do(t, call{api: meter.GoogleGemini, path: "/v1beta/models/gemini-2.5-flash:generateContent", body: body, header: http.Header{"X-Mock-Status": {"429"}}})
+	if want := `{"error":{"code":429,"message":"mock provider: status 429, as the X-Mock-Status header asked","status":"RESOURCE_EXHAUSTED"}}`; a.status != 429 || string(a.body) != want {
+		t.Errorf("got %d %s, want %s", a.status, a.body, want)
+	}
+}
