@@ -40,6 +40,28 @@ func longAnthropicStream() []byte {
 	return b.Bytes()
 }
 
+// longGeminiStream is a 10,000-chunk Gemini stream with running
+// usageMetadata in every chunk: as SSE events (alt=sse) or, when array,
+// as the JSON array Gemini streams without alt=sse.
+func longGeminiStream(array bool) []byte {
+	var b bytes.Buffer
+	for i := 0; i < 10_000; i++ {
+		el := fmt.Sprintf(`{"candidates":[{"content":{"parts":[{"text":" a few words of text"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":31,"candidatesTokenCount":%d,"totalTokenCount":%d,"promptTokensDetails":[{"modality":"TEXT","tokenCount":31}],"thoughtsTokenCount":412},"modelVersion":"gemini-2.5-flash","responseId":"dB5NaN2tAoGDm9IP5sTP0AY"}`, 5*(i+1), 31+412+5*(i+1))
+		switch {
+		case !array:
+			b.WriteString("data: " + el + "\r\n\r\n")
+		case i == 0:
+			b.WriteString("[" + el)
+		default:
+			b.WriteString("\n,\r\n" + el)
+		}
+	}
+	if array {
+		b.WriteString("]")
+	}
+	return b.Bytes()
+}
+
 type benchCase struct {
 	name        string
 	data        []byte
@@ -63,6 +85,8 @@ func benchCases(b *testing.B) []benchCase {
 		benchCase{"long/openai.chat", long, "text/event-stream", chat},
 		benchCase{"long/openai.chat_filtered", long, "text/event-stream", chatFiltered},
 		benchCase{"long/anthropic.messages", longAnthropicStream(), "text/event-stream", anth},
+		benchCase{"long/google.gemini_sse", longGeminiStream(false), "text/event-stream", Request{API: GoogleGemini, Model: "gemini-2.5-flash", N: 1, Stream: true}},
+		benchCase{"long/google.gemini_array", longGeminiStream(true), "application/json", Request{API: GoogleGemini, Model: "gemini-2.5-flash", N: 1, Stream: true}},
 	)
 }
 
@@ -85,7 +109,7 @@ func meterStream(c benchCase) int64 {
 	return tap.events
 }
 
-// BenchmarkTap measures SSE extraction: throughput (MB/s), allocations per
+// BenchmarkTap measures stream extraction (SSE, and Gemini's JSON array): throughput (MB/s), allocations per
 // stream (allocs/op) and events per stream (events/op); allocations per
 // event are allocs/op ÷ events/op.
 func BenchmarkTap(b *testing.B) {
