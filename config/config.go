@@ -224,9 +224,9 @@ type Route struct {
 	// without one, is sent with this cap in the API's own field (see
 	// meter.Request.Rewrite). Default meter.DefaultMaxOutputTokens (4096)
 	// on APIs that bill output tokens (openai.chat, openai.responses,
-	// anthropic.messages, openai.images, openai.audio); it does not apply
-	// to openai.embeddings and flat, where it is 0. Must be > 0 where it
-	// applies.
+	// anthropic.messages, google.gemini, openai.images, openai.audio); it
+	// does not apply to openai.embeddings and flat, where it is 0. Must
+	// be > 0 where it applies.
 	MaxOutputTokens int64
 	// StreamUsage says whether an openai.chat stream is sent upstream
 	// with stream_options.include_usage forced on (YAML "stream_usage"):

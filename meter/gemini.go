@@ -80,8 +80,11 @@ func protoField(obj gjson.Result, camel, snake string) (key string, v gjson.Resu
 // "candidateCount", …}, "cachedContent", …}.
 //
 // The output cap is generationConfig.maxOutputTokens, which bounds the
-// thinking tokens too (Gemini "Thinking": thoughts count toward the
-// output limit), per candidate; candidateCount is the request's n.
+// thinking tokens and the answer together, per candidate (measured:
+// thoughtsTokenCount + candidatesTokenCount stops at the cap with
+// finishReason MAX_TOKENS, googleapis/python-genai#2062 and #811, though
+// Google's thinking guide calls them separate); candidateCount is the
+// request's n.
 // Inline data counts by its bytes, except images (inlineData whose
 // mimeType is image/*), which count ImageTokenCeiling each: Gemini counts
 // an image as 258 tokens per 768×768 tile, while audio (32 tokens a

@@ -176,11 +176,12 @@ func (rt *route) rewrite(pr *httputil.ProxyRequest) {
 }
 
 // withoutQueryParam returns the raw query q without its name parameters,
-// the others kept byte for byte and in order (url.Values.Encode would
-// reorder and re-escape them). A parameter whose name does not unescape
-// is kept: the upstream cannot read it as name either.
+// however escaped ("%6Bey" is "key" to the upstream too), the others kept
+// byte for byte and in order (url.Values.Encode would reorder and
+// re-escape them). A parameter whose name does not unescape is kept: the
+// upstream cannot read it as name either.
 func withoutQueryParam(q, name string) string {
-	if q == "" || !strings.Contains(q, name) {
+	if q == "" {
 		return q
 	}
 	var b strings.Builder
