@@ -14,6 +14,27 @@ import (
 // they are right. Each dimension has a JSON and an SSE case.
 func TestDimensionCosts(t *testing.T) {
 	want := map[string]money.Micros{
+		// Gemini (gemini-2.5-flash: input 0.30, cached 0.03, audio input
+		// 1, output 2.50): the prompt includes the cached content and
+		// thoughts are output: 266×0.30 + 1,024×0.03 + (161 + 786)×2.50
+		// = 79.8 + 30.72 + 2,367.5 = 2,478.02 → 2,479.
+		"google.gemini/generate": 2_479,
+		// Running totals, the last wins: 31×0.30 + (63 + 412)×2.50
+		// = 9.3 + 1,187.5 = 1,196.8 → 1,197; the same as SSE and as the
+		// JSON array.
+		"google.gemini/stream":       1_197,
+		"google.gemini/stream_array": 1_197,
+		// The tool-use prompt is input (gemini-2.5-pro: 1.25, out 10):
+		// (42 + 3,120)×1.25 + (63 + 890)×10 = 3,952.5 + 9,530 → 13,483.
+		"google.gemini/grounding_stream": 13_483,
+		// Audio input at 1, image output at 30 (gemini-2.5-flash-image):
+		// 8×0.30 + 160×1 + 11×2.50 + 1,290×30 = 2.4 + 160 + 27.5 + 38,700
+		// = 38,889.9 → 38,890.
+		"google.gemini/audio_image": 38_890,
+		// Long context: 250,113 prompt tokens > 200,000, so every token at
+		// the tier (2.50, cached 0.25, out 15): 50,113×2.50 + 200,000×0.25
+		// + (37 + 1,800)×15 = 125,282.5 + 50,000 + 27,555 → 202,838.
+		"google.gemini/long_context": 202_838,
 		// Anthropic 1-hour cache writes (claude-sonnet-4-5: input 3, 5m
 		// write 3.75, 1h write 6, read 0.30, output 15):
 		// 21×3 + 1,800×3.75 + 3,000×6 + 120×15 = 63 + 6,750 + 18,000 + 1,800.
