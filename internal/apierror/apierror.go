@@ -191,8 +191,23 @@ func (d Dialect) appendBody(b []byte, e *Error) []byte {
 		b = appendJSONString(b, googleStatus(e))
 		b = append(b, `,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":`...)
 		b = appendJSONString(b, e.Code)
-		b = append(b, `,"domain":"`+GoogleErrorDomain+`"}]}}`+"\n"...)
-		return b
+		b = append(b, `,"domain":"`+GoogleErrorDomain+`"`...)
+		// ErrorInfo's metadata (a map of strings) is where Google puts
+		// an error's further facts, so the Details go there.
+		for i, d := range e.Details {
+			if i == 0 {
+				b = append(b, `,"metadata":{`...)
+			} else {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, d.Name)
+			b = append(b, ':')
+			b = appendJSONString(b, d.Value)
+		}
+		if len(e.Details) > 0 {
+			b = append(b, '}')
+		}
+		return append(b, "}]}}\n"...)
 	case Anthropic:
 		b = append(b, `{"type":"error","error":{"type":`...)
 		b = appendJSONString(b, anthropicType(e))

@@ -123,13 +123,15 @@ func TestWriteDialect(t *testing.T) {
 }
 
 // TestDetailsInEveryDialect: the further members of an error object sit
-// beside code in each dialect's error object.
+// beside code in each dialect's error object; in Google's, in the
+// ErrorInfo's metadata.
 func TestDetailsInEveryDialect(t *testing.T) {
 	e := &apierror.Error{Status: http.StatusPaymentRequired, Code: "insufficient_credits", Message: "m", Kind: apierror.KindQuota,
 		Details: []apierror.Detail{{Name: "available", Value: "-0.500000"}, {Name: "required", Value: "3.000000"}}}
 	want := map[apierror.Dialect]string{
 		apierror.OpenAI:    `{"error":{"message":"m","type":"insufficient_quota","code":"insufficient_credits","available":"-0.500000","required":"3.000000"}}` + "\n",
 		apierror.Anthropic: `{"type":"error","error":{"type":"billing_error","message":"m","code":"insufficient_credits","available":"-0.500000","required":"3.000000"}}` + "\n",
+		apierror.Google:    `{"error":{"code":402,"message":"m","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"insufficient_credits","domain":"tollgate.dev","metadata":{"available":"-0.500000","required":"3.000000"}}]}}` + "\n",
 	}
 	for d, body := range want {
 		r := httptest.NewRequest(http.MethodPost, "/v1/messages", nil)
