@@ -56,6 +56,9 @@ type googleError struct {
 			Type   string `json:"@type"`
 			Reason string `json:"reason"`
 			Domain string `json:"domain"`
+			// Metadata holds the further facts of an error, e.g. a
+			// 402's available and required.
+			Metadata map[string]string `json:"metadata"`
 		} `json:"details"`
 	} `json:"error"`
 }

@@ -18,12 +18,23 @@ type refusal402 struct {
 
 func decode402(t *testing.T, rt dialectRoute, res *http.Response, data []byte) refusal402 {
 	t.Helper()
-	msg := wantDialectError(t, rt, res, data, http.StatusPaymentRequired, "insufficient_credits", map[bool]string{false: "insufficient_quota", true: "billing_error"}[rt.anthropic])
+	typ := "insufficient_quota"
+	switch {
+	case rt.google:
+		typ = "RESOURCE_EXHAUSTED"
+	case rt.anthropic:
+		typ = "billing_error"
+	}
+	msg := wantDialectError(t, rt, res, data, http.StatusPaymentRequired, "insufficient_credits", typ)
 	r := refusal402{message: msg, retry: res.Header.Get("X-Should-Retry"), retryAfter: res.Header.Get("Retry-After")}
-	if rt.anthropic {
+	switch {
+	case rt.google:
+		md := decodeGoogleError(t, data).Error.Details[0].Metadata
+		r.available, r.required = md["available"], md["required"]
+	case rt.anthropic:
 		e := decodeAnthropicError(t, data)
 		r.available, r.required = e.Error.Available, e.Error.Required
-	} else {
+	default:
 		e := decodeError(t, data)
 		r.available, r.required = e.Error.Available, e.Error.Required
 	}
