@@ -33,6 +33,7 @@ import (
 //	customers/<customer>/lots/<lot>       active lot, the text of lots.go
 //	customers/<customer>/lotburn/<priority byte><expiry|never><lot>   burn order
 //	customers/<customer>/lotexp/<expiry><lot>                         expiring lots
+//	customers/<customer>/plan             plan inputs (boltplan.go)
 //	expiry/<expiry><customer>\x00<hold>   index of live holds for Sweep
 //	forget/<forget-at><customer>\x00<hold> index of closed holds for Sweep
 //	lotexpiry/<expiry><customer>\x00<lot> index of expiring lots for Sweep
@@ -129,12 +130,17 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 
 // Reserve implements Store.
 func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
-	_, err := s.ReserveAvailable(ctx, customer, holdID, amount, ttl)
+	_, err := s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
 	return err
 }
 
 // ReserveAvailable implements Store.
 func (s *BoltStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
+	return s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
+}
+
+// reserve is ReserveAvailable, and ReservePlan when checkPlan is set.
+func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
 	if err := checkReserve(customer, holdID, amount, ttl); err != nil {
 		return 0, err
 	}
@@ -146,6 +152,9 @@ func (s *BoltStore) ReserveAvailable(ctx context.Context, customer, holdID strin
 	if known, err := s.known(customer); err != nil {
 		return 0, s.fail("reserve "+holdID, err)
 	} else if !known {
+		if checkPlan && planVersion != 0 {
+			return 0, &PlanChangedError{Customer: customer}
+		}
 		// A customer never seen has nothing available, is not suspended
 		// and has no entries: refuse a hold or allow a free one (which
 		// stores nothing, see the c.seq == 0 case below) without a write,
@@ -182,6 +191,14 @@ func (s *BoltStore) ReserveAvailable(ctx context.Context, customer, holdID strin
 		} else if ok {
 			result = fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
 			return nil
+		}
+		if checkPlan {
+			if ps, err := c.plan(); err != nil {
+				return err
+			} else if ps.Version != planVersion {
+				result = &PlanChangedError{Customer: customer, State: ps}
+				return nil
+			}
 		}
 		st, err := c.state()
 		if err != nil {

@@ -305,6 +305,9 @@ var conformanceTests = []struct {
 	{name: "SweepExpiresLots", fn: testSweepLots},
 	{name: "ManyLots", fn: testManyLots},
 	{name: "LotValidation", fn: testLotValidation},
+	{name: "PlanWritesOrdered", fn: testPlanWrites},
+	{name: "ReservePlanChecksVersion", fn: testReservePlanVersion},
+	{name: "ReservePlanRacesPlanChange", fn: testReservePlanRace},
 }
 
 // testReadyWhenHealthy: a store that answers and takes writes is ready,

@@ -212,6 +212,34 @@ type Store interface {
 	// attempt resent after a lost reply, those of the moment of the
 	// resend.
 	ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error)
+	// ReservePlan is ReserveAvailable for a caller that priced and allowed the
+	// request by the customer's plan inputs at version planVersion
+	// (PlanState.Version, or PlanUnknown): in the same atomic step it
+	// checks that the stored version is still that one, and otherwise
+	// reserves nothing and returns a *PlanChangedError (matching
+	// ErrPlanChanged) carrying the stored state. So no hold is taken
+	// under plan inputs older than a write that has returned. The check
+	// comes after the hold id's own checks (a resent call finds its
+	// hold) and before suspension and credits.
+	ReservePlan(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, planVersion int64) (money.Micros, error)
+
+	// Plan reads the customer's plan inputs; a customer never written
+	// reads as the zero PlanState.
+	Plan(ctx context.Context, customer string) (PlanState, error)
+
+	// PutSubscription stores value as the customer's subscription state
+	// unless the stored one was written with a larger order ("never an
+	// older state over a newer one"): then nothing changes and Stale is
+	// set. An equal order applies (the later call wins). It bumps Version
+	// only when value differs from the stored value; a replay changes
+	// nothing. value is 1 to MaxPlanValue bytes of UTF-8, order 0 to
+	// MaxAmount.
+	PutSubscription(ctx context.Context, customer, value string, order int64) (PlanWrite, error)
+
+	// PutOverride stores value as the customer's override, or removes it
+	// when value is "". It bumps Version only when that changes the
+	// stored value.
+	PutOverride(ctx context.Context, customer, value string) (PlanWrite, error)
 
 	// Settle closes a hold by charging actual: the hold stops counting,
 	// actual is debited (taken from the customer's lots in burn order;

@@ -107,20 +107,30 @@ func contextTimeouts(client redis.UniversalClient) bool {
 
 // Reserve implements Store.
 func (s *RedisStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
-	_, err := s.ReserveAvailable(ctx, customer, holdID, amount, ttl)
+	_, err := s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
 	return err
 }
 
 // ReserveAvailable implements Store.
 func (s *RedisStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
+	return s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
+}
+
+// reserve is ReserveAvailable, and ReservePlan when checkPlan is set.
+func (s *RedisStore) reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
 	if err := checkReserve(customer, holdID, amount, ttl); err != nil {
 		return 0, err
 	}
 	now := s.now()
 	var tok [attemptSize]byte
 	rand.Read(tok[:])
-	r, err := s.run(ctx, reserveScript, customerKeys(customer),
-		holdID, int64(amount), expiryMilli(now, ttl), unixMilli(now), s.retention.Milliseconds(), hex.EncodeToString(tok[:]))
+	args := []any{holdID, int64(amount), expiryMilli(now, ttl), unixMilli(now), s.retention.Milliseconds(), hex.EncodeToString(tok[:])}
+	if checkPlan {
+		args = append(args, planVersion)
+	} else {
+		args = append(args, "")
+	}
+	r, err := s.run(ctx, reserveScript, customerKeys(customer), args...)
 	if err != nil {
 		return 0, s.failWrite("reserve "+holdID, err)
 	}
@@ -141,6 +151,8 @@ func (s *RedisStore) ReserveAvailable(ctx context.Context, customer, holdID stri
 		return 0, fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
 	case reserveDuplicate:
 		return 0, fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
+	case reservePlanChanged:
+		return 0, planChanged(customer, r)
 	}
 	return 0, fmt.Errorf("reserve %s: %w: status %d", holdID, errCorrupt, status)
 }

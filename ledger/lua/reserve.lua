@@ -10,6 +10,9 @@
 -- ARGV[5] -> retention of closed holds, ms
 -- ARGV[6] -> attempt token, random per Reserve call: a client that resends
 --            the command after a lost reply finds its own hold, not a duplicate
+-- ARGV[7] -> the plan version the caller assumed (ReservePlan; -1 for none
+--            known), or "" for Reserve, which does not check it (always
+--            present: with events on, the events spec follows it)
 --
 -- Returns {status, available[, reserved]}:
 --   {0, available after}  reserved (or this very call was already applied;
@@ -19,6 +22,10 @@
 --                         the live holds, so available + reserved is the balance
 --   {2, 0}                customer suspended
 --   {3, 0}                hold id already used (live or closed within retention)
+--   {4, version, subscription, order, override}
+--                         ARGV[7] is not the stored plan version
+--                         (account.plan_v, see plan_subscription.lua);
+--                         the stored plan inputs follow; nothing reserved
 
 local id = ARGV[1]
 local amount = tonumber(ARGV[2])
@@ -40,6 +47,13 @@ if v then
   end
   if closed_state(a, id, v, now) then
     return save_account(a, {3, 0})
+  end
+end
+if ARGV[7] ~= '' then
+  local v = tonumber(redis.call('HGET', K_ACCOUNT, 'plan_v')) or 0
+  if v ~= tonumber(ARGV[7]) then
+    local p = redis.call('HMGET', K_ACCOUNT, 'plan_sub', 'plan_order', 'plan_ovr')
+    return save_account(a, {4, v, p[1] or '', tonumber(p[2]) or 0, p[3] or ''})
   end
 end
 if a.suspended > 0 then
