@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/meter"
+	"github.com/tollgate-dev/tollgate/plan"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
@@ -138,6 +139,14 @@ type Config struct {
 	// Stripe configures webhooks, API calls and reconciliation (YAML
 	// "stripe"). Its zero value disables all of them.
 	Stripe Stripe
+	// Plans are what customers may use, by plan name (YAML "plans"; see
+	// Plan). Nil means no plans: every customer may use every route and
+	// model, as before plans existed.
+	Plans map[string]Plan
+	// DefaultPlan is the plan of a customer without a subscription that
+	// gives one and without an override (YAML "default_plan"). Required
+	// with Plans; it names one of them.
+	DefaultPlan string
 
 	// Warnings are problems that do not stop tollgate from starting, such
 	// as an unset ${VAR}, in file order. Callers should log or print them.
@@ -303,6 +312,12 @@ type Stripe struct {
 	// "stripe.reconcile_window"). Default 72h; at most 720h, the 30 days
 	// Stripe keeps events for. Must be > 0.
 	ReconcileWindow time.Duration
+	// PastDueGrace is how long a past_due subscription keeps its plan
+	// before the customer falls to default_plan (YAML
+	// "stripe.past_due_grace"), counted from the first event that showed
+	// it past_due. Default 72h (plan.DefaultPastDueGrace); 0 drops the
+	// plan at once. Must be ≥ 0. Used only with plans.
+	PastDueGrace time.Duration
 }
 
 // StripePrice is one entry of stripe.prices, what stripesync.Options
@@ -319,6 +334,9 @@ type Stripe struct {
 //     with expires period_end or unset.
 //   - priority (Priority): the lot's place in burn order, 0 (spent
 //     first) to 100; unset means 50.
+//   - plan (Plan): the plan a subscription to this price puts the
+//     customer on (one of plans). With plan, credits may be left out: the
+//     price then grants a plan and no credits.
 type StripePrice = stripesync.Price
 
 // Default returns a Config with every default filled and no routes, for
@@ -339,6 +357,7 @@ func Default() *Config {
 			APIBase:           stripesync.DefaultAPIBase,
 			ReconcileInterval: DefaultReconcileInterval,
 			ReconcileWindow:   DefaultReconcileWindow,
+			PastDueGrace:      plan.DefaultPastDueGrace,
 		},
 	}
 }

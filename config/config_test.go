@@ -296,7 +296,7 @@ func TestLoadNamesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := config.Load(path)
-	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe, events (and x-… keys, which are ignored)\n" +
+	want := path + ":2: routez: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe, events, plans, default_plan (and x-… keys, which are ignored)\n" +
 		path + ": routes: none configured; add at least one route (see config.example.yaml)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("Load = %v\nwant %s", err, want)
@@ -331,7 +331,7 @@ func TestProblems(t *testing.T) {
 			name: "unknown key with its line",
 			yaml: "listen: :8080\nrouts:\n  - path: /x\n",
 			want: []string{
-				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe, events (and x-… keys, which are ignored)",
+				"line 2: routs: unknown key (did you mean routes?); allowed keys: listen, admin, store, customer_header, max_request_bytes, request_body_timeout, shutdown_timeout, settle_timeout, max_request_duration, routes, stripe, events, plans, default_plan (and x-… keys, which are ignored)",
 				"routes: none configured; add at least one route (see config.example.yaml)",
 			},
 		},
@@ -424,7 +424,7 @@ stripe:
 				`line 18: routes[1].prices."*".per_request: "0.0000001" has more than 6 decimals; amounts are counted in millionths of a credit (want e.g. "0.001")`,
 				`line 18: routes[1].prices."*".input: is not a price of api flat; its prices are per_request`,
 				`line 21: stripe.prices.price_1.credits: "0" must be greater than 0 (credits one unit buys, e.g. "10000")`,
-				`line 22: stripe.prices.price_2: sets no credits (want e.g. {credits: "10000"})`,
+				`line 22: stripe.prices.price_2: sets no credits and no plan (want e.g. {credits: "10000"}, {plan: pro}, or both)`,
 				`line 23: stripe.reconcile_window: "800h0m0s" is longer than 720h: Stripe keeps events for 30 days (want e.g. "72h")`,
 			},
 		},
@@ -513,7 +513,7 @@ stripe:
 				`line 12: stripe.prices.d.grace: "-1h0m0s" is negative (want e.g. "72h", or 0)`,
 				`line 12: stripe.prices.d.priority: "101" is out of range (want 0, spent first, to 100; unset means 50)`,
 				`line 13: stripe.prices.e.priority: "high" is not a whole number (want e.g. 10)`,
-				`line 14: stripe.prices.f.expire: unknown key (did you mean expires?); allowed keys: credits, expires, grace, priority`,
+				`line 14: stripe.prices.f.expire: unknown key (did you mean expires?); allowed keys: credits, expires, grace, priority, plan`,
 			},
 		},
 		{

@@ -15,12 +15,12 @@ import (
 
 // The keys each mapping accepts, in the order the documentation gives them.
 var (
-	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe", "events"}
+	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe", "events", "plans", "default_plan"}
 	adminKeys  = []string{"listen", "token"}
 	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "stream_usage", "model_from", "server_tools", "prices"}
-	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window"}
-	creditKeys = []string{"credits", "expires", "grace", "priority"}
+	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window", "past_due_grace"}
+	creditKeys = []string{"credits", "expires", "grace", "priority", "plan"}
 )
 
 // billsOutput reports whether api has output tokens the preflight must
@@ -59,6 +59,7 @@ func (p *parser) root(n *yaml.Node) {
 	p.stripe(f.vals["stripe"].val)
 	ev, ok := f.vals["events"]
 	p.events(ev, ok)
+	p.plans(f)
 }
 
 func (p *parser) routes(f fields) {
@@ -170,24 +171,30 @@ func (p *parser) stripe(n *yaml.Node) {
 	p.boolean(f, "livemode", "true applies live-mode Stripe events, false test-mode ones", &s.Livemode)
 	p.duration(f, "reconcile_interval", &s.ReconcileInterval)
 	p.duration(f, "reconcile_window", &s.ReconcileWindow)
+	p.duration(f, "past_due_grace", &s.PastDueGrace)
 	if kv, ok := f.vals["prices"]; ok {
 		path := "stripe.prices"
 		for _, e := range p.pairs(kv.val, path, `a mapping of Stripe price ids or lookup keys to credits, e.g. {price_123: {credits: "10000"}}`) {
 			ep := keyPath(path, e.key)
 			p.record(ep, e.kline, e.kcol)
-			pf := p.mapping(e.val, ep, `a mapping with credits, e.g. {credits: "10000"}`, creditKeys)
+			pf := p.mapping(e.val, ep, `a mapping with credits and/or plan, e.g. {credits: "10000"}`, creditKeys)
+			planName, _, _ := p.text(pf, "plan")
 			c, ok := pf.vals["credits"]
-			if !ok {
+			if !ok && planName == "" {
 				if !p.reported[ep] {
-					p.errorf(e.kline, ep, `sets no credits (want e.g. {credits: "10000"})`)
+					p.errorf(e.kline, ep, `sets no credits and no plan (want e.g. {credits: "10000"}, {plan: pro}, or both)`)
 				}
 				continue
 			}
 			if s.Prices == nil {
 				s.Prices = map[string]StripePrice{}
 			}
+			if !ok {
+				s.Prices[e.key] = p.stripeLot(pf, StripePrice{Plan: planName})
+				continue
+			}
 			if m, ok := p.amount(c.val, keyPath(ep, "credits"), "10000"); ok {
-				s.Prices[e.key] = p.stripeLot(pf, StripePrice{Credits: m})
+				s.Prices[e.key] = p.stripeLot(pf, StripePrice{Credits: m, Plan: planName})
 			}
 		}
 	}

@@ -103,6 +103,7 @@ func (c *Config) check() []*Problem {
 	k.routes()
 	k.stripe()
 	k.events()
+	k.plans()
 	return k.problems
 }
 
@@ -363,7 +364,7 @@ func (k *checker) stripe() {
 			continue
 		}
 		sp := s.Prices[id]
-		if sp.Credits <= 0 {
+		if sp.Credits < 0 || (sp.Credits == 0 && sp.Plan == "") {
 			k.errorf(keyPath(pp, "credits"), `%q must be greater than 0 (credits one unit buys, e.g. "10000")`, sp.Credits.Decimal())
 		}
 		if sp.Expires == stripesync.ExpiresAfter && sp.ExpiresAfter <= 0 {

@@ -63,6 +63,8 @@ const (
 //	GET  /v1/customers/{id}                      balance, reserved, available, debt, next_expiry, suspended
 //	GET  /v1/customers/{id}/ledger?limit=&before= entries, newest first, and the next cursor
 //	GET  /v1/customers/{id}/lots                 active lots in burn order
+//	GET  /v1/customers/{id}/access               plan, its source, subscription, money, models, routes (adminplan.go)
+//	PUT  /v1/customers/{id}/plan                 {"plan","until","reason"}: override the plan; DELETE removes it
 //	POST /v1/customers/{id}/credits              {"amount","reason","idempotency_key"}, and for a
 //	                                             credit that adds: "expires_at" or "expires_in", "priority"
 //	GET  /v1/stripe/events?customer=&type=&limit=&before= Stripe events received, newest first, with their outcome
@@ -84,6 +86,8 @@ func (s *Server) AdminHandler(opts AdminOptions) http.Handler {
 	mux.HandleFunc("/v1/customers/{id}/credits", a.credit)
 	mux.HandleFunc("/v1/customers/{id}/lots", a.lots)
 	mux.HandleFunc("/v1/stripe/events", a.stripeEvents)
+	mux.HandleFunc("/v1/customers/{id}/access", a.access)
+	mux.HandleFunc("/v1/customers/{id}/plan", a.plan)
 	mux.HandleFunc("/v1/reconcile", a.reconcile)
 	mux.HandleFunc("/v1/store/accept-data-loss", a.acceptDataLoss)
 	mux.HandleFunc("/v1/events", a.events)

@@ -21,6 +21,8 @@ const (
 	CodeMissingCustomer     = "missing_customer"     // 401
 	CodeInsufficientCredits = "insufficient_credits" // 402
 	CodeCustomerSuspended   = "customer_suspended"   // 403
+	CodeModelNotEntitled    = "model_not_entitled"   // 403: the customer's plan does not include the model
+	CodeRouteNotEntitled    = "route_not_entitled"   // 403: the customer's plan does not include the route
 	CodeModelNotPriced      = "model_not_priced"     // 400
 	CodeInvalidRequest      = "invalid_request"      // 400
 	CodeRequestTooLarge     = "request_too_large"    // 413
@@ -181,7 +183,7 @@ func kindOf(code string) apierror.Kind {
 	switch code {
 	case CodeInsufficientCredits:
 		return apierror.KindQuota
-	case CodeCustomerSuspended, CodeAdminDisabled:
+	case CodeCustomerSuspended, CodeAdminDisabled, CodeModelNotEntitled, CodeRouteNotEntitled:
 		return apierror.KindPermission
 	case CodeUnauthorized:
 		return apierror.KindAuthentication

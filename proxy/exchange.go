@@ -90,6 +90,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.busy.Add(-1)
 	st := s.state.Load()
 
+	if servesModels(st, r) {
+		s.models(w, r, st)
+		return
+	}
 	if !canonicalPath(r.URL.Path) {
 		s.m.requests.WithLabelValues(routeNone, "404").Inc()
 		s.reject(w, r, nil, refuse(http.StatusNotFound, CodeRouteNotFound,
@@ -171,7 +175,15 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	if err := rt.target(r, &req); err != nil {
 		return nil, err
 	}
-	estimate, cost, err := rt.prices.Estimate(req, rt.maxOutput, rt.serverTools)
+	return s.reservePlanned(r, st, rt, customer, req, body)
+}
+
+// hold prices req with output ceiling, rewrites body to it, and reserves
+// the worst case: with the plan version check (ledger.Store.ReservePlan)
+// when checkPlan is set. On success the request holds ex.reserved credits
+// under ex.id and must be finished.
+func (s *Server) hold(r *http.Request, st *state, rt *route, customer string, req meter.Request, body []byte, ceiling int64, checkPlan bool, planVersion int64) (*exchange, error) {
+	estimate, cost, err := rt.prices.Estimate(req, ceiling, rt.serverTools)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +193,7 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	}
 	// The same ceiling as the estimate: the provider is asked for no more
 	// output than the hold covers.
-	body, outputCap, err := req.Rewrite(body, rt.maxOutput)
+	body, outputCap, err := req.Rewrite(body, ceiling)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +221,11 @@ func (s *Server) prepare(w http.ResponseWriter, r *http.Request, st *state, rt *
 	// store.timeout: a hung store costs the client a prompt 503, not the
 	// Redis client's retries (DESIGN: fail closed).
 	rctx, cancel := context.WithTimeout(r.Context(), st.storeTimeout)
-	ex.available, err = s.store.ReserveAvailable(rctx, customer, ex.id, cost, st.holdTTL)
+	if checkPlan {
+		ex.available, err = s.store.ReservePlan(rctx, customer, ex.id, cost, st.holdTTL, planVersion)
+	} else {
+		ex.available, err = s.store.ReserveAvailable(rctx, customer, ex.id, cost, st.holdTTL)
+	}
 	cancel()
 	ex.heldAt = s.now()
 	s.m.reserveLatency.Observe(ex.heldAt.Sub(start).Seconds())
@@ -271,6 +287,7 @@ func ambiguous(err error) bool {
 	case errors.As(err, &ice),
 		errors.Is(err, ledger.ErrCustomerSuspended),
 		errors.Is(err, ledger.ErrDuplicateHold),
+		errors.Is(err, ledger.ErrPlanChanged),
 		errors.Is(err, ledger.ErrInvalidCustomer),
 		errors.Is(err, ledger.ErrInvalidAmount),
 		errors.Is(err, ledger.ErrInvalidArgument):

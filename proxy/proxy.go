@@ -79,6 +79,7 @@ type Server struct {
 	stdlog    *log.Logger
 	retryFor  time.Duration
 	health    storeHealth
+	plans     planCache // plan inputs per customer, with plans configured (entitle.go)
 
 	state atomic.Pointer[state]
 	// busy counts handlers running and settlements or releases in flight;
@@ -94,6 +95,9 @@ type Server struct {
 // *ledger.RedisStore and *ledger.BoltStore implement it.
 type Store interface {
 	ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error)
+	ReservePlan(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, planVersion int64) (money.Micros, error)
+	Plan(ctx context.Context, customer string) (ledger.PlanState, error)
+	PutOverride(ctx context.Context, customer, value string) (ledger.PlanWrite, error)
 	Settle(ctx context.Context, customer, holdID string, actual money.Micros, c ledger.Charge) (ledger.Entry, error)
 	Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error
 	Release(ctx context.Context, customer, holdID string) error

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/plan"
 )
 
 // Settings are what a Server serves by: its routes, limits and timeouts.
@@ -46,6 +48,10 @@ type Settings struct {
 	// ("admin.token"). Empty refuses every /v1/* call with 403
 	// admin_disabled.
 	AdminToken string
+	// Plans are what customers may use ("plans", "default_plan",
+	// "stripe.past_due_grace"); nil allows everything, with no plan
+	// read on the request path. See entitle.go.
+	Plans *plan.Catalog
 }
 
 // check reports what makes s unusable, every problem joined. It guards
@@ -78,6 +84,9 @@ func (s *Settings) check() error {
 		if d.d <= 0 {
 			bad(d.key, "%s is not positive", d.d)
 		}
+	}
+	if err := s.Plans.Check(); err != nil {
+		bad("Plans", "%v", err)
 	}
 	seen := make(map[string]bool, len(s.Routes))
 	for i, r := range s.Routes {

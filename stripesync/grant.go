@@ -36,6 +36,10 @@ type Price struct {
 	// Priority places the lot in burn order, 0 (spent first) to
 	// ledger.MaxPriority; nil means ledger.DefaultPriority.
 	Priority *int
+	// Plan names the plan a subscription to this price puts the customer
+	// on (see subscription.go); "" for none. A price with a Plan may
+	// have no Credits: it grants a plan and nothing else.
+	Plan string
 }
 
 // ExpiryRule says when the credits of a Price expire.
@@ -63,8 +67,8 @@ func (p Price) check(key string) error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("stripesync: price %q "+format, append([]any{key}, args...)...))
 	}
-	if p.Credits <= 0 || p.Credits > ledger.MaxAmount {
-		bad("credits %s must be positive and at most %s", p.Credits, ledger.MaxAmount)
+	if p.Credits < 0 || p.Credits > ledger.MaxAmount || (p.Credits == 0 && p.Plan == "") {
+		bad("credits %s must be positive and at most %s (or zero with a plan)", p.Credits, ledger.MaxAmount)
 	}
 	switch p.Expires {
 	case ExpiresDefault, ExpiresNever, ExpiresPeriodEnd:
@@ -133,8 +137,8 @@ func (s *Syncer) priceLines(log *zap.Logger, lines []line, subscription bool, no
 			out.unpriced = append(out.unpriced, name)
 			continue
 		}
-		if l.quantity <= 0 {
-			continue
+		if l.quantity <= 0 || p.Credits == 0 {
+			continue // a price that grants a plan and no credits
 		}
 		hi, lo := bits.Mul64(uint64(p.Credits), uint64(l.quantity))
 		if hi != 0 || lo > uint64(ledger.MaxAmount-out.total) {

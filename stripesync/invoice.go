@@ -95,6 +95,10 @@ func (s *Syncer) invoiceGrant(ctx context.Context, log *zap.Logger, inv gjson.Re
 	if len(grants.unpriced) > 0 {
 		log.Warn("stripe: subscription lines with prices not in stripe.prices were skipped", zap.Strings("prices", grants.unpriced))
 	}
+	if grants.total == 0 && len(grants.unpriced) == 0 {
+		log.Debug("stripe: the invoice's prices grant plans and no credits")
+		return paymentRecord{}, ignored("invoice %s: its prices set a plan and grant no credits", id), nil
+	}
 	if grants.total == 0 {
 		log.Warn("stripe: no subscription line of this invoice is priced in stripe.prices; nothing granted")
 		return paymentRecord{}, ignored("%s", grants.nothing("invoice "+id)), nil

@@ -25,6 +25,7 @@ func Settings(cfg *config.Config) *proxy.Settings {
 		HoldTTL:            cfg.Store.HoldTTL,
 		StoreTimeout:       cfg.Store.Timeout,
 		AdminToken:         cfg.Admin.Token,
+		Plans:              cfg.Catalog(),
 	}
 	for i, r := range cfg.Routes {
 		set.Routes[i] = proxy.Route{
