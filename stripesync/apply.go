@@ -33,6 +33,10 @@ func EventTypes() []string {
 		EventChargeRefunded,
 		EventDisputeCreated,
 		EventDisputeClosed,
+		EventSubscriptionCreated,
+		EventSubscriptionUpdated,
+		EventSubscriptionDeleted,
+		EventInvoicePaymentFailed,
 	}
 }
 
@@ -121,6 +125,10 @@ func (s *Syncer) applyType(ctx context.Context, log *zap.Logger, ev gjson.Result
 		return s.applyDisputeCreated(ctx, log, obj)
 	case EventDisputeClosed:
 		return s.applyDisputeClosed(ctx, log, obj)
+	case EventSubscriptionCreated, EventSubscriptionUpdated, EventSubscriptionDeleted:
+		return s.applySubscription(ctx, log, ev, obj)
+	case EventInvoicePaymentFailed:
+		return s.applyPaymentFailed(ctx, log, ev, obj)
 	}
 	return ignored("tollgate does not act on %s events", typ), nil
 }

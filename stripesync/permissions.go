@@ -13,12 +13,13 @@ var apiReads = []struct{ resource, path string }{
 	{"Invoices", "/v1/invoices"},                   // invoice lines an event leaves out
 	{"PaymentIntents", "/v1/payment_intents"},      // the purchase behind a dispute
 	{"Charges", "/v1/charges"},                     // the purchase behind a dispute without a payment intent
+	{"Subscriptions", "/v1/subscriptions"},         // the current state behind a subscription event
 	{"Events", "/v1/events"},                       // reconciliation
 }
 
 // RestrictedKeyPermissions is what a restricted key (rk_…) needs to serve as
 // stripe.api_key, in the Dashboard's words: "Read access to Checkout
-// Sessions, Invoices, PaymentIntents, Charges and Events". The README,
+// Sessions, Invoices, PaymentIntents, Charges, Subscriptions and Events". The README,
 // config.example.yaml and the Kubernetes Secret example say exactly this.
 func RestrictedKeyPermissions() string {
 	names := make([]string, len(apiReads))

@@ -58,7 +58,7 @@ func TestAPIReadsCoverTheCode(t *testing.T) {
 			t.Errorf("apiReads lists %s (%s), which the code never calls", r.resource, r.path)
 		}
 	}
-	if got, want := RestrictedKeyPermissions(), "Read access to Checkout Sessions, Invoices, PaymentIntents, Charges and Events"; got != want {
+	if got, want := RestrictedKeyPermissions(), "Read access to Checkout Sessions, Invoices, PaymentIntents, Charges, Subscriptions and Events"; got != want {
 		t.Errorf("RestrictedKeyPermissions() = %q, want %q", got, want)
 	}
 }

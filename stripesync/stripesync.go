@@ -64,6 +64,10 @@ type Store interface {
 	// reason stays lifted, so a late "created" cannot re-suspend.
 	Suspend(ctx context.Context, customer, reason string) error
 	Lift(ctx context.Context, customer, reason string) error
+	// Plan and PutSubscription read and record the customer's
+	// subscription state, the newest by ordering key (subscription.go).
+	Plan(ctx context.Context, customer string) (ledger.PlanState, error)
+	PutSubscription(ctx context.Context, customer, value string, order int64) (ledger.PlanWrite, error)
 	ledger.Meta
 }
 
