@@ -43,6 +43,7 @@ func commands() []command {
 		{"balance", "ID", "show a customer's balance", runBalance},
 		{"credit", "ID AMOUNT --key KEY [--reason TEXT] [--expires-in D] [--priority N]", "add credits to a customer (a negative AMOUNT removes them)", runCredit},
 		{"lots", "ID", "list a customer's credit lots in the order they are spent", runLots},
+		{"access", "ID", "show a customer's plan, subscription, credits, models and routes", runAccess},
 		{"ledger", "ID [--limit N] [--before CURSOR | --all]", "list a customer's ledger entries, newest first", runLedger},
 		{"events", "[--follow] [--after ID]", "list outbound events, oldest first; --follow tails them", runEvents},
 		{"reconcile", "--since DURATION", "replay missed Stripe events from the last DURATION", runReconcile},

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// accessAnswer is GET /v1/customers/{id}/access, the fields the CLI
+// prints.
+type accessAnswer struct {
+	Customer     string  `json:"customer"`
+	Plan         *string `json:"plan"`
+	PlanSource   *string `json:"plan_source"`
+	Subscription *struct {
+		ID                string     `json:"id"`
+		Status            string     `json:"status"`
+		CurrentPeriodEnd  *time.Time `json:"current_period_end"`
+		CancelAtPeriodEnd bool       `json:"cancel_at_period_end"`
+		PastDueSince      *time.Time `json:"past_due_since"`
+	} `json:"subscription"`
+	Override *struct {
+		Plan   string     `json:"plan"`
+		Until  *time.Time `json:"until"`
+		Reason string     `json:"reason"`
+	} `json:"override"`
+	Balance    money.Micros   `json:"balance"`
+	Reserved   money.Micros   `json:"reserved"`
+	Available  money.Micros   `json:"available"`
+	Suspended  bool           `json:"suspended"`
+	NextExpiry *ledger.Expiry `json:"next_expiry"`
+	Models     []string       `json:"models"`
+	Routes     []string       `json:"routes"`
+	Why        string         `json:"why"`
+}
+
+// runAccess is `tollgate access ID`.
+func runAccess(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlagSet("access", "ID",
+		"Show what a customer may use right now: the plan and where it comes from (an admin\noverride, the Stripe subscription, or the default plan), the subscription, the\ncredits, and the models and routes the plan allows.")
+	opts := addClientFlags(f, 30*time.Second)
+	args, err := f.parse(args, stdout)
+	if err != nil {
+		return done(err)
+	}
+	if err := f.wantArgs(args, "ID"); err != nil {
+		return err
+	}
+	id := args[0]
+	if err := requireID(f, id); err != nil {
+		return err
+	}
+	c, err := newClient(opts)
+	if err != nil {
+		return err
+	}
+	data, err := c.call(ctx, http.MethodGet, customerPath(id, "access"), nil, nil)
+	if err != nil {
+		return err
+	}
+	if *opts.json {
+		return printJSON(stdout, data)
+	}
+	var a accessAnswer
+	if err := decodeAnswer(data, &a, "an access answer"); err != nil {
+		return err
+	}
+	rfc := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	t := newTable(stdout)
+	t.printf("customer\t%s\n", a.Customer)
+	if a.Plan == nil {
+		t.printf("plan\t- (no plans configured: every route and priced model)\n")
+	} else {
+		src := ""
+		if a.PlanSource != nil {
+			src = *a.PlanSource
+		}
+		t.printf("plan\t%s (%s: %s)\n", *a.Plan, src, a.Why)
+	}
+	if s := a.Subscription; s != nil {
+		line := s.ID + " " + s.Status
+		if s.CurrentPeriodEnd != nil {
+			line += ", period ends " + rfc(*s.CurrentPeriodEnd)
+		}
+		if s.CancelAtPeriodEnd {
+			line += ", cancels then"
+		}
+		if s.PastDueSince != nil {
+			line += ", past due since " + rfc(*s.PastDueSince)
+		}
+		t.printf("subscription\t%s\n", line)
+	}
+	if o := a.Override; o != nil {
+		line := o.Plan
+		if o.Until != nil {
+			line += " until " + rfc(*o.Until)
+		}
+		if o.Reason != "" {
+			line += ": " + o.Reason
+		}
+		t.printf("override\t%s\n", line)
+	}
+	t.printf("balance\t%s\n", a.Balance)
+	t.printf("reserved\t%s\n", a.Reserved)
+	t.printf("available\t%s\n", a.Available)
+	if a.NextExpiry != nil {
+		t.printf("next expiry\t%s at %s\n", a.NextExpiry.Amount, rfc(a.NextExpiry.At))
+	}
+	if a.Suspended {
+		t.printf("suspended\tyes: requests are refused until the Stripe dispute is closed\n")
+	}
+	list := func(xs []string) string {
+		if len(xs) == 0 {
+			return "none"
+		}
+		return strings.Join(xs, ", ")
+	}
+	t.printf("models\t%s\n", list(a.Models))
+	t.printf("routes\t%s\n", list(a.Routes))
+	return t.done()
+}
