@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -154,5 +156,39 @@ stripe:
 				t.Errorf("Parse error:\n%s\nwant:\n%s", got, want)
 			}
 		})
+	}
+}
+
+// TestExamplePlans: the commented plans of config.example.yaml are valid
+// once uncommented, and stripe.prices may then name them.
+func TestExamplePlans(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "config.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(data), "\n")
+	in := false
+	found := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, "# plans:") {
+			in = true
+		}
+		if in {
+			lines[i] = strings.TrimPrefix(l, "# ")
+			found++
+		}
+		if strings.HasPrefix(l, "# default_plan:") {
+			in = false
+		}
+	}
+	if found < 3 {
+		t.Fatalf("config.example.yaml has no commented plans block (%d lines)", found)
+	}
+	text := strings.Join(lines, "\n")
+	text = strings.Replace(text, `price_pro_monthly: {credits: "1000", expires: period_end, grace: 72h}`,
+		`price_pro_monthly: {credits: "1000", expires: period_end, grace: 72h, plan: pro}`, 1)
+	c := mustParse(t, text, envOf(exampleEnv))
+	if c.DefaultPlan != "free" || len(c.Plans) != 2 || c.Stripe.Prices["price_pro_monthly"].Plan != "pro" || c.Stripe.PastDueGrace != plan.DefaultPastDueGrace {
+		t.Errorf("plans %+v, default %q, prices %+v", c.Plans, c.DefaultPlan, c.Stripe.Prices)
 	}
 }

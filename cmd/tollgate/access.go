@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
 )
@@ -123,4 +127,36 @@ func runAccess(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	t.printf("models\t%s\n", list(a.Models))
 	t.printf("routes\t%s\n", list(a.Routes))
 	return t.done()
+}
+
+// printPlans adds the plans to `tollgate check`'s table: one line each,
+// the default marked; nothing without plans.
+func printPlans(t *table, c *config.Config) {
+	if c.Plans == nil {
+		return // everything is allowed, as before plans
+	}
+	label := "plans"
+	for _, name := range slices.Sorted(maps.Keys(c.Plans)) {
+		p := c.Plans[name]
+		what := func(xs []string, all, none string) string {
+			switch {
+			case xs == nil || slices.Contains(xs, "*"):
+				return all
+			case len(xs) == 0:
+				return none
+			}
+			return strings.Join(xs, ", ")
+		}
+		line := name
+		if name == c.DefaultPlan {
+			line += " (default)"
+		}
+		line += ": " + what(p.Models, "every model", "no model") + "; " + what(p.Routes, "every route", "no route")
+		if p.MaxOutputTokens > 0 {
+			line += "; max_output_tokens " + strconv.FormatInt(p.MaxOutputTokens, 10)
+		}
+		t.printf("%s\t%s\n", label, line)
+		label = ""
+	}
+	t.printf("\tpast_due_grace %s\n", short(c.Stripe.PastDueGrace))
 }

@@ -133,8 +133,16 @@ func printConfig(w io.Writer, path string, c *config.Config) error {
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.Prices)) {
 		p := s.Prices[id]
-		t.printf("stripe price\t%s = %s credits per unit; they %s; priority %d\n", id, p.Credits.Decimal(), priceExpiry(p), priceLotPriority(p))
+		switch {
+		case p.Credits == 0:
+			t.printf("stripe price\t%s = plan %s, no credits\n", id, p.Plan)
+		case p.Plan != "":
+			t.printf("stripe price\t%s = plan %s and %s credits per unit; they %s; priority %d\n", id, p.Plan, p.Credits.Decimal(), priceExpiry(p), priceLotPriority(p))
+		default:
+			t.printf("stripe price\t%s = %s credits per unit; they %s; priority %d\n", id, p.Credits.Decimal(), priceExpiry(p), priceLotPriority(p))
+		}
 	}
+	printPlans(t, c)
 	_ = t.done() // out keeps the error
 
 	out.printf("\nPrices are in credits: token rates per 1M tokens, per_image per image, per_minute per audio minute, tools per call.\n")
