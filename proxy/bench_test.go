@@ -30,8 +30,8 @@ import (
 //	go test ./proxy -run '^$' -bench Proxy -benchtime 2s
 //
 // The tollgate cases hold credits in Redis (when redis-server is
-// installed) and in the embedded bolt file, whose every reservation waits
-// for an fsync.
+// installed; also with plans configured, "tollgate-redis-plans") and in
+// the embedded bolt file, whose every reservation waits for an fsync.
 func BenchmarkProxy(b *testing.B) {
 	jsonBody := testdata(b, "chat_completion.json")
 	sseBody := testdata(b, "chat_stream.sse")
@@ -60,8 +60,8 @@ func BenchmarkProxy(b *testing.B) {
 		store ledger.Store
 	}
 	targets := []target{{name: "bare", url: bare.URL}}
-	add := func(name string, st ledger.Store) {
-		set := parseSettings(b, testConfig, up.URL)
+	add := func(name string, st ledger.Store, yaml string) {
+		set := parseSettings(b, yaml, up.URL)
 		srv, err := proxy.New(set, st, proxy.Options{Logger: zap.NewNop()})
 		if err != nil {
 			b.Fatal(err)
@@ -76,12 +76,21 @@ func BenchmarkProxy(b *testing.B) {
 		targets = append(targets, target{name: name, url: ts.URL, store: st})
 	}
 	if sharedRedis != nil {
-		add("tollgate-redis", redisStore(b))
+		add("tollgate-redis", redisStore(b), testConfig)
+		// With plans: every request is allowed and priced by the
+		// customer's plan (an override to pro), checked in the same
+		// script as the reservation.
+		add("tollgate-redis-plans", redisStore(b), planConfig)
 	}
-	add("tollgate-bolt", boltStore(b))
+	add("tollgate-bolt", boltStore(b), testConfig)
 
 	cust := newCustomer()
 	for _, t := range targets[1:] {
+		if strings.HasSuffix(t.name, "-plans") {
+			if _, err := t.store.PutOverride(context.Background(), cust, `{"plan":"pro","set_at":"2025-01-01T00:00:00Z"}`); err != nil {
+				b.Fatal(err)
+			}
+		}
 		_, err := t.store.Credit(context.Background(), ledger.Credit{
 			Customer: cust, Amount: mustMicros(b, "1000000000"), Kind: ledger.KindGrant, Key: "bench-" + t.name,
 		})
