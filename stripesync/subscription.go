@@ -100,8 +100,14 @@ func (s *Syncer) applyPaymentFailed(ctx context.Context, log *zap.Logger, ev, in
 		return outcomeIgnored, nil
 	}
 	cust, err := s.subscriptionCustomer(ctx, inv, "parent.subscription_details.metadata.tollgate_customer", "subscription_details.metadata.tollgate_customer")
-	if err != nil || cust == "" {
-		return "", s.unknownCustomer(err, subID, idOf(inv.Get("customer")))
+	if err != nil {
+		return "", err
+	}
+	if cust == "" {
+		// Nothing recorded can be marked: the subscription's own events
+		// introduce the customer (and retry until they can).
+		log.Debug("stripe: the failed invoice's customer is not known; nothing to mark past_due")
+		return outcomeIgnored, nil
 	}
 	cur, err := s.recorded(ctx, cust)
 	if err != nil {
@@ -121,6 +127,12 @@ func (s *Syncer) applyPaymentFailed(ctx context.Context, log *zap.Logger, ev, in
 // customer, with ordering key order.
 func (s *Syncer) recordSubscription(ctx context.Context, log *zap.Logger, ev, sub gjson.Result, order int64) (outcome, error) {
 	id := str(sub, "id")
+	if !s.pricedItems(sub) {
+		// Not a subscription tollgate prices: another product on the
+		// same Stripe account.
+		log.Debug("stripe: no item of the subscription has a price in stripe.prices; ignored")
+		return outcomeIgnored, nil
+	}
 	stripeCustomer := idOf(sub.Get("customer"))
 	cust, err := s.subscriptionCustomer(ctx, sub, "metadata.tollgate_customer")
 	if err != nil || cust == "" {
@@ -230,6 +242,17 @@ func (s *Syncer) subscriptionPlan(log *zap.Logger, sub gjson.Result) (name, pric
 		}
 	}
 	return name, price
+}
+
+// pricedItems reports whether any item of the subscription has a price
+// in stripe.prices (by id or lookup key).
+func (s *Syncer) pricedItems(sub gjson.Result) bool {
+	for _, it := range sub.Get("items.data").Array() {
+		if _, ok := s.price(line{price: idOf(it.Get("price")), lookupKey: str(it, "price.lookup_key")}); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // periodEnd is the end of the subscription's current period: its own

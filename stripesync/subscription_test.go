@@ -195,6 +195,20 @@ func TestSubscriptionOtherSubscriptionEnds(t *testing.T) {
 			t.Errorf("the old subscription's end: outcome %q, want ignored", got)
 		}
 		wantPlan(t, h, globex, time.Unix(base, 0), "active", "pro")
+
+		// A subscription to a price tollgate does not know (another
+		// product on the account), of a customer it does not know: 200,
+		// ignored, nothing recorded.
+		stranger := h.id("stranger")
+		rec = h.mustDeliver(h.subEvent(fx, stripesync.EventSubscriptionCreated, "active", base+10,
+			"data.object.id", "sub_other", "data.object.items.data.0.price.id", "price_elsewhere",
+			"data.object.items.data.0.price.lookup_key", nil, "data.object.metadata.tollgate_customer", stranger), http.StatusOK)
+		if got := gjson.Get(rec.Body.String(), "outcome").String(); got != "ignored" {
+			t.Errorf("an unpriced subscription: outcome %q, want ignored", got)
+		}
+		if st := h.recorded(stranger); st.Subscription != nil {
+			t.Errorf("recorded %+v", st.Subscription)
+		}
 	})
 }
 
@@ -266,5 +280,25 @@ func TestSubscriptionFetchedWithAPIKey(t *testing.T) {
 			t.Fatalf("reconcile: %d events, %d applied, %v", events, applied, err)
 		}
 		wantPlan(t, h, other, h.clock.Now(), "trialing", "pro")
+	})
+}
+
+// TestSubscriptionUnknownCustomer: a priced subscription whose customer
+// tollgate cannot tell is refused with 503, so that Stripe retries once
+// a checkout introduced the customer; then it applies.
+func TestSubscriptionUnknownCustomer(t *testing.T) {
+	forEachStore(t, func(t *testing.T, b backend) {
+		h := open(t, b, planPrices)
+		ev := h.subEvent(fixtures[0], stripesync.EventSubscriptionCreated, "active", 1746000000, "data.object.metadata", map[string]string{})
+		rec := h.mustDeliver(ev, http.StatusServiceUnavailable)
+		if got := gjson.Get(rec.Body.String(), "error.code").String(); got != "retry_later" {
+			t.Errorf("code %q: %s", got, rec.Body)
+		}
+		globex := h.id("globex")
+		if err := h.store.PutMeta(context.Background(), "stripe:customer:"+h.id("cus_QGlobex00001"), globex); err != nil {
+			t.Fatal(err)
+		}
+		h.mustDeliver(ev, http.StatusOK)
+		wantPlan(t, h, globex, time.Unix(1746000000, 0), "active", "pro")
 	})
 }
