@@ -142,14 +142,14 @@ func (s *Server) reservePlanned(r *http.Request, st *state, rt *route, customer 
 	if cat == nil {
 		return s.hold(r, st, rt, customer, req, body, rt.maxOutput, false, 0)
 	}
-	pst, fresh := s.plans.get(customer)
-	if !fresh {
+	pst, cached := s.plans.get(customer)
+	fresh := !cached // read from the store during this request
+	if fresh {
 		var err error
 		if pst, err = s.readPlanBounded(r.Context(), st, customer); err != nil {
 			return nil, err
 		}
 	}
-	fresh = !fresh // read in this request, or taken from the cache
 	for attempt := 1; ; attempt++ {
 		d := cat.Effective(pst, s.now())
 		if err := entitled(cat, d, rt, req.Model); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -398,4 +399,32 @@ func (h *harness) logged(msg, customer string) bool {
 		}
 	}
 	return false
+}
+
+// TestPlanTimeTransitions: an override's until ends it by the clock alone,
+// with no event and no timer: the next request is priced by the plan
+// underneath.
+func TestPlanTimeTransitions(t *testing.T) {
+	clock := &storeClock{now: time.Now().UTC().Truncate(time.Millisecond)}
+	store, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "tollgate.db"), ledger.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	h := newHarness(t, harnessOptions{yaml: planConfig, store: store, now: clock.Now})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	until := clock.Now().Add(time.Hour).Format(time.RFC3339Nano)
+	h.setPlan(cust, `{"plan":"chat","until":"`+until+`"}`)
+	chat := request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", "")}
+	clock.Advance(time.Hour - time.Second)
+	if res, body := h.do(chat); res.StatusCode != http.StatusOK {
+		t.Fatalf("before until: %d %s", res.StatusCode, body)
+	}
+	h.settled(cust, 1)
+	clock.Advance(time.Second)
+	res, body := h.do(chat)
+	if e := wantError(t, res, body, http.StatusForbidden, "route_not_entitled"); !strings.HasPrefix(e.Error.Message, "the free plan (from no subscription)") {
+		t.Errorf("at until: %q", e.Error.Message)
+	}
 }
