@@ -39,6 +39,10 @@ routes:
     model_from: deployment
     prices:
       prod: {input: "2.50", output: "10"}
+plans:
+  free: {models: [gpt-4o], max_output_tokens: 100}
+default_plan: free
+stripe: {past_due_grace: 24h}
 `), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +65,9 @@ routes:
 		set.SettleTimeout != 3*time.Second || set.MaxRequestDuration != 9*time.Minute || set.HoldTTL != 2*time.Minute ||
 		set.StoreTimeout != 300*time.Millisecond || set.AdminToken != "admin-token-of-sixteen" {
 		t.Errorf("settings = %+v", set)
+	}
+	if p := set.Plans; p == nil || p.Default != "free" || p.PastDueGrace != 24*time.Hour || p.Plans["free"].MaxOutputTokens != 100 {
+		t.Errorf("plans = %+v", set.Plans)
 	}
 	if r.Path != "/v1/responses" || r.API != meter.OpenAIResponses || r.Upstream.String() != "https://api.openai.com" ||
 		r.Headers.Get("Authorization") != "Bearer k" || r.MaxOutputTokens != 512 ||
