@@ -428,3 +428,31 @@ func TestPlanTimeTransitions(t *testing.T) {
 		t.Errorf("at until: %q", e.Error.Message)
 	}
 }
+
+// TestModelListBehindPrefixRoute: without plans, a prefix route that
+// matches /v1/models keeps forwarding it, as before plans; with plans,
+// tollgate answers the customer's list.
+func TestModelListBehindPrefixRoute(t *testing.T) {
+	prefix := `  - path: /v1/
+    api: flat
+    upstream: UPSTREAM
+    prices:
+      "*": {per_request: "0.001"}
+`
+	for _, tc := range []struct {
+		name, yaml string
+		want       int
+	}{
+		{"without plans", noModelsRoute(t, testConfig) + "", http.StatusPaymentRequired},
+		{"with plans", noModelsRoute(t, planConfig), http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := strings.Replace(tc.yaml, "routes:\n", "routes:\n"+prefix, 1)
+			h := newHarness(t, harnessOptions{yaml: yaml})
+			status, _, _ := listModels(t, h, newCustomer())
+			if status != tc.want {
+				t.Errorf("status %d, want %d", status, tc.want)
+			}
+		})
+	}
+}

@@ -28,13 +28,20 @@ type modelInfo struct {
 	OwnedBy string `json:"owned_by"`
 }
 
-// servesModels reports whether tollgate answers r as the model list.
+// servesModels reports whether tollgate answers r as the model list: a
+// GET of /v1/models that no route is configured for exactly. Without
+// plans, a prefix route that matches it keeps forwarding it, as before
+// plans existed; with plans the list must be the customer's, so tollgate
+// answers it.
 func servesModels(st *state, r *http.Request) bool {
 	if r.URL.Path != modelsPath || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		return false
 	}
 	rt := st.match(modelsPath)
-	return rt == nil || rt.path != modelsPath
+	if rt == nil {
+		return true
+	}
+	return rt.path != modelsPath && st.set.Plans != nil
 }
 
 // models answers GET /v1/models: the models the customer may use, from
