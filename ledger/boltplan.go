@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -111,6 +112,7 @@ func (s *BoltStore) PutOverride(ctx context.Context, customer, value string) (Pl
 // transaction, writing them when they differ.
 func (s *BoltStore) putPlan(op, customer string, change func(PlanState) (PlanState, PlanWrite)) (PlanWrite, error) {
 	var out PlanWrite
+	nowMs := unixMilli(s.now())
 	err := s.update(func(tx *bbolt.Tx) error {
 		out = PlanWrite{}
 		c, err := openCustomer(tx, customer, false)
@@ -133,7 +135,14 @@ func (s *BoltStore) putPlan(op, customer string, change func(PlanState) (PlanSta
 				return err
 			}
 		}
-		return c.putPlan(ps)
+		if err := c.putPlan(ps); err != nil || !w.Changed {
+			return err
+		}
+		// plan.changed, in the same transaction as the change.
+		if c, err = s.withEvents(c, nowMs); err != nil {
+			return err
+		}
+		return c.emit(EventPlanChanged, 0, 0, 0, `{"plan_version":`+strconv.FormatInt(ps.Version, 10)+`}`)
 	})
 	if err != nil {
 		return PlanWrite{}, s.fail(op, err)

@@ -28,6 +28,7 @@ var eventTests = []struct {
 	{"CreditsGrantedExpiredClawedBack", testEventsCredits},
 	{"SweepExpiryWritesEvents", testEventsSweep},
 	{"SuspendedAndReinstated", testEventsSuspension},
+	{"PlanChangedOncePerChange", testEventsPlanChanged},
 	{"NoEventWithoutItsChange", testEventsOnlyWithChange},
 	{"PagingAndOrder", testEventsPaging},
 }
@@ -286,6 +287,38 @@ func testEventsSuspension(t *testing.T, e *env) {
 	}
 	if evs[1].Balance != 20*money.Credit || evs[1].Entry != "" {
 		t.Fatalf("suspended: %+v", evs[1])
+	}
+}
+
+// testEventsPlanChanged: every write that changes a customer's plan
+// inputs announces plan.changed with the new version; a replayed, stale
+// or same write announces nothing.
+func testEventsPlanChanged(t *testing.T, e *env) {
+	c := e.customer("plan")
+	mustCredit(t, e.s, c, 5*money.Credit)
+	for _, step := range []func() (ledger.PlanWrite, error){
+		func() (ledger.PlanWrite, error) { return e.s.PutSubscription(ctx, c, `{"plan":"pro"}`, 10) },
+		func() (ledger.PlanWrite, error) { return e.s.PutSubscription(ctx, c, `{"plan":"pro"}`, 11) }, // same value
+		func() (ledger.PlanWrite, error) { return e.s.PutSubscription(ctx, c, `{"plan":"free"}`, 5) }, // stale
+		func() (ledger.PlanWrite, error) { return e.s.PutOverride(ctx, c, `{"plan":"team"}`) },
+		func() (ledger.PlanWrite, error) { return e.s.PutOverride(ctx, c, `{"plan":"team"}`) }, // same
+		func() (ledger.PlanWrite, error) { return e.s.PutOverride(ctx, c, "") },
+	} {
+		if _, err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs := eventsOf(t, e, c)
+	want := "credits.granted 5.000000 grant|plan.changed 0.000000 {\"plan_version\":1}|plan.changed 0.000000 {\"plan_version\":2}|plan.changed 0.000000 {\"plan_version\":3}|"
+	if got := summary(evs); got != want {
+		t.Fatalf("events:\n got %s\nwant %s", got, want)
+	}
+	if evs[1].Balance != 5*money.Credit || evs[1].Available != 5*money.Credit || evs[1].Entry != "" {
+		t.Fatalf("plan.changed: %+v", evs[1])
+	}
+	b, err := json.Marshal(evs[3])
+	if err != nil || !strings.Contains(string(b), `"plan_version":3`) {
+		t.Fatalf("plan.changed envelope %s (%v): want data.plan_version 3", b, err)
 	}
 }
 

@@ -18,12 +18,12 @@ type countingStore struct {
 	reserve, reservePlan, plan atomic.Int64
 }
 
-func (c *countingStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
+func (c *countingStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
 	c.reserve.Add(1)
-	return c.Store.Reserve(ctx, customer, holdID, amount, ttl)
+	return c.Store.ReserveAvailable(ctx, customer, holdID, amount, ttl)
 }
 
-func (c *countingStore) ReservePlan(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, v int64) error {
+func (c *countingStore) ReservePlan(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, v int64) (money.Micros, error) {
 	c.reservePlan.Add(1)
 	return c.Store.ReservePlan(ctx, customer, holdID, amount, ttl, v)
 }
@@ -57,7 +57,7 @@ func TestPlanRoundTrips(t *testing.T) {
 		for range 3 {
 			chat(h, cust)
 			if got := cs.counts(); got != [3]int64{1, 0, 0} {
-				t.Fatalf("Reserve, ReservePlan, Plan calls = %v; want one Reserve", got)
+				t.Fatalf("Reserve, ReservePlan, Plan calls = %v; want one ReserveAvailable", got)
 			}
 		}
 	})

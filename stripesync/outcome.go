@@ -27,8 +27,8 @@ const (
 	Failed Result = "failed"
 )
 
-// outcome is the Result alone, for a handler that does not say why yet:
-// wrap its call in plain. Handlers that do return an Outcome.
+// outcome is the Result alone, where only the result matters (the
+// metric's labels).
 type outcome = Result
 
 const (
@@ -55,15 +55,6 @@ type Outcome struct {
 	// changed a balance (the first one, when it wrote several).
 	LedgerEntry string
 }
-
-// plain turns what a handler returning a bare Result answered into an
-// Outcome with the Result's default detail. Wiring a new handler:
-//
-//	case EventX:
-//		return plain(s.applyX(ctx, log, obj))
-//
-//lint:ignore U1000 for the handlers that return a bare Result (the plans work wires them)
-func plain(r outcome, err error) (Outcome, error) { return Outcome{Result: r}, err }
 
 // ignored is an Ignored outcome saying why.
 func ignored(format string, args ...any) Outcome {

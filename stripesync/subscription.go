@@ -2,6 +2,7 @@ package stripesync
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"time"
 
@@ -40,17 +41,17 @@ const orderTerminal = 999
 
 // applySubscription records the state of the subscription an event
 // carries (a customer.subscription.* event's object).
-func (s *Syncer) applySubscription(ctx context.Context, log *zap.Logger, ev, sub gjson.Result) (outcome, error) {
+func (s *Syncer) applySubscription(ctx context.Context, log *zap.Logger, ev, sub gjson.Result) (Outcome, error) {
 	id := str(sub, "id")
 	if id == "" {
-		return "", invalid("event %s: the subscription has no id", str(ev, "id"))
+		return Outcome{}, invalid("event %s: the subscription has no id", str(ev, "id"))
 	}
 	log = log.With(zap.String("subscription", id))
 	order := ev.Get("created").Int() * 1000
 	if s.apiKey != "" {
 		var err error
 		if sub, order, err = s.fetchSubscription(ctx, id); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 	} else if terminal(str(sub, "status")) {
 		order += orderTerminal
@@ -78,44 +79,44 @@ func (s *Syncer) fetchSubscription(ctx context.Context, id string) (gjson.Result
 // renewal invoice's failure marks the recorded subscription past_due (a
 // first invoice's leaves it incomplete, which gives no plan anyway);
 // customer.subscription.updated brings the status Stripe settles on.
-func (s *Syncer) applyPaymentFailed(ctx context.Context, log *zap.Logger, ev, inv gjson.Result) (outcome, error) {
+func (s *Syncer) applyPaymentFailed(ctx context.Context, log *zap.Logger, ev, inv gjson.Result) (Outcome, error) {
 	subID := idOf(inv.Get("parent.subscription_details.subscription"))
 	if subID == "" {
 		subID = idOf(inv.Get("subscription"))
 	}
 	if subID == "" {
 		log.Debug("stripe: the failed invoice bills no subscription")
-		return outcomeIgnored, nil
+		return ignored("invoice %s bills no subscription; a failed one-off payment changes no plan", str(inv, "id")), nil
 	}
 	log = log.With(zap.String("subscription", subID), zap.String("invoice", str(inv, "id")))
 	if s.apiKey != "" {
 		sub, order, err := s.fetchSubscription(ctx, subID)
 		if err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 		return s.recordSubscription(ctx, log, ev, sub, order)
 	}
 	if str(inv, "billing_reason") == "subscription_create" {
 		log.Debug("stripe: the first invoice of a subscription failed; it stays incomplete")
-		return outcomeIgnored, nil
+		return ignored("the first invoice of subscription %s failed: it stays incomplete, which gives no plan", subID), nil
 	}
 	cust, err := s.subscriptionCustomer(ctx, inv, "parent.subscription_details.metadata.tollgate_customer", "subscription_details.metadata.tollgate_customer")
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if cust == "" {
 		// Nothing recorded can be marked: the subscription's own events
 		// introduce the customer (and retry until they can).
 		log.Debug("stripe: the failed invoice's customer is not known; nothing to mark past_due")
-		return outcomeIgnored, nil
+		return ignored("no tollgate customer is known for subscription %s yet; its own events will set its state", subID), nil
 	}
 	cur, err := s.recorded(ctx, cust)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if cur == nil || cur.ID != subID || (cur.Status != plan.StatusActive && cur.Status != plan.StatusTrialing) {
 		log.Debug("stripe: no active record of this subscription to mark past_due")
-		return outcomeIgnored, nil
+		return ignored("no active record of subscription %s to mark past_due", subID).withCustomer(cust), nil
 	}
 	next := *cur
 	next.Status = plan.StatusPastDue
@@ -125,22 +126,22 @@ func (s *Syncer) applyPaymentFailed(ctx context.Context, log *zap.Logger, ev, in
 
 // recordSubscription writes the state of subscription object sub for its
 // customer, with ordering key order.
-func (s *Syncer) recordSubscription(ctx context.Context, log *zap.Logger, ev, sub gjson.Result, order int64) (outcome, error) {
+func (s *Syncer) recordSubscription(ctx context.Context, log *zap.Logger, ev, sub gjson.Result, order int64) (Outcome, error) {
 	id := str(sub, "id")
 	if !s.pricedItems(sub) {
 		// Not a subscription tollgate prices: another product on the
 		// same Stripe account.
 		log.Debug("stripe: no item of the subscription has a price in stripe.prices; ignored")
-		return outcomeIgnored, nil
+		return ignored("no item of subscription %s has a price in stripe.prices", id), nil
 	}
 	stripeCustomer := idOf(sub.Get("customer"))
 	cust, err := s.subscriptionCustomer(ctx, sub, "metadata.tollgate_customer")
 	if err != nil || cust == "" {
-		return "", s.unknownCustomer(err, id, stripeCustomer)
+		return Outcome{}, s.unknownCustomer(err, id, stripeCustomer)
 	}
 	if str(sub, "metadata.tollgate_customer") != "" {
 		if err := s.learnCustomer(ctx, stripeCustomer, cust); err != nil {
-			return "", err
+			return Outcome{}, err
 		}
 	}
 	next := &plan.Subscription{
@@ -154,7 +155,7 @@ func (s *Syncer) recordSubscription(ctx context.Context, log *zap.Logger, ev, su
 	next.Plan, next.Price = s.subscriptionPlan(log, sub)
 	cur, err := s.recorded(ctx, cust)
 	if err != nil {
-		return "", err
+		return Outcome{}, err
 	}
 	if cur != nil && cur.ID != id && givesPlan(cur.Status) && !givesPlan(next.Status) {
 		// Another subscription of this customer is live: the end of an
@@ -162,7 +163,7 @@ func (s *Syncer) recordSubscription(ctx context.Context, log *zap.Logger, ev, su
 		// its plan away.
 		log.Info("stripe: subscription state ignored: the customer's recorded subscription is another, live one",
 			zap.String("customer", cust), zap.String("status", next.Status), zap.String("recorded", cur.ID))
-		return outcomeIgnored, nil
+		return ignored("subscription %s is %s, but the customer's plan comes from another, live subscription %s", id, next.Status, cur.ID).withCustomer(cust), nil
 	}
 	if next.Status == plan.StatusPastDue {
 		next.PastDueSince = time.Unix(ev.Get("created").Int(), 0).UTC()
@@ -173,22 +174,28 @@ func (s *Syncer) recordSubscription(ctx context.Context, log *zap.Logger, ev, su
 	return s.putSubscription(ctx, log, cust, next, order)
 }
 
-func (s *Syncer) putSubscription(ctx context.Context, log *zap.Logger, cust string, next *plan.Subscription, order int64) (outcome, error) {
+func (s *Syncer) putSubscription(ctx context.Context, log *zap.Logger, cust string, next *plan.Subscription, order int64) (Outcome, error) {
 	w, err := s.store.PutSubscription(ctx, cust, plan.Encode(next), order)
 	if err != nil {
-		return "", storeErr("record subscription", err)
+		return Outcome{}, storeErr("record subscription", err)
 	}
 	fields := []zap.Field{zap.String("customer", cust), zap.String("status", next.Status), zap.String("plan", next.Plan), zap.Int64("order", order)}
 	switch {
 	case w.Stale:
 		log.Info("stripe: subscription state older than the recorded one; nothing changed", fields...)
-		return outcomeDuplicate, nil
+		return Outcome{Result: Duplicate, Customer: cust, StripeCustomer: next.Customer,
+			Detail: fmt.Sprintf("subscription %s: a newer state is already recorded; this older one changed nothing", next.ID)}, nil
 	case !w.Changed:
 		log.Debug("stripe: subscription state already recorded", fields...)
-		return outcomeDuplicate, nil
+		return Outcome{Result: Duplicate, Customer: cust, StripeCustomer: next.Customer,
+			Detail: fmt.Sprintf("subscription %s: %s already recorded", next.ID, next.Status)}, nil
 	}
 	log.Info("stripe: subscription state recorded", fields...)
-	return outcomeApplied, nil
+	detail := fmt.Sprintf("subscription %s recorded as %s", next.ID, next.Status)
+	if next.Plan != "" {
+		detail += ", plan " + next.Plan
+	}
+	return Outcome{Result: Applied, Customer: cust, StripeCustomer: next.Customer, Detail: detail}, nil
 }
 
 // recorded reads the subscription state recorded for customer, nil for

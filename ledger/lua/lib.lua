@@ -633,6 +633,18 @@ end
 -- line with the balance (adopt), holds due by now expired (they stop
 -- counting at once), lots due by now expired (likewise, with their expire
 -- entries), and a batch of closed holds past their retention forgotten.
+-- plan_changed announces plan.changed for plan version v when events are
+-- on (plan_subscription.lua, plan_override.lua), in the same script as
+-- the change, and returns reply marked as save_account marks it.
+local function plan_changed(v, reply)
+  if not EV then
+    return reply
+  end
+  local a = load_account()
+  emit(a, 'plan.changed', 0, 0, 0, '{"plan_version":' .. int(v) .. '}')
+  return save_account(a, reply)
+end
+
 local function current(now, retention)
   local a = load_account()
   adopt(a, now)
