@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -33,7 +34,14 @@ type access struct {
 	Routes       []string            `json:"routes"`
 	// Why says in words why the plan is in force.
 	Why string `json:"why,omitempty"`
+	// StripeEvents are the customer's newest Stripe events and what each
+	// did (GET /v1/stripe/events), for "I paid but I have no access".
+	StripeEvents []json.RawMessage `json:"stripe_events"`
 }
+
+// accessStripeEvents is how many of the customer's newest Stripe events
+// the access answer links.
+const accessStripeEvents = 5
 
 // accessSubscription is the subscription part of the access answer.
 type accessSubscription struct {
@@ -148,7 +156,12 @@ func (a *admin) answerAccess(w http.ResponseWriter, r *http.Request, st *state, 
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.s.accessOf(st, id, acct, pst))
+	out := a.s.accessOf(st, id, acct, pst)
+	if out.StripeEvents, err = a.recentStripeEvents(r.Context(), id, accessStripeEvents); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // planRequest is the body of PUT /v1/customers/{id}/plan.
@@ -214,7 +227,12 @@ func (a *admin) plan(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.s.accessOf(st, id, acct, pst))
+	out := a.s.accessOf(st, id, acct, pst)
+	if out.StripeEvents, err = a.recentStripeEvents(r.Context(), id, accessStripeEvents); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // override checks a PUT body and returns the override it sets.

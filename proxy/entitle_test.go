@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -54,6 +55,12 @@ type accessAnswer struct {
 	Routes     []string        `json:"routes"`
 	Why        string          `json:"why"`
 	Extra      json.RawMessage `json:"-"`
+	// StripeEvents are the ids of the linked journal records.
+	StripeEvents []struct {
+		ID      string `json:"id"`
+		Type    string `json:"type"`
+		Outcome string `json:"outcome"`
+	} `json:"stripe_events"`
 }
 
 func decodeAccess(t *testing.T, res *http.Response, body []byte) accessAnswer {
@@ -357,9 +364,34 @@ func TestAccess(t *testing.T) {
 		strings.Join(a.Models, ",") != "text-embedding-3-small" || strings.Join(a.Routes, ",") != "/v1/messages,/v1/embeddings" {
 		t.Errorf("access %+v", a)
 	}
+	if a.StripeEvents == nil || len(a.StripeEvents) != 0 {
+		t.Errorf("stripe_events %+v, want []", a.StripeEvents)
+	}
+	// The customer's newest Stripe events are linked, newest first, at
+	// most accessStripeEvents of them; another customer's are not.
+	j := h.store.(ledger.Journal)
+	at := time.Now()
+	for i := range 7 {
+		who := cust
+		if i == 6 {
+			who = newCustomer()
+		}
+		data := fmt.Sprintf(`{"id":"evt_%d","type":"invoice.paid","outcome":"applied"}`, i)
+		if _, err := j.AppendJournal(context.Background(), ledger.JournalRecord{At: at.Add(time.Duration(i) * time.Millisecond), Customer: who, Type: "invoice.paid", Data: []byte(data)}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, body = h.call(http.MethodGet, "/v1/customers/"+cust+"/access", adminToken, "")
+	var ids []string
+	for _, ev := range decodeAccess(t, res, body).StripeEvents {
+		ids = append(ids, ev.ID)
+	}
+	if got := strings.Join(ids, ","); got != "evt_5,evt_4,evt_3,evt_2,evt_1" {
+		t.Errorf("stripe_events %s, want the customer's five newest", got)
+	}
 	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
 	a = h.setPlan(cust, `{"plan":"pro","until":"`+until+`","reason":"promo"}`)
-	if str(a.Plan) != "pro" || a.Override.Until != until || len(a.Models) != 4 {
+	if str(a.Plan) != "pro" || a.Override.Until != until || len(a.Models) != 5 {
 		t.Errorf("access after PUT %+v", a)
 	}
 	for _, tc := range []struct{ body, msg string }{
@@ -384,7 +416,7 @@ func TestAccess(t *testing.T) {
 	h2 := newHarness(t, harnessOptions{})
 	res, body = h2.call(http.MethodGet, "/v1/customers/"+cust+"/access", adminToken, "")
 	a = decodeAccess(t, res, body)
-	if a.Plan != nil || a.PlanSource != nil || len(a.Routes) != 6 || len(a.Models) != 4 {
+	if a.Plan != nil || a.PlanSource != nil || len(a.Routes) != 7 || len(a.Models) != 5 {
 		t.Errorf("access without plans %+v", a)
 	}
 	res, body = h2.call(http.MethodPut, "/v1/customers/"+cust+"/plan", adminToken, `{"plan":"pro"}`)
