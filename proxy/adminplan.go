@@ -119,6 +119,8 @@ func modelOwner(api meter.API) string {
 	switch {
 	case api == meter.AnthropicMessages:
 		return "anthropic"
+	case api == meter.GoogleGemini:
+		return "google"
 	case api == meter.Flat:
 		return "tollgate"
 	case strings.HasPrefix(string(api), "openai."):

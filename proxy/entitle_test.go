@@ -317,7 +317,7 @@ func TestModelList(t *testing.T) {
 		for _, m := range page.Data {
 			got = append(got, m.ID+"@"+m.OwnedBy)
 		}
-		if want := "claude-sonnet-4-5@anthropic,gpt-4.1@openai,gpt-4o@openai,text-embedding-3-small@openai"; strings.Join(got, ",") != want {
+		if want := "claude-sonnet-4-5@anthropic,gemini-2.5-flash@google,gpt-4.1@openai,gpt-4o@openai,text-embedding-3-small@openai"; strings.Join(got, ",") != want {
 			t.Errorf("pro through the SDK: %v, want %s", got, want)
 		}
 		if status, _, _ := listModels(t, h, ""); status != http.StatusUnauthorized {
@@ -330,7 +330,7 @@ func TestModelList(t *testing.T) {
 	t.Run("without plans", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{yaml: noModelsRoute(t, testConfig)})
 		status, ids, _ := listModels(t, h, "")
-		if status != http.StatusOK || strings.Join(ids, ",") != "claude-sonnet-4-5,gpt-4.1,gpt-4o,text-embedding-3-small" {
+		if status != http.StatusOK || strings.Join(ids, ",") != "claude-sonnet-4-5,gemini-2.5-flash,gpt-4.1,gpt-4o,text-embedding-3-small" {
 			t.Errorf("%d %v", status, ids)
 		}
 	})

@@ -49,7 +49,7 @@ if v then
     return save_account(a, {3, 0})
   end
 end
-if ARGV[7] ~= '' then
+if ARGV[7] and ARGV[7] ~= '' then
   local v = tonumber(redis.call('HGET', K_ACCOUNT, 'plan_v')) or 0
   if v ~= tonumber(ARGV[7]) then
     local p = redis.call('HMGET', K_ACCOUNT, 'plan_sub', 'plan_order', 'plan_ovr')
