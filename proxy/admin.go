@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -213,21 +214,31 @@ type ledgerPage struct {
 	Next    *string        `json:"next"`
 }
 
+// pageLimit reads the limit parameter of a paged list: 0 (the store's
+// default) when absent, else 1 to ledger.MaxPageSize.
+func pageLimit(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > ledger.MaxPageSize {
+		return 0, refuse(http.StatusBadRequest, CodeInvalidRequest,
+			"limit %q: want a whole number from 1 to %d (default %d)", v, ledger.MaxPageSize, ledger.DefaultPageSize)
+	}
+	return n, nil
+}
+
 func (a *admin) ledger(w http.ResponseWriter, r *http.Request) {
 	id, ok := a.customer(w, r, http.MethodGet)
 	if !ok {
 		return
 	}
 	q := r.URL.Query()
-	limit := 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > ledger.MaxPageSize {
-			a.fail(w, r, refuse(http.StatusBadRequest, CodeInvalidRequest,
-				"limit %q: want a whole number from 1 to %d (default %d)", v, ledger.MaxPageSize, ledger.DefaultPageSize))
-			return
-		}
-		limit = n
+	limit, err := pageLimit(q)
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	page, err := a.s.store.Entries(r.Context(), id, q.Get("before"), limit)
 	if err != nil {

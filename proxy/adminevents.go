@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/tollgate-dev/tollgate/ledger"
 )
@@ -31,15 +30,10 @@ func (a *admin) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	limit := 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > ledger.MaxPageSize {
-			a.fail(w, r, refuse(http.StatusBadRequest, CodeInvalidRequest,
-				"limit %q: want a whole number from 1 to %d (default %d)", v, ledger.MaxPageSize, ledger.DefaultPageSize))
-			return
-		}
-		limit = n
+	limit, err := pageLimit(q)
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	after, err := ledger.ParseEventID(q.Get("after"))
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 
 	"github.com/tollgate-dev/tollgate/ledger"
 )
@@ -44,14 +43,10 @@ func (a *admin) stripeEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	jq := ledger.JournalQuery{Customer: q.Get("customer"), Type: q.Get("type"), Before: q.Get("before")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > ledger.MaxPageSize {
-			a.fail(w, r, refuse(http.StatusBadRequest, CodeInvalidRequest,
-				"limit %q: want a whole number from 1 to %d (default %d)", v, ledger.MaxPageSize, ledger.DefaultPageSize))
-			return
-		}
-		jq.Limit = n
+	var err error
+	if jq.Limit, err = pageLimit(q); err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	if jq.Customer != "" {
 		if err := ledger.ValidateCustomer(jq.Customer); err != nil {
