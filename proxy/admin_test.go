@@ -373,6 +373,7 @@ func TestWebhookDispute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = syncer.Flush(context.Background()) }) // the journal, before the store closes
 	h := newHarness(t, harnessOptions{store: st, webhook: syncer.WebhookHandler()})
 	cust := newCustomer()
 	deliver := func(event string) {

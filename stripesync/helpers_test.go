@@ -176,6 +176,14 @@ func newHarness(t *testing.T, st testStore, c *clock, mutate ...func(*stripesync
 	if err != nil {
 		t.Fatalf("stripesync.New: %v", err)
 	}
+	// The journal is written in the background: let it finish before the
+	// store closes and the test's logger goes away (cleanups run last in,
+	// first out, and the store's was registered first).
+	t.Cleanup(func() {
+		if err := s.Flush(context.Background()); err != nil {
+			t.Errorf("flush the journal: %v", err)
+		}
+	})
 	h.syncer = s
 	h.handler = s.WebhookHandler()
 	return h
