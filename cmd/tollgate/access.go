@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
+	"github.com/tollgate-dev/tollgate/stripesync"
 )
 
 // accessAnswer is GET /v1/customers/{id}/access, the fields the CLI
@@ -41,6 +42,8 @@ type accessAnswer struct {
 	Models     []string       `json:"models"`
 	Routes     []string       `json:"routes"`
 	Why        string         `json:"why"`
+	// StripeEvents are the customer's newest Stripe events.
+	StripeEvents []stripesync.Record `json:"stripe_events"`
 }
 
 // runAccess is `tollgate access ID`.
@@ -126,6 +129,16 @@ func runAccess(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	t.printf("models\t%s\n", list(a.Models))
 	t.printf("routes\t%s\n", list(a.Routes))
+	for _, e := range a.StripeEvents {
+		line := e.Type + " " + string(e.Outcome)
+		if !e.ReceivedAt.IsZero() {
+			line = rfc(e.ReceivedAt) + " " + line
+		}
+		if e.Detail != "" {
+			line += ": " + oneLine(e.Detail)
+		}
+		t.printf("stripe event\t%s\n", line)
+	}
 	return t.done()
 }
 

@@ -15,7 +15,7 @@ func TestAccess(t *testing.T) {
 			w.Write([]byte(`{"customer":"plain","plan":null,"plan_source":null,"subscription":null,"override":null,"balance":"1.000000","reserved":"0.000000","available":"1.000000","suspended":false,"next_expiry":null,"models":["gpt-4o"],"routes":["/v1/chat/completions"]}`))
 			return
 		}
-		w.Write([]byte(`{"customer":"team/a","plan":"pro","plan_source":"override","subscription":{"id":"sub_1","status":"past_due","plan":"free","current_period_end":"2030-01-31T00:00:00Z","cancel_at_period_end":true,"past_due_since":"2030-01-02T00:00:00Z"},"override":{"plan":"pro","until":"2030-02-01T00:00:00Z","reason":"ticket 42","set_at":"2030-01-01T00:00:00Z"},"balance":"10.000000","reserved":"0.500000","available":"9.500000","suspended":true,"next_expiry":{"amount":"2.000000","at":"2030-01-31T00:00:00Z"},"models":["gpt-4o","gpt-4o-mini"],"routes":["/v1/chat/completions"],"why":"an admin override until 2030-02-01T00:00:00Z"}`))
+		w.Write([]byte(`{"customer":"team/a","plan":"pro","plan_source":"override","subscription":{"id":"sub_1","status":"past_due","plan":"free","current_period_end":"2030-01-31T00:00:00Z","cancel_at_period_end":true,"past_due_since":"2030-01-02T00:00:00Z"},"override":{"plan":"pro","until":"2030-02-01T00:00:00Z","reason":"ticket 42","set_at":"2030-01-01T00:00:00Z"},"balance":"10.000000","reserved":"0.500000","available":"9.500000","suspended":true,"next_expiry":{"amount":"2.000000","at":"2030-01-31T00:00:00Z"},"models":["gpt-4o","gpt-4o-mini"],"routes":["/v1/chat/completions"],"why":"an admin override until 2030-02-01T00:00:00Z","stripe_events":[{"id":"evt_2","type":"invoice.paid","livemode":false,"received_at":"2030-01-05T00:00:00Z","source":"webhook","outcome":"ignored","detail":"price price_9 is not in stripe.prices"},{"id":"evt_1","type":"customer.subscription.updated","livemode":false,"received_at":"2030-01-02T00:00:00Z","source":"webhook","outcome":"applied","detail":"subscription sub_1 recorded as past_due"}]}`))
 	}))
 	t.Cleanup(srv.Close)
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", testToken)
@@ -32,7 +32,9 @@ func TestAccess(t *testing.T) {
 		"next expiry   2.000000 at 2030-01-31T00:00:00Z\n" +
 		"suspended     yes: requests are refused until the Stripe dispute is closed\n" +
 		"models        gpt-4o, gpt-4o-mini\n" +
-		"routes        /v1/chat/completions\n"
+		"routes        /v1/chat/completions\n" +
+		"stripe event  2030-01-05T00:00:00Z invoice.paid ignored: price price_9 is not in stripe.prices\n" +
+		"stripe event  2030-01-02T00:00:00Z customer.subscription.updated applied: subscription sub_1 recorded as past_due\n"
 	if code != 0 || stdout != want || stderr != "" {
 		t.Errorf("access = %q, %q, %d\nwant %q", stdout, stderr, code, want)
 	}
