@@ -178,3 +178,50 @@ func benchLots(b *testing.B, s ledger.Store, n int, forget func([]string)) {
 		return err
 	})
 }
+
+// BenchmarkBoltGrowth runs reserve+settle pairs of one customer, one at
+// a time, as a proxy settles requests with ids and charges like
+// tollgate's, and reports per pair the bolt commits (each fsyncs twice)
+// and the bytes the file grew by (pages in use, free pages not counted).
+func BenchmarkBoltGrowth(b *testing.B) {
+	s, err := ledger.OpenBolt(filepath.Join(b.TempDir(), "bench.db"), ledger.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	const cust = "cus_growth"
+	if _, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1 << 50, Kind: ledger.KindGrant, Key: "fund"}); err != nil {
+		b.Fatal(err)
+	}
+	tx0, err := s.TxID()
+	if err != nil {
+		b.Fatal(err)
+	}
+	used0, err := s.UsedBytes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for b.Loop() {
+		hold := "tg_" + randomHex(16)
+		if err := s.Reserve(ctx, cust, hold, 1000, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		ch := ledger.Charge{Reference: hold, Route: "/v1/chat/completions", Model: "gpt-4o-mini", Tokens: usage.Tokens{InputTokens: 1042, CachedInputTokens: 512, OutputTokens: 120}}
+		if _, err := s.Settle(ctx, cust, hold, 700, ch); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	tx1, err := s.TxID()
+	if err != nil {
+		b.Fatal(err)
+	}
+	used1, err := s.UsedBytes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(tx1-tx0)/float64(n), "commits/req")
+	b.ReportMetric(float64(used1-used0)/float64(n), "B/req")
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -17,16 +18,18 @@ import (
 
 // BoltStore is a Store and Meta in one local file (bbolt), for a single
 // tollgate process: the default, so that tollgate runs with nothing else
-// installed. Every commit is fsynced before a method returns, so what a
-// method reported survives kill -9 and power loss. Only one process may
-// open the file; replicas that share balances need RedisStore.
+// installed. Every balance change is committed and fsynced before its
+// method returns, so what a method reported survives kill -9 and power
+// loss. Holds are kept in memory (boltholds.go): Reserve, Release and
+// Extend write nothing, and a crash or restart releases the holds of the
+// process before, as their expiry would. Only one process may open the
+// file; replicas that share balances need RedisStore.
 //
 // Layout (bbolt buckets; integers are 8-byte big-endian, times unix ms with
 // the sign bit flipped so that they sort):
 //
 //	customers/<customer>/state            balance, entry seq, suspension count, debt, lot expiry bound
-//	customers/<customer>/holds/<hold>     amount, expiry
-//	customers/<customer>/closed/<hold>    state (e|r|s), forget-at, entry seq
+//	customers/<customer>/closed/<hold>    state (s; e|r in files from before holds moved to memory), forget-at, entry seq
 //	customers/<customer>/entries/<seq>    "<amount> <balance_after> <json>" (see codec.go)
 //	customers/<customer>/credits/<key>    "<o|c> <total> <seq> <kind>"
 //	customers/<customer>/suspension/<r>   "suspended" | "lifted"
@@ -34,7 +37,6 @@ import (
 //	customers/<customer>/lotburn/<priority byte><expiry|never><lot>   burn order
 //	customers/<customer>/lotexp/<expiry><lot>                         expiring lots
 //	customers/<customer>/plan             plan inputs (boltplan.go)
-//	expiry/<expiry><customer>\x00<hold>   index of live holds for Sweep
 //	forget/<forget-at><customer>\x00<hold> index of closed holds for Sweep
 //	lotexpiry/<expiry><customer>\x00<lot> index of expiring lots for Sweep
 //	meta/<key>                            PutMeta values
@@ -53,6 +55,11 @@ type BoltStore struct {
 	events    *eventConfig // nil: outbound events off (boltoutbox.go)
 	// journalMax is Options.JournalMaxRecords (boltjournal.go).
 	journalMax int
+
+	// holds are the live holds and the recently released or expired
+	// ones; closed is set by Close, for the calls that touch only them.
+	holds  *memHolds
+	closed atomic.Bool
 
 	// Group commit: writes queue here and one goroutine commits whatever
 	// has queued since its last commit in one transaction, so concurrent
@@ -74,12 +81,12 @@ var (
 // Bucket and key names.
 const (
 	bCustomers  = "customers"
-	bExpiry     = "expiry"
+	bExpiry     = "expiry" // live holds, in files from before holds moved to memory
 	bForget     = "forget"
 	bMeta       = "meta"
 	bLocks      = "locks"
 	bProbe      = "probe" // Ready's probe write, after a failed commit
-	bHolds      = "holds"
+	bHolds      = "holds" // in files from before holds moved to memory
 	bClosed     = "closed"
 	bEntries    = "entries"
 	bCredits    = "credits"
@@ -109,7 +116,7 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range []string{bCustomers, bExpiry, bForget, bMeta, bLocks, bLotExpiry, bSchema} {
+		for _, name := range []string{bCustomers, bForget, bMeta, bLocks, bLotExpiry, bSchema} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
@@ -117,7 +124,10 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		if err := eventsBucket(tx, opts.Events != nil); err != nil {
 			return err
 		}
-		return migrateLots(tx, unixMilli(opts.Now()))
+		if err := migrateLots(tx, unixMilli(opts.Now())); err != nil {
+			return err
+		}
+		return dropFileHolds(tx)
 	})
 	if err != nil {
 		if cerr := db.Close(); cerr != nil {
@@ -125,21 +135,54 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		}
 		return nil, fmt.Errorf("ledger: initialise %s: %w", path, err)
 	}
-	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention, events: newEventConfig(opts.Events), journalMax: opts.JournalMaxRecords}, nil
+	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention, events: newEventConfig(opts.Events), journalMax: opts.JournalMaxRecords, holds: newMemHolds(opts.maxClosedHolds, opts.releasedKeep)}, nil
 }
 
-// Reserve implements Store.
+// dropFileHolds removes the holds a file written before holds moved to
+// memory keeps: the process that made them is gone, so they are released,
+// as a crash releases the holds in memory.
+func dropFileHolds(tx *bbolt.Tx) error {
+	if tx.Bucket([]byte(bExpiry)) == nil {
+		return nil
+	}
+	root := tx.Bucket([]byte(bCustomers))
+	var customers []string
+	err := root.ForEachBucket(func(k []byte) error {
+		if root.Bucket(k).Bucket([]byte(bHolds)) != nil {
+			customers = append(customers, string(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range customers {
+		if err := root.Bucket([]byte(id)).DeleteBucket([]byte(bHolds)); err != nil {
+			return err
+		}
+	}
+	return tx.DeleteBucket([]byte(bExpiry))
+}
+
+// Reserve implements Store. It writes nothing: the hold lives in memory
+// (boltholds.go), checked under the customer's mutex against the balance
+// the file holds and the customer's other holds.
 func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
 	_, err := s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
 	return err
 }
 
-// ReserveAvailable implements Store.
+// ReserveAvailable implements Store. Like Reserve, it writes nothing.
 func (s *BoltStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
 	return s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
 }
 
-// reserve is ReserveAvailable, and ReservePlan when checkPlan is set.
+// reserve is ReserveAvailable, and ReservePlan when checkPlan is set. The
+// plan version, the balance and the other holds are read from one
+// snapshot of the file under the customer's mutex, so the decision is
+// that of one moment; a plan write that returned before reserve began is
+// in that snapshot. The one write it may make is balance.depleted after a
+// refusal, when events are on (see depletedAfterRefusal).
 func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
 	if err := checkReserve(customer, holdID, amount, ttl); err != nil {
 		return 0, err
@@ -148,45 +191,39 @@ func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount
 		return 0, err
 	}
 	now := s.now()
-	nowMs, expiry := unixMilli(now), expiryMilli(now, ttl)
-	if known, err := s.known(customer); err != nil {
-		return 0, s.fail("reserve "+holdID, err)
-	} else if !known {
-		if checkPlan && planVersion != 0 {
-			return 0, &PlanChangedError{Customer: customer}
-		}
-		// A customer never seen has nothing available, is not suspended
-		// and has no entries: refuse a hold or allow a free one (which
-		// stores nothing, see the c.seq == 0 case below) without a write,
-		// so that requests naming arbitrary customers cannot grow the file.
-		if amount > 0 {
-			return 0, &InsufficientCreditsError{Customer: customer, Available: 0, Required: amount}
-		}
-		return 0, nil
-	}
-	var result error
-	var after money.Micros
-	err := s.update(func(tx *bbolt.Tx) error {
-		result, after = nil, 0
-		c, err := openCustomer(tx, customer, false)
-		if err == nil {
-			c, err = s.withEvents(c, nowMs)
-		}
-		if err != nil {
-			return err
-		}
+	nowMs, expiry, retMs := unixMilli(now), expiryMilli(now, ttl), s.retention.Milliseconds()
+	mc := s.holds.lock(customer)
+	defer s.holds.unlock(customer, mc)
+	var (
+		result   error
+		after    money.Micros
+		depleted bool
+	)
+	err := s.readCurrent(customer, nowMs, func(c *boltCustomer) error {
+		result, after, depleted = nil, 0, false
 		if c == nil {
-			return fmt.Errorf("%w: the bucket of %s vanished", errCorrupt, customer) // never deleted
+			if checkPlan && planVersion != 0 {
+				result = &PlanChangedError{Customer: customer}
+				return nil
+			}
+			// A customer never seen has nothing available, is not
+			// suspended and has no entries: refuse a hold or allow a free
+			// one (which is not kept, see below), so that requests naming
+			// arbitrary customers leave nothing behind.
+			if amount > 0 {
+				result = &InsufficientCreditsError{Customer: customer, Available: 0, Required: amount}
+			}
+			return nil
 		}
-		reserved, err := c.current(nowMs, s.retention)
-		if err != nil {
-			return err
-		}
-		if c.holds.Get([]byte(holdID)) != nil {
+		if _, ok := mc.live[holdID]; ok {
 			result = fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
 			return nil
 		}
-		if _, _, ok, err := c.closedState(holdID, nowMs); err != nil {
+		if _, ok := mc.closedState(holdID, nowMs); ok {
+			result = fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
+			return nil
+		}
+		if _, _, _, ok, err := c.peekClosed(holdID, nowMs); err != nil {
 			return err
 		} else if ok {
 			result = fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
@@ -208,21 +245,34 @@ func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount
 			result = fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
 			return nil
 		}
+		reserved, err := mc.reserved(nowMs, retMs, st.seq, func(id string) (bool, error) { return c.settled(id, nowMs) })
+		if err != nil {
+			return err
+		}
 		available := st.balance - reserved
 		if available < int64(amount) {
 			result = &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount, Reserved: money.Micros(reserved)}
-			return c.depleted(st.seq, int64(amount))
+			if s.events != nil && st.seq != 0 {
+				es, err := c.eventState()
+				depleted = err == nil && !es.dep
+				return err
+			}
+			return nil
 		}
 		if amount == 0 && st.seq == 0 {
 			// A free hold of a customer without entries holds nothing and
-			// is not stored, as in lua/reserve.lua; Settle settles it at
+			// is not kept, as in lua/reserve.lua; Settle settles it at
 			// zero by writing nothing.
 			after = money.Micros(available)
 			return nil
 		}
 		after = money.Micros(available) - amount
-		return c.putHold(holdID, int64(amount), expiry)
+		mc.put(holdID, &memHold{amount: int64(amount), expiry: expiry, ttl: ttl.Milliseconds()})
+		return nil
 	})
+	if err == nil && depleted {
+		err = s.depletedAfterRefusal(customer, nowMs, int64(amount))
+	}
 	if err != nil {
 		return 0, s.fail("reserve "+holdID, err)
 	}
@@ -232,7 +282,35 @@ func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount
 	return after, nil
 }
 
-// Settle implements Store.
+// depletedAfterRefusal writes balance.depleted for a Reserve of required
+// that was just refused for want of credits, as reserve.lua does in the
+// refusing script. Reserve decided on a snapshot and this is a write of
+// its own, so it checks again in the write: the event is written only if
+// the customer still lacks required (a credit committed in between
+// re-armed it and may have covered it) and it was not written since the
+// last positive credit. A refusal writes nothing else, and nothing at all
+// once balance.depleted is written.
+func (s *BoltStore) depletedAfterRefusal(customer string, nowMs, required int64) error {
+	return s.update(func(tx *bbolt.Tx) error {
+		c, err := openCustomer(tx, customer, false)
+		if err == nil {
+			c, err = s.withEvents(c, nowMs)
+		}
+		if err != nil || c == nil || c.ev == nil {
+			return err
+		}
+		st, err := c.state()
+		if err != nil || c.ev.balance0-c.ev.reserved0 >= required {
+			return err
+		}
+		return c.depleted(st.seq, required)
+	})
+}
+
+// Settle implements Store. Its transaction debits the balance, appends the
+// charge entry and records the hold id as settled, which keeps Settle
+// idempotent across restarts; the hold leaves memory once that is
+// committed.
 func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual money.Micros, ch Charge) (Entry, error) {
 	ch, err := checkSettle(customer, holdID, actual, ch)
 	if err != nil {
@@ -243,26 +321,85 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	}
 	now := s.now()
 	eb := chargeBody(ch, now)
-	nowMs, body := unixMilli(now), eb.json()
+	nowMs, retMs, body := unixMilli(now), s.retention.Milliseconds(), eb.json()
 	// unknown answers for a hold the customer does not have: a free hold
-	// Reserve did not store is settled at zero by writing nothing.
+	// Reserve did not keep is settled at zero by writing nothing.
 	unknown := func(balance int64) (Entry, error) {
 		if actual == 0 {
 			return unrecorded(eb, customer, money.Micros(balance)), nil
 		}
 		return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldNotFound)
 	}
-	if actual == 0 {
-		if known, err := s.known(customer); err != nil {
-			return Entry{}, s.fail("settle "+holdID, err)
-		} else if !known {
-			return unknown(0)
+
+	// A live hold, or one that expired (the usage happened all the same,
+	// so it is charged), is marked as being settled so that readers ask
+	// the file whether the charge is in yet (memHold.settling).
+	mc := s.holds.lock(customer)
+	mc.expire(nowMs, retMs)
+	h := mc.live[holdID]
+	if h == nil {
+		if state, ok := mc.closedState(holdID, nowMs); ok {
+			if state == holdReleased {
+				s.holds.unlock(customer, mc)
+				return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
+			}
+			// Expired: back among the live holds, as one that counts
+			// for nothing, so that a Release or Settle meanwhile sees
+			// this Settle in flight (memHold.settling, .released).
+			mc.forget(holdID)
+			h = &memHold{expiry: nowMs}
+			mc.put(holdID, h)
 		}
 	}
+	if h != nil {
+		h.settling++
+	}
+	inMemory := h != nil
+	s.holds.unlock(customer, mc)
+
 	var (
 		entry  Entry
 		result error
 	)
+	if !inMemory {
+		// Settled before (possibly before a restart), or unknown.
+		charge := false
+		err := s.readCurrent(customer, nowMs, func(c *boltCustomer) error {
+			entry, result, charge = Entry{}, nil, false
+			if c == nil {
+				entry, result = unknown(0)
+				return nil
+			}
+			state, seq, _, ok, err := c.peekClosed(holdID, nowMs)
+			switch {
+			case err != nil:
+				return err
+			case !ok:
+				st, err := c.state()
+				if err != nil {
+					return err
+				}
+				entry, result = unknown(st.balance)
+			case state == holdSettled:
+				entry, err = c.entry(seq)
+				return err
+			case state == holdReleased:
+				result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
+			default:
+				// Expired, recorded in a file written before holds moved
+				// to memory: charged as any expired hold.
+				charge = true
+			}
+			return nil
+		})
+		if err != nil {
+			return Entry{}, s.fail("settle "+holdID, err)
+		}
+		if !charge {
+			return entry, result
+		}
+	}
+
 	err = s.update(func(tx *bbolt.Tx) error {
 		entry, result = Entry{}, nil
 		c, err := openCustomer(tx, customer, false)
@@ -276,31 +413,20 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			entry, result = unknown(0)
 			return nil
 		}
-		if _, err := c.current(nowMs, s.retention); err != nil {
+		if err := c.current(nowMs); err != nil {
 			return err
 		}
-		live := c.holds.Get([]byte(holdID)) != nil
-		if !live {
-			state, seq, ok, err := c.closedState(holdID, nowMs)
-			switch {
-			case err != nil:
-				return err
-			case !ok:
-				st, err := c.state()
-				if err != nil {
-					return err
-				}
-				entry, result = unknown(st.balance)
-				return nil
-			case state == holdReleased:
-				result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
-				return nil
-			case state == holdSettled:
-				entry, err = c.entry(seq)
-				return err
+		if state, seq, ok, err := c.closedState(holdID, nowMs); err != nil {
+			return err
+		} else if ok && state == holdSettled {
+			if h != nil {
+				h.entry.Store(seq)
 			}
-			// holdExpired: the hold expired before it was settled; the usage
-			// happened all the same, so it is charged.
+			entry, err = c.entry(seq)
+			return err
+		} else if ok && state == holdReleased {
+			result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
+			return nil
 		}
 		st, err := c.state()
 		if err != nil {
@@ -310,15 +436,13 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			result = fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", holdID, ErrInvalidAmount, actual, customer, MaxAmount)
 			return nil
 		}
-		if live {
-			if err := c.dropHold(holdID); err != nil {
-				return err
-			}
-		}
 		var seq int64
 		entry, seq, err = c.appendEntry(-int64(actual), body)
 		if err != nil {
 			return err
+		}
+		if h != nil {
+			h.entry.Store(seq)
 		}
 		if actual > 0 {
 			if err := c.spend(int64(actual), -1); err != nil {
@@ -328,15 +452,36 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		if err := c.closeHold(holdID, holdSettled, nowMs, s.retention, seq); err != nil {
 			return err
 		}
+		// The hold no longer counts in this transaction (its closed
+		// record is written and h.entry set), so the figures are those
+		// after the charge.
 		return c.checkLow(seq)
 	})
+
+	mc = s.holds.lock(customer)
+	if h != nil {
+		h.settling--
+	}
+	switch {
+	case err == nil && result == nil:
+		// Settled, now or before: the file answers for the hold from
+		// here on.
+		if h != nil && mc.live[holdID] == h {
+			mc.drop(holdID)
+		}
+	case h != nil && h.settling == 0 && h.released && mc.live[holdID] == h:
+		// A Release came while this Settle was in flight, and the hold
+		// stayed open: it is released now.
+		mc.close(holdID, holdReleased, h.ttl, nowMs, retMs)
+	}
+	s.holds.unlock(customer, mc)
 	if err != nil {
 		return Entry{}, s.fail("settle "+holdID, err)
 	}
 	return entry, result
 }
 
-// Extend implements Store.
+// Extend implements Store. It writes nothing.
 func (s *BoltStore) Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error {
 	if err := checkExtend(customer, holdID, ttl); err != nil {
 		return err
@@ -344,36 +489,43 @@ func (s *BoltStore) Extend(ctx context.Context, customer, holdID string, ttl tim
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.open(); err != nil {
+		return s.fail("extend "+holdID, err)
+	}
 	now := s.now()
-	nowMs, expiry := unixMilli(now), expiryMilli(now, ttl)
-	var result error
-	err := s.update(func(tx *bbolt.Tx) error {
-		result = nil
-		c, err := openCustomer(tx, customer, false)
-		if err == nil {
-			c, err = s.withEvents(c, nowMs)
+	nowMs, expiry, retMs := unixMilli(now), expiryMilli(now, ttl), s.retention.Milliseconds()
+	mc := s.holds.lock(customer)
+	mc.expire(nowMs, retMs)
+	if h := mc.live[holdID]; h != nil {
+		var err error
+		if h.expiry > nowMs {
+			mc.extend(h, expiry, ttl.Milliseconds())
+		} else {
+			if h.settling == 0 {
+				mc.close(holdID, holdExpired, h.ttl, nowMs, retMs)
+			}
+			err = extendError(holdID, customer, holdExpired, true)
 		}
+		s.holds.unlock(customer, mc)
+		return err
+	}
+	state, ok := mc.closedState(holdID, nowMs)
+	s.holds.unlock(customer, mc)
+	if ok {
+		return extendError(holdID, customer, state, ok)
+	}
+	// Settled (the file remembers), or unknown.
+	var result error
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c, err := openCustomer(tx, customer, false)
 		if err != nil {
 			return err
 		}
 		if c == nil {
-			result = fmt.Errorf("extend %s of %s: %w", holdID, customer, ErrHoldNotFound)
+			result = extendError(holdID, customer, 0, false)
 			return nil
 		}
-		if _, err := c.current(nowMs, s.retention); err != nil {
-			return err
-		}
-		if v := c.holds.Get([]byte(holdID)); v != nil {
-			amount, old, err := decodeHold(v)
-			if err != nil || expiry <= old {
-				return err
-			}
-			if err := c.dropHold(holdID); err != nil {
-				return err
-			}
-			return c.putHold(holdID, amount, expiry)
-		}
-		state, _, ok, err := c.closedState(holdID, nowMs)
+		state, _, _, ok, err := c.peekClosed(holdID, nowMs)
 		if err != nil {
 			return err
 		}
@@ -386,23 +538,7 @@ func (s *BoltStore) Extend(ctx context.Context, customer, holdID string, ttl tim
 	return result
 }
 
-// known reports whether the file has a bucket for customer, in a read
-// transaction: calls that would write nothing for a customer never seen
-// answer without waiting for a write and its fsync.
-func (s *BoltStore) known(customer string) (bool, error) {
-	var ok bool
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		root := tx.Bucket([]byte(bCustomers))
-		if root == nil {
-			return fmt.Errorf("%w: no %s bucket", errCorrupt, bCustomers)
-		}
-		ok = root.Bucket([]byte(customer)) != nil
-		return nil
-	})
-	return ok, err
-}
-
-// Release implements Store.
+// Release implements Store. It writes nothing.
 func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error {
 	if err := checkRelease(customer, holdID); err != nil {
 		return err
@@ -410,35 +546,25 @@ func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	nowMs := unixMilli(s.now())
-	err := s.update(func(tx *bbolt.Tx) error {
-		c, err := openCustomer(tx, customer, false)
-		if err == nil {
-			c, err = s.withEvents(c, nowMs)
-		}
-		if err != nil || c == nil {
-			return err
-		}
-		if _, err := c.current(nowMs, s.retention); err != nil {
-			return err
-		}
-		if c.holds.Get([]byte(holdID)) != nil {
-			if err := c.dropHold(holdID); err != nil {
-				return err
-			}
-			return c.closeHold(holdID, holdReleased, nowMs, s.retention, 0)
-		}
-		state, _, ok, err := c.closedState(holdID, nowMs)
-		if err != nil {
-			return err
-		}
-		if ok && state == holdExpired {
-			return c.closeHold(holdID, holdReleased, nowMs, s.retention, 0)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.open(); err != nil {
 		return s.fail("release "+holdID, err)
+	}
+	nowMs, retMs := unixMilli(s.now()), s.retention.Milliseconds()
+	mc := s.holds.lock(customer)
+	defer s.holds.unlock(customer, mc)
+	mc.expire(nowMs, retMs)
+	if h := mc.live[holdID]; h != nil {
+		if h.settling > 0 {
+			// The Settle in flight decides: its charge stands, or, if it
+			// fails, it releases the hold (see Settle).
+			h.released = true
+			return nil
+		}
+		mc.close(holdID, holdReleased, h.ttl, nowMs, retMs)
+		return nil
+	}
+	if state, ok := mc.closedState(holdID, nowMs); ok && state == holdExpired {
+		mc.close(holdID, holdReleased, 0, nowMs, retMs)
 	}
 	return nil
 }
@@ -521,7 +647,8 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 
 // Account implements Store. It reads without writing (holds past their
 // expiry simply do not count) unless a lot is due: its expiry is recorded
-// first.
+// first. Balance and holds are read under the customer's mutex, so they
+// are of one moment.
 func (s *BoltStore) Account(ctx context.Context, customer string) (Account, error) {
 	if err := checkCustomer(customer); err != nil {
 		return Account{}, err
@@ -529,8 +656,10 @@ func (s *BoltStore) Account(ctx context.Context, customer string) (Account, erro
 	if err := ctx.Err(); err != nil {
 		return Account{}, err
 	}
-	nowMs := unixMilli(s.now())
+	nowMs, retMs := unixMilli(s.now()), s.retention.Milliseconds()
 	acct := Account{Customer: customer}
+	mc := s.holds.lock(customer)
+	defer s.holds.unlock(customer, mc)
 	err := s.readCurrent(customer, nowMs, func(c *boltCustomer) error {
 		if c == nil {
 			return nil
@@ -539,17 +668,7 @@ func (s *BoltStore) Account(ctx context.Context, customer string) (Account, erro
 		if err != nil {
 			return err
 		}
-		var reserved int64
-		err = c.holds.ForEach(func(_, v []byte) error {
-			amount, expiry, err := decodeHold(v)
-			if err != nil {
-				return err
-			}
-			if expiry > nowMs {
-				reserved += amount
-			}
-			return nil
-		})
+		reserved, err := mc.reserved(nowMs, retMs, st.seq, func(id string) (bool, error) { return c.settled(id, nowMs) })
 		if err != nil {
 			return err
 		}
@@ -638,7 +757,7 @@ func (s *BoltStore) Suspend(ctx context.Context, customer, reason string) error 
 		if err := c.addSuspended(1); err != nil {
 			return err
 		}
-		return c.suspensionEvent(EventCustomerSuspended, 1, reason, s.retention)
+		return c.suspensionEvent(EventCustomerSuspended, 1, reason)
 	})
 	if err != nil {
 		return s.fail("suspend "+customer, err)
@@ -674,7 +793,7 @@ func (s *BoltStore) Lift(ctx context.Context, customer, reason string) error {
 			if err := c.addSuspended(-1); err != nil {
 				return err
 			}
-			return c.suspensionEvent(EventCustomerReinstate, 0, reason, s.retention)
+			return c.suspensionEvent(EventCustomerReinstate, 0, reason)
 		}
 		return nil
 	})
@@ -693,8 +812,21 @@ func (s *BoltStore) Ping(ctx context.Context) error {
 }
 
 // Close closes the file after the write in progress, if any. Writes
-// still queued fail with ErrStoreUnavailable.
-func (s *BoltStore) Close() error { return s.db.Close() }
+// still queued fail with ErrStoreUnavailable, and so does every call
+// after it, those that would touch only the holds in memory included.
+func (s *BoltStore) Close() error {
+	s.closed.Store(true)
+	return s.db.Close()
+}
+
+// open returns an error matching bbolt's ErrDatabaseNotOpen once Close
+// was called, for the calls that do not read the file.
+func (s *BoltStore) open() error {
+	if s.closed.Load() {
+		return bolterrors.ErrDatabaseNotOpen
+	}
+	return nil
+}
 
 // fail wraps err with op, matching ErrStoreUnavailable when the file
 // cannot be used: it is closed, or a write or fsync failed (a full or

@@ -16,7 +16,6 @@ type boltCustomer struct {
 	tx         *bbolt.Tx
 	id         string
 	b          *bbolt.Bucket
-	holds      *bbolt.Bucket
 	closed     *bbolt.Bucket
 	entries    *bbolt.Bucket
 	credits    *bbolt.Bucket
@@ -46,7 +45,7 @@ func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, er
 		if b, err = root.CreateBucket([]byte(customer)); err != nil {
 			return nil, err
 		}
-		for _, name := range []string{bHolds, bClosed, bEntries, bCredits, bSuspension, bLots, bLotBurn, bLotExp} {
+		for _, name := range []string{bClosed, bEntries, bCredits, bSuspension, bLots, bLotBurn, bLotExp} {
 			if _, err := b.CreateBucket([]byte(name)); err != nil {
 				return nil, err
 			}
@@ -56,15 +55,18 @@ func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, er
 		tx:         tx,
 		id:         customer,
 		b:          b,
-		holds:      b.Bucket([]byte(bHolds)),
 		closed:     b.Bucket([]byte(bClosed)),
 		entries:    b.Bucket([]byte(bEntries)),
 		credits:    b.Bucket([]byte(bCredits)),
 		suspension: b.Bucket([]byte(bSuspension)),
 	}
-	if c.holds == nil || c.closed == nil || c.entries == nil || c.credits == nil || c.suspension == nil {
+	if c.closed == nil || c.entries == nil || c.credits == nil || c.suspension == nil {
 		return nil, fmt.Errorf("%w: customer %s lacks a bucket", errCorrupt, customer)
 	}
+	// Entries are only ever appended, in key order: pages split full
+	// rather than half full (bbolt's default, for random inserts), which
+	// halves what the file grows by per entry.
+	c.entries.FillPercent = appendFill
 	return c, nil
 }
 
@@ -149,66 +151,17 @@ func (c *boltCustomer) entry(seq int64) (Entry, error) {
 	return decodeEntry(c.id, seq, string(v))
 }
 
-// expireHolds closes the customer's holds whose expiry is at or before
-// nowMs and returns the sum of the live ones.
-func (c *boltCustomer) expireHolds(nowMs int64, retention time.Duration) (int64, error) {
-	var reserved int64
-	var expired []string
-	err := c.holds.ForEach(func(k, v []byte) error {
-		amount, expiry, err := decodeHold(v)
-		if err != nil {
-			return err
-		}
-		if expiry <= nowMs {
-			expired = append(expired, string(k))
-		} else {
-			reserved += amount
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	for _, id := range expired {
-		if err := c.dropHold(id); err != nil {
-			return 0, err
-		}
-		if err := c.closeHold(id, holdExpired, nowMs, retention, 0); err != nil {
-			return 0, err
-		}
-	}
-	return reserved, nil
-}
-
-func (c *boltCustomer) putHold(id string, amount, expiry int64) error {
-	v := make([]byte, 16)
-	binary.BigEndian.PutUint64(v[0:], uint64(amount))
-	binary.BigEndian.PutUint64(v[8:], uint64(expiry))
-	if err := c.holds.Put([]byte(id), v); err != nil {
-		return err
-	}
-	return c.tx.Bucket([]byte(bExpiry)).Put(indexKey(expiry, c.id, id), nil)
-}
-
-// dropHold removes a live hold and its expiry index entry.
-func (c *boltCustomer) dropHold(id string) error {
-	v := c.holds.Get([]byte(id))
-	if v == nil {
-		return nil
-	}
-	_, expiry, err := decodeHold(v)
-	if err != nil {
-		return err
-	}
-	if err := c.tx.Bucket([]byte(bExpiry)).Delete(indexKey(expiry, c.id, id)); err != nil {
-		return err
-	}
-	return c.holds.Delete([]byte(id))
-}
+// appendFill is the FillPercent of buckets whose keys are written in
+// ascending order (entries by sequence number, the forget index by time):
+// bbolt then splits a page when it is full instead of half full. The
+// forget index is only nearly in order (holds settled in the same
+// millisecond sort by customer and id), hence not 1.
+const appendFill = 0.95
 
 // closeHold records hold id as closed in state until nowMs + retention.
 func (c *boltCustomer) closeHold(id string, state holdState, nowMs int64, retention time.Duration, seq int64) error {
 	forget := c.tx.Bucket([]byte(bForget))
+	forget.FillPercent = appendFill
 	if old := c.closed.Get([]byte(id)); old != nil {
 		_, oldAt, _, err := decodeClosed(old)
 		if err != nil {
@@ -231,30 +184,42 @@ func (c *boltCustomer) closeHold(id string, state holdState, nowMs int64, retent
 
 // closedState returns the state and settling entry of closed hold id, and
 // ok false when the hold is unknown or its retention ended (it is then
-// forgotten at once, as in lua/lib.lua).
+// forgotten at once, as in lua/lib.lua). The file keeps settled holds
+// only (and, in a file written before holds moved to memory, expired and
+// released ones until their retention ends).
 func (c *boltCustomer) closedState(id string, nowMs int64) (state holdState, seq int64, ok bool, err error) {
-	v := c.closed.Get([]byte(id))
-	if v == nil {
-		return 0, 0, false, nil
+	state, seq, forgetAt, ok, err := c.peekClosed(id, nowMs)
+	if err != nil || ok || forgetAt == 0 {
+		return state, seq, ok, err
 	}
-	state, forgetAt, seq, err := decodeClosed(v)
-	if err != nil {
+	if err := c.tx.Bucket([]byte(bForget)).Delete(indexKey(forgetAt, c.id, id)); err != nil {
 		return 0, 0, false, err
 	}
-	if forgetAt <= nowMs {
-		if err := c.tx.Bucket([]byte(bForget)).Delete(indexKey(forgetAt, c.id, id)); err != nil {
-			return 0, 0, false, err
-		}
-		return 0, 0, false, c.closed.Delete([]byte(id))
-	}
-	return state, seq, true, nil
+	return 0, 0, false, c.closed.Delete([]byte(id))
 }
 
-func decodeHold(v []byte) (amount, expiry int64, err error) {
-	if len(v) != 16 {
-		return 0, 0, fmt.Errorf("%w: hold of %d bytes", errCorrupt, len(v))
+// peekClosed is closedState for a read transaction: a record past its
+// retention reads as unknown (ok false) and is left for the next write
+// or Sweep, which it returns in forgetAt (0 when there is no record).
+func (c *boltCustomer) peekClosed(id string, nowMs int64) (state holdState, seq, forgetAt int64, ok bool, err error) {
+	v := c.closed.Get([]byte(id))
+	if v == nil {
+		return 0, 0, 0, false, nil
 	}
-	return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])), nil
+	state, forgetAt, seq, err = decodeClosed(v)
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	if forgetAt <= nowMs {
+		return 0, 0, forgetAt, false, nil
+	}
+	return state, seq, forgetAt, true, nil
+}
+
+// settled reports whether the file records hold id as settled at nowMs.
+func (c *boltCustomer) settled(id string, nowMs int64) (bool, error) {
+	state, _, _, ok, err := c.peekClosed(id, nowMs)
+	return ok && state == holdSettled, err
 }
 
 func decodeClosed(v []byte) (state holdState, forgetAt, seq int64, err error) {

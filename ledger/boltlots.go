@@ -211,17 +211,12 @@ func (c *boltCustomer) expireLots(nowMs int64) (int, error) {
 	return len(due), c.resetLotBound()
 }
 
-// current brings the customer to nowMs as every operation must see it:
-// holds due by then expired (they stop counting at once) and lots due by
-// then expired with their expire entries. It returns the sum of the live
-// holds.
-func (c *boltCustomer) current(nowMs int64, retention time.Duration) (int64, error) {
-	reserved, err := c.expireHolds(nowMs, retention)
-	if err != nil {
-		return 0, err
-	}
-	_, err = c.expireLots(nowMs)
-	return reserved, err
+// current brings the customer's lots to nowMs as every operation must
+// see them: lots due by then expired with their expire entries. (Holds
+// live in memory, see boltholds.go.)
+func (c *boltCustomer) current(nowMs int64) error {
+	_, err := c.expireLots(nowMs)
+	return err
 }
 
 // take takes up to want credits from lot id (stored as l), removing the

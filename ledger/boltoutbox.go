@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -25,10 +24,11 @@ const (
 )
 
 // boltEvents is what a boltCustomer needs to write events: the store's
-// configuration, the operation's time, and the account as it was when
-// the operation began (for a balance.low level not stored yet).
+// configuration and holds, the operation's time, and the account as it
+// was when the operation began (for a balance.low level not stored yet).
 type boltEvents struct {
 	cfg                 *eventConfig
+	holds               *memHolds
 	nowMs               int64
 	balance0, reserved0 int64
 }
@@ -43,16 +43,11 @@ func (s *BoltStore) withEvents(c *boltCustomer, nowMs int64) (*boltCustomer, err
 	if err != nil {
 		return nil, err
 	}
-	var reserved int64
-	err = c.holds.ForEach(func(_, v []byte) error {
-		amount, _, err := decodeHold(v)
-		reserved += amount
-		return err
-	})
+	reserved, err := s.holds.txReserved(c, nowMs)
 	if err != nil {
 		return nil, err
 	}
-	c.ev = &boltEvents{cfg: s.events, nowMs: nowMs, balance0: st.balance, reserved0: reserved}
+	c.ev = &boltEvents{cfg: s.events, holds: s.holds, nowMs: nowMs, balance0: st.balance, reserved0: reserved}
 	return c, nil
 }
 
@@ -100,17 +95,11 @@ func (c *boltCustomer) putEventState(es eventState) error {
 }
 
 // liveReserved is the sum of c's holds that have not expired by the
-// operation's time.
+// operation's time, as this transaction sees them: the holds live in
+// memory (boltholds.go), and one whose charge this transaction wrote no
+// longer counts.
 func (c *boltCustomer) liveReserved() (int64, error) {
-	var reserved int64
-	err := c.holds.ForEach(func(_, v []byte) error {
-		amount, expiry, err := decodeHold(v)
-		if expiry > c.ev.nowMs {
-			reserved += amount
-		}
-		return err
-	})
-	return reserved, err
+	return c.ev.holds.txReserved(c, c.ev.nowMs)
 }
 
 // emit appends event typ of c to the log, as emit in lua/lib.lua writes
@@ -242,7 +231,7 @@ func (c *boltCustomer) creditEvent(seq, delta, from int64, kind Kind) error {
 // suspensionEvent writes typ (customer.suspended or .reinstated) when the
 // number of suspension reasons in force is now count, as suspend.lua and
 // lift.lua do: the account is first brought to now.
-func (c *boltCustomer) suspensionEvent(typ EventType, count int64, reason string, retention time.Duration) error {
+func (c *boltCustomer) suspensionEvent(typ EventType, count int64, reason string) error {
 	if c.ev == nil {
 		return nil
 	}
@@ -250,7 +239,7 @@ func (c *boltCustomer) suspensionEvent(typ EventType, count int64, reason string
 	if err != nil || st.suspended != count {
 		return err
 	}
-	if _, err := c.current(c.ev.nowMs, retention); err != nil {
+	if err := c.current(c.ev.nowMs); err != nil {
 		return err
 	}
 	return c.emit(typ, 0, 0, 0, reason)

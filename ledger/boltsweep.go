@@ -5,30 +5,34 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"time"
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
 
-// Sweep implements Store. It works through the expiry, lot expiry and
-// forget indexes in transactions of at most sweepBatch holds and lots
-// each.
+// Sweep implements Store. It expires and forgets the holds in memory,
+// then works through the lot expiry and forget indexes in transactions of
+// at most sweepBatch lots and settled holds each.
 func (s *BoltStore) Sweep(ctx context.Context) (int, error) {
-	nowMs := unixMilli(s.now())
+	if err := s.open(); err != nil {
+		return 0, s.fail("sweep", err)
+	}
+	nowMs, retMs := unixMilli(s.now()), s.retention.Milliseconds()
 	total, totalLots := 0, 0
+	for _, id := range s.holds.customers() {
+		mc := s.holds.lock(id)
+		total += mc.expire(nowMs, retMs)
+		mc.forgetClosed(nowMs)
+		s.holds.unlock(id, mc)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		var expired, lots int
+		var lots int
 		var more bool
 		err := s.update(func(tx *bbolt.Tx) error {
-			expired, lots, more = 0, 0, false
-			n, full, err := sweepExpiry(tx, nowMs, s.retention)
-			if err != nil {
-				return err
-			}
+			lots, more = 0, false
 			l, fullLots, err := s.sweepLots(tx, nowMs)
 			if err != nil {
 				return err
@@ -37,13 +41,12 @@ func (s *BoltStore) Sweep(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			expired, lots, more = n, l, full || fullLots || pruned >= sweepBatch
+			lots, more = l, fullLots || pruned >= sweepBatch
 			return nil
 		})
 		if err != nil {
 			return total, s.fail("sweep", err)
 		}
-		total += expired
 		totalLots += lots
 		if !more {
 			break
@@ -112,47 +115,6 @@ func (s *BoltStore) sweepLots(tx *bbolt.Tx, nowMs int64) (int, bool, error) {
 		if err := c.resetLotBound(); err != nil {
 			return 0, false, err
 		}
-	}
-	return expired, len(keys) >= sweepBatch, nil
-}
-
-// sweepExpiry expires up to sweepBatch holds whose expiry is at or before
-// nowMs, returning how many it expired and whether the batch was full.
-func sweepExpiry(tx *bbolt.Tx, nowMs int64, retention time.Duration) (int, bool, error) {
-	idx := tx.Bucket([]byte(bExpiry))
-	keys := dueKeys(idx, nowMs)
-	expired := 0
-	for _, k := range keys {
-		at, customer, holdID, err := parseIndexKey(k)
-		if err != nil {
-			return 0, false, err
-		}
-		if err := idx.Delete(k); err != nil {
-			return 0, false, err
-		}
-		c, err := openCustomer(tx, customer, false)
-		if err != nil {
-			return 0, false, err
-		}
-		if c == nil {
-			continue
-		}
-		v := c.holds.Get([]byte(holdID))
-		if v == nil {
-			continue
-		}
-		if _, expiry, err := decodeHold(v); err != nil {
-			return 0, false, err
-		} else if expiry != at {
-			continue
-		}
-		if err := c.dropHold(holdID); err != nil {
-			return 0, false, err
-		}
-		if err := c.closeHold(holdID, holdExpired, nowMs, retention, 0); err != nil {
-			return 0, false, err
-		}
-		expired++
 	}
 	return expired, len(keys) >= sweepBatch, nil
 }

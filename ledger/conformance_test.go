@@ -1407,12 +1407,20 @@ func testRetention(t *testing.T, e *env) {
 	if err := e.s.Release(ctx, cust, "h2"); err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Advance(time.Hour - time.Millisecond)
+	// Every store remembers a released hold for its ttl at least; the
+	// embedded one forgets it soon after (boltholds.go), Redis at the
+	// retention. Either way a late Settle charges nothing.
+	e.clock.Advance(ttl - time.Millisecond)
+	_, err := e.s.Settle(ctx, cust, "h2", c("1"), ledger.Charge{})
+	wantErr(t, err, ledger.ErrHoldReleased)
+	e.clock.Advance(time.Hour - ttl)
 	if en := mustSettle(t, e.s, cust, "h1", c("1")); en != first {
 		t.Fatalf("settle within retention = %+v; want %+v", en, first)
 	}
-	_, err := e.s.Settle(ctx, cust, "h2", c("1"), ledger.Charge{})
-	wantErr(t, err, ledger.ErrHoldReleased)
+	if _, err = e.s.Settle(ctx, cust, "h2", c("1"), ledger.Charge{}); !errors.Is(err, ledger.ErrHoldReleased) && !errors.Is(err, ledger.ErrHoldNotFound) {
+		t.Fatalf("settle of a released hold within retention: %v; want released or not found", err)
+	}
+	wantAccount(t, e.s, cust, c("9"), 0)
 	e.clock.Advance(time.Millisecond)
 	_, err = e.s.Settle(ctx, cust, "h1", c("1"), ledger.Charge{})
 	wantErr(t, err, ledger.ErrHoldNotFound)

@@ -56,7 +56,7 @@ func TestRedisMatchesBolt(t *testing.T) {
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
-			opts := Options{Now: clock.Now, Retention: time.Hour}
+			opts := Options{Now: clock.Now, Retention: time.Hour, releasedKeep: time.Hour}
 			bolt, err := OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), opts)
 			if err != nil {
 				t.Fatal(err)

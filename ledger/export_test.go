@@ -26,6 +26,19 @@ func WithOpenFile(o Options, open func(name string, flag int, perm os.FileMode) 
 	return o
 }
 
+// WithMaxClosedHolds returns o with BoltStore remembering at most n
+// closed holds in memory.
+func WithMaxClosedHolds(o Options, n int) Options {
+	o.maxClosedHolds = n
+	return o
+}
+
+// ClosedHolds returns how many closed holds BoltStore remembers in
+// memory, and how many it did not remember for the cap.
+func (s *BoltStore) ClosedHolds() (kept, dropped int64) {
+	return s.holds.nClosed.Load(), s.holds.dropped.Load()
+}
+
 // MarkerKeys returns the marker keys s checks, in slot-range order.
 func MarkerKeys(s *RedisStore) []string { return s.health.markers }
 
@@ -52,4 +65,28 @@ func (s *RedisStore) RawClient() redis.UniversalClient { return s.client }
 // journal index.
 func JournalKeys(customer string) []string {
 	return []string{journalLogKey, journalOnceKey, journalIndexKey(customer)}
+}
+
+// TxID returns the id of the last write transaction committed to the
+// bolt file: it grows by one with every commit, and each commit fsyncs
+// twice (the pages, then the meta page).
+func (s *BoltStore) TxID() (int, error) {
+	var id int
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		id = tx.ID()
+		return nil
+	})
+	return id, err
+}
+
+// UsedBytes returns how much of the bolt file is in use: its pages up
+// to the high-water mark, less those on the free list.
+func (s *BoltStore) UsedBytes() (int64, error) {
+	var size int64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	st := s.db.Stats()
+	return size - int64(st.FreePageN+st.PendingPageN)*int64(s.db.Info().PageSize), err
 }

@@ -33,7 +33,9 @@ type Options struct {
 	// is remembered so that Settle and Release stay idempotent; after it,
 	// the hold id reads as unknown and may be reused. Zero means
 	// DefaultRetention; negative is treated as zero. Credit idempotency
-	// keys are not affected: they are kept forever.
+	// keys are not affected: they are kept forever. BoltStore keeps
+	// settled holds in its file and released or expired ones in memory,
+	// so a restart forgets the latter (as it releases live holds).
 	Retention time.Duration
 
 	// LockTimeout is how long OpenBolt waits for the file lock held by
@@ -54,6 +56,13 @@ type Options struct {
 	// openFile, when set, opens BoltStore's file instead of os.OpenFile:
 	// tests make the store's writes fail with it.
 	openFile func(name string, flag int, perm os.FileMode) (*os.File, error)
+	// maxClosedHolds, when set, replaces defaultMaxClosedHolds, the cap on
+	// the closed holds BoltStore remembers in memory (boltholds.go).
+	maxClosedHolds int
+	// releasedKeep, when set, replaces releasedKeep, the least time
+	// BoltStore remembers a released hold (the differential test
+	// compares it with Redis, which remembers it for Retention).
+	releasedKeep time.Duration
 }
 
 // withDefaults returns o with every zero field set to its default.
