@@ -18,7 +18,15 @@
 // and redis-server used in the measured windows divided by the requests
 // served: unlike throughput it does not depend on how much of a shared
 // machine the run got, so it compares well between runs, and "added
-// CPU/req" is what metering costs per request.
+// CPU/req" is what metering costs per request. Allocs/req counts the heap
+// allocations of this process in the same window, per request.
+//
+// A last table drives tollgate alone for a customer with a near-zero
+// balance: 0.000001 credits, less than one request's estimate, so every
+// request goes to the store for a hold of its own and is refused with 402
+// before anything is forwarded. It shows what the refusal path costs (one
+// store decision per request, on the embedded store no write at all) and
+// has no bare counterpart.
 //
 // Everything but Redis runs in this one process and shares its CPUs: the
 // load generator, the upstream and the proxy under test. The absolute
@@ -42,6 +50,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -166,6 +175,12 @@ func run(args []string, out io.Writer) error {
 	}); err != nil {
 		return fmt.Errorf("credit the bench customer: %w", err)
 	}
+	// Less than one request's estimate: every request of it is refused.
+	if _, err := store.Credit(context.Background(), ledger.Credit{
+		Customer: lowCustomer, Amount: 1, Kind: ledger.KindGrant, Key: "bench",
+	}); err != nil {
+		return fmt.Errorf("credit the near-zero customer: %w", err)
+	}
 
 	var profile *os.File
 	if o.cpuProfile != "" {
@@ -178,8 +193,8 @@ func run(args []string, out io.Writer) error {
 	fmt.Fprintf(out, "tollgate bench: %s, GOMAXPROCS=%d, %d CPUs, store=%s, %s × %d rounds per case, SSE %d content events\n\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.store, o.duration, o.rounds, o.events)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tthroughput ratio\tadded p50\tadded p99\tadded CPU/req\t")
-	cpu := func() cpuTime { return cpuTime{process: processCPU(), store: storeCPU()} }
+	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tallocs/req\tthroughput ratio\tadded p50\tadded p99\tadded CPU/req\tadded allocs/req\t")
+	cpu := func() cpuTime { return cpuTime{process: processCPU(), store: storeCPU(), allocs: heapAllocs()} }
 	var split []string // where tollgate's CPU went, per case
 	for _, mode := range o.modes {
 		for _, n := range o.clients {
@@ -195,7 +210,7 @@ func run(args []string, out io.Writer) error {
 							return err
 						}
 					}
-					m, err := measure(tgt.addr, mode, n, o, cpu)
+					m, err := measure(tgt.addr, mode, customer, n, o, cpu)
 					if tgt.name == "tollgate" && profile != nil {
 						pprof.StopCPUProfile()
 					}
@@ -208,9 +223,9 @@ func run(args []string, out io.Writer) error {
 			bp50, bp99 := b.percentiles()
 			tp50, tp99 := t.percentiles()
 			label := map[string]string{"json": "JSON", "sse": "SSE TTFB"}[mode]
-			fmt.Fprintf(tw, "%s\t%d\tbare\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", label, n, b.rate(), ms(bp50), ms(bp99), us(b.cpuPerRequest()))
-			fmt.Fprintf(tw, "%s\t%d\ttollgate\t%.0f\t%s\t%s\t%s\t%.3f×\t%+.3fms\t%+.3fms\t%+.0fµs\t\n", label, n, t.rate(), ms(tp50), ms(tp99), us(t.cpuPerRequest()),
-				t.rate()/b.rate(), msf(tp50-bp50), msf(tp99-bp99), float64(t.cpuPerRequest()-b.cpuPerRequest())/float64(time.Microsecond))
+			fmt.Fprintf(tw, "%s\t%d\tbare\t%.0f\t%s\t%s\t%s\t%.0f\t\t\t\t\t\t\n", label, n, b.rate(), ms(bp50), ms(bp99), us(b.cpuPerRequest()), b.allocsPerRequest())
+			fmt.Fprintf(tw, "%s\t%d\ttollgate\t%.0f\t%s\t%s\t%s\t%.0f\t%.3f×\t%+.3fms\t%+.3fms\t%+.0fµs\t%+.0f\t\n", label, n, t.rate(), ms(tp50), ms(tp99), us(t.cpuPerRequest()), t.allocsPerRequest(),
+				t.rate()/b.rate(), msf(tp50-bp50), msf(tp99-bp99), float64(t.cpuPerRequest()-b.cpuPerRequest())/float64(time.Microsecond), t.allocsPerRequest()-b.allocsPerRequest())
 			if o.store == "redis" {
 				split = append(split, fmt.Sprintf("%s, %d clients: tollgate %s = %s in this process + %s in redis-server; bare %s",
 					label, n, us(t.cpuPerRequest()), us(t.cpu.process/time.Duration(t.n)), us(t.cpu.store/time.Duration(t.n)), us(b.cpuPerRequest())))
@@ -218,6 +233,9 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if err := nearZero(out, tollgate.Addr, o, cpu); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "\nthroughput ratio = tollgate req/s ÷ bare req/s (medians of the rounds); added = tollgate − bare")
@@ -242,7 +260,34 @@ func startProfile(f *os.File) error {
 	return pprof.StartCPUProfile(f)
 }
 
-const customer = "bench-customer"
+// customer has credits for every request of the run; lowCustomer has
+// 0.000001, less than one request's estimate.
+const (
+	customer    = "bench-customer"
+	lowCustomer = "bench-near-zero"
+)
+
+// nearZero measures tollgate alone for lowCustomer, whose every JSON
+// request is refused with 402, at each number of clients, and prints its
+// table.
+func nearZero(out io.Writer, addr string, o options, cpu func() cpuTime) error {
+	fmt.Fprintln(out, "\nnear-zero balance (0.000001 credits, below one request's estimate: every request is refused with 402, not forwarded):")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tallocs/req\t")
+	for _, n := range o.clients {
+		var r result
+		for range o.rounds {
+			m, err := measure(addr, "refused", lowCustomer, n, o, cpu)
+			if err != nil {
+				return fmt.Errorf("tollgate near-zero %d clients: %w", n, err)
+			}
+			r.add(m)
+		}
+		p50, p99 := r.percentiles()
+		fmt.Fprintf(tw, "JSON 402\t%d\ttollgate\t%.0f\t%s\t%s\t%s\t%.0f\t\n", n, r.rate(), ms(p50), ms(p99), us(r.cpuPerRequest()), r.allocsPerRequest())
+	}
+	return tw.Flush()
+}
 
 // tollgateConfig meters the chat route at list prices; the bench customer's
 // balance is large enough that nothing is refused.
@@ -450,11 +495,25 @@ type result struct {
 	n         int
 }
 
-// cpuTime is CPU time used by this process and by the store's server.
-type cpuTime struct{ process, store time.Duration }
+// cpuTime is CPU time used by this process and by the store's server,
+// and the heap allocations of this process.
+type cpuTime struct {
+	process, store time.Duration
+	allocs         uint64
+}
 
 func (c cpuTime) minus(d cpuTime) cpuTime {
-	return cpuTime{process: c.process - d.process, store: c.store - d.store}
+	return cpuTime{process: c.process - d.process, store: c.store - d.store, allocs: c.allocs - d.allocs}
+}
+
+// heapAllocs returns how many heap objects this process has allocated.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 func (r *result) add(s sample) {
@@ -462,7 +521,14 @@ func (r *result) add(s sample) {
 	r.latencies = append(r.latencies, s.latencies...)
 	r.cpu.process += s.cpu.process
 	r.cpu.store += s.cpu.store
+	r.cpu.allocs += s.cpu.allocs
 	r.n += s.n
+}
+
+// allocsPerRequest is the heap allocations of all rounds divided by their
+// requests.
+func (r *result) allocsPerRequest() float64 {
+	return float64(r.cpu.allocs) / float64(r.n)
 }
 
 // cpuPerRequest is the CPU time of all rounds divided by their requests.
@@ -492,10 +558,11 @@ func msf(d time.Duration) float64 {
 	return float64(d) / float64(time.Millisecond)
 }
 
-// measure runs clients concurrent loops of requests against addr for the
-// warm-up and then the measured duration, and reads cpu at the start and
-// the end of the measured window.
-func measure(addr, mode string, clients int, o options, cpu func() cpuTime) (sample, error) {
+// measure runs clients concurrent loops of requests of cust against addr
+// for the warm-up and then the measured duration, and reads cpu at the
+// start and the end of the measured window. mode is json, sse, or refused
+// (JSON requests that must be answered 402).
+func measure(addr, mode, cust string, clients int, o options, cpu func() cpuTime) (sample, error) {
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: clients,
 		DisableCompression:  true, // as an SDK talking to a local sidecar
@@ -503,6 +570,10 @@ func measure(addr, mode string, clients int, o options, cpu func() cpuTime) (sam
 	defer client.CloseIdleConnections()
 	endpoint := "http://" + addr + "/v1/chat/completions"
 	body := requestBodies[mode]
+	want := http.StatusOK
+	if mode == "refused" {
+		body, want = requestBodies["json"], http.StatusPaymentRequired
+	}
 
 	var (
 		mu      sync.Mutex
@@ -530,7 +601,7 @@ func measure(addr, mode string, clients int, o options, cpu func() cpuTime) (sam
 				if t0.After(deadline) {
 					break
 				}
-				d, err := once(client, endpoint, body, mode == "sse")
+				d, err := once(client, endpoint, cust, body, mode == "sse", want)
 				if err != nil {
 					mu.Lock()
 					if firstEr == nil {
@@ -560,23 +631,24 @@ func measure(addr, mode string, clients int, o options, cpu func() cpuTime) (sam
 	return sample{n: n, elapsed: o.duration, cpu: cpuUsed, latencies: all}, nil
 }
 
-// once sends one request and returns its latency: until the body's end for
-// JSON, until its first byte for SSE (then it drains the stream).
-func once(c *http.Client, endpoint string, body []byte, sse bool) (time.Duration, error) {
+// once sends one request of cust and returns its latency: until the
+// body's end for JSON, until its first byte for SSE (then it drains the
+// stream). A status other than want is an error.
+func once(c *http.Client, endpoint, cust string, body []byte, sse bool, want int) (time.Duration, error) {
 	req, err := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer sk-app")
-	req.Header.Set("X-Tollgate-Customer", customer)
+	req.Header.Set("X-Tollgate-Customer", cust)
 	t0 := time.Now()
 	res, err := c.Do(req)
 	if err != nil {
 		return 0, err
 	}
 	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
+	if res.StatusCode != want {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 512))
 		return 0, fmt.Errorf("status %d: %s", res.StatusCode, b)
 	}
