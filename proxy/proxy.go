@@ -76,6 +76,7 @@ type Server struct {
 	m         *metrics
 	transport http.RoundTripper
 	buffers   *bufferPool
+	settlers  *settlers
 	stdlog    *log.Logger
 	retryFor  time.Duration
 	health    storeHealth
@@ -155,6 +156,7 @@ func New(set *Settings, store Store, opts Options) (*Server, error) {
 		m:         m,
 		transport: opts.Transport,
 		buffers:   newBufferPool(),
+		settlers:  newSettlers(),
 		// ReverseProxy logs body copy errors; ours are logged with the
 		// request's context already, so its lines only matter when
 		// debugging.

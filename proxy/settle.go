@@ -15,7 +15,7 @@ import (
 )
 
 // Settlement runs off the request path: the handler hands the hold over
-// and returns, and a goroutine settles it, typically within a millisecond
+// and returns, and a settler (settlers.go) settles it, typically within a millisecond
 // or two of the last byte. Each attempt runs on the request's context
 // without its cancellation (the client being gone must not stop the
 // charge) and with settle_timeout. A failed attempt is retried with
@@ -44,10 +44,10 @@ func (s *Server) settle(ex *exchange, u meter.Usage, reason string) (cost money.
 	}
 	ex.stopTimer()
 	u, cost = s.chargeFor(ex, u)
-	go func() {
+	s.settlers.run(func() {
 		defer s.busy.Add(-1)
 		s.settleWithRetries(ex, u, cost, reason)
-	}()
+	})
 	return cost, true
 }
 
@@ -57,10 +57,10 @@ func (s *Server) release(ex *exchange, reason string) {
 		return
 	}
 	ex.stopTimer()
-	go func() {
+	s.settlers.run(func() {
 		defer s.busy.Add(-1)
 		s.releaseWithRetries(ex, reason)
-	}()
+	})
 }
 
 // settleWithRetries charges ex's hold cost for u (as chargeFor returned
