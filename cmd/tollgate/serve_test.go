@@ -661,9 +661,10 @@ func (c *child) logged(t *testing.T, msg string) {
 	}
 }
 
-// TestServeKill9: holds of a tollgate killed with SIGKILL mid-stream are
-// not settled, but stop counting once hold_ttl passes, so the customer's
-// credits come back without anyone's help.
+// TestServeKill9: the hold of a request cut by SIGKILL mid-stream is not
+// settled; on the embedded store holds live in the process's memory, so
+// the customer's credits are available again at once, with the balance
+// the file holds intact.
 func TestServeKill9(t *testing.T) {
 	const ttl = 3 * time.Second
 	dir := t.TempDir()
@@ -682,7 +683,6 @@ func TestServeKill9(t *testing.T) {
 	}
 	defer res.Body.Close()
 	reserved := res.Header.Get("X-Tollgate-Reserved")
-	heldAt := time.Now()
 	if _, err := bufio.NewReader(res.Body).ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
@@ -698,28 +698,11 @@ func TestServeKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if time.Since(heldAt) < ttl && a.Reserved.String() != reserved {
-		t.Errorf("right after the kill: reserved %s, want the hold %s", a.Reserved, reserved)
+	if reserved == "" || reserved == "0.000000" {
+		t.Fatalf("the request held %q; want a hold to lose", reserved)
 	}
-	deadline := heldAt.Add(ttl + 2*time.Second)
-	for {
-		a, err = st.Account(context.Background(), "acme")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a.Reserved == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the hold still counts %s after hold_ttl: %+v", time.Since(heldAt), a)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if time.Since(heldAt) < ttl-500*time.Millisecond {
-		t.Errorf("the hold stopped counting after %s, before hold_ttl %s", time.Since(heldAt), ttl)
-	}
-	if a.Balance != mustParse(t, "10") || a.Available != a.Balance {
-		t.Errorf("after the TTL: %+v", a)
+	if a.Reserved != 0 || a.Balance != mustParse(t, "10") || a.Available != a.Balance {
+		t.Errorf("right after the kill: %+v; want the hold of %s released and the balance intact", a, reserved)
 	}
 }
 
