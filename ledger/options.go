@@ -35,7 +35,9 @@ type Options struct {
 	// DefaultRetention; negative is treated as zero. Credit idempotency
 	// keys are not affected: they are kept forever. BoltStore keeps
 	// settled holds in its file and released or expired ones in memory,
-	// so a restart forgets the latter (as it releases live holds).
+	// so a restart forgets the latter (as it releases live holds); it
+	// remembers a released hold for max(its ttl, 5 min) only, and caps the
+	// number it remembers (boltholds.go).
 	Retention time.Duration
 
 	// LockTimeout is how long OpenBolt waits for the file lock held by
