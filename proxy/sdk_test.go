@@ -18,6 +18,24 @@ import (
 	"github.com/tollgate-dev/tollgate/proxy"
 )
 
+// drainOnClose is an openai-go middleware whose response body, when
+// closed, first reads on to its end: http.Response.Trailer is filled only
+// at EOF, and the SDK may close a stream at [DONE], before it.
+func drainOnClose(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+	res, err := next(req)
+	if err == nil {
+		res.Body = drainingBody{res.Body}
+	}
+	return res, err
+}
+
+type drainingBody struct{ io.ReadCloser }
+
+func (b drainingBody) Close() error {
+	_, _ = io.Copy(io.Discard, b.ReadCloser)
+	return b.ReadCloser.Close()
+}
+
 // TestOpenAISDK points the official Go SDK at the proxy, as an application
 // would: its base URL and the customer header are all that change.
 func TestOpenAISDK(t *testing.T) {
@@ -65,7 +83,10 @@ func TestOpenAISDK(t *testing.T) {
 		h.grant(cust, "10")
 		c := client(cust)
 		var raw *http.Response
-		stream := c.Chat.Completions.NewStreaming(ctx, params, option.WithResponseInto(&raw))
+		// The SDK may close the body as soon as it has [DONE], before
+		// the end that carries the trailer: a middleware that reads the
+		// body to its end on Close is how an application gets the cost.
+		stream := c.Chat.Completions.NewStreaming(ctx, params, option.WithResponseInto(&raw), option.WithMiddleware(drainOnClose))
 		var acc openai.ChatCompletionAccumulator
 		for stream.Next() {
 			acc.AddChunk(stream.Current())
@@ -76,9 +97,9 @@ func TestOpenAISDK(t *testing.T) {
 		if got := raw.Header.Get(proxy.HeaderAvailable); got != "10.000000" {
 			t.Errorf("%s %q, want 10.000000 before the request", proxy.HeaderAvailable, got)
 		}
-		// The SDK stops at [DONE]; the trailer arrives with the body's
-		// end, which reading on to EOF reaches.
-		io.Copy(io.Discard, raw.Body)
+		if err := stream.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if got, want := raw.Trailer.Get(proxy.HeaderCost), (-h.settled(cust, 1)[0].Amount).String(); got != want {
 			t.Errorf("trailer %s %q, want the ledger's charge %s", proxy.HeaderCost, got, want)
 		}
