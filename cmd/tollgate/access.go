@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"maps"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,30 +47,9 @@ type accessAnswer struct {
 
 // runAccess is `tollgate access ID`.
 func runAccess(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlagSet("access", "ID",
-		"Show what a customer may use right now: the plan and where it comes from (an admin\noverride, the Stripe subscription, or the default plan), the subscription, the\ncredits, and the models and routes the plan allows.")
-	opts := addClientFlags(f, 30*time.Second)
-	args, err := f.parse(args, stdout)
-	if err != nil {
-		return done(err)
-	}
-	if err := f.wantArgs(args, "ID"); err != nil {
+	_, data, err := getCustomer(ctx, "access", "Show what a customer may use right now: the plan and where it comes from (an admin\noverride, the Stripe subscription, or the default plan), the subscription, the\ncredits, and the models and routes the plan allows.", args, stdout, "access")
+	if err != nil || data == nil {
 		return err
-	}
-	id := args[0]
-	if err := requireID(f, id); err != nil {
-		return err
-	}
-	c, err := newClient(opts)
-	if err != nil {
-		return err
-	}
-	data, err := c.call(ctx, http.MethodGet, customerPath(id, "access"), nil, nil)
-	if err != nil {
-		return err
-	}
-	if *opts.json {
-		return printJSON(stdout, data)
 	}
 	var a accessAnswer
 	if err := decodeAnswer(data, &a, "an access answer"); err != nil {

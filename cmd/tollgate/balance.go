@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/ledger"
@@ -11,28 +10,9 @@ import (
 
 // runBalance is `tollgate balance ID`.
 func runBalance(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlagSet("balance", "ID", "Show a customer's balance, the credits reserved by requests in flight, what is\navailable, any debt, and the credits that expire next. A customer never seen has zeros.")
-	opts := addClientFlags(f, 30*time.Second)
-	args, err := f.parse(args, stdout)
-	if err != nil {
-		return done(err)
-	}
-	if err := f.wantArgs(args, "ID"); err != nil {
+	_, data, err := getCustomer(ctx, "balance", "Show a customer's balance, the credits reserved by requests in flight, what is\navailable, any debt, and the credits that expire next. A customer never seen has zeros.", args, stdout)
+	if err != nil || data == nil {
 		return err
-	}
-	if err := requireID(f, args[0]); err != nil {
-		return err
-	}
-	c, err := newClient(opts)
-	if err != nil {
-		return err
-	}
-	data, err := c.call(ctx, http.MethodGet, customerPath(args[0]), nil, nil)
-	if err != nil {
-		return err
-	}
-	if *opts.json {
-		return printJSON(stdout, data)
 	}
 	var a ledger.Account
 	if err := decodeAnswer(data, &a, "an account"); err != nil {

@@ -178,6 +178,39 @@ func (c *adminClient) statusError(res *http.Response, data []byte) error {
 	return e
 }
 
+// getCustomer runs the part the commands that read one customer's
+// resource share (balance, lots, access): it parses `name ID` with the
+// client flags, GETs the customer's path (sub below it), and under
+// --json prints the raw answer. It returns the answer for the command to
+// print and the customer's id, or a nil answer when there is nothing
+// left to do (--help, --json).
+func getCustomer(ctx context.Context, name, help string, args []string, stdout io.Writer, sub ...string) (id string, data []byte, err error) {
+	f := newFlagSet(name, "ID", help)
+	opts := addClientFlags(f, 30*time.Second)
+	args, err = f.parse(args, stdout)
+	if err != nil {
+		return "", nil, done(err)
+	}
+	if err := f.wantArgs(args, "ID"); err != nil {
+		return "", nil, err
+	}
+	if err := requireID(f, args[0]); err != nil {
+		return "", nil, err
+	}
+	c, err := newClient(opts)
+	if err != nil {
+		return "", nil, err
+	}
+	data, err = c.call(ctx, http.MethodGet, customerPath(args[0], sub...), nil, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	if *opts.json {
+		return args[0], nil, printJSON(stdout, data)
+	}
+	return args[0], data, nil
+}
+
 // customerPath is the escaped admin API path of a customer's resource.
 func customerPath(id string, rest ...string) string {
 	p := "/v1/customers/" + url.PathEscape(id)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -12,30 +11,9 @@ import (
 
 // runLots is `tollgate lots ID`.
 func runLots(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlagSet("lots", "ID",
-		"List a customer's active credit lots in the order they are spent: lowest priority\nfirst, then the earliest expiry (never last), then the oldest. Each lot is what is\nleft of one credit.")
-	opts := addClientFlags(f, 30*time.Second)
-	args, err := f.parse(args, stdout)
-	if err != nil {
-		return done(err)
-	}
-	if err := f.wantArgs(args, "ID"); err != nil {
+	id, data, err := getCustomer(ctx, "lots", "List a customer's active credit lots in the order they are spent: lowest priority\nfirst, then the earliest expiry (never last), then the oldest. Each lot is what is\nleft of one credit.", args, stdout, "lots")
+	if err != nil || data == nil {
 		return err
-	}
-	id := args[0]
-	if err := requireID(f, id); err != nil {
-		return err
-	}
-	c, err := newClient(opts)
-	if err != nil {
-		return err
-	}
-	data, err := c.call(ctx, http.MethodGet, customerPath(id, "lots"), nil, nil)
-	if err != nil {
-		return err
-	}
-	if *opts.json {
-		return printJSON(stdout, data)
 	}
 	var res struct {
 		Lots []ledger.Lot `json:"lots"`
