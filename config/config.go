@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/meter"
 	"github.com/tollgate-dev/tollgate/plan"
 	"github.com/tollgate-dev/tollgate/stripesync"
@@ -205,6 +206,45 @@ type Store struct {
 	// healthy. Settlements have their own bound, settle_timeout, and are
 	// retried. Must be > 0.
 	Timeout time.Duration
+	// Leases configures credit leases on Redis (YAML "store.leases"); the
+	// embedded store ignores it.
+	Leases Leases
+}
+
+// Leases configures credit leases (ledger.LeaseStore): a replica that
+// serves a customer often reserves a slice of the customer's credits as
+// one hold of its own and takes that customer's request holds from it in
+// memory, sending the charges to Redis in one script per customer every
+// FlushInterval.
+type Leases struct {
+	// Enabled turns leases on (YAML "store.leases.enabled"). Default
+	// true with store.redis_url.
+	Enabled *bool
+	// FlushInterval is how often a replica sends its leased charges to
+	// Redis and renews its leases (YAML "store.leases.flush_interval"):
+	// a replica killed with kill -9 loses at most this much of
+	// settlements. Default 50ms; 1ms to 100ms.
+	FlushInterval time.Duration
+	// TTL is how long a lease lives without a renewal (YAML
+	// "store.leases.ttl"): the unused credits of a replica that died stay
+	// out of reach this long. Default 10s.
+	TTL time.Duration
+	// Share is the most of a customer's available credits one lease may
+	// take, in percent (YAML "store.leases.share"). Default 25; 1 to 100.
+	Share int64
+}
+
+// Equal reports whether s and o configure the same store (Leases.Enabled
+// compared by value, not by pointer).
+func (s Store) Equal(o Store) bool {
+	on := s.LeasesOn() == o.LeasesOn()
+	s.Leases.Enabled, o.Leases.Enabled = nil, nil
+	return on && s == o
+}
+
+// LeasesOn reports whether leases are on: with Redis, unless turned off.
+func (s Store) LeasesOn() bool {
+	return s.RedisURL != "" && (s.Leases.Enabled == nil || *s.Leases.Enabled)
 }
 
 // Route is one metered endpoint.
@@ -344,9 +384,10 @@ type StripePrice = stripesync.Price
 // routes.
 func Default() *Config {
 	return &Config{
-		Listen:             DefaultListen,
-		Admin:              Admin{Listen: DefaultAdminListen},
-		Store:              Store{Path: DefaultStorePath, HoldTTL: DefaultHoldTTL, SweepInterval: DefaultSweepInterval, Timeout: DefaultStoreTimeout},
+		Listen: DefaultListen,
+		Admin:  Admin{Listen: DefaultAdminListen},
+		Store: Store{Path: DefaultStorePath, HoldTTL: DefaultHoldTTL, SweepInterval: DefaultSweepInterval, Timeout: DefaultStoreTimeout,
+			Leases: Leases{FlushInterval: ledger.DefaultLeaseFlush, TTL: ledger.DefaultLeaseTTL, Share: ledger.DefaultLeaseShare}},
 		CustomerHeader:     DefaultCustomerHeader,
 		MaxRequestBytes:    DefaultMaxRequestBytes,
 		RequestBodyTimeout: DefaultRequestBodyTimeout,

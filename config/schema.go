@@ -17,7 +17,8 @@ import (
 var (
 	rootKeys   = []string{"listen", "admin", "store", "customer_header", "max_request_bytes", "request_body_timeout", "shutdown_timeout", "settle_timeout", "max_request_duration", "routes", "stripe", "events", "plans", "default_plan"}
 	adminKeys  = []string{"listen", "token"}
-	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout"}
+	storeKeys  = []string{"redis_url", "path", "hold_ttl", "sweep_interval", "timeout", "leases"}
+	leaseKeys  = []string{"enabled", "flush_interval", "ttl", "share"}
 	routeKeys  = []string{"path", "api", "upstream", "headers", "max_output_tokens", "stream_usage", "model_from", "server_tools", "prices"}
 	stripeKeys = []string{"webhook_secret", "webhook_secrets", "api_key", "api_base", "livemode", "prices", "reconcile_interval", "reconcile_window", "past_due_grace"}
 	creditKeys = []string{"credits", "expires", "grace", "priority", "plan"}
@@ -48,12 +49,17 @@ func (p *parser) root(n *yaml.Node) {
 	p.str(admin, "listen", &c.Admin.Listen)
 	p.str(admin, "token", &c.Admin.Token)
 
-	store := p.mapping(f.vals["store"].val, "store", "a mapping with redis_url, path, hold_ttl, sweep_interval and timeout", storeKeys)
+	store := p.mapping(f.vals["store"].val, "store", "a mapping with redis_url, path, hold_ttl, sweep_interval, timeout and leases", storeKeys)
 	p.str(store, "redis_url", &c.Store.RedisURL)
 	p.str(store, "path", &c.Store.Path)
 	p.duration(store, "hold_ttl", &c.Store.HoldTTL)
 	p.duration(store, "sweep_interval", &c.Store.SweepInterval)
 	p.duration(store, "timeout", &c.Store.Timeout)
+	leases := p.mapping(store.vals["leases"].val, "store.leases", "a mapping with enabled, flush_interval, ttl and share", leaseKeys)
+	p.boolean(leases, "enabled", "true lets a replica lease credits of busy customers from Redis, false reserves every request in Redis", &c.Store.Leases.Enabled)
+	p.duration(leases, "flush_interval", &c.Store.Leases.FlushInterval)
+	p.duration(leases, "ttl", &c.Store.Leases.TTL)
+	p.integer(leases, "share", "25 for 25 percent", &c.Store.Leases.Share)
 
 	p.routes(f)
 	p.stripe(f.vals["stripe"].val)

@@ -162,6 +162,16 @@ func (k *checker) store() {
 	k.positive("store.hold_ttl", s.HoldTTL, "10m")
 	k.positive("store.sweep_interval", s.SweepInterval, "1m")
 	k.positive("store.timeout", s.Timeout, "500ms")
+	l := s.Leases
+	if l.FlushInterval < time.Millisecond || l.FlushInterval > ledger.MaxLeaseFlush {
+		k.errorf("store.leases.flush_interval", "is %v; want 1ms to %v (charges of a killed replica not yet flushed are lost; DESIGN bounds settlement at 1s)", l.FlushInterval, ledger.MaxLeaseFlush)
+	}
+	if l.TTL < 2*l.FlushInterval {
+		k.errorf("store.leases.ttl", "is %v; want at least twice store.leases.flush_interval, e.g. 10s", l.TTL)
+	}
+	if l.Share < 1 || l.Share > 100 {
+		k.errorf("store.leases.share", "is %d; want a percentage from 1 to 100, e.g. 25", l.Share)
+	}
 }
 
 // reservedHeaders are headers the proxy itself must control, so neither a

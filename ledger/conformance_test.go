@@ -207,8 +207,18 @@ func backends() []*backend {
 		},
 		{name: "redis"},
 		{name: "cluster"},
+		{name: "redis-leases"},
 	}
 }
+
+// conformanceLeases lease from the first reservation, as much as is
+// available, and sync often, so that the conformance tests run on lent
+// holds wherever a lease can serve them.
+var conformanceLeases = ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 5 * time.Millisecond}
+
+// leaseLent and leaseReserved add up the redis-leases stores' holds taken
+// from a lease and from Redis: TestConformance checks that leases served.
+var leaseLent, leaseReserved atomic.Int64
 
 // setupRedis fills in b's open and forget for the redis and cluster
 // backends, starting the servers for the lifetime of t.
@@ -216,7 +226,7 @@ func setupRedis(t *testing.T, b *backend) {
 	var newClient func() redis.UniversalClient
 	var admin redis.UniversalClient
 	switch b.name {
-	case "redis":
+	case "redis", "redis-leases":
 		srv := redistest.Start(t)
 		newClient = func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: srv.Addr}) }
 	case "cluster":
@@ -229,6 +239,16 @@ func setupRedis(t *testing.T, b *backend) {
 	t.Cleanup(func() { admin.Close() })
 	b.admin = admin
 	b.open = func(t *testing.T, opts ledger.Options) store {
+		if b.name == "redis-leases" {
+			s := ledger.NewLeaseStore(newClient(), opts, conformanceLeases)
+			t.Cleanup(func() {
+				st := s.Stats()
+				leaseLent.Add(st.Lent)
+				leaseReserved.Add(st.Reserved)
+				s.Close()
+			})
+			return s
+		}
 		s := ledger.NewRedisStore(newClient(), opts)
 		t.Cleanup(func() { s.Close() })
 		return s
@@ -334,6 +354,15 @@ func TestConformance(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					tc.fn(t, newEnv(t, b, tc.opts))
 				})
+			}
+			if b.name == "redis-leases" && b.admin != nil {
+				// Most holds of the suite must have come from a lease,
+				// or it tested the per-request path twice.
+				lent, reserved := leaseLent.Load(), leaseReserved.Load()
+				t.Logf("holds lent %d, reserved in Redis %d", lent, reserved)
+				if lent < reserved {
+					t.Errorf("holds lent %d, reserved in Redis %d: leases served too few", lent, reserved)
+				}
 			}
 		})
 	}

@@ -90,3 +90,12 @@ func (s *BoltStore) UsedBytes() (int64, error) {
 	st := s.db.Stats()
 	return size - int64(st.FreePageN+st.PendingPageN)*int64(s.db.Info().PageSize), err
 }
+
+// Crash stops s's syncs without syncing or giving anything back, and
+// closes its client, as a replica killed with kill -9 would.
+func (s *LeaseStore) Crash() {
+	s.crashed.Store(true)
+	s.closing.Do(func() { close(s.stop) })
+	<-s.done
+	s.RedisStore.Close()
+}

@@ -407,6 +407,9 @@ type InsufficientCreditsError struct {
 	// Reserved is the sum of the customer's other live holds at the time
 	// of the refusal, so that Available+Reserved is the balance.
 	Reserved money.Micros
+	// Lent is the part of Reserved that replicas' leases hold and no
+	// request uses (LeaseStore); 0 on the embedded store.
+	Lent money.Micros
 }
 
 func (e *InsufficientCreditsError) Error() string {

@@ -42,7 +42,7 @@ func TestEventsConformance(t *testing.T) {
 			for _, tc := range eventTests {
 				t.Run(tc.name, func(t *testing.T) {
 					e := newEnv(t, b, eventOpts)
-					if rs, ok := e.s.(*ledger.RedisStore); ok {
+					if rs, ok := redisOf(e.s); ok {
 						t.Cleanup(func() {
 							for _, c := range e.customers {
 								rs.RawClient().Del(context.Background(), ledger.OutboxKey(c))
@@ -388,7 +388,7 @@ func TestEventsOff(t *testing.T) {
 			if _, err := e.s.(ledger.Outbox).Events(ctx, 0, 10); !errors.Is(err, ledger.ErrEventsOff) {
 				t.Fatalf("Events: %v", err)
 			}
-			if rs, ok := e.s.(*ledger.RedisStore); ok {
+			if rs, ok := redisOf(e.s); ok {
 				if n := rs.RawClient().Exists(ctx, ledger.OutboxKey(c)).Val(); n != 0 {
 					t.Fatal("an outbox was written with events off")
 				}
@@ -406,7 +406,7 @@ func TestRedisEventMoves(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			setupRedis(t, b)
 			e := newEnv(t, b, eventOpts)
-			rs := e.s.(*ledger.RedisStore)
+			rs, _ := redisOf(e.s)
 			rc := rs.RawClient()
 			c := e.customer("moves")
 			t.Cleanup(func() { rc.Del(context.Background(), ledger.OutboxKey(c)) })

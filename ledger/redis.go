@@ -142,11 +142,11 @@ func (s *RedisStore) reserve(ctx context.Context, customer, holdID string, amoun
 	case reserveOK:
 		return available, nil
 	case reserveInsufficient:
-		reserved := money.Micros(r.int(2))
+		reserved, lent := money.Micros(r.int(2)), money.Micros(r.int(3))
 		if r.err != nil {
 			return 0, fmt.Errorf("reserve %s: %w", holdID, r.err)
 		}
-		return 0, &InsufficientCreditsError{Customer: customer, Available: available, Required: amount, Reserved: reserved}
+		return 0, &InsufficientCreditsError{Customer: customer, Available: available, Required: amount, Reserved: reserved, Lent: lent}
 	case reserveSuspended:
 		return 0, fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
 	case reserveDuplicate:

@@ -407,6 +407,20 @@ func redisStore(t testing.TB) *ledger.RedisStore {
 	return s
 }
 
+// testLeases lease after two requests and give a lease back soon after
+// the last, so that storms end with nothing reserved well within their
+// wait.
+var testLeases = ledger.LeaseOptions{MinRequests: 2, Idle: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond}
+
+// leaseStore is redisStore with credit leases (ledger.LeaseStore) on opts'
+// clock.
+func leaseStore(t testing.TB, opts ledger.Options) *ledger.LeaseStore {
+	t.Helper()
+	s := ledger.NewLeaseStore(redisClient(t), opts, testLeases)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 var customerSeq atomic.Int64
 
 // runID keeps customers of separate runs apart on a developer's own Redis

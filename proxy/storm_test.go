@@ -39,6 +39,24 @@ func TestStorm(t *testing.T) {
 		b := newHarness(t, harnessOptions{store: redisStore(t), upstream: up})
 		storm(t, a.store, a, b)
 	})
+	t.Run("redis with leases", func(t *testing.T) {
+		st := leaseStore(t, ledger.Options{})
+		h := newHarness(t, harnessOptions{store: st})
+		storm(t, h.store, h)
+		if st.Stats().Lent == 0 {
+			t.Errorf("no hold came from a lease: %+v", st.Stats())
+		}
+	})
+	t.Run("two instances sharing redis with leases", func(t *testing.T) {
+		up := newUpstream(t)
+		sa, sb := leaseStore(t, ledger.Options{}), leaseStore(t, ledger.Options{})
+		a := newHarness(t, harnessOptions{store: sa, upstream: up})
+		b := newHarness(t, harnessOptions{store: sb, upstream: up})
+		storm(t, a.store, a, b)
+		if sa.Stats().Lent+sb.Stats().Lent == 0 {
+			t.Errorf("no hold came from a lease: %+v, %+v", sa.Stats(), sb.Stats())
+		}
+	})
 }
 
 func storm(t *testing.T, st ledger.Store, instances ...*harness) {
@@ -167,6 +185,20 @@ func TestStormWhileLotsExpire(t *testing.T) {
 		for range 2 {
 			st := ledger.NewRedisStore(redisClient(t), ledger.Options{Now: clock.Now})
 			t.Cleanup(func() { st.Close() })
+			if first == nil {
+				first = st
+			}
+			hs = append(hs, newHarness(t, harnessOptions{store: st, now: clock.Now, upstream: up}))
+		}
+		stormLots(t, clock, first, hs...)
+	})
+	t.Run("two instances sharing redis with leases", func(t *testing.T) {
+		clock := newClock()
+		up := newUpstream(t)
+		var hs []*harness
+		var first ledger.Store
+		for range 2 {
+			st := leaseStore(t, ledger.Options{Now: clock.Now})
 			if first == nil {
 				first = st
 			}

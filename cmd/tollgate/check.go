@@ -99,6 +99,11 @@ func printConfig(w io.Writer, path string, c *config.Config) error {
 	t.printf("admin.listen\t%s\n", admin)
 	if c.Store.RedisURL != "" {
 		t.printf("store\tredis %s\n", redactRedisURL(c.Store.RedisURL))
+		if l := c.Store.Leases; c.Store.LeasesOn() {
+			t.printf("\tleases on: flush_interval %s, ttl %s, share %d%%\n", short(l.FlushInterval), short(l.TTL), l.Share)
+		} else {
+			t.printf("\tleases off: every request reserves in Redis\n")
+		}
 	} else {
 		t.printf("store\tembedded, file %s\n", c.Store.Path)
 	}

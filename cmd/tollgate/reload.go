@@ -53,7 +53,7 @@ func keepStartupSettings(running, next *config.Config, log *zap.Logger) *config.
 	}{
 		{"listen", next.Listen != running.Listen},
 		{"admin.listen", next.Admin.Listen != running.Admin.Listen},
-		{"store", next.Store != running.Store},
+		{"store", !next.Store.Equal(running.Store)},
 		{"stripe", !reflect.DeepEqual(next.Stripe, running.Stripe)},
 	} {
 		if d.changed {

@@ -23,7 +23,6 @@ import (
 
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/internal/proxyconfig"
-	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/proxy"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
@@ -166,8 +165,10 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 		Webhook:    syncer.WebhookHandler(),
 		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 	}
-	if rs, ok := st.(*ledger.RedisStore); ok {
-		adminOpts.AcceptDataLoss = rs.AcceptDataLoss
+	if rs, ok := st.(interface {
+		AcceptDataLoss(context.Context) error
+	}); ok {
+		adminOpts.AcceptDataLoss = rs.AcceptDataLoss // the Redis store's, with or without leases
 	}
 	deliverer := newDeliverer(cfg.Events, st, &adminOpts, reg, log.Named("events"))
 	adminHandler := px.AdminHandler(adminOpts)

@@ -58,7 +58,16 @@ func openStore(ctx context.Context, cfg config.Store, ev *ledger.EventOptions, l
 	if err != nil {
 		return nil, err
 	}
-	s := ledger.NewRedisStore(client, opts)
+	var s store
+	if cfg.LeasesOn() {
+		s = ledger.NewLeaseStore(client, opts, ledger.LeaseOptions{
+			FlushInterval: cfg.Leases.FlushInterval,
+			TTL:           cfg.Leases.TTL,
+			Share:         int(cfg.Leases.Share),
+		})
+	} else {
+		s = ledger.NewRedisStore(client, opts)
+	}
 	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	switch err := s.Ready(cctx); {

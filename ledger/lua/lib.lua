@@ -8,10 +8,12 @@
 --
 -- KEYS[1] -> tollgate:{<customer>}:account      hash: balance, reserved, seq, suspended,
 --                                                expire_at, forget_at, debt, lot_expire_at,
---                                                lots, head, head_rem (below)
+--                                                lots, head, head_rem (below), and for
+--                                                leases lfree, recall (lease.lua)
 -- KEYS[2] -> tollgate:{<customer>}:holds        hash: hold id -> live "<amount> <attempt>", or
 --                                                closed "<state> <forget_at_ms>[ <seq>]",
---                                                state e(xpired) | r(eleased) | s(ettled, by entry seq)
+--                                                state e(xpired) | r(eleased) | s(ettled, by entry seq);
+--                                                a lease's live value is "<amount> L<free>" (lease.lua)
 -- KEYS[3] -> tollgate:{<customer>}:hold:expiry  zset: live hold ids, score = expiry (unix ms)
 -- KEYS[4] -> tollgate:{<customer>}:hold:forget  zset: closed hold ids, score = forget-at (unix ms)
 -- KEYS[5] -> tollgate:{<customer>}:entries      hash: seq -> "<amount> <balance_after> <json>"
@@ -113,11 +115,21 @@ end
 local EMITTED = false -- an event was written: the reply says so (save_account)
 local EVENTS_MARK = 'tollgate:events' -- ledger.eventsMark
 
+-- lent returns the credits leases hold and no request uses (lease.lua):
+-- reserved, for the events' figures, leaves them out, since a lease is
+-- only lent, not spent. lease.lua keeps the current figure in a.lfree.
+local function lent(a)
+  if not a.lfree then
+    a.lfree = tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0
+  end
+  return a.lfree
+end
+
 -- emit writes event typ of the account a into the outbox; entry, amount
 -- and lot are numbers (0: none), text a string.
 local function emit(a, typ, entry, amount, lot, text)
   local n = redis.call('HINCRBY', K_OUTBOX, 'n', 1)
-  redis.call('HSET', K_OUTBOX, int(n), typ .. ' ' .. int(EV.now) .. ' ' .. int(a.balance) .. ' ' .. int(a.balance - a.reserved)
+  redis.call('HSET', K_OUTBOX, int(n), typ .. ' ' .. int(EV.now) .. ' ' .. int(a.balance) .. ' ' .. int(a.balance - a.reserved + lent(a))
     .. ' ' .. int(entry) .. ' ' .. int(amount) .. ' ' .. int(lot) .. ' ' .. text)
   EMITTED = true
 end
@@ -142,9 +154,9 @@ local function check_low(a, entry)
   if not EV or #EV.low == 0 then
     return
   end
-  local available = a.balance - a.reserved
+  local available = a.balance - a.reserved + lent(a)
   local v = redis.call('HGET', K_OUTBOX, 'low')
-  local prev = tonumber(v) or low_level(a.balance0 - a.reserved0)
+  local prev = tonumber(v) or low_level(a.balance0 - a.reserved0 + lent(a))
   for _, t in ipairs(EV.low) do
     if available < t and (prev == 0 or t < prev) then
       emit(a, 'balance.low', entry, t, 0, '')
@@ -286,15 +298,32 @@ local function expire_holds(a, now, retention, limit, force)
   else
     ids = redis.call('ZRANGEBYSCORE', K_HOLD_EXPIRY, '-inf', int(now))
   end
-  local n = 0
+  local n, lfree = 0, 0
   for _, id in ipairs(ids) do
     local v = redis.call('HGET', K_HOLDS, id)
-    local amount = v and live_amount(v)
+    local amount, tag
+    if v then
+      amount, tag = live_amount(v)
+    end
     if amount then
       a.reserved = a.reserved - amount
       close_hold(a, id, 'e', now, retention)
-      n = n + 1
+      if string.byte(tag, 1) == 76 then -- "L": a lease (lease.lua), not a request's hold
+        lfree = lfree + (tonumber(string.sub(tag, 2)) or 0)
+      else
+        n = n + 1
+      end
     end
+  end
+  if lfree > 0 then
+    -- An expired lease no longer lends its free part.
+    local left = (tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0) - lfree
+    if left > 0 then
+      redis.call('HSET', K_ACCOUNT, 'lfree', int(left))
+    else
+      redis.call('HDEL', K_ACCOUNT, 'lfree')
+    end
+    a.lfree = nil
   end
   if #ids > 0 then
     -- The ids are the set's lowest scores, so its first #ids ranks.

@@ -18,8 +18,14 @@
 --   {0, available after}  reserved (or this very call was already applied;
 --                         or, for amount 0 and a customer without entries,
 --                         allowed without storing a hold)
---   {1, available, reserved}  insufficient credits; reserved is the sum of
---                         the live holds, so available + reserved is the balance
+--   {1, available, reserved, lent}  insufficient credits; reserved is the
+--                         sum of the live holds, so available + reserved is
+--                         the balance; lent is the part of reserved that
+--                         leases hold unused (lease.lua). When lent would
+--                         make up the shortfall, the refusal also asks
+--                         every replica to give its lease back
+--                         (account.recall, for RECALL_MS): the caller may
+--                         retry once they had time to.
 --   {2, 0}                customer suspended
 --   {3, 0}                hold id already used (live or closed within retention)
 --   {4, version, subscription, order, override}
@@ -33,6 +39,7 @@ local expiry = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 local retention = tonumber(ARGV[5])
 local attempt = ARGV[6]
+local RECALL_MS = 2000 -- ledger.leaseRecall
 
 local a = current(now, retention)
 
@@ -68,7 +75,11 @@ if available < amount then
     redis.call('HSET', K_OUTBOX, 'dep', '1')
     emit(a, 'balance.depleted', 0, amount, 0, '')
   end
-  return save_account(a, {1, available, a.reserved})
+  local lfree = lent(a)
+  if lfree > 0 and available + lfree >= amount then
+    redis.call('HSET', K_ACCOUNT, 'recall', int(now + RECALL_MS))
+  end
+  return save_account(a, {1, available, a.reserved, lfree})
 end
 if amount == 0 and a.seq == 0 then
   -- A free request of a customer without entries: a zero hold holds

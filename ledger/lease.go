@@ -1,0 +1,853 @@
+package ledger
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// LeaseStore is a RedisStore whose replica leases credits: for a customer
+// it serves often, it reserves a slice of the available credits as one
+// hold of its own (the lease) and then takes the holds of that customer's
+// requests from the lease in memory, without a round trip to Redis. What
+// those holds become (a charge, a release, an expiry) goes to Redis in one
+// script per customer every LeaseOptions.FlushInterval (lease.lua), which
+// also renews the lease and sizes it anew. Every settled request still
+// appends its own charge entry, still idempotent per hold id: a Settle
+// returns once its charge is in Redis.
+//
+// What a lease never does:
+//
+//   - exceed LeaseOptions.Share percent of what is available to the
+//     customer (counting the lease), or grow while the customer is
+//     suspended;
+//   - keep another replica from credits: a reservation refused because
+//     leases hold what it needs asks every replica to give its unused
+//     lease back (account.recall; no lease grows for leaseRecall), and
+//     retries for up to LeaseOptions.RecallWait while they do. A replica
+//     whose lease is too small for a request gives back what it does not
+//     use and reserves that request in Redis, so as available nears a
+//     request's estimate every replica is back to per-request holds;
+//   - outlive its replica: it is a hold with LeaseOptions.TTL, renewed
+//     by the syncs; a replica killed with kill -9 frees it when it
+//     expires. The charges of that replica not synced yet (at most one
+//     FlushInterval of settlements) are lost with it.
+//
+// A replica lends only while its last sync succeeded less than
+// leaseFresh flush intervals ago, and not past the next lot expiry it
+// knows of: when Redis stops answering, reservations fail as they do
+// without leases, within that time. A change made through another
+// replica (a suspension, a debit, a plan change) reaches this one's
+// lending at its next sync, so up to one FlushInterval of requests may be
+// admitted under the old state; changes made through this store stop its
+// lending at once.
+//
+// Hold ids must be unique across replicas, as the proxy's request ids are
+// (128 random bits): a lent hold is checked against the live and recently
+// closed holds of this replica only. Account, on this replica, counts its
+// own lease as the holds it lends; another replica's unused lease reads as
+// reserved.
+type LeaseStore struct {
+	*RedisStore
+	opts    LeaseOptions
+	leaseID string
+
+	mu        sync.Mutex
+	customers map[string]*leaseCustomer
+
+	stop    chan struct{}
+	done    chan struct{}
+	closing sync.Once
+
+	lent, reserved, syncs, syncFailures atomic.Int64 // LeaseStats
+	crashed                             atomic.Bool  // a test's kill -9 (export_test.go)
+}
+
+// LeaseStats counts what a LeaseStore did since it opened.
+type LeaseStats struct {
+	// Lent holds were taken from a lease in memory; Reserved ones from
+	// Redis, per request.
+	Lent, Reserved int64
+	// Syncs are the lease.lua calls that succeeded, SyncFailures the
+	// ones that failed (their closes go with the next).
+	Syncs, SyncFailures int64
+}
+
+// Stats returns what s did since it opened.
+func (s *LeaseStore) Stats() LeaseStats {
+	return LeaseStats{Lent: s.lent.Load(), Reserved: s.reserved.Load(), Syncs: s.syncs.Load(), SyncFailures: s.syncFailures.Load()}
+}
+
+var _ Store = (*LeaseStore)(nil)
+
+// LeaseOptions configures leases (LeaseStore). The zero value is ready to
+// use.
+type LeaseOptions struct {
+	// FlushInterval is how often a replica syncs each lease: settled
+	// charges reach Redis within it. Zero means DefaultLeaseFlush.
+	FlushInterval time.Duration
+	// TTL is the lease's hold ttl, renewed by every sync: how long the
+	// unused credits of a replica that died stay out of reach. Zero means
+	// DefaultLeaseTTL.
+	TTL time.Duration
+	// Share is the most a lease takes of the credits available to the
+	// customer, in percent (1 to 100). Zero means DefaultLeaseShare.
+	Share int
+	// MinRequests is how many reservations of one customer a replica
+	// serves within a second before it takes a lease: a customer with
+	// fewer is cheaper served by per-request holds. Zero means
+	// DefaultLeaseMinRequests; negative leases from the first one.
+	MinRequests int
+	// Idle is how long a lease stays without a reservation before it is
+	// given back. Zero means DefaultLeaseIdle.
+	Idle time.Duration
+	// RecallWait is how long a reservation refused for want of credits
+	// that leases hold waits for them to come back, retrying. Zero means
+	// 4 × FlushInterval; the caller's deadline may end it earlier.
+	RecallWait time.Duration
+}
+
+// Lease defaults.
+const (
+	DefaultLeaseFlush       = 50 * time.Millisecond
+	MaxLeaseFlush           = 100 * time.Millisecond
+	DefaultLeaseTTL         = 10 * time.Second
+	DefaultLeaseShare       = 25
+	DefaultLeaseMinRequests = 8
+	DefaultLeaseIdle        = 2 * time.Second
+)
+
+// leaseRecall is how long a refusal keeps every lease of the customer
+// from growing: RECALL_MS in lua/reserve.lua.
+const leaseRecall = 2 * time.Second
+
+// leaseFresh is how many flush intervals old a replica's last successful
+// sync of a lease may be for it to lend from the lease: a few syncs may
+// be slow, but a Redis that stopped answering stops the lending within
+// this.
+const leaseFresh = 5
+
+// leaseHeadroom is how many of its largest recent requests a lease is
+// sized to take beyond what is in use: a lease too small for that is
+// given back (see wantLease).
+const leaseHeadroom = 4
+
+// leaseParallel is how many leases a tick syncs at once.
+const leaseParallel = 16
+
+var (
+	//go:embed lua/lease.lua
+	leaseLua    string
+	leaseScript = redis.NewScript(libLua + leaseLua)
+)
+
+func (o LeaseOptions) withDefaults() LeaseOptions {
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = DefaultLeaseFlush
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultLeaseTTL
+	}
+	if o.Share <= 0 || o.Share > 100 {
+		o.Share = DefaultLeaseShare
+	}
+	if o.MinRequests == 0 {
+		o.MinRequests = DefaultLeaseMinRequests
+	}
+	if o.Idle <= 0 {
+		o.Idle = DefaultLeaseIdle
+	}
+	if o.RecallWait <= 0 {
+		o.RecallWait = 4 * o.FlushInterval
+	}
+	return o
+}
+
+// NewLeaseStore returns a store on client (see NewRedisStore) that leases
+// credits as LeaseStore says, and starts its syncs; Close stops them,
+// syncing what is left and giving every lease back.
+func NewLeaseStore(client redis.UniversalClient, opts Options, lopts LeaseOptions) *LeaseStore {
+	s := &LeaseStore{
+		RedisStore: NewRedisStore(client, opts),
+		opts:       lopts.withDefaults(),
+		leaseID:    "tollgate-lease-" + newToken(),
+		customers:  map[string]*leaseCustomer{},
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	go s.loop()
+	return s
+}
+
+// leaseCustomer is one customer's lease on this replica. mu guards every
+// field; syncMu is held for the whole of a sync (so that one runs at a
+// time, and Account can read between two).
+type leaseCustomer struct {
+	id     string
+	mu     sync.Mutex
+	syncMu sync.Mutex
+
+	lease  int64 // the lease as of the last sync (0: none)
+	expiry int64 // when Redis expires the lease, unix ms
+	synced int64 // the last successful sync, unix ms
+	avail  int64 // balance - reserved in Redis at the last sync (reserved counts the lease)
+	planV  int64 // the stored plan version at the last sync
+	// lotExpiry is when the next lot expires, as of the last sync (0:
+	// none): from then on the balance the lease was sized on is gone
+	// in part, so the lease lends nothing until the next sync.
+	lotExpiry int64
+	fresh     int64 // leaseFresh flush intervals, ms
+	stopped   bool  // the last sync said not to lend, or this store changed the customer since
+	changes   int64 // stopLending calls: a sync during which one came does not lend
+
+	inUse   int64 // the amounts of the live holds and of the settles not synced yet
+	live    map[string]*leaseHold
+	pending []*leaseOp          // closes not sent yet
+	open    map[string]*leaseOp // closes not synced yet, by hold id
+	recent  map[string]int64    // hold ids closed by a sync, until unix ms
+
+	// Demand: the reservations since window began, the largest of
+	// them, and the most the holds took since the last sync; window and
+	// lastUse are wall-clock ms (demand).
+	window   int64
+	requests int
+	largest  int64
+	peak     int64
+	lastUse  int64
+	giveBack bool // the next sync gives the unused lease back
+}
+
+type leaseHold struct {
+	amount, expiry, ttl int64 // expiry in unix ms; ttl in ms
+}
+
+// leaseOp is a lent hold's close, waiting for a sync.
+type leaseOp struct {
+	kind   byte // 's' settle, 'r' release, 'e' expire
+	id     string
+	at     int64 // when it closed, unix ms: its retention starts then
+	amount int64 // the hold's amount
+	actual int64
+	body   entryBody
+	sent   bool // part of a sync under way
+
+	done  chan struct{} // closed when a sync applied it (settles only)
+	entry Entry
+	err   error
+}
+
+// customer returns customer's lease state, creating it.
+func (s *LeaseStore) customer(id string) *leaseCustomer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.customers[id]
+	if c == nil {
+		c = &leaseCustomer{id: id, live: map[string]*leaseHold{}, open: map[string]*leaseOp{}, recent: map[string]int64{},
+			fresh: leaseFresh * s.opts.FlushInterval.Milliseconds()}
+		s.customers[id] = c
+	}
+	return c
+}
+
+// lookup returns customer's lease state, or nil.
+func (s *LeaseStore) lookup(id string) *leaseCustomer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.customers[id]
+}
+
+// Reserve implements Store.
+func (s *LeaseStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
+	_, err := s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
+	return err
+}
+
+// ReserveAvailable implements Store.
+func (s *LeaseStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
+	return s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
+}
+
+// ReservePlan implements Store.
+func (s *LeaseStore) ReservePlan(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, planVersion int64) (money.Micros, error) {
+	if err := checkPlanVersion(planVersion); err != nil {
+		return 0, err
+	}
+	return s.reserve(ctx, customer, holdID, amount, ttl, true, planVersion)
+}
+
+func (s *LeaseStore) reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
+	if err := checkReserve(customer, holdID, amount, ttl); err != nil {
+		return 0, err
+	}
+	if err := s.guard(); err != nil {
+		return 0, fmt.Errorf("reserve %s: %w", holdID, err)
+	}
+	c := s.customer(customer)
+	now := unixMilli(s.now())
+	c.mu.Lock()
+	c.expireHolds(now)
+	c.demand(time.Now().UnixMilli(), int64(amount))
+	if c.used(holdID, now) {
+		c.mu.Unlock()
+		return 0, fmt.Errorf("reserve %s for %s: %w", holdID, customer, ErrDuplicateHold)
+	}
+	if avail, ok := c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion); ok {
+		c.mu.Unlock()
+		s.lent.Add(1)
+		return money.Micros(avail), nil
+	}
+	want, shrink := s.wantLease(c, int64(amount), now), c.lease > c.inUse
+	c.mu.Unlock()
+
+	if want || shrink {
+		// One sync at a time: a reservation that waited for another's
+		// may find the lease grown already.
+		c.syncMu.Lock()
+		c.mu.Lock()
+		avail, ok := c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
+		if !ok && !want {
+			// Too small for this request, or not to be lent from:
+			// what the lease does not use goes back before the
+			// request reserves in Redis, where it would count
+			// against the request itself.
+			c.giveBack = true
+		}
+		c.mu.Unlock()
+		if ok {
+			c.syncMu.Unlock()
+			s.lent.Add(1)
+			return money.Micros(avail), nil
+		}
+		least := int64(0)
+		if want {
+			least = int64(max(amount, 1))
+		}
+		err := s.syncLocked(ctx, c, now, least)
+		c.syncMu.Unlock()
+		if err == nil && want {
+			c.mu.Lock()
+			avail, ok := c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
+			c.mu.Unlock()
+			if ok {
+				s.lent.Add(1)
+				return money.Micros(avail), nil
+			}
+		}
+	}
+	return s.reserveRedis(ctx, c, holdID, amount, ttl, checkPlan, planVersion)
+}
+
+// reserveRedis reserves a per-request hold in Redis, retrying a refusal
+// that leases caused while they are given back (see LeaseStore).
+func (s *LeaseStore) reserveRedis(ctx context.Context, c *leaseCustomer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
+	until := s.now().Add(s.opts.RecallWait)
+	for {
+		avail, err := s.RedisStore.reserve(ctx, c.id, holdID, amount, ttl, checkPlan, planVersion)
+		var ice *InsufficientCreditsError
+		if err == nil {
+			c.mu.Lock()
+			c.avail = int64(avail)
+			c.mu.Unlock()
+			s.reserved.Add(1)
+			return avail, nil
+		}
+		if !errors.As(err, &ice) || ice.Lent <= 0 || ice.Available+ice.Lent < amount {
+			return avail, err
+		}
+		wait := 2 * s.opts.FlushInterval
+		if !s.now().Add(wait).Before(until) {
+			return avail, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return avail, err
+		case <-t.C:
+		}
+	}
+}
+
+// demand counts a reservation of amount at now, in wall-clock ms: demand
+// and idleness are this replica's own pace, measured by the same clock as
+// its ticker, never compared with the store clock's times.
+func (c *leaseCustomer) demand(now, amount int64) {
+	if now-c.window >= 1000 {
+		c.window, c.requests, c.largest = now, 0, 0
+	}
+	c.requests++
+	c.largest = max(c.largest, amount)
+	c.lastUse = now
+}
+
+// used reports whether hold id is live, closing or recently closed here.
+func (c *leaseCustomer) used(id string, now int64) bool {
+	if _, ok := c.live[id]; ok {
+		return true
+	}
+	if _, ok := c.open[id]; ok {
+		return true
+	}
+	if until, ok := c.recent[id]; ok {
+		if until > now {
+			return true
+		}
+		delete(c.recent, id)
+	}
+	return false
+}
+
+// lend takes hold id of amount from the lease if it may, and returns the
+// credits available after it.
+func (c *leaseCustomer) lend(id string, amount int64, ttl time.Duration, now int64, checkPlan bool, planVersion int64) (int64, bool) {
+	if c.lease == 0 || c.stopped || c.giveBack || now-c.synced >= c.fresh ||
+		c.expiry <= now || (c.lotExpiry > 0 && c.lotExpiry <= now) || c.lease-c.inUse < amount ||
+		c.avail+c.lease-c.inUse < amount || (checkPlan && planVersion != c.planV) {
+		return 0, false
+	}
+	c.live[id] = &leaseHold{amount: amount, expiry: now + ttl.Milliseconds(), ttl: ttl.Milliseconds()}
+	c.inUse += amount
+	c.peak = max(c.peak, c.inUse)
+	return c.avail + c.lease - c.inUse, true
+}
+
+// wantLease reports whether a reservation of amount that the lease could
+// not serve should take (or grow) one: the customer is busy enough here,
+// nothing said not to lend, and Share percent of what was last seen
+// available (counting the lease) would hold leaseHeadroom such requests.
+func (s *LeaseStore) wantLease(c *leaseCustomer, amount, now int64) bool {
+	if c.requests < s.opts.MinRequests || c.stopped {
+		return false
+	}
+	if c.synced == 0 && c.avail == 0 {
+		return true // nothing known yet: the sync tells
+	}
+	return (c.avail+c.lease)*int64(s.opts.Share)/100 >= leaseHeadroom*amount
+}
+
+// expireHolds closes the lent holds whose expiry has come by now, and
+// returns how many.
+func (c *leaseCustomer) expireHolds(now int64) int {
+	n := 0
+	for id, h := range c.live {
+		if h.expiry <= now {
+			delete(c.live, id)
+			c.inUse -= h.amount
+			c.queue(&leaseOp{kind: 'e', id: id, amount: h.amount, at: now})
+			n++
+		}
+	}
+	return n
+}
+
+func (c *leaseCustomer) queue(op *leaseOp) {
+	c.open[op.id] = op
+	c.pending = append(c.pending, op)
+}
+
+// Settle implements Store.
+func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual money.Micros, ch Charge) (Entry, error) {
+	ch, err := checkSettle(customer, holdID, actual, ch)
+	if err != nil {
+		return Entry{}, err
+	}
+	c := s.lookup(customer)
+	if c == nil {
+		return s.RedisStore.Settle(ctx, customer, holdID, actual, ch)
+	}
+	now := s.now()
+	c.mu.Lock()
+	c.expireHolds(unixMilli(now))
+	var op *leaseOp
+	if h, ok := c.live[holdID]; ok {
+		delete(c.live, holdID)
+		op = &leaseOp{kind: 's', id: holdID, amount: h.amount, at: unixMilli(now), actual: int64(actual), body: chargeBody(ch, now), done: make(chan struct{})}
+		c.queue(op)
+	} else if o, ok := c.open[holdID]; ok && o.kind == 's' {
+		op = o // a second Settle of the same hold: the same outcome
+	}
+	c.mu.Unlock()
+	if op == nil {
+		// Not lent here, or released or expired here: once that is in
+		// Redis, Redis answers for it (an expired hold is still
+		// charged, a released one is refused).
+		if err := s.waitSynced(ctx, c, holdID); err != nil {
+			return Entry{}, err
+		}
+		return s.RedisStore.Settle(ctx, customer, holdID, actual, ch)
+	}
+	select {
+	case <-op.done:
+		return op.entry, op.err
+	case <-ctx.Done():
+		return Entry{}, fmt.Errorf("settle %s: %w: the charge is queued and reaches Redis with the lease's next sync", holdID, ctx.Err())
+	}
+}
+
+// waitSynced waits until hold id has no close on its way to Redis.
+func (s *LeaseStore) waitSynced(ctx context.Context, c *leaseCustomer, id string) error {
+	for {
+		c.mu.Lock()
+		_, open := c.open[id]
+		c.mu.Unlock()
+		if !open {
+			return nil
+		}
+		t := time.NewTimer(s.opts.FlushInterval / 4)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("hold %s of %s: %w: its close reaches Redis with the lease's next sync", id, c.id, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Release implements Store.
+func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error {
+	if err := checkRelease(customer, holdID); err != nil {
+		return err
+	}
+	if c := s.lookup(customer); c != nil {
+		c.mu.Lock()
+		c.expireHolds(unixMilli(s.now()))
+		if h, ok := c.live[holdID]; ok {
+			delete(c.live, holdID)
+			c.inUse -= h.amount
+			c.queue(&leaseOp{kind: 'r', id: holdID, amount: h.amount, at: unixMilli(s.now())})
+			c.mu.Unlock()
+			return nil
+		}
+		o, open := c.open[holdID]
+		c.mu.Unlock()
+		if open && o.kind != 'e' {
+			return nil // already released or settled here
+		}
+		if open {
+			// Expired here: once that is in Redis, release.lua
+			// records the release (so that a late Settle is refused).
+			if err := s.waitSynced(ctx, c, holdID); err != nil {
+				return err
+			}
+		}
+	}
+	return s.RedisStore.Release(ctx, customer, holdID)
+}
+
+// Extend implements Store.
+func (s *LeaseStore) Extend(ctx context.Context, customer, holdID string, ttl time.Duration) error {
+	if err := checkExtend(customer, holdID, ttl); err != nil {
+		return err
+	}
+	if c := s.lookup(customer); c != nil {
+		now := unixMilli(s.now())
+		c.mu.Lock()
+		c.expireHolds(now)
+		if h, ok := c.live[holdID]; ok {
+			h.expiry, h.ttl = max(h.expiry, now+ttl.Milliseconds()), max(h.ttl, ttl.Milliseconds())
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		// Closed here: once that is in Redis, Redis says how.
+		if err := s.waitSynced(ctx, c, holdID); err != nil {
+			return err
+		}
+	}
+	return s.RedisStore.Extend(ctx, customer, holdID, ttl)
+}
+
+// Account implements Store: the lease reads as the holds it lends.
+func (s *LeaseStore) Account(ctx context.Context, customer string) (Account, error) {
+	c := s.lookup(customer)
+	if c == nil {
+		return s.RedisStore.Account(ctx, customer)
+	}
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	a, err := s.RedisStore.Account(ctx, customer)
+	if err != nil {
+		return a, err
+	}
+	now := unixMilli(s.now())
+	c.mu.Lock()
+	c.expireHolds(now)
+	if c.lease > 0 && c.expiry > now {
+		a.Reserved += money.Micros(c.inUse - c.lease)
+	} else {
+		// The lease expired in Redis (no sync for its ttl): the lent
+		// holds still count, until a sync backs them again.
+		a.Reserved += money.Micros(c.inUse)
+	}
+	c.mu.Unlock()
+	a.Available = a.Balance - a.Reserved
+	return a, nil
+}
+
+// stopLending makes customer's lease lend nothing until a sync that
+// starts after this call: this store just changed what it may lend (a
+// debit, a suspension, a plan change). It is called once the change is
+// acknowledged, so that no sync that read Redis before it lends again.
+func (s *LeaseStore) stopLending(customer string) {
+	if c := s.lookup(customer); c != nil {
+		c.mu.Lock()
+		c.stopped = true
+		c.changes++
+		c.mu.Unlock()
+	}
+}
+
+// Credit implements Store.
+func (s *LeaseStore) Credit(ctx context.Context, cr Credit) (CreditResult, error) {
+	r, err := s.RedisStore.Credit(ctx, cr)
+	if cr.Amount < 0 {
+		s.stopLending(cr.Customer)
+	}
+	return r, err
+}
+
+// Suspend implements Store.
+func (s *LeaseStore) Suspend(ctx context.Context, customer, reason string) error {
+	err := s.RedisStore.Suspend(ctx, customer, reason)
+	s.stopLending(customer)
+	return err
+}
+
+// PutSubscription implements Store.
+func (s *LeaseStore) PutSubscription(ctx context.Context, customer, value string, order int64) (PlanWrite, error) {
+	w, err := s.RedisStore.PutSubscription(ctx, customer, value, order)
+	s.stopLending(customer)
+	return w, err
+}
+
+// PutOverride implements Store.
+func (s *LeaseStore) PutOverride(ctx context.Context, customer, value string) (PlanWrite, error) {
+	w, err := s.RedisStore.PutOverride(ctx, customer, value)
+	s.stopLending(customer)
+	return w, err
+}
+
+// Sweep implements Store: the lent holds due expire here (their expiry
+// reaches Redis with the next sync), the rest in Redis.
+func (s *LeaseStore) Sweep(ctx context.Context) (int, error) {
+	now := unixMilli(s.now())
+	s.mu.Lock()
+	cs := make([]*leaseCustomer, 0, len(s.customers))
+	for _, c := range s.customers {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range cs {
+		c.mu.Lock()
+		n += c.expireHolds(now)
+		c.mu.Unlock()
+	}
+	m, err := s.RedisStore.Sweep(ctx)
+	return n + m, err
+}
+
+// loop syncs every lease each FlushInterval until Close.
+func (s *LeaseStore) loop() {
+	defer close(s.done)
+	t := time.NewTicker(s.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			if !s.crashed.Load() {
+				s.syncAll(true)
+			}
+			return
+		case <-t.C:
+			s.syncAll(false)
+		}
+	}
+}
+
+// syncAll syncs every customer with a lease or closes to send; final
+// gives every lease back. A customer with nothing left here is dropped.
+func (s *LeaseStore) syncAll(final bool) {
+	now, wall := unixMilli(s.now()), time.Now().UnixMilli()
+	s.mu.Lock()
+	var due []*leaseCustomer
+	for id, c := range s.customers {
+		c.mu.Lock()
+		// Lent holds that expired are closed by the next call that
+		// touches them or by Sweep, as on Redis, not here.
+		for h, until := range c.recent {
+			if until <= now {
+				delete(c.recent, h)
+			}
+		}
+		busy := c.lease > 0 || len(c.pending) > 0 || c.stopped
+		if final || wall-c.lastUse >= s.opts.Idle.Milliseconds() {
+			c.giveBack = true
+		}
+		if !busy && len(c.live) == 0 && len(c.open) == 0 && len(c.recent) == 0 && wall-c.lastUse >= s.opts.Idle.Milliseconds() {
+			delete(s.customers, id)
+		}
+		c.mu.Unlock()
+		if busy {
+			due = append(due, c)
+		}
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), max(4*s.opts.FlushInterval, time.Second))
+	defer cancel()
+	sem := make(chan struct{}, leaseParallel)
+	var wg sync.WaitGroup
+	for _, c := range due {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := s.sync(ctx, c, now); err != nil {
+				s.log.Warn("lease sync failed; its charges are retried with the next one", zap.String("customer", c.id), zap.Error(err))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// sync sends c's closes to Redis and sizes its lease (lease.lua).
+func (s *LeaseStore) sync(ctx context.Context, c *leaseCustomer, now int64) error {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	return s.syncLocked(ctx, c, now, 0)
+}
+
+// syncLocked is sync for a caller holding c.syncMu. With least > 0 the
+// lease grows only if it then leaves least free (lease.lua's ARGV[9]).
+func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, least int64) error {
+	c.mu.Lock()
+	ops := c.pending
+	c.pending = nil
+	var settling int64
+	for _, op := range ops {
+		op.sent = true
+		if op.kind == 's' {
+			settling += op.amount
+		}
+	}
+	inUse := c.inUse - settling
+	target := inUse
+	if !c.giveBack && !c.stopped {
+		target = max(inUse+leaseHeadroom*c.largest, 2*c.peak)
+	}
+	giveBack, changes := c.giveBack, c.changes
+	c.giveBack = false
+	c.peak = inUse
+	c.mu.Unlock()
+
+	args := make([]any, 0, 10+5*len(ops))
+	args = append(args, s.leaseID, now, s.retention.Milliseconds(), now+s.opts.TTL.Milliseconds(),
+		target, inUse, s.opts.Share, "", least, len(ops))
+	for _, op := range ops {
+		switch op.kind {
+		case 's':
+			args = append(args, "s", op.id, op.at, op.actual, op.body.json())
+		default:
+			args = append(args, string(op.kind), op.id, op.at, 0, "")
+		}
+	}
+	r, err := s.run(ctx, leaseScript, customerKeys(c.id), args...)
+	if err == nil && r.err == nil && len(r.vals) != leaseHead+3*len(ops) {
+		err = fmt.Errorf("%w: lease reply has %d fields for %d closes", errCorrupt, len(r.vals), len(ops))
+	}
+	if err != nil || r.err != nil {
+		if err == nil {
+			err = r.err
+		} else {
+			err = s.failWrite("lease of "+c.id, err)
+		}
+		c.mu.Lock()
+		for _, op := range ops {
+			op.sent = false
+		}
+		c.pending = append(ops, c.pending...)
+		c.giveBack = c.giveBack || giveBack
+		c.mu.Unlock()
+		s.syncFailures.Add(1)
+		return err
+	}
+	s.syncs.Add(1)
+	lease, balance, reserved, planV, stop, lotExpiry := r.int(0), r.int(1), r.int(2), r.int(3), r.int(4), r.int(5)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lease, c.avail, c.planV, c.synced, c.lotExpiry = lease, balance-reserved, planV, now, lotExpiry
+	c.expiry = now + s.opts.TTL.Milliseconds()
+	c.stopped = stop != 0 || c.changes != changes
+	forget := now + s.retention.Milliseconds()
+	for i, op := range ops {
+		code, seq := r.int(leaseHead+3*i), r.int(leaseHead+1+3*i)
+		delete(c.open, op.id)
+		if op.kind == 's' {
+			c.inUse -= op.amount
+		}
+		switch {
+		case op.kind != 's':
+		case code == 0:
+			op.entry = op.body.entry(c.id, seq, -money.Micros(op.actual), money.Micros(r.int(leaseHead+2+3*i)))
+		case code == 1:
+			op.entry, op.err = decodeEntry(c.id, seq, r.str(leaseHead+2+3*i))
+		case code == 2:
+			op.err = fmt.Errorf("settle %s of %s: %w", op.id, c.id, ErrHoldReleased)
+		case code == 4:
+			// Refused, nothing written: the hold is live again, so
+			// that a Settle of less can follow.
+			c.live[op.id] = &leaseHold{amount: op.amount, expiry: now + s.opts.TTL.Milliseconds(), ttl: s.opts.TTL.Milliseconds()}
+			c.inUse += op.amount
+			op.err = fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", op.id, ErrInvalidAmount, money.Micros(op.actual), c.id, MaxAmount)
+		default:
+			op.err = fmt.Errorf("settle %s: %w: lease close status %d", op.id, errCorrupt, code)
+		}
+		if r.err != nil && op.err == nil {
+			op.err = fmt.Errorf("settle %s: %w", op.id, r.err)
+		}
+		if code != 4 {
+			c.recent[op.id] = forget
+		}
+		if op.done != nil {
+			close(op.done)
+		}
+	}
+	if len(c.recent) > maxLeaseRecent {
+		// Bounded memory: the oldest go first.
+		for id, until := range c.recent {
+			if until < forget {
+				delete(c.recent, id)
+			}
+			if len(c.recent) <= maxLeaseRecent/2 {
+				break
+			}
+		}
+	}
+	return r.err
+}
+
+// leaseHead is the number of fields of lease.lua's reply before the
+// closes' results.
+const leaseHead = 6
+
+// maxLeaseRecent caps the closed hold ids a customer's lease remembers to
+// refuse their reuse; a busy customer's older ones are forgotten (Redis
+// still refuses the reuse of an id it knows, as without leases).
+const maxLeaseRecent = 4096
+
+// Close syncs what is left, gives every lease back and closes the client.
+func (s *LeaseStore) Close() error {
+	s.closing.Do(func() { close(s.stop) })
+	<-s.done
+	return s.RedisStore.Close()
+}

@@ -1,0 +1,186 @@
+-- lease.lua syncs one replica's lease on a customer's credits (lease.go):
+-- it applies the holds the replica closed since its last sync, then sizes
+-- the lease for what comes next.
+-- lib.lua is prepended; it documents the layout of the customer keys.
+--
+-- A lease is a hold like any other in holds and hold:expiry, under the
+-- replica's lease id, whose live value is "<amount> L<free>": free is the
+-- part of the lease no request of the replica holds, as of this sync. It
+-- counts in account.reserved, so every other script (and every other
+-- replica) sees it as reserved, and it expires as any hold does when its
+-- replica stops syncing. account.lfree is the sum of the free parts of the
+-- live leases: the events' figures leave it out of reserved (lib.lua), so
+-- that credits lent to a replica and not yet used never announce
+-- balance.low.
+--
+-- KEYS[1..10] -> the customer's keys (lib.lua); uses account, holds,
+--                hold:expiry, hold:forget, entries and the lot keys
+-- ARGV[1] -> lease id
+-- ARGV[2] -> now, unix ms
+-- ARGV[3] -> retention of closed holds, ms
+-- ARGV[4] -> expiry of the lease, unix ms
+-- ARGV[5] -> target: the lease the replica wants after this call
+-- ARGV[6] -> in use: what the replica's open holds take of the lease after
+--            the closes below; the lease never shrinks below it while the
+--            credits are there
+-- ARGV[7] -> share: the most the lease may grow to, in percent of what is
+--            available to the customer counting this lease (1..100)
+-- ARGV[8] -> the plan version the replica lends under, or "" for none
+-- ARGV[9] -> least: the lease must leave at least this much beyond what is
+--            in use (the request that asked for it), or it is cut to what
+--            is in use: a lease too small for the request would only keep
+--            the request's own credits from it
+-- ARGV[10] -> n, the number of closes that follow, five arguments each:
+--            kind ("s" settle, "r" release, "e" expire), hold id, when
+--            it closed (unix ms: its retention starts then), actual cost
+--            (settle; else 0), entry body (settle; else "")
+--
+-- Returns {lease, balance, reserved, plan_version, stop, lot_expiry, results...}:
+--   lease        the lease's amount now (0: no lease)
+--   balance, reserved  the account after the call (reserved counts the lease)
+--   plan_version the stored plan version (account.plan_v)
+--   stop         0, or the sum of 1 (suspended), 2 (a refused reservation
+--                asked leases back: account.recall is after now), 4 (the
+--                plan version is not ARGV[8]): the lease was cut to what
+--                is in use, and the replica must not lend from it
+--   lot_expiry   when the next lot expires (account.lot_expire_at), or 0:
+--                the balance changes then without a script, so the
+--                replica lends nothing from then until its next sync
+--   results      three fields per close, in order:
+--     {0, seq, balance after}  settle: charged now by entry seq
+--     {1, seq, entry}          settle: already settled by entry seq (a
+--                              resent sync); nothing changed
+--     {2, 0, ''}               settle: the hold was released
+--     {4, 0, ''}               settle: the charge would take the balance
+--                              below -(2^53-1); nothing changed
+--     {0, 0, ''}               release or expire: recorded
+--     {5, 0, ''}               release or expire: the hold id was already
+--                              recorded; nothing changed
+
+local lease_id = ARGV[1]
+local now = tonumber(ARGV[2])
+local retention = tonumber(ARGV[3])
+local expiry = tonumber(ARGV[4])
+local target = tonumber(ARGV[5])
+local in_use = tonumber(ARGV[6])
+local share = tonumber(ARGV[7])
+local least = tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
+
+local a = current(now, retention)
+
+-- The lease as stored: live (amount, free), or gone (expired, or never
+-- taken). The lease's free part leaves lfree now and is put back below.
+local cur, cur_free = 0, 0
+local lv = redis.call('HGET', K_HOLDS, lease_id)
+if lv then
+  local amount, tag = live_amount(lv)
+  if amount then
+    cur, cur_free = amount, tonumber(string.sub(tag, 2)) or 0
+  end
+end
+local lfree = (tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0) - cur_free
+if lfree < 0 then
+  lfree = 0
+end
+-- While the closes run, the lease's free part is what they leave free.
+a.lfree = lfree + math.max(0, cur - in_use)
+
+local out = {0, 0, 0, 0, 0, 0}
+for i = 0, n - 1 do
+  local kind, id, at = ARGV[11 + 5 * i], ARGV[12 + 5 * i], tonumber(ARGV[13 + 5 * i])
+  local v = redis.call('HGET', K_HOLDS, id)
+  local state, seq
+  if v and not live_amount(v) then
+    state, seq = closed_state(a, id, v, now)
+  end
+  if kind == 's' then
+    local actual = tonumber(ARGV[14 + 5 * i])
+    if state == 's' then
+      local raw = redis.call('HGET', K_ENTRIES, seq)
+      if not raw then
+        corrupt(a, 'hold ' .. id .. ' settled by missing entry ' .. seq)
+      end
+      out[#out + 1], out[#out + 2], out[#out + 3] = 1, tonumber(seq), raw
+    elseif state == 'r' then
+      out[#out + 1], out[#out + 2], out[#out + 3] = 2, 0, ''
+    elseif not in_range(a.balance - actual) then
+      out[#out + 1], out[#out + 2], out[#out + 3] = 4, 0, ''
+    else
+      -- A hold of the lease (or one whose expiry an earlier sync
+      -- recorded): charged; a live hold of the same id elsewhere cannot
+      -- be, lease.go never lends an id twice.
+      local amount = v and live_amount(v)
+      if amount then
+        drop_hold(a, id, amount)
+      end
+      local s = append_entry(a, -actual, ARGV[15 + 5 * i])
+      if actual > 0 then
+        spend(a, actual)
+      end
+      close_hold(a, id, 's', at, retention, s)
+      check_low(a, s)
+      out[#out + 1], out[#out + 2], out[#out + 3] = 0, s, a.balance
+    end
+  else
+    if v and (state or live_amount(v)) then
+      out[#out + 1], out[#out + 2], out[#out + 3] = 5, 0, ''
+    else
+      close_hold(a, id, kind, at, retention)
+      out[#out + 1], out[#out + 2], out[#out + 3] = 0, 0, ''
+    end
+  end
+end
+
+-- Size the lease. It keeps what the replica's open holds use, as far as
+-- the credits allow; beyond that it grows to the target, but never past
+-- share percent of what is available counting the lease, and it does not
+-- grow (it is cut to what is in use) while the customer is suspended, a
+-- refused reservation asked for leases back, or the plan changed.
+local stop = 0
+if a.suspended > 0 then
+  stop = stop + 1
+end
+local recall = tonumber(redis.call('HGET', K_ACCOUNT, 'recall'))
+if recall and recall > now then
+  stop = stop + 2
+end
+local plan_v = tonumber(redis.call('HGET', K_ACCOUNT, 'plan_v')) or 0
+if ARGV[8] ~= '' and tonumber(ARGV[8]) ~= plan_v then
+  stop = stop + 4
+end
+local avail = a.balance - a.reserved + cur
+local lease = math.max(0, math.min(in_use, math.max(cur, avail)))
+if stop == 0 then
+  local grown = math.max(lease, math.min(target, math.floor(math.max(avail, 0) * share / 100)))
+  if grown - in_use >= least then
+    lease = grown
+  end
+end
+local free = math.max(0, lease - in_use)
+if lease > 0 then
+  redis.call('HSET', K_HOLDS, lease_id, int(lease) .. ' L' .. int(free))
+  redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), lease_id)
+  a.reserved = a.reserved - cur + lease
+  if not a.expire_at or a.expire_at > expiry then
+    a.expire_at = expiry
+  end
+  a.lfree = lfree + free
+elseif lv then
+  -- No lease: its record goes (a lease leaves no closed record).
+  if cur > 0 then
+    drop_hold(a, lease_id, cur)
+  end
+  redis.call('HDEL', K_HOLDS, lease_id)
+  redis.call('ZREM', K_HOLD_FORGET, lease_id)
+  a.lfree = lfree
+else
+  a.lfree = lfree
+end
+if a.lfree > 0 then
+  redis.call('HSET', K_ACCOUNT, 'lfree', int(a.lfree))
+else
+  redis.call('HDEL', K_ACCOUNT, 'lfree')
+end
+out[1], out[2], out[3], out[4], out[5], out[6] = lease, a.balance, a.reserved, plan_v, stop, a.lot_expire_at or 0
+return save_account(a, out)
