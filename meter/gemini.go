@@ -60,24 +60,46 @@ func AzureDeployment(path string) (deployment string, ok bool) {
 	return deployment, deployment != ""
 }
 
-// protoField returns the key under which obj holds the field spelled
-// camel or snake, that key's value, and whether it is there; a body
+// protoField returns the key under which an object holds the field
+// spelled camel or snake, that key's value, and whether it is there,
+// given the raw values under each spelling ("" when absent); a body
 // spelling it both ways is refused. Absent, the key is camel, the
 // spelling Google's SDKs send.
-func protoField(obj gjson.Result, camel, snake string) (key string, v gjson.Result, err error) {
-	c, s := obj.Get(camel), obj.Get(snake)
+func protoField(camelRaw, snakeRaw, camel, snake string) (key string, v gjson.Result, err error) {
 	switch {
-	case c.Exists() && s.Exists():
+	case camelRaw != "" && snakeRaw != "":
 		return "", gjson.Result{}, invalidf("the request body sets both %q and %q, two spellings of one field; send one", camel, snake)
-	case s.Exists():
-		return snake, s, nil
+	case snakeRaw != "":
+		return snake, gjson.Parse(snakeRaw), nil
 	}
-	return camel, c, nil
+	return camel, gjson.Parse(camelRaw), nil
+}
+
+// firstMembers returns the raw values of obj's first members named a and
+// b ("" for each it lacks; both "" when obj is not an object), in one
+// walk.
+func firstMembers(obj, a, b string) (va, vb string) {
+	if !isObject(obj) {
+		return "", ""
+	}
+	for it := iterate(obj); ; {
+		k, v, ok := it.next()
+		if !ok {
+			return va, vb
+		}
+		switch {
+		case k == a && va == "":
+			va = v
+		case k == b && vb == "":
+			vb = v
+		}
+	}
 }
 
 // parseGemini reads a generateContent body: {"contents": […],
 // "systemInstruction", "tools", "generationConfig": {"maxOutputTokens",
-// "candidateCount", …}, "cachedContent", …}.
+// "candidateCount", …}, "cachedContent", …}, whose top-level fields
+// parseJSON has read into fs.
 //
 // The output cap is generationConfig.maxOutputTokens, which bounds the
 // thinking tokens and the answer together, per candidate (measured:
@@ -91,25 +113,52 @@ func protoField(obj gjson.Result, camel, snake string) (key string, v gjson.Resu
 // second), video (263 a second) and PDF pages (258 each) always take more
 // bytes than tokens. fileData and cachedContent reference data held
 // upstream, which the body cannot bound (see Request.InputTokens).
-func (r *Request) parseGemini(root gjson.Result, body []byte) error {
-	cfgKey, cfg, err := protoField(root, "generationConfig", "generation_config")
+func (r *Request) parseGemini(fs *bodyFields, body []byte) error {
+	cfgKey, cfg, err := protoField(fs[fGenerationConfig], fs[fGenerationConfigSnake], "generationConfig", "generation_config")
 	if err != nil {
 		return err
 	}
 	capKey := "maxOutputTokens"
 	switch {
 	case cfg.IsObject():
-		if k, dup := duplicateKey(cfg); dup {
+		// One walk for the keys and the four fields read.
+		var keyBuf [16]string
+		keys := keyBuf[:0]
+		var capC, capS, nC, nS string
+		for it := iterate(cfg.Raw); ; {
+			k, v, ok := it.next()
+			if !ok {
+				break
+			}
+			keys = append(keys, k)
+			var f *string
+			switch k {
+			case "maxOutputTokens":
+				f = &capC
+			case "max_output_tokens":
+				f = &capS
+			case "candidateCount":
+				f = &nC
+			case "candidate_count":
+				f = &nS
+			default:
+				continue
+			}
+			if *f == "" {
+				*f = v
+			}
+		}
+		if k, dup := duplicateKey(keys); dup {
 			return duplicateKeyError(cfgKey + "." + k)
 		}
 		var v gjson.Result
-		if capKey, v, err = protoField(cfg, "maxOutputTokens", "max_output_tokens"); err != nil {
+		if capKey, v, err = protoField(capC, capS, "maxOutputTokens", "max_output_tokens"); err != nil {
 			return err
 		}
 		if v.Type == gjson.Number && v.Num > 0 {
 			r.MaxOutputTokens = capInt(v)
 		}
-		nKey, n, err := protoField(cfg, "candidateCount", "candidate_count")
+		nKey, n, err := protoField(nC, nS, "candidateCount", "candidate_count")
 		if err != nil {
 			return err
 		}
@@ -126,39 +175,86 @@ func (r *Request) parseGemini(root gjson.Result, body []byte) error {
 
 	tokens := int64(len(body)) + RequestOverheadTokens
 	var images, imageBytes int64
-	countParts := func(content gjson.Result) {
-		content.Get("parts").ForEach(func(_, p gjson.Result) bool {
-			if !p.IsObject() {
-				return true
-			}
-			_, data, _ := protoField(p, "inlineData", "inline_data")
-			if !data.IsObject() {
-				return true
-			}
-			_, mt, _ := protoField(data, "mimeType", "mime_type")
-			if mt.Type == gjson.String && strings.HasPrefix(strings.ToLower(mt.Str), "image/") {
-				images++
-				imageBytes += int64(len(p.Raw))
-			}
-			return true
-		})
+	for it := iterate(fs[fContents]); ; {
+		_, at, ok := it.nextAt()
+		if !ok {
+			break
+		}
+		it.i = geminiImagesAt(it.s, at, &images, &imageBytes)
 	}
-	root.Get("contents").ForEach(func(_, c gjson.Result) bool {
-		countParts(c)
-		return true
-	})
-	if _, sys, err := protoField(root, "systemInstruction", "system_instruction"); err != nil {
+	if _, sys, err := protoField(fs[fSystemInstruction], fs[fSystemInstructionSnake], "systemInstruction", "system_instruction"); err != nil {
 		return err
 	} else if sys.IsObject() {
-		countParts(sys)
+		geminiImagesAt(sys.Raw, 0, &images, &imageBytes)
 	}
 	tokens += images*ImageTokenCeiling - imageBytes
-	root.Get("tools").ForEach(func(_, v gjson.Result) bool {
-		tokens += max(0, ToolTokenFloor-int64(len(v.Raw)))
-		return true
-	})
+	tokens += toolFloors(fs[fTools])
 	r.Images = images
 	r.InputTokens = tokens
 	r.estInput = ceilDiv(tokens-RequestOverheadTokens, BytesPerToken)
 	return nil
+}
+
+// geminiImagesAt counts the images among the parts of the Content at
+// s[i] (valid JSON): the parts whose inlineData has an image/* mimeType.
+// It crosses the Content once and returns the index past it.
+func geminiImagesAt(s string, i int, images, imageBytes *int64) int {
+	if s[i] != '{' {
+		return skipRawValue(s, i)
+	}
+	seen := false
+	for content := iterateAt(s, i); ; {
+		k, at, ok := content.nextAt()
+		if !ok {
+			return content.i
+		}
+		if k != "parts" || seen {
+			content.i = skipRawValue(s, at)
+			continue
+		}
+		// The first "parts", as gjson's Get reads it.
+		seen = true
+		if s[at] != '{' && s[at] != '[' {
+			content.i = skipRawValue(s, at) // a scalar part is no image
+			continue
+		}
+		for parts := iterateAt(s, at); ; {
+			_, p, ok := parts.nextAt()
+			if !ok {
+				content.i = parts.i
+				break
+			}
+			if s[p] != '{' {
+				parts.i = skipRawValue(s, p)
+				continue
+			}
+			// The first of each spelling, in the one crossing of the part.
+			var camel, snake string
+			part := iterateAt(s, p)
+			for {
+				k, v, ok := part.next()
+				if !ok {
+					break
+				}
+				switch {
+				case k == "inlineData" && camel == "":
+					camel = v
+				case k == "inline_data" && snake == "":
+					snake = v
+				}
+			}
+			parts.i = part.i
+			// Either spelling, not both (then neither is read).
+			_, data, _ := protoField(camel, snake, "inlineData", "inline_data")
+			if !data.IsObject() {
+				continue
+			}
+			camel, snake = firstMembers(data.Raw, "mimeType", "mime_type")
+			_, mt, _ := protoField(camel, snake, "mimeType", "mime_type")
+			if mt.Type == gjson.String && strings.HasPrefix(strings.ToLower(mt.Str), "image/") {
+				*images++
+				*imageBytes += int64(parts.i - p)
+			}
+		}
+	}
 }

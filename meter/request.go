@@ -205,6 +205,115 @@ func unsafeString(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
+// The top-level fields parseJSON reads, as indexes into bodyFields.
+const (
+	fModel = iota
+	fStream
+	fStreamOptions
+	fBackground
+	fN
+	fMaxTokens
+	fMaxCompletionTokens
+	fMaxOutputTokens
+	fSize
+	fQuality
+	fPartialImages
+	fServiceTier
+	fSpeed
+	fInferenceGeo
+	fTools
+	fFunctions
+	fMessages
+	fInput
+	fSystem
+	fImages
+	fMask
+	fContextManagement
+	fMCPServers
+	fMaxToolCalls
+	fInstructions
+	fContents
+	fGenerationConfig
+	fGenerationConfigSnake
+	fSystemInstruction
+	fSystemInstructionSnake
+	nFields
+)
+
+// topField returns the index of a top-level key parseJSON reads, or -1.
+func topField(key string) int {
+	switch key {
+	case "model":
+		return fModel
+	case "stream":
+		return fStream
+	case "stream_options":
+		return fStreamOptions
+	case "background":
+		return fBackground
+	case "n":
+		return fN
+	case "max_tokens":
+		return fMaxTokens
+	case "max_completion_tokens":
+		return fMaxCompletionTokens
+	case "max_output_tokens":
+		return fMaxOutputTokens
+	case "size":
+		return fSize
+	case "quality":
+		return fQuality
+	case "partial_images":
+		return fPartialImages
+	case "service_tier":
+		return fServiceTier
+	case "speed":
+		return fSpeed
+	case "inference_geo":
+		return fInferenceGeo
+	case "tools":
+		return fTools
+	case "functions":
+		return fFunctions
+	case "messages":
+		return fMessages
+	case "input":
+		return fInput
+	case "system":
+		return fSystem
+	case "images":
+		return fImages
+	case "mask":
+		return fMask
+	case "context_management":
+		return fContextManagement
+	case "mcp_servers":
+		return fMCPServers
+	case "max_tool_calls":
+		return fMaxToolCalls
+	case "instructions":
+		return fInstructions
+	case "contents":
+		return fContents
+	case "generationConfig":
+		return fGenerationConfig
+	case "generation_config":
+		return fGenerationConfigSnake
+	case "systemInstruction":
+		return fSystemInstruction
+	case "system_instruction":
+		return fSystemInstructionSnake
+	}
+	return -1
+}
+
+// bodyFields holds the raw values of the top-level fields parseJSON
+// reads, "" for an absent one, from one walk of the body's object.
+type bodyFields [nFields]string
+
+// get returns field f as gjson reads it (Exists false when absent).
+func (b *bodyFields) get(f int) gjson.Result { return gjson.Parse(b[f]) }
+
 func (r *Request) parseJSON(body []byte) error {
 	// checkJSON before anything else reads the body: gjson's own
 	// validation recurses once per level of nesting.
@@ -214,23 +323,63 @@ func (r *Request) parseJSON(body []byte) error {
 	case jsonInvalid:
 		return invalidf("the request body is not valid JSON")
 	}
-	root := gjson.Parse(unsafeString(body))
-	if !root.IsObject() {
+	raw := unsafeString(body)
+	raw = raw[skipSpaceString(raw, 0):]
+	if !isObject(raw) {
 		return invalidf("the request body must be a JSON object")
+	}
+	// One walk of the object reads every field and its keys, and counts
+	// the images in the prompt fields as it crosses them (the bulk of a
+	// large body), for the estimate below.
+	var fs bodyFields
+	var keyBuf [32]string
+	keys := keyBuf[:0]
+	var images, imageBytes int64
+	for it := iterate(raw); ; {
+		k, at, ok := it.nextAt()
+		if !ok {
+			break
+		}
+		keys = append(keys, k)
+		f := topField(k)
+		switch {
+		case f < 0 || fs[f] != "":
+			it.i = skipRawValue(raw, at)
+			continue
+		case f == fMessages, f == fInput, f == fSystem:
+			it.i = imagesAt(raw, at, 0, &images, &imageBytes)
+		default:
+			it.i = skipRawValue(raw, at)
+		}
+		fs[f] = raw[at:it.i]
 	}
 	// gjson reads the first of duplicate keys, the provider's decoder
 	// (Python's json, like Go's and JavaScript's) the last: refuse what
 	// the two would read differently, such as a cheap "model" followed by
 	// a dear one, or a "stream_options" that stops the usage chunk.
-	if k, dup := duplicateKey(root); dup {
+	if k, dup := duplicateKey(keys); dup {
 		return duplicateKeyError(k)
 	}
-	if so := root.Get("stream_options"); so.IsObject() {
-		if k, dup := duplicateKey(so); dup {
+	includeUsage := false
+	if so := fs[fStreamOptions]; isObject(so) {
+		keys = keys[:0]
+		seen := false
+		for it := iterate(so); ; {
+			k, v, ok := it.next()
+			if !ok {
+				break
+			}
+			keys = append(keys, k)
+			if k == "include_usage" && !seen {
+				seen = true
+				includeUsage = v == "true"
+			}
+		}
+		if k, dup := duplicateKey(keys); dup {
 			return duplicateKeyError("stream_options." + k)
 		}
 	}
-	switch m := root.Get("model"); m.Type {
+	switch m := fs.get(fModel); m.Type {
 	case gjson.String:
 		r.Model = strings.Clone(m.String())
 	case gjson.Null:
@@ -238,89 +387,108 @@ func (r *Request) parseJSON(body []byte) error {
 		return invalidf(`"model" must be a string, not %s`, m.Raw)
 	}
 	if r.API == GoogleGemini {
-		return r.parseGemini(root, body)
+		return r.parseGemini(&fs, body)
 	}
-	r.Stream = root.Get("stream").Type == gjson.True
-	if r.API == OpenAIResponses && root.Get("background").Type == gjson.True {
+	r.Stream = fs[fStream] == "true"
+	if r.API == OpenAIResponses && fs[fBackground] == "true" {
 		// Background mode answers {"status":"queued","usage":null} at
 		// once and runs the model afterwards; its usage only ever
 		// reaches a later GET, so the output would go uncharged (OpenAI
 		// "Background mode" guide).
 		return invalidf(`"background": true is not supported through tollgate: the response is generated after this request ends, so its usage cannot be metered; send the request without "background"`)
 	}
-	for _, k := range capFields(r.API) {
-		if v := root.Get(k); v.Type == gjson.Number && v.Num > 0 {
+	for _, f := range capFieldIndexes(r.API) {
+		if v := fs.get(f); v.Type == gjson.Number && v.Num > 0 {
 			r.MaxOutputTokens = max(r.MaxOutputTokens, capInt(v))
 		}
 	}
 	if r.API == OpenAIChat || r.API == OpenAIImages {
-		n, err := parseN(root.Get("n"))
+		n, err := parseN(fs.get(fN))
 		if err != nil {
 			return err
 		}
 		r.N = n
 	}
 	if r.API == OpenAIChat && r.Stream {
-		r.IncludeUsage = root.Get("stream_options.include_usage").Type == gjson.True
+		r.IncludeUsage = includeUsage
 	}
 	if r.API == OpenAIImages {
-		if v := root.Get("size"); v.Type == gjson.String {
-			r.ImageSize = strings.Clone(v.String())
+		if v, ok := jsonStr(fs[fSize]); ok {
+			r.ImageSize = strings.Clone(v)
 		}
-		if v := root.Get("quality"); v.Type == gjson.String {
-			r.ImageQuality = strings.Clone(v.String())
+		if v, ok := jsonStr(fs[fQuality]); ok {
+			r.ImageQuality = strings.Clone(v)
 		}
-		if v := root.Get("partial_images"); v.Type == gjson.Number {
+		if v := fs.get(fPartialImages); v.Type == gjson.Number {
 			r.partialImages = clampPartials(v.Num)
 		}
 	}
 
 	if r.API == OpenAIAudio {
-		return r.parseSpeech(root)
+		return r.parseSpeech(&fs)
 	}
-	r.parseVariants(root)
-	r.parseServerTools(root)
+	r.parseVariants(&fs)
+	r.parseServerTools(&fs)
 	r.cache1h = r.API == AnthropicMessages && bytes.Contains(body, []byte(`"1h"`))
 
 	tokens := int64(len(body)) + RequestOverheadTokens
-	// Images in the prompt count by the ceiling, not their bytes.
-	var images, imageBytes int64
-	for _, k := range []string{"messages", "input", "system"} {
-		countImages(root.Get(k), 0, &images, &imageBytes)
-	}
+	// Images in the prompt ("messages", "input", "system"; counted in
+	// the walk) count by the ceiling, not their bytes.
 	if r.API == OpenAIImages {
 		// JSON image edits: "images": [{"image_url": …} | {"file_id": …}], "mask": {…}.
-		root.Get("images").ForEach(func(_, v gjson.Result) bool {
+		for it := iterate(fs[fImages]); ; {
+			_, v, ok := it.next()
+			if !ok {
+				break
+			}
 			images++
-			imageBytes += int64(len(v.Raw))
-			return true
-		})
-		if m := root.Get("mask"); m.IsObject() {
+			imageBytes += int64(len(v))
+		}
+		if m := fs[fMask]; isObject(m) {
 			images++
-			imageBytes += int64(len(m.Raw))
+			imageBytes += int64(len(m))
 		}
 	}
 	tokens += images*ImageTokenCeiling - imageBytes
-	for _, k := range []string{"tools", "functions"} {
-		root.Get(k).ForEach(func(_, v gjson.Result) bool {
-			tokens += max(0, ToolTokenFloor-int64(len(v.Raw)))
-			return true
-		})
-	}
+	tokens += toolFloors(fs[fTools]) + toolFloors(fs[fFunctions])
 	r.Images = images
 	r.InputTokens = tokens
 	r.estInput = ceilDiv(tokens-RequestOverheadTokens, BytesPerToken)
 	return nil
 }
 
-// duplicateKey returns a key that the JSON object obj holds more than
-// once, compared after unescaping, as every JSON decoder compares them.
-func duplicateKey(obj gjson.Result) (string, bool) {
-	var keys []string
-	obj.ForEach(func(k, _ gjson.Result) bool {
-		keys = append(keys, k.Str)
-		return true
-	})
+// capFieldIndexes returns the bodyFields of capFields(api), outside
+// google.gemini (whose cap parseGemini reads).
+func capFieldIndexes(api API) []int {
+	switch api {
+	case OpenAIChat:
+		return []int{fMaxCompletionTokens, fMaxTokens}
+	case OpenAIResponses:
+		return []int{fMaxOutputTokens}
+	case AnthropicMessages:
+		return []int{fMaxTokens}
+	}
+	return nil
+}
+
+// toolFloors returns what the entries of a "tools" (or "functions")
+// value add to the input estimate beyond their bytes: ToolTokenFloor
+// less the bytes of each.
+func toolFloors(tools string) int64 {
+	var tokens int64
+	for it := iterate(tools); ; {
+		_, v, ok := it.next()
+		if !ok {
+			return tokens
+		}
+		tokens += max(0, ToolTokenFloor-int64(len(v)))
+	}
+}
+
+// duplicateKey returns a key that appears more than once in keys, the
+// keys of a JSON object unescaped (as every JSON decoder compares them):
+// the least in sort order. It sorts keys.
+func duplicateKey(keys []string) (string, bool) {
 	slices.Sort(keys)
 	for i := 1; i < len(keys); i++ {
 		if keys[i] == keys[i-1] {
@@ -350,34 +518,53 @@ func duplicateKeyError(key string) error {
 	return invalidf("the request body has the key %q more than once; send each key once", key)
 }
 
-// countImages walks prompt content (to a bounded depth) and counts the
-// parts that carry an image and the bytes they take in the body.
-func countImages(v gjson.Result, depth int, n, size *int64) {
-	if depth > 8 || !(v.IsArray() || v.IsObject()) {
-		return
+// imagesAt walks the prompt content at s[i], valid JSON (to a bounded
+// depth), and counts the parts that carry an image and the bytes they
+// take in the body: the objects whose first "type" is one of
+// imagePartTypes. It crosses the value once and returns the index past
+// it.
+func imagesAt(s string, i, depth int, n, size *int64) int {
+	if depth > 8 || (s[i] != '{' && s[i] != '[') {
+		return skipRawValue(s, i)
 	}
-	if v.IsObject() {
-		if t := v.Get("type"); t.Type == gjson.String && imagePartTypes[t.Str] {
-			*n++
-			*size += int64(len(v.Raw))
-			return
+	start := i
+	// What the children hold counts unless the object turns out to be
+	// an image part, whose "type" may come after some of them.
+	var cn, csize int64
+	typed := false
+	for it := iterateAt(s, i); ; {
+		k, at, ok := it.nextAt()
+		if !ok {
+			*n += cn
+			*size += csize
+			return it.i
 		}
+		if it.obj && !typed && k == "type" {
+			typed = true
+			if s[at] == '"' {
+				it.i = skipRawString(s, at+1)
+				if t, _ := jsonStr(s[at:it.i]); imagePartTypes[t] {
+					end := skipContainer(s, it.i, 1)
+					*n++
+					*size += int64(end - start)
+					return end
+				}
+				continue
+			}
+		}
+		it.i = imagesAt(s, at, depth+1, &cn, &csize)
 	}
-	v.ForEach(func(_, c gjson.Result) bool {
-		countImages(c, depth+1, n, size)
-		return true
-	})
 }
 
 // parseSpeech reads a text-to-speech body: {"model", "input", "voice",
 // "instructions", "speed", "stream_format"}.
-func (r *Request) parseSpeech(root gjson.Result) error {
+func (r *Request) parseSpeech(fs *bodyFields) error {
 	r.speech = true
-	input := root.Get("input").String()
-	instructions := root.Get("instructions").String()
+	input := fs.get(fInput).String()
+	instructions := fs.get(fInstructions).String()
 	chars := int64(utf8.RuneCountInString(input) + utf8.RuneCountInString(instructions))
 	speed := int64(1000) // thousandths
-	if v := root.Get("speed"); v.Type == gjson.Number {
+	if v := fs.get(fSpeed); v.Type == gjson.Number {
 		if ms, ok := parseMillis([]byte(v.Raw)); ok {
 			speed = min(max(ms, 250), 4000) // OpenAI accepts 0.25 to 4.0
 		}

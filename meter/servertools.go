@@ -92,20 +92,20 @@ type serverTool struct {
 
 // parseVariants reads service_tier (openai.chat, openai.responses,
 // anthropic.messages), speed and inference_geo (anthropic.messages).
-func (r *Request) parseVariants(root gjson.Result) {
-	str := func(key string) string {
-		if v := root.Get(key); v.Type == gjson.String {
-			return strings.Clone(v.Str)
+func (r *Request) parseVariants(fs *bodyFields) {
+	str := func(f int) string {
+		if v, ok := jsonStr(fs[f]); ok {
+			return strings.Clone(v)
 		}
 		return ""
 	}
 	switch r.API {
 	case OpenAIChat, OpenAIResponses:
-		r.serviceTier = str("service_tier")
+		r.serviceTier = str(fServiceTier)
 	case AnthropicMessages:
-		r.serviceTier = str("service_tier")
-		r.speed = str("speed")
-		r.inferenceGeo = str("inference_geo")
+		r.serviceTier = str(fServiceTier)
+		r.speed = str(fSpeed)
+		r.inferenceGeo = str(fInferenceGeo)
 	}
 }
 
@@ -114,55 +114,104 @@ func (r *Request) parseVariants(root gjson.Result) {
 // use, the text editor) end the response with a tool call the client
 // runs, so they need no allowance; server tools run inside the response,
 // each call starting another sampling step.
-func (r *Request) parseServerTools(root gjson.Result) {
+func (r *Request) parseServerTools(fs *bodyFields) {
 	if r.API != AnthropicMessages && r.API != OpenAIResponses {
 		return
 	}
-	root.Get("tools").ForEach(func(_, t gjson.Result) bool {
-		typ := t.Get("type")
-		if typ.Type != gjson.String {
-			return true
+	for tools := iterate(fs[fTools]); ; {
+		_, t, ok := tools.next()
+		if !ok {
+			break
 		}
-		kind := serverToolKind(r.API, typ.Str)
-		if kind == "" {
-			return true
+		if st, ok := r.serverTool(t); ok {
+			r.tools = append(r.tools, st)
 		}
-		st := serverTool{kind: kind}
-		if v := t.Get("max_uses"); v.Type == gjson.Number && v.Num >= 1 {
-			st.maxUses = capInt(v)
-		}
-		switch kind {
-		case "web_fetch":
-			if v := t.Get("max_content_tokens"); v.Type == gjson.Number && v.Num >= 1 {
-				st.perCall = capInt(v)
-			}
-		case ToolKindAdvisor:
-			if v := t.Get("max_tokens"); v.Type == gjson.Number && v.Num >= 1 {
-				st.perCall = capInt(v)
-			}
-			if v := t.Get("model"); v.Type == gjson.String {
-				st.model = strings.Clone(v.Str)
-			}
-		}
-		r.tools = append(r.tools, st)
-		return true
-	})
+	}
 	if r.API == AnthropicMessages {
-		root.Get("context_management.edits").ForEach(func(_, e gjson.Result) bool {
-			if t := e.Get("type"); t.Type == gjson.String && strings.HasPrefix(t.Str, "compact_") {
+		var edits string
+		if cm := fs[fContextManagement]; isObject(cm) {
+			edits = firstMember(cm, "edits")
+		}
+		for it := iterate(edits); ; {
+			_, e, ok := it.next()
+			if !ok {
+				break
+			}
+			if t, ok := jsonStr(firstMember(e, "type")); ok && strings.HasPrefix(t, "compact_") {
 				r.compaction = true
 			}
-			return true
-		})
+		}
 		// Tools of MCP servers named in the request run upstream too.
-		root.Get("mcp_servers").ForEach(func(_, _ gjson.Result) bool {
+		for it := iterate(fs[fMCPServers]); ; {
+			if _, _, ok := it.next(); !ok {
+				break
+			}
 			r.tools = append(r.tools, serverTool{kind: ToolKindOther})
-			return true
-		})
+		}
 	}
-	if v := root.Get("max_tool_calls"); r.API == OpenAIResponses && v.Type == gjson.Number && v.Num >= 1 {
+	if v := fs.get(fMaxToolCalls); r.API == OpenAIResponses && v.Type == gjson.Number && v.Num >= 1 {
 		r.maxToolCalls = capInt(v)
 	}
+}
+
+// serverTool reads one entry of "tools", raw JSON, in one walk; ok is
+// false for a client tool or an entry that is not a tool object.
+func (r *Request) serverTool(t string) (serverTool, bool) {
+	if !isObject(t) {
+		return serverTool{}, false
+	}
+	// The first of each key, as gjson's Get reads it.
+	var typ, maxUses, maxContent, maxTokens, model string
+	for it := iterate(t); ; {
+		k, v, ok := it.next()
+		if !ok {
+			break
+		}
+		var f *string
+		switch k {
+		case "type":
+			f = &typ
+		case "max_uses":
+			f = &maxUses
+		case "max_content_tokens":
+			f = &maxContent
+		case "max_tokens":
+			f = &maxTokens
+		case "model":
+			f = &model
+		default:
+			continue
+		}
+		if *f == "" {
+			*f = v
+		}
+	}
+	ts, ok := jsonStr(typ)
+	if !ok {
+		return serverTool{}, false
+	}
+	kind := serverToolKind(r.API, ts)
+	if kind == "" {
+		return serverTool{}, false
+	}
+	st := serverTool{kind: kind}
+	count := func(raw string) int64 {
+		if v := gjson.Parse(raw); v.Type == gjson.Number && v.Num >= 1 {
+			return capInt(v)
+		}
+		return 0
+	}
+	st.maxUses = count(maxUses)
+	switch kind {
+	case "web_fetch":
+		st.perCall = count(maxContent)
+	case ToolKindAdvisor:
+		st.perCall = count(maxTokens)
+		if v, ok := jsonStr(model); ok {
+			st.model = strings.Clone(v)
+		}
+	}
+	return st, true
 }
 
 // serverToolKind classifies a tool "type" of api: a usage.Tool name,
