@@ -99,7 +99,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&clients, "clients", "1,32", "comma-separated numbers of concurrent clients")
 	fs.StringVar(&modes, "cases", "json,sse", "comma-separated cases: json (whole response) and sse (time to first byte)")
 	fs.IntVar(&o.events, "events", 20, "content events per SSE stream (plus role, finish, usage and [DONE])")
-	fs.StringVar(&o.store, "store", "redis", "tollgate's credit store: redis (a redis-server this command starts) or bolt")
+	fs.StringVar(&o.store, "store", "redis", "tollgate's credit store: redis (a redis-server this command starts, with credit leases as tollgate serve defaults), redis-noleases (every request reserves in Redis) or bolt")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the tollgate measurements to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -121,8 +121,8 @@ func parseFlags(args []string) (options, error) {
 	switch {
 	case o.duration <= 0, o.warmup < 0, o.rounds < 1, o.events < 1:
 		return o, errors.New("-duration, -rounds and -events must be positive, -warmup not negative")
-	case o.store != "redis" && o.store != "bolt":
-		return o, fmt.Errorf("-store: %q is neither redis nor bolt", o.store)
+	case o.store != "redis" && o.store != "redis-noleases" && o.store != "bolt":
+		return o, fmt.Errorf("-store: %q is not redis, redis-noleases or bolt", o.store)
 	}
 	return o, nil
 }
@@ -226,7 +226,7 @@ func run(args []string, out io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%d\tbare\t%.0f\t%s\t%s\t%s\t%.0f\t\t\t\t\t\t\n", label, n, b.rate(), ms(bp50), ms(bp99), us(b.cpuPerRequest()), b.allocsPerRequest())
 			fmt.Fprintf(tw, "%s\t%d\ttollgate\t%.0f\t%s\t%s\t%s\t%.0f\t%.3f×\t%+.3fms\t%+.3fms\t%+.0fµs\t%+.0f\t\n", label, n, t.rate(), ms(tp50), ms(tp99), us(t.cpuPerRequest()), t.allocsPerRequest(),
 				t.rate()/b.rate(), msf(tp50-bp50), msf(tp99-bp99), float64(t.cpuPerRequest()-b.cpuPerRequest())/float64(time.Microsecond), t.allocsPerRequest()-b.allocsPerRequest())
-			if o.store == "redis" {
+			if strings.HasPrefix(o.store, "redis") {
 				split = append(split, fmt.Sprintf("%s, %d clients: tollgate %s = %s in this process + %s in redis-server; bare %s",
 					label, n, us(t.cpuPerRequest()), us(t.cpu.process/time.Duration(t.n)), us(t.cpu.store/time.Duration(t.n)), us(b.cpuPerRequest())))
 			}
@@ -237,6 +237,9 @@ func run(args []string, out io.Writer) error {
 	}
 	if err := nearZero(out, tollgate.Addr, o, cpu); err != nil {
 		return err
+	}
+	if err := streamMemory(out, bare.Addr, tollgate.Addr, customer); err != nil {
+		return fmt.Errorf("memory per stream: %w", err)
 	}
 	fmt.Fprintln(out, "\nthroughput ratio = tollgate req/s ÷ bare req/s (medians of the rounds); added = tollgate − bare")
 	fmt.Fprintln(out, "CPU/req = CPU time of this process (load generator, upstream and proxy) and of redis-server in the measured window, per request")
@@ -383,9 +386,15 @@ func openStore(kind string) (ledger.Store, func() time.Duration, func(), error) 
 	}
 	// The client options tollgate serve uses for a redis:// URL without
 	// query parameters (cmd/tollgate/store.go).
-	st := ledger.NewRedisStore(redis.NewClient(&redis.Options{
+	client := redis.NewClient(&redis.Options{
 		Addr: srv.Addr, Protocol: 2, MaxRetries: 1, DialerRetries: 1,
-	}), ledger.Options{})
+	})
+	var st ledger.Store
+	if kind == "redis-noleases" {
+		st = ledger.NewRedisStore(client, ledger.Options{})
+	} else {
+		st = ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{})
+	}
 	info := redis.NewClient(&redis.Options{Addr: srv.Addr, Protocol: 2})
 	cpu := func() time.Duration {
 		return redisCPU(info)
@@ -461,6 +470,12 @@ func newUpstream(events int) http.Handler {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
 		fl := w.(http.Flusher)
+		if r.Header.Get(holdHeader) != "" {
+			w.Write(stream[0])
+			fl.Flush()
+			<-r.Context().Done()
+			return
+		}
 		for _, ev := range stream {
 			if _, err := w.Write(ev); err != nil {
 				return
