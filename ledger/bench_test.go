@@ -225,3 +225,61 @@ func BenchmarkBoltGrowth(b *testing.B) {
 	b.ReportMetric(float64(tx1-tx0)/float64(n), "commits/req")
 	b.ReportMetric(float64(used1-used0)/float64(n), "B/req")
 }
+
+// BenchmarkRedisGrowth runs reserve+settle pairs of one customer as the
+// proxy does (the settlements concurrent, off the request's path) and
+// reports per pair the bytes the customer's keys grew by (MEMORY USAGE),
+// with and without leases: the ledger entry, and the settled marker kept
+// for the retention.
+func BenchmarkRedisGrowth(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := srv.Client(b)
+	stores := map[string]func() ledger.Store{
+		"redis": func() ledger.Store {
+			return ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+		},
+		"redis-leases": func() ledger.Store {
+			return ledger.NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{}, ledger.LeaseOptions{})
+		},
+	}
+	for _, name := range []string{"redis", "redis-leases"} {
+		b.Run(name, func(b *testing.B) {
+			s := stores[name]()
+			ctx := context.Background()
+			cust := "cus_growth_" + randomHex(4)
+			b.Cleanup(func() {
+				s.Close()
+				rdb.Del(context.Background(), ledger.CustomerKeys(cust)...)
+			})
+			if _, err := s.Credit(ctx, ledger.Credit{Customer: cust, Amount: 1 << 50, Kind: ledger.KindGrant, Key: "fund"}); err != nil {
+				b.Fatal(err)
+			}
+			size := func() int64 {
+				var n int64
+				for _, k := range ledger.CustomerKeys(cust) {
+					v, _ := rdb.MemoryUsage(ctx, k).Result()
+					n += v
+				}
+				return n
+			}
+			used0 := size()
+			var wg sync.WaitGroup
+			n := 0
+			for b.Loop() {
+				hold := "tg_" + randomHex(16)
+				if err := s.Reserve(ctx, cust, hold, 1000, time.Minute); err != nil {
+					b.Fatal(err)
+				}
+				ch := ledger.Charge{Reference: hold, Route: "/v1/chat/completions", Model: "gpt-4o-mini", Tokens: usage.Tokens{InputTokens: 1042, CachedInputTokens: 512, OutputTokens: 120}}
+				wg.Go(func() {
+					if _, err := s.Settle(ctx, cust, hold, 700, ch); err != nil {
+						b.Error(err)
+					}
+				})
+				n++
+			}
+			wg.Wait()
+			b.ReportMetric(float64(size()-used0)/float64(n), "B/req")
+		})
+	}
+}
