@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stripe/stripe-go/v79/webhook"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
@@ -703,6 +704,64 @@ func TestServeKill9(t *testing.T) {
 	}
 	if a.Reserved != 0 || a.Balance != mustParse(t, "10") || a.Available != a.Balance {
 		t.Errorf("right after the kill: %+v; want the hold of %s released and the balance intact", a, reserved)
+	}
+}
+
+// TestServeKill9Leases: a replica killed with SIGKILL while it leases a
+// busy customer's credits on Redis leaves its lease to expire as a hold
+// does: right after the kill the lease is still reserved, after its ttl
+// nothing is, and the balance is the ledger's sum.
+func TestServeKill9Leases(t *testing.T) {
+	const leaseTTL = 2 * time.Second
+	dir := t.TempDir()
+	up := newFakeProvider(t)
+	addr := redistest.Start(t).Addr
+	store := fmt.Sprintf("redis_url: %q, hold_ttl: 1m, leases: {flush_interval: 20ms, ttl: %s}", "redis://"+addr+"/0", leaseTTL)
+	path := writeConfig(t, dir, up.URL, store, "", "10")
+	c := startChild(t, "serve", "--config", path)
+	cust := "acme-" + fmt.Sprint(time.Now().UnixNano())
+	adminCredit(t, c.admin, cust, "10")
+	// Busy enough to lease: more than 8 requests within a second.
+	for range 12 {
+		if res, data := chat(t, c.proxy, cust, chatRequest); res.StatusCode != 200 {
+			t.Fatalf("%d %s", res.StatusCode, data)
+		}
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-c.exited
+	c.exited <- nil // for the cleanup
+	killed := time.Now()
+
+	st := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: addr}), ledger.Options{})
+	t.Cleanup(func() { st.Close() })
+	a, err := st.Account(context.Background(), cust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Reserved == 0 {
+		t.Fatalf("right after the kill: %+v; want the replica's lease still reserved", a)
+	}
+	for a.Reserved != 0 {
+		if time.Since(killed) > leaseTTL+3*time.Second {
+			t.Fatalf("%v after the kill: %+v; the lease ttl is %v", time.Since(killed), a, leaseTTL)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if a, err = st.Account(context.Background(), cust); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := st.Entries(context.Background(), cust, "", ledger.MaxPageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum money.Micros
+	for _, e := range page.Entries {
+		sum += e.Amount
+	}
+	if a.Balance != sum || a.Available != a.Balance || a.Balance > mustParse(t, "10") {
+		t.Errorf("after the lease expired: %+v, ledger sum %s; want balance = sum, all of it available", a, sum)
 	}
 }
 
