@@ -23,6 +23,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/config"
 	"github.com/tollgate-dev/tollgate/internal/proxyconfig"
+	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/proxy"
 	"github.com/tollgate-dev/tollgate/stripesync"
 )
@@ -143,6 +144,9 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if ls, ok := st.(*ledger.LeaseStore); ok {
+		registerLeaseMetrics(reg, ls)
+	}
 
 	syncer, err := stripesync.New(st, stripesync.Options{
 		WebhookSecrets: cfg.Stripe.WebhookSecrets,

@@ -727,6 +727,15 @@ func TestServeKill9Leases(t *testing.T) {
 			t.Fatalf("%d %s", res.StatusCode, data)
 		}
 	}
+	res, err := http.Get(c.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(metrics), `tollgate_lease_holds_total{from="lease"}`) || strings.Contains(string(metrics), `tollgate_lease_holds_total{from="lease"} 0`) {
+		t.Fatalf("no request hold came from a lease:\n%s", metrics)
+	}
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

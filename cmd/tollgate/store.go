@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -210,4 +211,25 @@ func redactRedis(u *url.URL) string {
 		}
 	}
 	return u.Redacted()
+}
+
+// registerLeaseMetrics exports what ls counts (ledger.LeaseStats):
+// tollgate_lease_holds_total{from} says how many request holds came from
+// a lease and how many were reserved in Redis, and
+// tollgate_lease_syncs_total{result} the lease syncs that succeeded and
+// failed (a failure's closes go with the next sync; alert when failures
+// keep rising).
+func registerLeaseMetrics(reg prometheus.Registerer, ls *ledger.LeaseStore) {
+	counter := func(name, help string, labels prometheus.Labels, f func(ledger.LeaseStats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(f(ls.Stats())) })
+	}
+	const holds, syncs = "tollgate_lease_holds_total", "tollgate_lease_syncs_total"
+	const holdsHelp, syncsHelp = "Request holds, by where they came from: a lease in memory, or Redis.", "Lease syncs with Redis, by result."
+	reg.MustRegister(
+		counter(holds, holdsHelp, prometheus.Labels{"from": "lease"}, func(s ledger.LeaseStats) int64 { return s.Lent }),
+		counter(holds, holdsHelp, prometheus.Labels{"from": "redis"}, func(s ledger.LeaseStats) int64 { return s.Reserved }),
+		counter(syncs, syncsHelp, prometheus.Labels{"result": "ok"}, func(s ledger.LeaseStats) int64 { return s.Syncs }),
+		counter(syncs, syncsHelp, prometheus.Labels{"result": "error"}, func(s ledger.LeaseStats) int64 { return s.SyncFailures }),
+	)
 }
