@@ -22,7 +22,7 @@ local max_lots = tonumber(ARGV[3])
 
 local a = current(now, retention)
 local next_at, next_amount = 0, 0
-local first = first_score(K_LOT_EXPIRY)
+local first = extra().first_score(K_LOT_EXPIRY)
 if first then
   next_at = first
   local ids = redis.call('ZRANGEBYSCORE', K_LOT_EXPIRY, int(first), int(first), 'LIMIT', 0, max_lots)
@@ -32,7 +32,7 @@ if first then
   end
   for i, rec in ipairs(recs) do
     if not rec then
-      corrupt(a, 'lot ' .. ids[i] .. ' in lots:expiry has no record')
+      extra().corrupt(a, 'lot ' .. ids[i] .. ' in lots:expiry has no record')
     end
     local rem = lots().parse(a, ids[i], rec).rem
     if ids[i] == a.head then

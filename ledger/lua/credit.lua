@@ -78,11 +78,11 @@ if rec then
   end
 end
 
-local a = current_lots(now)
+local a = extra().current_lots(now)
 if EV then
   -- The events carry the available credits: holds past their ttl must
   -- stop counting first, as on every read.
-  expire_holds(a, now, EV.retention)
+  extra().expire_holds(a, now, EV.retention)
 end
 if not in_range(a.balance + delta) then
   return save_account(a, {3, 0, ''})

@@ -33,7 +33,7 @@ end
 if live_amount(v) then
   local score = redis.call('ZSCORE', K_HOLD_EXPIRY, id)
   if not score then
-    corrupt(a, 'live hold ' .. id .. ' has no expiry')
+    extra().corrupt(a, 'live hold ' .. id .. ' has no expiry')
   end
   if expiry > tonumber(score) then
     redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), id)

@@ -98,6 +98,34 @@ end
 -- (thresholds highest first). Without KEYS[11] nothing below runs.
 local K_OUTBOX = KEYS[11]
 local EV
+local EMITTED = false -- an event was written: the reply says so (save_account)
+local EVENTS_MARK = 'tollgate:events' -- ledger.eventsMark
+
+-- lent returns the credits leases hold and no request uses (lease.lua):
+-- reserved, for the events' figures, leaves them out, since a lease is
+-- only lent, not spent, and a refusal they cause recalls them
+-- (reserve.lua). lease.lua keeps the current figure in a.lfree.
+local function lent(a)
+  if not a.lfree then
+    a.lfree = tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0
+  end
+  return a.lfree
+end
+
+-- emit writes event typ of the account a into the outbox; entry, amount
+-- and lot are numbers (0: none), text a string. With events off it is
+-- nil: every caller checks EV first.
+local emit
+
+-- check_low announces balance.low for each threshold the available
+-- credits of a fell below since the last announcement, caused by entry,
+-- and re-arms those it is at or above again (eventConfig in outbox.go).
+-- Without a stored level (events just turned on), the level of the
+-- account as loaded counts as announced. With events off it does nothing.
+local check_low
+
+-- The events helpers are defined only with events on: the chunk runs on
+-- every EVALSHA, and each function it defines costs a closure.
 if K_OUTBOX then
   EV = {low = {}}
   local i = 0
@@ -111,61 +139,44 @@ if K_OUTBOX then
       EV.low[#EV.low + 1] = tonumber(n)
     end
   end
-end
-local EMITTED = false -- an event was written: the reply says so (save_account)
-local EVENTS_MARK = 'tollgate:events' -- ledger.eventsMark
 
--- lent returns the credits leases hold and no request uses (lease.lua):
--- reserved, for the events' figures, leaves them out, since a lease is
--- only lent, not spent. lease.lua keeps the current figure in a.lfree.
-local function lent(a)
-  if not a.lfree then
-    a.lfree = tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0
+  emit = function(a, typ, entry, amount, lot, text)
+    local n = redis.call('HINCRBY', K_OUTBOX, 'n', 1)
+    redis.call('HSET', K_OUTBOX, int(n), typ .. ' ' .. int(EV.now) .. ' ' .. int(a.balance) .. ' ' .. int(a.balance - a.reserved + lent(a))
+      .. ' ' .. int(entry) .. ' ' .. int(amount) .. ' ' .. int(lot) .. ' ' .. text)
+    EMITTED = true
   end
-  return a.lfree
-end
 
--- emit writes event typ of the account a into the outbox; entry, amount
--- and lot are numbers (0: none), text a string.
-local function emit(a, typ, entry, amount, lot, text)
-  local n = redis.call('HINCRBY', K_OUTBOX, 'n', 1)
-  redis.call('HSET', K_OUTBOX, int(n), typ .. ' ' .. int(EV.now) .. ' ' .. int(a.balance) .. ' ' .. int(a.balance - a.reserved + lent(a))
-    .. ' ' .. int(entry) .. ' ' .. int(amount) .. ' ' .. int(lot) .. ' ' .. text)
-  EMITTED = true
-end
+  -- low_level is the smallest threshold available is below, 0 when none.
+  local function low_level(available)
+    local s = 0
+    for _, t in ipairs(EV.low) do
+      if available < t then
+        s = t
+      end
+    end
+    return s
+  end
 
--- low_level is the smallest threshold available is below, 0 when none.
-local function low_level(available)
-  local s = 0
-  for _, t in ipairs(EV.low) do
-    if available < t then
-      s = t
+  check_low = function(a, entry)
+    if #EV.low == 0 then
+      return
+    end
+    local available = a.balance - a.reserved + lent(a)
+    local v = redis.call('HGET', K_OUTBOX, 'low')
+    local prev = tonumber(v) or low_level(a.balance0 - a.reserved0 + lent(a))
+    for _, t in ipairs(EV.low) do
+      if available < t and (prev == 0 or t < prev) then
+        emit(a, 'balance.low', entry, t, 0, '')
+      end
+    end
+    local level = low_level(available)
+    if level ~= prev or not v then
+      redis.call('HSET', K_OUTBOX, 'low', int(level))
     end
   end
-  return s
-end
-
--- check_low announces balance.low for each threshold the available
--- credits of a fell below since the last announcement, caused by entry,
--- and re-arms those it is at or above again (eventConfig in outbox.go).
--- Without a stored level (events just turned on), the level of the
--- account as loaded counts as announced.
-local function check_low(a, entry)
-  if not EV or #EV.low == 0 then
-    return
-  end
-  local available = a.balance - a.reserved + lent(a)
-  local v = redis.call('HGET', K_OUTBOX, 'low')
-  local prev = tonumber(v) or low_level(a.balance0 - a.reserved0 + lent(a))
-  for _, t in ipairs(EV.low) do
-    if available < t and (prev == 0 or t < prev) then
-      emit(a, 'balance.low', entry, t, 0, '')
-    end
-  end
-  local level = low_level(available)
-  if level ~= prev or not v then
-    redis.call('HSET', K_OUTBOX, 'low', int(level))
-  end
+else
+  check_low = function() end
 end
 
 -- load_account reads the account into a table: balance, reserved, seq,
@@ -256,22 +267,17 @@ local function live_amount(v)
   return tonumber(amount), attempt
 end
 
--- first_score returns the smallest score in zset key, or nil if it is empty.
-local function first_score(key)
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  return first[2] and tonumber(first[2])
-end
-
 -- close_hold records hold id as closed in state ('e', 'r' or 's' with the
 -- settling entry's seq) until now + retention.
 local function close_hold(a, id, state, now, retention, seq)
   local forget_at = now + retention
-  local v = state .. ' ' .. int(forget_at)
+  local at = int(forget_at)
+  local v = state .. ' ' .. at
   if seq then
     v = v .. ' ' .. int(seq)
   end
   redis.call('HSET', K_HOLDS, id, v)
-  redis.call('ZADD', K_HOLD_FORGET, int(forget_at), id)
+  redis.call('ZADD', K_HOLD_FORGET, at, id)
   if not a.forget_at or a.forget_at > forget_at then
     a.forget_at = forget_at
   end
@@ -284,78 +290,8 @@ local function drop_hold(a, id, amount)
   a.reserved = a.reserved - amount
 end
 
--- expire_holds closes the holds whose expiry is at or before now and
--- returns how many it closed and how many ids it looked at. Unless forced
--- (the sweeper), it asks hold:expiry only when account.expire_at says a
--- hold may be due. With limit, it handles at most limit ids.
-local function expire_holds(a, now, retention, limit, force)
-  if not force and (not a.expire_at or a.expire_at > now) then
-    return 0, 0
-  end
-  local ids
-  if limit then
-    ids = redis.call('ZRANGEBYSCORE', K_HOLD_EXPIRY, '-inf', int(now), 'LIMIT', 0, limit)
-  else
-    ids = redis.call('ZRANGEBYSCORE', K_HOLD_EXPIRY, '-inf', int(now))
-  end
-  local n, lfree = 0, 0
-  for _, id in ipairs(ids) do
-    local v = redis.call('HGET', K_HOLDS, id)
-    local amount, tag
-    if v then
-      amount, tag = live_amount(v)
-    end
-    if amount then
-      a.reserved = a.reserved - amount
-      close_hold(a, id, 'e', now, retention)
-      if string.byte(tag, 1) == 76 then -- "L": a lease (lease.lua), not a request's hold
-        lfree = lfree + (tonumber(string.sub(tag, 2)) or 0)
-      else
-        n = n + 1
-      end
-    end
-  end
-  if lfree > 0 then
-    -- An expired lease no longer lends its free part.
-    local left = (tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0) - lfree
-    if left > 0 then
-      redis.call('HSET', K_ACCOUNT, 'lfree', int(left))
-    else
-      redis.call('HDEL', K_ACCOUNT, 'lfree')
-    end
-    a.lfree = nil
-  end
-  if #ids > 0 then
-    -- The ids are the set's lowest scores, so its first #ids ranks.
-    redis.call('ZREMRANGEBYRANK', K_HOLD_EXPIRY, 0, #ids - 1)
-  end
-  a.expire_at = first_score(K_HOLD_EXPIRY)
-  return n, #ids
-end
-
--- prune forgets at most limit closed holds whose retention ended, and
--- returns how many it looked at. Unless forced, it asks hold:forget only
--- when account.forget_at says one may be due.
-local function prune(a, now, limit, force)
-  if not force and (not a.forget_at or a.forget_at > now) then
-    return 0
-  end
-  local ids = redis.call('ZRANGEBYSCORE', K_HOLD_FORGET, '-inf', int(now), 'LIMIT', 0, limit)
-  if #ids > 0 then
-    redis.call('HDEL', K_HOLDS, unpack(ids))
-    redis.call('ZREMRANGEBYRANK', K_HOLD_FORGET, 0, #ids - 1)
-  end
-  a.forget_at = first_score(K_HOLD_FORGET)
-  return #ids
-end
-
--- corrupt fails the script on stored data it does not understand. The
--- account is saved first: Redis keeps the writes a failing script already
--- made (expired holds it closed), and reserved must still match them.
-local function corrupt(a, msg)
-  save_account(a)
-  error('tollgate: ' .. msg)
-end
+-- extra returns the helpers of the less common paths (below).
+local extra
 
 -- closed_state returns the state and entry seq of closed hold id, whose
 -- holds value is v, or nil when its retention ended (it is then forgotten
@@ -363,7 +299,7 @@ end
 local function closed_state(a, id, v, now)
   local state, forget_at, seq = string.match(v, '^(%a) (%-?%d+) ?(%d*)$')
   if not state then
-    corrupt(a, 'malformed hold ' .. id)
+    extra().corrupt(a, 'malformed hold ' .. id)
   end
   if tonumber(forget_at) <= now then
     redis.call('HDEL', K_HOLDS, id)
@@ -420,7 +356,7 @@ local function lots()
   local function parse(a, pid, rec)
     local rem, amount, prio, exp, created, kind, ref = string.match(rec, '^(%d+) (%d+) (%d+) (%d+) (%-?%d+) (%S+) (.*)$')
     if not rem then
-      corrupt(a, 'malformed lot ' .. pid)
+      extra().corrupt(a, 'malformed lot ' .. pid)
     end
     return {rem = tonumber(rem), amount = tonumber(amount), prio = tonumber(prio), exp = tonumber(exp), created = tonumber(created), kind = kind, ref = ref}
   end
@@ -429,7 +365,7 @@ local function lots()
   local function record(a, pid, where)
     local rec = redis.call('HGET', K_LOTS, pid)
     if not rec then
-      corrupt(a, 'lot ' .. pid .. ' in ' .. where .. ' has no record')
+      extra().corrupt(a, 'lot ' .. pid .. ' in ' .. where .. ' has no record')
     end
     return parse(a, pid, rec)
   end
@@ -548,7 +484,7 @@ local function lots()
       redis.call('ZREMRANGEBYRANK', K_LOT_EXPIRY, 0, #ids - 1)
       check_low(a, a.seq)
     end
-    a.lot_expire_at = first_score(K_LOT_EXPIRY)
+    a.lot_expire_at = extra().first_score(K_LOT_EXPIRY)
     return #ids
   end
 
@@ -621,17 +557,6 @@ local function lots()
   return lotlib
 end
 
--- expire_lots expires the lots whose expiry is at or before now (lots()
--- expire). Unless forced (the sweeper), it asks lots:expiry only when
--- account.lot_expire_at says a lot may be due, and otherwise costs
--- nothing. With limit, it handles at most limit lots.
-local function expire_lots(a, now, limit, force)
-  if not force and (not a.lot_expire_at or a.lot_expire_at > now) then
-    return 0
-  end
-  return lots().expire(a, now, limit)
-end
-
 -- spend takes amount (> 0) from the lots in burn order (lots() spend,
 -- from lot from first when given); a charge the cached head lot covers
 -- costs nothing but arithmetic.
@@ -643,51 +568,166 @@ local function spend(a, amount, from)
   lots().spend(a, amount, from)
 end
 
--- adopt brings the lots in line with a balance that changed without them
--- (see account.lots above): an account kept before lots is migrated (a
--- positive balance becomes lot 0, a negative one debt); a drop an older
--- tollgate made is taken from the lots in burn order, as its charge or
--- debit would have been; a rise repays debt, and the rest becomes a lot
--- that never expires, named after the latest entry (an older tollgate
--- appends one with every change, so no lot has that id yet), of kind
--- adjust and reference "migration".
-local function adopt(a, now)
-  if a.lots == a.balance or (not a.lots and a.seq == 0) then
-    return
+-- The helpers below serve the less common paths: holds or lots due,
+-- closed holds to forget, corrupt data, the sweeper, credits and plan
+-- changes. Like the lot helpers they are built on first use (extra), so
+-- that a reservation or a settlement with nothing due defines none of
+-- them.
+local extralib
+extra = function()
+  if extralib then
+    return extralib
   end
-  lots().adopt(a, now)
+
+  -- first_score returns the smallest score in zset key, or nil if it is empty.
+  local function first_score(key)
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return first[2] and tonumber(first[2])
+  end
+
+  -- expire_holds closes the holds whose expiry is at or before now and
+  -- returns how many it closed and how many ids it looked at. Unless forced
+  -- (the sweeper), it asks hold:expiry only when account.expire_at says a
+  -- hold may be due. With limit, it handles at most limit ids.
+  local function expire_holds(a, now, retention, limit, force)
+    if not force and (not a.expire_at or a.expire_at > now) then
+      return 0, 0
+    end
+    local ids
+    if limit then
+      ids = redis.call('ZRANGEBYSCORE', K_HOLD_EXPIRY, '-inf', int(now), 'LIMIT', 0, limit)
+    else
+      ids = redis.call('ZRANGEBYSCORE', K_HOLD_EXPIRY, '-inf', int(now))
+    end
+    local n, lfree = 0, 0
+    for _, id in ipairs(ids) do
+      local v = redis.call('HGET', K_HOLDS, id)
+      local amount, tag
+      if v then
+        amount, tag = live_amount(v)
+      end
+      if amount then
+        a.reserved = a.reserved - amount
+        close_hold(a, id, 'e', now, retention)
+        if string.byte(tag, 1) == 76 then -- "L": a lease (lease.lua), not a request's hold
+          lfree = lfree + (tonumber(string.sub(tag, 2)) or 0)
+        else
+          n = n + 1
+        end
+      end
+    end
+    if lfree > 0 then
+      -- An expired lease no longer lends its free part.
+      local left = (tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0) - lfree
+      if left > 0 then
+        redis.call('HSET', K_ACCOUNT, 'lfree', int(left))
+      else
+        redis.call('HDEL', K_ACCOUNT, 'lfree')
+      end
+      a.lfree = nil
+    end
+    if #ids > 0 then
+      -- The ids are the set's lowest scores, so its first #ids ranks.
+      redis.call('ZREMRANGEBYRANK', K_HOLD_EXPIRY, 0, #ids - 1)
+    end
+    a.expire_at = first_score(K_HOLD_EXPIRY)
+    return n, #ids
+  end
+
+  -- prune forgets at most limit closed holds whose retention ended, and
+  -- returns how many it looked at. Unless forced, it asks hold:forget only
+  -- when account.forget_at says one may be due.
+  local function prune(a, now, limit, force)
+    if not force and (not a.forget_at or a.forget_at > now) then
+      return 0
+    end
+    local ids = redis.call('ZRANGEBYSCORE', K_HOLD_FORGET, '-inf', int(now), 'LIMIT', 0, limit)
+    if #ids > 0 then
+      redis.call('HDEL', K_HOLDS, unpack(ids))
+      redis.call('ZREMRANGEBYRANK', K_HOLD_FORGET, 0, #ids - 1)
+    end
+    a.forget_at = first_score(K_HOLD_FORGET)
+    return #ids
+  end
+
+  -- corrupt fails the script on stored data it does not understand. The
+  -- account is saved first: Redis keeps the writes a failing script already
+  -- made (expired holds it closed), and reserved must still match them.
+  local function corrupt(a, msg)
+    save_account(a)
+    error('tollgate: ' .. msg)
+  end
+
+  -- expire_lots expires the lots whose expiry is at or before now (lots()
+  -- expire). Unless forced (the sweeper), it asks lots:expiry only when
+  -- account.lot_expire_at says a lot may be due, and otherwise costs
+  -- nothing. With limit, it handles at most limit lots.
+  local function expire_lots(a, now, limit, force)
+    if not force and (not a.lot_expire_at or a.lot_expire_at > now) then
+      return 0
+    end
+    return lots().expire(a, now, limit)
+  end
+
+  -- adopt brings the lots in line with a balance that changed without them
+  -- (see account.lots above): an account kept before lots is migrated (a
+  -- positive balance becomes lot 0, a negative one debt); a drop an older
+  -- tollgate made is taken from the lots in burn order, as its charge or
+  -- debit would have been; a rise repays debt, and the rest becomes a lot
+  -- that never expires, named after the latest entry (an older tollgate
+  -- appends one with every change, so no lot has that id yet), of kind
+  -- adjust and reference "migration".
+  local function adopt(a, now)
+    if a.lots == a.balance or (not a.lots and a.seq == 0) then
+      return
+    end
+    lots().adopt(a, now)
+  end
+
+  -- plan_changed announces plan.changed for plan version v when events are
+  -- on (plan_subscription.lua, plan_override.lua), in the same script as
+  -- the change, and returns reply marked as save_account marks it.
+  local function plan_changed(v, reply)
+    if not EV then
+      return reply
+    end
+    local a = load_account()
+    emit(a, 'plan.changed', 0, 0, 0, '{"plan_version":' .. int(v) .. '}')
+    return save_account(a, reply)
+  end
+
+  -- current_lots loads the account with the lots due by now expired, for a
+  -- script that changes the balance but not the holds.
+  local function current_lots(now)
+    local a = load_account()
+    adopt(a, now)
+    expire_lots(a, now)
+    return a
+  end
+
+  extralib = {first_score = first_score, expire_holds = expire_holds, prune = prune, corrupt = corrupt, expire_lots = expire_lots, adopt = adopt, plan_changed = plan_changed, current_lots = current_lots}
+  return extralib
 end
 
 -- current loads the account as every read must see it at now: lots in
 -- line with the balance (adopt), holds due by now expired (they stop
 -- counting at once), lots due by now expired (likewise, with their expire
 -- entries), and a batch of closed holds past their retention forgotten.
--- plan_changed announces plan.changed for plan version v when events are
--- on (plan_subscription.lua, plan_override.lua), in the same script as
--- the change, and returns reply marked as save_account marks it.
-local function plan_changed(v, reply)
-  if not EV then
-    return reply
-  end
-  local a = load_account()
-  emit(a, 'plan.changed', 0, 0, 0, '{"plan_version":' .. int(v) .. '}')
-  return save_account(a, reply)
-end
-
+-- The checks are those of adopt, expire_holds, expire_lots and prune,
+-- made here so that an account with nothing due needs no extra().
 local function current(now, retention)
   local a = load_account()
-  adopt(a, now)
-  expire_holds(a, now, retention)
-  expire_lots(a, now)
-  prune(a, now, PRUNE_BATCH)
-  return a
-end
-
--- current_lots loads the account with the lots due by now expired, for a
--- script that changes the balance but not the holds.
-local function current_lots(now)
-  local a = load_account()
-  adopt(a, now)
-  expire_lots(a, now)
+  if a.lots ~= a.balance and (a.lots or a.seq ~= 0) then
+    extra().adopt(a, now)
+  end
+  if a.expire_at and a.expire_at <= now then
+    extra().expire_holds(a, now, retention)
+  end
+  if a.lot_expire_at and a.lot_expire_at <= now then
+    lots().expire(a, now)
+  end
+  if a.forget_at and a.forget_at <= now then
+    extra().prune(a, now, PRUNE_BATCH)
+  end
   return a
 end

@@ -25,7 +25,7 @@ local recs = redis.call('HMGET', K_LOTS, unpack(ids))
 local out = {}
 for i, rec in ipairs(recs) do
   if not rec then
-    corrupt(a, 'lot ' .. ids[i] .. ' in lots:burn has no record')
+    extra().corrupt(a, 'lot ' .. ids[i] .. ' in lots:burn has no record')
   end
   out[#out + 1] = ids[i]
   out[#out + 1] = rec

@@ -27,4 +27,4 @@ if value == '' then
 else
   redis.call('HSET', K_ACCOUNT, 'plan_v', int(v), 'plan_ovr', value)
 end
-return plan_changed(v, {0, v, sub, order, value})
+return extra().plan_changed(v, {0, v, sub, order, value})

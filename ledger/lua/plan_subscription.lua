@@ -40,4 +40,4 @@ if sub == value then
 end
 v = v + 1
 redis.call('HSET', K_ACCOUNT, 'plan_v', int(v), 'plan_sub', value, 'plan_order', int(order))
-return plan_changed(v, {0, v, value, order, ovr})
+return extra().plan_changed(v, {0, v, value, order, ovr})

@@ -87,8 +87,9 @@ if amount == 0 and a.seq == 0 then
   -- (Store.Reserve). settle.lua settles it at zero by writing nothing.
   return save_account(a, {0, available})
 end
-redis.call('HSET', K_HOLDS, id, int(amount) .. ' ' .. attempt)
-redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), id)
+-- ARGV[2] and ARGV[3] are the decimal integers int() would write.
+redis.call('HSET', K_HOLDS, id, ARGV[2] .. ' ' .. attempt)
+redis.call('ZADD', K_HOLD_EXPIRY, ARGV[3], id)
 a.reserved = a.reserved + amount
 if not a.expire_at or a.expire_at > expiry then
   a.expire_at = expiry

@@ -47,7 +47,7 @@ if not amount then
   elseif state == 's' then
     local raw = redis.call('HGET', K_ENTRIES, seq)
     if not raw then
-      corrupt(a, 'hold ' .. id .. ' settled by missing entry ' .. seq)
+      extra().corrupt(a, 'hold ' .. id .. ' settled by missing entry ' .. seq)
     end
     return save_account(a, {1, tonumber(seq), raw})
   end

@@ -19,11 +19,12 @@ local now = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 
+local X = extra()
 local a = load_account()
-adopt(a, now)
-local expired, looked = expire_holds(a, now, retention, limit, true)
-local lots = expire_lots(a, now, limit, true)
-local pruned = prune(a, now, limit, true)
+X.adopt(a, now)
+local expired, looked = X.expire_holds(a, now, retention, limit, true)
+local lots = X.expire_lots(a, now, limit, true)
+local pruned = X.prune(a, now, limit, true)
 local more = 0
 if looked >= limit or lots >= limit or pruned >= limit then
   more = 1
