@@ -56,7 +56,7 @@ type scriptCall struct {
 	ctx    context.Context
 	script *redis.Script
 	keys   []string
-	args   []any
+	argv   []any // the EVALSHA command (evalShaArgs)
 
 	val  any
 	err  error
@@ -80,6 +80,7 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	argv := evalShaArgs(script, keys, args)
 	b.mu.Lock()
 	if b.inFlight < b.maxInFlight {
 		// A slot is free, so nobody is queued (finished hands the queue
@@ -87,11 +88,14 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 		// goroutine, as a plain command.
 		b.inFlight++
 		b.mu.Unlock()
-		val, err := script.Run(ctx, b.client, keys, args...).Result()
+		cmd := evalSha(ctx, b.client, argv)
+		if noScript(cmd) {
+			cmd = script.Eval(ctx, b.client, keys, scriptArgs(keys, argv)...)
+		}
 		b.finished()
-		return val, err
+		return cmd.Result()
 	}
-	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, argv: argv, done: make(chan struct{})}
 	b.queue = append(b.queue, c)
 	b.mu.Unlock()
 	select {
@@ -178,12 +182,12 @@ func (b *batcher) send(batch []*scriptCall) {
 	cmds := make([]*redis.Cmd, len(live))
 	pipe := b.client.Pipeline()
 	for i, c := range live {
-		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		cmds[i] = evalSha(ctx, pipe, c.argv)
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	var missing []int
 	for i, cmd := range cmds {
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if noScript(cmd) {
 			missing = append(missing, i)
 		}
 	}
@@ -191,7 +195,7 @@ func (b *batcher) send(batch []*scriptCall) {
 		pipe = b.client.Pipeline()
 		for _, i := range missing {
 			c := live[i]
-			cmds[i] = c.script.Eval(ctx, pipe, c.keys, c.args...)
+			cmds[i] = c.script.Eval(ctx, pipe, c.keys, scriptArgs(c.keys, c.argv)...)
 		}
 		_, _ = pipe.Exec(ctx) // each command carries its own error
 	}
@@ -219,4 +223,47 @@ func latestDeadline(calls []*scriptCall) (time.Time, bool) {
 func (c *scriptCall) finish(val any, err error) {
 	c.val, c.err = val, err
 	close(c.done)
+}
+
+// evalShaArgs returns the EVALSHA command of script on keys with args: what
+// Script.EvalSha builds, in one allocation instead of one per key. The
+// keys go in as pointers into keys, which go-redis writes (and hashes to
+// a cluster slot) as the strings themselves: a string in an interface
+// costs an allocation, a pointer does not. keys must not change until the
+// call is done.
+func evalShaArgs(script *redis.Script, keys []string, args []any) []any {
+	argv := make([]any, 3+len(keys)+len(args))
+	argv[0] = "evalsha"
+	argv[1] = script.Hash()
+	argv[2] = len(keys)
+	for i := range keys {
+		argv[3+i] = &keys[i]
+	}
+	copy(argv[3+len(keys):], args)
+	return argv
+}
+
+// scriptArgs returns the script arguments (ARGV) of argv, built by
+// evalShaArgs for keys.
+func scriptArgs(keys []string, argv []any) []any { return argv[3+len(keys):] }
+
+// processor is what evalSha sends on: a client, or a pipeline (which only
+// queues the command).
+type processor interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// evalSha sends argv, built by evalShaArgs, on c.
+func evalSha(ctx context.Context, c processor, argv []any) *redis.Cmd {
+	cmd := redis.NewCmd(ctx, argv...)
+	cmd.SetFirstKeyPos(3)
+	_ = c.Process(ctx, cmd) // the command carries its error
+	return cmd
+}
+
+// noScript reports whether cmd failed because Redis does not have its
+// script (restarted, failed over, or flushed): it did not run, and is sent
+// again with EVAL.
+func noScript(cmd *redis.Cmd) bool {
+	return redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT")
 }

@@ -124,12 +124,11 @@ func (s *RedisStore) reserve(ctx context.Context, customer, holdID string, amoun
 	now := s.now()
 	var tok [attemptSize]byte
 	rand.Read(tok[:])
-	args := []any{holdID, int64(amount), expiryMilli(now, ttl), unixMilli(now), s.retention.Milliseconds(), hex.EncodeToString(tok[:])}
+	var plan any = "" // Reserve: no version to check
 	if checkPlan {
-		args = append(args, planVersion)
-	} else {
-		args = append(args, "")
+		plan = planVersion
 	}
+	args := []any{holdID, int64(amount), expiryMilli(now, ttl), unixMilli(now), s.retention.Milliseconds(), hex.EncodeToString(tok[:]), plan}
 	r, err := s.run(ctx, reserveScript, customerKeys(customer), args...)
 	if err != nil {
 		return 0, s.failWrite("reserve "+holdID, err)
