@@ -187,22 +187,33 @@ end
 local function load_account()
   local v = redis.call('HMGET', K_ACCOUNT, 'balance', 'reserved', 'seq', 'expire_at', 'forget_at', 'suspended', 'debt', 'lot_expire_at', 'lots', 'head', 'head_rem')
   -- A missing field is false in the reply; tonumber makes it nil.
-  local a = {
-    balance = tonumber(v[1]) or 0,
-    reserved = tonumber(v[2]) or 0,
-    seq = tonumber(v[3]) or 0,
-    expire_at = tonumber(v[4]),
-    forget_at = tonumber(v[5]),
+  local balance, reserved, seq = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  local expire_at, forget_at, debt = tonumber(v[4]), tonumber(v[5]), tonumber(v[7]) or 0
+  local lot_expire_at, head, head_rem = tonumber(v[8]), v[10] or nil, tonumber(v[11])
+  -- One constructor names every field, the values read included, so that
+  -- Lua sizes the table once instead of growing it.
+  return {
+    balance = balance,
+    reserved = reserved,
+    seq = seq,
+    expire_at = expire_at,
+    forget_at = forget_at,
     suspended = tonumber(v[6]) or 0,
-    debt = tonumber(v[7]) or 0,
-    lot_expire_at = tonumber(v[8]),
+    debt = debt,
+    lot_expire_at = lot_expire_at,
     lots = tonumber(v[9]),
-    head = v[10] or nil,
-    head_rem = tonumber(v[11]),
+    head = head,
+    head_rem = head_rem,
+    balance0 = balance,
+    reserved0 = reserved,
+    seq0 = seq,
+    expire_at0 = expire_at,
+    forget_at0 = forget_at,
+    debt0 = debt,
+    lot_expire_at0 = lot_expire_at,
+    head0 = head,
+    head_rem0 = head_rem,
   }
-  a.balance0, a.reserved0, a.seq0, a.expire_at0, a.forget_at0 = a.balance, a.reserved, a.seq, a.expire_at, a.forget_at
-  a.debt0, a.lot_expire_at0, a.head0, a.head_rem0 = a.debt, a.lot_expire_at, a.head, a.head_rem
-  return a
 end
 
 -- save_field adds field to set when its value changed, and to del when
