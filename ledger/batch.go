@@ -256,7 +256,9 @@ type processor interface {
 // evalSha sends argv, built by evalShaArgs, on c.
 func evalSha(ctx context.Context, c processor, argv []any) *redis.Cmd {
 	cmd := redis.NewCmd(ctx, argv...)
-	cmd.SetFirstKeyPos(3)
+	if argv[2] != 0 {
+		cmd.SetFirstKeyPos(3) // as Script.EvalSha: a cluster routes by the first key
+	}
 	_ = c.Process(ctx, cmd) // the command carries its error
 	return cmd
 }
