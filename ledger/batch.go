@@ -265,7 +265,8 @@ func evalSha(ctx context.Context, c processor, argv []any) *redis.Cmd {
 
 // noScript reports whether cmd failed because Redis does not have its
 // script (restarted, failed over, or flushed): it did not run, and is sent
-// again with EVAL.
+// again with EVAL. (HasErrorPrefix allocates even for a nil error.)
 func noScript(cmd *redis.Cmd) bool {
-	return redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT")
+	err := cmd.Err()
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
 }
