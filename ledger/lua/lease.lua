@@ -99,7 +99,7 @@ for i = 0, n - 1 do
     if state == 's' then
       local raw = redis.call('HGET', K_ENTRIES, seq)
       if not raw then
-        corrupt(a, 'hold ' .. id .. ' settled by missing entry ' .. seq)
+        extra().corrupt(a, 'hold ' .. id .. ' settled by missing entry ' .. seq)
       end
       out[#out + 1], out[#out + 2], out[#out + 3] = 1, tonumber(seq), raw
     elseif state == 'r' then
