@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,8 +112,9 @@ type LeaseOptions struct {
 	// given back. Zero means DefaultLeaseIdle.
 	Idle time.Duration
 	// RecallWait is how long a reservation refused for want of credits
-	// that leases hold waits for them to come back, retrying. Zero means
-	// 4 × FlushInterval; the caller's deadline may end it earlier.
+	// that leases hold waits for them to come back, retrying every
+	// FlushInterval while the unused leases would still cover it. Zero
+	// means 8 × FlushInterval; the caller's deadline may end it earlier.
 	RecallWait time.Duration
 }
 
@@ -167,7 +169,7 @@ func (o LeaseOptions) withDefaults() LeaseOptions {
 		o.Idle = DefaultLeaseIdle
 	}
 	if o.RecallWait <= 0 {
-		o.RecallWait = 4 * o.FlushInterval
+		o.RecallWait = 8 * o.FlushInterval
 	}
 	return o
 }
@@ -213,7 +215,10 @@ type leaseCustomer struct {
 	live    map[string]*leaseHold
 	pending []*leaseOp          // closes not sent yet
 	open    map[string]*leaseOp // closes not synced yet, by hold id
-	recent  map[string]int64    // hold ids closed by a sync, until unix ms
+	recent  map[string]int64    // hold ids closed by a sync: until when (store clock), kept leaseRecentKeep at most
+	recentQ []recentID          // recent, oldest first
+	syncing bool                // a sync is under way: nothing is lent until it is back
+	gone    bool                // dropped from the store's map: a caller must look it up again
 
 	// Demand: the reservations since window began, the largest of
 	// them, and the most the holds took since the last sync; window and
@@ -226,6 +231,11 @@ type leaseCustomer struct {
 	giveBack bool // the next sync gives the unused lease back
 }
 
+type recentID struct {
+	id    string
+	until int64 // wall-clock ms
+}
+
 type leaseHold struct {
 	amount, expiry, ttl int64 // expiry in unix ms; ttl in ms
 }
@@ -234,8 +244,9 @@ type leaseHold struct {
 type leaseOp struct {
 	kind   byte // 's' settle, 'r' release, 'e' expire
 	id     string
-	at     int64 // when it closed, unix ms: its retention starts then
-	amount int64 // the hold's amount
+	at     int64      // when it closed, unix ms: its retention starts then
+	amount int64      // the hold's amount
+	hold   *leaseHold // a settle's hold, live again if the charge is refused
 	actual int64
 	body   entryBody
 	sent   bool // part of a sync under way
@@ -291,9 +302,15 @@ func (s *LeaseStore) reserve(ctx context.Context, customer, holdID string, amoun
 	if err := s.guard(); err != nil {
 		return 0, fmt.Errorf("reserve %s: %w", holdID, err)
 	}
-	c := s.customer(customer)
-	now := unixMilli(s.now())
+	c, now := s.customer(customer), unixMilli(s.now())
 	c.mu.Lock()
+	for c.gone {
+		// Dropped from the map since customer returned it: a hold lent
+		// from it would be lost to Settle. Take the current one.
+		c.mu.Unlock()
+		c = s.customer(customer)
+		c.mu.Lock()
+	}
 	c.expireHolds(now)
 	c.demand(time.Now().UnixMilli(), int64(amount))
 	if c.used(holdID, now) {
@@ -305,15 +322,21 @@ func (s *LeaseStore) reserve(ctx context.Context, customer, holdID string, amoun
 		s.lent.Add(1)
 		return money.Micros(avail), nil
 	}
-	want, shrink := s.wantLease(c, int64(amount), now), c.lease > c.inUse
+	want, shrink, syncing := s.wantLease(c, int64(amount), now), c.lease > c.inUse, c.syncing
 	c.mu.Unlock()
 
-	if want || shrink {
+	if want || shrink || syncing {
 		// One sync at a time: a reservation that waited for another's
-		// may find the lease grown already.
+		// may find the lease grown, or lending again.
 		c.syncMu.Lock()
 		c.mu.Lock()
 		avail, ok := c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
+		want, shrink = s.wantLease(c, int64(amount), now), c.lease > c.inUse
+		if !ok && !want && !shrink {
+			c.mu.Unlock()
+			c.syncMu.Unlock()
+			return s.reserveRedis(ctx, c, holdID, amount, ttl, checkPlan, planVersion)
+		}
 		if !ok && !want {
 			// Too small for this request, or not to be lent from:
 			// what the lease does not use goes back before the
@@ -363,13 +386,17 @@ func (s *LeaseStore) reserveRedis(ctx context.Context, c *leaseCustomer, holdID 
 		if !errors.As(err, &ice) || ice.Lent <= 0 || ice.Available+ice.Lent < amount {
 			return avail, err
 		}
-		wait := 2 * s.opts.FlushInterval
+		// The leases come back with their replicas' next syncs.
+		wait := s.opts.FlushInterval
 		if !s.now().Add(wait).Before(until) {
 			return avail, err
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
+			return avail, err
+		case <-s.stop:
 			t.Stop()
 			return avail, err
 		case <-t.C:
@@ -401,15 +428,38 @@ func (c *leaseCustomer) used(id string, now int64) bool {
 		if until > now {
 			return true
 		}
-		delete(c.recent, id)
+		delete(c.recent, id) // its retention ended: the id may be used again
 	}
 	return false
 }
 
+// remember records hold id as closed by a sync until forget (store-clock
+// ms: the retention's end) or for leaseRecentKeep (wall-clock ms wall),
+// whichever ends first, and forgets the oldest beyond maxLeaseRecent.
+func (c *leaseCustomer) remember(id string, forget, wall int64) {
+	c.recent[id] = forget
+	c.recentQ = append(c.recentQ, recentID{id: id, until: wall + leaseRecentKeep.Milliseconds()})
+	c.forgetRecent(wall)
+}
+
+// forgetRecent forgets the recent ids past their keep at wall, and the
+// oldest beyond maxLeaseRecent.
+func (c *leaseCustomer) forgetRecent(wall int64) {
+	n := 0
+	for n < len(c.recentQ) && (c.recentQ[n].until <= wall || len(c.recentQ)-n > maxLeaseRecent) {
+		delete(c.recent, c.recentQ[n].id)
+		n++
+	}
+	if n > 0 {
+		c.recentQ = slices.Delete(c.recentQ, 0, n)
+	}
+}
+
 // lend takes hold id of amount from the lease if it may, and returns the
-// credits available after it.
+// credits available after it. Nothing is lent while a sync is under way:
+// the sync may cut the lease to what was in use when it was sent.
 func (c *leaseCustomer) lend(id string, amount int64, ttl time.Duration, now int64, checkPlan bool, planVersion int64) (int64, bool) {
-	if c.lease == 0 || c.stopped || c.giveBack || now-c.synced >= c.fresh ||
+	if c.lease == 0 || c.syncing || c.stopped || c.giveBack || now-c.synced >= c.fresh ||
 		c.expiry <= now || (c.lotExpiry > 0 && c.lotExpiry <= now) || c.lease-c.inUse < amount ||
 		c.avail+c.lease-c.inUse < amount || (checkPlan && planVersion != c.planV) {
 		return 0, false
@@ -470,7 +520,7 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	var op *leaseOp
 	if h, ok := c.live[holdID]; ok {
 		delete(c.live, holdID)
-		op = &leaseOp{kind: 's', id: holdID, amount: h.amount, at: unixMilli(now), actual: int64(actual), body: chargeBody(ch, now), done: make(chan struct{})}
+		op = &leaseOp{kind: 's', id: holdID, amount: h.amount, hold: h, at: unixMilli(now), actual: int64(actual), body: chargeBody(ch, now), done: make(chan struct{})}
 		c.queue(op)
 	} else if o, ok := c.open[holdID]; ok && o.kind == 's' {
 		op = o // a second Settle of the same hold: the same outcome
@@ -490,6 +540,8 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 		return op.entry, op.err
 	case <-ctx.Done():
 		return Entry{}, fmt.Errorf("settle %s: %w: the charge is queued and reaches Redis with the lease's next sync", holdID, ctx.Err())
+	case <-s.done:
+		return Entry{}, fmt.Errorf("settle %s: %w: the store closed before the charge reached Redis", holdID, ErrStoreUnavailable)
 	}
 }
 
@@ -504,6 +556,9 @@ func (s *LeaseStore) waitSynced(ctx context.Context, c *leaseCustomer, id string
 		}
 		t := time.NewTimer(s.opts.FlushInterval / 4)
 		select {
+		case <-s.done:
+			t.Stop()
+			return fmt.Errorf("hold %s of %s: %w: the store closed", id, c.id, ErrStoreUnavailable)
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("hold %s of %s: %w: its close reaches Redis with the lease's next sync", id, c.id, ctx.Err())
@@ -665,7 +720,7 @@ func (s *LeaseStore) loop() {
 		select {
 		case <-s.stop:
 			if !s.crashed.Load() {
-				s.syncAll(true)
+				s.finish()
 			}
 			return
 		case <-t.C:
@@ -674,47 +729,110 @@ func (s *LeaseStore) loop() {
 	}
 }
 
-// syncAll syncs every customer with a lease or closes to send; final
-// gives every lease back. A customer with nothing left here is dropped.
+// leaseFinish bounds how long Close keeps trying to send what is left.
+const leaseFinish = 5 * time.Second
+
+// finish syncs until nothing is left to send and every lease is given
+// back, for up to leaseFinish, and logs as errors the charges it could
+// not send (they are lost, as a settlement that fails for good is).
+func (s *LeaseStore) finish() {
+	deadline := time.Now().Add(leaseFinish)
+	for {
+		s.syncAll(true)
+		left := s.unsent()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, op := range left {
+				s.log.Error("a settlement did not reach Redis before the store closed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand",
+					zap.String("customer", op.customer), zap.String("hold", op.id), zap.String("amount", money.Micros(op.actual).String()),
+					zap.String("apply", fmt.Sprintf("tollgate credit %s -%s --key settle-%s --reason 'unsettled request %s'", op.customer, money.Micros(op.actual), op.id, op.id)))
+			}
+			return
+		}
+		time.Sleep(s.opts.FlushInterval)
+	}
+}
+
+// unsentSettle is a settlement finish could not send.
+type unsentSettle struct {
+	customer, id string
+	actual       int64
+}
+
+// unsent returns the settlements not sent yet.
+func (s *LeaseStore) unsent() []unsentSettle {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var left []unsentSettle
+	for _, c := range s.customers {
+		c.mu.Lock()
+		for _, op := range c.pending {
+			if op.kind == 's' {
+				left = append(left, unsentSettle{customer: c.id, id: op.id, actual: op.actual})
+			}
+		}
+		c.mu.Unlock()
+	}
+	return left
+}
+
+// syncAll syncs every customer with a lease, closes to send or a state
+// to learn; final gives every lease back. A customer with nothing left
+// here is dropped. The store's map is held only to list and to drop, not
+// while a customer is looked at.
 func (s *LeaseStore) syncAll(final bool) {
 	now, wall := unixMilli(s.now()), time.Now().UnixMilli()
 	s.mu.Lock()
-	var due []*leaseCustomer
-	for id, c := range s.customers {
+	all := make([]*leaseCustomer, 0, len(s.customers))
+	for _, c := range s.customers {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	var due, idle []*leaseCustomer
+	for _, c := range all {
 		c.mu.Lock()
+		c.forgetRecent(wall)
 		// Lent holds that expired are closed by the next call that
 		// touches them or by Sweep, as on Redis, not here.
-		for h, until := range c.recent {
-			if until <= now {
-				delete(c.recent, h)
-			}
-		}
 		busy := c.lease > 0 || len(c.pending) > 0 || c.stopped
-		if final || wall-c.lastUse >= s.opts.Idle.Milliseconds() {
+		quiet := wall-c.lastUse >= s.opts.Idle.Milliseconds()
+		if final || quiet {
 			c.giveBack = true
 		}
-		if !busy && len(c.live) == 0 && len(c.open) == 0 && len(c.recent) == 0 && wall-c.lastUse >= s.opts.Idle.Milliseconds() {
-			delete(s.customers, id)
+		if !busy && quiet && len(c.live) == 0 && len(c.open) == 0 {
+			idle = append(idle, c)
 		}
 		c.mu.Unlock()
 		if busy {
 			due = append(due, c)
 		}
 	}
-	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), max(4*s.opts.FlushInterval, time.Second))
-	defer cancel()
+	if len(idle) > 0 {
+		s.mu.Lock()
+		for _, c := range idle {
+			c.mu.Lock()
+			if c.lease == 0 && len(c.pending) == 0 && !c.stopped && len(c.live) == 0 && len(c.open) == 0 && !c.syncing {
+				c.gone = true
+				delete(s.customers, c.id)
+			}
+			c.mu.Unlock()
+		}
+		s.mu.Unlock()
+	}
 	sem := make(chan struct{}, leaseParallel)
 	var wg sync.WaitGroup
 	for _, c := range due {
 		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), max(4*s.opts.FlushInterval, time.Second))
+			defer cancel()
 			if err := s.sync(ctx, c, now); err != nil {
-				s.log.Warn("lease sync failed; its charges are retried with the next one", zap.String("customer", c.id), zap.Error(err))
+				s.log.Warn("lease sync failed; its charges go with the next one", zap.String("customer", c.id), zap.Error(err))
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -747,11 +865,12 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	giveBack, changes := c.giveBack, c.changes
 	c.giveBack = false
 	c.peak = inUse
+	c.syncing = true
 	c.mu.Unlock()
 
 	args := make([]any, 0, 10+5*len(ops))
 	args = append(args, s.leaseID, now, s.retention.Milliseconds(), now+s.opts.TTL.Milliseconds(),
-		target, inUse, s.opts.Share, "", least, len(ops))
+		target, inUse, s.opts.Share, least, len(ops))
 	for _, op := range ops {
 		switch op.kind {
 		case 's':
@@ -776,6 +895,12 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		}
 		c.pending = append(ops, c.pending...)
 		c.giveBack = c.giveBack || giveBack
+		// The script may have run, its reply lost: the lease may be cut
+		// to what was in use, or be larger than known. Lend nothing until
+		// a sync says (the next tick: a stopped customer is synced).
+		c.lease = min(c.lease, inUse)
+		c.stopped = true
+		c.syncing = false
 		c.mu.Unlock()
 		s.syncFailures.Add(1)
 		return err
@@ -785,10 +910,18 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.syncing = false
+	if lease < inUse {
+		// The lease expired in Redis while its replica could not sync
+		// (longer than its ttl), and the credits of the open requests it
+		// lent were then spendable elsewhere: not all are there now.
+		s.log.Warn("a lease came back smaller than what its open requests hold: Redis did not back them while this replica could not sync, and the customer may overspend by the difference",
+			zap.String("customer", c.id), zap.String("lease", money.Micros(lease).String()), zap.String("in_use", money.Micros(inUse).String()))
+	}
 	c.lease, c.avail, c.planV, c.synced, c.lotExpiry = lease, balance-reserved, planV, now, lotExpiry
 	c.expiry = now + s.opts.TTL.Milliseconds()
 	c.stopped = stop != 0 || c.changes != changes
-	forget := now + s.retention.Milliseconds()
+	wall := time.Now().UnixMilli()
 	for i, op := range ops {
 		code, seq := r.int(leaseHead+3*i), r.int(leaseHead+1+3*i)
 		delete(c.open, op.id)
@@ -804,9 +937,9 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		case code == 2:
 			op.err = fmt.Errorf("settle %s of %s: %w", op.id, c.id, ErrHoldReleased)
 		case code == 4:
-			// Refused, nothing written: the hold is live again, so
-			// that a Settle of less can follow.
-			c.live[op.id] = &leaseHold{amount: op.amount, expiry: now + s.opts.TTL.Milliseconds(), ttl: s.opts.TTL.Milliseconds()}
+			// Refused, nothing written: the hold is live again, as it
+			// was, so that a Settle of less can follow.
+			c.live[op.id] = op.hold
 			c.inUse += op.amount
 			op.err = fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", op.id, ErrInvalidAmount, money.Micros(op.actual), c.id, MaxAmount)
 		default:
@@ -816,21 +949,10 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 			op.err = fmt.Errorf("settle %s: %w", op.id, r.err)
 		}
 		if code != 4 {
-			c.recent[op.id] = forget
+			c.remember(op.id, op.at+s.retention.Milliseconds(), wall)
 		}
 		if op.done != nil {
 			close(op.done)
-		}
-	}
-	if len(c.recent) > maxLeaseRecent {
-		// Bounded memory: the oldest go first.
-		for id, until := range c.recent {
-			if until < forget {
-				delete(c.recent, id)
-			}
-			if len(c.recent) <= maxLeaseRecent/2 {
-				break
-			}
 		}
 	}
 	return r.err
@@ -840,10 +962,14 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 // closes' results.
 const leaseHead = 6
 
-// maxLeaseRecent caps the closed hold ids a customer's lease remembers to
-// refuse their reuse; a busy customer's older ones are forgotten (Redis
-// still refuses the reuse of an id it knows, as without leases).
-const maxLeaseRecent = 4096
+// leaseRecentKeep and maxLeaseRecent bound the closed hold ids a
+// customer's lease remembers, to refuse their reuse here: Redis keeps
+// the closed records for the retention, but a lent hold is not checked
+// against Redis, which is why LeaseStore needs unique hold ids.
+const (
+	leaseRecentKeep = 10 * time.Minute
+	maxLeaseRecent  = 4096
+)
 
 // Close syncs what is left, gives every lease back and closes the client.
 func (s *LeaseStore) Close() error {

@@ -144,9 +144,11 @@ func serve(ctx context.Context, cfg *config.Config, path string, log *zap.Logger
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	leaseStats := func() ledger.LeaseStats { return ledger.LeaseStats{} } // zeros without leases, so that every series exists
 	if ls, ok := st.(*ledger.LeaseStore); ok {
-		registerLeaseMetrics(reg, ls)
+		leaseStats = ls.Stats
 	}
+	registerLeaseMetrics(reg, leaseStats)
 
 	syncer, err := stripesync.New(st, stripesync.Options{
 		WebhookSecrets: cfg.Stripe.WebhookSecrets,

@@ -213,16 +213,16 @@ func redactRedis(u *url.URL) string {
 	return u.Redacted()
 }
 
-// registerLeaseMetrics exports what ls counts (ledger.LeaseStats):
+// registerLeaseMetrics exports what stats counts (ledger.LeaseStats):
 // tollgate_lease_holds_total{from} says how many request holds came from
 // a lease and how many were reserved in Redis, and
 // tollgate_lease_syncs_total{result} the lease syncs that succeeded and
 // failed (a failure's closes go with the next sync; alert when failures
 // keep rising).
-func registerLeaseMetrics(reg prometheus.Registerer, ls *ledger.LeaseStore) {
+func registerLeaseMetrics(reg prometheus.Registerer, stats func() ledger.LeaseStats) {
 	counter := func(name, help string, labels prometheus.Labels, f func(ledger.LeaseStats) int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
-			func() float64 { return float64(f(ls.Stats())) })
+			func() float64 { return float64(f(stats())) })
 	}
 	const holds, syncs = "tollgate_lease_holds_total", "tollgate_lease_syncs_total"
 	const holdsHelp, syncsHelp = "Request holds, by where they came from: a lease in memory, or Redis.", "Lease syncs with Redis, by result."

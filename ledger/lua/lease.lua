@@ -25,12 +25,11 @@
 --            credits are there
 -- ARGV[7] -> share: the most the lease may grow to, in percent of what is
 --            available to the customer counting this lease (1..100)
--- ARGV[8] -> the plan version the replica lends under, or "" for none
--- ARGV[9] -> least: the lease must leave at least this much beyond what is
+-- ARGV[8] -> least: the lease must leave at least this much beyond what is
 --            in use (the request that asked for it), or it is cut to what
 --            is in use: a lease too small for the request would only keep
 --            the request's own credits from it
--- ARGV[10] -> n, the number of closes that follow, five arguments each:
+-- ARGV[9] -> n, the number of closes that follow, five arguments each:
 --            kind ("s" settle, "r" release, "e" expire), hold id, when
 --            it closed (unix ms: its retention starts then), actual cost
 --            (settle; else 0), entry body (settle; else "")
@@ -39,10 +38,12 @@
 --   lease        the lease's amount now (0: no lease)
 --   balance, reserved  the account after the call (reserved counts the lease)
 --   plan_version the stored plan version (account.plan_v)
---   stop         0, or the sum of 1 (suspended), 2 (a refused reservation
---                asked leases back: account.recall is after now), 4 (the
---                plan version is not ARGV[8]): the lease was cut to what
---                is in use, and the replica must not lend from it
+--   stop         0, or the sum of 1 (suspended) and 2 (a refused
+--                reservation asked leases back: account.recall is after
+--                now): the lease was cut to what is in use, and the
+--                replica must not lend from it (a plan change shows in
+--                plan_version: the replica lends only to reservations made
+--                under it)
 --   lot_expiry   when the next lot expires (account.lot_expire_at), or 0:
 --                the balance changes then without a script, so the
 --                replica lends nothing from then until its next sync
@@ -64,8 +65,8 @@ local expiry = tonumber(ARGV[4])
 local target = tonumber(ARGV[5])
 local in_use = tonumber(ARGV[6])
 local share = tonumber(ARGV[7])
-local least = tonumber(ARGV[9])
-local n = tonumber(ARGV[10])
+local least = tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
 
 local a = current(now, retention)
 
@@ -88,14 +89,14 @@ a.lfree = lfree + math.max(0, cur - in_use)
 
 local out = {0, 0, 0, 0, 0, 0}
 for i = 0, n - 1 do
-  local kind, id, at = ARGV[11 + 5 * i], ARGV[12 + 5 * i], tonumber(ARGV[13 + 5 * i])
+  local kind, id, at = ARGV[10 + 5 * i], ARGV[11 + 5 * i], tonumber(ARGV[12 + 5 * i])
   local v = redis.call('HGET', K_HOLDS, id)
   local state, seq
   if v and not live_amount(v) then
     state, seq = closed_state(a, id, v, now)
   end
   if kind == 's' then
-    local actual = tonumber(ARGV[14 + 5 * i])
+    local actual = tonumber(ARGV[13 + 5 * i])
     if state == 's' then
       local raw = redis.call('HGET', K_ENTRIES, seq)
       if not raw then
@@ -114,7 +115,7 @@ for i = 0, n - 1 do
       if amount then
         drop_hold(a, id, amount)
       end
-      local s = append_entry(a, -actual, ARGV[15 + 5 * i])
+      local s = append_entry(a, -actual, ARGV[14 + 5 * i])
       if actual > 0 then
         spend(a, actual)
       end
@@ -135,8 +136,8 @@ end
 -- Size the lease. It keeps what the replica's open holds use, as far as
 -- the credits allow; beyond that it grows to the target, but never past
 -- share percent of what is available counting the lease, and it does not
--- grow (it is cut to what is in use) while the customer is suspended, a
--- refused reservation asked for leases back, or the plan changed.
+-- grow (it is cut to what is in use) while the customer is suspended or
+-- a refused reservation asked for leases back.
 local stop = 0
 if a.suspended > 0 then
   stop = stop + 1
@@ -146,9 +147,6 @@ if recall and recall > now then
   stop = stop + 2
 end
 local plan_v = tonumber(redis.call('HGET', K_ACCOUNT, 'plan_v')) or 0
-if ARGV[8] ~= '' and tonumber(ARGV[8]) ~= plan_v then
-  stop = stop + 4
-end
 local avail = a.balance - a.reserved + cur
 local lease = math.max(0, math.min(in_use, math.max(cur, avail)))
 if stop == 0 then
@@ -159,6 +157,12 @@ if stop == 0 then
 end
 local free = math.max(0, lease - in_use)
 if lease > 0 then
+  if lv and cur == 0 then
+    -- The lease expired and is taken again: its closed record goes,
+    -- from hold:forget too, or prune would later delete the live lease
+    -- and leave its amount in reserved for good.
+    redis.call('ZREM', K_HOLD_FORGET, lease_id)
+  end
   redis.call('HSET', K_HOLDS, lease_id, int(lease) .. ' L' .. int(free))
   redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), lease_id)
   a.reserved = a.reserved - cur + lease

@@ -68,16 +68,16 @@ if a.suspended > 0 then
 end
 local available = a.balance - a.reserved
 if available < amount then
-  if EV and a.seq > 0 and redis.call('HGET', K_OUTBOX, 'dep') ~= '1' then
-    -- balance.depleted: the first refusal since the last positive credit
-    -- (credit.lua re-arms it); a customer without entries never had
-    -- credits to run out of.
-    redis.call('HSET', K_OUTBOX, 'dep', '1')
-    emit(a, 'balance.depleted', 0, amount, 0, '')
-  end
   local lfree = lent(a)
   if lfree > 0 and available + lfree >= amount then
     redis.call('HSET', K_ACCOUNT, 'recall', int(now + RECALL_MS))
+  elseif EV and a.seq > 0 and redis.call('HGET', K_OUTBOX, 'dep') ~= '1' then
+    -- balance.depleted: the first refusal since the last positive credit
+    -- (credit.lua re-arms it); a customer without entries never had
+    -- credits to run out of; a refusal that unused leases cause is not
+    -- one (they are recalled, and the retry may succeed).
+    redis.call('HSET', K_OUTBOX, 'dep', '1')
+    emit(a, 'balance.depleted', 0, amount, 0, '')
   end
   return save_account(a, {1, available, a.reserved, lfree})
 end

@@ -1,0 +1,248 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
+)
+
+// leaseFault is a go-redis hook on one replica's client that delays the
+// reply of its next lease sync, loses it (the script ran; the caller sees
+// a timeout), or fails every sync.
+type leaseFault struct {
+	delay   atomic.Int64 // ns, for the next sync only
+	lose    atomic.Bool  // the next sync only
+	failing atomic.Bool
+	hit     chan struct{} // a delayed or lost sync has run
+}
+
+func newLeaseFault() *leaseFault { return &leaseFault{hit: make(chan struct{}, 1)} }
+
+func (h *leaseFault) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *leaseFault) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if isLeaseSync(cmd) && (h.failing.Load() || h.delay.Load() > 0 || h.lose.Load()) {
+				// One at a time through ProcessHook's logic.
+				for _, c := range cmds {
+					_ = h.ProcessHook(func(ctx context.Context, c redis.Cmder) error { return next(ctx, []redis.Cmder{c}) })(ctx, c)
+				}
+				return nil
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func isLeaseSync(cmd redis.Cmder) bool {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.HasPrefix(s, "tollgate-lease-") {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *leaseFault) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !isLeaseSync(cmd) {
+			return next(ctx, cmd)
+		}
+		if h.failing.Load() {
+			cmd.SetErr(&net.OpError{Op: "read", Net: "tcp", Err: errors.New("injected")})
+			return cmd.Err()
+		}
+		err := next(ctx, cmd)
+		if d := h.delay.Swap(0); d > 0 {
+			h.hit <- struct{}{}
+			time.Sleep(time.Duration(d)) // the script ran; its reply comes late
+		}
+		if h.lose.Swap(false) {
+			cmd.SetErr(context.DeadlineExceeded) // the script ran; its reply is lost
+			h.hit <- struct{}{}
+			return cmd.Err()
+		}
+		return err
+	}
+}
+
+// faultyReplica is a LeaseStore whose lease syncs h disturbs.
+func faultyReplica(t *testing.T, addr string, h *leaseFault, opts ledger.Options, lo ledger.LeaseOptions) *ledger.LeaseStore {
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	client.AddHook(h)
+	s := ledger.NewLeaseStore(client, opts, lo)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// racedByLateSync: replica A leases; B is refused, which recalls A's
+// lease; A's sync that cuts it comes back late or never, and meanwhile A
+// and B both reserve. Whatever each is granted, settling every grant in
+// full must not take the balance below zero.
+func racedByLateSync(t *testing.T, disturb func(*leaseFault)) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	h := newLeaseFault()
+	a := faultyReplica(t, srv.Addr, h, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 100 * time.Millisecond})
+	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+	t.Cleanup(func() { b.Close() })
+	cust := "late-" + randomHex(4)
+	mustCredit(t, b, cust, c("1000"))
+	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	if a.Stats().Lent == 0 {
+		t.Fatalf("A lent nothing: %+v", a.Stats())
+	}
+	if err := b.Reserve(ctx, cust, "b0", c("700"), time.Minute); !errors.Is(err, ledger.ErrInsufficientCredits) {
+		t.Fatalf("B's 700 while A leases everything: %v; want refused (and A's lease recalled)", err)
+	}
+	disturb(h)
+	<-h.hit
+	granted := map[string]ledger.Store{"a0": a}
+	if err := a.Reserve(ctx, cust, "a1", c("300"), time.Minute); err == nil {
+		granted["a1"] = a
+	} else if !errors.Is(err, ledger.ErrInsufficientCredits) {
+		t.Fatal(err)
+	}
+	if err := b.Reserve(ctx, cust, "b1", c("700"), time.Minute); err == nil {
+		granted["b1"] = b
+	} else if !errors.Is(err, ledger.ErrInsufficientCredits) {
+		t.Fatal(err)
+	}
+	amounts := map[string]money.Micros{"a0": c("100"), "a1": c("300"), "b1": c("700")}
+	for id, s := range granted {
+		if _, err := s.Settle(ctx, cust, id, amounts[id], ledger.Charge{Reference: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if acct := mustAccount(t, b, cust); acct.Balance < 0 {
+		t.Errorf("granted %v on a balance of 1000: the customer overspent, balance %s", granted, acct.Balance)
+	}
+	checkInvariants(t, b, cust)
+}
+
+// TestLeaseLendsNothingWhileASyncIsOut: while a sync that may cut the
+// lease is on its way, nothing is lent from the lease it had.
+func TestLeaseLendsNothingWhileASyncIsOut(t *testing.T) {
+	racedByLateSync(t, func(h *leaseFault) { h.delay.Store(int64(150 * time.Millisecond)) })
+}
+
+// TestLeaseLendsNothingAfterALostReply: a sync whose reply was lost may
+// have cut the lease; nothing is lent until a sync says what it is.
+func TestLeaseLendsNothingAfterALostReply(t *testing.T) {
+	racedByLateSync(t, func(h *leaseFault) { h.lose.Store(true) })
+}
+
+// TestLeaseRetakenAfterExpiry: a lease that expired in Redis while its
+// replica could not sync, and was taken again, is a live hold like any
+// other: when the retention of its expired record ends nothing deletes
+// it, and reserved stays the sum of the live holds.
+func TestLeaseRetakenAfterExpiry(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	h := newLeaseFault()
+	opts := ledger.Options{Retention: 500 * time.Millisecond}
+	a := faultyReplica(t, srv.Addr, h, opts, ledger.LeaseOptions{MinRequests: -1, Share: 50, TTL: 300 * time.Millisecond, FlushInterval: 20 * time.Millisecond, Idle: time.Hour})
+	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), opts)
+	t.Cleanup(func() { b.Close() })
+	cust := "retaken-" + randomHex(4)
+	mustCredit(t, b, cust, c("1000"))
+	mustReserve(t, a, cust, "a0", c("10"), time.Hour)
+	h.failing.Store(true) // past the lease's ttl: it expires in Redis
+	time.Sleep(500 * time.Millisecond)
+	h.failing.Store(false)
+	for i := range 20 { // busy: the lease is taken again, and lives past the retention
+		if err := a.Reserve(ctx, cust, fmt.Sprintf("k%d", i), c("1"), time.Hour); err != nil && !errors.Is(err, ledger.ErrInsufficientCredits) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := a.Settle(ctx, cust, "a0", c("10"), ledger.Charge{Reference: "a0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acct := mustAccount(t, b, cust)
+	if live := liveHolds(t, b, cust); acct.Reserved != live {
+		t.Fatalf("reserved %s, live holds %s: a lease's amount was left in reserved", acct.Reserved, live)
+	}
+}
+
+// liveHolds sums the live holds Redis keeps for cust, leases included.
+func liveHolds(t *testing.T, s *ledger.RedisStore, cust string) money.Micros {
+	t.Helper()
+	holds, err := s.RawClient().HGetAll(context.Background(), ledger.CustomerKeys(cust)[1]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum money.Micros
+	for _, v := range holds {
+		var amount int64
+		var tag string
+		if _, err := fmt.Sscanf(v, "%d %s", &amount, &tag); err == nil {
+			sum += money.Micros(amount)
+		}
+	}
+	return sum
+}
+
+// TestLeaseRefusalIsNotDepletion: a refusal that only unused leases
+// cause recalls them and is retried; it does not announce
+// balance.depleted, which the customer's real first 402 must still do.
+func TestLeaseRefusalIsNotDepletion(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	opts := ledger.Options{Events: &ledger.EventOptions{}}
+	lo := ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond}
+	a := ledger.NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), opts, lo)
+	t.Cleanup(func() { a.Close() })
+	b := ledger.NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), opts, lo)
+	t.Cleanup(func() { b.Close() })
+	cust := "depleted-" + randomHex(4)
+	mustCredit(t, a, cust, c("1000"))
+	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	if _, err := b.ReserveAvailable(ctx, cust, "b1", c("800"), time.Minute); err != nil {
+		t.Fatalf("b1: %v", err)
+	}
+	if hasEvent(t, a, cust, ledger.EventBalanceDepleted) {
+		t.Fatal("balance.depleted for a refusal that leases caused")
+	}
+	// The real one is still announced.
+	if _, err := b.ReserveAvailable(ctx, cust, "b2", c("500"), time.Minute); !errors.Is(err, ledger.ErrInsufficientCredits) {
+		t.Fatalf("b2: %v", err)
+	}
+	if !hasEvent(t, a, cust, ledger.EventBalanceDepleted) {
+		t.Fatal("no balance.depleted for the first real refusal")
+	}
+}
+
+// hasEvent moves the pending events of s's Redis and reports whether
+// the log holds one of typ for cust.
+func hasEvent(t *testing.T, s ledger.Outbox, cust string, typ ledger.EventType) bool {
+	t.Helper()
+	if _, err := s.MoveEvents(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Events(context.Background(), 0, ledger.MaxPageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range p.Events {
+		if e.Customer == cust && e.Type == typ {
+			return true
+		}
+	}
+	return false
+}
