@@ -217,7 +217,8 @@ type leaseCustomer struct {
 	open    map[string]*leaseOp // closes not synced yet, by hold id
 	recent  map[string]int64    // hold ids closed by a sync: until when (store clock), kept leaseRecentKeep at most
 	recentQ []recentID          // recent, oldest first
-	syncing bool                // a sync is under way: nothing is lent until it is back
+	syncing bool                // a sync is under way: lending stays within syncCap until it is back
+	syncCap int64               // what the sync under way keeps of the lease, however it sizes it
 	gone    bool                // dropped from the store's map: a caller must look it up again
 
 	// Demand: the reservations since window began, the largest of
@@ -456,10 +457,12 @@ func (c *leaseCustomer) forgetRecent(wall int64) {
 }
 
 // lend takes hold id of amount from the lease if it may, and returns the
-// credits available after it. Nothing is lent while a sync is under way:
-// the sync may cut the lease to what was in use when it was sent.
+// credits available after it. While a sync is under way it lends only
+// within syncCap: the sync may cut the lease to what it said was in use
+// (a recall, a give-back), which is what was in use when it was sent
+// plus an allowance for the requests that come meanwhile.
 func (c *leaseCustomer) lend(id string, amount int64, ttl time.Duration, now int64, checkPlan bool, planVersion int64) (int64, bool) {
-	if c.lease == 0 || c.syncing || c.stopped || c.giveBack || now-c.synced >= c.fresh ||
+	if c.lease == 0 || (c.syncing && c.inUse+amount > c.syncCap) || c.stopped || c.giveBack || now-c.synced >= c.fresh ||
 		c.expiry <= now || (c.lotExpiry > 0 && c.lotExpiry <= now) || c.lease-c.inUse < amount ||
 		c.avail+c.lease-c.inUse < amount || (checkPlan && planVersion != c.planV) {
 		return 0, false
@@ -858,10 +861,14 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		}
 	}
 	inUse := c.inUse - settling
-	target := inUse
+	target, allowance := inUse, int64(0)
 	if !c.giveBack && !c.stopped {
 		target = max(inUse+leaseHeadroom*c.largest, 2*c.peak)
+		// Half of what is free stays lendable while the sync is out:
+		// the sync keeps it, whatever else it decides.
+		allowance = max(0, c.lease-c.inUse) / 2
 	}
+	c.syncCap = c.inUse + allowance
 	giveBack, changes := c.giveBack, c.changes
 	c.giveBack = false
 	c.peak = inUse
@@ -870,7 +877,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 
 	args := make([]any, 0, 10+5*len(ops))
 	args = append(args, s.leaseID, now, s.retention.Milliseconds(), now+s.opts.TTL.Milliseconds(),
-		target, inUse, s.opts.Share, least, len(ops))
+		target, inUse, allowance, s.opts.Share, least, len(ops))
 	for _, op := range ops {
 		switch op.kind {
 		case 's':
@@ -898,7 +905,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		// The script may have run, its reply lost: the lease may be cut
 		// to what was in use, or be larger than known. Lend nothing until
 		// a sync says (the next tick: a stopped customer is synced).
-		c.lease = min(c.lease, inUse)
+		c.lease = min(c.lease, inUse+allowance)
 		c.stopped = true
 		c.syncing = false
 		c.mu.Unlock()
@@ -911,13 +918,6 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.syncing = false
-	if lease < inUse {
-		// The lease expired in Redis while its replica could not sync
-		// (longer than its ttl), and the credits of the open requests it
-		// lent were then spendable elsewhere: not all are there now.
-		s.log.Warn("a lease came back smaller than what its open requests hold: Redis did not back them while this replica could not sync, and the customer may overspend by the difference",
-			zap.String("customer", c.id), zap.String("lease", money.Micros(lease).String()), zap.String("in_use", money.Micros(inUse).String()))
-	}
 	c.lease, c.avail, c.planV, c.synced, c.lotExpiry = lease, balance-reserved, planV, now, lotExpiry
 	c.expiry = now + s.opts.TTL.Milliseconds()
 	c.stopped = stop != 0 || c.changes != changes
@@ -954,6 +954,13 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		if op.done != nil {
 			close(op.done)
 		}
+	}
+	if lease < c.inUse {
+		// The lease expired in Redis while its replica could not sync
+		// (longer than its ttl), and the credits of the open requests it
+		// lent were then spendable elsewhere: not all are there now.
+		s.log.Warn("a lease came back smaller than what its open requests hold: Redis did not back them while this replica could not sync, and the customer may overspend by the difference",
+			zap.String("customer", c.id), zap.String("lease", money.Micros(lease).String()), zap.String("in_use", money.Micros(c.inUse).String()))
 	}
 	return r.err
 }

@@ -21,15 +21,17 @@
 -- ARGV[4] -> expiry of the lease, unix ms
 -- ARGV[5] -> target: the lease the replica wants after this call
 -- ARGV[6] -> in use: what the replica's open holds take of the lease after
---            the closes below; the lease never shrinks below it while the
---            credits are there
--- ARGV[7] -> share: the most the lease may grow to, in percent of what is
+--            the closes below
+-- ARGV[7] -> allowance: what the replica may lend while this call is out;
+--            the lease never shrinks below in use + allowance while the
+--            credits are there, whatever else this call decides
+-- ARGV[8] -> share: the most the lease may grow to, in percent of what is
 --            available to the customer counting this lease (1..100)
--- ARGV[8] -> least: the lease must leave at least this much beyond what is
+-- ARGV[9] -> least: the lease must leave at least this much beyond what is
 --            in use (the request that asked for it), or it is cut to what
 --            is in use: a lease too small for the request would only keep
 --            the request's own credits from it
--- ARGV[9] -> n, the number of closes that follow, five arguments each:
+-- ARGV[10] -> n, the number of closes that follow, five arguments each:
 --            kind ("s" settle, "r" release, "e" expire), hold id, when
 --            it closed (unix ms: its retention starts then), actual cost
 --            (settle; else 0), entry body (settle; else "")
@@ -64,9 +66,10 @@ local retention = tonumber(ARGV[3])
 local expiry = tonumber(ARGV[4])
 local target = tonumber(ARGV[5])
 local in_use = tonumber(ARGV[6])
-local share = tonumber(ARGV[7])
-local least = tonumber(ARGV[8])
-local n = tonumber(ARGV[9])
+local allowance = tonumber(ARGV[7])
+local share = tonumber(ARGV[8])
+local least = tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
 
 local a = current(now, retention)
 
@@ -89,14 +92,14 @@ a.lfree = lfree + math.max(0, cur - in_use)
 
 local out = {0, 0, 0, 0, 0, 0}
 for i = 0, n - 1 do
-  local kind, id, at = ARGV[10 + 5 * i], ARGV[11 + 5 * i], tonumber(ARGV[12 + 5 * i])
+  local kind, id, at = ARGV[11 + 5 * i], ARGV[12 + 5 * i], tonumber(ARGV[13 + 5 * i])
   local v = redis.call('HGET', K_HOLDS, id)
   local state, seq
   if v and not live_amount(v) then
     state, seq = closed_state(a, id, v, now)
   end
   if kind == 's' then
-    local actual = tonumber(ARGV[13 + 5 * i])
+    local actual = tonumber(ARGV[14 + 5 * i])
     if state == 's' then
       local raw = redis.call('HGET', K_ENTRIES, seq)
       if not raw then
@@ -115,7 +118,7 @@ for i = 0, n - 1 do
       if amount then
         drop_hold(a, id, amount)
       end
-      local s = append_entry(a, -actual, ARGV[14 + 5 * i])
+      local s = append_entry(a, -actual, ARGV[15 + 5 * i])
       if actual > 0 then
         spend(a, actual)
       end
@@ -148,7 +151,7 @@ if recall and recall > now then
 end
 local plan_v = tonumber(redis.call('HGET', K_ACCOUNT, 'plan_v')) or 0
 local avail = a.balance - a.reserved + cur
-local lease = math.max(0, math.min(in_use, math.max(cur, avail)))
+local lease = math.max(0, math.min(in_use + allowance, math.max(cur, avail)))
 if stop == 0 then
   local grown = math.max(lease, math.min(target, math.floor(math.max(avail, 0) * share / 100)))
   if grown - in_use >= least then
