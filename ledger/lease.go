@@ -70,7 +70,10 @@ type LeaseStore struct {
 	closing sync.Once
 
 	lent, reserved, syncs, syncFailures atomic.Int64 // LeaseStats
-	crashed                             atomic.Bool  // a test's kill -9 (export_test.go)
+	// syncSeq numbers the lease syncs: lease.lua leaves the lease alone
+	// for a sync that ran after a later one (a reply given up on).
+	syncSeq atomic.Int64
+	crashed atomic.Bool // a test's kill -9 (export_test.go)
 }
 
 // LeaseStats counts what a LeaseStore did since it opened.
@@ -191,12 +194,12 @@ func NewLeaseStore(client redis.UniversalClient, opts Options, lopts LeaseOption
 }
 
 // leaseCustomer is one customer's lease on this replica. mu guards every
-// field; syncMu is held for the whole of a sync (so that one runs at a
+// field; syncMu (lockSync) is held for the whole of a sync (so that one runs at a
 // time, and Account can read between two).
 type leaseCustomer struct {
 	id     string
 	mu     sync.Mutex
-	syncMu sync.Mutex
+	syncMu chan struct{} // a lock whose wait a context can end: lockSync
 
 	lease  int64 // the lease as of the last sync (0: none)
 	expiry int64 // when Redis expires the lease, unix ms
@@ -211,15 +214,19 @@ type leaseCustomer struct {
 	stopped   bool  // the last sync said not to lend, or this store changed the customer since
 	changes   int64 // stopLending calls: a sync during which one came does not lend
 
-	inUse   int64 // the amounts of the live holds and of the settles not synced yet
-	live    map[string]*leaseHold
-	pending []*leaseOp          // closes not sent yet
-	open    map[string]*leaseOp // closes not synced yet, by hold id
-	recent  map[string]int64    // hold ids closed by a sync: until when (store clock), kept leaseRecentKeep at most
-	recentQ []recentID          // recent, oldest first
-	syncing bool                // a sync is under way: lending stays within syncCap until it is back
-	syncCap int64               // what the sync under way keeps of the lease, however it sizes it
-	gone    bool                // dropped from the store's map: a caller must look it up again
+	inUse int64 // the amounts of the live holds and of the settles not synced yet
+	live  map[string]*leaseHold
+	// nextExpiry is at most the earliest expiry of the live holds (0:
+	// none), so that expireHolds walks them only when one may be due.
+	nextExpiry int64
+	pending    []*leaseOp          // closes not sent yet
+	open       map[string]*leaseOp // closes not synced yet, by hold id
+	recent     map[string]int64    // hold ids closed by a sync: until when (store clock), kept leaseRecentKeep at most
+	recentQ    []recentID          // recent, oldest first
+	claimed    map[string]struct{} // hold ids a Reserve under way holds, lent or not
+	syncing    bool                // a sync is under way: lending stays within syncCap until it is back
+	syncCap    int64               // what the sync under way keeps of the lease, however it sizes it
+	gone       bool                // dropped from the store's map: a caller must look it up again
 
 	// Demand: the reservations since window began, the largest of
 	// them, and the most the holds took since the last sync; window and
@@ -257,6 +264,23 @@ type leaseOp struct {
 	err   error
 }
 
+// lockSync takes c's sync lock, or fails when ctx ends first.
+func (c *leaseCustomer) lockSync(ctx context.Context) error {
+	select {
+	case c.syncMu <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.syncMu <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *leaseCustomer) unlockSync() { <-c.syncMu }
+
 // customer returns customer's lease state, creating it.
 func (s *LeaseStore) customer(id string) *leaseCustomer {
 	s.mu.Lock()
@@ -264,7 +288,7 @@ func (s *LeaseStore) customer(id string) *leaseCustomer {
 	c := s.customers[id]
 	if c == nil {
 		c = &leaseCustomer{id: id, live: map[string]*leaseHold{}, open: map[string]*leaseOp{}, recent: map[string]int64{},
-			fresh: leaseFresh * s.opts.FlushInterval.Milliseconds()}
+			fresh: leaseFresh * s.opts.FlushInterval.Milliseconds(), syncMu: make(chan struct{}, 1), claimed: map[string]struct{}{}}
 		s.customers[id] = c
 	}
 	return c
@@ -303,7 +327,7 @@ func (s *LeaseStore) reserve(ctx context.Context, customer, holdID string, amoun
 	if err := s.guard(); err != nil {
 		return 0, fmt.Errorf("reserve %s: %w", holdID, err)
 	}
-	c, now := s.customer(customer), unixMilli(s.now())
+	c := s.customer(customer)
 	c.mu.Lock()
 	for c.gone {
 		// Dropped from the map since customer returned it: a hold lent
@@ -312,6 +336,7 @@ func (s *LeaseStore) reserve(ctx context.Context, customer, holdID string, amoun
 		c = s.customer(customer)
 		c.mu.Lock()
 	}
+	now := unixMilli(s.now())
 	c.expireHolds(now)
 	c.demand(time.Now().UnixMilli(), int64(amount))
 	if c.used(holdID, now) {
@@ -323,57 +348,78 @@ func (s *LeaseStore) reserve(ctx context.Context, customer, holdID string, amoun
 		s.lent.Add(1)
 		return money.Micros(avail), nil
 	}
-	want, shrink, syncing := s.wantLease(c, int64(amount), now), c.lease > c.inUse, c.syncing
+	// The id is this call's until it returns: a concurrent Reserve of
+	// the same id is a duplicate, wherever this one ends up.
+	c.claimed[holdID] = struct{}{}
+	want, shrink, syncing, stale := s.wantLease(c, int64(amount)), c.lease > c.inUse, c.syncing, c.stale(now)
 	c.mu.Unlock()
-
-	if want || shrink || syncing {
-		// One sync at a time: a reservation that waited for another's
-		// may find the lease grown, or lending again.
-		c.syncMu.Lock()
+	defer func() {
 		c.mu.Lock()
-		avail, ok := c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
-		want, shrink = s.wantLease(c, int64(amount), now), c.lease > c.inUse
-		if !ok && !want && !shrink {
-			c.mu.Unlock()
-			c.syncMu.Unlock()
-			return s.reserveRedis(ctx, c, holdID, amount, ttl, checkPlan, planVersion)
-		}
-		if !ok && !want {
-			// Too small for this request, or not to be lent from:
-			// what the lease does not use goes back before the
-			// request reserves in Redis, where it would count
-			// against the request itself.
-			c.giveBack = true
-		}
+		delete(c.claimed, holdID)
 		c.mu.Unlock()
-		if ok {
-			c.syncMu.Unlock()
-			s.lent.Add(1)
-			return money.Micros(avail), nil
-		}
-		least := int64(0)
-		if want {
-			least = int64(max(amount, 1))
-		}
-		err := s.syncLocked(ctx, c, now, least)
-		c.syncMu.Unlock()
-		if err == nil && want {
-			c.mu.Lock()
-			avail, ok := c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
-			c.mu.Unlock()
-			if ok {
-				s.lent.Add(1)
-				return money.Micros(avail), nil
-			}
+	}()
+
+	if want || shrink || syncing || stale {
+		if avail, ok, err := s.reserveSynced(ctx, c, holdID, amount, ttl, checkPlan, planVersion); ok || err != nil {
+			return avail, err
 		}
 	}
 	return s.reserveRedis(ctx, c, holdID, amount, ttl, checkPlan, planVersion)
 }
 
+// reserveSynced is reserve for a request the lease could not serve as it
+// was: once the sync under way is back (or after one of its own, to take,
+// grow or give back the lease) it lends if it then may. ok false with a
+// nil error leaves the request to Redis.
+func (s *LeaseStore) reserveSynced(ctx context.Context, c *leaseCustomer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, bool, error) {
+	// One sync at a time: a reservation that waited for another's may
+	// find the lease grown, or lending again.
+	if err := c.lockSync(ctx); err != nil {
+		return 0, false, fmt.Errorf("reserve %s: %w: %w", holdID, ErrStoreUnavailable, err)
+	}
+	defer c.unlockSync()
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		return 0, false, nil // dropped meanwhile: nothing to lend from, and Redis is right
+	}
+	now := unixMilli(s.now()) // the wait may have been long: lot and lease expiry are judged now
+	avail, ok := c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
+	want, shrink, stale := s.wantLease(c, int64(amount)), c.lease > c.inUse, c.stale(now)
+	if !ok && !want {
+		// Too small for this request, or not to be lent from: what the
+		// lease does not use goes back before the request reserves in
+		// Redis, where it would count against the request itself.
+		c.giveBack = true
+	}
+	c.mu.Unlock()
+	if ok {
+		s.lent.Add(1)
+		return money.Micros(avail), true, nil
+	}
+	if !want && !shrink && !stale {
+		return 0, false, nil
+	}
+	least := int64(0)
+	if want {
+		least = int64(max(amount, 1))
+	}
+	if err := s.syncLocked(ctx, c, now, least); err != nil || !want {
+		return 0, false, nil // Redis answers for the request, and for Redis
+	}
+	c.mu.Lock()
+	avail, ok = c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
+	c.mu.Unlock()
+	if ok {
+		s.lent.Add(1)
+	}
+	return money.Micros(avail), ok, nil
+}
+
 // reserveRedis reserves a per-request hold in Redis, retrying a refusal
 // that leases caused while they are given back (see LeaseStore).
 func (s *LeaseStore) reserveRedis(ctx context.Context, c *leaseCustomer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
-	until := s.now().Add(s.opts.RecallWait)
+	until := time.Now().Add(s.opts.RecallWait) // the replicas' pace: wall clock, as their ticks
 	for {
 		avail, err := s.RedisStore.reserve(ctx, c.id, holdID, amount, ttl, checkPlan, planVersion)
 		var ice *InsufficientCreditsError
@@ -389,7 +435,7 @@ func (s *LeaseStore) reserveRedis(ctx context.Context, c *leaseCustomer, holdID 
 		}
 		// The leases come back with their replicas' next syncs.
 		wait := s.opts.FlushInterval
-		if !s.now().Add(wait).Before(until) {
+		if !time.Now().Add(wait).Before(until) {
 			return avail, err
 		}
 		t := time.NewTimer(wait)
@@ -423,6 +469,9 @@ func (c *leaseCustomer) used(id string, now int64) bool {
 		return true
 	}
 	if _, ok := c.open[id]; ok {
+		return true
+	}
+	if _, ok := c.claimed[id]; ok {
 		return true
 	}
 	if until, ok := c.recent[id]; ok {
@@ -467,36 +516,56 @@ func (c *leaseCustomer) lend(id string, amount int64, ttl time.Duration, now int
 		c.avail+c.lease-c.inUse < amount || (checkPlan && planVersion != c.planV) {
 		return 0, false
 	}
-	c.live[id] = &leaseHold{amount: amount, expiry: now + ttl.Milliseconds(), ttl: ttl.Milliseconds()}
+	h := &leaseHold{amount: amount, expiry: now + ttl.Milliseconds(), ttl: ttl.Milliseconds()}
+	c.live[id] = h
+	if c.nextExpiry == 0 || h.expiry < c.nextExpiry {
+		c.nextExpiry = h.expiry
+	}
 	c.inUse += amount
 	c.peak = max(c.peak, c.inUse)
 	return c.avail + c.lease - c.inUse, true
 }
 
+// stale reports whether c lends holds whose lease Redis may no longer
+// hold (no sync for its ttl, or for leaseFresh flush intervals): a
+// request that goes to Redis first has a sync back them again, or Redis
+// would count their credits as free.
+func (c *leaseCustomer) stale(now int64) bool {
+	return c.inUse > 0 && (c.expiry <= now || now-c.synced >= c.fresh)
+}
+
 // wantLease reports whether a reservation of amount that the lease could
 // not serve should take (or grow) one: the customer is busy enough here,
 // nothing said not to lend, and Share percent of what was last seen
-// available (counting the lease) would hold leaseHeadroom such requests.
-func (s *LeaseStore) wantLease(c *leaseCustomer, amount, now int64) bool {
+// available (counting the lease) would hold leaseHeadroom such requests
+// and leave this one room beside those in use.
+func (s *LeaseStore) wantLease(c *leaseCustomer, amount int64) bool {
 	if c.requests < s.opts.MinRequests || c.stopped {
 		return false
 	}
 	if c.synced == 0 && c.avail == 0 {
 		return true // nothing known yet: the sync tells
 	}
-	return (c.avail+c.lease)*int64(s.opts.Share)/100 >= leaseHeadroom*amount
+	limit := (c.avail + c.lease) * int64(s.opts.Share) / 100
+	return limit >= leaseHeadroom*amount && limit-c.inUse >= amount
 }
 
 // expireHolds closes the lent holds whose expiry has come by now, and
 // returns how many.
 func (c *leaseCustomer) expireHolds(now int64) int {
+	if c.nextExpiry == 0 || c.nextExpiry > now {
+		return 0 // none due: no walk over the live holds
+	}
 	n := 0
+	c.nextExpiry = 0
 	for id, h := range c.live {
 		if h.expiry <= now {
 			delete(c.live, id)
 			c.inUse -= h.amount
 			c.queue(&leaseOp{kind: 'e', id: id, amount: h.amount, at: now})
 			n++
+		} else if c.nextExpiry == 0 || h.expiry < c.nextExpiry {
+			c.nextExpiry = h.expiry
 		}
 	}
 	return n
@@ -630,8 +699,10 @@ func (s *LeaseStore) Account(ctx context.Context, customer string) (Account, err
 	if c == nil {
 		return s.RedisStore.Account(ctx, customer)
 	}
-	c.syncMu.Lock()
-	defer c.syncMu.Unlock()
+	if err := c.lockSync(ctx); err != nil {
+		return Account{}, fmt.Errorf("account %s: %w: %w", customer, ErrStoreUnavailable, err)
+	}
+	defer c.unlockSync()
 	a, err := s.RedisStore.Account(ctx, customer)
 	if err != nil {
 		return a, err
@@ -727,7 +798,7 @@ func (s *LeaseStore) loop() {
 			}
 			return
 		case <-t.C:
-			s.syncAll(false)
+			s.syncAll(context.Background(), false)
 		}
 	}
 }
@@ -739,14 +810,15 @@ const leaseFinish = 5 * time.Second
 // back, for up to leaseFinish, and logs as errors the charges it could
 // not send (they are lost, as a settlement that fails for good is).
 func (s *LeaseStore) finish() {
-	deadline := time.Now().Add(leaseFinish)
+	ctx, cancel := context.WithTimeout(context.Background(), leaseFinish)
+	defer cancel()
 	for {
-		s.syncAll(true)
+		s.syncAll(ctx, true)
 		left := s.unsent()
 		if len(left) == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
+		if ctx.Err() != nil {
 			for _, op := range left {
 				s.log.Error("a settlement did not reach Redis before the store closed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand",
 					zap.String("customer", op.customer), zap.String("hold", op.id), zap.String("amount", money.Micros(op.actual).String()),
@@ -785,7 +857,7 @@ func (s *LeaseStore) unsent() []unsentSettle {
 // to learn; final gives every lease back. A customer with nothing left
 // here is dropped. The store's map is held only to list and to drop, not
 // while a customer is looked at.
-func (s *LeaseStore) syncAll(final bool) {
+func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 	now, wall := unixMilli(s.now()), time.Now().UnixMilli()
 	s.mu.Lock()
 	all := make([]*leaseCustomer, 0, len(s.customers))
@@ -799,24 +871,26 @@ func (s *LeaseStore) syncAll(final bool) {
 		c.forgetRecent(wall)
 		// Lent holds that expired are closed by the next call that
 		// touches them or by Sweep, as on Redis, not here.
-		busy := c.lease > 0 || len(c.pending) > 0 || c.stopped
 		quiet := wall-c.lastUse >= s.opts.Idle.Milliseconds()
 		if final || quiet {
 			c.giveBack = true
 		}
-		if !busy && quiet && len(c.live) == 0 && len(c.open) == 0 {
+		switch {
+		case quiet && c.droppable():
+			// Nothing here to keep, suspended or not: a customer seen
+			// again starts over, and syncs before it lends.
 			idle = append(idle, c)
-		}
-		c.mu.Unlock()
-		if busy {
+		case c.lease > 0 || len(c.pending) > 0 || c.stopped:
 			due = append(due, c)
 		}
+		c.mu.Unlock()
 	}
 	if len(idle) > 0 {
 		s.mu.Lock()
 		for _, c := range idle {
 			c.mu.Lock()
-			if c.lease == 0 && len(c.pending) == 0 && !c.stopped && len(c.live) == 0 && len(c.open) == 0 && !c.syncing {
+			// Judged again: a reservation may have come since.
+			if wall-c.lastUse >= s.opts.Idle.Milliseconds() && c.droppable() && len(c.syncMu) == 0 {
 				c.gone = true
 				delete(s.customers, c.id)
 			}
@@ -830,7 +904,7 @@ func (s *LeaseStore) syncAll(final bool) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), max(4*s.opts.FlushInterval, time.Second))
+			ctx, cancel := context.WithTimeout(parent, max(4*s.opts.FlushInterval, time.Second))
 			defer cancel()
 			if err := s.sync(ctx, c, now); err != nil {
 				s.log.Warn("lease sync failed; its charges go with the next one", zap.String("customer", c.id), zap.Error(err))
@@ -840,15 +914,24 @@ func (s *LeaseStore) syncAll(final bool) {
 	wg.Wait()
 }
 
+// droppable reports whether c holds nothing the store must keep: no
+// lease, no hold, no close to send, no Reserve or sync under way.
+func (c *leaseCustomer) droppable() bool {
+	return c.lease == 0 && len(c.pending) == 0 && len(c.live) == 0 && len(c.open) == 0 && len(c.claimed) == 0 && !c.syncing
+}
+
 // sync sends c's closes to Redis and sizes its lease (lease.lua).
 func (s *LeaseStore) sync(ctx context.Context, c *leaseCustomer, now int64) error {
-	c.syncMu.Lock()
-	defer c.syncMu.Unlock()
+	if err := c.lockSync(ctx); err != nil {
+		return err
+	}
+	defer c.unlockSync()
 	return s.syncLocked(ctx, c, now, 0)
 }
 
-// syncLocked is sync for a caller holding c.syncMu. With least > 0 the
-// lease grows only if it then leaves least free (lease.lua's ARGV[9]).
+// syncLocked is sync for a caller holding c's sync lock. With least > 0
+// the lease grows only if it then leaves least free (lease.lua's
+// ARGV[9]).
 func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, least int64) error {
 	c.mu.Lock()
 	ops := c.pending
@@ -875,9 +958,9 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	c.syncing = true
 	c.mu.Unlock()
 
-	args := make([]any, 0, 10+5*len(ops))
+	args := make([]any, 0, 11+5*len(ops))
 	args = append(args, s.leaseID, now, s.retention.Milliseconds(), now+s.opts.TTL.Milliseconds(),
-		target, inUse, allowance, s.opts.Share, least, len(ops))
+		target, inUse, allowance, s.opts.Share, least, s.syncSeq.Add(1), len(ops))
 	for _, op := range ops {
 		switch op.kind {
 		case 's':
@@ -941,6 +1024,9 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 			// was, so that a Settle of less can follow.
 			c.live[op.id] = op.hold
 			c.inUse += op.amount
+			if c.nextExpiry == 0 || op.hold.expiry < c.nextExpiry {
+				c.nextExpiry = op.hold.expiry
+			}
 			op.err = fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", op.id, ErrInvalidAmount, money.Micros(op.actual), c.id, MaxAmount)
 		default:
 			op.err = fmt.Errorf("settle %s: %w: lease close status %d", op.id, errCorrupt, code)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -249,4 +251,152 @@ func hasEvent(t *testing.T, s ledger.Outbox, cust string, typ ledger.EventType) 
 		}
 	}
 	return false
+}
+
+// deferHook holds back the first give-back lease sync (target == in use)
+// once armed: the caller sees a lost reply, and the script is executed
+// later by the test, as a Redis stall that reorders it after the next
+// sync would.
+type deferHook struct {
+	armed atomic.Bool
+	args  chan []any
+}
+
+func (h *deferHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *deferHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if h.take(cmd) {
+				cmd.SetErr(context.DeadlineExceeded)
+				return cmd.Err()
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+func (h *deferHook) take(cmd redis.Cmder) bool {
+	if !h.armed.Load() || !isLeaseSync(cmd) {
+		return false
+	}
+	a := cmd.Args()
+	// evalsha sha 10 keys... leaseID now retention expiry target inUse
+	if len(a) < 19 || fmt.Sprint(a[17]) != fmt.Sprint(a[18]) {
+		return false
+	}
+	h.armed.Store(false)
+	h.args <- append([]any(nil), a...)
+	return true
+}
+func (h *deferHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.take(cmd) {
+			cmd.SetErr(context.DeadlineExceeded)
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestLeaseSyncAppliedLate: a give-back sync whose reply was given up on
+// and which Redis runs only after the next sync (a stall reorders them)
+// leaves the lease alone: it must not cut it under holds lent since.
+func TestLeaseSyncAppliedLate(t *testing.T) {
+	srv := redistest.Start(t)
+	h := &deferHook{args: make(chan []any, 1)}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	client.AddHook(h)
+	a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 500 * time.Millisecond})
+	t.Cleanup(func() { a.Close() })
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+	t.Cleanup(func() { b.Close(); raw.Close() })
+	cust := "stale-" + randomHex(4)
+	mustCredit(t, b, cust, c("1000"))
+	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	h.armed.Store(true)
+	if err := a.Reserve(ctx, cust, "aBig", c("1050"), time.Minute); err == nil {
+		t.Fatal("aBig granted")
+	}
+	var stale []any
+	select {
+	case stale = <-h.args:
+	default:
+		t.Fatal("no give-back sync was held back")
+	}
+	// The next sync (tick) runs normally.
+	s0 := a.Stats().Syncs
+	for a.Stats().Syncs == s0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	mustReserve(t, a, cust, "a1", c("100"), time.Minute)
+	// Now Redis runs the stale sync.
+	if err := raw.Do(ctx, stale...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	granted := []string{"a0", "a1"}
+	if err := b.Reserve(ctx, cust, "b1", c("850"), time.Minute); err == nil {
+		granted = append(granted, "b1")
+		mustSettle(t, b, cust, "b1", c("850"))
+	}
+	mustSettle(t, a, cust, "a0", c("100"))
+	mustSettle(t, a, cust, "a1", c("100"))
+	if acct := mustAccount(t, b, cust); acct.Balance < 0 {
+		t.Errorf("granted %v on a balance of 1000: overspent, balance %s", granted, acct.Balance)
+	}
+}
+
+// TestLeaseConcurrentDuplicateHold: of two concurrent reservations of
+// one hold id, at most one is granted.
+func TestLeaseConcurrentDuplicateHold(t *testing.T) {
+	rs := replicas(t, 1, ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 20 * time.Millisecond})
+	a := rs[0]
+	bad := 0
+	for i := range 20 {
+		cust := "dup-" + strconv.Itoa(i) + randomHex(3)
+		mustCredit(t, a, cust, c("1000"))
+		var wg sync.WaitGroup
+		var ok atomic.Int32
+		start := make(chan struct{})
+		for range 2 {
+			wg.Go(func() {
+				<-start
+				err := a.Reserve(ctx, cust, "dup", c("100"), time.Minute)
+				if err == nil {
+					ok.Add(1)
+				} else if !errors.Is(err, ledger.ErrDuplicateHold) {
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if ok.Load() > 1 {
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d/20 trials granted the same hold id twice", bad)
+	}
+}
+
+// TestLeaseSuspendedCustomerLeavesTheTick: a suspended customer without
+// a lease or holds is not synced every tick while it stays suspended.
+func TestLeaseSuspendedCustomerLeavesTheTick(t *testing.T) {
+	rs := replicas(t, 1, ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 10 * time.Millisecond, Idle: 50 * time.Millisecond})
+	a := rs[0]
+	cust := "susp-" + randomHex(4)
+	mustCredit(t, a, cust, c("1000"))
+	mustReserve(t, a, cust, "h", c("100"), time.Minute)
+	if err := a.Release(ctx, cust, "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Suspend(ctx, cust, "review"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	s1 := a.Stats().Syncs
+	time.Sleep(500 * time.Millisecond)
+	if d := a.Stats().Syncs - s1; d > 5 {
+		t.Errorf("%d syncs in 500ms for one idle suspended customer without a lease", d)
+	}
 }

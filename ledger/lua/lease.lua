@@ -4,8 +4,9 @@
 -- lib.lua is prepended; it documents the layout of the customer keys.
 --
 -- A lease is a hold like any other in holds and hold:expiry, under the
--- replica's lease id, whose live value is "<amount> L<free>": free is the
--- part of the lease no request of the replica holds, as of this sync. It
+-- replica's lease id, whose live value is "<amount> L<free>:<sync>": free
+-- is the part of the lease no request of the replica holds, as of this
+-- sync, and sync the number of the sync that sized it. It
 -- counts in account.reserved, so every other script (and every other
 -- replica) sees it as reserved, and it expires as any hold does when its
 -- replica stops syncing. account.lfree is the sum of the free parts of the
@@ -31,7 +32,12 @@
 --            in use (the request that asked for it), or it is cut to what
 --            is in use: a lease too small for the request would only keep
 --            the request's own credits from it
--- ARGV[10] -> n, the number of closes that follow, five arguments each:
+-- ARGV[10] -> sync: this call's number, larger than any earlier call of
+--            the replica's. A call whose number is not larger than the
+--            stored one ran late (its reply was given up, a later sync
+--            already sized the lease): its closes apply, as they are
+--            idempotent, but it leaves the lease as it is
+-- ARGV[11] -> n, the number of closes that follow, five arguments each:
 --            kind ("s" settle, "r" release, "e" expire), hold id, when
 --            it closed (unix ms: its retention starts then), actual cost
 --            (settle; else 0), entry body (settle; else "")
@@ -69,20 +75,23 @@ local in_use = tonumber(ARGV[6])
 local allowance = tonumber(ARGV[7])
 local share = tonumber(ARGV[8])
 local least = tonumber(ARGV[9])
-local n = tonumber(ARGV[10])
+local sync = tonumber(ARGV[10])
+local n = tonumber(ARGV[11])
 
 local a = current(now, retention)
 
 -- The lease as stored: live (amount, free), or gone (expired, or never
 -- taken). The lease's free part leaves lfree now and is put back below.
-local cur, cur_free = 0, 0
+local cur, cur_free, cur_sync = 0, 0, 0
 local lv = redis.call('HGET', K_HOLDS, lease_id)
 if lv then
   local amount, tag = live_amount(lv)
   if amount then
-    cur, cur_free = amount, tonumber(string.sub(tag, 2)) or 0
+    local f, n = string.match(tag, '^L(%d+):(%d+)$')
+    cur, cur_free, cur_sync = amount, tonumber(f) or 0, tonumber(n) or 0
   end
 end
+local late = cur > 0 and sync <= cur_sync
 local lfree = (tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0) - cur_free
 if lfree < 0 then
   lfree = 0
@@ -92,14 +101,14 @@ a.lfree = lfree + math.max(0, cur - in_use)
 
 local out = {0, 0, 0, 0, 0, 0}
 for i = 0, n - 1 do
-  local kind, id, at = ARGV[11 + 5 * i], ARGV[12 + 5 * i], tonumber(ARGV[13 + 5 * i])
+  local kind, id, at = ARGV[12 + 5 * i], ARGV[13 + 5 * i], tonumber(ARGV[14 + 5 * i])
   local v = redis.call('HGET', K_HOLDS, id)
   local state, seq
   if v and not live_amount(v) then
     state, seq = closed_state(a, id, v, now)
   end
   if kind == 's' then
-    local actual = tonumber(ARGV[14 + 5 * i])
+    local actual = tonumber(ARGV[15 + 5 * i])
     if state == 's' then
       local raw = redis.call('HGET', K_ENTRIES, seq)
       if not raw then
@@ -118,7 +127,7 @@ for i = 0, n - 1 do
       if amount then
         drop_hold(a, id, amount)
       end
-      local s = append_entry(a, -actual, ARGV[15 + 5 * i])
+      local s = append_entry(a, -actual, ARGV[16 + 5 * i])
       if actual > 0 then
         spend(a, actual)
       end
@@ -151,6 +160,15 @@ if recall and recall > now then
 end
 local plan_v = tonumber(redis.call('HGET', K_ACCOUNT, 'plan_v')) or 0
 local avail = a.balance - a.reserved + cur
+if late then
+  -- A later sync sized the lease already: leave it as it is.
+  a.lfree = lfree + cur_free
+  if a.lfree > 0 then
+    redis.call('HSET', K_ACCOUNT, 'lfree', int(a.lfree))
+  end
+  out[1], out[2], out[3], out[4], out[5], out[6] = cur, a.balance, a.reserved, plan_v, stop, a.lot_expire_at or 0
+  return save_account(a, out)
+end
 local lease = math.max(0, math.min(in_use + allowance, math.max(cur, avail)))
 if stop == 0 then
   local grown = math.max(lease, math.min(target, math.floor(math.max(avail, 0) * share / 100)))
@@ -166,7 +184,7 @@ if lease > 0 then
     -- and leave its amount in reserved for good.
     redis.call('ZREM', K_HOLD_FORGET, lease_id)
   end
-  redis.call('HSET', K_HOLDS, lease_id, int(lease) .. ' L' .. int(free))
+  redis.call('HSET', K_HOLDS, lease_id, int(lease) .. ' L' .. int(free) .. ':' .. int(sync))
   redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), lease_id)
   a.reserved = a.reserved - cur + lease
   if not a.expire_at or a.expire_at > expiry then

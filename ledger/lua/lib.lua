@@ -13,7 +13,7 @@
 -- KEYS[2] -> tollgate:{<customer>}:holds        hash: hold id -> live "<amount> <attempt>", or
 --                                                closed "<state> <forget_at_ms>[ <seq>]",
 --                                                state e(xpired) | r(eleased) | s(ettled, by entry seq);
---                                                a lease's live value is "<amount> L<free>" (lease.lua)
+--                                                a lease's live value is "<amount> L<free>:<sync>" (lease.lua)
 -- KEYS[3] -> tollgate:{<customer>}:hold:expiry  zset: live hold ids, score = expiry (unix ms)
 -- KEYS[4] -> tollgate:{<customer>}:hold:forget  zset: closed hold ids, score = forget-at (unix ms)
 -- KEYS[5] -> tollgate:{<customer>}:entries      hash: seq -> "<amount> <balance_after> <json>"
@@ -621,7 +621,7 @@ extra = function()
         a.reserved = a.reserved - amount
         close_hold(a, id, 'e', now, retention)
         if string.byte(tag, 1) == 76 then -- "L": a lease (lease.lua), not a request's hold
-          lfree = lfree + (tonumber(string.sub(tag, 2)) or 0)
+          lfree = lfree + (tonumber(string.match(tag, '^L(%d+)')) or 0)
         else
           n = n + 1
         end
