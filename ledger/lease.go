@@ -33,8 +33,9 @@ import (
 //     suspended;
 //   - keep another replica from credits: a reservation refused because
 //     leases hold what it needs asks every replica to give its unused
-//     lease back (account.recall; no lease grows for leaseRecall), and
-//     retries for up to LeaseOptions.RecallWait while they do. A replica
+//     lease back (account.recall; no lease grows for RECALL_MS in
+//     lua/reserve.lua, 2 s), and retries for up to
+//     LeaseOptions.RecallWait while they do. A replica
 //     whose lease is too small for a request gives back what it does not
 //     use and reserves that request in Redis, so as available nears a
 //     request's estimate every replica is back to per-request holds;
@@ -130,10 +131,6 @@ const (
 	DefaultLeaseMinRequests = 8
 	DefaultLeaseIdle        = 2 * time.Second
 )
-
-// leaseRecall is how long a refusal keeps every lease of the customer
-// from growing: RECALL_MS in lua/reserve.lua.
-const leaseRecall = 2 * time.Second
 
 // leaseFresh is how many flush intervals old a replica's last successful
 // sync of a lease may be for it to lend from the lease: a few syncs may

@@ -39,7 +39,7 @@ local expiry = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 local retention = tonumber(ARGV[5])
 local attempt = ARGV[6]
-local RECALL_MS = 2000 -- ledger.leaseRecall
+local RECALL_MS = 2000 -- how long a refusal keeps leases from growing (ledger.LeaseStore)
 
 local a = current(now, retention)
 
