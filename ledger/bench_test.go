@@ -179,6 +179,12 @@ func benchLots(b *testing.B, s ledger.Store, n int, forget func([]string)) {
 	})
 }
 
+// growthCharge is the charge the growth benchmarks settle: one like
+// tollgate's for a chat request.
+func growthCharge(hold string) ledger.Charge {
+	return ledger.Charge{Reference: hold, Route: "/v1/chat/completions", Model: "gpt-4o-mini", Tokens: usage.Tokens{InputTokens: 1042, CachedInputTokens: 512, OutputTokens: 120}}
+}
+
 // BenchmarkBoltGrowth runs reserve+settle pairs of one customer, one at
 // a time, as a proxy settles requests with ids and charges like
 // tollgate's, and reports per pair the bolt commits (each fsyncs twice)
@@ -208,7 +214,7 @@ func BenchmarkBoltGrowth(b *testing.B) {
 		if err := s.Reserve(ctx, cust, hold, 1000, time.Minute); err != nil {
 			b.Fatal(err)
 		}
-		ch := ledger.Charge{Reference: hold, Route: "/v1/chat/completions", Model: "gpt-4o-mini", Tokens: usage.Tokens{InputTokens: 1042, CachedInputTokens: 512, OutputTokens: 120}}
+		ch := growthCharge(hold)
 		if _, err := s.Settle(ctx, cust, hold, 700, ch); err != nil {
 			b.Fatal(err)
 		}
@@ -270,7 +276,7 @@ func BenchmarkRedisGrowth(b *testing.B) {
 				if err := s.Reserve(ctx, cust, hold, 1000, time.Minute); err != nil {
 					b.Fatal(err)
 				}
-				ch := ledger.Charge{Reference: hold, Route: "/v1/chat/completions", Model: "gpt-4o-mini", Tokens: usage.Tokens{InputTokens: 1042, CachedInputTokens: 512, OutputTokens: 120}}
+				ch := growthCharge(hold)
 				wg.Go(func() {
 					if _, err := s.Settle(ctx, cust, hold, 700, ch); err != nil {
 						b.Error(err)

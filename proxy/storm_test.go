@@ -178,34 +178,31 @@ func TestStormWhileLotsExpire(t *testing.T) {
 		stormLots(t, clock, st, newHarness(t, harnessOptions{store: st, now: clock.Now}))
 	})
 	t.Run("two instances sharing redis", func(t *testing.T) {
-		clock := newClock()
-		up := newUpstream(t)
-		var hs []*harness
-		var first ledger.Store
-		for range 2 {
-			st := ledger.NewRedisStore(redisClient(t), ledger.Options{Now: clock.Now})
+		stormLotsTwice(t, newClock(), func(opts ledger.Options) ledger.Store {
+			st := ledger.NewRedisStore(redisClient(t), opts)
 			t.Cleanup(func() { st.Close() })
-			if first == nil {
-				first = st
-			}
-			hs = append(hs, newHarness(t, harnessOptions{store: st, now: clock.Now, upstream: up}))
-		}
-		stormLots(t, clock, first, hs...)
+			return st
+		})
 	})
 	t.Run("two instances sharing redis with leases", func(t *testing.T) {
-		clock := newClock()
-		up := newUpstream(t)
-		var hs []*harness
-		var first ledger.Store
-		for range 2 {
-			st := leaseStore(t, ledger.Options{Now: clock.Now})
-			if first == nil {
-				first = st
-			}
-			hs = append(hs, newHarness(t, harnessOptions{store: st, now: clock.Now, upstream: up}))
-		}
-		stormLots(t, clock, first, hs...)
+		stormLotsTwice(t, newClock(), func(opts ledger.Options) ledger.Store { return leaseStore(t, opts) })
 	})
+}
+
+// stormLotsTwice runs stormLots on two instances sharing one upstream,
+// each on a store open returns on clock.
+func stormLotsTwice(t *testing.T, clock *storeClock, open func(ledger.Options) ledger.Store) {
+	up := newUpstream(t)
+	var hs []*harness
+	var first ledger.Store
+	for range 2 {
+		st := open(ledger.Options{Now: clock.Now})
+		if first == nil {
+			first = st
+		}
+		hs = append(hs, newHarness(t, harnessOptions{store: st, now: clock.Now, upstream: up}))
+	}
+	stormLots(t, clock, first, hs...)
 }
 
 func stormLots(t *testing.T, clock *storeClock, st ledger.Store, instances ...*harness) {
