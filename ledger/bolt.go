@@ -63,11 +63,14 @@ type BoltStore struct {
 
 	// Group commit: writes queue here and one goroutine commits whatever
 	// has queued since its last commit in one transaction, so concurrent
-	// requests share an fsync without waiting for a timer (bbolt's Batch
-	// waits up to MaxBatchDelay even when alone).
-	mu      sync.Mutex
-	queue   []*boltCall
-	writing bool
+	// requests share an fsync. A write that comes alone commits at once
+	// (bbolt's Batch waits up to MaxBatchDelay even then); commits start
+	// at most one per commitGap, so that a steady stream of settlements
+	// shares one fsync between several (boltcommit.go).
+	mu         sync.Mutex
+	queue      []*boltCall
+	writing    bool
+	lastCommit time.Time // when the last commit started, monotonic
 
 	// writes is the outcome of recent commits, for Ready.
 	writes writeHealth
@@ -400,8 +403,19 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		}
 	}
 
-	err = s.update(func(tx *bbolt.Tx) error {
+	var charged func()
+	if h != nil {
+		charged = func() {
+			if h.entry.Load() != 0 {
+				h.charged.Store(true)
+			}
+		}
+	}
+	err = s.updateThen(func(tx *bbolt.Tx) error {
 		entry, result = Entry{}, nil
+		if h != nil {
+			h.entry.Store(0)
+		}
 		c, err := openCustomer(tx, customer, false)
 		if err == nil {
 			c, err = s.withEvents(c, nowMs)
@@ -456,7 +470,7 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		// record is written and h.entry set), so the figures are those
 		// after the charge.
 		return c.checkLow(seq)
-	})
+	}, charged)
 
 	mc = s.holds.lock(customer)
 	if h != nil {

@@ -110,6 +110,10 @@ type memHold struct {
 	// asking the file; the transaction may still roll back, so one whose
 	// snapshot reaches entry asks.
 	entry atomic.Int64
+	// charged is set once the transaction that wrote entry (or found the
+	// hold settled at entry) is committed: a reader whose snapshot reaches
+	// entry then knows the charge is in it without asking the file.
+	charged atomic.Bool
 	// released is set by a Release that came while a Settle was in
 	// flight: if that Settle fails, the hold is then closed as released.
 	released bool
@@ -211,6 +215,8 @@ func (h *memHolds) txReserved(c *boltCustomer, nowMs int64) (int64, error) {
 	for id, hd := range mc.live {
 		switch {
 		case hd.expiry <= nowMs:
+		case hd.charged.Load():
+			// In the balance this write transaction starts from.
 		case hd.entry.Load() != 0:
 			ask = append(ask, settling{id, hd.amount})
 		default:
@@ -339,6 +345,9 @@ func (c *memCustomer) reserved(nowMs, retentionMs, seq int64, settled func(id st
 			continue
 		}
 		if e := hd.entry.Load(); hd.settling > 0 && e != 0 && e <= seq {
+			if hd.charged.Load() {
+				continue
+			}
 			done, err := settled(id)
 			if err != nil {
 				return 0, err
