@@ -105,10 +105,20 @@ type Tap struct {
 // present when you set stream_options: {"include_usage": true}"), so the
 // client gets the bytes it would have got without tollgate.
 func NewTap(req Request, contentType string) *Tap {
-	t := &Tap{req: req}
+	t := new(Tap)
+	t.Reset(req, contentType)
+	return t
+}
+
+// Reset makes t what NewTap(req, contentType) returns, so that a caller
+// metering response after response can keep a few Taps (about 3 KB each)
+// instead of allocating one per response. The byte slices Feed and End
+// returned before Reset must no longer be in use; a Usage End returned
+// stays valid.
+func (t *Tap) Reset(req Request, contentType string) {
+	*t = Tap{req: req}
 	t.initSniff(req, contentType)
 	t.filter = req.API == OpenAIChat && req.Stream && !req.IncludeUsage && !req.LeaveStreamUsage
-	return t
 }
 
 // Filters reports whether the Tap may remove bytes from what the client

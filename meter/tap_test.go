@@ -465,3 +465,35 @@ func TestOpaqueBodyNeverFree(t *testing.T) {
 		}
 	}
 }
+
+// TestTapReset meters every recording, in turn and then backwards, through
+// one Tap that Reset readies for each: the usage and the client's bytes
+// are those of a fresh Tap, so nothing of one response leaks into the
+// next.
+func TestTapReset(t *testing.T) {
+	cases := loadCases(t)
+	var order []testCase
+	order = append(order, cases...)
+	for i := len(cases) - 1; i >= 0; i-- {
+		order = append(order, cases[i])
+	}
+	tap := new(Tap)
+	for _, tc := range order {
+		want, wantUsage, _ := replay(t, tc, bytes.NewReader(tc.data))
+		tap.Reset(tc.req, tc.contentType)
+		var got []byte
+		for rest := tc.data; len(rest) > 0; {
+			n := min(len(rest), 1000)
+			got = append(got, tap.Feed(rest[:n])...)
+			rest = rest[n:]
+		}
+		end, u := tap.End()
+		got = append(got, end...)
+		if !sameUsage(u, wantUsage) {
+			t.Errorf("%s: a reset Tap reported %+v, a fresh one %+v", tc.name, u, wantUsage)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: a reset Tap gave the client %d bytes, a fresh one %d", tc.name, len(got), len(want))
+		}
+	}
+}

@@ -76,6 +76,7 @@ type Server struct {
 	m         *metrics
 	transport http.RoundTripper
 	buffers   *bufferPool
+	taps      sync.Pool // *meter.Tap, reset for each response (meteredBody)
 	settlers  *settlers
 	stdlog    *log.Logger
 	retryFor  time.Duration

@@ -76,7 +76,7 @@ func (s *Server) modifyResponse(res *http.Response) error {
 		s.log.Warn("upstream answered with a Content-Encoding the meter cannot read; charging the reservation",
 			zap.String("route", ex.rt.path), zap.String("content_encoding", ce), zap.String("request", ex.id))
 	} else {
-		b.tap = meter.NewTap(ex.req, ct)
+		b.tap = s.tap(ex.req, ct)
 		if b.tap.Filters() {
 			// The tap removes the usage chunk tollgate asked for, so the
 			// length changes; the client gets a chunked body.
@@ -175,7 +175,28 @@ func (b *meteredBody) Close() error {
 	if !b.ended {
 		b.end(errAborted)
 	}
+	b.releaseTap()
 	return b.rc.Close()
+}
+
+// tap returns a Tap for a response to req, reusing one a finished body
+// gave back.
+func (s *Server) tap(req meter.Request, contentType string) *meter.Tap {
+	if t, ok := s.taps.Get().(*meter.Tap); ok {
+		t.Reset(req, contentType)
+		return t
+	}
+	return meter.NewTap(req, contentType)
+}
+
+// releaseTap gives b's Tap back once b has ended and is closed: nothing
+// reads b after that, so nothing uses what the Tap returned either.
+func (b *meteredBody) releaseTap() {
+	if b.tap != nil && b.ended {
+		b.ex.srv.taps.Put(b.tap)
+		b.tap = nil
+		b.pending = nil
+	}
 }
 
 // drain meters what upstream still sends after the client left, then
@@ -197,6 +218,7 @@ func (b *meteredBody) drain() {
 		}
 	}
 	b.end(errAborted)
+	b.releaseTap()
 	// Read to its end or failed, and settled: a close error changes
 	// nothing, and the client that would have seen it is gone.
 	_ = b.rc.Close()
