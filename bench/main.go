@@ -28,6 +28,10 @@
 // store decision per request, on the embedded store no write at all) and
 // has no bare counterpart.
 //
+// The process runs the garbage collector as tollgate serve does: at
+// proxyconfig.GCPercent unless GOGC is set (GOGC=100 go run ./bench for Go's
+// default); the header line says which.
+//
 // Everything but Redis runs in this one process and shares its CPUs: the
 // load generator, the upstream and the proxy under test. The absolute
 // numbers are therefore lower than a production sidecar's; the ratios
@@ -50,6 +54,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -132,6 +137,12 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The collector as tollgate serve sets it; both proxies share it.
+	gogc, set := os.LookupEnv("GOGC")
+	if !set {
+		debug.SetGCPercent(proxyconfig.GCPercent)
+		gogc = strconv.Itoa(proxyconfig.GCPercent) + " (tollgate serve's default)"
+	}
 
 	up, err := listen(newUpstream(o.events))
 	if err != nil {
@@ -190,8 +201,8 @@ func run(args []string, out io.Writer) error {
 		defer profile.Close()
 	}
 
-	fmt.Fprintf(out, "tollgate bench: %s, GOMAXPROCS=%d, %d CPUs, store=%s, %s × %d rounds per case, SSE %d content events\n\n",
-		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), o.store, o.duration, o.rounds, o.events)
+	fmt.Fprintf(out, "tollgate bench: %s, GOMAXPROCS=%d, GOGC=%s, %d CPUs, store=%s, %s × %d rounds per case, SSE %d content events\n\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), gogc, runtime.NumCPU(), o.store, o.duration, o.rounds, o.events)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tallocs/req\tthroughput ratio\tadded p50\tadded p99\tadded CPU/req\tadded allocs/req\t")
 	cpu := func() cpuTime { return cpuTime{process: processCPU(), store: storeCPU(), allocs: heapAllocs()} }

@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -316,6 +318,27 @@ func TestKubernetesSidecar(t *testing.T) {
 		// longer than tollgate's drain, so every stream settles.
 		if g := s.pod.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= c.ShutdownTimeout {
 			t.Errorf("terminationGracePeriodSeconds %v is not longer than shutdown_timeout %s", g, c.ShutdownTimeout)
+		}
+	})
+
+	t.Run("the heap stays under the memory limit", func(t *testing.T) {
+		// tollgate serve runs the collector at GOGC=400 unless told
+		// otherwise: without GOMEMLIMIT the heap could grow past the
+		// container's limit before the collector runs.
+		limit, ok := s.tollgate.Resources.Limits[corev1.ResourceMemory]
+		if !ok {
+			t.Fatal("the tollgate container has no memory limit")
+		}
+		v, ok := env["GOMEMLIMIT"]
+		if !ok {
+			t.Fatal("GOMEMLIMIT is not set: at GOGC=400 the heap may outgrow the memory limit before the collector runs")
+		}
+		q, err := resource.ParseQuantity(strings.TrimSuffix(v, "B"))
+		if err != nil {
+			t.Fatalf("GOMEMLIMIT %q: %v", v, err)
+		}
+		if q.Value() >= limit.Value()*9/10 || q.Value() < limit.Value()/2 {
+			t.Errorf("GOMEMLIMIT %s, want between half and 90%% of the memory limit %s (the rest is stacks, buffers and the runtime)", v, limit.String())
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"syscall"
@@ -82,6 +83,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger := newLogger(stderr, *logFormat, level)
 	defer func() { _ = logger.Sync() }()
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(proxyconfig.GCPercent)
+	}
 	var ms *mockServer
 	if *mock {
 		if ms, err = startMock(logger); err != nil {
