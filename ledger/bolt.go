@@ -64,12 +64,15 @@ type BoltStore struct {
 	// Group commit: writes queue here and one goroutine commits whatever
 	// has queued since its last commit in one transaction, so concurrent
 	// requests share an fsync. A write that comes alone commits at once
-	// (bbolt's Batch waits up to MaxBatchDelay even then); commits start
-	// at most one per commitGap, so that a steady stream of settlements
-	// shares one fsync between several (boltcommit.go).
+	// (bbolt's Batch waits up to MaxBatchDelay even then); settlements
+	// commit at most one batch per settleGap, so that a steady stream of
+	// them shares one commit (boltcommit.go). urgent is set while a write
+	// that must not wait is queued; wake tells a waiting writer so.
 	mu         sync.Mutex
 	queue      []*boltCall
 	writing    bool
+	urgent     bool
+	wake       chan struct{}
 	lastCommit time.Time // when the last commit started, monotonic
 
 	// writes is the outcome of recent commits, for Ready.
@@ -138,7 +141,7 @@ func OpenBolt(path string, opts Options) (*BoltStore, error) {
 		}
 		return nil, fmt.Errorf("ledger: initialise %s: %w", path, err)
 	}
-	return &BoltStore{db: db, path: path, now: opts.Now, log: opts.Logger, retention: opts.Retention, events: newEventConfig(opts.Events), journalMax: opts.JournalMaxRecords, holds: newMemHolds(opts.maxClosedHolds, opts.releasedKeep)}, nil
+	return &BoltStore{db: db, path: path, wake: make(chan struct{}, 1), now: opts.Now, log: opts.Logger, retention: opts.Retention, events: newEventConfig(opts.Events), journalMax: opts.JournalMaxRecords, holds: newMemHolds(opts.maxClosedHolds, opts.releasedKeep)}, nil
 }
 
 // dropFileHolds removes the holds a file written before holds moved to
@@ -411,7 +414,7 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			}
 		}
 	}
-	err = s.updateThen(func(tx *bbolt.Tx) error {
+	err = s.settleUpdate(func(tx *bbolt.Tx) error {
 		entry, result = Entry{}, nil
 		if h != nil {
 			h.entry.Store(0)
@@ -825,10 +828,14 @@ func (s *BoltStore) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the file after the write in progress, if any. Writes
-// still queued fail with ErrStoreUnavailable, and so does every call
-// after it, those that would touch only the holds in memory included.
+// Close commits the writes queued so far (settlements waiting out their
+// gap included) and closes the file. Every call after it fails with
+// ErrStoreUnavailable, those that would touch only the holds in memory
+// included.
 func (s *BoltStore) Close() error {
+	// Settlements waiting out their gap (settleGap) commit first: an
+	// urgent write queued behind them takes them along.
+	_ = s.update(func(*bbolt.Tx) error { return nil })
 	s.closed.Store(true)
 	return s.db.Close()
 }

@@ -27,20 +27,35 @@ func (e errCommit) Unwrap() error { return e.err }
 // writes queued meanwhile, and returns once the transaction is fsynced.
 // fn may run more than once (if a neighbour in its batch fails, the batch
 // is retried without it), so it must reset whatever it reports at start.
+// It commits as soon as the writer is free, taking any settlements that
+// wait for their gap along (see settleGap).
 func (s *BoltStore) update(fn func(*bbolt.Tx) error) error {
-	return s.updateThen(fn, nil)
+	return s.enqueue(&boltCall{fn: fn, done: make(chan error, 1)}, false)
 }
 
-// updateThen is update, calling committed (when not nil) once fn's
-// transaction is committed, without waiting for the caller's goroutine
-// to be scheduled: what committed records is true from that moment.
-func (s *BoltStore) updateThen(fn func(*bbolt.Tx) error, committed func()) error {
-	c := &boltCall{fn: fn, committed: committed, done: make(chan error, 1)}
+// settleUpdate is update for a settlement: it may wait up to settleGap
+// for others to share its commit. committed (when not nil) runs once fn's
+// transaction is committed, without waiting for the caller's goroutine to
+// be scheduled: what committed records is true from that moment.
+func (s *BoltStore) settleUpdate(fn func(*bbolt.Tx) error, committed func()) error {
+	return s.enqueue(&boltCall{fn: fn, committed: committed, done: make(chan error, 1)}, true)
+}
+
+func (s *BoltStore) enqueue(c *boltCall, paced bool) error {
 	s.mu.Lock()
 	s.queue = append(s.queue, c)
-	if !s.writing {
+	if !paced {
+		s.urgent = true
+	}
+	switch {
+	case !s.writing:
 		s.writing = true
 		go s.writeLoop()
+	case !paced:
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 	s.mu.Unlock()
 	err := <-c.done
@@ -51,30 +66,53 @@ func (s *BoltStore) updateThen(fn func(*bbolt.Tx) error, committed func()) error
 	return err
 }
 
-// commitGap is the least time between the starts of two commits. A
-// commit costs two fdatasyncs and the pages it dirties, whatever the
-// number of writes in it; under a steady stream of settlements (each one
-// a request that has already been answered) waiting out the rest of the
-// gap lets the writes that come meanwhile share that cost. A write after
-// a quiet gap commits at once, so a lone Credit or Settle waits for its
-// own fsync only.
-const commitGap = 2 * time.Millisecond
+// settleGap is the least time between the starts of two commits that
+// hold only settlements. A commit costs two fdatasyncs and the pages it
+// dirties, whatever the number of writes in it, and a settlement is for a
+// request that has already been answered (the proxy settles in the
+// background), so under a steady stream of them waiting out the rest of
+// the gap lets every settlement that comes meanwhile share one commit.
+// A settlement after a quiet gap commits at once, and any other write
+// (a credit, a suspension, a plan change) commits as soon as the writer
+// is free, taking the waiting settlements along. The price: a crash
+// (kill -9, power loss) loses the charges of the requests answered in the
+// last settleGap, as credit leases on Redis lose at most a flush
+// interval; a clean shutdown loses nothing. go run ./bench -store bolt,
+// 2 ms against 10 ms alternated, two runs: JSON at 32 clients 0.54/0.56x
+// -> 0.71/0.65x of the bare proxy, SSE 0.53/0.55x -> 0.69/0.70x.
+const settleGap = 10 * time.Millisecond
 
 func (s *BoltStore) writeLoop() {
+	var timer *time.Timer
 	for {
-		// Pacing, not business time: the monotonic clock, whatever clock
-		// the store was given.
-		if wait := commitGap - time.Since(s.lastCommit); wait > 0 {
-			time.Sleep(wait)
-		}
 		s.mu.Lock()
-		batch := s.queue
-		s.queue = nil
-		if len(batch) == 0 {
+		if len(s.queue) == 0 {
 			s.writing = false
 			s.mu.Unlock()
 			return
 		}
+		var wait time.Duration
+		if !s.urgent {
+			// Pacing, not business time: the monotonic clock, whatever
+			// clock the store was given.
+			wait = settleGap - time.Since(s.lastCommit)
+		}
+		if wait > 0 {
+			s.mu.Unlock()
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			select {
+			case <-timer.C:
+			case <-s.wake: // an urgent write: look again
+				timer.Stop()
+			}
+			continue
+		}
+		batch := s.queue
+		s.queue, s.urgent = nil, false
 		s.mu.Unlock()
 		s.lastCommit = time.Now()
 		s.commit(batch)

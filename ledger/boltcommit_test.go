@@ -109,3 +109,70 @@ func TestBoltGroupCommitIsolatesFailures(t *testing.T) {
 		t.Errorf("entries %d, %v; want %d", len(p.Entries), err, credits)
 	}
 }
+
+// TestBoltSettlementsWaitForCompanyButNotPastClose queues settlements while
+// the writer waits out their gap (set an hour long here), and checks that
+// they wait rather than commit one by one, and that Close, an urgent
+// write, wakes the writer and commits them before the file closes: a
+// clean shutdown loses no charge.
+func TestBoltSettlementsWaitForCompanyButNotPastClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	s, err := OpenBolt(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.Credit(ctx, Credit{Customer: "c", Amount: 1000, Kind: KindGrant, Key: "fund"}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	for i := range n {
+		if err := s.Reserve(ctx, "c", fmt.Sprintf("h%d", i), 100, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	s.lastCommit = time.Now().Add(time.Hour)
+	s.mu.Unlock()
+
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.Settle(ctx, "c", fmt.Sprintf("h%d", i), 30, Charge{Reference: fmt.Sprintf("h%d", i)})
+			errs <- err
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		s.mu.Lock()
+		queued := len(s.queue)
+		s.mu.Unlock()
+		if queued == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d settlements queued (a settlement committed without waiting for its gap?)", queued, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("a settlement queued before Close failed: %v", err)
+		}
+	}
+
+	s, err = OpenBolt(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, err := s.Account(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := money.Micros(1000 - n*30); a.Balance != want {
+		t.Fatalf("balance after reopening %s, want %s: a settlement was lost", a.Balance, want)
+	}
+}
