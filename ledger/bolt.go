@@ -416,7 +416,10 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	}
 	err = s.settleUpdate(func(tx *bbolt.Tx) error {
 		entry, result = Entry{}, nil
-		if h != nil {
+		if h != nil && !h.charged.Load() {
+			// A run of a batch that was rolled back may have set it.
+			// (Once charged, a concurrent Settle of the same hold finds
+			// it settled at that entry and stores the same one.)
 			h.entry.Store(0)
 		}
 		c, err := openCustomer(tx, customer, false)
@@ -829,9 +832,9 @@ func (s *BoltStore) Ping(ctx context.Context) error {
 }
 
 // Close commits the writes queued so far (settlements waiting out their
-// gap included) and closes the file. Every call after it fails with
-// ErrStoreUnavailable, those that would touch only the holds in memory
-// included.
+// gap included) and closes the file. A write queued after that, and every
+// call after it, fails with ErrStoreUnavailable, those that would touch
+// only the holds in memory included.
 func (s *BoltStore) Close() error {
 	// Settlements waiting out their gap (settleGap) commit first: an
 	// urgent write queued behind them takes them along.
