@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -498,7 +497,11 @@ func (c *leaseCustomer) forgetRecent(wall int64) {
 		n++
 	}
 	if n > 0 {
-		c.recentQ = slices.Delete(c.recentQ, 0, n)
+		// Dropped from the front without moving the rest (a full queue
+		// forgets one id per id remembered): append moves what is left
+		// to a new array once the old one is used up.
+		clear(c.recentQ[:n])
+		c.recentQ = c.recentQ[n:]
 	}
 }
 

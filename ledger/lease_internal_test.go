@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -40,5 +41,51 @@ func TestLeaseCustomerDroppedWhileReserving(t *testing.T) {
 		if _, err := s.Settle(ctx, cust, h, money.MustParse("100"), Charge{Reference: h}); err != nil {
 			t.Errorf("settle of granted hold %s: %v", h, err)
 		}
+	}
+}
+
+// TestLeaseRecentIDsBounded: a lease remembers the last maxLeaseRecent
+// closed ids, oldest forgotten first, and none past leaseRecentKeep.
+func TestLeaseRecentIDsBounded(t *testing.T) {
+	c := &leaseCustomer{recent: map[string]int64{}}
+	const far = int64(1) << 60 // the retention never ends in this test
+	for i := range 3 * maxLeaseRecent {
+		c.remember(fmt.Sprintf("h%d", i), far, 1000)
+	}
+	if len(c.recent) != maxLeaseRecent || len(c.recentQ) != maxLeaseRecent {
+		t.Fatalf("remembers %d ids (queue %d), want %d", len(c.recent), len(c.recentQ), maxLeaseRecent)
+	}
+	for _, i := range []int{0, 2*maxLeaseRecent - 1} {
+		if c.used(fmt.Sprintf("h%d", i), 1000) {
+			t.Errorf("h%d is still remembered, beyond the newest %d", i, maxLeaseRecent)
+		}
+	}
+	for _, i := range []int{2 * maxLeaseRecent, 3*maxLeaseRecent - 1} {
+		if !c.used(fmt.Sprintf("h%d", i), 1000) {
+			t.Errorf("h%d, among the newest %d, is forgotten", i, maxLeaseRecent)
+		}
+	}
+	// Past the keep, one more id forgets every older one.
+	c.remember("last", far, 1000+leaseRecentKeep.Milliseconds())
+	if len(c.recent) != 1 || !c.used("last", 1000) {
+		t.Fatalf("after the keep: remembers %d ids, want only the last", len(c.recent))
+	}
+}
+
+// BenchmarkLeaseRemember: what remembering one closed id costs a lease
+// whose queue is full (the steady state of a busy customer): constant,
+// not a move of the whole queue.
+func BenchmarkLeaseRemember(b *testing.B) {
+	c := &leaseCustomer{recent: map[string]int64{}}
+	ids := make([]string, 2*maxLeaseRecent)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("tg_%032d", i)
+	}
+	for _, id := range ids[:maxLeaseRecent] {
+		c.remember(id, 1<<60, 1000)
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		c.remember(ids[i%len(ids)], 1<<60, 1000)
 	}
 }
