@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"net/http"
@@ -304,14 +305,11 @@ func ambiguous(err error) bool {
 // embedded store's settled-hold index grows at its end instead of dirtying
 // a random page of the file per request.
 func newRequestID(now time.Time) string {
-	const hexDigits = "0123456789abcdef"
 	var b [3 + 12 + 20]byte
 	copy(b[:], "tg_")
-	ms := uint64(now.UnixMilli())
-	for i := 3 + 11; i >= 3; i-- {
-		b[i] = hexDigits[ms&0xf]
-		ms >>= 4
-	}
+	var ms [8]byte
+	binary.BigEndian.PutUint64(ms[:], uint64(now.UnixMilli()))
+	hex.Encode(b[3:3+12], ms[2:]) // the low 48 bits: until the year 10889
 	var r [10]byte
 	_, _ = rand.Read(r[:]) // never fails (crypto/rand)
 	hex.Encode(b[3+12:], r[:])
