@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,8 +122,9 @@ func TestFirstApplicationsBindOneCustomer(t *testing.T) {
 						done[i] <- rec
 					}()
 				}
-				if rec := <-done[0]; rec.Code != http.StatusOK {
-					t.Fatalf("first delivery: %d %s", rec.Code, rec.Body)
+				rec0 := <-done[0]
+				if rec0.Code != http.StatusOK {
+					t.Fatalf("first delivery: %d %s", rec0.Code, rec0.Body)
 				}
 				if err := st.PutMeta(context.Background(), race.mappingKey, second); err != nil {
 					t.Fatal(err)
@@ -132,8 +134,14 @@ func TestFirstApplicationsBindOneCustomer(t *testing.T) {
 				if rec.Code != http.StatusOK {
 					t.Fatalf("second delivery: %d %s", rec.Code, rec.Body)
 				}
-				if got := gjson.Get(rec.Body.String(), "outcome").String(); got != "duplicate" {
-					t.Errorf("second delivery outcome %q, want duplicate", got)
+				// One application, one duplicate. Which delivery applies is
+				// up to the scheduler where a path does not read the
+				// mapping the second delivery is held at (an invoice's
+				// subscription grant): both then race past the record.
+				outcomes := []string{gjson.Get(rec0.Body.String(), "outcome").String(), gjson.Get(rec.Body.String(), "outcome").String()}
+				slices.Sort(outcomes)
+				if outcomes[0] != "applied" || outcomes[1] != "duplicate" {
+					t.Errorf("delivery outcomes %q, want one applied and one duplicate", outcomes)
 				}
 				h.wantBalance(first, tc.credits)
 				h.wantBalance(second, "0")
