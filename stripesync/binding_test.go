@@ -35,11 +35,15 @@ type mappingRace struct {
 
 func (m *mappingRace) GetMeta(ctx context.Context, key string) (string, bool, error) {
 	who, tagged := ctx.Value(deliveryKey{}).(int)
-	if tagged && key == m.recordKey && m.arrived.Add(1) <= 2 {
-		if m.arrived.Load() == 2 {
+	if tagged && key == m.recordKey {
+		// The count Add returns, not a later Load: two readers can both
+		// load 2 and close the channel twice.
+		switch m.arrived.Add(1) {
+		case 1:
+			m.wait(m.bothRead, "both deliveries to read the payment record")
+		case 2:
 			close(m.bothRead)
 		}
-		m.wait(m.bothRead, "both deliveries to read the payment record")
 	}
 	if tagged && who == 1 && key == m.mappingKey {
 		m.wait(m.proceed, "the mapping to change")
