@@ -74,6 +74,7 @@ type LeaseStore struct {
 	// for a sync that ran after a later one (a reply given up on).
 	syncSeq atomic.Int64
 	crashed atomic.Bool // a test's kill -9 (export_test.go)
+	closed  atomic.Bool // the loop ended: QueueSettle refuses (failQueued)
 }
 
 // LeaseStats counts what a LeaseStore did since it opened.
@@ -91,7 +92,10 @@ func (s *LeaseStore) Stats() LeaseStats {
 	return LeaseStats{Lent: s.lent.Load(), Reserved: s.reserved.Load(), Syncs: s.syncs.Load(), SyncFailures: s.syncFailures.Load()}
 }
 
-var _ Store = (*LeaseStore)(nil)
+var (
+	_ Store        = (*LeaseStore)(nil)
+	_ SettleQueuer = (*LeaseStore)(nil)
+)
 
 // LeaseOptions configures leases (LeaseStore). The zero value is ready to
 // use.
@@ -258,6 +262,10 @@ type leaseOp struct {
 	done  chan struct{} // closed when a sync applied it (settles only)
 	entry Entry
 	err   error
+	// notify is QueueSettle's done: run once, outside c.mu, when a sync
+	// applied the op or failed to send it (then cleared: the op stays
+	// queued, and Settle waits on done as for any other).
+	notify func(Entry, error)
 }
 
 // lockSync takes c's sync lock, or fails when ctx ends first.
@@ -591,9 +599,7 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	c.expireHolds(unixMilli(now))
 	var op *leaseOp
 	if h, ok := c.live[holdID]; ok {
-		delete(c.live, holdID)
-		op = &leaseOp{kind: 's', id: holdID, amount: h.amount, hold: h, at: unixMilli(now), actual: int64(actual), body: chargeBody(ch, now), done: make(chan struct{})}
-		c.queue(op)
+		op = c.settleLent(holdID, h, actual, ch, now)
 	} else if o, ok := c.open[holdID]; ok && o.kind == 's' {
 		op = o // a second Settle of the same hold: the same outcome
 	}
@@ -615,6 +621,69 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	case <-s.done:
 		return Entry{}, fmt.Errorf("settle %s: %w: the store closed before the charge reached Redis", holdID, ErrStoreUnavailable)
 	}
+}
+
+// settleLent queues the settlement of lent hold h; c.mu is held.
+func (c *leaseCustomer) settleLent(holdID string, h *leaseHold, actual money.Micros, ch Charge, now time.Time) *leaseOp {
+	delete(c.live, holdID)
+	op := &leaseOp{kind: 's', id: holdID, amount: h.amount, hold: h, at: unixMilli(now), actual: int64(actual), body: chargeBody(ch, now), done: make(chan struct{})}
+	c.queue(op)
+	return op
+}
+
+// QueueSettle implements SettleQueuer: it queues the settlement of a
+// hold this replica lent, as Settle does, and returns without waiting
+// for the sync that records it. For any other hold it returns false.
+func (s *LeaseStore) QueueSettle(customer, holdID string, actual money.Micros, ch Charge, done func(Entry, error)) bool {
+	ch, err := checkSettle(customer, holdID, actual, ch)
+	if err != nil {
+		return false // Settle reports it
+	}
+	c := s.lookup(customer)
+	if c == nil {
+		return false
+	}
+	now := s.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.closed.Load() {
+		// The store is closing: Settle says so.
+		return false
+	}
+	c.expireHolds(unixMilli(now))
+	h, ok := c.live[holdID]
+	if !ok {
+		return false
+	}
+	c.settleLent(holdID, h, actual, ch, now).notify = done
+	return true
+}
+
+// notifyQueued runs the QueueSettle callbacks of ops, each with its
+// outcome, or with err when err is not nil, and clears them; the caller
+// holds no lock, and took the callbacks out under c.mu (takeNotify).
+func notifyQueued(fns []func(Entry, error), ops []*leaseOp, err error) {
+	for i, fn := range fns {
+		if err != nil {
+			fn(Entry{}, err)
+		} else {
+			fn(ops[i].entry, ops[i].err)
+		}
+	}
+}
+
+// takeNotify returns the QueueSettle callbacks of ops, and the ops they
+// belong to, and clears them, so that each runs once; c.mu is held.
+func takeNotify(ops []*leaseOp) ([]func(Entry, error), []*leaseOp) {
+	var fns []func(Entry, error)
+	var of []*leaseOp
+	for _, op := range ops {
+		if op.notify != nil {
+			fns, of = append(fns, op.notify), append(of, op)
+			op.notify = nil
+		}
+	}
+	return fns, of
 }
 
 // waitSynced waits until hold id has no close on its way to Redis.
@@ -788,6 +857,7 @@ func (s *LeaseStore) Sweep(ctx context.Context) (int, error) {
 // loop syncs every lease each FlushInterval until Close.
 func (s *LeaseStore) loop() {
 	defer close(s.done)
+	defer s.failQueued()
 	t := time.NewTicker(s.opts.FlushInterval)
 	defer t.Stop()
 	for {
@@ -799,6 +869,31 @@ func (s *LeaseStore) loop() {
 			return
 		case <-t.C:
 			s.syncAll(context.Background(), false)
+		}
+	}
+}
+
+// failQueued runs, with ErrStoreUnavailable, the QueueSettle callbacks
+// of the settlements the store could not send before it closed (finish
+// logged them), and makes QueueSettle refuse from now on.
+func (s *LeaseStore) failQueued() {
+	s.closed.Store(true)
+	s.mu.Lock()
+	all := make([]*leaseCustomer, 0, len(s.customers))
+	for _, c := range s.customers {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	for _, c := range all {
+		c.mu.Lock()
+		var left []*leaseOp
+		for _, op := range c.open {
+			left = append(left, op)
+		}
+		fns, of := takeNotify(left)
+		c.mu.Unlock()
+		for i, fn := range fns {
+			fn(Entry{}, fmt.Errorf("settle %s: %w: the store closed before the charge reached Redis", of[i].id, ErrStoreUnavailable))
 		}
 	}
 }
@@ -991,13 +1086,18 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		c.lease = min(c.lease, inUse+allowance)
 		c.stopped = true
 		c.syncing = false
+		fns, of := takeNotify(ops)
 		c.mu.Unlock()
 		s.syncFailures.Add(1)
+		notifyQueued(fns, of, err)
 		return err
 	}
 	s.syncs.Add(1)
 	lease, balance, reserved, planV, stop, lotExpiry := r.int(0), r.int(1), r.int(2), r.int(3), r.int(4), r.int(5)
 
+	var fns []func(Entry, error)
+	var of []*leaseOp
+	defer func() { notifyQueued(fns, of, nil) }() // after the unlock below
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.syncing = false
@@ -1041,6 +1141,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 			close(op.done)
 		}
 	}
+	fns, of = takeNotify(ops)
 	if lease < c.inUse {
 		// The lease expired in Redis while its replica could not sync
 		// (longer than its ttl), and the credits of the open requests it

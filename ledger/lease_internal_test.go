@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -88,4 +89,36 @@ func BenchmarkLeaseRemember(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		c.remember(ids[i%len(ids)], 1<<60, 1000)
 	}
+}
+
+// TestLeaseCloseFailsQueued: a settlement queued and never sent when the
+// store's loop ends gets ErrStoreUnavailable from its done, once, and
+// QueueSettle refuses from then on.
+func TestLeaseCloseFailsQueued(t *testing.T) {
+	srv := redistest.Start(t)
+	s := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{}, LeaseOptions{MinRequests: -1, Share: 100})
+	t.Cleanup(func() { s.Close() })
+	c := s.customer("closing-" + newToken()[:6])
+	c.mu.Lock()
+	c.live["h1"] = &leaseHold{amount: 10, expiry: time.Now().Add(time.Minute).UnixMilli()}
+	c.mu.Unlock()
+	var errs []error
+	if !s.QueueSettle(c.id, "h1", 5, Charge{Reference: "h1"}, func(_ Entry, err error) { errs = append(errs, err) }) {
+		t.Fatal("QueueSettle of a lent hold: not queued")
+	}
+	s.failQueued()
+	s.failQueued()
+	if len(errs) != 1 || !errors.Is(errs[0], ErrStoreUnavailable) {
+		t.Fatalf("done got %v; want ErrStoreUnavailable once", errs)
+	}
+	c.mu.Lock()
+	c.live["h2"] = &leaseHold{amount: 10, expiry: time.Now().Add(time.Minute).UnixMilli()}
+	c.mu.Unlock()
+	if s.QueueSettle(c.id, "h2", 5, Charge{Reference: "h2"}, func(Entry, error) {}) {
+		t.Error("QueueSettle after failQueued: queued")
+	}
+	// The holds were made up here: nothing of them goes to Redis.
+	c.mu.Lock()
+	c.pending, c.open, c.live = nil, map[string]*leaseOp{}, map[string]*leaseHold{}
+	c.mu.Unlock()
 }

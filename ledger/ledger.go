@@ -342,6 +342,24 @@ type Store interface {
 	Close() error
 }
 
+// SettleQueuer is implemented by a store that can take a settlement
+// without its caller waiting for it: LeaseStore, for a hold its replica
+// lent, whose charge reaches Redis with the lease's next sync. A caller
+// that settles many requests saves a goroutine, a context and a timer per
+// request by using it.
+type SettleQueuer interface {
+	// QueueSettle is Settle without the wait. It returns false, having
+	// done nothing, when the store cannot queue this settlement; the
+	// caller then calls Settle. Otherwise it queues the charge and done
+	// runs exactly once, on a goroutine of the store's, with what Settle
+	// would return: when the charge is recorded, or when the store could
+	// not send it (a failed sync, the store closing). After such an error
+	// the charge stays queued as it was, and Settle of the same hold waits
+	// for it and returns its outcome, so that a caller retries as it
+	// would retry Settle. done must not block.
+	QueueSettle(customer, holdID string, actual money.Micros, c Charge, done func(Entry, error)) bool
+}
+
 // Meta is a small durable key-value map and a lock service beside the
 // ledger, for facts that are not money but must survive restarts and be
 // shared by replicas (which tollgate customer a Stripe customer belongs to,

@@ -16,7 +16,9 @@ import (
 
 // Settlement runs off the request path: the handler hands the hold over
 // and returns, and a settler (settlers.go) settles it, typically within a millisecond
-// or two of the last byte. Each attempt runs on the request's context
+// or two of the last byte; a hold lent from a Redis lease is queued with
+// the store instead (queueSettle), and reaches Redis with the lease's
+// next sync. Each attempt runs on the request's context
 // without its cancellation (the client being gone must not stop the
 // charge) and with settle_timeout. A failed attempt is retried with
 // backoff for Options.SettleRetryFor; Settle is idempotent per hold and
@@ -44,11 +46,46 @@ func (s *Server) settle(ex *exchange, u meter.Usage, reason string) (cost money.
 	}
 	ex.stopTimer()
 	u, cost = s.chargeFor(ex, u)
+	if !s.queueSettle(ex, u, cost, reason) {
+		s.retrySettle(ex, u, cost, reason)
+	}
+	return cost, true
+}
+
+// retrySettle settles ex on a settler, with settleWithRetries.
+func (s *Server) retrySettle(ex *exchange, u meter.Usage, cost money.Micros, reason string) {
 	s.settlers.run(func() {
 		defer s.busy.Add(-1)
 		s.settleWithRetries(ex, u, cost, reason)
 	})
-	return cost, true
+}
+
+// queueSettle hands ex's settlement to a store that can take it without
+// a caller waiting (a lease's hold: ledger.SettleQueuer), and reports
+// whether it did. No settler runs unless the store fails to send the
+// charge; retrySettle then takes over, and its Settle returns the queued
+// charge's outcome.
+func (s *Server) queueSettle(ex *exchange, u meter.Usage, cost money.Micros, reason string) bool {
+	q, ok := s.store.(ledger.SettleQueuer)
+	if !ok {
+		return false
+	}
+	start := s.now()
+	return q.QueueSettle(ex.customer, ex.id, cost, ex.charge(u), func(_ ledger.Entry, err error) {
+		end := s.now()
+		s.m.settleLatency.Observe(end.Sub(start).Seconds())
+		if err != nil {
+			s.retrySettle(ex, u, cost, reason)
+			return
+		}
+		s.settled(ex, u, cost, end, reason)
+		s.busy.Add(-1)
+	})
+}
+
+// charge is what the ledger records of ex's settlement for u.
+func (ex *exchange) charge(u meter.Usage) ledger.Charge {
+	return ledger.Charge{Reference: ex.id, Route: ex.rt.path, Model: ex.req.Model, Tokens: u.Tokens}
 }
 
 // release closes ex's hold without a charge, in the background.
@@ -68,12 +105,7 @@ func (s *Server) release(ex *exchange, reason string) {
 // Options.SettleRetryFor, and records the outcome in the metrics and the
 // log.
 func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micros, reason string) {
-	charge := ledger.Charge{
-		Reference: ex.id,
-		Route:     ex.rt.path,
-		Model:     ex.req.Model,
-		Tokens:    u.Tokens,
-	}
+	charge := ex.charge(u)
 	base := context.WithoutCancel(ex.Context)
 	deadline := s.now().Add(s.retryFor)
 	backoff := firstBackoff

@@ -1,0 +1,139 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/ledger"
+)
+
+// failLeaseSyncs is a go-redis hook that fails every lease sync while on.
+type failLeaseSyncs struct{ on atomic.Bool }
+
+func (h *failLeaseSyncs) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *failLeaseSyncs) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.on.Load() && isLeaseSync(cmd) {
+			cmd.SetErr(&net.OpError{Op: "read", Net: "tcp", Err: errors.New("injected")})
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *failLeaseSyncs) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if h.on.Load() && isLeaseSync(cmd) {
+				cmd.SetErr(&net.OpError{Op: "read", Net: "tcp", Err: errors.New("injected")})
+				return cmd.Err()
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// isLeaseSync reports whether cmd runs lease.lua: its arguments name the
+// replica's lease.
+func isLeaseSync(cmd redis.Cmder) bool {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.HasPrefix(s, "tollgate-lease-") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestQueuedSettlementOutlivesFailedSyncs: with leases, a request whose
+// hold was lent is charged through the store's queue. When the syncs that
+// carry the charges fail, the proxy falls back to its settlement retries;
+// once Redis takes syncs again every request is charged exactly once,
+// nothing is counted as a failed settlement, and Drain waits for all of
+// them.
+func TestQueuedSettlementOutlivesFailedSyncs(t *testing.T) {
+	client := redisClient(t)
+	hook := &failLeaseSyncs{}
+	client.AddHook(hook)
+	st := ledger.NewLeaseStore(client, ledger.Options{}, testLeases)
+	t.Cleanup(func() { st.Close() })
+	h := newHarness(t, harnessOptions{store: st, retryFor: time.Minute})
+	cust := newCustomer()
+	h.grant(cust, "1")
+	body := chatBody("gpt-4o", "")
+	send := func(n int) {
+		for range n {
+			if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", res.StatusCode, data)
+			}
+		}
+	}
+	send(4) // the lease is taken after two
+	h.settled(cust, 4)
+	before := st.Stats()
+	lent := before.Lent
+	if lent == 0 {
+		t.Fatalf("no hold came from a lease: %+v", st.Stats())
+	}
+
+	// The holds are lent before upstream answers; the syncs that would
+	// carry their charges fail from then on.
+	var answered atomic.Int32
+	jsonBody := testdata(t, "chat_completion.json")
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, b []byte) {
+		hook.on.Store(true)
+		answered.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(jsonBody)
+	})
+	send(3)
+	after := st.Stats()
+	if after.Lent == lent {
+		t.Fatalf("none of the 3 requests was lent: %+v", after)
+	}
+	time.Sleep(100 * time.Millisecond) // several failed syncs
+	// A request reserved in Redis (the lease could not grow without a
+	// sync) is settled there; the lent ones wait for a sync.
+	if got, want := len(chargesNow(t, h.store, cust)), 4+int(after.Reserved-before.Reserved); got != want {
+		t.Fatalf("%d charges while every sync fails; want %d: the first 4 and those not lent (%+v)", got, want, after)
+	}
+	hook.on.Store(false)
+	waitSettled(t, h.store, cust, 7, 10*time.Second)
+	// Each settlement is counted once the proxy knows it is recorded.
+	h.eventually("tollgate_hold_lifetime_seconds", map[string]string{"outcome": "settled"}, 7)
+	if got := h.metric("tollgate_settle_failures_total", nil); got != 0 {
+		t.Errorf("tollgate_settle_failures_total = %v; every charge was recorded in the end", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Drain(ctx); err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+	if acct := h.account(cust); acct.Reserved != 0 {
+		t.Errorf("%s still reserved", acct.Reserved)
+	}
+}
+
+// chargesNow returns customer's charges as they stand, without waiting.
+func chargesNow(t *testing.T, st ledger.Store, customer string) []ledger.Entry {
+	t.Helper()
+	p, err := st.Entries(context.Background(), customer, "", ledger.MaxPageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var charges []ledger.Entry
+	for _, e := range p.Entries {
+		if e.Kind == ledger.KindCharge {
+			charges = append(charges, e)
+		}
+	}
+	return charges
+}
