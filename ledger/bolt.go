@@ -80,8 +80,9 @@ type BoltStore struct {
 }
 
 var (
-	_ Store = (*BoltStore)(nil)
-	_ Meta  = (*BoltStore)(nil)
+	_ Store        = (*BoltStore)(nil)
+	_ Meta         = (*BoltStore)(nil)
+	_ SettleQueuer = (*BoltStore)(nil)
 )
 
 // Bucket and key names.
@@ -325,26 +326,16 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
-	now := s.now()
-	eb := chargeBody(ch, now)
-	nowMs, retMs, body := unixMilli(now), s.retention.Milliseconds(), eb.json()
-	// unknown answers for a hold the customer does not have: a free hold
-	// Reserve did not keep is settled at zero by writing nothing.
-	unknown := func(balance int64) (Entry, error) {
-		if actual == 0 {
-			return unrecorded(eb, customer, money.Micros(balance)), nil
-		}
-		return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldNotFound)
-	}
+	st := s.newSettlement(customer, holdID, actual, ch)
 
 	// A live hold, or one that expired (the usage happened all the same,
 	// so it is charged), is marked as being settled so that readers ask
 	// the file whether the charge is in yet (memHold.settling).
 	mc := s.holds.lock(customer)
-	mc.expire(nowMs, retMs)
+	mc.expire(st.nowMs, st.retMs)
 	h := mc.live[holdID]
 	if h == nil {
-		if state, ok := mc.closedState(holdID, nowMs); ok {
+		if state, ok := mc.closedState(holdID, st.nowMs); ok {
 			if state == holdReleased {
 				s.holds.unlock(customer, mc)
 				return Entry{}, fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
@@ -353,152 +344,226 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			// for nothing, so that a Release or Settle meanwhile sees
 			// this Settle in flight (memHold.settling, .released).
 			mc.forget(holdID)
-			h = &memHold{expiry: nowMs}
+			h = &memHold{expiry: st.nowMs}
 			mc.put(holdID, h)
 		}
 	}
 	if h != nil {
 		h.settling++
 	}
-	inMemory := h != nil
 	s.holds.unlock(customer, mc)
 
-	var (
-		entry  Entry
-		result error
-	)
-	if !inMemory {
+	if h == nil {
 		// Settled before (possibly before a restart), or unknown.
-		charge := false
-		err := s.readCurrent(customer, nowMs, func(c *boltCustomer) error {
-			entry, result, charge = Entry{}, nil, false
-			if c == nil {
-				entry, result = unknown(0)
-				return nil
-			}
-			state, seq, _, ok, err := c.peekClosed(holdID, nowMs)
-			switch {
-			case err != nil:
-				return err
-			case !ok:
-				st, err := c.state()
-				if err != nil {
-					return err
-				}
-				entry, result = unknown(st.balance)
-			case state == holdSettled:
-				entry, err = c.entry(seq)
-				return err
-			case state == holdReleased:
-				result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
-			default:
-				// Expired, recorded in a file written before holds moved
-				// to memory: charged as any expired hold.
-				charge = true
-			}
-			return nil
-		})
+		charge, err := st.fromFile()
 		if err != nil {
-			return Entry{}, s.fail("settle "+holdID, err)
+			return Entry{}, err
 		}
 		if !charge {
-			return entry, result
+			return st.entry, nil
 		}
 	}
+	st.h = h
+	return st.finish(s.settleUpdate(st.write, st.charged))
+}
 
-	var charged func()
-	if h != nil {
-		charged = func() {
-			if h.entry.Load() != 0 {
-				h.charged.Store(true)
-			}
-		}
+// QueueSettle implements SettleQueuer for a live hold in memory: its
+// charge joins the next commit (see settleGap) and done runs on the
+// writer's goroutine once that is committed. Holds that expired or were
+// closed, and a closed store, are left to Settle.
+func (s *BoltStore) QueueSettle(customer, holdID string, actual money.Micros, ch Charge, done func(Entry, error)) bool {
+	ch, err := checkSettle(customer, holdID, actual, ch)
+	if err != nil || s.open() != nil {
+		return false
 	}
-	err = s.settleUpdate(func(tx *bbolt.Tx) error {
-		entry, result = Entry{}, nil
-		if h != nil && !h.charged.Load() {
-			// A run of a batch that was rolled back may have set it.
-			// (Once charged, a concurrent Settle of the same hold finds
-			// it settled at that entry and stores the same one.)
-			h.entry.Store(0)
-		}
-		c, err := openCustomer(tx, customer, false)
-		if err == nil {
-			c, err = s.withEvents(c, nowMs)
-		}
-		if err != nil {
-			return err
-		}
+	st := s.newSettlement(customer, holdID, actual, ch)
+	mc := s.holds.lock(customer)
+	mc.expire(st.nowMs, st.retMs)
+	h := mc.live[holdID]
+	if h != nil {
+		h.settling++
+	}
+	s.holds.unlock(customer, mc)
+	if h == nil {
+		return false
+	}
+	st.h = h
+	s.enqueueThen(&boltCall{fn: st.write, committed: st.charged}, func(err error) { done(st.finish(err)) })
+	return true
+}
+
+// boltSettlement is one Settle of a hold: what its transaction writes and
+// reports, and the hold in memory it settles (nil for a hold only the
+// file knows).
+type boltSettlement struct {
+	s            *BoltStore
+	customer, id string
+	actual       money.Micros
+	eb           entryBody
+	body         string
+	nowMs, retMs int64
+	h            *memHold
+	entry        Entry
+	result       error
+}
+
+func (s *BoltStore) newSettlement(customer, holdID string, actual money.Micros, ch Charge) *boltSettlement {
+	now := s.now()
+	eb := chargeBody(ch, now)
+	return &boltSettlement{s: s, customer: customer, id: holdID, actual: actual, eb: eb, body: eb.json(),
+		nowMs: unixMilli(now), retMs: s.retention.Milliseconds()}
+}
+
+// unknown answers for a hold the customer does not have: a free hold
+// Reserve did not keep is settled at zero by writing nothing.
+func (st *boltSettlement) unknown(balance int64) {
+	if st.actual == 0 {
+		st.entry, st.result = unrecorded(st.eb, st.customer, money.Micros(balance)), nil
+		return
+	}
+	st.entry, st.result = Entry{}, fmt.Errorf("settle %s of %s: %w", st.id, st.customer, ErrHoldNotFound)
+}
+
+// fromFile answers a Settle of a hold not in memory from the file, and
+// reports whether it must be charged still (an expired hold recorded by
+// a file written before holds moved to memory). Otherwise st.entry and
+// the error returned are Settle's answer.
+func (st *boltSettlement) fromFile() (charge bool, err error) {
+	err = st.s.readCurrent(st.customer, st.nowMs, func(c *boltCustomer) error {
+		st.entry, st.result, charge = Entry{}, nil, false
 		if c == nil {
-			entry, result = unknown(0)
+			st.unknown(0)
 			return nil
 		}
-		if err := c.current(nowMs); err != nil {
+		state, seq, _, ok, err := c.peekClosed(st.id, st.nowMs)
+		switch {
+		case err != nil:
 			return err
-		}
-		if state, seq, ok, err := c.closedState(holdID, nowMs); err != nil {
-			return err
-		} else if ok && state == holdSettled {
-			if h != nil {
-				h.entry.Store(seq)
+		case !ok:
+			bs, err := c.state()
+			if err != nil {
+				return err
 			}
-			entry, err = c.entry(seq)
+			st.unknown(bs.balance)
+		case state == holdSettled:
+			st.entry, err = c.entry(seq)
 			return err
-		} else if ok && state == holdReleased {
-			result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
-			return nil
+		case state == holdReleased:
+			st.result = fmt.Errorf("settle %s of %s: %w", st.id, st.customer, ErrHoldReleased)
+		default:
+			charge = true
 		}
-		st, err := c.state()
-		if err != nil {
-			return err
-		}
-		if st.balance-int64(actual) < -int64(MaxAmount) {
-			result = fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", holdID, ErrInvalidAmount, actual, customer, MaxAmount)
-			return nil
-		}
-		var seq int64
-		entry, seq, err = c.appendEntry(-int64(actual), body)
-		if err != nil {
-			return err
-		}
+		return nil
+	})
+	if err != nil {
+		return false, st.s.fail("settle "+st.id, err)
+	}
+	if charge {
+		return true, nil
+	}
+	return false, st.result
+}
+
+// charged runs once the settlement's transaction is committed: from then
+// on the hold counts for nothing without a look at the file.
+func (st *boltSettlement) charged() {
+	if h := st.h; h != nil && h.entry.Load() != 0 {
+		h.charged.Store(true)
+	}
+}
+
+// write is the settlement's transaction; it may run more than once (see
+// update).
+func (st *boltSettlement) write(tx *bbolt.Tx) error {
+	s, h, holdID, customer, actual, nowMs := st.s, st.h, st.id, st.customer, st.actual, st.nowMs
+	st.entry, st.result = Entry{}, nil
+	if h != nil && !h.charged.Load() {
+		// A run of a batch that was rolled back may have set it.
+		// (Once charged, a concurrent Settle of the same hold finds
+		// it settled at that entry and stores the same one.)
+		h.entry.Store(0)
+	}
+	c, err := openCustomer(tx, customer, false)
+	if err == nil {
+		c, err = s.withEvents(c, nowMs)
+	}
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		st.unknown(0)
+		return nil
+	}
+	if err := c.current(nowMs); err != nil {
+		return err
+	}
+	if state, seq, ok, err := c.closedState(holdID, nowMs); err != nil {
+		return err
+	} else if ok && state == holdSettled {
 		if h != nil {
 			h.entry.Store(seq)
 		}
-		if actual > 0 {
-			if err := c.spend(int64(actual), -1); err != nil {
-				return err
-			}
-		}
-		if err := c.closeHold(holdID, holdSettled, nowMs, s.retention, seq); err != nil {
+		st.entry, err = c.entry(seq)
+		return err
+	} else if ok && state == holdReleased {
+		st.result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
+		return nil
+	}
+	bs, err := c.state()
+	if err != nil {
+		return err
+	}
+	if bs.balance-int64(actual) < -int64(MaxAmount) {
+		st.result = fmt.Errorf("settle %s: %w: charging %s would take %s's balance below -%s", holdID, ErrInvalidAmount, actual, customer, MaxAmount)
+		return nil
+	}
+	var seq int64
+	st.entry, seq, err = c.appendEntry(-int64(actual), st.body)
+	if err != nil {
+		return err
+	}
+	if h != nil {
+		h.entry.Store(seq)
+	}
+	if actual > 0 {
+		if err := c.spend(int64(actual), -1); err != nil {
 			return err
 		}
-		// The hold no longer counts in this transaction (its closed
-		// record is written and h.entry set), so the figures are those
-		// after the charge.
-		return c.checkLow(seq)
-	}, charged)
+	}
+	if err := c.closeHold(holdID, holdSettled, nowMs, s.retention, seq); err != nil {
+		return err
+	}
+	// The hold no longer counts in this transaction (its closed
+	// record is written and h.entry set), so the figures are those
+	// after the charge.
+	return c.checkLow(seq)
+}
 
-	mc = s.holds.lock(customer)
+// finish takes the hold out of memory once its settlement is committed
+// (err is the commit's) and returns Settle's answer.
+func (st *boltSettlement) finish(err error) (Entry, error) {
+	s, h := st.s, st.h
+	mc := s.holds.lock(st.customer)
 	if h != nil {
 		h.settling--
 	}
 	switch {
-	case err == nil && result == nil:
+	case err == nil && st.result == nil:
 		// Settled, now or before: the file answers for the hold from
 		// here on.
-		if h != nil && mc.live[holdID] == h {
-			mc.drop(holdID)
+		if h != nil && mc.live[st.id] == h {
+			mc.drop(st.id)
 		}
-	case h != nil && h.settling == 0 && h.released && mc.live[holdID] == h:
+	case h != nil && h.settling == 0 && h.released && mc.live[st.id] == h:
 		// A Release came while this Settle was in flight, and the hold
 		// stayed open: it is released now.
-		mc.close(holdID, holdReleased, h.ttl, nowMs, retMs)
+		mc.close(st.id, holdReleased, h.ttl, st.nowMs, st.retMs)
 	}
-	s.holds.unlock(customer, mc)
+	s.holds.unlock(st.customer, mc)
 	if err != nil {
-		return Entry{}, s.fail("settle "+holdID, err)
+		return Entry{}, s.fail("settle "+st.id, err)
 	}
-	return entry, result
+	return st.entry, st.result
 }
 
 // Extend implements Store. It writes nothing.

@@ -14,6 +14,9 @@ type boltCall struct {
 	// transaction is committed and fsynced, before the caller wakes.
 	committed func()
 	done      chan error
+	// then, if set, takes the outcome instead of done: the caller did
+	// not wait (enqueueThen).
+	then func(error)
 }
 
 // errCommit marks an error of bbolt itself (a closed file, a failed write
@@ -42,6 +45,47 @@ func (s *BoltStore) settleUpdate(fn func(*bbolt.Tx) error, committed func()) err
 }
 
 func (s *BoltStore) enqueue(c *boltCall, paced bool) error {
+	s.push(c, paced)
+	err := <-c.done
+	var ce errCommit
+	if errors.As(err, &ce) {
+		s.writes.fail(err, s.now())
+	}
+	return err
+}
+
+// enqueueThen queues settlement c without waiting for it: then runs with
+// its outcome once it is committed, on a goroutine that runs the
+// continuations of one commit in turn (not the writer's: a continuation
+// may take a customer's mutex, whose holder may be waiting for the
+// writer).
+func (s *BoltStore) enqueueThen(c *boltCall, then func(error)) {
+	c.then = then
+	s.push(c, true)
+}
+
+// queuedOutcome is a commit's result for one call whose caller did not wait.
+type queuedOutcome struct {
+	c   *boltCall
+	err error
+}
+
+// deliver hands c its outcome, or adds it to later when c's caller did
+// not wait.
+func (s *BoltStore) deliver(c *boltCall, err error, later []queuedOutcome) []queuedOutcome {
+	if c.then == nil {
+		c.done <- err // enqueue records a failed commit
+		return later
+	}
+	var ce errCommit
+	if errors.As(err, &ce) {
+		s.writes.fail(err, s.now())
+	}
+	return append(later, queuedOutcome{c, err})
+}
+
+// push queues c and makes sure the writer will run it.
+func (s *BoltStore) push(c *boltCall, paced bool) {
 	s.mu.Lock()
 	s.queue = append(s.queue, c)
 	if !paced {
@@ -58,12 +102,6 @@ func (s *BoltStore) enqueue(c *boltCall, paced bool) error {
 		}
 	}
 	s.mu.Unlock()
-	err := <-c.done
-	var ce errCommit
-	if errors.As(err, &ce) {
-		s.writes.fail(err, s.now())
-	}
-	return err
 }
 
 // settleGap is the least time between the starts of two commits that
@@ -122,6 +160,16 @@ func (s *BoltStore) writeLoop() {
 // commit runs batch in one transaction. A function that fails is taken
 // out and run alone (so its error is its own), and the rest is retried.
 func (s *BoltStore) commit(batch []*boltCall) {
+	var later []queuedOutcome
+	defer func() {
+		if len(later) > 0 {
+			go func() {
+				for _, o := range later {
+					o.c.then(o.err)
+				}
+			}()
+		}
+	}()
 	for len(batch) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bbolt.Tx) error {
@@ -140,17 +188,22 @@ func (s *BoltStore) commit(batch []*boltCall) {
 			if err == nil && c.committed != nil {
 				c.committed()
 			}
-			c.done <- err
+			later = s.deliver(c, err, later)
 			continue
 		}
 		if err != nil {
 			err = errCommit{err}
 		}
+		// Every committed first, then the callers: a reader asks the
+		// file about each hold whose charge is committed but not yet
+		// marked.
 		for _, c := range batch {
 			if err == nil && c.committed != nil {
 				c.committed()
 			}
-			c.done <- err
+		}
+		for _, c := range batch {
+			later = s.deliver(c, err, later)
 		}
 		return
 	}

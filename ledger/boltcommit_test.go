@@ -176,3 +176,50 @@ func TestBoltSettlementsWaitForCompanyButNotPastClose(t *testing.T) {
 		t.Fatalf("balance after reopening %s, want %s: a settlement was lost", a.Balance, want)
 	}
 }
+
+// TestBoltQueuedContinuationOffTheWriter: a queued settlement's
+// continuation takes its customer's mutex; a caller holding that mutex
+// while it waits for the writer (Reserve and Account do, when a lot is
+// due) must still get its write committed.
+func TestBoltQueuedContinuationOffTheWriter(t *testing.T) {
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	const cust = "offwriter"
+	if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("10"), Kind: KindGrant, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"h0", "h1"} {
+		if err := s.Reserve(ctx, cust, id, money.MustParse("1"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// h0's commit starts the gap: h1 waits in the queue while the
+	// mutex is taken below.
+	if _, err := s.Settle(ctx, cust, "h0", money.MustParse("1"), Charge{Reference: "h0"}); err != nil {
+		t.Fatal(err)
+	}
+	finished := make(chan error, 1)
+	if !s.QueueSettle(cust, "h1", money.MustParse("1"), Charge{Reference: "h1"}, func(_ Entry, err error) { finished <- err }) {
+		t.Fatal("QueueSettle of a live hold: not queued")
+	}
+	mc := s.holds.lock(cust)
+	time.Sleep(3 * settleGap) // h1 is committed; its continuation waits for mc
+	wrote := make(chan error, 1)
+	go func() { wrote <- s.update(func(*bbolt.Tx) error { return nil }) }()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("a write queued by the holder of the customer's mutex was not committed within 5s")
+	}
+	s.holds.unlock(cust, mc)
+	if err := <-finished; err != nil {
+		t.Fatal(err)
+	}
+}

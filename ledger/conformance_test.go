@@ -292,6 +292,7 @@ var conformanceTests = []struct {
 	{name: "SettleAboveHoldGoesNegative", fn: testSettleAboveHold},
 	{name: "SettleBelowHoldReleasesRest", fn: testSettleBelowHold},
 	{name: "SettleIsIdempotent", fn: testSettleIdempotent},
+	{name: "QueueSettleAnswersAsSettle", fn: testQueueSettle},
 	{name: "ReleaseIsIdempotent", fn: testReleaseIdempotent},
 	{name: "ConcurrentSettleAndRelease", fn: testConcurrentSettleRelease},
 	{name: "ExpiredHoldStopsCounting", fn: testExpiredHold},

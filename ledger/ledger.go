@@ -344,9 +344,10 @@ type Store interface {
 
 // SettleQueuer is implemented by a store that can take a settlement
 // without its caller waiting for it: LeaseStore, for a hold its replica
-// lent, whose charge reaches Redis with the lease's next sync. A caller
-// that settles many requests saves a goroutine, a context and a timer per
-// request by using it.
+// lent, whose charge reaches Redis with the lease's next sync, and
+// BoltStore, for a live hold, whose charge joins the next commit. A
+// caller that settles many requests saves a goroutine, a context and a
+// timer per request by using it.
 type SettleQueuer interface {
 	// QueueSettle is Settle without the wait. It returns false, having
 	// done nothing, when the store cannot queue this settlement; the

@@ -16,9 +16,9 @@ import (
 
 // Settlement runs off the request path: the handler hands the hold over
 // and returns, and a settler (settlers.go) settles it, typically within a millisecond
-// or two of the last byte; a hold lent from a Redis lease is queued with
-// the store instead (queueSettle), and reaches Redis with the lease's
-// next sync. Each attempt runs on the request's context
+// or two of the last byte; a store that can queue the charge takes it
+// without a settler (queueSettle): a Redis lease sends it with its next
+// sync, the embedded store with its next commit. Each attempt runs on the request's context
 // without its cancellation (the client being gone must not stop the
 // charge) and with settle_timeout. A failed attempt is retried with
 // backoff for Options.SettleRetryFor; Settle is idempotent per hold and
@@ -61,7 +61,8 @@ func (s *Server) retrySettle(ex *exchange, u meter.Usage, cost money.Micros, rea
 }
 
 // queueSettle hands ex's settlement to a store that can take it without
-// a caller waiting (a lease's hold: ledger.SettleQueuer), and reports
+// a caller waiting (ledger.SettleQueuer: a lease's hold, a live hold in
+// the embedded store), and reports
 // whether it did. No settler runs unless the store fails to send the
 // charge; retrySettle then takes over, and its Settle returns the queued
 // charge's outcome.

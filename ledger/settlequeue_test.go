@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -161,4 +162,143 @@ func TestQueueSettleAfterClose(t *testing.T) {
 	if _, err := a.Settle(context.Background(), cust, "h1", c("1"), ledger.Charge{Reference: "h1"}); !errors.Is(err, ledger.ErrStoreUnavailable) {
 		t.Errorf("Settle on a closed store: %v; want ErrStoreUnavailable", err)
 	}
+}
+
+// testQueueSettle (conformance, for the stores that queue settlements):
+// QueueSettle of a live hold charges it once and hands done what Settle
+// would return, the same entry a later Settle repeats; a hold that is
+// unknown or already settled is not queued, and Settle answers for it.
+func testQueueSettle(t *testing.T, e *env) {
+	q, ok := e.s.(ledger.SettleQueuer)
+	if !ok {
+		t.Skip("this store does not queue settlements")
+	}
+	cust := e.customer("queued")
+	mustCredit(t, e.s, cust, c("1000"))
+	mustReserve(t, e.s, cust, "h1", c("100"), time.Minute)
+	mustReserve(t, e.s, cust, "h2", c("100"), time.Minute)
+	done := newQueued()
+	ch := ledger.Charge{Reference: "h1", Route: "/v1/chat/completions", Model: "gpt-4o"}
+	if !q.QueueSettle(cust, "h1", c("30"), ch, done.done) {
+		t.Fatal("QueueSettle of a live hold: not queued")
+	}
+	r := done.wait(t)
+	if r.err != nil || r.e.ID == "" || r.e.Kind != ledger.KindCharge || r.e.Amount != -c("30") || r.e.BalanceAfter != c("970") ||
+		r.e.Reference != "h1" || r.e.Model != "gpt-4o" || r.e.Route != ch.Route {
+		t.Fatalf("done got %+v, %v; want the charge of 30, balance after 970", r.e, r.err)
+	}
+	again, err := e.s.Settle(ctx, cust, "h1", c("30"), ch)
+	if err != nil || again != r.e {
+		t.Errorf("Settle after QueueSettle: %+v, %v; want done's entry %+v", again, err, r.e)
+	}
+	for _, id := range []string{"nope", "h1"} {
+		if q.QueueSettle(cust, id, c("1"), ledger.Charge{Reference: id}, done.done) {
+			t.Errorf("QueueSettle of %s, not a live hold: queued", id)
+		}
+	}
+	// The other way, the same kind of entry.
+	e2, err := e.s.Settle(ctx, cust, "h2", c("20"), ledger.Charge{Reference: "h2", Route: ch.Route, Model: "gpt-4o"})
+	if err != nil || e2.Amount != -c("20") || e2.BalanceAfter != c("950") {
+		t.Fatalf("Settle of h2: %+v, %v", e2, err)
+	}
+	if n := done.calls.Load(); n != 1 {
+		t.Errorf("done ran %d times, want once", n)
+	}
+	if a := mustAccount(t, e.s, cust); a.Balance != c("950") || a.Reserved != 0 {
+		t.Errorf("balance %s reserved %s; want 950 and 0", a.Balance, a.Reserved)
+	}
+}
+
+// TestBoltQueuedSettlementCommittedByClose: a settlement queued while
+// the embedded store waits out its commit gap is committed by Close,
+// done hears so, and the charge is in the file when it is opened again;
+// after Close nothing is queued.
+func TestBoltQueuedSettlementCommittedByClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	s, err := ledger.OpenBolt(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cust := "closing-" + randomHex(4)
+	mustCredit(t, s, cust, c("100"))
+	for _, id := range []string{"h1", "h2"} {
+		mustReserve(t, s, cust, id, c("10"), time.Minute)
+	}
+	// h1's commit starts the gap; h2 waits it out, and Close comes first.
+	if _, err := s.Settle(context.Background(), cust, "h1", c("1"), ledger.Charge{Reference: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	done := newQueued()
+	if !s.QueueSettle(cust, "h2", c("2"), ledger.Charge{Reference: "h2"}, done.done) {
+		t.Fatal("QueueSettle of a live hold: not queued")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := done.wait(t); r.err != nil || r.e.Amount != -c("2") {
+		t.Fatalf("done got %+v, %v; want the charge of 2", r.e, r.err)
+	}
+	if s.QueueSettle(cust, "h2", c("2"), ledger.Charge{Reference: "h2"}, done.done) {
+		t.Error("QueueSettle on a closed store: queued")
+	}
+	s, err = ledger.OpenBolt(path, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if a := mustAccount(t, s, cust); a.Balance != c("97") {
+		t.Errorf("balance %s after reopening; want 97: both charges", a.Balance)
+	}
+	checkInvariants(t, s, cust)
+}
+
+// TestBoltQueuedSettlementBesideLotExpiry: a Reserve that finds a lot due
+// holds the customer's mutex while its expiry commits; a queued
+// settlement of the same customer committed with it needs that mutex to
+// finish. Both finish (its continuation does not run on the writer the
+// Reserve waits for).
+func TestBoltQueuedSettlementBesideLotExpiry(t *testing.T) {
+	clock := newFakeClock()
+	s, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bg := context.Background()
+	cust := "lotdue-" + randomHex(4)
+	mustCredit(t, s, cust, c("100"))
+	if _, err := s.Credit(bg, ledger.Credit{Customer: cust, Amount: c("50"), Kind: ledger.KindGrant, Key: "expiring", ExpiresAt: clock.Now().Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"h0", "h1"} {
+		mustReserve(t, s, cust, id, c("10"), time.Hour)
+	}
+	// h0's commit starts the gap, so that h1 waits in the queue.
+	if _, err := s.Settle(bg, cust, "h0", c("1"), ledger.Charge{Reference: "h0"}); err != nil {
+		t.Fatal(err)
+	}
+	done := newQueued()
+	if !s.QueueSettle(cust, "h1", c("2"), ledger.Charge{Reference: "h1"}, done.done) {
+		t.Fatal("QueueSettle of a live hold: not queued")
+	}
+	clock.Advance(2 * time.Minute) // the lot of 50 is due
+	reserved := make(chan error, 1)
+	go func() { reserved <- s.Reserve(bg, cust, "h2", c("10"), time.Hour) }()
+	select {
+	case err := <-reserved:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Reserve did not return within 5s: deadlocked with the queued settlement")
+	}
+	if r := done.wait(t); r.err != nil {
+		t.Fatal(r.err)
+	}
+	// The charges burn the expiring lot first: 150 - 3, and the 47 left
+	// of that lot expire.
+	if a := mustAccount(t, s, cust); a.Balance != c("100") || a.Reserved != c("10") {
+		t.Errorf("balance %s reserved %s; want 100 and 10", a.Balance, a.Reserved)
+	}
+	checkInvariants(t, s, cust)
 }
