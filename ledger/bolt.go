@@ -368,9 +368,10 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 }
 
 // QueueSettle implements SettleQueuer for a live hold in memory: its
-// charge joins the next commit (see settleGap) and done runs on the
-// writer's goroutine once that is committed. Holds that expired or were
-// closed, and a closed store, are left to Settle.
+// charge joins the next commit (see settleGap) and done runs once that is
+// committed, beside the other continuations of the commit (enqueueThen).
+// Holds that expired or were closed, and a closed store, are left to
+// Settle.
 func (s *BoltStore) QueueSettle(customer, holdID string, actual money.Micros, ch Charge, done func(Entry, error)) bool {
 	ch, err := checkSettle(customer, holdID, actual, ch)
 	if err != nil || s.open() != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/ledger"
 	"github.com/tollgate-dev/tollgate/money"
@@ -112,5 +113,55 @@ func TestBoltEventOnlyWithCommit(t *testing.T) {
 	}
 	if p, err := s.Events(ctx, 0, 10); err != nil || len(p.Events) != 1 || p.Events[0].Type != ledger.EventCreditsGranted {
 		t.Fatalf("events after the retried credit: %+v, %v", p, err)
+	}
+}
+
+// TestBoltQueuedSettlementWhenWritesFail: a queued settlement whose
+// commit fails tells its caller so (ErrStoreUnavailable), charges
+// nothing, and leaves the hold to a Settle, which charges it once writes
+// work again.
+func TestBoltQueuedSettlementWhenWritesFail(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	var file *os.File
+	open := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
+	s, err := ledger.OpenBolt(path, ledger.WithOpenFile(ledger.Options{}, open))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Credit(ctx, ledger.Credit{Customer: "c", Amount: 5 * money.Credit, Kind: ledger.KindGrant, Key: "k1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, "c", "h1", money.Credit, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	swapFD(t, file, path, os.O_RDONLY)
+	got := make(chan error, 2)
+	if !s.QueueSettle("c", "h1", money.Credit, ledger.Charge{Reference: "h1"}, func(_ ledger.Entry, err error) { got <- err }) {
+		t.Fatal("QueueSettle of a live hold: not queued")
+	}
+	select {
+	case err := <-got:
+		if !errors.Is(err, ledger.ErrStoreUnavailable) {
+			t.Fatalf("done got %v; want ErrStoreUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("done did not run within 5s of a failed commit")
+	}
+	swapFD(t, file, path, os.O_RDWR)
+	e, err := s.Settle(ctx, "c", "h1", money.Credit, ledger.Charge{Reference: "h1"})
+	if err != nil || e.Amount != -money.Credit || e.BalanceAfter != 4*money.Credit {
+		t.Fatalf("Settle once writes work: %+v, %v; want the one charge", e, err)
+	}
+	if a, err := s.Account(ctx, "c"); err != nil || a.Balance != 4*money.Credit || a.Reserved != 0 {
+		t.Errorf("account %+v, %v; want balance 4 and nothing reserved", a, err)
+	}
+	if len(got) != 0 {
+		t.Errorf("done ran again: %v", <-got)
 	}
 }

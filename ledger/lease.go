@@ -614,6 +614,11 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 		return s.RedisStore.Settle(ctx, customer, holdID, actual, ch)
 	}
 	select {
+	case <-op.done: // first, whatever else has ended too
+		return op.entry, op.err
+	default:
+	}
+	select {
 	case <-op.done:
 		return op.entry, op.err
 	case <-ctx.Done():
@@ -888,7 +893,9 @@ func (s *LeaseStore) failQueued() {
 		c.mu.Lock()
 		var left []*leaseOp
 		for _, op := range c.open {
-			left = append(left, op)
+			if !op.sent { // a sync under way tells its own
+				left = append(left, op)
+			}
 		}
 		fns, of := takeNotify(left)
 		c.mu.Unlock()

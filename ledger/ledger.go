@@ -352,12 +352,14 @@ type SettleQueuer interface {
 	// QueueSettle is Settle without the wait. It returns false, having
 	// done nothing, when the store cannot queue this settlement; the
 	// caller then calls Settle. Otherwise it queues the charge and done
-	// runs exactly once, on a goroutine of the store's, with what Settle
-	// would return: when the charge is recorded, or when the store could
-	// not send it (a failed sync, the store closing). After such an error
-	// the charge stays queued as it was, and Settle of the same hold waits
-	// for it and returns its outcome, so that a caller retries as it
-	// would retry Settle. done must not block.
+	// runs exactly once with what Settle would return: when the charge is
+	// recorded, or when the store could not record it (a failed sync or
+	// commit, the store closing). After such an error a Settle of the
+	// same hold returns its outcome, recording the charge at most once,
+	// so that a caller retries as it would retry Settle. done runs on a
+	// goroutine of the store's or of another of its callers, possibly
+	// holding a lock of the customer's: it must return promptly and must
+	// not call the store.
 	QueueSettle(customer, holdID string, actual money.Micros, c Charge, done func(Entry, error)) bool
 }
 

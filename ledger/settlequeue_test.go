@@ -84,8 +84,12 @@ func TestQueueSettle(t *testing.T) {
 	if a.QueueSettle("someone-else-"+randomHex(4), "h1", c("1"), ledger.Charge{}, q.done) {
 		t.Error("QueueSettle for a customer A never served: queued")
 	}
-	if a.QueueSettle(cust, "h1", -1, ledger.Charge{}, q.done) {
+	mustReserve(t, a, cust, "h2", c("10"), time.Minute)
+	if a.QueueSettle(cust, "h2", -1, ledger.Charge{Reference: "h2"}, q.done) {
 		t.Error("QueueSettle of a negative amount: queued (Settle must report it)")
+	}
+	if _, err := a.Settle(ctx, cust, "h2", c("0"), ledger.Charge{Reference: "h2"}); err != nil {
+		t.Fatal(err)
 	}
 
 	time.Sleep(100 * time.Millisecond) // several syncs
@@ -221,7 +225,7 @@ func TestBoltQueuedSettlementCommittedByClose(t *testing.T) {
 	}
 	cust := "closing-" + randomHex(4)
 	mustCredit(t, s, cust, c("100"))
-	for _, id := range []string{"h1", "h2"} {
+	for _, id := range []string{"h1", "h2", "h3"} {
 		mustReserve(t, s, cust, id, c("10"), time.Minute)
 	}
 	// h1's commit starts the gap; h2 waits it out, and Close comes first.
@@ -238,8 +242,8 @@ func TestBoltQueuedSettlementCommittedByClose(t *testing.T) {
 	if r := done.wait(t); r.err != nil || r.e.Amount != -c("2") {
 		t.Fatalf("done got %+v, %v; want the charge of 2", r.e, r.err)
 	}
-	if s.QueueSettle(cust, "h2", c("2"), ledger.Charge{Reference: "h2"}, done.done) {
-		t.Error("QueueSettle on a closed store: queued")
+	if s.QueueSettle(cust, "h3", c("2"), ledger.Charge{Reference: "h3"}, done.done) {
+		t.Error("QueueSettle of a live hold on a closed store: queued")
 	}
 	s, err = ledger.OpenBolt(path, ledger.Options{})
 	if err != nil {

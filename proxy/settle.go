@@ -76,6 +76,10 @@ func (s *Server) queueSettle(ex *exchange, u meter.Usage, cost money.Micros, rea
 		end := s.now()
 		s.m.settleLatency.Observe(end.Sub(start).Seconds())
 		if err != nil {
+			// Counted and logged as a failed first attempt of
+			// settleWithRetries would be.
+			s.m.settleRetries.Inc()
+			s.log.Warn("settlement failed; retrying", zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.Error(err))
 			s.retrySettle(ex, u, cost, reason)
 			return
 		}

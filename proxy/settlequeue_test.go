@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
 )
 
 // failLeaseSyncs is a go-redis hook that fails every lease sync while on.
@@ -53,6 +54,26 @@ func isLeaseSync(cmd redis.Cmder) bool {
 	return false
 }
 
+// countingQueuer counts the settlements a LeaseStore queued, and those
+// whose done reported an error.
+type countingQueuer struct {
+	*ledger.LeaseStore
+	queued, failed atomic.Int32
+}
+
+func (q *countingQueuer) QueueSettle(customer, holdID string, actual money.Micros, c ledger.Charge, done func(ledger.Entry, error)) bool {
+	ok := q.LeaseStore.QueueSettle(customer, holdID, actual, c, func(e ledger.Entry, err error) {
+		if err != nil {
+			q.failed.Add(1)
+		}
+		done(e, err)
+	})
+	if ok {
+		q.queued.Add(1)
+	}
+	return ok
+}
+
 // TestQueuedSettlementOutlivesFailedSyncs: with leases, a request whose
 // hold was lent is charged through the store's queue. When the syncs that
 // carry the charges fail, the proxy falls back to its settlement retries;
@@ -63,7 +84,7 @@ func TestQueuedSettlementOutlivesFailedSyncs(t *testing.T) {
 	client := redisClient(t)
 	hook := &failLeaseSyncs{}
 	client.AddHook(hook)
-	st := ledger.NewLeaseStore(client, ledger.Options{}, testLeases)
+	st := &countingQueuer{LeaseStore: ledger.NewLeaseStore(client, ledger.Options{}, testLeases)}
 	t.Cleanup(func() { st.Close() })
 	h := newHarness(t, harnessOptions{store: st, retryFor: time.Minute})
 	cust := newCustomer()
@@ -99,11 +120,21 @@ func TestQueuedSettlementOutlivesFailedSyncs(t *testing.T) {
 	if after.Lent == lent {
 		t.Fatalf("none of the 3 requests was lent: %+v", after)
 	}
-	time.Sleep(100 * time.Millisecond) // several failed syncs
 	// A request reserved in Redis (the lease could not grow without a
 	// sync) is settled there; the lent ones wait for a sync.
-	if got, want := len(chargesNow(t, h.store, cust)), 4+int(after.Reserved-before.Reserved); got != want {
+	want := 4 + int(after.Reserved-before.Reserved)
+	for deadline := time.Now().Add(5 * time.Second); st.failed.Load() == 0 || len(chargesNow(t, h.store, cust)) < want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5s: %d queued settlements failed, %d charges (want %d)", st.failed.Load(), len(chargesNow(t, h.store, cust)), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // more failed syncs
+	if got := len(chargesNow(t, h.store, cust)); got != want {
 		t.Fatalf("%d charges while every sync fails; want %d: the first 4 and those not lent (%+v)", got, want, after)
+	}
+	if got := int64(st.queued.Load()); got != after.Lent {
+		t.Errorf("%d settlements queued; want one per lent hold, %d", got, after.Lent)
 	}
 	hook.on.Store(false)
 	waitSettled(t, h.store, cust, 7, 10*time.Second)
