@@ -28,12 +28,10 @@ func swapFD(t *testing.T, f *os.File, name string, flag int) {
 	}
 }
 
-// TestBoltReadyWhenWritesFail: a store whose commits fail still answers
-// reads and pings, but is not ready, and says why and what to do; once
-// writes work again its next readiness check (which then writes a probe)
-// passes, with no traffic needed.
-func TestBoltReadyWhenWritesFail(t *testing.T) {
-	ctx := t.Context()
+// openSwappable opens a BoltStore in a new file and returns it, the
+// file's path and the file it writes, for swapFD; t closes the store.
+func openSwappable(t *testing.T) (*ledger.BoltStore, string, *os.File) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "tollgate.db")
 	var file *os.File
 	open := func(name string, flag int, perm os.FileMode) (*os.File, error) {
@@ -45,7 +43,17 @@ func TestBoltReadyWhenWritesFail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s, path, file
+}
+
+// TestBoltReadyWhenWritesFail: a store whose commits fail still answers
+// reads and pings, but is not ready, and says why and what to do; once
+// writes work again its next readiness check (which then writes a probe)
+// passes, with no traffic needed.
+func TestBoltReadyWhenWritesFail(t *testing.T) {
+	ctx := t.Context()
+	s, path, file := openSwappable(t)
 	if _, err := s.Credit(ctx, ledger.Credit{Customer: "c", Amount: 5 * money.Credit, Kind: ledger.KindGrant, Key: "k1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +65,7 @@ func TestBoltReadyWhenWritesFail(t *testing.T) {
 	if err := s.Ready(ctx); err != nil {
 		t.Fatalf("Ready before any write failed: %v (a healthy store writes no probe)", err)
 	}
-	_, err = s.Credit(ctx, ledger.Credit{Customer: "c", Amount: money.Credit, Kind: ledger.KindGrant, Key: "k2"})
+	_, err := s.Credit(ctx, ledger.Credit{Customer: "c", Amount: money.Credit, Kind: ledger.KindGrant, Key: "k2"})
 	if !errors.Is(err, ledger.ErrStoreUnavailable) {
 		t.Fatalf("Credit with writes failing: %v; want ErrStoreUnavailable", err)
 	}
@@ -122,18 +130,7 @@ func TestBoltEventOnlyWithCommit(t *testing.T) {
 // work again.
 func TestBoltQueuedSettlementWhenWritesFail(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "tollgate.db")
-	var file *os.File
-	open := func(name string, flag int, perm os.FileMode) (*os.File, error) {
-		f, err := os.OpenFile(name, flag, perm)
-		file = f
-		return f, err
-	}
-	s, err := ledger.OpenBolt(path, ledger.WithOpenFile(ledger.Options{}, open))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, path, file := openSwappable(t)
 	if _, err := s.Credit(ctx, ledger.Credit{Customer: "c", Amount: 5 * money.Credit, Kind: ledger.KindGrant, Key: "k1"}); err != nil {
 		t.Fatal(err)
 	}

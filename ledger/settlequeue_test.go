@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ledger"
+	"github.com/tollgate-dev/tollgate/money"
 )
 
 // queued records what QueueSettle's done was given, and how often.
@@ -41,6 +42,20 @@ func (q *queued) wait(t *testing.T) queuedResult {
 		t.Fatal("QueueSettle's done did not run within 5s")
 		return queuedResult{}
 	}
+}
+
+// settledOnce checks, after several more syncs, that done ran once and
+// that the customer's balance is balance, with the ledger's invariants.
+func (q *queued) settledOnce(t *testing.T, s ledger.Store, customer string, balance money.Micros) {
+	t.Helper()
+	time.Sleep(100 * time.Millisecond)
+	if n := q.calls.Load(); n != 1 {
+		t.Errorf("done ran %d times, want once", n)
+	}
+	if acct := mustAccount(t, s, customer); acct.Balance != balance {
+		t.Errorf("balance %s, want %s: one charge", acct.Balance, balance)
+	}
+	checkInvariants(t, s, customer)
 }
 
 // TestQueueSettle: a hold the replica lent is settled without waiting;
@@ -92,14 +107,7 @@ func TestQueueSettle(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	time.Sleep(100 * time.Millisecond) // several syncs
-	if n := q.calls.Load(); n != 1 {
-		t.Errorf("done ran %d times, want once", n)
-	}
-	if acct := mustAccount(t, b, cust); acct.Balance != c("970") {
-		t.Errorf("balance %s, want 970: one charge of 30", acct.Balance)
-	}
-	checkInvariants(t, b, cust)
+	q.settledOnce(t, b, cust, c("970"))
 }
 
 // TestQueueSettleSyncFails: when the sync that carries a queued charge
@@ -140,14 +148,7 @@ func TestQueueSettleSyncFails(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Settle did not return within 5s of Redis answering again")
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := q.calls.Load(); n != 1 {
-		t.Errorf("done ran %d times, want once", n)
-	}
-	if acct := mustAccount(t, a, cust); acct.Balance != c("960") {
-		t.Errorf("balance %s, want 960: one charge of 40", acct.Balance)
-	}
-	checkInvariants(t, a, cust)
+	q.settledOnce(t, a, cust, c("960"))
 }
 
 // TestQueueSettleAfterClose: a closed store queues nothing; Settle says

@@ -469,6 +469,23 @@ func (h *harness) settled(customer string, n int) []ledger.Entry {
 	return waitSettled(h.t, h.store, customer, n, time.Second)
 }
 
+// chargesNow returns customer's charges (of the newest page) as they
+// stand, without waiting.
+func chargesNow(t testing.TB, st ledger.Store, customer string) []ledger.Entry {
+	t.Helper()
+	p, err := st.Entries(context.Background(), customer, "", ledger.MaxPageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var charges []ledger.Entry
+	for _, e := range p.Entries {
+		if e.Kind == ledger.KindCharge {
+			charges = append(charges, e)
+		}
+	}
+	return charges
+}
+
 func waitSettled(t testing.TB, st ledger.Store, customer string, n int, within time.Duration) []ledger.Entry {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -477,16 +494,7 @@ func waitSettled(t testing.TB, st ledger.Store, customer string, n int, within t
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := st.Entries(context.Background(), customer, "", ledger.MaxPageSize)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var charges []ledger.Entry
-		for _, e := range p.Entries {
-			if e.Kind == ledger.KindCharge {
-				charges = append(charges, e)
-			}
-		}
+		charges := chargesNow(t, st, customer)
 		if len(charges) == n && a.Reserved == 0 {
 			return charges
 		}

@@ -152,19 +152,3 @@ func TestQueuedSettlementOutlivesFailedSyncs(t *testing.T) {
 		t.Errorf("%s still reserved", acct.Reserved)
 	}
 }
-
-// chargesNow returns customer's charges as they stand, without waiting.
-func chargesNow(t *testing.T, st ledger.Store, customer string) []ledger.Entry {
-	t.Helper()
-	p, err := st.Entries(context.Background(), customer, "", ledger.MaxPageSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var charges []ledger.Entry
-	for _, e := range p.Entries {
-		if e.Kind == ledger.KindCharge {
-			charges = append(charges, e)
-		}
-	}
-	return charges
-}
