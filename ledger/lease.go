@@ -664,31 +664,36 @@ func (s *LeaseStore) QueueSettle(customer, holdID string, actual money.Micros, c
 	return true
 }
 
-// notifyQueued runs the QueueSettle callbacks of ops, each with its
-// outcome, or with err when err is not nil, and clears them; the caller
-// holds no lock, and took the callbacks out under c.mu (takeNotify).
-func notifyQueued(fns []func(Entry, error), ops []*leaseOp, err error) {
-	for i, fn := range fns {
-		if err != nil {
-			fn(Entry{}, err)
-		} else {
-			fn(ops[i].entry, ops[i].err)
-		}
-	}
+// leaseNotice is a QueueSettle callback taken out of its op (takeNotify),
+// to run once no lock of the customer's is held.
+type leaseNotice struct {
+	op *leaseOp
+	fn func(Entry, error)
 }
 
-// takeNotify returns the QueueSettle callbacks of ops, and the ops they
-// belong to, and clears them, so that each runs once; c.mu is held.
-func takeNotify(ops []*leaseOp) ([]func(Entry, error), []*leaseOp) {
-	var fns []func(Entry, error)
-	var of []*leaseOp
+// takeNotify returns the QueueSettle callbacks of ops and clears them, so
+// that each runs once; c.mu is held.
+func takeNotify(ops []*leaseOp) []leaseNotice {
+	var ns []leaseNotice
 	for _, op := range ops {
 		if op.notify != nil {
-			fns, of = append(fns, op.notify), append(of, op)
+			ns = append(ns, leaseNotice{op, op.notify})
 			op.notify = nil
 		}
 	}
-	return fns, of
+	return ns
+}
+
+// notifyQueued runs callbacks ns, each with its op's outcome, or with err
+// when err is not nil; the caller holds no lock of the customer's.
+func notifyQueued(ns []leaseNotice, err error) {
+	for _, n := range ns {
+		if err != nil {
+			n.fn(Entry{}, err)
+		} else {
+			n.fn(n.op.entry, n.op.err)
+		}
+	}
 }
 
 // waitSynced waits until hold id has no close on its way to Redis.
@@ -897,10 +902,10 @@ func (s *LeaseStore) failQueued() {
 				left = append(left, op)
 			}
 		}
-		fns, of := takeNotify(left)
+		ns := takeNotify(left)
 		c.mu.Unlock()
-		for i, fn := range fns {
-			fn(Entry{}, fmt.Errorf("settle %s: %w: the store closed before the charge reached Redis", of[i].id, ErrStoreUnavailable))
+		for _, n := range ns {
+			n.fn(Entry{}, fmt.Errorf("settle %s: %w: the store closed before the charge reached Redis", n.op.id, ErrStoreUnavailable))
 		}
 	}
 }
@@ -1093,18 +1098,17 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		c.lease = min(c.lease, inUse+allowance)
 		c.stopped = true
 		c.syncing = false
-		fns, of := takeNotify(ops)
+		ns := takeNotify(ops)
 		c.mu.Unlock()
 		s.syncFailures.Add(1)
-		notifyQueued(fns, of, err)
+		notifyQueued(ns, err)
 		return err
 	}
 	s.syncs.Add(1)
 	lease, balance, reserved, planV, stop, lotExpiry := r.int(0), r.int(1), r.int(2), r.int(3), r.int(4), r.int(5)
 
-	var fns []func(Entry, error)
-	var of []*leaseOp
-	defer func() { notifyQueued(fns, of, nil) }() // after the unlock below
+	var ns []leaseNotice
+	defer func() { notifyQueued(ns, nil) }() // after the unlock below
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.syncing = false
@@ -1148,7 +1152,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 			close(op.done)
 		}
 	}
-	fns, of = takeNotify(ops)
+	ns = takeNotify(ops)
 	if lease < c.inUse {
 		// The lease expired in Redis while its replica could not sync
 		// (longer than its ttl), and the credits of the open requests it
