@@ -47,11 +47,17 @@ func (s *BoltStore) settleUpdate(fn func(*bbolt.Tx) error, committed func()) err
 func (s *BoltStore) enqueue(c *boltCall, paced bool) error {
 	s.push(c, paced)
 	err := <-c.done
+	s.noteCommit(err)
+	return err
+}
+
+// noteCommit records a failed commit (an error of bbolt itself, not of a
+// write function) for Ready.
+func (s *BoltStore) noteCommit(err error) {
 	var ce errCommit
 	if errors.As(err, &ce) {
 		s.writes.fail(err, s.now())
 	}
-	return err
 }
 
 // enqueueThen queues settlement c without waiting for it: then runs with
@@ -74,13 +80,10 @@ type queuedOutcome struct {
 // not wait.
 func (s *BoltStore) deliver(c *boltCall, err error, later []queuedOutcome) []queuedOutcome {
 	if c.then == nil {
-		c.done <- err // enqueue records a failed commit
+		c.done <- err // enqueue notes it
 		return later
 	}
-	var ce errCommit
-	if errors.As(err, &ce) {
-		s.writes.fail(err, s.now())
-	}
+	s.noteCommit(err)
 	return append(later, queuedOutcome{c, err})
 }
 

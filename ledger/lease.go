@@ -883,17 +883,24 @@ func (s *LeaseStore) loop() {
 	}
 }
 
+// all lists the customers the store serves, holding its map only to
+// list them.
+func (s *LeaseStore) all() []*leaseCustomer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := make([]*leaseCustomer, 0, len(s.customers))
+	for _, c := range s.customers {
+		all = append(all, c)
+	}
+	return all
+}
+
 // failQueued runs, with ErrStoreUnavailable, the QueueSettle callbacks
 // of the settlements the store could not send before it closed (finish
 // logged them), and makes QueueSettle refuse from now on.
 func (s *LeaseStore) failQueued() {
 	s.closed.Store(true)
-	s.mu.Lock()
-	all := make([]*leaseCustomer, 0, len(s.customers))
-	for _, c := range s.customers {
-		all = append(all, c)
-	}
-	s.mu.Unlock()
+	all := s.all()
 	for _, c := range all {
 		c.mu.Lock()
 		var left []*leaseOp
@@ -966,12 +973,7 @@ func (s *LeaseStore) unsent() []unsentSettle {
 // while a customer is looked at.
 func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 	now, wall := unixMilli(s.now()), time.Now().UnixMilli()
-	s.mu.Lock()
-	all := make([]*leaseCustomer, 0, len(s.customers))
-	for _, c := range s.customers {
-		all = append(all, c)
-	}
-	s.mu.Unlock()
+	all := s.all()
 	var due, idle []*leaseCustomer
 	for _, c := range all {
 		c.mu.Lock()

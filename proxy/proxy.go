@@ -71,6 +71,7 @@ const DefaultSettleRetryFor = 15 * time.Minute
 // with New; it is safe for concurrent use.
 type Server struct {
 	store     Store
+	queuer    ledger.SettleQueuer // store, when it queues settlements (queueSettle); else nil
 	now       func() time.Time
 	log       *zap.Logger
 	m         *metrics
@@ -168,6 +169,7 @@ func New(set *Settings, store Store, opts Options) (*Server, error) {
 	if err := set.check(); err != nil {
 		return nil, fmt.Errorf("proxy: invalid settings: %w", err)
 	}
+	s.queuer, _ = store.(ledger.SettleQueuer)
 	s.state.Store(s.build(set))
 	return s, nil
 }

@@ -15,12 +15,12 @@ import (
 )
 
 // Settlement runs off the request path: the handler hands the hold over
-// and returns, and a settler (settlers.go) settles it, typically within a millisecond
-// or two of the last byte; a store that can queue the charge takes it
-// without a settler (queueSettle): a Redis lease sends it with its next
-// sync, the embedded store with its next commit. Each attempt runs on the request's context
-// without its cancellation (the client being gone must not stop the
-// charge) and with settle_timeout. A failed attempt is retried with
+// and returns, and a settler (settlers.go) settles it, typically within a
+// millisecond or two of the last byte; a store that can queue the charge
+// takes it without a settler (queueSettle): a Redis lease sends it with
+// its next sync, the embedded store with its next commit. Each attempt
+// runs on the request's context without its cancellation (the client
+// being gone must not stop the charge) and with settle_timeout. A failed attempt is retried with
 // backoff for Options.SettleRetryFor; Settle is idempotent per hold and
 // charges holds that expired meanwhile, so retrying is always safe. A
 // settlement that finally fails is logged at error level with everything
@@ -62,17 +62,15 @@ func (s *Server) retrySettle(ex *exchange, u meter.Usage, cost money.Micros, rea
 
 // queueSettle hands ex's settlement to a store that can take it without
 // a caller waiting (ledger.SettleQueuer: a lease's hold, a live hold in
-// the embedded store), and reports
-// whether it did. No settler runs unless the store fails to send the
-// charge; retrySettle then takes over, and its Settle returns the queued
-// charge's outcome.
+// the embedded store), and reports whether it did. No settler runs unless
+// the store fails to send the charge; retrySettle then takes over, and its
+// Settle returns the queued charge's outcome.
 func (s *Server) queueSettle(ex *exchange, u meter.Usage, cost money.Micros, reason string) bool {
-	q, ok := s.store.(ledger.SettleQueuer)
-	if !ok {
+	if s.queuer == nil {
 		return false
 	}
 	start := s.now()
-	return q.QueueSettle(ex.customer, ex.id, cost, ex.charge(u), func(_ ledger.Entry, err error) {
+	return s.queuer.QueueSettle(ex.customer, ex.id, cost, ex.charge(u), func(_ ledger.Entry, err error) {
 		end := s.now()
 		s.m.settleLatency.Observe(end.Sub(start).Seconds())
 		if err != nil {
