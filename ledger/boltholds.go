@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,10 +92,21 @@ type memCustomer struct {
 
 	live   map[string]*memHold
 	closed map[string]memClosed
+	// order holds the holds of live, for the scans every call makes
+	// (expire, reserved): a slice walks several times faster than a
+	// map, and a busy customer has a hundred holds or more waiting for
+	// their settlement's commit. A hold's at is its index here.
+	order []*memHold
+	// nextExpiry is at most the expiry of every hold in live: expire
+	// has nothing to do before it. extend only moves expiries later, so
+	// it stays a bound until a scan sets it again.
+	nextExpiry int64
 }
 
 // memHold is a live hold.
 type memHold struct {
+	id             string
+	at             int   // index in memCustomer.order
 	amount, expiry int64 // expiry in unix ms
 	ttl            int64 // the longest ttl it was reserved or extended by, ms
 	// settling counts the Settles of this hold in flight. While it is
@@ -152,7 +164,7 @@ func (h *memHolds) lock(customer string) *memCustomer {
 	sh.mu.Lock()
 	c := sh.m[customer]
 	if c == nil {
-		c = &memCustomer{h: h, live: map[string]*memHold{}, closed: map[string]memClosed{}}
+		c = &memCustomer{h: h, live: map[string]*memHold{}, closed: map[string]memClosed{}, nextExpiry: math.MaxInt64}
 		sh.m[customer] = c
 	}
 	c.refs++
@@ -212,13 +224,13 @@ func (h *memHolds) txReserved(c *boltCustomer, nowMs int64) (int64, error) {
 	}
 	var sum int64
 	var ask []settling
-	for id, hd := range mc.live {
+	for _, hd := range mc.order {
 		switch {
 		case hd.expiry <= nowMs:
 		case hd.charged.Load():
 			// In the balance this write transaction starts from.
 		case hd.entry.Load() != 0:
-			ask = append(ask, settling{id, hd.amount})
+			ask = append(ask, settling{hd.id, hd.amount})
 		default:
 			sum += hd.amount
 		}
@@ -238,15 +250,32 @@ func (h *memHolds) txReserved(c *boltCustomer, nowMs int64) (int64, error) {
 
 // put adds live hold id.
 func (c *memCustomer) put(id string, hd *memHold) {
+	hd.id = id
 	c.view.Lock()
 	c.live[id] = hd
+	hd.at = len(c.order)
+	c.order = append(c.order, hd)
+	c.nextExpiry = min(c.nextExpiry, hd.expiry)
 	c.view.Unlock()
 }
 
-// drop removes live hold id.
+// drop removes live hold id. The last hold of order takes its place, so
+// a scan that drops holds as it goes walks order from the end.
 func (c *memCustomer) drop(id string) {
+	hd := c.live[id]
+	if hd == nil {
+		return
+	}
 	c.view.Lock()
 	delete(c.live, id)
+	last := len(c.order) - 1
+	moved := c.order[last]
+	c.order[hd.at], moved.at = moved, hd.at
+	c.order[last] = nil
+	c.order = c.order[:last]
+	if last == 0 {
+		c.nextExpiry = math.MaxInt64
+	}
 	c.view.Unlock()
 }
 
@@ -312,13 +341,21 @@ func (c *memCustomer) close(id string, state holdState, ttl, nowMs, retentionMs 
 // both stores. (Closed records past their keep are forgotten when read,
 // and by forgetClosed.)
 func (c *memCustomer) expire(nowMs, retentionMs int64) int {
-	n := 0
-	for id, hd := range c.live {
-		if hd.expiry <= nowMs && hd.settling == 0 {
-			c.close(id, holdExpired, hd.ttl, nowMs, retentionMs)
-			n++
-		}
+	if nowMs < c.nextExpiry {
+		return 0
 	}
+	n := 0
+	next := int64(math.MaxInt64)
+	for i := len(c.order) - 1; i >= 0; i-- {
+		hd := c.order[i]
+		if hd.expiry <= nowMs && hd.settling == 0 {
+			c.close(hd.id, holdExpired, hd.ttl, nowMs, retentionMs)
+			n++
+			continue
+		}
+		next = min(next, hd.expiry)
+	}
+	c.nextExpiry = next
 	return n
 }
 
@@ -336,19 +373,17 @@ func (c *memCustomer) forgetClosed(nowMs int64) {
 // snapshot records hold id as settled; it is asked only about holds whose
 // Settle in flight may be in the snapshot.
 func (c *memCustomer) reserved(nowMs, retentionMs, seq int64, settled func(id string) (bool, error)) (int64, error) {
+	c.expire(nowMs, retentionMs)
 	var sum int64
-	for id, hd := range c.live {
+	for _, hd := range c.order {
 		if hd.expiry <= nowMs {
-			if hd.settling == 0 {
-				c.close(id, holdExpired, hd.ttl, nowMs, retentionMs)
-			}
-			continue
+			continue // being settled
 		}
 		if e := hd.entry.Load(); hd.settling > 0 && e != 0 && e <= seq {
 			if hd.charged.Load() {
 				continue
 			}
-			done, err := settled(id)
+			done, err := settled(hd.id)
 			if err != nil {
 				return 0, err
 			}
