@@ -679,8 +679,12 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 		if err != nil {
 			return err
 		}
+		credits, err := c.sub(&c.credits, bCredits)
+		if err != nil {
+			return err
+		}
 		var rec *creditRecord
-		if v := c.credits.Get([]byte(cr.Key)); v != nil {
+		if v := credits.Get([]byte(cr.Key)); v != nil {
 			r, err := parseCreditRecord(string(v))
 			if err != nil {
 				return err
@@ -714,7 +718,7 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 		}
 		res = creditResult(e, true)
 		r := creditRecord{cumulative: cr.Cumulative, total: cr.Amount, seq: seq, kind: cr.Kind}
-		if err := c.credits.Put([]byte(cr.Key), []byte(r.String())); err != nil {
+		if err := credits.Put([]byte(cr.Key), []byte(r.String())); err != nil {
 			return err
 		}
 		if err := c.creditEvent(seq, int64(delta), lp.from, cr.Kind); err != nil {
@@ -831,13 +835,17 @@ func (s *BoltStore) Suspend(ctx context.Context, customer, reason string) error 
 		if err == nil {
 			c, err = s.withEvents(c, nowMs)
 		}
+		var suspension *bbolt.Bucket
+		if err == nil {
+			suspension, err = c.sub(&c.suspension, bSuspension)
+		}
 		if err != nil {
 			return err
 		}
-		if c.suspension.Get([]byte(reason)) != nil {
+		if suspension.Get([]byte(reason)) != nil {
 			return nil
 		}
-		if err := c.suspension.Put([]byte(reason), []byte(reasonSuspended)); err != nil {
+		if err := suspension.Put([]byte(reason), []byte(reasonSuspended)); err != nil {
 			return err
 		}
 		if err := c.addSuspended(1); err != nil {
@@ -865,14 +873,18 @@ func (s *BoltStore) Lift(ctx context.Context, customer, reason string) error {
 		if err == nil {
 			c, err = s.withEvents(c, nowMs)
 		}
+		var suspension *bbolt.Bucket
+		if err == nil {
+			suspension, err = c.sub(&c.suspension, bSuspension)
+		}
 		if err != nil {
 			return err
 		}
-		prev := string(c.suspension.Get([]byte(reason)))
+		prev := string(suspension.Get([]byte(reason)))
 		if prev == reasonLifted {
 			return nil
 		}
-		if err := c.suspension.Put([]byte(reason), []byte(reasonLifted)); err != nil {
+		if err := suspension.Put([]byte(reason), []byte(reasonLifted)); err != nil {
 			return err
 		}
 		if prev == reasonSuspended {

@@ -13,13 +13,15 @@ import (
 
 // boltCustomer is one customer's buckets within a transaction.
 type boltCustomer struct {
-	tx         *bbolt.Tx
-	id         string
-	b          *bbolt.Bucket
-	closed     *bbolt.Bucket
-	entries    *bbolt.Bucket
-	credits    *bbolt.Bucket
-	suspension *bbolt.Bucket
+	tx     *bbolt.Tx
+	id     string
+	b      *bbolt.Bucket
+	closed *bbolt.Bucket
+
+	// The entries, credits and suspension buckets, opened by sub when an
+	// operation first needs them: a Reserve, the most frequent call,
+	// needs none of them, and each costs a lookup and an allocation.
+	entries, credits, suspension *bbolt.Bucket
 
 	// The lot buckets, opened by lotBuckets when an operation first
 	// needs them: most operations never do.
@@ -51,23 +53,30 @@ func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, er
 			}
 		}
 	}
-	c := &boltCustomer{
-		tx:         tx,
-		id:         customer,
-		b:          b,
-		closed:     b.Bucket([]byte(bClosed)),
-		entries:    b.Bucket([]byte(bEntries)),
-		credits:    b.Bucket([]byte(bCredits)),
-		suspension: b.Bucket([]byte(bSuspension)),
+	c := &boltCustomer{tx: tx, id: customer, b: b, closed: b.Bucket([]byte(bClosed))}
+	if c.closed == nil {
+		return nil, fmt.Errorf("%w: customer %s lacks the %s bucket", errCorrupt, customer, bClosed)
 	}
-	if c.closed == nil || c.entries == nil || c.credits == nil || c.suspension == nil {
-		return nil, fmt.Errorf("%w: customer %s lacks a bucket", errCorrupt, customer)
-	}
-	// Entries are only ever appended, in key order: pages split full
-	// rather than half full (bbolt's default, for random inserts), which
-	// halves what the file grows by per entry.
-	c.entries.FillPercent = appendFill
 	return c, nil
+}
+
+// sub returns the customer's sub-bucket name, kept in *p, opening it on
+// first use.
+func (c *boltCustomer) sub(p **bbolt.Bucket, name string) (*bbolt.Bucket, error) {
+	if *p == nil {
+		b := c.b.Bucket([]byte(name))
+		if b == nil {
+			return nil, fmt.Errorf("%w: customer %s lacks the %s bucket", errCorrupt, c.id, name)
+		}
+		if name == bEntries {
+			// Entries are only ever appended, in key order: pages split
+			// full rather than half full (bbolt's default, for random
+			// inserts), which halves what the file grows by per entry.
+			b.FillPercent = appendFill
+		}
+		*p = b
+	}
+	return *p, nil
 }
 
 // customerState is a customer's balance, last entry sequence number,
@@ -133,7 +142,11 @@ func (c *boltCustomer) appendEntry(amount int64, body string) (Entry, int64, err
 	st.seq++
 	st.balance += amount
 	raw := formatEntry(money.Micros(amount), money.Micros(st.balance), body)
-	if err := c.entries.Put(seqKey(st.seq), []byte(raw)); err != nil {
+	entries, err := c.sub(&c.entries, bEntries)
+	if err != nil {
+		return Entry{}, 0, err
+	}
+	if err := entries.Put(seqKey(st.seq), []byte(raw)); err != nil {
 		return Entry{}, 0, err
 	}
 	if err := c.putState(st); err != nil {
@@ -144,7 +157,11 @@ func (c *boltCustomer) appendEntry(amount int64, body string) (Entry, int64, err
 }
 
 func (c *boltCustomer) entry(seq int64) (Entry, error) {
-	v := c.entries.Get(seqKey(seq))
+	entries, err := c.sub(&c.entries, bEntries)
+	if err != nil {
+		return Entry{}, err
+	}
+	v := entries.Get(seqKey(seq))
 	if v == nil {
 		return Entry{}, fmt.Errorf("%w: entry %d of %s missing", errCorrupt, seq, c.id)
 	}
