@@ -401,7 +401,6 @@ type boltSettlement struct {
 	customer, id string
 	actual       money.Micros
 	eb           entryBody
-	body         string
 	nowMs, retMs int64
 	h            *memHold
 	entry        Entry
@@ -411,7 +410,7 @@ type boltSettlement struct {
 func (s *BoltStore) newSettlement(customer, holdID string, actual money.Micros, ch Charge) *boltSettlement {
 	now := s.now()
 	eb := chargeBody(ch, now)
-	return &boltSettlement{s: s, customer: customer, id: holdID, actual: actual, eb: eb, body: eb.json(),
+	return &boltSettlement{s: s, customer: customer, id: holdID, actual: actual, eb: eb,
 		nowMs: unixMilli(now), retMs: s.retention.Milliseconds()}
 }
 
@@ -519,7 +518,7 @@ func (st *boltSettlement) write(tx *bbolt.Tx) error {
 		return nil
 	}
 	var seq int64
-	st.entry, seq, err = c.appendEntry(-int64(actual), st.body)
+	st.entry, seq, err = c.appendEntry(-int64(actual), st.eb)
 	if err != nil {
 		return err
 	}
@@ -665,7 +664,6 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 	}
 	now := s.now()
 	nowMs, eb, lp := unixMilli(now), creditBody(cr, now), creditLot(cr)
-	body := eb.json()
 	var (
 		res    CreditResult
 		result error
@@ -712,7 +710,7 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 			result = fmt.Errorf("credit %s: %w: %s would take %s's balance beyond ±%s", cr.Key, ErrInvalidAmount, cr.Amount, cr.Customer, MaxAmount)
 			return nil
 		}
-		e, seq, err := c.appendEntry(int64(delta), body)
+		e, seq, err := c.appendEntry(int64(delta), eb)
 		if err != nil {
 			return err
 		}

@@ -132,16 +132,16 @@ func (c *boltCustomer) addSuspended(n int64) error {
 	return c.putState(st)
 }
 
-// appendEntry adds amount to the balance and stores the entry, returning
-// it and its sequence number.
-func (c *boltCustomer) appendEntry(amount int64, body string) (Entry, int64, error) {
+// appendEntry adds amount to the balance and stores the entry of body,
+// returning it and its sequence number.
+func (c *boltCustomer) appendEntry(amount int64, body entryBody) (Entry, int64, error) {
 	st, err := c.state()
 	if err != nil {
 		return Entry{}, 0, err
 	}
 	st.seq++
 	st.balance += amount
-	raw := formatEntry(money.Micros(amount), money.Micros(st.balance), body)
+	raw := formatEntry(money.Micros(amount), money.Micros(st.balance), body.json())
 	entries, err := c.sub(&c.entries, bEntries)
 	if err != nil {
 		return Entry{}, 0, err
@@ -152,8 +152,7 @@ func (c *boltCustomer) appendEntry(amount int64, body string) (Entry, int64, err
 	if err := c.putState(st); err != nil {
 		return Entry{}, 0, err
 	}
-	e, err := decodeEntry(c.id, st.seq, raw)
-	return e, st.seq, err
+	return body.entry(c.id, st.seq, money.Micros(amount), money.Micros(st.balance)), st.seq, nil
 }
 
 func (c *boltCustomer) entry(seq int64) (Entry, error) {

@@ -134,7 +134,7 @@ func (c *boltCustomer) expireLot(id int64, l lotRecord) error {
 	if err := c.dropLot(id, l); err != nil {
 		return err
 	}
-	_, seq, err := c.appendEntry(-l.remaining, expireBody(id, l, time.UnixMilli(l.expires).UTC()).json())
+	_, seq, err := c.appendEntry(-l.remaining, expireBody(id, l, time.UnixMilli(l.expires).UTC()))
 	if err != nil {
 		return err
 	}
@@ -286,7 +286,7 @@ func (c *boltCustomer) creditLot(seq, delta int64, lp lotParams, kind Kind, refe
 	}
 	l := lotRecord{remaining: delta, amount: delta, priority: lp.priority, expires: lp.expires, created: nowMs, kind: kind, reference: reference}
 	if lp.expires > 0 && lp.expires <= nowMs {
-		_, eseq, err := c.appendEntry(-delta, expireBody(seq, l, at).json())
+		_, eseq, err := c.appendEntry(-delta, expireBody(seq, l, at))
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,6 +286,7 @@ var conformanceTests = []struct {
 }{
 	{name: "UnknownCustomerReadsAsZero", fn: testUnknownCustomer},
 	{name: "CreditAppendsEntry", fn: testCreditAppendsEntry},
+	{name: "CallsReturnTheEntriesTheyList", fn: testReturnedEntriesAreListed},
 	{name: "ZeroCostLeavesNoRecord", fn: testZeroCostLeavesNoRecord},
 	{name: "ConcurrentReservesNeverOverspend", fn: testConcurrentReserves},
 	{name: "ReserveReportsAvailable", fn: testReserveReportsAvailable},
@@ -510,6 +512,40 @@ func testZeroCostLeavesNoRecord(t *testing.T, e *env) {
 		t.Fatalf("zero settle of a known customer = %+v, %v; want entry 2", en, err)
 	}
 	wantErr(t, e.s.Reserve(ctx, known, "h1", 0, ttl), ledger.ErrDuplicateHold)
+}
+
+// testReturnedEntriesAreListed checks that the entry a Credit or Settle
+// returns is the one Entries lists afterwards, field for field, with text
+// that JSON must escape and every token count set.
+func testReturnedEntriesAreListed(t *testing.T, e *env) {
+	cust := e.customer("echo")
+	cr, err := e.s.Credit(ctx, ledger.Credit{Customer: cust, Amount: c("5"), Kind: ledger.KindGrant, Key: "k-echo",
+		Reference: "in_\"quoted\"\n", Reason: "tab\there, é, \u2028 and \x01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustReserve(t, e.s, cust, "h-echo", c("1"), ttl)
+	e.clock.Advance(1234567 * time.Nanosecond) // an entry's time keeps microseconds
+	tokens := usage.Tokens{InputTokens: 1000, CachedInputTokens: 100, CacheWriteInputTokens: 50, CacheWrite1hInputTokens: 20,
+		AudioInputTokens: 5, ImageInputTokens: 6, OutputTokens: 300, AudioOutputTokens: 7, ImageOutputTokens: 8,
+		WebSearchCalls: 1, WebFetchCalls: 2, CodeExecutionCalls: 3, FileSearchCalls: 4, CodeInterpreterCalls: 5, ImageGenerationCalls: 6}
+	settled, err := e.s.Settle(ctx, cust, "h-echo", c("0.25"), ledger.Charge{Reference: "h-echo", Route: "/v1/chat/completions", Model: "gpt-4o \"mini\"\\", Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := e.s.Entries(ctx, cust, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ledger.Entry{settled, cr.Entry}
+	if len(page.Entries) != len(want) {
+		t.Fatalf("Entries lists %d entries; want %d", len(page.Entries), len(want))
+	}
+	for i, got := range page.Entries {
+		if !reflect.DeepEqual(got, want[i]) {
+			t.Errorf("Entries lists\n%+v\nthe call returned\n%+v", got, want[i])
+		}
+	}
 }
 
 func testCreditAppendsEntry(t *testing.T, e *env) {
