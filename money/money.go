@@ -147,7 +147,8 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // String formats m as a decimal with exactly six places: "12.500000",
 // "-0.000001", "0.000000".
 func (m Micros) String() string {
-	return string(m.AppendText(nil))
+	var buf [32]byte // the longest, -9223372036854.775808, is 21 bytes
+	return string(m.AppendText(buf[:0]))
 }
 
 // Decimal formats m with only the decimals it needs, the way people write
