@@ -74,7 +74,7 @@ func (c *boltCustomer) getLot(id int64) (lotRecord, bool, error) {
 // putLot stores lot id as l, in the lots bucket only: its place in the
 // indexes is unchanged.
 func (c *boltCustomer) putLot(id int64, l lotRecord) error {
-	return c.lots.Put(seqKey(id), []byte(l.String()))
+	return c.lots.Put(seqKey(id), l.appendText(nil))
 }
 
 // addLot stores a new lot and its index entries, lowering the state's

@@ -101,3 +101,18 @@ func TestDecodeEntryBeforeNewClasses(t *testing.T) {
 		t.Errorf("decoded %+v\nwant    %+v", e, want)
 	}
 }
+
+// TestLotRecordRoundTrip checks that a lot record the embedded store
+// writes parses back to itself, with the widest numbers and a reference
+// holding spaces (the last field takes the rest of the record).
+func TestLotRecordRoundTrip(t *testing.T) {
+	for _, l := range []lotRecord{
+		{remaining: 1, amount: 1, kind: KindGrant},
+		{remaining: int64(MaxAmount), amount: int64(MaxAmount), priority: MaxPriority, expires: 1<<43 - 1, created: 1 << 42, kind: KindTopup, reference: "in_1 with spaces  and\ttabs"},
+	} {
+		got, err := parseLotRecord(string(l.appendText([]byte("junk")[:0])))
+		if err != nil || got != l {
+			t.Errorf("parseLotRecord(appendText(%+v)) = %+v, %v", l, got, err)
+		}
+	}
+}

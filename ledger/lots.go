@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -86,10 +87,15 @@ type lotRecord struct {
 	reference         string
 }
 
-func (l lotRecord) String() string {
-	return strconv.FormatInt(l.remaining, 10) + " " + strconv.FormatInt(l.amount, 10) + " " +
-		strconv.Itoa(l.priority) + " " + strconv.FormatInt(l.expires, 10) + " " +
-		strconv.FormatInt(l.created, 10) + " " + string(l.kind) + " " + l.reference
+// appendText appends the stored form of l to b: its numbers, kind and
+// reference, separated by spaces.
+func (l lotRecord) appendText(b []byte) []byte {
+	b = slices.Grow(b, 5*20+len(l.kind)+len(l.reference)+6)
+	for _, n := range [...]int64{l.remaining, l.amount, int64(l.priority), l.expires, l.created} {
+		b = append(strconv.AppendInt(b, n, 10), ' ')
+	}
+	b = append(append(b, l.kind...), ' ')
+	return append(b, l.reference...)
 }
 
 func parseLotRecord(s string) (lotRecord, error) {
