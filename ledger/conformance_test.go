@@ -533,11 +533,21 @@ func testReturnedEntriesAreListed(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A model name can come from the URL path (Gemini, Azure), so it may
+	// not be UTF-8: each bad byte is stored as U+FFFD, and the call says so.
+	mustReserve(t, e.s, cust, "h-bad", c("1"), ttl)
+	mangled, err := e.s.Settle(ctx, cust, "h-bad", c("0.5"), ledger.Charge{Reference: "h-bad", Route: "/v1/\xc3", Model: "gpt-\xff\xfe4o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mangled.Route != "/v1/\ufffd" || mangled.Model != "gpt-\ufffd\ufffd4o" {
+		t.Errorf("Settle returned route %q, model %q; want each invalid byte as U+FFFD", mangled.Route, mangled.Model)
+	}
 	page, err := e.s.Entries(ctx, cust, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []ledger.Entry{settled, cr.Entry}
+	want := []ledger.Entry{mangled, settled, cr.Entry}
 	if len(page.Entries) != len(want) {
 		t.Fatalf("Entries lists %d entries; want %d", len(page.Entries), len(want))
 	}

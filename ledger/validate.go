@@ -91,9 +91,9 @@ func checkSettle(customer, holdID string, actual money.Micros, c Charge) (Charge
 			return c, fmt.Errorf("%w: charge %s is %d; token counts cannot be negative", ErrInvalidArgument, name, n)
 		}
 	}
-	c.Reference = truncateText(c.Reference)
-	c.Route = truncateText(c.Route)
-	c.Model = truncateText(c.Model)
+	c.Reference = chargeText(c.Reference)
+	c.Route = chargeText(c.Route)
+	c.Model = chargeText(c.Model)
 	return c, nil
 }
 
@@ -141,6 +141,30 @@ func checkText(what, s string) error {
 
 // truncateText cuts s to at most MaxTextLength bytes without splitting a
 // UTF-8 sequence.
+// chargeText returns s as a charge stores it. A charge's text comes from
+// the request (a model name can come from the URL path) and must never
+// make it fail, so each byte that is not UTF-8 becomes U+FFFD, as the
+// entry's JSON encoding would write it (one per byte, like
+// appendJSONString, not one per run like strings.ToValidUTF8), and the
+// result is cut to MaxTextLength. Settle thus returns the entry that
+// Entries will list.
+func chargeText(s string) string {
+	if !utf8.ValidString(s) {
+		b := make([]byte, 0, len(s)+8)
+		for i := 0; i < len(s); {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = utf8.AppendRune(b, utf8.RuneError)
+			} else {
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+		}
+		s = string(b)
+	}
+	return truncateText(s)
+}
+
 func truncateText(s string) string {
 	if len(s) <= MaxTextLength {
 		return s
