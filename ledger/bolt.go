@@ -677,7 +677,7 @@ func (s *BoltStore) Credit(ctx context.Context, cr Credit) (CreditResult, error)
 		if err != nil {
 			return err
 		}
-		credits, err := c.sub(&c.credits, bCredits)
+		credits, err := c.creditsBucket()
 		if err != nil {
 			return err
 		}
@@ -835,7 +835,7 @@ func (s *BoltStore) Suspend(ctx context.Context, customer, reason string) error 
 		}
 		var suspension *bbolt.Bucket
 		if err == nil {
-			suspension, err = c.sub(&c.suspension, bSuspension)
+			suspension, err = c.suspensionBucket()
 		}
 		if err != nil {
 			return err
@@ -873,7 +873,7 @@ func (s *BoltStore) Lift(ctx context.Context, customer, reason string) error {
 		}
 		var suspension *bbolt.Bucket
 		if err == nil {
-			suspension, err = c.sub(&c.suspension, bSuspension)
+			suspension, err = c.suspensionBucket()
 		}
 		if err != nil {
 			return err

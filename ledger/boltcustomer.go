@@ -18,7 +18,8 @@ type boltCustomer struct {
 	b      *bbolt.Bucket
 	closed *bbolt.Bucket
 
-	// The entries, credits and suspension buckets, opened by sub when an
+	// The entries, credits and suspension buckets, opened by
+	// entriesBucket, creditsBucket and suspensionBucket when an
 	// operation first needs them: a Reserve, the most frequent call,
 	// needs none of them, and each costs a lookup and an allocation.
 	entries, credits, suspension *bbolt.Bucket
@@ -53,30 +54,69 @@ func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, er
 			}
 		}
 	}
-	c := &boltCustomer{tx: tx, id: customer, b: b, closed: b.Bucket([]byte(bClosed))}
-	if c.closed == nil {
-		return nil, fmt.Errorf("%w: customer %s lacks the %s bucket", errCorrupt, customer, bClosed)
+	c := &boltCustomer{tx: tx, id: customer, b: b}
+	var err error
+	if c.closed, err = c.child(bClosed); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// sub returns the customer's sub-bucket name, kept in *p, opening it on
-// first use.
-func (c *boltCustomer) sub(p **bbolt.Bucket, name string) (*bbolt.Bucket, error) {
-	if *p == nil {
-		b := c.b.Bucket([]byte(name))
-		if b == nil {
-			return nil, fmt.Errorf("%w: customer %s lacks the %s bucket", errCorrupt, c.id, name)
-		}
-		if name == bEntries {
-			// Entries are only ever appended, in key order: pages split
-			// full rather than half full (bbolt's default, for random
-			// inserts), which halves what the file grows by per entry.
-			b.FillPercent = appendFill
-		}
-		*p = b
+// child returns the customer's sub-bucket name.
+func (c *boltCustomer) child(name string) (*bbolt.Bucket, error) {
+	if b := c.b.Bucket([]byte(name)); b != nil {
+		return b, nil
 	}
-	return *p, nil
+	return nil, missingBucket(c.id, name)
+}
+
+// missingBucket is the error for a customer whose sub-bucket name is
+// missing from the file.
+func missingBucket(customer, name string) error {
+	return fmt.Errorf("%w: customer %s lacks the %s bucket", errCorrupt, customer, name)
+}
+
+// entriesBucket returns the customer's entries bucket, opening it on
+// first use.
+func (c *boltCustomer) entriesBucket() (*bbolt.Bucket, error) {
+	if c.entries == nil {
+		b, err := c.child(bEntries)
+		if err != nil {
+			return nil, err
+		}
+		// Entries are only ever appended, in key order: pages split full
+		// rather than half full (bbolt's default, for random inserts),
+		// which halves what the file grows by per entry.
+		b.FillPercent = appendFill
+		c.entries = b
+	}
+	return c.entries, nil
+}
+
+// creditsBucket returns the customer's credits bucket (applied credit
+// keys), opening it on first use.
+func (c *boltCustomer) creditsBucket() (*bbolt.Bucket, error) {
+	if c.credits == nil {
+		b, err := c.child(bCredits)
+		if err != nil {
+			return nil, err
+		}
+		c.credits = b
+	}
+	return c.credits, nil
+}
+
+// suspensionBucket returns the customer's suspension reasons bucket,
+// opening it on first use.
+func (c *boltCustomer) suspensionBucket() (*bbolt.Bucket, error) {
+	if c.suspension == nil {
+		b, err := c.child(bSuspension)
+		if err != nil {
+			return nil, err
+		}
+		c.suspension = b
+	}
+	return c.suspension, nil
 }
 
 // customerState is a customer's balance, last entry sequence number,
@@ -142,7 +182,7 @@ func (c *boltCustomer) appendEntry(amount int64, body entryBody) (Entry, int64, 
 	st.seq++
 	st.balance += amount
 	raw := formatEntry(money.Micros(amount), money.Micros(st.balance), body.json())
-	entries, err := c.sub(&c.entries, bEntries)
+	entries, err := c.entriesBucket()
 	if err != nil {
 		return Entry{}, 0, err
 	}
@@ -156,7 +196,7 @@ func (c *boltCustomer) appendEntry(amount int64, body entryBody) (Entry, int64, 
 }
 
 func (c *boltCustomer) entry(seq int64) (Entry, error) {
-	entries, err := c.sub(&c.entries, bEntries)
+	entries, err := c.entriesBucket()
 	if err != nil {
 		return Entry{}, err
 	}

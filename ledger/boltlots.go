@@ -21,11 +21,15 @@ func (c *boltCustomer) lotBuckets() error {
 	if c.lots != nil {
 		return nil
 	}
-	c.lots, c.lotBurn, c.lotExp = c.b.Bucket([]byte(bLots)), c.b.Bucket([]byte(bLotBurn)), c.b.Bucket([]byte(bLotExp))
-	if c.lots == nil || c.lotBurn == nil || c.lotExp == nil {
-		c.lots = nil
-		return fmt.Errorf("%w: customer %s lacks a lot bucket", errCorrupt, c.id)
+	var bs [3]*bbolt.Bucket
+	for i, name := range [...]string{bLots, bLotBurn, bLotExp} {
+		b, err := c.child(name)
+		if err != nil {
+			return err
+		}
+		bs[i] = b
 	}
+	c.lots, c.lotBurn, c.lotExp = bs[0], bs[1], bs[2]
 	return nil
 }
 
