@@ -78,12 +78,13 @@ type holdShard struct {
 
 // memCustomer is one customer's holds. refs and the map entry are
 // guarded by the shard's mutex. mu serialises the calls that change the
-// customer's holds (and Reserve's decision); a writer of live, closed or
-// a memHold's amount or expiry also holds view. A reader inside a write
-// transaction (txReserved, for the figures of an event) takes view only:
-// a Reserve holding mu may be waiting for that very transaction. A
-// customer with no holds and no closed hold is dropped from the map once
-// no call holds it, so customers named by refused requests leave nothing.
+// customer's holds (and Reserve's decision); a writer of live, order,
+// closed or a memHold's amount or expiry also holds view. A reader inside
+// a write transaction (txReserved, for the figures of an event) takes
+// view only: a Reserve holding mu may be waiting for that very
+// transaction. A customer with no holds and no closed hold is dropped
+// from the map once no call holds it, so customers named by refused
+// requests leave nothing.
 type memCustomer struct {
 	mu   sync.Mutex
 	view sync.Mutex
@@ -98,8 +99,12 @@ type memCustomer struct {
 	// their settlement's commit. A hold's at is its index here.
 	order []*memHold
 	// nextExpiry is at most the expiry of every hold in live: expire
-	// has nothing to do before it. extend only moves expiries later, so
-	// it stays a bound until a scan sets it again.
+	// has nothing to do before it. It is read and written under mu
+	// alone (txReserved, which holds only view, does not read it). put
+	// lowers it to a new hold's expiry; extend (which only moves
+	// expiries later) and drop leave it where it is, so it stays a lower
+	// bound, perhaps a low one, until expire's scan sets it to the
+	// earliest expiry again (or drop of the last hold to MaxInt64).
 	nextExpiry int64
 }
 
