@@ -99,7 +99,10 @@ type Entry struct {
 }
 
 // Charge describes the usage a Settle pays for; it is copied into the
-// charge entry.
+// charge entry. Its text fields come from the request, so they never make
+// a Settle fail: each byte that is not UTF-8 is stored as U+FFFD, and text
+// longer than MaxTextLength is cut. The Entry a Settle returns holds the
+// text as stored.
 type Charge struct {
 	Reference string // the request id
 	Route     string

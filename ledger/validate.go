@@ -14,7 +14,7 @@ import (
 
 // MaxTextLength bounds Credit.Reason and Credit.Reference (longer is
 // ErrInvalidArgument) and the text fields of Charge (longer is truncated:
-// a client-chosen model name must never make a charge fail).
+// a client-chosen model name must never make a charge fail; see Charge).
 const MaxTextLength = 1024
 
 // MaxHoldTTL bounds the ttl of Reserve and Extend. Holds are meant to
