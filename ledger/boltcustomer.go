@@ -76,47 +76,41 @@ func missingBucket(customer, name string) error {
 	return fmt.Errorf("%w: customer %s lacks the %s bucket", errCorrupt, customer, name)
 }
 
-// entriesBucket returns the customer's entries bucket, opening it on
-// first use.
-func (c *boltCustomer) entriesBucket() (*bbolt.Bucket, error) {
-	if c.entries == nil {
-		b, err := c.child(bEntries)
+// opened returns the customer's sub-bucket name, kept in *p, opening it
+// on first use.
+func (c *boltCustomer) opened(p **bbolt.Bucket, name string) (*bbolt.Bucket, error) {
+	if *p == nil {
+		b, err := c.child(name)
 		if err != nil {
 			return nil, err
 		}
-		// Entries are only ever appended, in key order: pages split full
-		// rather than half full (bbolt's default, for random inserts),
-		// which halves what the file grows by per entry.
-		b.FillPercent = appendFill
-		c.entries = b
+		*p = b
 	}
-	return c.entries, nil
+	return *p, nil
+}
+
+// entriesBucket returns the customer's entries bucket.
+func (c *boltCustomer) entriesBucket() (*bbolt.Bucket, error) {
+	b, err := c.opened(&c.entries, bEntries)
+	if err != nil {
+		return nil, err
+	}
+	// Entries are only ever appended, in key order: pages split full
+	// rather than half full (bbolt's default, for random inserts), which
+	// halves what the file grows by per entry.
+	b.FillPercent = appendFill
+	return b, nil
 }
 
 // creditsBucket returns the customer's credits bucket (applied credit
-// keys), opening it on first use.
+// keys).
 func (c *boltCustomer) creditsBucket() (*bbolt.Bucket, error) {
-	if c.credits == nil {
-		b, err := c.child(bCredits)
-		if err != nil {
-			return nil, err
-		}
-		c.credits = b
-	}
-	return c.credits, nil
+	return c.opened(&c.credits, bCredits)
 }
 
-// suspensionBucket returns the customer's suspension reasons bucket,
-// opening it on first use.
+// suspensionBucket returns the customer's suspension reasons bucket.
 func (c *boltCustomer) suspensionBucket() (*bbolt.Bucket, error) {
-	if c.suspension == nil {
-		b, err := c.child(bSuspension)
-		if err != nil {
-			return nil, err
-		}
-		c.suspension = b
-	}
-	return c.suspension, nil
+	return c.opened(&c.suspension, bSuspension)
 }
 
 // customerState is a customer's balance, last entry sequence number,
