@@ -8,6 +8,7 @@
 //	go run ./bench -duration 10s -rounds 5 -clients 1,8,32
 //	go run ./bench -store bolt -cpuprofile tollgate.prof
 //	go run ./bench -cases json -clients 32 -cpuprofile tollgate.prof
+//	go run ./bench -store bolt -clients 32 -customers 32
 //
 // Latency is the whole response for JSON and the time to the first body
 // byte for SSE (what a user waits before text appears); the stream is then
@@ -20,6 +21,11 @@
 // machine the run got, so it compares well between runs, and "added
 // CPU/req" is what metering costs per request. Allocs/req counts the heap
 // allocations of this process in the same window, per request.
+//
+// Every client names the same customer unless -customers spreads them
+// over several (client i names customer i mod n): one busy customer is the
+// worst case for the stores' per-customer locks and leases, many customers
+// the usual one.
 //
 // A last table drives tollgate alone for a customer with a near-zero
 // balance: 0.000001 credits, less than one request's estimate, so every
@@ -91,6 +97,7 @@ type options struct {
 	modes      []string
 	events     int
 	store      string
+	customers  int
 	cpuProfile string
 }
 
@@ -105,6 +112,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&modes, "cases", "json,sse", "comma-separated cases: json (whole response) and sse (time to first byte)")
 	fs.IntVar(&o.events, "events", 20, "content events per SSE stream (plus role, finish, usage and [DONE])")
 	fs.StringVar(&o.store, "store", "redis", "tollgate's credit store: redis (a redis-server this command starts, with credit leases as tollgate serve defaults), redis-noleases (every request reserves in Redis) or bolt")
+	fs.IntVar(&o.customers, "customers", 1, "customers the clients are spread over (client i names customer i mod n)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the tollgate measurements to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -124,8 +132,8 @@ func parseFlags(args []string) (options, error) {
 		o.modes = append(o.modes, m)
 	}
 	switch {
-	case o.duration <= 0, o.warmup < 0, o.rounds < 1, o.events < 1:
-		return o, errors.New("-duration, -rounds and -events must be positive, -warmup not negative")
+	case o.duration <= 0, o.warmup < 0, o.rounds < 1, o.events < 1, o.customers < 1:
+		return o, errors.New("-duration, -rounds, -events and -customers must be positive, -warmup not negative")
 	case o.store != "redis" && o.store != "redis-noleases" && o.store != "bolt":
 		return o, fmt.Errorf("-store: %q is not redis, redis-noleases or bolt", o.store)
 	}
@@ -181,10 +189,13 @@ func run(args []string, out io.Writer) error {
 		tg.Drain(ctx)
 	}()
 	// Enough credits that no request of the run is ever refused.
-	if _, err := store.Credit(context.Background(), ledger.Credit{
-		Customer: customer, Amount: 1_000_000_000 * money.Credit, Kind: ledger.KindGrant, Key: "bench",
-	}); err != nil {
-		return fmt.Errorf("credit the bench customer: %w", err)
+	customers := benchCustomers(o.customers)
+	for _, c := range customers {
+		if _, err := store.Credit(context.Background(), ledger.Credit{
+			Customer: c, Amount: 1_000_000_000 * money.Credit, Kind: ledger.KindGrant, Key: "bench",
+		}); err != nil {
+			return fmt.Errorf("credit the bench customer %s: %w", c, err)
+		}
 	}
 	// Less than one request's estimate: every request of it is refused.
 	if _, err := store.Credit(context.Background(), ledger.Credit{
@@ -201,8 +212,8 @@ func run(args []string, out io.Writer) error {
 		defer profile.Close()
 	}
 
-	fmt.Fprintf(out, "tollgate bench: %s, GOMAXPROCS=%d, GOGC=%s, %d CPUs, store=%s, %s × %d rounds per case, SSE %d content events\n\n",
-		runtime.Version(), runtime.GOMAXPROCS(0), gogc, runtime.NumCPU(), o.store, o.duration, o.rounds, o.events)
+	fmt.Fprintf(out, "tollgate bench: %s, GOMAXPROCS=%d, GOGC=%s, %d CPUs, store=%s, %d customer(s), %s × %d rounds per case, SSE %d content events\n\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), gogc, runtime.NumCPU(), o.store, o.customers, o.duration, o.rounds, o.events)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tallocs/req\tthroughput ratio\tadded p50\tadded p99\tadded CPU/req\tadded allocs/req\t")
 	cpu := func() cpuTime { return cpuTime{process: processCPU(), store: storeCPU(), allocs: heapAllocs()} }
@@ -221,7 +232,7 @@ func run(args []string, out io.Writer) error {
 							return err
 						}
 					}
-					m, err := measure(tgt.addr, mode, customer, n, o, cpu)
+					m, err := measure(tgt.addr, mode, customers, n, o, cpu)
 					if tgt.name == "tollgate" && profile != nil {
 						pprof.StopCPUProfile()
 					}
@@ -249,7 +260,7 @@ func run(args []string, out io.Writer) error {
 	if err := nearZero(out, tollgate.Addr, o, cpu); err != nil {
 		return err
 	}
-	if err := streamMemory(out, bare.Addr, tollgate.Addr, customer); err != nil {
+	if err := streamMemory(out, bare.Addr, tollgate.Addr, customers[0]); err != nil {
 		return fmt.Errorf("memory per stream: %w", err)
 	}
 	fmt.Fprintln(out, "\nthroughput ratio = tollgate req/s ÷ bare req/s (medians of the rounds); added = tollgate − bare")
@@ -274,12 +285,25 @@ func startProfile(f *os.File) error {
 	return pprof.StartCPUProfile(f)
 }
 
-// customer has credits for every request of the run; lowCustomer has
-// 0.000001, less than one request's estimate.
+// The bench customers have credits for every request of the run;
+// lowCustomer has 0.000001, less than one request's estimate.
 const (
 	customer    = "bench-customer"
 	lowCustomer = "bench-near-zero"
 )
+
+// benchCustomers returns the n customers the clients name: customer
+// alone for one, as earlier versions of this command did.
+func benchCustomers(n int) []string {
+	if n == 1 {
+		return []string{customer}
+	}
+	cs := make([]string, n)
+	for i := range cs {
+		cs[i] = customer + "-" + strconv.Itoa(i)
+	}
+	return cs
+}
 
 // nearZero measures tollgate alone for lowCustomer, whose every JSON
 // request is refused with 402, at each number of clients, and prints its
@@ -291,7 +315,7 @@ func nearZero(out io.Writer, addr string, o options, cpu func() cpuTime) error {
 	for _, n := range o.clients {
 		var r result
 		for range o.rounds {
-			m, err := measure(addr, "refused", lowCustomer, n, o, cpu)
+			m, err := measure(addr, "refused", []string{lowCustomer}, n, o, cpu)
 			if err != nil {
 				return fmt.Errorf("tollgate near-zero %d clients: %w", n, err)
 			}
@@ -587,11 +611,11 @@ func msf(d time.Duration) float64 {
 	return float64(d) / float64(time.Millisecond)
 }
 
-// measure runs clients concurrent loops of requests of cust against addr
-// for the warm-up and then the measured duration, and reads cpu at the
+// measure runs clients concurrent loops of requests against addr, client
+// i naming custs[i mod len(custs)], for the warm-up and then the measured duration, and reads cpu at the
 // start and the end of the measured window. mode is json, sse, or refused
 // (JSON requests that must be answered 402).
-func measure(addr, mode, cust string, clients int, o options, cpu func() cpuTime) (sample, error) {
+func measure(addr, mode string, custs []string, clients int, o options, cpu func() cpuTime) (sample, error) {
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: clients,
 		DisableCompression:  true, // as an SDK talking to a local sidecar
@@ -621,7 +645,8 @@ func measure(addr, mode, cust string, clients int, o options, cpu func() cpuTime
 		time.Sleep(time.Until(deadline))
 		cpuUsed = cpu().minus(c0)
 	})
-	for range clients {
+	for i := range clients {
+		cust := custs[i%len(custs)]
 		wg.Go(func() {
 			var lat []time.Duration
 			count := 0
