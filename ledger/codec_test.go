@@ -3,8 +3,10 @@ package ledger
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate-dev/tollgate/usage"
 )
@@ -121,5 +123,46 @@ func TestLotRecordRoundTrip(t *testing.T) {
 	l := lotRecord{remaining: 1, amount: 2, priority: 3, expires: 4, created: 5, kind: KindGrant, reference: "a b"}
 	if got, want := string(l.appendText([]byte("k="))), "k=1 2 3 4 5 grant a b"; got != want {
 		t.Errorf("appendText = %q; want %q", got, want)
+	}
+}
+
+// TestChargeText checks chargeText against the plain reading of its rule
+// (every byte that is not UTF-8 becomes U+FFFD, then the text is cut to
+// MaxTextLength bytes on a rune boundary), for texts around the limit,
+// where cutting the input first must not change the result.
+func TestChargeText(t *testing.T) {
+	plain := func(s string) string {
+		var b []byte
+		for i := 0; i < len(s); {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = utf8.AppendRune(b, utf8.RuneError)
+			} else {
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+		}
+		return truncateText(string(b))
+	}
+	ascii := func(n int) string { return strings.Repeat("a", n) }
+	cases := []string{
+		"", "gpt-4o", "gpt-\xff\xfe4o", "é\xc3", "\xf0\x9f\x98",
+		strings.Repeat("\xff", 5000),
+		strings.Repeat("é", 3000),
+		ascii(1021) + "😀" + ascii(10),         // a 4-byte rune across the limit
+		ascii(1020) + "😀" + ascii(10),         // one that ends on it
+		ascii(1022) + "\xf0\x9f\x98" + "\xff", // a cut rune at the limit
+		ascii(1023) + "\xff" + ascii(3000),
+		ascii(1025) + "\xff",
+		strings.Repeat("a\xff", 2000),
+	}
+	for _, s := range cases {
+		got, want := chargeText(s), plain(s)
+		if got != want {
+			t.Errorf("chargeText(%d bytes %.12q…) = %d bytes %.12q…; want %d bytes %.12q…", len(s), s, len(got), got, len(want), want)
+		}
+		if len(got) > MaxTextLength || !utf8.ValidString(got) {
+			t.Errorf("chargeText(%d bytes %.12q…) is %d bytes, valid UTF-8 %v", len(s), s, len(got), utf8.ValidString(got))
+		}
 	}
 }

@@ -147,8 +147,12 @@ func checkText(what, s string) error {
 // entry's JSON encoding would write it (one per byte, like
 // appendJSONString, not one per run like strings.ToValidUTF8), and the
 // result is cut to MaxTextLength. Settle thus returns the entry that
-// Entries will list.
+// Entries will list. Only the first MaxTextLength+UTFMax bytes of s can
+// reach the result, so a long s costs no more than a short one.
 func chargeText(s string) string {
+	if len(s) > MaxTextLength+utf8.UTFMax {
+		s = s[:MaxTextLength+utf8.UTFMax]
+	}
 	if !utf8.ValidString(s) {
 		b := make([]byte, 0, len(s)+8)
 		for i := 0; i < len(s); {
