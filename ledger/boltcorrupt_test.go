@@ -31,10 +31,12 @@ func TestBoltMissingBucketIsCorrupt(t *testing.T) {
 			return err
 		},
 		bSuspension: func(s *BoltStore) error { return s.Suspend(ctx, "c", "fraud") },
-		bLotExp: func(s *BoltStore) error {
+	}
+	for _, name := range []string{bLots, bLotBurn, bLotExp} {
+		calls[name] = func(s *BoltStore) error {
 			_, err := s.Lots(ctx, "c")
 			return err
-		},
+		}
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

@@ -79,6 +79,9 @@ func TestMemCustomerScans(t *testing.T) {
 				}
 				inFile[hd.id] = true
 			default:
+				// Only the closed record goes; its forget-index key
+				// stays, which the store never leaves behind, but this
+				// transaction is only read and is rolled back.
 				if err := bc.closed.Delete([]byte(hd.id)); err != nil {
 					t.Fatal(err)
 				}

@@ -126,23 +126,19 @@ func TestLotRecordRoundTrip(t *testing.T) {
 	}
 }
 
-// TestChargeText checks chargeText against the plain reading of its rule
-// (every byte that is not UTF-8 becomes U+FFFD, then the text is cut to
-// MaxTextLength bytes on a rune boundary), for texts around the limit,
-// where cutting the input first must not change the result.
+// TestChargeText checks chargeText against what it must agree with: the
+// text a stored entry decodes to (appendJSONString, read back by
+// encoding/json, which turns each byte that is not UTF-8 into U+FFFD),
+// cut to MaxTextLength bytes on a rune boundary. The cases sit around the
+// limit and the cut chargeText makes first, which must not change the
+// result.
 func TestChargeText(t *testing.T) {
-	plain := func(s string) string {
-		var b []byte
-		for i := 0; i < len(s); {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b = utf8.AppendRune(b, utf8.RuneError)
-			} else {
-				b = append(b, s[i:i+size]...)
-			}
-			i += size
+	stored := func(s string) string {
+		var back string
+		if err := json.Unmarshal(appendJSONString(nil, s), &back); err != nil {
+			t.Fatalf("%.12q… does not encode as a JSON string: %v", s, err)
 		}
-		return truncateText(string(b))
+		return truncateText(back)
 	}
 	ascii := func(n int) string { return strings.Repeat("a", n) }
 	cases := []string{
@@ -154,10 +150,15 @@ func TestChargeText(t *testing.T) {
 		ascii(1022) + "\xf0\x9f\x98" + "\xff", // a cut rune at the limit
 		ascii(1023) + "\xff" + ascii(3000),
 		ascii(1025) + "\xff",
+		ascii(1025) + "😀",       // a rune across the first cut
+		ascii(1023) + "€" + "x", // a 3-byte rune past the limit
 		strings.Repeat("a\xff", 2000),
 	}
+	for n := MaxTextLength - 1; n <= MaxTextLength+utf8.UTFMax+1; n++ {
+		cases = append(cases, ascii(n), ascii(n-1)+"\xff", ascii(n-2)+"é", ascii(n-3)+"€", ascii(n-3)+"\xe2\x82")
+	}
 	for _, s := range cases {
-		got, want := chargeText(s), plain(s)
+		got, want := chargeText(s), stored(s)
 		if got != want {
 			t.Errorf("chargeText(%d bytes %.12q…) = %d bytes %.12q…; want %d bytes %.12q…", len(s), s, len(got), got, len(want), want)
 		}

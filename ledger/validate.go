@@ -74,8 +74,8 @@ func checkHoldTTL(ttl time.Duration) error {
 	return nil
 }
 
-// checkSettle validates a Settle and returns c with over-long text fields
-// truncated.
+// checkSettle validates a Settle and returns c with its text fields as
+// they are stored (see chargeText).
 func checkSettle(customer, holdID string, actual money.Micros, c Charge) (Charge, error) {
 	if err := checkCustomer(customer); err != nil {
 		return c, err
@@ -139,16 +139,16 @@ func checkText(what, s string) error {
 	return nil
 }
 
-// truncateText cuts s to at most MaxTextLength bytes without splitting a
-// UTF-8 sequence.
 // chargeText returns s as a charge stores it. A charge's text comes from
 // the request (a model name can come from the URL path) and must never
 // make it fail, so each byte that is not UTF-8 becomes U+FFFD, as the
 // entry's JSON encoding would write it (one per byte, like
 // appendJSONString, not one per run like strings.ToValidUTF8), and the
 // result is cut to MaxTextLength. Settle thus returns the entry that
-// Entries will list. Only the first MaxTextLength+UTFMax bytes of s can
-// reach the result, so a long s costs no more than a short one.
+// Entries will list. Only the first MaxTextLength bytes of s can reach
+// the result (each byte becomes one or more), and UTFMax more are enough
+// to decode the rune at the cut as the whole text would, so a long s
+// costs no more than a short one.
 func chargeText(s string) string {
 	if len(s) > MaxTextLength+utf8.UTFMax {
 		s = s[:MaxTextLength+utf8.UTFMax]
@@ -169,6 +169,8 @@ func chargeText(s string) string {
 	return truncateText(s)
 }
 
+// truncateText cuts s to at most MaxTextLength bytes without splitting a
+// UTF-8 sequence.
 func truncateText(s string) string {
 	if len(s) <= MaxTextLength {
 		return s
