@@ -59,6 +59,9 @@ func openCustomer(tx *bbolt.Tx, customer string, create bool) (*boltCustomer, er
 	if c.closed, err = c.child(bClosed); err != nil {
 		return nil, err
 	}
+	// Hold ids are the proxy's request ids, whose time prefix makes one
+	// customer's arrive nearly in order: settled markers are appended.
+	c.closed.FillPercent = appendFill
 	return c, nil
 }
 
@@ -202,10 +205,11 @@ func (c *boltCustomer) entry(seq int64) (Entry, error) {
 }
 
 // appendFill is the FillPercent of buckets whose keys are written in
-// ascending order (entries by sequence number, the forget index by time):
-// bbolt then splits a page when it is full instead of half full. The
-// forget index is only nearly in order (holds settled in the same
-// millisecond sort by customer and id), hence not 1.
+// ascending order (entries by sequence number, the forget index by time,
+// settled markers by request id, which starts with the time): bbolt then
+// splits a page when it is full instead of half full. The forget index
+// and the markers are only nearly in order (holds settled in the same
+// millisecond sort by customer and id, or by id), hence not 1.
 const appendFill = 0.95
 
 // closeHold records hold id as closed in state until nowMs + retention.
