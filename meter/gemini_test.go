@@ -101,6 +101,11 @@ func TestGeminiRequest(t *testing.T) {
 			if string(out) != tc.wantOut {
 				t.Errorf("upstream body %s, want %s", out, tc.wantOut)
 			}
+			slow := r
+			slow.capsPositive = false // read the body, as without capsStand
+			if sout, _, err := slow.Rewrite([]byte(tc.body), 1000); err != nil || string(sout) != string(out) {
+				t.Errorf("upstream body reading it again %s, %v; as parsed %s", sout, err, out)
+			}
 		})
 	}
 }

@@ -77,7 +77,7 @@ func (r *Request) outputCapFields() []string {
 // unless r.LeaveStreamUsage.
 func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int64, err error) {
 	out = body
-	if fields := r.outputCapFields(); len(fields) > 0 {
+	if fields := r.outputCapFields(); len(fields) > 0 && !r.capsStand(ceiling) {
 		if r.API == GoogleGemini {
 			// A null generationConfig is no config: make it an object the
 			// cap can be set in.
@@ -105,6 +105,15 @@ func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int6
 		return nil, 0, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
 	}
 	return out, outputCap, nil
+}
+
+// capsStand reports whether the body sets an output cap and every one it
+// sets is a positive number within what Estimate reserves under ceiling,
+// as parsing found: capOutput would then leave the body as it is, so
+// Rewrite need not read it again (at 100 KB, each field looked up
+// crosses the whole conversation).
+func (r *Request) capsStand(ceiling int64) bool {
+	return r.capsPositive && r.MaxOutputTokens <= outputCap(r.MaxOutputTokens, ceiling)
 }
 
 // capOutput makes the cap fields of body ask for at most what Estimate

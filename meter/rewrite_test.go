@@ -78,6 +78,11 @@ func TestRewriteOutputCap(t *testing.T) {
 		{"chat: lower cap stands", OpenAIChat, `{"model":"gpt-4o","max_tokens":300}`, 1000, "", 0},
 		{"chat: the cap itself stands", OpenAIChat, `{"model":"gpt-4o","max_tokens":1000}`, 1000, "", 0},
 		{"chat: fraction under the cap stands", OpenAIChat, `{"model":"gpt-4o","max_tokens":999.5}`, 1000, "", 0},
+		{"chat: both set within the cap stand", OpenAIChat, `{"model":"o3","max_tokens":100,"max_completion_tokens":300}`, 1000, "", 0},
+		{"chat: a null beside a cap within is removed", OpenAIChat, `{"model":"o3","max_tokens":null,"max_completion_tokens":300}`, 1000,
+			`{"model":"o3","max_completion_tokens":300}`, 300},
+		{"chat: a string beside a cap within is replaced", OpenAIChat, `{"model":"o3","max_tokens":300,"max_completion_tokens":"5"}`, 1000,
+			`{"model":"o3","max_tokens":300,"max_completion_tokens":300}`, 300},
 		{"chat: both set, only the higher lowered", OpenAIChat, `{"model":"o3","max_tokens":100,"max_completion_tokens":5000}`, 1000,
 			`{"model":"o3","max_tokens":100,"max_completion_tokens":1000}`, 1000},
 		{"chat: null removed, max_completion_tokens added", OpenAIChat, `{"model":"o3","max_tokens":null}`, 1000,
@@ -129,6 +134,13 @@ func TestRewriteOutputCap(t *testing.T) {
 			}
 			if string(in) != tc.body {
 				t.Errorf("Rewrite modified its input: %s", in)
+			}
+			// The shortcut for caps that stand (capsPositive) answers as
+			// reading the body does.
+			slow := r
+			slow.capsPositive = false
+			if sout, scap, err := slow.Rewrite(in, tc.ceiling); err != nil || string(sout) != string(out) || scap != capSet {
+				t.Errorf("Rewrite reading the body = %s, %d, %v; without reading it %s, %d", sout, scap, err, out, capSet)
 			}
 			// The hold bounds the output: every cap field upstream reads
 			// is a positive number no larger than what Estimate reserves
