@@ -116,7 +116,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.events, "events", 20, "content events per SSE stream (plus role, finish, usage and [DONE])")
 	fs.StringVar(&o.store, "store", "redis", "tollgate's credit store: redis (a redis-server this command starts, with credit leases as tollgate serve defaults), redis-noleases (every request reserves in Redis) or bolt")
 	fs.IntVar(&o.customers, "customers", 1, "customers the clients are spread over (client i names customer i mod n)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the tollgate measurements to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last tollgate measurement to this file, and of the last bare proxy measurement to this file + \".bare\" (compare them with go tool pprof -diff_base)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -207,19 +207,30 @@ func run(args []string, out io.Writer) error {
 		return fmt.Errorf("credit the near-zero customer: %w", err)
 	}
 
-	var profile *os.File
+	// The profiles: tollgate's measurements and the bare proxy's.
+	var profile, bareProfile *os.File
 	if o.cpuProfile != "" {
 		if profile, err = os.Create(o.cpuProfile); err != nil {
 			return err
 		}
 		defer profile.Close()
+		if bareProfile, err = os.Create(o.cpuProfile + ".bare"); err != nil {
+			return err
+		}
+		defer bareProfile.Close()
 	}
 
 	fmt.Fprintf(out, "tollgate bench: %s, GOMAXPROCS=%d, GOGC=%s, %d CPUs, store=%s, clients spread over up to %d customer(s), %s × %d rounds per case, SSE %d content events\n\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), gogc, runtime.NumCPU(), o.store, o.customers, o.duration, o.rounds, o.events)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "case\tclients\tproxy\treq/s\tp50\tp99\tCPU/req\tallocs/req\tthroughput ratio\tadded p50\tadded p99\tadded CPU/req\tadded allocs/req\t")
-	cpu := func() cpuTime { return cpuTime{process: processCPU(), store: storeCPU(), allocs: heapAllocs()} }
+	leaseStats := func() ledger.LeaseStats { return ledger.LeaseStats{} }
+	if ls, ok := store.(*ledger.LeaseStore); ok {
+		leaseStats = ls.Stats
+	}
+	cpu := func() cpuTime {
+		return cpuTime{process: processCPU(), store: storeCPU(), allocs: heapAllocs(), lease: leaseStats()}
+	}
 	var split []string // where tollgate's CPU went, per case
 	for _, mode := range o.modes {
 		for _, n := range o.clients {
@@ -230,13 +241,17 @@ func run(args []string, out io.Writer) error {
 					slices.Reverse(order)
 				}
 				for _, tgt := range order {
-					if tgt.name == "tollgate" && profile != nil {
-						if err := startProfile(profile); err != nil {
+					if profile != nil {
+						f := profile
+						if tgt.name == "bare" {
+							f = bareProfile
+						}
+						if err := startProfile(f); err != nil {
 							return err
 						}
 					}
 					m, err := measure(tgt.addr, mode, customers, n, o, cpu)
-					if tgt.name == "tollgate" && profile != nil {
+					if profile != nil {
 						pprof.StopCPUProfile()
 					}
 					if err != nil {
@@ -252,8 +267,13 @@ func run(args []string, out io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%d\ttollgate\t%.0f\t%s\t%s\t%s\t%.0f\t%.3f×\t%+.3fms\t%+.3fms\t%+.0fµs\t%+.0f\t\n", label, n, t.rate(), ms(tp50), ms(tp99), us(t.cpuPerRequest()), t.allocsPerRequest(),
 				t.rate()/b.rate(), msf(tp50-bp50), msf(tp99-bp99), float64(t.cpuPerRequest()-b.cpuPerRequest())/float64(time.Microsecond), t.allocsPerRequest()-b.allocsPerRequest())
 			if strings.HasPrefix(o.store, "redis") {
-				split = append(split, fmt.Sprintf("%s, %d clients: tollgate %s = %s in this process + %s in redis-server; bare %s",
-					label, n, us(t.cpuPerRequest()), us(t.cpu.process/time.Duration(t.n)), us(t.cpu.store/time.Duration(t.n)), us(b.cpuPerRequest())))
+				line := fmt.Sprintf("%s, %d clients: tollgate %s = %s in this process + %s in redis-server; bare %s",
+					label, n, us(t.cpuPerRequest()), us(t.cpu.process/time.Duration(t.n)), us(t.cpu.store/time.Duration(t.n)), us(b.cpuPerRequest()))
+				if l := t.cpu.lease; l.Lent+l.Reserved > 0 {
+					line += fmt.Sprintf("; %.1f%% of holds lent, %.1f requests per lease sync (%d syncs, %d failed)",
+						100*float64(l.Lent)/float64(l.Lent+l.Reserved), float64(t.n)/float64(max(l.Syncs, 1)), l.Syncs, l.SyncFailures)
+				}
+				split = append(split, line)
 			}
 		}
 	}
@@ -556,10 +576,14 @@ type result struct {
 type cpuTime struct {
 	process, store time.Duration
 	allocs         uint64
+	lease          ledger.LeaseStats // with -store redis: what the leases did
 }
 
 func (c cpuTime) minus(d cpuTime) cpuTime {
-	return cpuTime{process: c.process - d.process, store: c.store - d.store, allocs: c.allocs - d.allocs}
+	return cpuTime{process: c.process - d.process, store: c.store - d.store, allocs: c.allocs - d.allocs, lease: ledger.LeaseStats{
+		Lent: c.lease.Lent - d.lease.Lent, Reserved: c.lease.Reserved - d.lease.Reserved,
+		Syncs: c.lease.Syncs - d.lease.Syncs, SyncFailures: c.lease.SyncFailures - d.lease.SyncFailures,
+	}}
 }
 
 // heapAllocs returns how many heap objects this process has allocated.
@@ -578,6 +602,10 @@ func (r *result) add(s sample) {
 	r.cpu.process += s.cpu.process
 	r.cpu.store += s.cpu.store
 	r.cpu.allocs += s.cpu.allocs
+	r.cpu.lease.Lent += s.cpu.lease.Lent
+	r.cpu.lease.Reserved += s.cpu.lease.Reserved
+	r.cpu.lease.Syncs += s.cpu.lease.Syncs
+	r.cpu.lease.SyncFailures += s.cpu.lease.SyncFailures
 	r.n += s.n
 }
 
