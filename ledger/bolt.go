@@ -202,12 +202,13 @@ func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount
 	mc := s.holds.lock(customer)
 	defer s.holds.unlock(customer, mc)
 	var (
-		result   error
-		after    money.Micros
-		depleted bool
+		result         error
+		after          money.Micros
+		depleted       bool
+		retry, flushed bool
 	)
-	err := s.readCurrent(customer, nowMs, func(c *boltCustomer) error {
-		result, after, depleted = nil, 0, false
+	decide := func(c *boltCustomer) error {
+		result, after, depleted, retry = nil, 0, false, false
 		if c == nil {
 			if checkPlan && planVersion != 0 {
 				result = &PlanChangedError{Customer: customer}
@@ -252,13 +253,21 @@ func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount
 			result = fmt.Errorf("reserve %s: %w: %s", holdID, ErrCustomerSuspended, customer)
 			return nil
 		}
-		reserved, err := mc.reserved(nowMs, retMs, st.seq, func(id string) (bool, error) { return c.settled(id, nowMs) })
+		reserved, settling, err := mc.reserved(nowMs, retMs, st.seq, func(id string) (bool, error) { return c.settled(id, nowMs) })
 		if err != nil {
 			return err
 		}
 		available := st.balance - reserved
 		if available < int64(amount) {
 			result = &InsufficientCreditsError{Customer: customer, Available: money.Micros(available), Required: amount, Reserved: money.Micros(reserved)}
+			if !flushed && available+settling >= int64(amount) {
+				// Answered requests hold what they reserved until their
+				// charges commit, which may wait out settleGap:
+				// commit them and look again, so that a refusal does not
+				// depend on when the writer last committed.
+				retry = true
+				return nil
+			}
 			if s.events != nil && st.seq != 0 {
 				es, err := c.eventState()
 				depleted = err == nil && !es.dep
@@ -276,7 +285,18 @@ func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount
 		after = money.Micros(available) - amount
 		mc.put(holdID, &memHold{amount: int64(amount), expiry: expiry, ttl: ttl.Milliseconds()})
 		return nil
-	})
+	}
+	err := s.readCurrent(customer, nowMs, decide)
+	if err == nil && retry {
+		// An urgent write commits every settlement queued before it. The
+		// customer's mutex may be held meanwhile: the writer never takes
+		// it (see TestBoltQueuedContinuationOffTheWriter).
+		// A failed commit is reported by the writes that fail (and by
+		// Ready); the refusal then stands on what is committed.
+		flushed = true
+		_ = s.update(func(*bbolt.Tx) error { return nil })
+		err = s.readCurrent(customer, nowMs, decide)
+	}
 	if err == nil && depleted {
 		err = s.depletedAfterRefusal(customer, nowMs, int64(amount))
 	}
@@ -756,7 +776,7 @@ func (s *BoltStore) Account(ctx context.Context, customer string) (Account, erro
 		if err != nil {
 			return err
 		}
-		reserved, err := mc.reserved(nowMs, retMs, st.seq, func(id string) (bool, error) { return c.settled(id, nowMs) })
+		reserved, _, err := mc.reserved(nowMs, retMs, st.seq, func(id string) (bool, error) { return c.settled(id, nowMs) })
 		if err != nil {
 			return err
 		}

@@ -115,7 +115,9 @@ func (s *BoltStore) push(c *boltCall, paced bool) {
 // the gap lets every settlement that comes meanwhile share one commit.
 // A settlement after a quiet gap commits at once, and any other write
 // (a credit, a suspension, a plan change) commits as soon as the writer
-// is free, taking the waiting settlements along. The price: a crash
+// is free, taking the waiting settlements along; so does a Reserve
+// refused for credits that only settlements in flight hold (reserve). The
+// price: a crash
 // (kill -9, power loss) loses the charges of the requests answered in the
 // last settleGap, as credit leases on Redis lose at most a flush
 // interval; a clean shutdown loses nothing. go run ./bench -store bolt,

@@ -223,3 +223,70 @@ func TestBoltQueuedContinuationOffTheWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBoltRefusalCommitsSettlementsFirst: an answered request holds what
+// it reserved until its charge commits, which may wait out the settle
+// gap. A Reserve that only such holds keep from fitting commits them and
+// decides again, so the next request of a customer near the end of its
+// credits is not refused for want of credits it has.
+func TestBoltRefusalCommitsSettlementsFirst(t *testing.T) {
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Credit(ctx, Credit{Customer: "c", Amount: 1000, Kind: KindGrant, Key: "fund"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, "c", "h1", 1000, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The writer waits out an hour-long gap before it commits h1's charge.
+	s.mu.Lock()
+	s.lastCommit = time.Now().Add(time.Hour)
+	s.mu.Unlock()
+	settled := make(chan error, 1)
+	if !s.QueueSettle("c", "h1", 300, Charge{Reference: "h1"}, func(_ Entry, err error) { settled <- err }) {
+		t.Fatal("QueueSettle of a live hold: not queued")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		queued := len(s.queue)
+		s.mu.Unlock()
+		if queued == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("h1's settlement did not queue (committed without waiting for its gap?)")
+		}
+	}
+
+	// 800 does not fit even once h1 is charged 300: refused, with what is
+	// available after the charge.
+	var ice *InsufficientCreditsError
+	if _, err := s.ReserveAvailable(ctx, "c", "h2", 800, time.Minute); !errors.As(err, &ice) || ice.Available != 700 {
+		t.Fatalf("Reserve of 800 = %v; want insufficient credits with 700 available", err)
+	}
+	if err := <-settled; err != nil {
+		t.Fatalf("h1's settlement: %v", err)
+	}
+	// Another answered request in flight, and 700 that fits once it is
+	// charged: reserved.
+	if err := s.Reserve(ctx, "c", "h3", 700, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.lastCommit = time.Now().Add(time.Hour)
+	s.mu.Unlock()
+	if !s.QueueSettle("c", "h3", 100, Charge{Reference: "h3"}, func(_ Entry, err error) { settled <- err }) {
+		t.Fatal("QueueSettle of a live hold: not queued")
+	}
+	avail, err := s.ReserveAvailable(ctx, "c", "h4", 600, time.Minute)
+	if err != nil || avail != 0 {
+		t.Fatalf("Reserve of 600 with h3's charge of 100 queued = %s, %v; want reserved, 0 left", avail, err)
+	}
+	if err := <-settled; err != nil {
+		t.Fatalf("h3's settlement: %v", err)
+	}
+}

@@ -374,12 +374,13 @@ func (c *memCustomer) forgetClosed(nowMs int64) {
 }
 
 // reserved returns the sum of the holds live at nowMs, for a reader whose
-// snapshot of the file ends at entry seq. settled reports whether that
-// snapshot records hold id as settled; it is asked only about holds whose
-// Settle in flight may be in the snapshot.
-func (c *memCustomer) reserved(nowMs, retentionMs, seq int64, settled func(id string) (bool, error)) (int64, error) {
+// snapshot of the file ends at entry seq, and the part of it held by
+// holds with a Settle in flight (charged once that commits, by their
+// actual cost instead). settled reports whether that snapshot records
+// hold id as settled; it is asked only about holds whose Settle in
+// flight may be in the snapshot.
+func (c *memCustomer) reserved(nowMs, retentionMs, seq int64, settled func(id string) (bool, error)) (sum, settling int64, err error) {
 	c.expire(nowMs, retentionMs)
-	var sum int64
 	for _, hd := range c.order {
 		if hd.expiry <= nowMs {
 			continue // being settled
@@ -390,13 +391,16 @@ func (c *memCustomer) reserved(nowMs, retentionMs, seq int64, settled func(id st
 			}
 			done, err := settled(hd.id)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			if done {
 				continue
 			}
 		}
 		sum += hd.amount
+		if hd.settling > 0 {
+			settling += hd.amount
+		}
 	}
-	return sum, nil
+	return sum, settling, nil
 }

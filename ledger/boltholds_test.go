@@ -118,7 +118,7 @@ func TestMemCustomerScans(t *testing.T) {
 				got = c.expire(now, retention)
 			} else {
 				before := len(c.live)
-				sum, err := c.reserved(now, retention, seq, func(id string) (bool, error) { return bc.settled(id, now) })
+				sum, _, err := c.reserved(now, retention, seq, func(id string) (bool, error) { return bc.settled(id, now) })
 				if err != nil {
 					t.Fatal(err)
 				}
