@@ -28,9 +28,9 @@ const benchParallelism = 8
 // baseline. Each reports ops/s (one op = one reserve+settle pair, or one
 // INCRBY); compare the ratios, not the absolute numbers. Each goroutine
 // waits for its own Settle, which the proxy never does (it settles in the
-// background): on bolt that wait includes settleGap, so bolt's ops/s here
-// is bounded by goroutines ÷ 10 ms; go run ./bench -store bolt measures
-// what the embedded store costs a request.
+// background): on bolt that wait includes settleGap, so bolt's ops/s
+// here is bounded by goroutines ÷ 25 ms; go run ./bench -store bolt
+// measures what the embedded store costs a request.
 func BenchmarkReserveSettle(b *testing.B) {
 	srv := redistest.Start(b)
 	rdb := srv.Client(b)

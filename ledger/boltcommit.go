@@ -116,14 +116,22 @@ func (s *BoltStore) push(c *boltCall, paced bool) {
 // A settlement after a quiet gap commits at once, and any other write
 // (a credit, a suspension, a plan change) commits as soon as the writer
 // is free, taking the waiting settlements along; so does a Reserve
-// refused for credits that only settlements in flight hold (reserve). The
-// price: a crash
-// (kill -9, power loss) loses the charges of the requests answered in the
-// last settleGap, as credit leases on Redis lose at most a flush
-// interval; a clean shutdown loses nothing. go run ./bench -store bolt,
-// 2 ms against 10 ms alternated, two runs: JSON at 32 clients 0.54/0.56x
-// -> 0.71/0.65x of the bare proxy, SSE 0.53/0.55x -> 0.69/0.70x.
-const settleGap = 10 * time.Millisecond
+// refused for credits that only settlements in flight hold (reserve).
+//
+// The price: a crash (kill -9, power loss) loses the charges of the
+// requests answered in the last settleGap, less than credit leases on
+// Redis lose (a flush interval, 50 ms by default); a clean shutdown loses
+// nothing. The length: each customer's entries and settled markers live
+// in buckets of their own, so a commit writes a few pages for every
+// customer in it (about 0.25 pages per settlement with one busy customer,
+// 2.2 with 32 customers at 10 ms), and a longer gap spreads them over
+// more settlements. go run ./bench -store bolt -clients 32, alternated:
+// 2 ms against 10 ms, JSON 0.54/0.56x -> 0.71/0.65x of the bare proxy,
+// SSE 0.53/0.55x -> 0.69/0.70x; 10 ms against 25 ms with -customers 32,
+// four runs each, added CPU per request JSON +66 to +93 us -> +38 to
+// +59 us, SSE +114 to +176 us -> +71 to +162 us (one customer: no
+// change beyond the machine's spread; 50 ms gained no more).
+const settleGap = 25 * time.Millisecond
 
 func (s *BoltStore) writeLoop() {
 	var timer *time.Timer
