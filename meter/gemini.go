@@ -157,7 +157,7 @@ func (r *Request) parseGemini(fs *bodyFields, body []byte) error {
 		}
 		if v.Type == gjson.Number && v.Num > 0 {
 			r.MaxOutputTokens = capInt(v)
-			r.capsPositive = true
+			r.capsMax = r.MaxOutputTokens
 		}
 		nKey, n, err := protoField(nC, nS, "candidateCount", "candidate_count")
 		if err != nil {

@@ -102,7 +102,7 @@ func TestGeminiRequest(t *testing.T) {
 				t.Errorf("upstream body %s, want %s", out, tc.wantOut)
 			}
 			slow := r
-			slow.capsPositive = false // read the body, as without capsStand
+			slow.capsMax = 0 // read the body, as without capsStand
 			if sout, _, err := slow.Rewrite([]byte(tc.body), 1000); err != nil || string(sout) != string(out) {
 				t.Errorf("upstream body reading it again %s, %v; as parsed %s", sout, err, out)
 			}

@@ -116,10 +116,11 @@ type Request struct {
 	// partialImages is an image stream's "partial_images" (0 to 3): each
 	// partial image is billed as ImagePartialTokens more output tokens.
 	partialImages int64
-	// capsPositive is set when the body sets an output cap field of its
-	// API (capFields) and every one it sets is a positive number (see
-	// capsStand).
-	capsPositive bool
+	// capsMax is the largest output cap the body sets (capFields) when
+	// every one it sets is a positive number, and 0 when it sets none or
+	// one that is not (see capsStand). Unlike MaxOutputTokens, which a
+	// caller may change, it is what the body says.
+	capsMax int64
 	// capPath is a google.gemini body's output cap field, in the
 	// spelling the body uses (see parseGemini):
 	// "generationConfig.maxOutputTokens" unless it spells it otherwise.
@@ -401,17 +402,18 @@ func (r *Request) parseJSON(body []byte) error {
 		// "Background mode" guide).
 		return invalidf(`"background": true is not supported through tollgate: the response is generated after this request ends, so its usage cannot be metered; send the request without "background"`)
 	}
-	capsSet, capsPositive := false, true
+	positive := true
 	for _, f := range capFieldIndexes(r.API) {
 		switch v := fs.get(f); {
 		case v.Type == gjson.Number && v.Num > 0:
 			r.MaxOutputTokens = max(r.MaxOutputTokens, capInt(v))
-			capsSet = true
 		case v.Exists():
-			capsPositive = false
+			positive = false
 		}
 	}
-	r.capsPositive = capsSet && capsPositive
+	if positive {
+		r.capsMax = r.MaxOutputTokens
+	}
 	if r.API == OpenAIChat || r.API == OpenAIImages {
 		n, err := parseN(fs.get(fN))
 		if err != nil {

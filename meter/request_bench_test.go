@@ -211,10 +211,15 @@ func BenchmarkRewrite(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		if r.capsMax == 0 {
+			b.Fatalf("%s: the caps do not stand as parsed", c.name)
+		}
 		ceiling := r.MaxOutputTokens * 2
 		for _, mode := range []string{"parsed", "read"} {
 			req := r
-			req.capsPositive = mode == "parsed"
+			if mode == "read" {
+				req.capsMax = 0
+			}
 			b.Run(c.name+"/"+mode, func(b *testing.B) {
 				b.ReportAllocs()
 				b.SetBytes(int64(len(c.body)))

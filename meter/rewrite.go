@@ -113,7 +113,7 @@ func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int6
 // Rewrite need not read it again (at 100 KB, each field looked up
 // crosses the whole conversation).
 func (r *Request) capsStand(ceiling int64) bool {
-	return r.capsPositive && r.MaxOutputTokens <= outputCap(r.MaxOutputTokens, ceiling)
+	return r.capsMax > 0 && r.capsMax <= outputCap(r.MaxOutputTokens, ceiling)
 }
 
 // capOutput makes the cap fields of body ask for at most what Estimate

@@ -135,10 +135,10 @@ func TestRewriteOutputCap(t *testing.T) {
 			if string(in) != tc.body {
 				t.Errorf("Rewrite modified its input: %s", in)
 			}
-			// The shortcut for caps that stand (capsPositive) answers as
+			// The shortcut for caps that stand (capsStand) answers as
 			// reading the body does.
 			slow := r
-			slow.capsPositive = false
+			slow.capsMax = 0
 			if sout, scap, err := slow.Rewrite(in, tc.ceiling); err != nil || string(sout) != string(out) || scap != capSet {
 				t.Errorf("Rewrite reading the body = %s, %d, %v; without reading it %s, %d", sout, scap, err, out, capSet)
 			}
@@ -163,5 +163,18 @@ func TestRewriteOutputCap(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRewriteCapLoweredAfterParse: a caller that lowers MaxOutputTokens
+// after parsing gets the body's cap lowered to it: the caps stand only
+// against what the hold covers, not against what the body said.
+func TestRewriteCapLoweredAfterParse(t *testing.T) {
+	body := `{"model":"gpt-4o","max_tokens":500}`
+	r := mustParse(t, OpenAIChat, "application/json", body)
+	r.MaxOutputTokens = 100
+	out, capSet, err := r.Rewrite([]byte(body), 1000)
+	if want := `{"model":"gpt-4o","max_tokens":100}`; err != nil || string(out) != want || capSet != 100 {
+		t.Errorf("Rewrite = %s, %d, %v; want %s, 100", out, capSet, err, want)
 	}
 }
