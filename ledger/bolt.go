@@ -173,13 +173,14 @@ func dropFileHolds(tx *bbolt.Tx) error {
 
 // Reserve implements Store. It writes nothing: the hold lives in memory
 // (boltholds.go), checked under the customer's mutex against the balance
-// the file holds and the customer's other holds.
+// the file holds and the customer's other holds. (A refusal that only
+// settlements in flight cause first commits them: see reserve.)
 func (s *BoltStore) Reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) error {
 	_, err := s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
 	return err
 }
 
-// ReserveAvailable implements Store. Like Reserve, it writes nothing.
+// ReserveAvailable implements Store, as Reserve.
 func (s *BoltStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
 	return s.reserve(ctx, customer, holdID, amount, ttl, false, 0)
 }
@@ -188,8 +189,11 @@ func (s *BoltStore) ReserveAvailable(ctx context.Context, customer, holdID strin
 // plan version, the balance and the other holds are read from one
 // snapshot of the file under the customer's mutex, so the decision is
 // that of one moment; a plan write that returned before reserve began is
-// in that snapshot. The one write it may make is balance.depleted after a
-// refusal, when events are on (see depletedAfterRefusal).
+// in that snapshot. It writes nothing of its own but balance.depleted
+// after a refusal, when events are on (see depletedAfterRefusal); a
+// refusal that only settlements in flight cause commits the settlements
+// queued so far, once, and is decided again (a refusal waits for that
+// commit; a reservation that fits never waits for the disk).
 func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
 	if err := checkReserve(customer, holdID, amount, ttl); err != nil {
 		return 0, err
@@ -291,11 +295,10 @@ func (s *BoltStore) reserve(ctx context.Context, customer, holdID string, amount
 		// An urgent write commits every settlement queued before it. The
 		// customer's mutex may be held meanwhile: the writer never takes
 		// it (see TestBoltQueuedContinuationOffTheWriter).
-		// A failed commit is reported by the writes that fail (and by
-		// Ready); the refusal then stands on what is committed.
 		flushed = true
-		_ = s.update(func(*bbolt.Tx) error { return nil })
-		err = s.readCurrent(customer, nowMs, decide)
+		if err = s.update(func(*bbolt.Tx) error { return nil }); err == nil {
+			err = s.readCurrent(customer, nowMs, decide)
+		}
 	}
 	if err == nil && depleted {
 		err = s.depletedAfterRefusal(customer, nowMs, int64(amount))

@@ -180,7 +180,8 @@ func TestBoltSettlementsWaitForCompanyButNotPastClose(t *testing.T) {
 // TestBoltQueuedContinuationOffTheWriter: a queued settlement's
 // continuation takes its customer's mutex; a caller holding that mutex
 // while it waits for the writer (Reserve and Account do, when a lot is
-// due) must still get its write committed.
+// due, and Reserve when settlements in flight cause a refusal) must
+// still get its write committed.
 func TestBoltQueuedContinuationOffTheWriter(t *testing.T) {
 	s, err := OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), Options{})
 	if err != nil {
@@ -228,9 +229,10 @@ func TestBoltQueuedContinuationOffTheWriter(t *testing.T) {
 // it reserved until its charge commits, which may wait out the settle
 // gap. A Reserve that only such holds keep from fitting commits them and
 // decides again, so the next request of a customer near the end of its
-// credits is not refused for want of credits it has.
+// credits is not refused for want of credits it has; balance.depleted
+// follows the second decision.
 func TestBoltRefusalCommitsSettlementsFirst(t *testing.T) {
-	s, err := OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), Options{})
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), Options{Events: &EventOptions{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,9 +270,18 @@ func TestBoltRefusalCommitsSettlementsFirst(t *testing.T) {
 	if _, err := s.ReserveAvailable(ctx, "c", "h2", 800, time.Minute); !errors.As(err, &ice) || ice.Available != 700 {
 		t.Fatalf("Reserve of 800 = %v; want insufficient credits with 700 available", err)
 	}
-	if err := <-settled; err != nil {
-		t.Fatalf("h1's settlement: %v", err)
+	waitSettled := func(id string) {
+		t.Helper()
+		select {
+		case err := <-settled:
+			if err != nil {
+				t.Fatalf("%s's settlement: %v", id, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s's settlement was not committed within 10s", id)
+		}
 	}
+	waitSettled("h1")
 	// Another answered request in flight, and 700 that fits once it is
 	// charged: reserved.
 	if err := s.Reserve(ctx, "c", "h3", 700, time.Minute); err != nil {
@@ -286,7 +297,20 @@ func TestBoltRefusalCommitsSettlementsFirst(t *testing.T) {
 	if err != nil || avail != 0 {
 		t.Fatalf("Reserve of 600 with h3's charge of 100 queued = %s, %v; want reserved, 0 left", avail, err)
 	}
-	if err := <-settled; err != nil {
-		t.Fatalf("h3's settlement: %v", err)
+	waitSettled("h3")
+	// Events are decided on the second look: balance.depleted for the
+	// refusal that stood, none for the one the commit turned around.
+	page, err := s.Events(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var depleted []string
+	for _, e := range page.Events {
+		if e.Type == "balance.depleted" {
+			depleted = append(depleted, fmt.Sprintf("%s/%s", e.Available, e.Amount))
+		}
+	}
+	if want := "0.000700/0.000800"; len(depleted) != 1 || depleted[0] != want {
+		t.Errorf("balance.depleted events %v; want one, %s", depleted, want)
 	}
 }
