@@ -580,10 +580,12 @@ type cpuTime struct {
 }
 
 func (c cpuTime) minus(d cpuTime) cpuTime {
-	return cpuTime{process: c.process - d.process, store: c.store - d.store, allocs: c.allocs - d.allocs, lease: ledger.LeaseStats{
-		Lent: c.lease.Lent - d.lease.Lent, Reserved: c.lease.Reserved - d.lease.Reserved,
-		Syncs: c.lease.Syncs - d.lease.Syncs, SyncFailures: c.lease.SyncFailures - d.lease.SyncFailures,
-	}}
+	return cpuTime{process: c.process - d.process, store: c.store - d.store, allocs: c.allocs - d.allocs, lease: addLease(c.lease, d.lease, -1)}
+}
+
+// addLease returns a + k·b, field by field.
+func addLease(a, b ledger.LeaseStats, k int64) ledger.LeaseStats {
+	return ledger.LeaseStats{Lent: a.Lent + k*b.Lent, Reserved: a.Reserved + k*b.Reserved, Syncs: a.Syncs + k*b.Syncs, SyncFailures: a.SyncFailures + k*b.SyncFailures}
 }
 
 // heapAllocs returns how many heap objects this process has allocated.
@@ -602,10 +604,7 @@ func (r *result) add(s sample) {
 	r.cpu.process += s.cpu.process
 	r.cpu.store += s.cpu.store
 	r.cpu.allocs += s.cpu.allocs
-	r.cpu.lease.Lent += s.cpu.lease.Lent
-	r.cpu.lease.Reserved += s.cpu.lease.Reserved
-	r.cpu.lease.Syncs += s.cpu.lease.Syncs
-	r.cpu.lease.SyncFailures += s.cpu.lease.SyncFailures
+	r.cpu.lease = addLease(r.cpu.lease, s.cpu.lease, 1)
 	r.n += s.n
 }
 
