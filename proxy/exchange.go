@@ -62,6 +62,7 @@ type exchange struct {
 	sent   atomic.Bool // the Transport has taken the whole request body
 	cut    atomic.Bool // max_request_duration cut the request (renew.go)
 	timer  holdTimer   // renews the hold, enforces max_request_duration
+	rctx   storeCtx    // the reservation's context
 
 	hdr     [hdrCount]string // backing arrays of the response headers (hdrRequestID, …)
 	body    []byte           // the body sent upstream
@@ -219,15 +220,14 @@ func (s *Server) hold(r *http.Request, st *state, rt *route, customer string, re
 	}
 
 	s.busy.Add(1) // the hold, until settled or released
-	// store.timeout: a hung store costs the client a prompt 503, not the
-	// Redis client's retries (DESIGN: fail closed).
-	rctx, cancel := context.WithTimeout(r.Context(), st.storeTimeout)
+	// store.timeout bounds the store's answer (see storeCtx).
+	ex.rctx.start(r.Context(), st.storeTimeout)
 	if checkPlan {
-		ex.available, err = s.store.ReservePlan(rctx, customer, ex.id, cost, st.holdTTL, planVersion)
+		ex.available, err = s.store.ReservePlan(&ex.rctx, customer, ex.id, cost, st.holdTTL, planVersion)
 	} else {
-		ex.available, err = s.store.ReserveAvailable(rctx, customer, ex.id, cost, st.holdTTL)
+		ex.available, err = s.store.ReserveAvailable(&ex.rctx, customer, ex.id, cost, st.holdTTL)
 	}
-	cancel()
+	ex.rctx.end()
 	ex.heldAt = s.now()
 	s.m.reserveLatency.Observe(ex.heldAt.Sub(start).Seconds())
 	if err != nil {

@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -121,6 +123,45 @@ func TestRedisHung(t *testing.T) {
 	}
 	h.settled(cust, 2)
 	wantSumIsBalance(t, st, cust)
+}
+
+// stallingStore is a real store whose reservations wait for their
+// context to end, as a Redis call does on a hung server, and report what
+// ended it.
+type stallingStore struct {
+	ledger.Store
+	ended chan error
+}
+
+func (s *stallingStore) ReserveAvailable(ctx context.Context, customer, holdID string, amount money.Micros, ttl time.Duration) (money.Micros, error) {
+	<-ctx.Done()
+	s.ended <- ctx.Err()
+	return 0, fmt.Errorf("reserve %s: %w: %w", holdID, ledger.ErrStoreUnavailable, ctx.Err())
+}
+
+// TestStoreTimeoutBoundsReservation: a store that waits on the
+// reservation's context is cut off at store.timeout (the context the
+// proxy passes arms its deadline only when a store waits on it), and the
+// client gets 503 billing_unavailable.
+func TestStoreTimeoutBoundsReservation(t *testing.T) {
+	st := &stallingStore{Store: boltStore(t), ended: make(chan error, 1)}
+	h := newHarness(t, harnessOptions{store: st, yaml: configWith(t, "timeout: 5s", "timeout: 200ms")})
+	cust := newCustomer()
+	h.grant(cust, "10")
+	var res *http.Response
+	var data []byte
+	d := timed(func() {
+		res, data = h.do(request{path: "/v1/chat/completions", customer: cust, body: chatBody("gpt-4o", "")})
+	})
+	if res.StatusCode != 503 || decodeError(t, data).Error.Code != "billing_unavailable" {
+		t.Errorf("with the store stalled: %d %s; want 503 billing_unavailable", res.StatusCode, data)
+	}
+	if err := <-st.ended; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the reservation's context ended with %v; want its deadline", err)
+	}
+	if d < 200*time.Millisecond || d > hungRequestBound {
+		t.Errorf("the 503 took %s; want store.timeout (200ms), not more than %s", d, hungRequestBound)
+	}
 }
 
 // waitReady polls /readyz until it answers 200, for at most 5 seconds.

@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// A storeCtx answers as context.WithTimeout would, whether or not Done
+// was ever called.
+func TestStoreCtxDeadlineWithoutDone(t *testing.T) {
+	var c storeCtx
+	c.start(context.Background(), 20*time.Millisecond)
+	if err := c.Err(); err != nil {
+		t.Fatalf("Err before the deadline: %v", err)
+	}
+	d, ok := c.Deadline()
+	if !ok || time.Until(d) > 20*time.Millisecond {
+		t.Errorf("Deadline %v %v; want within 20ms", d, ok)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Err past the deadline: %v", err)
+	}
+	select {
+	case <-c.Done(): // armed after the deadline: closed at once
+	default:
+		t.Fatal("Done not closed past the deadline")
+	}
+	c.end()
+	if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Err after end: %v; the first error stays", err)
+	}
+}
+
+func TestStoreCtxDoneAtDeadline(t *testing.T) {
+	var c storeCtx
+	c.start(context.Background(), 20*time.Millisecond)
+	done := c.Done()
+	if c.Done() != done {
+		t.Fatal("Done returned another channel")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed at the deadline")
+	}
+	if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Err %v", err)
+	}
+	c.end()
+}
+
+func TestStoreCtxFollowsParent(t *testing.T) {
+	type key struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	var c storeCtx
+	c.start(parent, time.Hour)
+	if c.Value(key{}) != "v" {
+		t.Error("Value does not reach the parent")
+	}
+	done := c.Done()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed when the parent ended")
+	}
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Err %v", err)
+	}
+	c.end()
+
+	// Without Done, the parent's end shows in Err.
+	parent, cancel = context.WithCancel(context.Background())
+	c = storeCtx{}
+	c.start(parent, time.Hour)
+	cancel()
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Err without Done after the parent ended: %v", err)
+	}
+}
+
+func TestStoreCtxEarlierParentDeadline(t *testing.T) {
+	parent, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	pd, _ := parent.Deadline()
+	var c storeCtx
+	c.start(parent, time.Hour)
+	if d, ok := c.Deadline(); !ok || !d.Equal(pd) {
+		t.Errorf("Deadline %v; want the parent's %v", d, pd)
+	}
+}
+
+// end cancels as WithTimeout's cancel does and disarms what Done armed.
+func TestStoreCtxEnd(t *testing.T) {
+	var c storeCtx
+	c.start(context.Background(), time.Hour)
+	c.end()
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Err after end: %v", err)
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("Done open after end")
+	}
+
+	c = storeCtx{}
+	c.start(context.Background(), 20*time.Millisecond)
+	done := c.Done()
+	c.end()
+	<-done
+	time.Sleep(30 * time.Millisecond) // past the deadline: the disarmed timer changes nothing
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Err %v after end then the deadline; want Canceled", err)
+	}
+}
+
+// BenchmarkStoreCtx compares a reservation's context with the
+// context.WithTimeout it replaces, under a cancelable parent as
+// net/http gives, when the store only looks at Err (the embedded store,
+// a lease).
+func BenchmarkStoreCtx(b *testing.B) {
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.Run("WithTimeout", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ctx, cancel := context.WithTimeout(parent, time.Second)
+			_ = ctx.Err()
+			cancel()
+		}
+	})
+	b.Run("storeCtx", func(b *testing.B) {
+		b.ReportAllocs()
+		var ex exchange
+		for b.Loop() {
+			ex.rctx = storeCtx{}
+			ex.rctx.start(parent, time.Second)
+			_ = ex.rctx.Err()
+			ex.rctx.end()
+		}
+	})
+}
