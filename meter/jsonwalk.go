@@ -149,7 +149,7 @@ func skipRawValue(s string, i int) int {
 	case '{', '[':
 		return skipContainer(s, i+1, 1)
 	}
-	for i < len(s) && !isDelim(s[i]) {
+	for i < len(s) && !delim[s[i]] {
 		i++
 	}
 	return i

@@ -176,7 +176,6 @@ type scanner struct {
 	lbad   bool
 	litAct action // action for the current string/scalar
 	litSlt uint8
-	isStr  bool // the current tracked value is a string
 
 	esc      bool  // inside a string, the previous byte was a backslash
 	quoteAt  int   // cached position of the next quote in the current piece (see skipString)
@@ -226,8 +225,7 @@ func (s *scanner) run(p []byte, stopAtDone bool) int {
 			switch {
 			case isSpace(c):
 			case c == '"':
-				s.st = stKey
-				s.klen, s.kbad = 0, false
+				i = s.beginKey(p, i)
 			case c == '}' && s.st == stObjFirst:
 				s.closeContainer()
 			default:
@@ -272,6 +270,9 @@ func (s *scanner) run(p []byte, stopAtDone bool) int {
 			case c == ',':
 				if top.obj {
 					s.st = stObjKey
+					if i < len(p) && p[i] == '"' {
+						i = s.beginKey(p, i+1)
+					}
 				} else {
 					s.beginElement()
 				}
@@ -352,8 +353,15 @@ func (s *scanner) beginValue(p []byte, i int) int {
 		s.beginSkip(n != nil && n.act == aText)
 		return i + 1
 	case c == '"':
+		if n == nil {
+			// A string nobody asked about that closes within p without
+			// escapes is crossed at once (what scanString does with it).
+			if q := bytes.IndexByte(p[i+1:], '"'); q >= 0 && bytes.IndexByte(p[i+1:i+1+q], '\\') < 0 {
+				s.endValue()
+				return i + q + 2
+			}
+		}
 		s.st = stString
-		s.isStr = true
 		s.litAct, s.llen, s.lbad = aNone, 0, false
 		if n != nil {
 			s.litAct, s.litSlt = n.act, n.slot
@@ -362,8 +370,17 @@ func (s *scanner) beginValue(p []byte, i int) int {
 		s.quoteAt = -1
 		return i + 1
 	case c == '-' || (c >= '0' && c <= '9') || c == 't' || c == 'f' || c == 'n':
+		if n == nil {
+			// Likewise a number or literal nobody asked about that ends
+			// within p.
+			for j := i + 1; j < len(p); j++ {
+				if delim[p[j]] {
+					s.endValue()
+					return j // the delimiter is handled in stNext/stDone
+				}
+			}
+		}
 		s.st = stScalar
-		s.isStr = false
 		s.litAct, s.llen, s.lbad = aNone, 0, false
 		if n != nil {
 			s.litAct, s.litSlt = n.act, n.slot
@@ -413,6 +430,32 @@ func (s *scanner) beginSkip(text bool) {
 	s.skipText = text
 	s.valBytes = 1 // the opening bracket
 	s.quoteAt = -1
+}
+
+// beginKey starts the key whose opening quote is p[i-1] and returns the
+// index after the bytes it consumed. A key that closes within p, without
+// escapes and with the colon right after it (compact JSON, as providers
+// send it) is looked up at once, a value expected next; any other goes
+// through stKey and stColon, whose result is the same.
+func (s *scanner) beginKey(p []byte, i int) int {
+	end := min(len(p)-1, i+maxKeyLen) // room for the colon after the quote
+	for j := i; j < end; j++ {
+		c := p[j]
+		if c == '"' {
+			if p[j+1] != ':' {
+				break
+			}
+			s.cur = s.sch.lookup(s.stack[s.depth-1].node, p[i:j])
+			s.st = stValue
+			return j + 2
+		}
+		if c == '\\' {
+			break
+		}
+	}
+	s.st = stKey
+	s.klen, s.kbad = 0, false
+	return i
 }
 
 // scanKey reads key bytes; keys are short, so byte by byte is fine, but
@@ -531,13 +574,13 @@ func (s *scanner) scanString(p []byte, i int) int {
 	return end + 1
 }
 
-func isDelim(c byte) bool {
-	return c == ',' || c == '}' || c == ']' || isSpace(c)
-}
+// delim marks the bytes that end a number or literal: a separator, a
+// close, or white space.
+var delim = [256]bool{',': true, '}': true, ']': true, ' ': true, '\t': true, '\n': true, '\r': true}
 
 func (s *scanner) scanScalar(p []byte, i int) int {
 	start := i
-	for i < len(p) && !isDelim(p[i]) {
+	for i < len(p) && !delim[p[i]] {
 		i++
 	}
 	if s.litAct != aNone && !s.lbad {
