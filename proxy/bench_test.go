@@ -31,7 +31,7 @@ import (
 //
 // The tollgate cases hold credits in Redis (when redis-server is
 // installed; also with plans configured, "tollgate-redis-plans") and in
-// the embedded bolt file, whose every reservation waits for an fsync.
+// the embedded bolt file (holds in memory, settlements group-committed).
 func BenchmarkProxy(b *testing.B) {
 	jsonBody := testdata(b, "chat_completion.json")
 	sseBody := testdata(b, "chat_stream.sse")

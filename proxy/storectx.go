@@ -13,7 +13,7 @@ import (
 // store waits on it: the embedded store and a credit lease answer from
 // memory and at most look at Err, so most reservations never make its
 // channel, its timer or its registration with the parent, which
-// WithTimeout pays on every request (three allocations, and the parent's
+// WithTimeout pays on every request (four allocations, and the parent's
 // lock taken twice). A store that waits (a Redis round trip) calls Done
 // and gets what WithTimeout would have given it.
 //
