@@ -121,6 +121,10 @@ type Request struct {
 	// one that is not (see capsStand). Unlike MaxOutputTokens, which a
 	// caller may change, it is what the body says.
 	capsMax int64
+	// noStreamOptions is true when an openai.chat body has no
+	// "stream_options" member: Rewrite then adds the one it forces at the
+	// object's end without reading the body again.
+	noStreamOptions bool
 	// capPath is a google.gemini body's output cap field, in the
 	// spelling the body uses (see parseGemini):
 	// "generationConfig.maxOutputTokens" unless it spells it otherwise.
@@ -423,6 +427,7 @@ func (r *Request) parseJSON(body []byte) error {
 	}
 	if r.API == OpenAIChat && r.Stream {
 		r.IncludeUsage = includeUsage
+		r.noStreamOptions = fs[fStreamOptions] == ""
 	}
 	if r.API == OpenAIImages {
 		if v, ok := jsonStr(fs[fSize]); ok {

@@ -233,3 +233,35 @@ func BenchmarkRewrite(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRewriteIncludeUsage measures Rewrite forcing include_usage
+// into BenchmarkParseRequest's chat streams without stream_options, the
+// usual stream request: "parsed" appends it as parsing found it missing,
+// "read" looks it up and sets it with sjson, as Rewrite did before (the
+// baseline of the same run).
+func BenchmarkRewriteIncludeUsage(b *testing.B) {
+	for _, size := range []int{1 << 10, 10 << 10, 100 << 10} {
+		body := bytes.Replace(benchChat(size), []byte(`"stream_options":{"include_usage":true},`), nil, 1)
+		r, err := ParseRequest(OpenAIChat, "application/json", body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !r.noStreamOptions || r.IncludeUsage || r.capsMax == 0 {
+			b.Fatalf("%d KB: not a stream without stream_options whose caps stand", size>>10)
+		}
+		for _, mode := range []string{"parsed", "read"} {
+			req := r
+			req.noStreamOptions = mode == "parsed"
+			b.Run(fmt.Sprintf("%dKB/%s", size>>10, mode), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(body)))
+				for b.Loop() {
+					out, _, err := req.Rewrite(body, r.MaxOutputTokens)
+					if err != nil || len(out) != len(body)+len(includeUsageMember)+1 {
+						b.Fatalf("Rewrite gave %d bytes (from %d), %v", len(out), len(body), err)
+					}
+				}
+			})
+		}
+	}
+}

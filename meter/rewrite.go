@@ -95,6 +95,14 @@ func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int6
 	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage || r.LeaveStreamUsage {
 		return out, outputCap, nil
 	}
+	if r.noStreamOptions {
+		// The usual stream request: nothing to look up, the member goes
+		// last (as sjson would put it), and a long conversation is
+		// crossed once, by the copy.
+		if o, ok := appendMember(out, includeUsageMember); ok {
+			return o, outputCap, nil
+		}
+	}
 	if so := gjson.GetBytes(out, "stream_options"); so.Exists() && !so.IsObject() {
 		// null or a scalar: replace it with an object.
 		out, err = sjson.SetRawBytes(out, "stream_options", []byte(`{"include_usage":true}`))
@@ -105,6 +113,29 @@ func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int6
 		return nil, 0, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
 	}
 	return out, outputCap, nil
+}
+
+// includeUsageMember is the stream_options Rewrite adds to an openai.chat
+// stream request that has none.
+const includeUsageMember = `"stream_options":{"include_usage":true}`
+
+// appendMember returns a copy of obj, a JSON object with optional white
+// space around it, with member added as its last member, byte for byte
+// as sjson.SetRawBytes adds a new key: the white space outside the object
+// dropped, the one before its closing brace kept. ok is false when obj
+// does not start with '{' and end with '}'.
+func appendMember(obj []byte, member string) ([]byte, bool) {
+	start, end := skipSpace(obj, 0), skipSpaceBack(obj, len(obj)-1)
+	if start >= end || obj[start] != '{' || obj[end] != '}' {
+		return nil, false
+	}
+	out := make([]byte, 0, end-start+len(member)+2)
+	out = append(out, obj[start:end]...)
+	if skipSpaceBack(obj, end-1) > start { // not an empty object
+		out = append(out, ',')
+	}
+	out = append(out, member...)
+	return append(out, '}'), true
 }
 
 // capsStand reports whether the body sets an output cap and every one it

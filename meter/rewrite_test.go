@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 )
 
 func TestRewrite(t *testing.T) {
@@ -16,6 +17,10 @@ func TestRewrite(t *testing.T) {
 			`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true,"other":1},"max_tokens":9}`},
 		{"stream_options null", `{"stream":true,"stream_options":null,"model":"gpt-4o","max_tokens":9}`,
 			`{"stream":true,"stream_options":{"include_usage":true},"model":"gpt-4o","max_tokens":9}`},
+		{"adds after the white space before the brace", "{\"model\":\"gpt-4o\",\"stream\":true,\"max_tokens\":9 \n}\n",
+			"{\"model\":\"gpt-4o\",\"stream\":true,\"max_tokens\":9 \n,\"stream_options\":{\"include_usage\":true}}"},
+		{"drops the white space around the object", " \t{\"model\":\"gpt-4o\",\"stream\":true,\"max_tokens\":9}\r\n",
+			`{"model":"gpt-4o","stream":true,"max_tokens":9,"stream_options":{"include_usage":true}}`},
 		{"keeps formatting elsewhere", "{\n  \"model\": \"gpt-4o\",\n  \"stream\": true,\n  \"max_tokens\": 9,\n  \"stream_options\": {}\n}",
 			"{\n  \"model\": \"gpt-4o\",\n  \"stream\": true,\n  \"max_tokens\": 9,\n  \"stream_options\": {\"include_usage\":true}\n}"},
 	}
@@ -51,6 +56,23 @@ func TestRewrite(t *testing.T) {
 		out, capSet, err := mustParse(t, tc.api, "application/json", tc.body).Rewrite(in, 4096)
 		if err != nil || &out[0] != &in[0] || len(out) != len(in) || capSet != 0 {
 			t.Errorf("%s %s: Rewrite changed a body it should leave alone: %s, %v", tc.api, tc.body, out, err)
+		}
+	}
+}
+
+// appendMember writes what sjson writes when it adds a key, so that the
+// body upstream gets does not depend on which way Rewrite took.
+func TestAppendMember(t *testing.T) {
+	for _, obj := range []string{`{}`, `{ }`, " {\n} ", `{"a":1}`, ` {"a":[1,2]} `, "{\"a\":1 \n}\n ", `{"a":{"b":{}}}`, "{\"a\":\"}\"\r\n}"} {
+		got, ok := appendMember([]byte(obj), includeUsageMember)
+		want, err := sjson.SetRawBytes([]byte(obj), "stream_options", []byte(`{"include_usage":true}`))
+		if !ok || err != nil || string(got) != string(want) {
+			t.Errorf("appendMember(%q) = %q, %v; sjson %q, %v", obj, got, ok, want, err)
+		}
+	}
+	for _, notObj := range []string{``, ` `, `{`, `}`, `[1]`, `"{}"`, `1`} {
+		if got, ok := appendMember([]byte(notObj), includeUsageMember); ok {
+			t.Errorf("appendMember(%q) = %q; want not ok", notObj, got)
 		}
 	}
 }
@@ -135,10 +157,10 @@ func TestRewriteOutputCap(t *testing.T) {
 			if string(in) != tc.body {
 				t.Errorf("Rewrite modified its input: %s", in)
 			}
-			// The shortcut for caps that stand (capsStand) answers as
-			// reading the body does.
+			// The shortcuts for caps that stand (capsStand) and for a
+			// missing stream_options answer as reading the body does.
 			slow := r
-			slow.capsMax = 0
+			slow.capsMax, slow.noStreamOptions = 0, false
 			if sout, scap, err := slow.Rewrite(in, tc.ceiling); err != nil || string(sout) != string(out) || scap != capSet {
 				t.Errorf("Rewrite reading the body = %s, %d, %v; without reading it %s, %d", sout, scap, err, out, capSet)
 			}
