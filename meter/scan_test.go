@@ -26,6 +26,7 @@ func TestScannerFastPaths(t *testing.T) {
 		{"escaped quote in a skipped string", `{"id":"a\"b\\","x":"\"",` + usage + `}`, 3, 0, 1},
 		{"spaces around the colon", `{"id" : "a", "usage" : {"prompt_tokens" :3 ,"completion_tokens": 4}}`, 3, 0, 1},
 		{"escaped key matches nothing", `{"us\u0061ge":{"prompt_tokens":3,"completion_tokens":4}}`, 0, 0, 1},
+		{"escaped quote then a colon inside a key", `{"a\":1,"usage":{"prompt_tokens":3,"completion_tokens":4}}`, 0, 0, 1},
 		{"escaped key before the usage", `{"a\"b":1,"c\\":"d",` + usage + `}`, 3, 0, 1},
 		{"key of maxKeyLen", `{"` + key40 + `":"v","` + key40 + `":{"a":[1]},` + usage + `}`, 3, 0, 1},
 		{"key past maxKeyLen", `{"` + key41 + `":"v",` + usage + `}`, 3, 0, 1},

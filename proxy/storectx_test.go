@@ -11,15 +11,18 @@ import (
 // was ever called.
 func TestStoreCtxDeadlineWithoutDone(t *testing.T) {
 	var c storeCtx
-	c.start(context.Background(), 20*time.Millisecond)
+	c.start(context.Background(), time.Hour)
 	if err := c.Err(); err != nil {
 		t.Fatalf("Err before the deadline: %v", err)
 	}
-	d, ok := c.Deadline()
-	if !ok || time.Until(d) > 20*time.Millisecond {
-		t.Errorf("Deadline %v %v; want within 20ms", d, ok)
+	if d, ok := c.Deadline(); !ok || time.Until(d) > time.Hour || time.Until(d) < 59*time.Minute {
+		t.Errorf("Deadline %v %v; want in an hour", d, ok)
 	}
-	time.Sleep(30 * time.Millisecond)
+	c.end()
+
+	c = storeCtx{}
+	c.start(context.Background(), time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
 	if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Err past the deadline: %v", err)
 	}
@@ -106,16 +109,43 @@ func TestStoreCtxEnd(t *testing.T) {
 	default:
 		t.Error("Done open after end")
 	}
+	if c.timer != nil {
+		t.Error("Done after end armed a timer")
+	}
 
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	c = storeCtx{}
-	c.start(context.Background(), 20*time.Millisecond)
+	c.start(parent, time.Hour)
 	done := c.Done()
 	c.end()
 	<-done
-	time.Sleep(30 * time.Millisecond) // past the deadline: the disarmed timer changes nothing
 	if err := c.Err(); !errors.Is(err, context.Canceled) {
-		t.Errorf("Err %v after end then the deadline; want Canceled", err)
+		t.Errorf("Err %v after end; want Canceled", err)
 	}
+	if c.timer.Stop() {
+		t.Error("end left the deadline's timer armed")
+	}
+	if c.stopParent() {
+		t.Error("end left the parent's AfterFunc registered")
+	}
+}
+
+// A parent that has already ended ends the storeCtx at once.
+func TestStoreCtxParentAlreadyEnded(t *testing.T) {
+	parent, cancel := context.WithCancel(context.Background())
+	cancel()
+	var c storeCtx
+	c.start(parent, time.Hour)
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done open under an ended parent")
+	}
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Err %v", err)
+	}
+	c.end()
 }
 
 // BenchmarkStoreCtx compares a reservation's context with the
