@@ -125,6 +125,52 @@ func TestRedisHung(t *testing.T) {
 	wantSumIsBalance(t, st, cust)
 }
 
+// TestRedisHungWithLeases: with credit leases (serve's default), a
+// customer whose reservation needs Redis (no lease yet) is refused with
+// 503 billing_unavailable within store.timeout while Redis hangs, and is
+// served and charged once after it resumes.
+func TestRedisHungWithLeases(t *testing.T) {
+	srv := redistest.StartOwnWith(t)
+	st := ledger.NewLeaseStore(fastClient(srv.Addr), ledger.Options{}, testLeases)
+	t.Cleanup(func() { st.Close() })
+	h := newHarness(t, harnessOptions{store: st, yaml: configWith(t, "timeout: 5s", "timeout: 500ms")})
+	cust := newCustomer()
+	body := chatBody("gpt-4o", "")
+	h.grant(cust, "10")
+
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Resume() })
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			var res *http.Response
+			var data []byte
+			d := timed(func() {
+				res, data = doRequest(t, h.proxy.URL, request{path: "/v1/chat/completions", customer: cust, body: body})
+			})
+			if res.StatusCode != 503 || decodeError(t, data).Error.Code != "billing_unavailable" {
+				t.Errorf("with Redis hung: %d %s", res.StatusCode, data)
+			}
+			if d > hungRequestBound {
+				t.Errorf("the 503 took %s with Redis hung; store.timeout should bound it (want < %s)", d, hungRequestBound)
+			}
+		})
+	}
+	wg.Wait()
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, h)
+	if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != 200 {
+		t.Fatalf("after Redis resumed: %d %s", res.StatusCode, data)
+	}
+	h.settled(cust, 1)
+	wantSumIsBalance(t, st, cust)
+}
+
 // stallingStore is a real store whose reservations wait for their
 // context to end, as a Redis call does on a hung server, and report what
 // ended it.
