@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -55,4 +56,48 @@ func TestScannerFastPaths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzScanner feeds one document to the scanner whole and one byte at a
+// time, under each schema, and requires the same captured fields and the
+// same state at the end: the fast paths (a key, or a value nobody asked
+// about, within one read) must decide exactly as the byte-by-byte path.
+// (FuzzSSE and FuzzJSON compare only the Usage a Tap derives from the
+// fields.)
+func FuzzScanner(f *testing.F) {
+	for _, doc := range []string{
+		`{"id":"chatcmpl-1","created":1741569952,"choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null}],"usage":null}`,
+		`{"a\":1,"usage":{"prompt_tokens":3,"completion_tokens":4}}`,
+		`{"type":"message_delta","usage":{"output_tokens":7,"iterations":[{"type":"message","input_tokens":1}]}}`,
+		`{"response":{"output":[{"type":"web_search_call"},{"type":"code_interpreter_call","container_id":"c"}],"usage":{"input_tokens":2}}}`,
+		`{"usageMetadata":{"promptTokenCount":4,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":2}]}} `,
+		"{\"id\" : \"x\" ,\n \"usage\":{\"prompt_tokens\" :1}}",
+	} {
+		f.Add([]byte(doc), uint8(0))
+	}
+	schemas := []*schema{chatSchema, responsesSSESchema, responsesJSONSchema, anthropicSSESchema, anthropicJSONSchema,
+		embeddingsSchema, imagesJSONSchema, imagesSSESchema, audioJSONSchema, audioSSESchema, geminiSchema, flatSchema}
+	f.Fuzz(func(t *testing.T, doc []byte, sel uint8) {
+		sch := schemas[int(sel)%len(schemas)]
+		stop := sel&0x80 != 0 // feedDoc, as a JSON array's elements are read
+		var whole, bytewise scanner
+		whole.reset(sch)
+		bytewise.reset(sch)
+		nWhole := whole.run(doc, stop)
+		nBytes := 0
+		for i := 0; i < len(doc) && !(stop && bytewise.st == stDone); i++ {
+			nBytes += bytewise.run(doc[i:i+1], stop)
+		}
+		whole.finish()
+		bytewise.finish()
+		if nWhole != nBytes {
+			t.Fatalf("consumed %d bytes whole, %d byte by byte", nWhole, nBytes)
+		}
+		if whole.st != bytewise.st || whole.depth != bytewise.depth || whole.stack != bytewise.stack {
+			t.Fatalf("state %d depth %d whole, %d depth %d byte by byte", whole.st, whole.depth, bytewise.st, bytewise.depth)
+		}
+		if !reflect.DeepEqual(whole.f, bytewise.f) || !reflect.DeepEqual(whole.item, bytewise.item) {
+			t.Fatalf("fields differ:\nwhole     %+v\nbytewise  %+v", whole.f, bytewise.f)
+		}
+	})
 }
