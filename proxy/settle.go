@@ -134,7 +134,6 @@ func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micro
 			err = aerr // retried like any store failure
 		}
 		if permanent(err) || !end.Add(backoff).Before(deadline) || s.stopping() {
-			s.m.settleFailures.Inc()
 			fields := []zap.Field{zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()),
 				zap.String("route", ex.rt.path), zap.String("model", ex.req.Model)}
 			for name, n := range u.TokenCounts() {
@@ -144,6 +143,9 @@ func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micro
 				zap.String("apply", fmt.Sprintf("tollgate credit %s -%s --key settle-%s --reason 'unsettled request %s'", ex.customer, cost, ex.id, ex.id)),
 				zap.Error(err))
 			s.log.Error("settlement failed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand", fields...)
+			// Counted after the log, so that whoever sees the count (an
+			// alert, TestSettleGivesUp) finds the log with the command.
+			s.m.settleFailures.Inc()
 			return
 		}
 		s.m.settleRetries.Inc()
