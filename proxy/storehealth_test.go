@@ -84,21 +84,7 @@ func TestRedisHung(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Resume() })
 	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			var res *http.Response
-			var data []byte
-			d := timed(func() {
-				res, data = doRequest(t, h.proxy.URL, request{path: "/v1/chat/completions", customer: cust, body: body})
-			})
-			if res.StatusCode != 503 || decodeError(t, data).Error.Code != "billing_unavailable" {
-				t.Errorf("with Redis hung: %d %s", res.StatusCode, data)
-			}
-			if d > hungRequestBound {
-				t.Errorf("the 503 took %s with Redis hung; store.timeout should bound it (want < %s)", d, hungRequestBound)
-			}
-		})
-	}
+	refuseWhileHung(t, &wg, h, cust, body, 8)
 	for range 3 {
 		wg.Go(func() {
 			var res *http.Response
@@ -113,16 +99,44 @@ func TestRedisHung(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	resumeAndServe(t, srv, h, st, cust, body, 2)
+}
 
+// refuseWhileHung sends n concurrent requests for customer on wg, each of
+// which must be refused with 503 billing_unavailable within
+// hungRequestBound while Redis hangs.
+func refuseWhileHung(t *testing.T, wg *sync.WaitGroup, h *harness, customer, body string, n int) {
+	for range n {
+		wg.Go(func() {
+			var res *http.Response
+			var data []byte
+			d := timed(func() {
+				res, data = doRequest(t, h.proxy.URL, request{path: "/v1/chat/completions", customer: customer, body: body})
+			})
+			if res.StatusCode != 503 || decodeError(t, data).Error.Code != "billing_unavailable" {
+				t.Errorf("with Redis hung: %d %s", res.StatusCode, data)
+			}
+			if d > hungRequestBound {
+				t.Errorf("the 503 took %s with Redis hung; store.timeout should bound it (want < %s)", d, hungRequestBound)
+			}
+		})
+	}
+}
+
+// resumeAndServe resumes Redis and checks that, once ready, the proxy
+// serves customer again and that its charges (settled in all) add up
+// to its balance.
+func resumeAndServe(t *testing.T, srv *redistest.Server, h *harness, st ledger.Store, customer, body string, settled int) {
+	t.Helper()
 	if err := srv.Resume(); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, h)
-	if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != 200 {
+	if res, data := h.do(request{path: "/v1/chat/completions", customer: customer, body: body}); res.StatusCode != 200 {
 		t.Fatalf("after Redis resumed: %d %s", res.StatusCode, data)
 	}
-	h.settled(cust, 2)
-	wantSumIsBalance(t, st, cust)
+	h.settled(customer, settled)
+	wantSumIsBalance(t, st, customer)
 }
 
 // TestRedisHungWithLeases: with credit leases (serve's default), a
@@ -143,32 +157,9 @@ func TestRedisHungWithLeases(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Resume() })
 	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			var res *http.Response
-			var data []byte
-			d := timed(func() {
-				res, data = doRequest(t, h.proxy.URL, request{path: "/v1/chat/completions", customer: cust, body: body})
-			})
-			if res.StatusCode != 503 || decodeError(t, data).Error.Code != "billing_unavailable" {
-				t.Errorf("with Redis hung: %d %s", res.StatusCode, data)
-			}
-			if d > hungRequestBound {
-				t.Errorf("the 503 took %s with Redis hung; store.timeout should bound it (want < %s)", d, hungRequestBound)
-			}
-		})
-	}
+	refuseWhileHung(t, &wg, h, cust, body, 4)
 	wg.Wait()
-
-	if err := srv.Resume(); err != nil {
-		t.Fatal(err)
-	}
-	waitReady(t, h)
-	if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != 200 {
-		t.Fatalf("after Redis resumed: %d %s", res.StatusCode, data)
-	}
-	h.settled(cust, 1)
-	wantSumIsBalance(t, st, cust)
+	resumeAndServe(t, srv, h, st, cust, body, 1)
 }
 
 // stallingStore is a real store whose reservations wait for their
