@@ -520,13 +520,17 @@ func (st *boltSettlement) write(tx *bbolt.Tx) error {
 	if err := c.current(nowMs); err != nil {
 		return err
 	}
-	if state, seq, ok, err := c.closedState(holdID, nowMs); err != nil {
+	// A record past its retention reads as none; closeHold replaces it
+	// (prev), as it replaces an expired hold's record in a file written
+	// before holds moved to memory.
+	state, at, prev, ok, err := c.peekClosed(holdID, nowMs)
+	if err != nil {
 		return err
 	} else if ok && state == holdSettled {
 		if h != nil {
-			h.entry.Store(seq)
+			h.entry.Store(at)
 		}
-		st.entry, err = c.entry(seq)
+		st.entry, err = c.entry(at)
 		return err
 	} else if ok && state == holdReleased {
 		st.result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)
@@ -553,7 +557,7 @@ func (st *boltSettlement) write(tx *bbolt.Tx) error {
 			return err
 		}
 	}
-	if err := c.closeHold(holdID, holdSettled, nowMs, s.retention, seq); err != nil {
+	if err := c.closeHold(holdID, holdSettled, nowMs, s.retention, seq, prev); err != nil {
 		return err
 	}
 	// The hold no longer counts in this transaction (its closed

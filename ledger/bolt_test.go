@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -402,6 +403,50 @@ func TestBoltSettleReleaseOfExpiredHold(t *testing.T) {
 		}
 	}
 	wantAccount(t, s, "late", money.Micros(holds-charged)*money.Credit, 0)
+}
+
+// TestBoltSettleReplacesForgottenRecord: a hold id whose settled record
+// outlived the retention (and was not swept yet) may be reserved and
+// settled again; the new record replaces the old one in the forget index
+// too, so the index keeps one key per record, and the new settlement
+// answers as settled for its own retention.
+func TestBoltSettleReplacesForgottenRecord(t *testing.T) {
+	clock := newFakeClock()
+	s, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "ledger.db"), ledger.Options{Now: clock.Now, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustCredit(t, s, "again", 10*money.Credit)
+	mustReserve(t, s, "again", "h1", money.Credit, time.Minute)
+	first, err := s.Settle(ctx, "again", "h1", money.Credit, ledger.Charge{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstAt := clock.Now().Add(time.Hour).UnixMilli()
+	clock.Advance(time.Hour)
+	mustReserve(t, s, "again", "h1", money.Credit, time.Minute)
+	second, err := s.Settle(ctx, "again", "h1", 2*money.Credit, ledger.Charge{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID == first.ID {
+		t.Fatalf("the second settlement answered with the first's entry %s", first.ID)
+	}
+	keys, err := s.ForgetKeys("again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{firstAt + time.Hour.Milliseconds()}; !slices.Equal(keys["h1"], want) {
+		t.Fatalf("forget index lists h1 at %v; want only %v", keys["h1"], want)
+	}
+	if _, err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.Settle(ctx, "again", "h1", 2*money.Credit, ledger.Charge{}); err != nil || again != second {
+		t.Fatalf("repeat settle after sweep = %+v, %v; want %+v", again, err, second)
+	}
+	wantAccount(t, s, "again", 7*money.Credit, 0)
 }
 
 // TestBoltClosedHoldsBounded: released holds are remembered in memory for

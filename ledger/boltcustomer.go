@@ -30,6 +30,14 @@ type boltCustomer struct {
 
 	// ev is set (BoltStore.withEvents) when events are on.
 	ev *boltEvents
+
+	// st is the state row as this transaction last read or wrote it
+	// (when haveSt): a settlement reads it four times and writes it
+	// twice, and each Get costs a B-tree search and an allocation. Every
+	// write of the row goes through putState, and no two boltCustomers
+	// of one customer are used side by side in a transaction.
+	st     customerState
+	haveSt bool
 }
 
 // openCustomer returns customer's buckets, creating them if create is
@@ -134,20 +142,26 @@ const (
 )
 
 func (c *boltCustomer) state() (customerState, error) {
+	if c.haveSt {
+		return c.st, nil
+	}
 	v := c.b.Get([]byte(kState))
 	if v == nil {
-		return customerState{}, nil
+		c.st, c.haveSt = customerState{}, true
+		return c.st, nil
 	}
 	if len(v) != stateSize {
 		return customerState{}, fmt.Errorf("%w: state of %s is %d bytes", errCorrupt, c.id, len(v))
 	}
-	return customerState{
+	c.st = customerState{
 		balance:   int64(binary.BigEndian.Uint64(v[0:])),
 		seq:       int64(binary.BigEndian.Uint64(v[8:])),
 		suspended: int64(binary.BigEndian.Uint64(v[16:])),
 		debt:      int64(binary.BigEndian.Uint64(v[24:])),
 		lotBound:  int64(binary.BigEndian.Uint64(v[32:])),
-	}, nil
+	}
+	c.haveSt = true
+	return c.st, nil
 }
 
 func (c *boltCustomer) putState(st customerState) error {
@@ -157,7 +171,12 @@ func (c *boltCustomer) putState(st customerState) error {
 	binary.BigEndian.PutUint64(v[16:], uint64(st.suspended))
 	binary.BigEndian.PutUint64(v[24:], uint64(st.debt))
 	binary.BigEndian.PutUint64(v[32:], uint64(st.lotBound))
-	return c.b.Put([]byte(kState), v)
+	if err := c.b.Put([]byte(kState), v); err != nil {
+		c.haveSt = false
+		return err
+	}
+	c.st, c.haveSt = st, true
+	return nil
 }
 
 func (c *boltCustomer) addSuspended(n int64) error {
@@ -213,15 +232,14 @@ func (c *boltCustomer) entry(seq int64) (Entry, error) {
 const appendFill = 0.95
 
 // closeHold records hold id as closed in state until nowMs + retention.
-func (c *boltCustomer) closeHold(id string, state holdState, nowMs int64, retention time.Duration, seq int64) error {
+// prev is the forget time of the record it replaces, as peekClosed
+// returned it (0 when there is none): the caller has just looked, so
+// closeHold does not look again.
+func (c *boltCustomer) closeHold(id string, state holdState, nowMs int64, retention time.Duration, seq, prev int64) error {
 	forget := c.tx.Bucket([]byte(bForget))
 	forget.FillPercent = appendFill
-	if old := c.closed.Get([]byte(id)); old != nil {
-		_, oldAt, _, err := decodeClosed(old)
-		if err != nil {
-			return err
-		}
-		if err := forget.Delete(indexKey(oldAt, c.id, id)); err != nil {
+	if prev != 0 {
+		if err := forget.Delete(indexKey(prev, c.id, id)); err != nil {
 			return err
 		}
 	}
@@ -236,25 +254,13 @@ func (c *boltCustomer) closeHold(id string, state holdState, nowMs int64, retent
 	return forget.Put(indexKey(forgetAt, c.id, id), nil)
 }
 
-// closedState returns the state and settling entry of closed hold id, and
-// ok false when the hold is unknown or its retention ended (it is then
-// forgotten at once, as in lua/lib.lua). The file keeps settled holds
-// only (and, in a file written before holds moved to memory, expired and
-// released ones until their retention ends).
-func (c *boltCustomer) closedState(id string, nowMs int64) (state holdState, seq int64, ok bool, err error) {
-	state, seq, forgetAt, ok, err := c.peekClosed(id, nowMs)
-	if err != nil || ok || forgetAt == 0 {
-		return state, seq, ok, err
-	}
-	if err := c.tx.Bucket([]byte(bForget)).Delete(indexKey(forgetAt, c.id, id)); err != nil {
-		return 0, 0, false, err
-	}
-	return 0, 0, false, c.closed.Delete([]byte(id))
-}
-
-// peekClosed is closedState for a read transaction: a record past its
-// retention reads as unknown (ok false) and is left for the next write
-// or Sweep, which it returns in forgetAt (0 when there is no record).
+// peekClosed returns the state and settling entry of closed hold id, and
+// ok false when the hold is unknown or its retention ended. The file
+// keeps settled holds only (and, in a file written before holds moved to
+// memory, expired and released ones until their retention ends). A
+// record past its retention reads as unknown and is left for Sweep, or
+// for closeHold to replace; its forget time is returned in forgetAt (0
+// when there is no record).
 func (c *boltCustomer) peekClosed(id string, nowMs int64) (state holdState, seq, forgetAt int64, ok bool, err error) {
 	v := c.closed.Get([]byte(id))
 	if v == nil {

@@ -74,7 +74,7 @@ func TestMemCustomerScans(t *testing.T) {
 			case 0:
 				hd.charged.Store(true)
 			case 1:
-				if err := bc.closeHold(hd.id, holdSettled, now, 1000*time.Hour, hd.entry.Load()); err != nil {
+				if err := bc.closeHold(hd.id, holdSettled, now, 1000*time.Hour, hd.entry.Load(), 0); err != nil {
 					t.Fatal(err)
 				}
 				inFile[hd.id] = true

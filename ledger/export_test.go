@@ -99,3 +99,19 @@ func (s *LeaseStore) Crash() {
 	<-s.done
 	s.RedisStore.Close()
 }
+
+// ForgetKeys returns the hold ids the forget index lists for customer,
+// each with its forget time in unix ms.
+func (s *BoltStore) ForgetKeys(customer string) (map[string][]int64, error) {
+	keys := map[string][]int64{}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte(bForget)).ForEach(func(k, _ []byte) error {
+			at, c, id, err := parseIndexKey(k)
+			if err == nil && c == customer {
+				keys[id] = append(keys[id], at)
+			}
+			return err
+		})
+	})
+	return keys, err
+}
