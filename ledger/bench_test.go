@@ -355,6 +355,7 @@ func BenchmarkBoltSettleBatch(b *testing.B) {
 	const batch = 256
 	for _, customers := range []int{1, 32} {
 		b.Run(fmt.Sprintf("customers=%d", customers), func(b *testing.B) {
+			b.ReportAllocs()
 			s, err := ledger.OpenBolt(filepath.Join(b.TempDir(), "bench.db"), ledger.Options{})
 			if err != nil {
 				b.Fatal(err)
