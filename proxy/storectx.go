@@ -100,6 +100,12 @@ func (c *storeCtx) due() error {
 func (c *storeCtx) fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.setErr(err)
+}
+
+// setErr sets c's error unless it is set, and closes the channel if Done
+// made it. c.mu is held.
+func (c *storeCtx) setErr(err error) {
 	if c.err != nil {
 		return
 	}
@@ -112,12 +118,7 @@ func (c *storeCtx) fail(err error) {
 // end ends c, as WithTimeout's cancel does, and releases what Done armed.
 func (c *storeCtx) end() {
 	c.mu.Lock()
-	if c.err == nil {
-		c.err = context.Canceled
-		if c.done != nil {
-			close(c.done)
-		}
-	}
+	c.setErr(context.Canceled)
 	stop, timer := c.stopParent, c.timer
 	c.mu.Unlock()
 	if stop != nil {

@@ -37,6 +37,20 @@ func TestStoreCtxDeadlineWithoutDone(t *testing.T) {
 	}
 }
 
+// waitErr waits (at most 5 s) for done, c's Done channel, to close
+// when, then checks that c's Err is want.
+func waitErr(t *testing.T, c *storeCtx, done <-chan struct{}, want error, when string) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Done not closed %s", when)
+	}
+	if err := c.Err(); !errors.Is(err, want) {
+		t.Errorf("Err %v; want %v", err, want)
+	}
+}
+
 func TestStoreCtxDoneAtDeadline(t *testing.T) {
 	var c storeCtx
 	c.start(context.Background(), 20*time.Millisecond)
@@ -44,14 +58,7 @@ func TestStoreCtxDoneAtDeadline(t *testing.T) {
 	if c.Done() != done {
 		t.Fatal("Done returned another channel")
 	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Done not closed at the deadline")
-	}
-	if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Err %v", err)
-	}
+	waitErr(t, &c, done, context.DeadlineExceeded, "at the deadline")
 	c.end()
 }
 
@@ -65,14 +72,7 @@ func TestStoreCtxFollowsParent(t *testing.T) {
 	}
 	done := c.Done()
 	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Done not closed when the parent ended")
-	}
-	if err := c.Err(); !errors.Is(err, context.Canceled) {
-		t.Errorf("Err %v", err)
-	}
+	waitErr(t, &c, done, context.Canceled, "when the parent ended")
 	c.end()
 
 	// Without Done, the parent's end shows in Err.
@@ -119,10 +119,7 @@ func TestStoreCtxEnd(t *testing.T) {
 	c.start(parent, time.Hour)
 	done := c.Done()
 	c.end()
-	<-done
-	if err := c.Err(); !errors.Is(err, context.Canceled) {
-		t.Errorf("Err %v after end; want Canceled", err)
-	}
+	waitErr(t, &c, done, context.Canceled, "by end")
 	if c.timer.Stop() {
 		t.Error("end left the deadline's timer armed")
 	}
