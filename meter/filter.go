@@ -3,8 +3,6 @@ package meter
 import (
 	"bytes"
 	"slices"
-
-	"github.com/tidwall/gjson"
 )
 
 // This file holds the usage-chunk filter: for an openai.chat stream whose
@@ -71,12 +69,14 @@ func (t *Tap) blockEnd(end int, drop bool) {
 	}
 	var block []byte
 	from, to, cut := 0, 0, false
-	if !drop && t.usageNull {
+	if !drop && t.usageNull && !t.pass {
+		// (A passing event's head, where the hint points, already went
+		// to the client: it passes unchanged.)
 		block = t.cur[t.seg:end]
 		if !t.direct && len(t.hold) > 0 {
 			block = append(t.hold, block...)
 		}
-		from, to, cut = usageNullSpan(block, &t.doc)
+		from, to, cut = usageNullSpan(block, &t.doc, t.hint)
 	}
 	t.usageNull = false
 	switch {
@@ -102,18 +102,41 @@ func (t *Tap) blockEnd(end int, drop bool) {
 	t.pass = false
 }
 
+// usageHint locates an event's "usage": null member from what the Tap's
+// parsers saw while the event streamed, so that the filter does not
+// search the event again: dataAt is where the value of the event's first
+// data line begins in its block, lines how many data lines it has, and
+// keyAt where the member's key (its opening quote) lies in the event's
+// data, the data lines' values joined by LF (the scanner's usageAt; -1
+// when the scanner saw no such key).
+type usageHint struct {
+	dataAt, lines, keyAt int
+}
+
 // usageNullSpan finds, in block, the bytes of one SSE event (its lines,
 // and the blank line that ends it if it arrived), the top-level
-// "usage": null member of its JSON data together with the comma that
-// separates it from its neighbour, and returns where it lies in block.
-// ok is false when there is none to remove: the member must lie within
-// one data line and its key be spelled plainly, as OpenAI sends it;
-// anything else is left as it is. scratch holds the data of an event with
-// several data lines, reused from event to event.
-func usageNullSpan(block []byte, scratch *[]byte) (from, to int, ok bool) {
+// "usage": null member of its JSON data, at the place h gives, together
+// with the comma that separates it from its neighbour, and returns where
+// it lies in block. ok is false when there is none to remove: the member
+// must lie within one data line and its key be spelled plainly, as
+// OpenAI sends it; anything else is left as it is. scratch holds the data
+// of an event with several data lines, reused from event to event.
+func usageNullSpan(block []byte, scratch *[]byte, h usageHint) (from, to int, ok bool) {
+	if h.keyAt < 0 || h.lines < 1 {
+		return 0, 0, false
+	}
+	if h.lines == 1 {
+		// One data line, as OpenAI sends: its value, in place.
+		if h.dataAt > len(block) {
+			return 0, 0, false
+		}
+		doc := lineOf(block[h.dataAt:])
+		from, to, ok = usageNullAt(doc, h.keyAt)
+		return h.dataAt + from, h.dataAt + to, ok
+	}
 	// The event's data is its data lines' values joined by LF (WHATWG
 	// "Server-sent events"); first and at locate each value in block and
-	// in the data. One data line, as OpenAI sends, is used in place.
+	// in the data.
 	var (
 		doc   []byte
 		lines int
@@ -121,14 +144,9 @@ func usageNullSpan(block []byte, scratch *[]byte) (from, to int, ok bool) {
 		at    [8]int // ... and in doc
 	)
 	for i := 0; i < len(block); {
-		end := len(block)
-		if e := bytes.IndexByte(block[i:], '\n'); e >= 0 {
-			end = i + e
-		}
-		if cr := bytes.IndexByte(block[i:end], '\r'); cr >= 0 {
-			end = i + cr
-		}
-		if v, isData := bytes.CutPrefix(block[i:end], []byte("data:")); isData {
+		line := lineOf(block[i:])
+		end := i + len(line)
+		if v, isData := bytes.CutPrefix(line, []byte("data:")); isData {
 			start := end - len(v)
 			if len(v) > 0 && v[0] == ' ' {
 				v, start = v[1:], start+1
@@ -154,17 +172,9 @@ func usageNullSpan(block []byte, scratch *[]byte) (from, to int, ok bool) {
 		}
 		i = end + 1
 	}
-	if lines == 0 {
-		return 0, 0, false
-	}
-	from, to, ok = findUsageNull(doc)
+	from, to, ok = usageNullAt(doc, h.keyAt)
 	if !ok {
 		return 0, 0, false
-	}
-	if b := skipSpaceBack(doc, from-1); b >= 0 && doc[b] == ',' {
-		from = b // a member before it: take its comma
-	} else if a := skipSpace(doc, to); a < len(doc) && doc[a] == ',' {
-		to = skipSpace(doc, a+1) // the first member: take the comma after it
 	}
 	for l := lines - 1; l >= 0; l-- {
 		if from >= at[l] {
@@ -177,38 +187,28 @@ func usageNullSpan(block []byte, scratch *[]byte) (from, to int, ok bool) {
 	return 0, 0, false
 }
 
+// lineOf returns b up to its first line terminator (LF or CR).
+func lineOf(b []byte) []byte {
+	if e := bytes.IndexByte(b, '\n'); e >= 0 {
+		b = b[:e]
+	}
+	if cr := bytes.IndexByte(b, '\r'); cr >= 0 {
+		b = b[:cr]
+	}
+	return b
+}
+
 // usageKey is the key the filter removes, as JSON spells it.
 var usageKey = []byte(`"usage"`)
 
-// findUsageNull returns where the member "usage": null lies in doc, an
-// event's JSON whose top level the scanner saw holds it. When the bytes
-// "usage" (quotes included) occur once in doc they are that key, since a
-// quote inside a JSON string is escaped; that is OpenAI's chunk, found
-// without parsing it again. Otherwise gjson finds the top-level member.
-func findUsageNull(doc []byte) (from, to int, ok bool) {
-	k := bytes.Index(doc, usageKey)
-	if k < 0 {
+// usageNullAt returns where the member "usage": null whose key begins at
+// doc[k] lies in doc, an event's JSON, together with the comma that
+// separates it from its neighbour: the one before it, or for the first
+// member the one after it. ok is false if doc[k:] does not hold that
+// member.
+func usageNullAt(doc []byte, k int) (from, to int, ok bool) {
+	if k < 0 || k > len(doc) || !bytes.HasPrefix(doc[k:], usageKey) {
 		return 0, 0, false
-	}
-	if bytes.Contains(doc[k+len(usageKey):], usageKey) {
-		if !gjson.ValidBytes(doc) {
-			return 0, 0, false
-		}
-		// unsafeString: gjson.GetBytes would copy the value; doc is not
-		// changed while v is used.
-		v := gjson.Get(unsafeString(doc), "usage")
-		if v.Type != gjson.Null || v.Index <= 0 {
-			return 0, 0, false
-		}
-		// Walk back from the value over the colon to the key.
-		k = skipSpaceBack(doc, v.Index-1)
-		if k < 0 || doc[k] != ':' {
-			return 0, 0, false
-		}
-		k = skipSpaceBack(doc, k-1) + 1 - len(usageKey)
-		if k < 0 || !bytes.HasPrefix(doc[k:], usageKey) {
-			return 0, 0, false
-		}
 	}
 	// The key, then a colon and null, spaces allowed between them.
 	i := skipSpace(doc, k+len(usageKey))
@@ -219,7 +219,13 @@ func findUsageNull(doc []byte) (from, to int, ok bool) {
 	if !bytes.HasPrefix(doc[i:], []byte("null")) {
 		return 0, 0, false
 	}
-	return k, i + len("null"), true
+	from, to = k, i+len("null")
+	if b := skipSpaceBack(doc, from-1); b >= 0 && doc[b] == ',' {
+		from = b // a member before it: take its comma
+	} else if a := skipSpace(doc, to); a < len(doc) && doc[a] == ',' {
+		to = skipSpace(doc, a+1) // the first member: take the comma after it
+	}
+	return from, to, true
 }
 
 // skipSpace returns the index of the first non-space byte of b at or

@@ -168,6 +168,24 @@ func TestFilterReleasesLargeEvents(t *testing.T) {
 	}
 }
 
+// TestFilterPassesReleasedEventsUnchanged checks that an event released
+// for its size keeps its "usage": null: its head, where the member's
+// comma may lie, already went to the client, so cutting the member from
+// the tail alone could leave the client invalid JSON.
+func TestFilterPassesReleasedEventsUnchanged(t *testing.T) {
+	tap := NewTap(chatReq(t, false), "text/event-stream")
+	big := "data: {\"choices\":[{\"delta\":{\"content\":\"" + strings.Repeat("z", 2*MaxHeldEventBytes) + "\"}}],\ndata: \"usage\":null}\n\n"
+	var client []byte
+	for i := 0; i < len(big); i += 4096 {
+		client = append(client, tap.Feed([]byte(big[i:min(i+4096, len(big))]))...)
+	}
+	rest, _ := tap.End()
+	client = append(client, rest...)
+	if string(client) != big {
+		t.Fatalf("released event altered: it ends %q", client[max(0, len(client)-40):])
+	}
+}
+
 // TestNoFilterIsZeroCopy checks that a Tap that does not filter hands back
 // the caller's own slice.
 func TestNoFilterIsZeroCopy(t *testing.T) {

@@ -183,6 +183,16 @@ type scanner struct {
 	skipStr  bool  // inside a string while skipping
 	skipText bool  // measure the skipped value as text
 	valBytes int64 // size of the current aText value so far
+
+	// base is how many bytes of the document earlier pieces held: p[i]
+	// of the piece being scanned is the document's byte base+i.
+	base int
+	// keyAt is where, in the document, the opening quote of the key
+	// being read lies; usageAt is that of the first top-level key whose
+	// schema node reports slUsage, or -1. The usage-chunk filter finds
+	// the "usage": null member there instead of searching the event
+	// again (see usageNullSpan).
+	keyAt, usageAt int
 }
 
 func (s *scanner) reset(sch *schema) {
@@ -195,18 +205,26 @@ func (s *scanner) reset(sch *schema) {
 	s.llen, s.lbad = 0, false
 	s.esc, s.skip, s.skipStr, s.skipText = false, 0, false, false
 	s.valBytes = 0
+	s.base, s.usageAt = 0, -1
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // feed scans the next piece of the document.
-func (s *scanner) feed(p []byte) { s.run(p, false) }
+func (s *scanner) feed(p []byte) {
+	s.run(p, false)
+	s.base += len(p)
+}
 
 // feedDoc scans the next piece of the document up to its end and returns
 // the bytes it consumed: all of p, or those up to the close of the
 // top-level value, after which the state is stDone (what follows belongs
 // to the caller, such as an array's ",").
-func (s *scanner) feedDoc(p []byte) int { return s.run(p, true) }
+func (s *scanner) feedDoc(p []byte) int {
+	n := s.run(p, true)
+	s.base += n
+	return n
+}
 
 func (s *scanner) run(p []byte, stopAtDone bool) int {
 	i := 0
@@ -244,6 +262,7 @@ func (s *scanner) run(p []byte, stopAtDone bool) int {
 					s.cur = -1
 				} else {
 					s.cur = s.sch.lookup(parent, s.key[:s.klen])
+					s.noteUsageKey()
 				}
 				s.st = stValue
 			default:
@@ -438,6 +457,7 @@ func (s *scanner) beginSkip(text bool) {
 // send it) is looked up at once, a value expected next; any other goes
 // through stKey and stColon, whose result is the same.
 func (s *scanner) beginKey(p []byte, i int) int {
+	s.keyAt = s.base + i - 1
 	end := min(len(p)-1, i+maxKeyLen) // room for the colon after the quote
 	for j := i; j < end; j++ {
 		c := p[j]
@@ -446,6 +466,7 @@ func (s *scanner) beginKey(p []byte, i int) int {
 				break
 			}
 			s.cur = s.sch.lookup(s.stack[s.depth-1].node, p[i:j])
+			s.noteUsageKey()
 			s.st = stValue
 			return j + 2
 		}
@@ -456,6 +477,16 @@ func (s *scanner) beginKey(p []byte, i int) int {
 	s.st = stKey
 	s.klen, s.kbad = 0, false
 	return i
+}
+
+// noteUsageKey records in usageAt the key just looked up if it is the
+// first top-level key that reports slUsage.
+func (s *scanner) noteUsageKey() {
+	if s.depth == 1 && s.cur >= 0 && s.usageAt < 0 {
+		if n := &s.sch.nodes[s.cur]; n.act == aPresent && n.slot == slUsage {
+			s.usageAt = s.keyAt
+		}
+	}
 }
 
 // scanKey reads key bytes; keys are short, so byte by byte is fine, but

@@ -66,7 +66,7 @@ func (t *Tap) scanSSE(p []byte, i int) {
 				}
 				if c == '\n' || c == '\r' {
 					if t.isData() { // "data" alone: a data line with an empty value
-						t.beginData()
+						t.beginData(i)
 					}
 					i = t.endLine(p, i)
 					break
@@ -81,7 +81,7 @@ func (t *Tap) scanSSE(p []byte, i int) {
 			if p[i] == ' ' {
 				i++
 			}
-			t.beginData()
+			t.beginData(i)
 			t.ls = lsData
 		default: // lsData, lsIgnore
 			seg := p[i:]
@@ -119,9 +119,15 @@ func (t *Tap) isData() bool {
 
 var newline = []byte{'\n'}
 
-func (t *Tap) beginData() {
+// beginData starts a data line whose value begins at p[i] of the Feed in
+// progress.
+func (t *Tap) beginData(i int) {
 	if t.evData {
 		t.sc.feed(newline) // data lines of one event join with LF
+		t.hint.lines++
+	} else {
+		// The event's block is what is held, then cur from seg.
+		t.hint.dataAt, t.hint.lines = len(t.hold)+i-t.seg, 1
 	}
 	t.evData = true
 }
@@ -139,6 +145,7 @@ func (t *Tap) dispatch() bool {
 	t.sc.finish()
 	drop := t.commit(&t.sc.f, t.sc.f.complete)
 	t.usageNull = t.filter && t.sc.f.complete && t.sc.f.nulls&(1<<slUsage) != 0
+	t.hint.keyAt = t.sc.usageAt
 	t.sc.reset(t.sc.sch)
 	t.evData = false
 	return drop && t.filter

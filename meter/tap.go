@@ -29,6 +29,8 @@ type Tap struct {
 	// top-level "usage": null until its block ends: the filter removes
 	// that member (see filter.go).
 	usageNull bool
+	// hint locates that member in the event's block (filter.go).
+	hint usageHint
 
 	// Client-side filter (see Feed and filter.go). Within one Feed, cur is
 	// cut into event blocks that go to the client or, for the usage chunk,
@@ -274,12 +276,13 @@ func (t *Tap) End() (rest []byte, u Usage) {
 				keep = false
 			}
 			t.usageNull = t.filter && t.sc.f.complete && t.sc.f.nulls&(1<<slUsage) != 0
+			t.hint.keyAt = t.sc.usageAt
 			t.evData = false
 		}
 		if t.filter && keep && len(t.hold) > 0 {
 			rest = t.hold
 			if t.usageNull && !t.pass {
-				if from, to, ok := usageNullSpan(rest, &t.doc); ok {
+				if from, to, ok := usageNullSpan(rest, &t.doc, t.hint); ok {
 					rest = rest[:from+copy(rest[from:], rest[to:])]
 				}
 			}
