@@ -121,6 +121,10 @@ type Request struct {
 	// one that is not (see capsStand). Unlike MaxOutputTokens, which a
 	// caller may change, it is what the body says.
 	capsMax int64
+	// noCaps is true when a JSON body of an API whose cap fields are
+	// top-level keys sets none of them: Rewrite then adds the one it
+	// sets at the object's end without reading the body again.
+	noCaps bool
 	// noStreamOptions is true when an openai.chat body has no
 	// "stream_options" member: Rewrite then adds the one it forces at the
 	// object's end without reading the body again.
@@ -406,18 +410,20 @@ func (r *Request) parseJSON(body []byte) error {
 		// "Background mode" guide).
 		return invalidf(`"background": true is not supported through tollgate: the response is generated after this request ends, so its usage cannot be metered; send the request without "background"`)
 	}
-	positive := true
+	positive, none := true, true
 	for _, f := range capFieldIndexes(r.API) {
 		switch v := fs.get(f); {
 		case v.Type == gjson.Number && v.Num > 0:
 			r.MaxOutputTokens = max(r.MaxOutputTokens, capInt(v))
+			none = false
 		case v.Exists():
-			positive = false
+			positive, none = false, false
 		}
 	}
 	if positive {
 		r.capsMax = r.MaxOutputTokens
 	}
+	r.noCaps = none
 	if r.API == OpenAIChat || r.API == OpenAIImages {
 		n, err := parseN(fs.get(fN))
 		if err != nil {

@@ -265,3 +265,37 @@ func BenchmarkRewriteIncludeUsage(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRewriteNoCap measures Rewrite on BenchmarkParseRequest's chat
+// streams with neither an output cap nor stream_options, a request as
+// many apps send it: "parsed" adds both members in one copy, as parsing
+// found the body without them (noCaps, noStreamOptions); "read" looks the
+// cap fields up and sets one with sjson, then appends stream_options, as
+// Rewrite did before (the baseline of the same run).
+func BenchmarkRewriteNoCap(b *testing.B) {
+	for _, size := range []int{1 << 10, 10 << 10, 100 << 10} {
+		body := bytes.Replace(benchChat(size), []byte(`"stream_options":{"include_usage":true},`), nil, 1)
+		body = bytes.Replace(body, []byte(`"max_completion_tokens":2048,`), nil, 1)
+		r, err := ParseRequest(OpenAIChat, "application/json", body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !r.noCaps || !r.noStreamOptions || r.IncludeUsage {
+			b.Fatalf("%d KB: not a stream without a cap and stream_options", size>>10)
+		}
+		for _, mode := range []string{"parsed", "read"} {
+			req := r
+			req.noCaps = mode == "parsed"
+			b.Run(fmt.Sprintf("%dKB/%s", size>>10, mode), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(body)))
+				for b.Loop() {
+					out, capSet, err := req.Rewrite(body, 1000)
+					if err != nil || capSet != 1000 || len(out) != len(body)+len(`,"max_completion_tokens":1000`)+len(includeUsageMember)+1 {
+						b.Fatalf("Rewrite gave %d bytes (from %d), cap %d, %v", len(out), len(body), capSet, err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -2,6 +2,7 @@ package meter
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -75,9 +76,26 @@ func (r *Request) outputCapFields() []string {
 // that the stream ends with the usage chunk tollgate bills from (OpenAI API
 // reference, stream_options: without it a stream carries no usage at all),
 // unless r.LeaveStreamUsage.
-func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int64, err error) {
+func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, capSet int64, err error) {
 	out = body
-	if fields := r.outputCapFields(); len(fields) > 0 && !r.capsStand(ceiling) {
+	forceUsage := r.API == OpenAIChat && r.Stream && !r.IncludeUsage && !r.LeaveStreamUsage
+	if fields := r.outputCapFields(); len(fields) > 0 && r.noCaps && r.API != GoogleGemini {
+		// The usual request without a cap: the members Rewrite adds go
+		// last (as sjson would put them), in one copy of the body.
+		capSet = outputCap(r.MaxOutputTokens, ceiling)
+		var buf [96]byte
+		m := append(append(append(buf[:0], '"'), fields[0]...), `":`...)
+		m = strconv.AppendInt(m, capSet, 10)
+		both := forceUsage && r.noStreamOptions
+		if both {
+			m = append(append(m, ','), includeUsageMember...)
+		}
+		if o, ok := appendMember(out, m); ok {
+			out, forceUsage = o, forceUsage && !both
+		} else if out, err = sjson.SetBytes(out, fields[0], capSet); err != nil {
+			return nil, 0, fmt.Errorf("meter: cap %s: %w", fields[0], err)
+		}
+	} else if len(fields) > 0 && !r.capsStand(ceiling) {
 		if r.API == GoogleGemini {
 			// A null generationConfig is no config: make it an object the
 			// cap can be set in.
@@ -88,19 +106,19 @@ func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int6
 				}
 			}
 		}
-		if out, outputCap, err = r.capOutput(out, fields, ceiling); err != nil {
+		if out, capSet, err = r.capOutput(out, fields, ceiling); err != nil {
 			return nil, 0, err
 		}
 	}
-	if r.API != OpenAIChat || !r.Stream || r.IncludeUsage || r.LeaveStreamUsage {
-		return out, outputCap, nil
+	if !forceUsage {
+		return out, capSet, nil
 	}
 	if r.noStreamOptions {
 		// The usual stream request: nothing to look up, the member goes
 		// last (as sjson would put it), and a long conversation is
 		// crossed once, by the copy.
-		if o, ok := appendMember(out, includeUsageMember); ok {
-			return o, outputCap, nil
+		if o, ok := appendMember(out, []byte(includeUsageMember)); ok {
+			return o, capSet, nil
 		}
 	}
 	if so := gjson.GetBytes(out, "stream_options"); so.Exists() && !so.IsObject() {
@@ -112,7 +130,7 @@ func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, outputCap int6
 	if err != nil {
 		return nil, 0, fmt.Errorf("meter: force stream_options.include_usage: %w", err)
 	}
-	return out, outputCap, nil
+	return out, capSet, nil
 }
 
 // includeUsageMember is the stream_options Rewrite adds to an openai.chat
@@ -124,7 +142,7 @@ const includeUsageMember = `"stream_options":{"include_usage":true}`
 // as sjson.SetRawBytes adds a new key: the white space outside the object
 // dropped, the one before its closing brace kept. ok is false when obj
 // does not start with '{' and end with '}'.
-func appendMember(obj []byte, member string) ([]byte, bool) {
+func appendMember(obj, member []byte) ([]byte, bool) {
 	start, end := skipSpace(obj, 0), skipSpaceBack(obj, len(obj)-1)
 	if start >= end || obj[start] != '{' || obj[end] != '}' {
 		return nil, false

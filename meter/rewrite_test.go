@@ -60,18 +60,57 @@ func TestRewrite(t *testing.T) {
 	}
 }
 
+// TestRewriteAddsCapInOneCopy checks Rewrite on bodies that set no output
+// cap, which it completes without reading them again (noCaps), against
+// the path that looks the fields up and sets them with sjson: the same
+// bytes, the same cap, for each API with top-level cap fields, streams
+// with and without stream_options, and white space around and inside the
+// object.
+func TestRewriteAddsCapInOneCopy(t *testing.T) {
+	bodies := []struct {
+		api  API
+		body string
+	}{
+		{OpenAIChat, `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`},
+		{OpenAIChat, `{"model":"gpt-4o","stream":true,"messages":[]}`},
+		{OpenAIChat, "{\"model\":\"gpt-4o\",\"stream\":true,\"messages\":[] \n}\n"},
+		{OpenAIChat, " \t{\"model\":\"gpt-4o\",\"stream\":true,\"messages\":[]}\r\n"},
+		{OpenAIChat, `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false},"messages":[]}`},
+		{OpenAIChat, `{"model":"gpt-4o","stream":true,"stream_options":null,"messages":[]}`},
+		{OpenAIChat, `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[]}`},
+		{OpenAIResponses, `{"model":"gpt-4o","input":"hi"}`},
+		{OpenAIResponses, "{\n  \"model\": \"gpt-4o\",\n  \"stream\": true,\n  \"input\": \"hi\"\n}"},
+		{AnthropicMessages, `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}`},
+	}
+	for _, tc := range bodies {
+		r := mustParse(t, tc.api, "application/json", tc.body)
+		if !r.noCaps {
+			t.Fatalf("%s %q: parsed with a cap", tc.api, tc.body)
+		}
+		read := r
+		read.noCaps = false
+		for _, ceiling := range []int64{0, 300} {
+			got, gotCap, err := r.Rewrite([]byte(tc.body), ceiling)
+			want, wantCap, err2 := read.Rewrite([]byte(tc.body), ceiling)
+			if err != nil || err2 != nil || string(got) != string(want) || gotCap != wantCap || gotCap <= 0 {
+				t.Errorf("%s %q, ceiling %d:\n got %s, %d, %v\nwant %s, %d, %v", tc.api, tc.body, ceiling, got, gotCap, err, want, wantCap, err2)
+			}
+		}
+	}
+}
+
 // appendMember writes what sjson writes when it adds a key, so that the
 // body upstream gets does not depend on which way Rewrite took.
 func TestAppendMember(t *testing.T) {
 	for _, obj := range []string{`{}`, `{ }`, " {\n} ", `{"a":1}`, ` {"a":[1,2]} `, "{\"a\":1 \n}\n ", `{"a":{"b":{}}}`, "{\"a\":\"}\"\r\n}"} {
-		got, ok := appendMember([]byte(obj), includeUsageMember)
+		got, ok := appendMember([]byte(obj), []byte(includeUsageMember))
 		want, err := sjson.SetRawBytes([]byte(obj), "stream_options", []byte(`{"include_usage":true}`))
 		if !ok || err != nil || string(got) != string(want) {
 			t.Errorf("appendMember(%q) = %q, %v; sjson %q, %v", obj, got, ok, want, err)
 		}
 	}
 	for _, notObj := range []string{``, ` `, `{`, `}`, `[1]`, `"{}"`, `1`} {
-		if got, ok := appendMember([]byte(notObj), includeUsageMember); ok {
+		if got, ok := appendMember([]byte(notObj), []byte(includeUsageMember)); ok {
 			t.Errorf("appendMember(%q) = %q; want not ok", notObj, got)
 		}
 	}
