@@ -1056,6 +1056,15 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	target, allowance := inUse, int64(0)
 	if !c.giveBack && !c.stopped {
 		target = max(inUse+leaseHeadroom*c.largest, 2*c.peak)
+		if least == 0 && len(c.claimed) > 0 {
+			// A Reserve the lease could not serve is on its way to
+			// Redis, after giving back what the lease did not use if it
+			// was too small for it: growing the lease now would take
+			// those credits from under it (a tick between the give-back
+			// and the Reserve refused requests that fit). The lease
+			// keeps its size; the next tick sizes it.
+			target = max(inUse, min(target, c.lease))
+		}
 		// Half of what is free stays lendable while the sync is out:
 		// the sync keeps it, whatever else it decides.
 		allowance = max(0, c.lease-c.inUse) / 2

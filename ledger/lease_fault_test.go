@@ -400,3 +400,80 @@ func TestLeaseSuspendedCustomerLeavesTheTick(t *testing.T) {
 		t.Errorf("%d syncs in 500ms for one idle suspended customer without a lease", d)
 	}
 }
+
+// slowCommand is a go-redis hook that delays, once armed, the next
+// command naming id, a per-request hold on its way to Redis.
+type slowCommand struct {
+	id    string
+	by    time.Duration
+	armed atomic.Bool
+}
+
+func (h *slowCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *slowCommand) names(cmd redis.Cmder) bool {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && s == h.id {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *slowCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.names(cmd) && h.armed.Swap(false) {
+			time.Sleep(h.by)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *slowCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if h.names(cmd) && h.armed.Swap(false) {
+				time.Sleep(h.by)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestLeaseTickKeepsWhatAReserveGaveBack: a Reserve the lease is too
+// small for gives the lease's unused credits back, then reserves in
+// Redis. The ticks that sync the lease meanwhile must not take them back:
+// with a Share above 50 % the lease would regrow over the credits the
+// request needs, and a request that fits in the balance be refused. The
+// request's trip to Redis is slowed by many flush intervals, so that
+// ticks surely run in between.
+func TestLeaseTickKeepsWhatAReserveGaveBack(t *testing.T) {
+	const flush = 5 * time.Millisecond
+	srv := redistest.Start(t)
+	slow := &slowCommand{id: "h2", by: 20 * flush}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	client.AddHook(slow)
+	a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 80, FlushInterval: flush})
+	t.Cleanup(func() { a.Close() })
+	cust := "giveback-" + randomHex(4)
+	mustCredit(t, a, cust, c("100"))
+	mustReserve(t, a, cust, "h1", c("75"), time.Minute)
+	if st := a.Stats(); st.Lent != 1 {
+		t.Fatalf("h1 was not lent: %+v", st)
+	}
+	// 22 does not fit in the lease (80, 75 in use) and is too large for
+	// one (80 % of 100 holds fewer than four such requests): the lease
+	// goes back to 75 and Redis shows 25 available.
+	slow.armed.Store(true)
+	avail, err := a.ReserveAvailable(context.Background(), cust, "h2", c("22"), time.Minute)
+	if err != nil {
+		t.Fatalf("22 of the 25 credits left: %v; want reserved", err)
+	}
+	if avail != c("3") {
+		t.Errorf("available after h2 = %s, want 3", avail)
+	}
+	if slow.armed.Load() {
+		t.Fatal("h2 never went to Redis: the test did not test the give-back")
+	}
+	checkInvariants(t, a, cust)
+}
