@@ -122,8 +122,9 @@ type Request struct {
 	// caller may change, it is what the body says.
 	capsMax int64
 	// noCaps is true when a JSON body of an API whose cap fields are
-	// top-level keys sets none of them: Rewrite then adds the one it
-	// sets at the object's end without reading the body again.
+	// top-level keys (capFieldIndexes; google.gemini's is nested and
+	// parsed apart) sets none of them: Rewrite then adds the one it sets
+	// at the object's end without reading the body again.
 	noCaps bool
 	// noStreamOptions is true when an openai.chat body has no
 	// "stream_options" member: Rewrite then adds the one it forces at the

@@ -79,9 +79,10 @@ func (r *Request) outputCapFields() []string {
 func (r Request) Rewrite(body []byte, ceiling int64) (out []byte, capSet int64, err error) {
 	out = body
 	forceUsage := r.API == OpenAIChat && r.Stream && !r.IncludeUsage && !r.LeaveStreamUsage
-	if fields := r.outputCapFields(); len(fields) > 0 && r.noCaps && r.API != GoogleGemini {
+	if fields := r.outputCapFields(); len(fields) > 0 && r.noCaps {
 		// The usual request without a cap: the members Rewrite adds go
 		// last (as sjson would put them), in one copy of the body.
+		// (Never google.gemini, whose cap is nested: see noCaps.)
 		capSet = outputCap(r.MaxOutputTokens, ceiling)
 		var buf [96]byte
 		m := append(append(append(buf[:0], '"'), fields[0]...), `":`...)

@@ -132,6 +132,14 @@ func (t *Tap) beginData(i int) {
 	t.evData = true
 }
 
+// noteUsageNull notes, as the scanner ends an event's data, whether the
+// filter removes a top-level "usage": null member from the event, and
+// where the scanner saw its key.
+func (t *Tap) noteUsageNull() {
+	t.usageNull = t.filter && t.sc.f.complete && t.sc.f.nulls&(1<<slUsage) != 0
+	t.hint.keyAt = t.sc.usageAt
+}
+
 // dispatch ends the current event (a blank line) and reports whether it
 // is the usage chunk the filter removes; it notes in usageNull whether the
 // event's JSON has a top-level "usage": null member for the filter to
@@ -144,8 +152,7 @@ func (t *Tap) dispatch() bool {
 	t.events++
 	t.sc.finish()
 	drop := t.commit(&t.sc.f, t.sc.f.complete)
-	t.usageNull = t.filter && t.sc.f.complete && t.sc.f.nulls&(1<<slUsage) != 0
-	t.hint.keyAt = t.sc.usageAt
+	t.noteUsageNull()
 	t.sc.reset(t.sc.sch)
 	t.evData = false
 	return drop && t.filter

@@ -275,8 +275,7 @@ func (t *Tap) End() (rest []byte, u Usage) {
 			if t.commit(&t.sc.f, t.sc.f.complete) && t.filter && !t.pass {
 				keep = false
 			}
-			t.usageNull = t.filter && t.sc.f.complete && t.sc.f.nulls&(1<<slUsage) != 0
-			t.hint.keyAt = t.sc.usageAt
+			t.noteUsageNull()
 			t.evData = false
 		}
 		if t.filter && keep && len(t.hold) > 0 {
