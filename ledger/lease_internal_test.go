@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,4 +131,88 @@ func TestLeaseCloseFailsQueued(t *testing.T) {
 	c.pending, c.open, c.live = nil, map[string]*leaseOp{}, map[string]*leaseHold{}
 	c.mu.Unlock()
 	c.unlockSync()
+}
+
+// TestLeaseChargesAtTheirTime: a lease sync applies each charge at the
+// time it was made, as a Settle straight to Redis would: a lot that
+// expired before a charge expires first (the charge becomes debt), one
+// that expired after it still pays it. The customer's sync lock is held,
+// so the ticks wait and each sync here is the test's, with the now a
+// tick may bring: later than every charge, or older than the last one (a
+// tick takes its time before it waits for the lock).
+func TestLeaseChargesAtTheirTime(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	var nowMs atomic.Int64
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	nowMs.Store(t0.UnixMilli())
+	clock := func() time.Time { return time.UnixMilli(nowMs.Load()).UTC() }
+	s := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: MaxLeaseFlush})
+	t.Cleanup(func() { s.Close() })
+	expiry := t0.Add(time.Minute)
+	c10 := money.MustParse("10")
+	for _, tc := range []struct {
+		name   string
+		syncAt time.Time
+		want   money.Micros // the balance after both charges and the expiry
+	}{
+		// before: 1 from the lot (9 left, then expired); after: 5 of debt.
+		{"sync later than both charges", expiry.Add(10 * time.Second), money.MustParse("-5")},
+		{"sync older than the last charge", expiry.Add(-30 * time.Second), money.MustParse("-5")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nowMs.Store(t0.UnixMilli())
+			cust := "at-" + newToken()[:6]
+			if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: c10, Kind: KindGrant, Key: "promo", ExpiresAt: expiry}); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range []string{"before", "after"} {
+				if err := s.Reserve(ctx, cust, h, money.MustParse("4"), time.Hour); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st := s.Stats(); st.Lent < 2 {
+				t.Fatalf("the holds were not lent: %+v", st)
+			}
+			c := s.customer(cust)
+			c.syncMu <- struct{}{} // the ticks wait from here on
+			defer c.unlockSync()
+			charges := map[string]money.Micros{"before": money.MustParse("1"), "after": money.MustParse("5")}
+			entries := make(chan Entry, 2)
+			for _, q := range []struct {
+				h  string
+				at time.Time
+			}{{"before", expiry.Add(-time.Millisecond)}, {"after", expiry.Add(time.Millisecond)}} {
+				h := q.h
+				nowMs.Store(q.at.UnixMilli())
+				if !s.QueueSettle(cust, h, charges[h], Charge{Reference: h}, func(e Entry, err error) {
+					if err != nil {
+						t.Error(err)
+					}
+					entries <- e
+				}) {
+					t.Fatalf("%s not queued", h)
+				}
+			}
+			if err := s.syncLocked(ctx, c, tc.syncAt.UnixMilli(), 0); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]money.Micros{}
+			for range 2 {
+				e := <-entries
+				got[e.Reference] = e.BalanceAfter
+			}
+			if got["before"] != money.MustParse("9") || got["after"] != tc.want {
+				t.Errorf("balance after the charge made before the expiry %s, after it %s; want 9 and %s", got["before"], got["after"], tc.want)
+			}
+			nowMs.Store(expiry.Add(time.Hour).UnixMilli())
+			acct, err := s.RedisStore.Account(ctx, cust)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if acct.Balance != tc.want {
+				t.Errorf("balance %s once everything is due, want %s", acct.Balance, tc.want)
+			}
+		})
+	}
 }

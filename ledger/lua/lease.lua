@@ -78,7 +78,19 @@ local least = tonumber(ARGV[9])
 local sync = tonumber(ARGV[10])
 local n = tonumber(ARGV[11])
 
-local a = current(now, retention)
+-- Charges are applied at the time they were made (at), as settle.lua
+-- applies one when it comes: a lot that expired before a charge expires
+-- first, one that expired after it still pays it. A sync carries charges
+-- up to a flush interval old, and its now may even be older than the
+-- last of them (a tick takes its time before it waits for the customer's
+-- sync); lots due by now expire after the closes.
+local lots_by = now
+for i = 0, n - 1 do
+  if ARGV[12 + 5 * i] == 's' then
+    lots_by = math.min(lots_by, tonumber(ARGV[14 + 5 * i]))
+  end
+end
+local a = current(now, retention, lots_by)
 
 -- The lease as stored: live (amount, free), or gone (expired, or never
 -- taken). The lease's free part leaves lfree now and is put back below.
@@ -109,6 +121,9 @@ for i = 0, n - 1 do
   end
   if kind == 's' then
     local actual = tonumber(ARGV[15 + 5 * i])
+    if a.lot_expire_at and a.lot_expire_at <= at then
+      lots().expire(a, at)
+    end
     if state == 's' then
       local raw = redis.call('HGET', K_ENTRIES, seq)
       if not raw then
@@ -143,6 +158,9 @@ for i = 0, n - 1 do
       out[#out + 1], out[#out + 2], out[#out + 3] = 0, 0, ''
     end
   end
+end
+if a.lot_expire_at and a.lot_expire_at <= now then
+  lots().expire(a, now)
 end
 
 -- Size the lease. It keeps what the replica's open holds use, as far as

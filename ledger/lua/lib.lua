@@ -726,7 +726,10 @@ end
 -- entries), and a batch of closed holds past their retention forgotten.
 -- The checks are those of adopt, expire_holds, expire_lots and prune,
 -- made here so that an account with nothing due needs no extra().
-local function current(now, retention)
+-- lots_by, when given, expires lots due by it instead of by now: the
+-- caller applies charges made earlier than now and expires the rest
+-- itself (lease.lua).
+local function current(now, retention, lots_by)
   local a = load_account()
   if a.lots ~= a.balance and (a.lots or a.seq ~= 0) then
     extra().adopt(a, now)
@@ -734,8 +737,9 @@ local function current(now, retention)
   if a.expire_at and a.expire_at <= now then
     extra().expire_holds(a, now, retention)
   end
-  if a.lot_expire_at and a.lot_expire_at <= now then
-    lots().expire(a, now)
+  lots_by = lots_by or now
+  if a.lot_expire_at and a.lot_expire_at <= lots_by then
+    lots().expire(a, lots_by)
   end
   if a.forget_at and a.forget_at <= now then
     extra().prune(a, now, PRUNE_BATCH)
