@@ -594,8 +594,10 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	if c == nil {
 		return s.RedisStore.Settle(ctx, customer, holdID, actual, ch)
 	}
-	now := s.now()
 	c.mu.Lock()
+	// The clock is read under the lock, so that the closes queue in the
+	// order of their times (lease.lua applies each charge at its time).
+	now := s.now()
 	c.expireHolds(unixMilli(now))
 	var op *leaseOp
 	if h, ok := c.live[holdID]; ok {
@@ -648,9 +650,9 @@ func (s *LeaseStore) QueueSettle(customer, holdID string, actual money.Micros, c
 	if c == nil {
 		return false
 	}
-	now := s.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := s.now() // under the lock, as in Settle
 	if s.closed.Load() {
 		// The store is closing: Settle says so.
 		return false
