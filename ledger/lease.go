@@ -1063,8 +1063,11 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 			// Redis, after giving back what the lease did not use if it
 			// was too small for it: growing the lease now would take
 			// those credits from under it (a tick between the give-back
-			// and the Reserve refused requests that fit). The lease
-			// keeps its size; the next tick sizes it.
+			// and the Reserve refused requests that fit). A tick's sync
+			// does not grow the lease meanwhile; a later tick sizes it.
+			// (The give-back sync itself has giveBack set. A Reserve
+			// that wants a lease, least > 0, may still grow it: two
+			// requests of one customer racing near its last credits.)
 			target = max(inUse, min(target, c.lease))
 		}
 		// Half of what is free stays lendable while the sync is out:

@@ -103,14 +103,16 @@ func (t *Tap) blockEnd(end int, drop bool) {
 }
 
 // usageHint locates an event's "usage": null member from what the Tap's
-// parsers saw while the event streamed, so that the filter does not
-// search the event again: dataAt is where the value of the event's first
-// data line begins in its block, lines how many data lines it has, and
-// keyAt where the member's key (its opening quote) lies in the event's
-// data, the data lines' values joined by LF (the scanner's usageAt; -1
-// when the scanner saw no such key).
+// parsers saw while the event streamed, so that the filter neither
+// searches the event again nor splits it into lines by rules of its own:
+// first holds where the values of the event's first data lines begin in
+// its block, lines how many data lines it has, and keyAt where the
+// member's key (its opening quote) lies in the event's data, the data
+// lines' values joined by LF (the scanner's usageAt; -1 when the scanner
+// saw no such key).
 type usageHint struct {
-	dataAt, lines, keyAt int
+	first        [8]int
+	lines, keyAt int
 }
 
 // usageNullSpan finds, in block, the bytes of one SSE event (its lines,
@@ -119,69 +121,54 @@ type usageHint struct {
 // with the comma that separates it from its neighbour, and returns where
 // it lies in block. ok is false when there is none to remove: the member
 // must lie within one data line and its key be spelled plainly, as
-// OpenAI sends it; anything else is left as it is. scratch holds the data
-// of an event with several data lines, reused from event to event.
+// OpenAI sends it; anything else, and an event of more than len(h.first)
+// data lines, is left as it is. scratch holds the data of an event with
+// several data lines, reused from event to event.
 func usageNullSpan(block []byte, scratch *[]byte, h usageHint) (from, to int, ok bool) {
-	if h.keyAt < 0 || h.lines < 1 {
+	if h.keyAt < 0 || h.lines < 1 || h.lines > len(h.first) {
 		return 0, 0, false
+	}
+	for l := range h.lines {
+		if h.first[l] > len(block) {
+			return 0, 0, false
+		}
 	}
 	if h.lines == 1 {
 		// One data line, as OpenAI sends: its value, in place.
-		if h.dataAt > len(block) {
-			return 0, 0, false
-		}
-		doc := lineOf(block[h.dataAt:])
+		doc := lineOf(block[h.first[0]:])
 		from, to, ok = usageNullAt(doc, h.keyAt)
-		return h.dataAt + from, h.dataAt + to, ok
+		return h.first[0] + from, h.first[0] + to, ok
 	}
 	// The event's data is its data lines' values joined by LF (WHATWG
-	// "Server-sent events"); first and at locate each value in block and
-	// in the data.
+	// "Server-sent events"); at locates each value in it.
 	var (
-		doc   []byte
-		lines int
-		first [8]int // where the values start in block
-		at    [8]int // ... and in doc
+		doc []byte
+		at  [len(h.first)]int
 	)
-	for i := 0; i < len(block); {
-		line := lineOf(block[i:])
-		end := i + len(line)
-		if v, isData := bytes.CutPrefix(line, []byte("data:")); isData {
-			start := end - len(v)
-			if len(v) > 0 && v[0] == ' ' {
-				v, start = v[1:], start+1
-			}
-			if lines == len(first) {
-				return 0, 0, false
-			}
-			switch lines {
-			case 0:
-				doc = v
-			case 1:
-				*scratch = append(append(append((*scratch)[:0], doc...), '\n'), v...)
-				doc = *scratch
-			default:
-				*scratch = append(append(*scratch, '\n'), v...)
-				doc = *scratch
-			}
-			first[lines], at[lines] = start, len(doc)-len(v)
-			lines++
+	for l := range h.lines {
+		v := lineOf(block[h.first[l]:])
+		switch l {
+		case 0:
+			doc = v
+		case 1:
+			*scratch = append(append(append((*scratch)[:0], doc...), '\n'), v...)
+			doc = *scratch
+		default:
+			*scratch = append(append(*scratch, '\n'), v...)
+			doc = *scratch
 		}
-		if end+1 < len(block) && block[end] == '\r' && block[end+1] == '\n' {
-			end++
-		}
-		i = end + 1
+		at[l] = len(doc) - len(v)
 	}
 	from, to, ok = usageNullAt(doc, h.keyAt)
 	if !ok {
 		return 0, 0, false
 	}
-	for l := lines - 1; l >= 0; l-- {
+	for l := h.lines - 1; l >= 0; l-- {
 		if from >= at[l] {
-			if l+1 < lines && to >= at[l+1] {
+			if l+1 < h.lines && to >= at[l+1] {
 				return 0, 0, false // the member spans data lines
 			}
-			return first[l] + from - at[l], first[l] + to - at[l], true
+			return h.first[l] + from - at[l], h.first[l] + to - at[l], true
 		}
 	}
 	return 0, 0, false

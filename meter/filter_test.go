@@ -105,6 +105,10 @@ func TestFilterCases(t *testing.T) {
 		// join them; such an event is left as it is.
 		{"usage null across data lines kept", false, []string{"data: {\"a\":1,\"usage\":\ndata: null}\n\n"}, "data: {\"a\":1,\"usage\":\ndata: null}\n\n"},
 		{"comma on the line before kept", false, []string{"data: {\"a\":1,\ndata: \"usage\":null}\n\n"}, "data: {\"a\":1,\ndata: \"usage\":null}\n\n"},
+		// The data lines are the parser's: "data" alone is one (an empty
+		// value), an indented "data:" is not (its field is " data").
+		{"data lines without a colon", false, []string{"data\ndata\ndata\ndata: {\"usage\":null,\"x\":{\"usage\":null}}\n\n"}, "data\ndata\ndata\ndata: {\"x\":{\"usage\":null}}\n\n"},
+		{"an indented data line is no data line", false, []string{"  data:  {\"usage\":null}\ndata: {\ndata: \"usage\":null}\n\n"}, "  data:  {\"usage\":null}\ndata: {\ndata: }\n\n"},
 		{"nested usage null kept", false, []string{"data: {\"x\":{\"usage\":null}}\n\n"}, "data: {\"x\":{\"usage\":null}}\n\n"},
 		{"escaped key kept", false, []string{"data: {\"a\":1,\"\\u0075sage\":null}\n\n"}, "data: {\"a\":1,\"\\u0075sage\":null}\n\n"},
 		// A provider that puts usage on a content chunk: the chunk carries

@@ -228,7 +228,7 @@ func FuzzParseRequest(f *testing.F) {
 		// is a stream_options parsing found missing looked for; the body
 		// says the same.
 		slow := r
-		slow.capsMax, slow.noStreamOptions = 0, false
+		slow.capsMax, slow.noStreamOptions, slow.noCaps = 0, false, false
 		if sout, scap, err := slow.Rewrite(body, ceiling); err != nil || !bytes.Equal(sout, out) || scap != capSet {
 			t.Fatalf("Rewrite reading the body = %q, %d, %v; as parsed %q, %d", sout, scap, err, out, capSet)
 		}

@@ -199,7 +199,7 @@ func TestRewriteOutputCap(t *testing.T) {
 			// The shortcuts for caps that stand (capsStand) and for a
 			// missing stream_options answer as reading the body does.
 			slow := r
-			slow.capsMax, slow.noStreamOptions = 0, false
+			slow.capsMax, slow.noStreamOptions, slow.noCaps = 0, false, false
 			if sout, scap, err := slow.Rewrite(in, tc.ceiling); err != nil || string(sout) != string(out) || scap != capSet {
 				t.Errorf("Rewrite reading the body = %s, %d, %v; without reading it %s, %d", sout, scap, err, out, capSet)
 			}

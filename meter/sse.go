@@ -124,11 +124,14 @@ var newline = []byte{'\n'}
 func (t *Tap) beginData(i int) {
 	if t.evData {
 		t.sc.feed(newline) // data lines of one event join with LF
-		t.hint.lines++
 	} else {
-		// The event's block is what is held, then cur from seg.
-		t.hint.dataAt, t.hint.lines = len(t.hold)+i-t.seg, 1
+		t.hint.lines = 0
 	}
+	if n := t.hint.lines; n < len(t.hint.first) {
+		// The event's block is what is held, then cur from seg.
+		t.hint.first[n] = len(t.hold) + i - t.seg
+	}
+	t.hint.lines++
 	t.evData = true
 }
 

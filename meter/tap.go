@@ -105,7 +105,9 @@ type Tap struct {
 // usage chunk, and the "usage": null member OpenAI adds to every other
 // chunk (API reference, chat completion chunk: "usage … will only be
 // present when you set stream_options: {"include_usage": true}"), so the
-// client gets the bytes it would have got without tollgate.
+// client gets the bytes it would have got without tollgate — but for an
+// event larger than MaxHeldEventBytes, which passes as it arrives and
+// keeps its "usage": null (see Feed).
 func NewTap(req Request, contentType string) *Tap {
 	t := new(Tap)
 	t.Reset(req, contentType)
@@ -134,9 +136,10 @@ func (t *Tap) Filters() bool { return t.filter }
 //
 // Without filtering the result is p itself: no copy, nothing held back.
 // With filtering (see NewTap) the bytes of the current incomplete event are
-// held until the event ends (at most MaxHeldEventBytes, then they pass),
-// an event that turns out to be the injected usage chunk is dropped, and
-// an event whose JSON has a top-level "usage": null loses that member;
+// held until the event ends (at most MaxHeldEventBytes, then they pass,
+// and the event reaches the client as it is), an event that turns out to
+// be the injected usage chunk is dropped, and an event whose JSON has a
+// top-level "usage": null loses that member;
 // every other byte reaches the client unchanged and in order. The result
 // then may alias an internal buffer that is valid until the next call to
 // Feed (End leaves it alone). Feed keeps no reference to p after it
