@@ -423,6 +423,7 @@ func (s *LeaseStore) reserveSynced(ctx context.Context, c *leaseCustomer, holdID
 // reserveRedis reserves a per-request hold in Redis, retrying a refusal
 // that leases caused while they are given back (see LeaseStore).
 func (s *LeaseStore) reserveRedis(ctx context.Context, c *leaseCustomer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
+	s.flushPending(ctx, c)
 	until := time.Now().Add(s.opts.RecallWait) // the replicas' pace: wall clock, as their ticks
 	for {
 		avail, err := s.RedisStore.reserve(ctx, c.id, holdID, amount, ttl, checkPlan, planVersion)
@@ -784,6 +785,7 @@ func (s *LeaseStore) Account(ctx context.Context, customer string) (Account, err
 		return Account{}, fmt.Errorf("account %s: %w: %w", customer, ErrStoreUnavailable, err)
 	}
 	defer c.unlockSync()
+	s.sendPending(ctx, c)
 	a, err := s.RedisStore.Account(ctx, customer)
 	if err != nil {
 		return a, err
@@ -816,8 +818,41 @@ func (s *LeaseStore) stopLending(customer string) {
 	}
 }
 
+// sendPending sends c's queued closes to Redis ahead of a call of this
+// replica that reaches the customer's account there: that call expires
+// the lots due by its time, and a lot it expired no longer pays a charge
+// made before its expiry (lease.lua applies each charge at the time it
+// was made, to the lots it finds). c's sync lock is held. A sync that
+// fails keeps them queued for the next tick, which logs it; the call
+// goes on.
+func (s *LeaseStore) sendPending(ctx context.Context, c *leaseCustomer) {
+	c.mu.Lock()
+	n := len(c.pending)
+	c.mu.Unlock()
+	if n > 0 {
+		_ = s.syncLocked(ctx, c, unixMilli(s.now()), 0)
+	}
+}
+
+// flushPending is sendPending for a caller without c's sync lock; c may
+// be nil (the customer has no lease state here).
+func (s *LeaseStore) flushPending(ctx context.Context, c *leaseCustomer) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	n := len(c.pending)
+	c.mu.Unlock()
+	if n == 0 || c.lockSync(ctx) != nil {
+		return
+	}
+	defer c.unlockSync()
+	s.sendPending(ctx, c)
+}
+
 // Credit implements Store.
 func (s *LeaseStore) Credit(ctx context.Context, cr Credit) (CreditResult, error) {
+	s.flushPending(ctx, s.lookup(cr.Customer))
 	r, err := s.RedisStore.Credit(ctx, cr)
 	if cr.Amount < 0 {
 		s.stopLending(cr.Customer)
@@ -861,6 +896,7 @@ func (s *LeaseStore) Sweep(ctx context.Context) (int, error) {
 		c.mu.Lock()
 		n += c.expireHolds(now)
 		c.mu.Unlock()
+		s.flushPending(ctx, c)
 	}
 	m, err := s.RedisStore.Sweep(ctx)
 	return n + m, err

@@ -216,3 +216,64 @@ func TestLeaseChargesAtTheirTime(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaseSendsChargesBeforeItsOwnCalls: a call of this replica that
+// reaches the customer's account in Redis (an account read, a credit, a
+// sweep) expires the lots due by its time; the charges this replica
+// queued before a lot expired reach Redis first, so that the lot pays
+// them. No tick runs during the test (an hour's flush interval): only
+// the call can have sent the charge.
+func TestLeaseSendsChargesBeforeItsOwnCalls(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	var nowMs atomic.Int64
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return time.UnixMilli(nowMs.Load()).UTC() }
+	s := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour})
+	t.Cleanup(func() { s.Close() })
+	expiry := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name string
+		call func(cust string) error
+		want money.Micros // the balance once the call and everything due ran
+	}{
+		{"account read", func(cust string) error { _, err := s.Account(ctx, cust); return err }, 0},
+		{"credit", func(cust string) error {
+			_, err := s.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("100"), Kind: KindTopup, Key: "pack"})
+			return err
+		}, money.MustParse("100")},
+		{"sweep", func(string) error { _, err := s.Sweep(ctx); return err }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nowMs.Store(t0.UnixMilli())
+			cust := "own-" + newToken()[:6]
+			if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("10"), Kind: KindGrant, Key: "promo", ExpiresAt: expiry}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Reserve(ctx, cust, "h", money.MustParse("4"), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			nowMs.Store(expiry.Add(-time.Millisecond).UnixMilli())
+			if !s.QueueSettle(cust, "h", money.MustParse("1"), Charge{Reference: "h"}, nil) {
+				t.Fatal("h was not lent")
+			}
+			nowMs.Store(expiry.Add(time.Second).UnixMilli())
+			if err := tc.call(cust); err != nil {
+				t.Fatal(err)
+			}
+			c := s.customer(cust)
+			if err := s.sync(ctx, c, unixMilli(s.now())); err != nil { // whatever is still queued
+				t.Fatal(err)
+			}
+			acct, err := s.RedisStore.Account(ctx, cust)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The lot pays the charge of 1 made before its expiry, then
+			// its 9 left expire.
+			if acct.Balance != tc.want {
+				t.Errorf("balance %s, want %s", acct.Balance, tc.want)
+			}
+		})
+	}
+}
