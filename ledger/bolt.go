@@ -523,14 +523,14 @@ func (st *boltSettlement) write(tx *bbolt.Tx) error {
 	// A record past its retention reads as none; closeHold replaces it
 	// (prev), as it replaces an expired hold's record in a file written
 	// before holds moved to memory.
-	state, at, prev, ok, err := c.peekClosed(holdID, nowMs)
+	state, settledBy, prev, ok, err := c.peekClosed(holdID, nowMs)
 	if err != nil {
 		return err
 	} else if ok && state == holdSettled {
 		if h != nil {
-			h.entry.Store(at)
+			h.entry.Store(settledBy)
 		}
-		st.entry, err = c.entry(at)
+		st.entry, err = c.entry(settledBy)
 		return err
 	} else if ok && state == holdReleased {
 		st.result = fmt.Errorf("settle %s of %s: %w", holdID, customer, ErrHoldReleased)

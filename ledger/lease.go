@@ -826,10 +826,7 @@ func (s *LeaseStore) stopLending(customer string) {
 // fails keeps them queued for the next tick, which logs it; the call
 // goes on.
 func (s *LeaseStore) sendPending(ctx context.Context, c *leaseCustomer) {
-	c.mu.Lock()
-	n := len(c.pending)
-	c.mu.Unlock()
-	if n > 0 {
+	if c.queued() {
 		_ = s.syncLocked(ctx, c, unixMilli(s.now()), 0)
 	}
 }
@@ -837,17 +834,18 @@ func (s *LeaseStore) sendPending(ctx context.Context, c *leaseCustomer) {
 // flushPending is sendPending for a caller without c's sync lock; c may
 // be nil (the customer has no lease state here).
 func (s *LeaseStore) flushPending(ctx context.Context, c *leaseCustomer) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	n := len(c.pending)
-	c.mu.Unlock()
-	if n == 0 || c.lockSync(ctx) != nil {
+	if c == nil || !c.queued() || c.lockSync(ctx) != nil {
 		return
 	}
 	defer c.unlockSync()
 	s.sendPending(ctx, c)
+}
+
+// queued reports whether c has closes waiting for a sync.
+func (c *leaseCustomer) queued() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending) > 0
 }
 
 // Credit implements Store.

@@ -2,6 +2,7 @@ package meter
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -75,8 +76,14 @@ func FuzzScanner(f *testing.F) {
 	} {
 		f.Add([]byte(doc), uint8(0))
 	}
-	schemas := []*schema{chatSchema, responsesSSESchema, responsesJSONSchema, anthropicSSESchema, anthropicJSONSchema,
-		embeddingsSchema, imagesJSONSchema, imagesSSESchema, audioJSONSchema, audioSSESchema, geminiSchema, flatSchema}
+	schemas := []*schema{flatSchema} // every API's, both framings, each once
+	for _, api := range APIs() {
+		for _, sse := range []bool{false, true} {
+			if sch := schemaFor(api, sse); !slices.Contains(schemas, sch) {
+				schemas = append(schemas, sch)
+			}
+		}
+	}
 	f.Fuzz(func(t *testing.T, doc []byte, sel uint8) {
 		sch := schemas[int(sel)%len(schemas)]
 		stop := sel&0x80 != 0 // feedDoc, as a JSON array's elements are read

@@ -121,9 +121,7 @@ for i = 0, n - 1 do
   end
   if kind == 's' then
     local actual = tonumber(ARGV[15 + 5 * i])
-    if a.lot_expire_at and a.lot_expire_at <= at then
-      lots().expire(a, at)
-    end
+    expire_lots_due(a, at)
     if state == 's' then
       local raw = redis.call('HGET', K_ENTRIES, seq)
       if not raw then
@@ -159,9 +157,7 @@ for i = 0, n - 1 do
     end
   end
 end
-if a.lot_expire_at and a.lot_expire_at <= now then
-  lots().expire(a, now)
-end
+expire_lots_due(a, now)
 
 -- Size the lease. It keeps what the replica's open holds use, as far as
 -- the credits allow; beyond that it grows to the target, but never past

@@ -720,6 +720,14 @@ extra = function()
   return extralib
 end
 
+-- expire_lots_due expires the lots due by t, if any (the check is
+-- a.lot_expire_at, so an account with none due needs no lots()).
+local function expire_lots_due(a, t)
+  if a.lot_expire_at and a.lot_expire_at <= t then
+    lots().expire(a, t)
+  end
+end
+
 -- current loads the account as every read must see it at now: lots in
 -- line with the balance (adopt), holds due by now expired (they stop
 -- counting at once), lots due by now expired (likewise, with their expire
@@ -737,10 +745,7 @@ local function current(now, retention, lots_by)
   if a.expire_at and a.expire_at <= now then
     extra().expire_holds(a, now, retention)
   end
-  lots_by = lots_by or now
-  if a.lot_expire_at and a.lot_expire_at <= lots_by then
-    lots().expire(a, lots_by)
-  end
+  expire_lots_due(a, lots_by or now)
   if a.forget_at and a.forget_at <= now then
     extra().prune(a, now, PRUNE_BATCH)
   end
