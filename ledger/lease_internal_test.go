@@ -277,3 +277,119 @@ func TestLeaseSendsChargesBeforeItsOwnCalls(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaseSyncOfManyCloses drives lease.lua directly with syncs as
+// lease.go never sends them but a resend or a long outage may: 4,500
+// closes in one call (more than one HMGET and one write of each kind
+// carry, and more values than Lua's unpack takes at once), and hold ids that come twice in one call. Each close must be
+// applied once, in order, as if it came alone: a settle whose id this
+// very call already settled answers with that entry, one it released
+// answers released, and a release of an id it settled changes nothing.
+func TestLeaseSyncOfManyCloses(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	rs := NewRedisStore(rdb, Options{})
+	t.Cleanup(func() { rs.Close() })
+	cust := "many-" + newToken()[:6]
+	if _, err := rs.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("1000000"), Kind: KindGrant, Key: "fund"}); err != nil {
+		t.Fatal(err)
+	}
+	keys := customerKeys(cust)
+	now := time.Now().UnixMilli()
+	retention := (35 * 24 * time.Hour).Milliseconds()
+	type closeOp struct {
+		kind, id string
+		actual   int64
+	}
+	var closes []closeOp
+	for i := range 4500 {
+		closes = append(closes, closeOp{"s", fmt.Sprintf("h%04d", i), int64(i + 1)})
+	}
+	// Ids that come again later in the same call.
+	closes = append(closes,
+		closeOp{"s", "h0007", 999},                         // settled above: answers with entry 2+7
+		closeOp{"r", "dup-r", 0}, closeOp{"s", "dup-r", 5}, // released, then a settle: released
+		closeOp{"s", "dup-s", 11}, closeOp{"r", "dup-s", 0}, // settled, then a release: nothing
+		closeOp{"s", "h4499", 1}, // the last of the first run, again
+	)
+	sync := func(seq int) []any {
+		args := []any{"lease-x", now, retention, now + 10_000, 0, 0, 0, 25, 0, seq, len(closes)}
+		for _, c := range closes {
+			body := ""
+			if c.kind == "s" {
+				body = chargeBody(Charge{Reference: c.id}, time.UnixMilli(now)).json()
+			}
+			args = append(args, c.kind, c.id, now, c.actual, body)
+		}
+		r, err := leaseScript.Run(ctx, rdb, keys, args...).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r) != leaseHead+3*len(closes) {
+			t.Fatalf("reply of %d fields for %d closes", len(r), len(closes))
+		}
+		return r[leaseHead:]
+	}
+	// Entry 1 is the credit; the 4,500 settles are entries 2…4501, the
+	// settle of dup-s entry 4502.
+	var spent int64
+	for i := range 4500 {
+		spent += int64(i + 1)
+	}
+	spent += 11
+	want := func(resent bool) [][3]any {
+		var w [][3]any
+		bal := int64(1_000_000_000_000)
+		for i := range 4500 {
+			bal -= int64(i + 1)
+			if resent {
+				w = append(w, [3]any{int64(1), int64(i + 2), nil})
+			} else {
+				w = append(w, [3]any{int64(0), int64(i + 2), bal})
+			}
+		}
+		dupS := [3]any{int64(0), int64(4502), 1_000_000_000_000 - spent}
+		if resent {
+			dupS = [3]any{int64(1), int64(4502), nil}
+		}
+		return append(w,
+			[3]any{int64(1), int64(9), nil},
+			[3]any{int64(5), int64(0), ""}, [3]any{int64(2), int64(0), ""},
+			dupS, [3]any{int64(5), int64(0), ""},
+			[3]any{int64(1), int64(4501), nil},
+		)
+	}
+	for round, resent := range []bool{false, true} {
+		got := sync(round + 1)
+		w := want(resent)
+		if !resent {
+			w[len(w)-5] = [3]any{int64(0), int64(0), ""} // the first release of dup-r is recorded
+		}
+		for i, c := range closes {
+			code, seq, third := got[3*i], got[3*i+1], got[3*i+2]
+			if code != w[i][0] || seq != w[i][1] || (w[i][2] != nil && third != w[i][2]) {
+				t.Fatalf("round %d, close %d (%s %s): reply %v %v %v, want %v", round+1, i, c.kind, c.id, code, seq, third, w[i])
+			}
+			if w[i][2] == nil {
+				if e, err := decodeEntry(cust, seq.(int64), third.(string)); err != nil || e.Reference != c.id {
+					t.Fatalf("round %d, close %d (%s %s): entry %q: %+v, %v", round+1, i, c.kind, c.id, third, e, err)
+				}
+			}
+		}
+	}
+	acct, err := rs.Account(ctx, cust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := money.Micros(1_000_000_000_000 - spent); acct.Balance != want {
+		t.Fatalf("balance %s, want %s", acct.Balance, want)
+	}
+	if n := rdb.HLen(ctx, keys[4]).Val(); n != 4502 {
+		t.Fatalf("%d entries, want 4502", n)
+	}
+	if n := rdb.ZCard(ctx, keys[3]).Val(); n != 4502 {
+		t.Fatalf("%d closed holds to forget, want 4502", n)
+	}
+}
