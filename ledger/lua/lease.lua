@@ -111,10 +111,32 @@ end
 -- While the closes run, the lease's free part is what they leave free.
 a.lfree = lfree + math.max(0, cur - in_use)
 
+-- The closes' holds values are read up front, WRITE_CHUNK ids per HMGET,
+-- and their writes collected and sent after the loop (lib.lua's W). An id
+-- that comes again in this call (lease.go sends each once, but the script
+-- stands alone) is read anew after what the call wrote so far is sent.
+local vals, seen = {}, {}
+for i = 0, n - 1, WRITE_CHUNK do
+  local ids = {}
+  for j = i, math.min(i + WRITE_CHUNK, n) - 1 do
+    ids[#ids + 1] = ARGV[13 + 5 * j]
+  end
+  local got = redis.call('HMGET', K_HOLDS, unpack(ids))
+  for j = 1, #got do
+    vals[i + j] = got[j]
+  end
+end
+flush_writes()
+
 local out = {0, 0, 0, 0, 0, 0}
 for i = 0, n - 1 do
   local kind, id, at = ARGV[12 + 5 * i], ARGV[13 + 5 * i], tonumber(ARGV[14 + 5 * i])
-  local v = redis.call('HGET', K_HOLDS, id)
+  local v = vals[i + 1]
+  if seen[id] then
+    flush_writes()
+    v = redis.call('HGET', K_HOLDS, id)
+  end
+  seen[id] = true
   local state, seq
   if v and not live_amount(v) then
     state, seq = closed_state(a, id, v, now)
@@ -157,6 +179,8 @@ for i = 0, n - 1 do
     end
   end
 end
+flush_writes()
+W = nil
 expire_lots_due(a, now)
 
 -- Size the lease. It keeps what the replica's open holds use, as far as

@@ -278,6 +278,35 @@ local function live_amount(v)
   return tonumber(amount), attempt
 end
 
+-- W, while a script collects writes (lease.lua, which applies hundreds
+-- of closes in one call), holds the writes of close_hold and
+-- append_entry -- holds and entries fields, hold:forget members -- so
+-- that they reach Redis in one HSET or ZADD per key and WRITE_CHUNK
+-- values instead of one call each. Until flush_writes sends them the
+-- script must not read those fields back: lease.lua flushes before it
+-- reads a hold it closed itself.
+local W
+
+-- WRITE_CHUNK bounds the values one flushed call (or lease.lua's HMGET)
+-- carries: unpack takes at most the 8000 values of Lua's C stack. It is
+-- even, as the values are pairs.
+local WRITE_CHUNK = 1024
+
+-- flush_writes sends what W holds, in the order written (a field written
+-- twice: the later wins, as it would have), and starts collecting
+-- afresh; its first call only starts. The script sets W to nil to stop.
+local function flush_writes()
+  if W then
+    for _, w in ipairs({{'HSET', K_ENTRIES, W.entries}, {'HSET', K_HOLDS, W.holds}, {'ZADD', K_HOLD_FORGET, W.forget}}) do
+      local t = w[3]
+      for i = 1, #t, WRITE_CHUNK do
+        redis.call(w[1], w[2], unpack(t, i, math.min(i + WRITE_CHUNK - 1, #t)))
+      end
+    end
+  end
+  W = {entries = {}, holds = {}, forget = {}}
+end
+
 -- close_hold records hold id as closed in state ('e', 'r' or 's' with the
 -- settling entry's seq) until now + retention.
 local function close_hold(a, id, state, now, retention, seq)
@@ -287,8 +316,13 @@ local function close_hold(a, id, state, now, retention, seq)
   if seq then
     v = v .. ' ' .. int(seq)
   end
-  redis.call('HSET', K_HOLDS, id, v)
-  redis.call('ZADD', K_HOLD_FORGET, at, id)
+  if W then
+    local h, f, n = W.holds, W.forget, #W.holds
+    h[n + 1], h[n + 2], f[n + 1], f[n + 2] = id, v, at, id
+  else
+    redis.call('HSET', K_HOLDS, id, v)
+    redis.call('ZADD', K_HOLD_FORGET, at, id)
+  end
   if not a.forget_at or a.forget_at > forget_at then
     a.forget_at = forget_at
   end
@@ -325,7 +359,13 @@ end
 local function append_entry(a, amount, body)
   a.seq = a.seq + 1
   a.balance = a.balance + amount
-  redis.call('HSET', K_ENTRIES, int(a.seq), int(amount) .. ' ' .. int(a.balance) .. ' ' .. body)
+  local seq, v = int(a.seq), int(amount) .. ' ' .. int(a.balance) .. ' ' .. body
+  if W then
+    local e, n = W.entries, #W.entries
+    e[n + 1], e[n + 2] = seq, v
+  else
+    redis.call('HSET', K_ENTRIES, seq, v)
+  end
   return a.seq
 end
 
