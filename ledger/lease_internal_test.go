@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -391,5 +392,61 @@ func TestLeaseSyncOfManyCloses(t *testing.T) {
 	}
 	if n := rdb.ZCard(ctx, keys[3]).Val(); n != 4502 {
 		t.Fatalf("%d closed holds to forget, want 4502", n)
+	}
+}
+
+// TestLeaseSyncStoppedByCorruptData: a sync that meets a hold it cannot
+// read stops with an error, keeping what it applied before it (Redis
+// keeps a failing script's writes, so the account is saved with them).
+// lease.go sends the same closes again with its next sync: each try must
+// find the first charge applied, entry and settled record included, and
+// charge it once.
+func TestLeaseSyncStoppedByCorruptData(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	rs := NewRedisStore(rdb, Options{})
+	t.Cleanup(func() { rs.Close() })
+	cust := "corrupt-" + newToken()[:6]
+	if _, err := rs.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("1000"), Kind: KindGrant, Key: "fund"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Reserve(ctx, cust, "h1", money.MustParse("100"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	keys := customerKeys(cust)
+	if err := rdb.HSet(ctx, keys[1], "bad", "x garbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	body := chargeBody(Charge{Reference: "h1"}, time.UnixMilli(now)).json()
+	for try := 1; try <= 3; try++ {
+		err := leaseScript.Run(ctx, rdb, keys, "lease-x", now, (35 * 24 * time.Hour).Milliseconds(), now+10_000, 0, 0, 0, 25, 0, try, 2,
+			"s", "h1", now, int64(money.MustParse("50")), body,
+			"s", "bad", now, 1, body).Err()
+		if err == nil || !strings.Contains(err.Error(), "malformed hold bad") {
+			t.Fatalf("try %d: %v, want the malformed hold reported", try, err)
+		}
+	}
+	acct, err := rs.Account(ctx, cust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acct.Balance != money.MustParse("950") || acct.Reserved != 0 {
+		t.Errorf("after three tries: balance %s, reserved %s; want 950 and 0", acct.Balance, acct.Reserved)
+	}
+	page, err := rs.Entries(ctx, cust, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entries) != 2 || page.Entries[0].Reference != "h1" {
+		t.Errorf("entries %+v; want the credit and one charge of h1", page.Entries)
+	}
+	if v := rdb.HGet(ctx, keys[1], "h1").Val(); !strings.HasPrefix(v, "s ") {
+		t.Errorf("h1's record %q; want it settled", v)
+	}
+	if _, err := rdb.ZScore(ctx, keys[3], "h1").Result(); err != nil {
+		t.Errorf("h1 in hold:forget: %v", err)
 	}
 }

@@ -702,9 +702,13 @@ extra = function()
   end
 
   -- corrupt fails the script on stored data it does not understand. The
-  -- account is saved first: Redis keeps the writes a failing script already
-  -- made (expired holds it closed), and reserved must still match them.
+  -- account is saved first, with the writes W collected: Redis keeps the
+  -- writes a failing script already made (expired holds it closed, the
+  -- closes a lease sync applied), and the account must still match them.
   local function corrupt(a, msg)
+    if W then
+      flush_writes()
+    end
     save_account(a)
     error('tollgate: ' .. msg)
   end
