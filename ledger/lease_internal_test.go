@@ -282,22 +282,14 @@ func TestLeaseSendsChargesBeforeItsOwnCalls(t *testing.T) {
 // TestLeaseSyncOfManyCloses drives lease.lua directly with syncs as
 // lease.go never sends them but a resend or a long outage may: 4,500
 // closes in one call (more than one HMGET and one write of each kind
-// carry, and more values than Lua's unpack takes at once), and hold ids that come twice in one call. Each close must be
-// applied once, in order, as if it came alone: a settle whose id this
-// very call already settled answers with that entry, one it released
-// answers released, and a release of an id it settled changes nothing.
+// carry, and more values than Lua's unpack takes at once), and hold ids
+// that come twice in one call. Each close must be applied once, in
+// order, as if it came alone: a settle whose id this very call already
+// settled answers with that entry, one it released answers released,
+// and a release of an id it settled changes nothing.
 func TestLeaseSyncOfManyCloses(t *testing.T) {
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { rdb.Close() })
-	rs := NewRedisStore(rdb, Options{})
-	t.Cleanup(func() { rs.Close() })
-	cust := "many-" + newToken()[:6]
-	if _, err := rs.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("1000000"), Kind: KindGrant, Key: "fund"}); err != nil {
-		t.Fatal(err)
-	}
-	keys := customerKeys(cust)
+	rdb, rs, cust, keys := scriptCustomer(t, "many", money.MustParse("1000000"))
 	now := time.Now().UnixMilli()
 	retention := (35 * 24 * time.Hour).Milliseconds()
 	type closeOp struct {
@@ -403,19 +395,10 @@ func TestLeaseSyncOfManyCloses(t *testing.T) {
 // charge it once.
 func TestLeaseSyncStoppedByCorruptData(t *testing.T) {
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { rdb.Close() })
-	rs := NewRedisStore(rdb, Options{})
-	t.Cleanup(func() { rs.Close() })
-	cust := "corrupt-" + newToken()[:6]
-	if _, err := rs.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("1000"), Kind: KindGrant, Key: "fund"}); err != nil {
-		t.Fatal(err)
-	}
+	rdb, rs, cust, keys := scriptCustomer(t, "corrupt", money.MustParse("1000"))
 	if err := rs.Reserve(ctx, cust, "h1", money.MustParse("100"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	keys := customerKeys(cust)
 	if err := rdb.HSet(ctx, keys[1], "bad", "x garbage").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -449,4 +432,22 @@ func TestLeaseSyncStoppedByCorruptData(t *testing.T) {
 	if _, err := rdb.ZScore(ctx, keys[3], "h1").Result(); err != nil {
 		t.Errorf("h1 in hold:forget: %v", err)
 	}
+}
+
+// scriptCustomer starts a Redis and funds a new customer, named after
+// prefix, with amount, for the tests that drive lease.lua directly: it
+// returns a client of that Redis, a RedisStore on it, and the customer's
+// id and keys.
+func scriptCustomer(t *testing.T, prefix string, amount money.Micros) (*redis.Client, *RedisStore, string, []string) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	rs := NewRedisStore(rdb, Options{})
+	t.Cleanup(func() { rs.Close() })
+	cust := prefix + "-" + newToken()[:6]
+	if _, err := rs.Credit(context.Background(), Credit{Customer: cust, Amount: amount, Kind: KindGrant, Key: "fund"}); err != nil {
+		t.Fatal(err)
+	}
+	return rdb, rs, cust, customerKeys(cust)
 }
