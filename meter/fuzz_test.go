@@ -2,10 +2,13 @@ package meter
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +26,8 @@ import (
 // MaxHeldEventBytes, its output buffer stays within MaxHeldEventBytes plus
 // one read, and one that does not filter allocates no buffer at all); and
 // that the result does not depend on how the bytes were split into reads.
+// FuzzSSE also holds what the filter lets through to what it may cut
+// (checkFilterCuts).
 
 // fuzzReq builds a request for api from a selector, covering the filter:
 // for openai.chat, sel's low bit says whether the client asked for usage.
@@ -93,9 +98,140 @@ func isSubsequence(sub, s []byte) bool {
 
 func FuzzSSE(f *testing.F) {
 	f.Add([]byte(contentEvent+usageEvent+doneEvent), uint16(0), uint16(3))
+	f.Add([]byte("event: x\ndata: {\"id\":\"c\",\n: note\ndata:\"usage\" : null , \"choices\":[]}\n\n"+usageEvent), uint16(0), uint16(7))
+	f.Add([]byte("data: {\"usage\":null}\n\ndata: {\"a\":1,\"usage\":null}\n\n"+usageEvent+"data: {\"a\":2}"), uint16(0), uint16(1))
+	// Two "usage" keys: the filter cuts the first if it is null, and
+	// keeps an event whose other one is no report; data after the
+	// document.
+	f.Add([]byte("data:{\"a\":[],\"usage\":null,\"usage\":0}\n\ndata:{\"usage\":null,\"usage\":null}\n\ndata:{\"usage\":null}0"), uint16(0), uint16(7))
 	f.Fuzz(func(t *testing.T, data []byte, sel, split uint16) {
-		checkTap(t, fuzzReq(sel), "text/event-stream", data, split)
+		req := fuzzReq(sel)
+		checkTap(t, req, "text/event-stream", data, split)
+		tap := NewTap(req, "text/event-stream")
+		out, _ := feedAllBytes(tap, data)
+		checkFilterCuts(t, tap, data, out)
 	})
+}
+
+// checkFilterCuts holds what a filtering Tap let through to what the
+// filter may do, event by event, for a stream of LF line endings whose
+// events the filter holds whole: an event reaches the client unchanged;
+// or is dropped, and then its data reported usage (a "usage" member that
+// is not null); or loses one "usage": null member with the comma that
+// separates it, in one cut within one line, and when its data is one
+// JSON document with one "usage" key the rest is the same JSON (of two,
+// the filter cuts the first). (Like the meter, the filter
+// does not insist on valid JSON: data with bytes after its document is
+// read up to them.) Streams outside that shape are left to checkTap.
+func checkFilterCuts(t *testing.T, tap *Tap, in, out []byte) {
+	t.Helper()
+	if !tap.filter || tap.mode != modeSSE || len(in) >= MaxHeldEventBytes/2 ||
+		bytes.ContainsRune(in, '\r') || bytes.Contains(in, []byte("\n\n\n")) ||
+		len(in) == 0 || isSpace(in[0]) || bytes.HasPrefix(in, []byte("\xef\xbb\xbf")) {
+		return
+	}
+	rest := out
+	for _, b := range sseBlocks(in) {
+		if bytes.HasPrefix(rest, b) {
+			rest = rest[len(b):]
+			continue
+		}
+		d, o := sseData(b), rest
+		if n := bytes.Index(o, []byte("\n\n")); n >= 0 {
+			o = o[:n+2]
+		}
+		if !cutsUsageNull(b, o) {
+			if reportsUsage(d) {
+				continue // the usage chunk, dropped
+			}
+			t.Fatalf("event %q reached the client as %q", b, o)
+		}
+		if json.Valid(d) && bytes.Count(d, usageKey) == 1 {
+			var want, got map[string]any
+			if err := json.Unmarshal(d, &want); err != nil {
+				t.Fatalf("event %q lost a member but is no JSON object: %v", b, err)
+			}
+			delete(want, "usage")
+			if err := json.Unmarshal(sseData(o), &got); err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("event %q reached the client as %q: data %v (%v), want %v", b, o, got, err, want)
+			}
+		}
+		rest = rest[len(o):]
+	}
+	if len(rest) > 0 {
+		t.Fatalf("the client got %q beyond the stream's events", rest)
+	}
+}
+
+// sseBlocks cuts an LF-only stream into its event blocks, each with the
+// blank line that ends it (the last one may lack it).
+func sseBlocks(b []byte) [][]byte {
+	var bs [][]byte
+	for len(b) > 0 {
+		n := bytes.Index(b, []byte("\n\n"))
+		if n < 0 {
+			return append(bs, b)
+		}
+		bs, b = append(bs, b[:n+2]), b[n+2:]
+	}
+	return bs
+}
+
+// sseData returns an LF-only event block's data: its data lines' values
+// joined by LF.
+func sseData(block []byte) []byte {
+	var d [][]byte
+	for _, line := range bytes.Split(bytes.TrimRight(block, "\n"), []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("data")); ok && (len(v) == 0 || v[0] == ':') {
+			v, _ = bytes.CutPrefix(v, []byte(":"))
+			v, _ = bytes.CutPrefix(v, []byte(" "))
+			d = append(d, v)
+		}
+	}
+	return bytes.Join(d, []byte("\n"))
+}
+
+// usageMember matches a "usage" key and the start of its value.
+var usageMember = regexp.MustCompile(`"usage"[ \t\n\r]*:[ \t\n\r]*(.)`)
+
+// reportsUsage reports whether data has a "usage" member whose value is
+// not null.
+func reportsUsage(data []byte) bool {
+	for _, m := range usageMember.FindAllSubmatchIndex(data, -1) {
+		if !bytes.HasPrefix(data[m[2]:], []byte("null")) {
+			return true
+		}
+	}
+	return false
+}
+
+// usageNull matches what the filter may cut: a "usage": null member with
+// the comma before it, or with the comma and the space after it, or
+// alone.
+var usageNull = regexp.MustCompile(`^(,[ \t]*"usage"[ \t]*:[ \t]*null|"usage"[ \t]*:[ \t]*null([ \t]*,[ \t]*)?)$`)
+
+// cutsUsageNull reports whether o is b with one span cut out of one
+// line, a "usage": null member as usageNull says.
+func cutsUsageNull(b, o []byte) bool {
+	n := len(b) - len(o)
+	if n <= 0 {
+		return false
+	}
+	pre, suf := 0, 0
+	for pre < len(o) && o[pre] == b[pre] {
+		pre++
+	}
+	for suf < len(o) && o[len(o)-1-suf] == b[len(b)-1-suf] {
+		suf++
+	}
+	// b is o[:j], a cut of n bytes, then o[j:], for every j from
+	// len(o)-suf to pre: where the cut lies among equal bytes is open.
+	for j := max(0, len(o)-suf); j <= pre; j++ {
+		if cut := b[j : j+n]; !bytes.ContainsRune(cut, '\n') && usageNull.Match(cut) {
+			return true
+		}
+	}
+	return false
 }
 
 // FuzzSSELineEndings writes one stream with the line endings SSE allows
