@@ -119,10 +119,10 @@ func FuzzSSE(f *testing.F) {
 // or is dropped, and then its data reported usage (a "usage" member that
 // is not null); or loses one "usage": null member with the comma that
 // separates it, in one cut within one line, and when its data is one
-// JSON document with one "usage" key the rest is the same JSON (of two,
-// the filter cuts the first). (Like the meter, the filter
-// does not insist on valid JSON: data with bytes after its document is
-// read up to them.) Streams outside that shape are left to checkTap.
+// JSON document with one "usage" key the rest is the same JSON (of two
+// keys, the filter cuts the first). Like the meter, the filter does not
+// insist on valid JSON: data with bytes after its document is read up
+// to them. Streams outside that shape are left to checkTap.
 func checkFilterCuts(t *testing.T, tap *Tap, in, out []byte) {
 	t.Helper()
 	if !tap.filter || tap.mode != modeSSE || len(in) >= MaxHeldEventBytes/2 ||
