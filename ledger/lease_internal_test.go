@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -450,4 +452,136 @@ func scriptCustomer(t *testing.T, prefix string, amount money.Micros) (*redis.Cl
 		t.Fatal(err)
 	}
 	return rdb, rs, cust, customerKeys(cust)
+}
+
+// TestLeaseScriptKeepsTheLayout drives lease.lua directly with random
+// syncs of two leases of one customer — settles, releases and expiries
+// of ids lent, reserved per request in Redis, already closed, or named
+// twice in one call; calls of up to 1,100 closes across the script's
+// chunk boundaries; late calls; charges into debt; the clock moving past
+// hold, lot and closed-record expiries — between random credits,
+// per-request reservations and sweeps, and after every call requires the
+// invariants lua/lib.lua states for the customer's keys
+// (checkRedisLayout), that the entries add up to the balance, and that
+// no hold is charged again before its first charge's retention ended.
+func TestLeaseScriptKeepsTheLayout(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
+			retention := 5 * time.Second
+			rs := NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock.Now, Retention: retention, releasedKeep: retention})
+			t.Cleanup(func() { rs.Close() })
+			cust := fmt.Sprintf("layout-%s-%d", newToken()[:6], seed)
+			keys := customerKeys(cust)
+			t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
+			rng := rand.New(rand.NewPCG(seed, 7))
+			var lots, used []string
+			syncs := map[string]int{}
+			charged := map[string]int64{} // hold id -> the time of its last charge
+			id := func() string {
+				switch k := rng.IntN(10); {
+				case k < 4 || len(used) == 0:
+					s := "l" + strconv.Itoa(rng.IntN(1<<30))
+					used = append(used, s)
+					return s
+				case k < 7:
+					return used[len(used)-1-rng.IntN(min(len(used), 8))]
+				default:
+					return used[rng.IntN(len(used))]
+				}
+			}
+			for call := range 300 {
+				now := clock.Now()
+				switch k := rng.IntN(10); {
+				case k < 2:
+					c := randomCredit(rng, cust, now, lots)
+					c.Amount *= 1000
+					if r, err := rs.Credit(ctx, c); err == nil && r.Lot != "" {
+						lots = append(lots, r.Lot)
+					}
+				case k < 4:
+					h := "p" + strconv.Itoa(rng.IntN(1<<30))
+					ttl := []time.Duration{time.Millisecond, time.Second, time.Minute}[rng.IntN(3)]
+					if rs.Reserve(ctx, cust, h, money.Micros(rng.IntN(50_000)), ttl) == nil {
+						used = append(used, h)
+					}
+				case k < 5:
+					if _, err := rs.sweepCustomers(ctx, []string{cust}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				lease := []string{"lease-a", "lease-b"}[rng.IntN(2)]
+				seq := syncs[lease] + 1
+				if rng.IntN(8) == 0 && seq > 1 {
+					seq -= 1 + rng.IntN(seq-1) // a late call
+				}
+				syncs[lease] = max(syncs[lease], seq)
+				n := rng.IntN(7)
+				if rng.IntN(40) == 0 {
+					n = 1020 + rng.IntN(80)
+				}
+				nowMs := now.UnixMilli()
+				target := int64(rng.IntN(200_000))
+				inUse := int64(rng.IntN(int(target) + 1))
+				args := []any{lease, nowMs, retention.Milliseconds(), nowMs + 10_000, target, inUse, int64(rng.IntN(50_000)), []int{25, 100}[rng.IntN(2)], int64(rng.IntN(2) * rng.IntN(20_000)), seq, n}
+				for range n {
+					kind := []string{"s", "s", "s", "r", "e"}[rng.IntN(5)]
+					h := id()
+					at := nowMs - int64(rng.IntN(3000))
+					actual := int64(rng.IntN(40_000))
+					if rng.IntN(30) == 0 {
+						actual = int64(rng.IntN(1 << 40))
+					}
+					body := ""
+					if kind == "s" {
+						body = chargeBody(Charge{Reference: h}, time.UnixMilli(at)).json()
+					} else {
+						actual = 0
+					}
+					args = append(args, kind, h, at, actual, body)
+				}
+				when := fmt.Sprintf("call %d (%s sync %d, %d closes)", call, lease, seq, n)
+				r, err := leaseScript.Run(ctx, rdb, keys, args...).Slice()
+				if err != nil {
+					t.Fatalf("%s: %v", when, err)
+				}
+				if len(r) != leaseHead+3*n {
+					t.Fatalf("%s: reply of %d fields", when, len(r))
+				}
+				for i := range n {
+					h, at := args[12+5*i].(string), args[13+5*i].(int64)
+					if args[11+5*i] != "s" || r[leaseHead+3*i] != int64(0) {
+						continue
+					}
+					// Charged now: an earlier charge of the id must be past
+					// its retention.
+					if prev, ok := charged[h]; ok && prev+retention.Milliseconds() > nowMs {
+						t.Fatalf("%s: hold %s charged again (at %d), though its charge at %d is kept until %d", when, h, at, prev, prev+retention.Milliseconds())
+					}
+					charged[h] = at
+				}
+				checkRedisLayout(t, rdb, cust, when)
+				entries, err := rdb.HGetAll(ctx, keys[4]).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var sum int64
+				for seq, v := range entries {
+					var amount int64
+					if _, err := fmt.Sscanf(v, "%d ", &amount); err != nil {
+						t.Fatalf("%s: entry %s is %q", when, seq, v)
+					}
+					sum += amount
+				}
+				if bal, _ := rdb.HGet(ctx, keys[0], "balance").Int64(); bal != sum {
+					t.Fatalf("%s: balance %d, entries add up to %d", when, bal, sum)
+				}
+				clock.Advance([]time.Duration{0, time.Millisecond, 100 * time.Millisecond, time.Second, 3 * time.Second}[rng.IntN(5)])
+			}
+		})
+	}
 }
