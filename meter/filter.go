@@ -133,14 +133,9 @@ func usageNullSpan(block []byte, scratch *[]byte, h usageHint) (from, to int, ok
 			return 0, 0, false
 		}
 	}
-	if h.lines == 1 {
-		// One data line, as OpenAI sends: its value, in place.
-		doc := lineOf(block[h.first[0]:])
-		from, to, ok = usageNullAt(doc, h.keyAt)
-		return h.first[0] + from, h.first[0] + to, ok
-	}
 	// The event's data is its data lines' values joined by LF (WHATWG
-	// "Server-sent events"); at locates each value in it.
+	// "Server-sent events"); at locates each value in it. One data line,
+	// as OpenAI sends, is read in place.
 	var (
 		doc []byte
 		at  [len(h.first)]int
