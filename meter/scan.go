@@ -2,6 +2,8 @@ package meter
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 
 	"github.com/tollgate-dev/tollgate/usage"
 )
@@ -459,24 +461,37 @@ func (s *scanner) beginSkip(text bool) {
 func (s *scanner) beginKey(p []byte, i int) int {
 	s.keyAt = s.base + i - 1
 	end := min(len(p)-1, i+maxKeyLen) // room for the colon after the quote
-	for j := i; j < end; j++ {
-		c := p[j]
-		if c == '"' {
-			if p[j+1] != ':' {
-				break
-			}
-			s.cur = s.sch.lookup(s.stack[s.depth-1].node, p[i:j])
-			s.noteUsageKey()
-			s.st = stValue
-			return j + 2
-		}
-		if c == '\\' {
-			break
-		}
+	if j := quoteOrBackslash(p, i, end); j < end && p[j] == '"' && p[j+1] == ':' {
+		s.cur = s.sch.lookup(s.stack[s.depth-1].node, p[i:j])
+		s.noteUsageKey()
+		s.st = stValue
+		return j + 2
 	}
 	s.st = stKey
 	s.klen, s.kbad = 0, false
 	return i
+}
+
+// quoteOrBackslash returns the index of the first '"' or '\\' in
+// p[i:end], or end. Keys are a few bytes to a few dozen, so it reads
+// eight at a time (SWAR, see zeroByte) rather than calling IndexByte
+// twice; end must not exceed len(p).
+func quoteOrBackslash(p []byte, i, end int) int {
+	for ; end-i >= 8; i += 8 {
+		x := binary.LittleEndian.Uint64(p[i:])
+		// zeroByte's lowest bit is exact for each byte sought (its false
+		// alarms lie above a true one), so the lowest of the two is the
+		// first byte that is either.
+		if m := zeroByte(x^(lsb*'"')) | zeroByte(x^(lsb*'\\')); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < end; i++ {
+		if c := p[i]; c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return end
 }
 
 // noteUsageKey records in usageAt the key just looked up if it is the

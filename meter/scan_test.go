@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"bytes"
 	"reflect"
 	"slices"
 	"strings"
@@ -107,4 +108,80 @@ func FuzzScanner(f *testing.F) {
 			t.Fatalf("fields differ:\nwhole     %+v\nbytewise  %+v", whole.f, bytewise.f)
 		}
 	})
+}
+
+// TestSchemaLookup: lookup's key filter (kidBits) never hides a kid.
+// Every key of every schema, and keys that are none (other lengths,
+// other first and last bytes, the empty key), are looked up in every
+// object node and must give what comparing with each kid gives.
+func TestSchemaLookup(t *testing.T) {
+	var keys []string
+	var schemas []*schema
+	for _, api := range APIs() {
+		for _, sse := range []bool{false, true} {
+			if sch := schemaFor(api, sse); !slices.Contains(schemas, sch) {
+				schemas = append(schemas, sch)
+			}
+		}
+	}
+	schemas = append(schemas, flatSchema)
+	for _, sch := range schemas {
+		for _, n := range sch.nodes {
+			if n.key != "" {
+				keys = append(keys, n.key, n.key+"s", "x"+n.key, n.key[:len(n.key)-1], strings.ToUpper(n.key))
+			}
+		}
+	}
+	keys = append(keys, "", "id", "object", "created", "system_fingerprint", "index", "logprobs", "finish_reason", "\x80\xff")
+	for _, sch := range schemas {
+		for parent := range sch.nodes {
+			for _, key := range keys {
+				want := int16(-1)
+				for _, k := range sch.nodes[parent].kids {
+					if sch.nodes[k].key == key {
+						want = k
+					}
+				}
+				if got := sch.lookup(int16(parent), []byte(key)); got != want {
+					t.Fatalf("lookup(%d, %q) = %d; want %d", parent, key, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestQuoteOrBackslash: the eight-bytes-at-a-time search finds the first
+// quote or backslash wherever it lies in the word, after bytes of every
+// value (those ≥ 0x80 and the bytes next to '"' and '\\' included), and
+// end when there is none.
+func TestQuoteOrBackslash(t *testing.T) {
+	slow := func(p []byte, i, end int) int {
+		for ; i < end; i++ {
+			if p[i] == '"' || p[i] == '\\' {
+				return i
+			}
+		}
+		return end
+	}
+	fill := []byte{'a', 0x00, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff}
+	for _, f := range fill {
+		for _, stop := range []byte{'"', '\\', 0} {
+			for n := 0; n <= 24; n++ {
+				for at := 0; at <= n; at++ {
+					p := bytes.Repeat([]byte{f}, n+1)
+					if stop != 0 && at < n {
+						p[at] = stop
+						if at+1 < n {
+							p[at+1] = '"' // a second one after the first
+						}
+					}
+					for i := 0; i <= min(at, 3); i++ {
+						if got, want := quoteOrBackslash(p, i, n), slow(p, i, n); got != want {
+							t.Fatalf("fill %#x, %q at %d of %d, from %d: %d; want %d", f, stop, at, n, i, got, want)
+						}
+					}
+				}
+			}
+		}
+	}
 }

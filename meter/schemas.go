@@ -94,6 +94,19 @@ type node struct {
 	slot uint8
 	elem int16   // node for the elements of an array value, or -1
 	kids []int16 // nodes for the keys of an object value
+	// kidBits has keyBit(k) set for the key k of every kid: a key whose
+	// bit is clear names none, which lookup answers without comparing
+	// keys. Most keys of a provider's document name no kid (ids,
+	// timestamps, indices, fingerprints), and the scanner looks up every
+	// key of every tracked object.
+	kidBits uint64
+}
+
+// keyBit is key's bit in a node's kidBits: one of 64 chosen by its
+// length and its first and last bytes, which tell apart nearly all keys
+// of one object. key is not empty.
+func keyBit[K string | []byte](key K) uint64 {
+	return 1 << ((uint(len(key))*31 + uint(key[0])*7 + uint(key[len(key)-1])) & 63)
 }
 
 // schema is a compiled set of rules; nodes[0] is the document root.
@@ -152,12 +165,17 @@ func (s *schema) child(parent int16, key string) int16 {
 	s.nodes = append(s.nodes, node{key: key, elem: -1})
 	id := int16(len(s.nodes) - 1)
 	s.nodes[parent].kids = append(s.nodes[parent].kids, id)
+	s.nodes[parent].kidBits |= keyBit(key)
 	return id
 }
 
 // lookup returns the child of parent for key, or -1.
 func (s *schema) lookup(parent int16, key []byte) int16 {
-	for _, k := range s.nodes[parent].kids {
+	n := &s.nodes[parent]
+	if len(key) == 0 || n.kidBits&keyBit(key) == 0 {
+		return -1
+	}
+	for _, k := range n.kids {
 		if s.nodes[k].key == string(key) {
 			return k
 		}
