@@ -473,9 +473,9 @@ func (s *scanner) beginKey(p []byte, i int) int {
 }
 
 // quoteOrBackslash returns the index of the first '"' or '\\' in
-// p[i:end], or end. Keys are a few bytes to a few dozen, so it reads
-// eight at a time (SWAR, see zeroByte) rather than calling IndexByte
-// twice; end must not exceed len(p).
+// p[i:end], or end when there is none (as when end <= i). Keys are a few
+// bytes to a few dozen, so it reads eight at a time (SWAR, see zeroByte)
+// rather than calling IndexByte twice; end must not exceed len(p).
 func quoteOrBackslash(p []byte, i, end int) int {
 	for ; end-i >= 8; i += 8 {
 		x := binary.LittleEndian.Uint64(p[i:])

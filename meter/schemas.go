@@ -95,10 +95,7 @@ type node struct {
 	elem int16   // node for the elements of an array value, or -1
 	kids []int16 // nodes for the keys of an object value
 	// kidBits has keyBit(k) set for the key k of every kid: a key whose
-	// bit is clear names none, which lookup answers without comparing
-	// keys. Most keys of a provider's document name no kid (ids,
-	// timestamps, indices, fingerprints), and the scanner looks up every
-	// key of every tracked object.
+	// bit is clear names none, and lookup says so without comparing.
 	kidBits uint64
 }
 
