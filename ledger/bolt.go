@@ -650,7 +650,10 @@ func (s *BoltStore) Extend(ctx context.Context, customer, holdID string, ttl tim
 	return result
 }
 
-// Release implements Store. It writes nothing.
+// Release implements Store. It writes nothing to the file. An id it does
+// not know, of a customer with entries, it remembers as released all the
+// same, as release.lua records it on Redis: a Reserve of that id arriving
+// later is refused (see release.lua for why one may).
 func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error {
 	if err := checkRelease(customer, holdID); err != nil {
 		return err
@@ -675,7 +678,29 @@ func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error 
 		mc.close(holdID, holdReleased, h.ttl, nowMs, retMs)
 		return nil
 	}
-	if state, ok := mc.closedState(holdID, nowMs); ok && state == holdExpired {
+	if state, ok := mc.closedState(holdID, nowMs); ok {
+		if state == holdExpired {
+			mc.close(holdID, holdReleased, 0, nowMs, retMs)
+		}
+		return nil
+	}
+	var unknown bool
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c, err := openCustomer(tx, customer, false)
+		if err != nil || c == nil {
+			return err
+		}
+		if _, _, _, ok, err := c.peekClosed(holdID, nowMs); err != nil || ok {
+			return err // settled: the charge stands
+		}
+		st, err := c.state()
+		unknown = st.seq > 0
+		return err
+	})
+	if err != nil {
+		return s.fail("release "+holdID, err)
+	}
+	if unknown {
 		mc.close(holdID, holdReleased, 0, nowMs, retMs)
 	}
 	return nil

@@ -296,6 +296,7 @@ var conformanceTests = []struct {
 	{name: "SettleIsIdempotent", fn: testSettleIdempotent},
 	{name: "QueueSettleAnswersAsSettle", fn: testQueueSettle},
 	{name: "ReleaseIsIdempotent", fn: testReleaseIdempotent},
+	{name: "ReleaseBeforeReserveClosesTheID", fn: testReleaseBeforeReserve},
 	{name: "ConcurrentSettleAndRelease", fn: testConcurrentSettleRelease},
 	{name: "ExpiredHoldStopsCounting", fn: testExpiredHold},
 	{name: "ExtendRenewsLiveHold", fn: testExtend},
@@ -820,6 +821,48 @@ func testReleaseIdempotent(t *testing.T, e *env) {
 	if en := mustSettle(t, e.s, cust, "h2", c("1")); en.ID != "2" {
 		t.Fatalf("settle after release of a settled hold = %+v; want the first entry", en)
 	}
+}
+
+// testReleaseBeforeReserve: a Release that finds no hold by its id still
+// closes the id, for a customer with entries, so that a Reserve of it
+// arriving afterwards is refused and holds nothing. That is the order a
+// proxy's Release after a Reserve whose answer it never got can take on
+// Redis: both written while Redis is paused, served on different
+// connections once it resumes, the Release first. Without this the late
+// hold kept its credits from the customer until it expired. A customer
+// without entries (nothing to hold) gets no record of it.
+func testReleaseBeforeReserve(t *testing.T, e *env) {
+	cust := e.customer("late")
+	mustCredit(t, e.s, cust, c("10"))
+	if err := e.s.Release(ctx, cust, "late"); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, e.s.Reserve(ctx, cust, "late", c("1"), ttl), ledger.ErrDuplicateHold)
+	wantAccount(t, e.s, cust, c("10"), 0)
+	_, err := e.s.Settle(ctx, cust, "late", c("1"), ledger.Charge{})
+	wantErr(t, err, ledger.ErrHoldReleased)
+	wantAccount(t, e.s, cust, c("10"), 0)
+
+	// A settled id stays settled: the Release finds its record.
+	mustReserve(t, e.s, cust, "done", c("2"), ttl)
+	mustSettle(t, e.s, cust, "done", c("2"))
+	if err := e.s.Release(ctx, cust, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if en := mustSettle(t, e.s, cust, "done", c("2")); en.ID != "2" {
+		t.Fatalf("settle after release of a settled hold = %+v; want the first entry", en)
+	}
+	wantAccount(t, e.s, cust, c("8"), 0)
+
+	stranger := e.customer("nothing")
+	before := e.b.records(t, e.s, stranger)
+	if err := e.s.Release(ctx, stranger, "late"); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.b.records(t, e.s, stranger); n != before {
+		t.Fatalf("a release for a customer without entries left %d records; want %d", n, before)
+	}
+	mustReserve(t, e.s, stranger, "late", 0, ttl)
 }
 
 func testConcurrentSettleRelease(t *testing.T, e *env) {

@@ -749,7 +749,23 @@ func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error
 			}
 		}
 	}
-	return s.RedisStore.Release(ctx, customer, holdID)
+	recorded, err := s.RedisStore.release(ctx, customer, holdID)
+	if recorded {
+		// Redis closed an id it did not know (release.lua), which refuses
+		// a Reserve of it still on its way there. A hold lent here is not
+		// checked against Redis: this replica remembers the id too, as it
+		// remembers the ids its syncs closed.
+		c := s.customer(customer)
+		c.mu.Lock()
+		for c.gone {
+			c.mu.Unlock()
+			c = s.customer(customer)
+			c.mu.Lock()
+		}
+		c.remember(holdID, unixMilli(s.now())+s.retention.Milliseconds(), time.Now().UnixMilli())
+		c.mu.Unlock()
+	}
+	return err
 }
 
 // Extend implements Store.

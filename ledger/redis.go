@@ -207,19 +207,26 @@ func (s *RedisStore) Settle(ctx context.Context, customer, holdID string, actual
 
 // Release implements Store.
 func (s *RedisStore) Release(ctx context.Context, customer, holdID string) error {
+	_, err := s.release(ctx, customer, holdID)
+	return err
+}
+
+// release is Release, and reports whether release.lua found no hold by
+// the id and recorded it as released (status 3), for LeaseStore.
+func (s *RedisStore) release(ctx context.Context, customer, holdID string) (recorded bool, err error) {
 	if err := checkRelease(customer, holdID); err != nil {
-		return err
+		return false, err
 	}
 	now := s.now()
 	r, err := s.run(ctx, releaseScript, customerKeys(customer), holdID, unixMilli(now), s.retention.Milliseconds())
 	if err != nil {
-		return s.failWrite("release "+holdID, err)
+		return false, s.failWrite("release "+holdID, err)
 	}
-	r.int(0)
+	status := r.int(0)
 	if r.err != nil {
-		return fmt.Errorf("release %s: %w", holdID, r.err)
+		return false, fmt.Errorf("release %s: %w", holdID, r.err)
 	}
-	return nil
+	return status == 3, nil
 }
 
 // Extend implements Store.
