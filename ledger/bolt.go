@@ -691,7 +691,7 @@ func (s *BoltStore) Release(ctx context.Context, customer, holdID string) error 
 			return err
 		}
 		if _, _, _, ok, err := c.peekClosed(holdID, nowMs); err != nil || ok {
-			return err // settled: the charge stands
+			return err // closed in the file (settled, or by an older version): left as it is
 		}
 		st, err := c.state()
 		unknown = st.seq > 0

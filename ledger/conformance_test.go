@@ -837,6 +837,9 @@ func testReleaseBeforeReserve(t *testing.T, e *env) {
 	if err := e.s.Release(ctx, cust, "late"); err != nil {
 		t.Fatal(err)
 	}
+	// Longer than a lease tick (5 ms in these tests): a replica that
+	// remembers the id must not forget it as soon as it next syncs.
+	time.Sleep(30 * time.Millisecond)
 	wantErr(t, e.s.Reserve(ctx, cust, "late", c("1"), ttl), ledger.ErrDuplicateHold)
 	wantAccount(t, e.s, cust, c("10"), 0)
 	_, err := e.s.Settle(ctx, cust, "late", c("1"), ledger.Charge{})
@@ -1522,6 +1525,13 @@ func testRetention(t *testing.T, e *env) {
 	mustCredit(t, e.s, cust, c("10"))
 	mustReserve(t, e.s, cust, "h1", c("1"), ttl)
 	first := mustSettle(t, e.s, cust, "h1", c("1"))
+	// More settled ids than Redis forgets in one call once their
+	// retention ends (lib.lua's prune), for the Release below.
+	for i := range 20 {
+		id := fmt.Sprintf("old-%02d", i)
+		mustReserve(t, e.s, cust, id, c("1"), ttl)
+		mustSettle(t, e.s, cust, id, 0)
+	}
 	mustReserve(t, e.s, cust, "h2", c("1"), ttl)
 	if err := e.s.Release(ctx, cust, "h2"); err != nil {
 		t.Fatal(err)
@@ -1541,6 +1551,13 @@ func testRetention(t *testing.T, e *env) {
 	}
 	wantAccount(t, e.s, cust, c("9"), 0)
 	e.clock.Advance(time.Millisecond)
+	// An id closed longer ago than the retention, whether or not the store
+	// forgot it yet, is as unknown as one never seen: a Release of it
+	// closes it again (see testReleaseBeforeReserve).
+	if err := e.s.Release(ctx, cust, "old-19"); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, e.s.Reserve(ctx, cust, "old-19", c("1"), ttl), ledger.ErrDuplicateHold)
 	_, err = e.s.Settle(ctx, cust, "h1", c("1"), ledger.Charge{})
 	wantErr(t, err, ledger.ErrHoldNotFound)
 	if _, err := e.s.Sweep(ctx); err != nil {

@@ -754,7 +754,9 @@ func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error
 		// Redis closed an id it did not know (release.lua), which refuses
 		// a Reserve of it still on its way there. A hold lent here is not
 		// checked against Redis: this replica remembers the id too, as it
-		// remembers the ids its syncs closed.
+		// remembers the ids its syncs closed, and for as long (while the
+		// customer is not dropped as idle, Options.Idle after its last
+		// use, which this counts as).
 		c := s.customer(customer)
 		c.mu.Lock()
 		for c.gone {
@@ -762,7 +764,9 @@ func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error
 			c = s.customer(customer)
 			c.mu.Lock()
 		}
-		c.remember(holdID, unixMilli(s.now())+s.retention.Milliseconds(), time.Now().UnixMilli())
+		wall := time.Now().UnixMilli()
+		c.lastUse = max(c.lastUse, wall)
+		c.remember(holdID, unixMilli(s.now())+s.retention.Milliseconds(), wall)
 		c.mu.Unlock()
 	}
 	return err

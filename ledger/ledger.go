@@ -252,9 +252,9 @@ type Store interface {
 	// may then go below zero and the next Reserve is refused. Settling a
 	// hold that expired still charges. Settle is idempotent per hold: a
 	// repeat returns the entry of the first settlement and changes nothing.
-	// It returns ErrHoldReleased if the hold was released and
-	// ErrHoldNotFound if holdID was never reserved for customer (or was
-	// closed longer ago than the store's retention). A charge that would
+	// It returns ErrHoldReleased if the hold was released (or its id was,
+	// see Release) and ErrHoldNotFound if holdID was never reserved for
+	// customer (or was closed longer ago than the store's retention). A charge that would
 	// take the balance below -MaxAmount is ErrInvalidAmount and leaves the
 	// hold open. Settling a stored hold always appends an entry, even for
 	// actual zero, so that the request's tokens are on record. Settling at
@@ -279,7 +279,11 @@ type Store interface {
 	// Release closes a hold without charging. It is idempotent and returns
 	// nil for a hold that is already released, settled (the charge stands),
 	// expired or unknown. Releasing an expired hold marks it released, so
-	// that a later Settle of it returns ErrHoldReleased.
+	// that a later Settle of it returns ErrHoldReleased. An unknown id of
+	// a customer with entries is marked released all the same, so that a
+	// Reserve of it that arrives afterwards (one whose answer the caller
+	// never got, still on its way) is refused with ErrDuplicateHold
+	// instead of holding credits nobody releases until the hold expires.
 	Release(ctx context.Context, customer, holdID string) error
 
 	// Credit applies c atomically with its idempotency check; see Credit.

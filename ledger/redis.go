@@ -226,7 +226,7 @@ func (s *RedisStore) release(ctx context.Context, customer, holdID string) (reco
 	if r.err != nil {
 		return false, fmt.Errorf("release %s: %w", holdID, r.err)
 	}
-	return status == 3, nil
+	return status == releaseRecorded, nil
 }
 
 // Extend implements Store.

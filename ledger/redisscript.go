@@ -127,8 +127,11 @@ func customerOfKey(key string) (string, bool) {
 // The statuses below are the first field of a script's reply, one type per
 // script. Each constant's comment is the line of the script's Returns
 // header it names, so that the switch in Go reads like the header in Lua.
-// release.lua's statuses are not named: Release answers nil whichever it
-// gets.
+// Of release.lua's statuses only releaseRecorded is named: Release answers
+// nil whichever it gets, and LeaseStore needs to know that one.
+
+// releaseRecorded is release.lua's {3}: unknown, now recorded as released.
+const releaseRecorded = 3
 
 // reserveStatus is the status in reserve.lua's reply {status, available[, reserved]}.
 type reserveStatus int64

@@ -21,28 +21,33 @@ local retention = tonumber(ARGV[3])
 local a = current(now, retention)
 
 local v = redis.call('HGET', K_HOLDS, id)
-if not v then
-  -- No hold by this id, yet a Reserve of it may still be on its way: the
-  -- caller releases after a Reserve whose answer it did not get, and a
-  -- Reserve written before this call on another connection can run after
-  -- it (Redis paused, or hung, then serving both). Closing the id here
-  -- refuses that Reserve ({3}) instead of letting it hold credits nobody
-  -- releases until its expiry. A customer without entries has no credits
-  -- to hold, and gets no record.
-  if a.seq > 0 then
+if v then
+  local amount = live_amount(v)
+  if amount then
+    drop_hold(a, id, amount)
     close_hold(a, id, 'r', now, retention)
-    return save_account(a, {3})
+    return save_account(a, {0})
   end
-  return save_account(a, {2})
+  local state = closed_state(a, id, v, now)
+  if state == 'e' then
+    close_hold(a, id, 'r', now, retention)
+    return save_account(a, {1})
+  end
+  if state then
+    return save_account(a, {2})
+  end
+  -- Closed longer ago than the retention: forgotten now, and as unknown
+  -- as an id never seen.
 end
-local amount = live_amount(v)
-if amount then
-  drop_hold(a, id, amount)
+-- No hold by this id, yet a Reserve of it may still be on its way: the
+-- caller releases after a Reserve whose answer it did not get, and a
+-- Reserve written before this call on another connection can run after it
+-- (Redis paused, or hung, then serving both). Closing the id here refuses
+-- that Reserve ({3}) instead of letting it hold credits nobody releases
+-- until its expiry. A customer without entries has no credits to hold, and
+-- gets no record.
+if a.seq > 0 then
   close_hold(a, id, 'r', now, retention)
-  return save_account(a, {0})
-end
-if closed_state(a, id, v, now) == 'e' then
-  close_hold(a, id, 'r', now, retention)
-  return save_account(a, {1})
+  return save_account(a, {3})
 end
 return save_account(a, {2})
