@@ -298,6 +298,21 @@ func (s *LeaseStore) customer(id string) *leaseCustomer {
 	return c
 }
 
+// lockCustomer returns customer's lease state, made if need be, with its
+// mu held: one still in the map, since a state dropped from it after
+// customer returned it is no one's (a hold lent from it would be lost to
+// Settle).
+func (s *LeaseStore) lockCustomer(id string) *leaseCustomer {
+	c := s.customer(id)
+	c.mu.Lock()
+	for c.gone {
+		c.mu.Unlock()
+		c = s.customer(id)
+		c.mu.Lock()
+	}
+	return c
+}
+
 // lookup returns customer's lease state, or nil.
 func (s *LeaseStore) lookup(id string) *leaseCustomer {
 	s.mu.Lock()
@@ -331,15 +346,7 @@ func (s *LeaseStore) reserve(ctx context.Context, customer, holdID string, amoun
 	if err := s.guard(); err != nil {
 		return 0, fmt.Errorf("reserve %s: %w", holdID, err)
 	}
-	c := s.customer(customer)
-	c.mu.Lock()
-	for c.gone {
-		// Dropped from the map since customer returned it: a hold lent
-		// from it would be lost to Settle. Take the current one.
-		c.mu.Unlock()
-		c = s.customer(customer)
-		c.mu.Lock()
-	}
+	c := s.lockCustomer(customer)
 	now := unixMilli(s.now())
 	c.expireHolds(now)
 	c.demand(time.Now().UnixMilli(), int64(amount))
@@ -757,13 +764,7 @@ func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error
 		// remembers the ids its syncs closed, and for as long (while the
 		// customer is not dropped as idle, Options.Idle after its last
 		// use, which this counts as).
-		c := s.customer(customer)
-		c.mu.Lock()
-		for c.gone {
-			c.mu.Unlock()
-			c = s.customer(customer)
-			c.mu.Lock()
-		}
+		c := s.lockCustomer(customer)
 		wall := time.Now().UnixMilli()
 		c.lastUse = max(c.lastUse, wall)
 		c.remember(holdID, unixMilli(s.now())+s.retention.Milliseconds(), wall)
