@@ -52,11 +52,15 @@ import (
 // admitted under the old state; changes made through this store stop its
 // lending at once.
 //
-// Hold ids must be unique across replicas, as the proxy's request ids are
-// (128 random bits): a lent hold is checked against the live and recently
-// closed holds of this replica only. Account, on this replica, counts its
-// own lease as the holds it lends; another replica's unused lease reads as
-// reserved.
+// Hold ids must be unique across replicas and over time, as the proxy's
+// request ids are (80 random bits and the time): a lent hold is checked
+// against the holds this replica lent and recently closed only, not
+// against Redis. An id that was held in Redis (by another replica, or by
+// this one before it leased, or lent here and closed longer ago than it
+// remembers) may be lent again, and its Settle then answers with the
+// first charge of the id instead of charging. Account, on this replica,
+// counts its own lease as the holds it lends; another replica's unused
+// lease reads as reserved.
 type LeaseStore struct {
 	*RedisStore
 	opts    LeaseOptions
@@ -212,7 +216,14 @@ type leaseCustomer struct {
 	lotExpiry int64
 	fresh     int64 // leaseFresh flush intervals, ms
 	stopped   bool  // the last sync said not to lend, or this store changed the customer since
-	changes   int64 // stopLending calls: a sync during which one came does not lend
+	// unsure is set by a sync that failed and cleared by one that
+	// succeeds: the failed one may still run in Redis, late, and what
+	// lease Redis holds is not known. Such a customer is synced every
+	// tick and never dropped, so that its lease is given back; and the
+	// sync after the failure fences (lease.lua's ARGV[11]), so that the
+	// late one takes no lease after it.
+	unsure  bool
+	changes int64 // stopLending calls: a sync during which one came does not lend
 
 	inUse int64 // the amounts of the live holds and of the settles not synced yet
 	live  map[string]*leaseHold
@@ -1046,7 +1057,7 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 			// Nothing here to keep, suspended or not: a customer seen
 			// again starts over, and syncs before it lends.
 			idle = append(idle, c)
-		case c.lease > 0 || len(c.pending) > 0 || c.stopped:
+		case c.lease > 0 || len(c.pending) > 0 || c.stopped || c.unsure:
 			due = append(due, c)
 		}
 		c.mu.Unlock()
@@ -1081,9 +1092,10 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 }
 
 // droppable reports whether c holds nothing the store must keep: no
-// lease, no hold, no close to send, no Reserve or sync under way.
+// lease, no hold, no close to send, no Reserve or sync under way, and no
+// failed sync since the last that succeeded (unsure).
 func (c *leaseCustomer) droppable() bool {
-	return c.lease == 0 && len(c.pending) == 0 && len(c.live) == 0 && len(c.open) == 0 && len(c.claimed) == 0 && !c.syncing
+	return c.lease == 0 && len(c.pending) == 0 && len(c.live) == 0 && len(c.open) == 0 && len(c.claimed) == 0 && !c.syncing && !c.unsure
 }
 
 // sync sends c's closes to Redis and sizes its lease (lease.lua).
@@ -1130,15 +1142,18 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		allowance = max(0, c.lease-c.inUse) / 2
 	}
 	c.syncCap = c.inUse + allowance
-	giveBack, changes := c.giveBack, c.changes
+	giveBack, changes, fence := c.giveBack, c.changes, 0
+	if c.unsure {
+		fence = 1
+	}
 	c.giveBack = false
 	c.peak = inUse
 	c.syncing = true
 	c.mu.Unlock()
 
-	args := make([]any, 0, 11+5*len(ops))
+	args := make([]any, 0, 12+5*len(ops))
 	args = append(args, s.leaseID, now, s.retention.Milliseconds(), now+s.opts.TTL.Milliseconds(),
-		target, inUse, allowance, s.opts.Share, least, s.syncSeq.Add(1), len(ops))
+		target, inUse, allowance, s.opts.Share, least, s.syncSeq.Add(1), fence, len(ops))
 	for _, op := range ops {
 		switch op.kind {
 		case 's':
@@ -1165,9 +1180,10 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		c.giveBack = c.giveBack || giveBack
 		// The script may have run, its reply lost: the lease may be cut
 		// to what was in use, or be larger than known. Lend nothing until
-		// a sync says (the next tick: a stopped customer is synced).
+		// a sync says (the next tick: an unsure customer is synced, and
+		// not dropped however quiet).
 		c.lease = min(c.lease, inUse+allowance)
-		c.stopped = true
+		c.stopped, c.unsure = true, true
 		c.syncing = false
 		ns := takeNotify(ops)
 		c.mu.Unlock()
@@ -1182,7 +1198,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	defer func() { notifyQueued(ns, nil) }() // after the unlock below
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.syncing = false
+	c.syncing, c.unsure = false, false
 	c.lease, c.avail, c.planV, c.synced, c.lotExpiry = lease, balance-reserved, planV, now, lotExpiry
 	c.expiry = now + s.opts.TTL.Milliseconds()
 	c.stopped = stop != 0 || c.changes != changes

@@ -253,12 +253,13 @@ func hasEvent(t *testing.T, s ledger.Outbox, cust string, typ ledger.EventType) 
 	return false
 }
 
-// deferHook holds back the first give-back lease sync (target == in use)
-// once armed: the caller sees a lost reply, and the script is executed
-// later by the test, as a Redis stall that reorders it after the next
-// sync would.
+// deferHook holds back the first lease sync that pick accepts (nil: the
+// first give-back, target == in use) once armed: the caller sees a lost
+// reply, and the script is executed later by the test, if at all, as a
+// Redis stall that reorders it after the next sync would.
 type deferHook struct {
 	armed atomic.Bool
+	pick  func(target, inUse string) bool
 	args  chan []any
 }
 
@@ -280,7 +281,11 @@ func (h *deferHook) take(cmd redis.Cmder) bool {
 	}
 	a := cmd.Args()
 	// evalsha sha 10 keys... leaseID now retention expiry target inUse
-	if len(a) < 19 || fmt.Sprint(a[17]) != fmt.Sprint(a[18]) {
+	if len(a) < 19 {
+		return false
+	}
+	target, inUse := fmt.Sprint(a[17]), fmt.Sprint(a[18])
+	if h.pick == nil && target != inUse || h.pick != nil && !h.pick(target, inUse) {
 		return false
 	}
 	h.armed.Store(false)
@@ -343,6 +348,88 @@ func TestLeaseSyncAppliedLate(t *testing.T) {
 	if acct := mustAccount(t, b, cust); acct.Balance < 0 {
 		t.Errorf("granted %v on a balance of 1000: overspent, balance %s", granted, acct.Balance)
 	}
+}
+
+// TestLeaseLateSyncAfterGiveBack: a sync that would grow the lease is
+// given up on, the lease is given back (its record deleted), and only
+// then does Redis run the stale sync. Without a record to compare its
+// number with, it would take a lease no replica knows of, and the
+// customer would be refused credits nobody uses until the lease's ttl;
+// the give-back after a failed sync leaves a marker instead.
+func TestLeaseLateSyncAfterGiveBack(t *testing.T) {
+	srv := redistest.Start(t)
+	h := &deferHook{args: make(chan []any, 1), pick: func(target, inUse string) bool { return target != inUse }}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	client.AddHook(h)
+	a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 50 * time.Millisecond})
+	t.Cleanup(func() { a.Close() })
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+	t.Cleanup(func() { b.Close(); raw.Close() })
+	cust := "lategiveback-" + randomHex(4)
+	mustCredit(t, b, cust, c("1000"))
+	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	h.armed.Store(true)
+	var stale []any
+	select {
+	case stale = <-h.args:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no sync growing the lease was held back")
+	}
+	if err := a.Release(ctx, cust, "a0"); err != nil {
+		t.Fatal(err)
+	}
+	// The give-back: nothing in use, so the next ticks leave no lease.
+	deadline := time.Now().Add(5 * time.Second)
+	for mustAccount(t, b, cust).Reserved != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lease was not given back: %+v", mustAccount(t, b, cust))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := raw.Do(ctx, stale...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if acct := mustAccount(t, b, cust); acct.Reserved != 0 {
+		t.Errorf("after the stale sync, with nothing in use anywhere: %+v", acct)
+	}
+	mustReserve(t, b, cust, "b1", c("1000"), time.Minute)
+}
+
+// TestLeaseFailedGiveBackIsRetried: the give-back sync of a customer gone
+// quiet fails without reaching Redis. The replica cannot know what lease
+// Redis holds, so it must not drop the customer as one without a lease:
+// it syncs again until a sync says, and the lease comes back long before
+// its ttl.
+func TestLeaseFailedGiveBackIsRetried(t *testing.T) {
+	srv := redistest.Start(t)
+	h := &deferHook{args: make(chan []any, 1)}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	client.AddHook(h)
+	a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond, Idle: 200 * time.Millisecond, TTL: time.Minute})
+	t.Cleanup(func() { a.Close() })
+	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+	t.Cleanup(func() { b.Close() })
+	cust := "failedgiveback-" + randomHex(4)
+	mustCredit(t, b, cust, c("1000"))
+	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	if err := a.Release(ctx, cust, "a0"); err != nil {
+		t.Fatal(err)
+	}
+	h.armed.Store(true)
+	select {
+	case <-h.args: // dropped: it never reaches Redis
+	case <-time.After(5 * time.Second):
+		t.Fatal("no give-back sync")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for mustAccount(t, b, cust).Reserved != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after a failed give-back, with nothing in use: %+v", mustAccount(t, b, cust))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mustReserve(t, b, cust, "b1", c("1000"), time.Minute)
 }
 
 // TestLeaseConcurrentDuplicateHold: of two concurrent reservations of

@@ -310,7 +310,7 @@ func TestLeaseSyncOfManyCloses(t *testing.T) {
 		closeOp{"s", "h4499", 1}, // the last of the first run, again
 	)
 	sync := func(seq int) []any {
-		args := []any{"lease-x", now, retention, now + 10_000, 0, 0, 0, 25, 0, seq, len(closes)}
+		args := []any{"lease-x", now, retention, now + 10_000, 0, 0, 0, 25, 0, seq, 0, len(closes)}
 		for _, c := range closes {
 			body := ""
 			if c.kind == "s" {
@@ -407,7 +407,7 @@ func TestLeaseSyncStoppedByCorruptData(t *testing.T) {
 	now := time.Now().UnixMilli()
 	body := chargeBody(Charge{Reference: "h1"}, time.UnixMilli(now)).json()
 	for try := 1; try <= 3; try++ {
-		err := leaseScript.Run(ctx, rdb, keys, "lease-x", now, (35 * 24 * time.Hour).Milliseconds(), now+10_000, 0, 0, 0, 25, 0, try, 2,
+		err := leaseScript.Run(ctx, rdb, keys, "lease-x", now, (35 * 24 * time.Hour).Milliseconds(), now+10_000, 0, 0, 0, 25, 0, try, 0, 2,
 			"s", "h1", now, int64(money.MustParse("50")), body,
 			"s", "bad", now, 1, body).Err()
 		if err == nil || !strings.Contains(err.Error(), "malformed hold bad") {
@@ -527,7 +527,7 @@ func TestLeaseScriptKeepsTheLayout(t *testing.T) {
 				nowMs := now.UnixMilli()
 				target := int64(rng.IntN(200_000))
 				inUse := int64(rng.IntN(int(target) + 1))
-				args := []any{lease, nowMs, retention.Milliseconds(), nowMs + 10_000, target, inUse, int64(rng.IntN(50_000)), []int{25, 100}[rng.IntN(2)], int64(rng.IntN(2) * rng.IntN(20_000)), seq, n}
+				args := []any{lease, nowMs, retention.Milliseconds(), nowMs + 10_000, target, inUse, int64(rng.IntN(50_000)), []int{25, 100}[rng.IntN(2)], int64(rng.IntN(2) * rng.IntN(20_000)), seq, rng.IntN(2), n}
 				for range n {
 					kind := []string{"s", "s", "s", "r", "e"}[rng.IntN(5)]
 					h := id()
@@ -553,8 +553,8 @@ func TestLeaseScriptKeepsTheLayout(t *testing.T) {
 					t.Fatalf("%s: reply of %d fields", when, len(r))
 				}
 				for i := range n {
-					h, at := args[12+5*i].(string), args[13+5*i].(int64)
-					if args[11+5*i] != "s" || r[leaseHead+3*i] != int64(0) {
+					h, at := args[13+5*i].(string), args[14+5*i].(int64)
+					if args[12+5*i] != "s" || r[leaseHead+3*i] != int64(0) {
 						continue
 					}
 					// Charged now: an earlier charge of the id must be past

@@ -47,8 +47,8 @@ func BenchmarkLeaseSyncScript(b *testing.B) {
 				n := min(per, b.N-done)
 				now := time.Now().UnixMilli()
 				seq++
-				args := make([]any, 0, 11+5*n)
-				args = append(args, "bench-lease", now, retention, now+10_000, 0, 0, 0, 25, 0, seq, n)
+				args := make([]any, 0, 12+5*n)
+				args = append(args, "bench-lease", now, retention, now+10_000, 0, 0, 0, 25, 0, seq, 0, n)
 				for range n {
 					args = append(args, "s", "tg_"+strconv.Itoa(next), now, 700, body)
 					next++

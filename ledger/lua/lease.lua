@@ -37,7 +37,17 @@
 --            stored one ran late (its reply was given up, a later sync
 --            already sized the lease): its closes apply, as they are
 --            idempotent, but it leaves the lease as it is
--- ARGV[11] -> n, the number of closes that follow, five arguments each:
+-- ARGV[11] -> fence: "1" when an earlier sync of the replica for this
+--            customer failed since its last sync that succeeded (lease.go:
+--            unsure), so that it may still run, late. A call that leaves
+--            no lease then keeps a marker -- a live lease of nothing,
+--            numbered by this call, expiring as a lease would -- so that
+--            such a late call finds a later number and takes no lease
+--            that no replica knows of (without a record to compare with,
+--            it could not tell it is late); "0" otherwise. A marker, once
+--            there, is renewed by every call that leaves no lease, and
+--            expires once its replica stops syncing the customer
+-- ARGV[12] -> n, the number of closes that follow, five arguments each:
 --            kind ("s" settle, "r" release, "e" expire), hold id, when
 --            it closed (unix ms: its retention starts then), actual cost
 --            (settle; else 0), entry body (settle; else "")
@@ -76,7 +86,8 @@ local allowance = tonumber(ARGV[7])
 local share = tonumber(ARGV[8])
 local least = tonumber(ARGV[9])
 local sync = tonumber(ARGV[10])
-local n = tonumber(ARGV[11])
+local fence = ARGV[11] == '1'
+local n = tonumber(ARGV[12])
 
 -- Charges are applied at the time they were made (at), as settle.lua
 -- applies one when it comes: a lot that expired before a charge expires
@@ -86,24 +97,25 @@ local n = tonumber(ARGV[11])
 -- sync); lots due by now expire after the closes.
 local lots_by = now
 for i = 0, n - 1 do
-  if ARGV[12 + 5 * i] == 's' then
-    lots_by = math.min(lots_by, tonumber(ARGV[14 + 5 * i]))
+  if ARGV[13 + 5 * i] == 's' then
+    lots_by = math.min(lots_by, tonumber(ARGV[15 + 5 * i]))
   end
 end
 local a = current(now, retention, lots_by)
 
--- The lease as stored: live (amount, free), or gone (expired, or never
--- taken). The lease's free part leaves lfree now and is put back below.
-local cur, cur_free, cur_sync = 0, 0, 0
+-- The lease as stored: live (amount, free; a marker is a live lease of
+-- nothing, see ARGV[11]), or gone (expired, or never taken). The lease's
+-- free part leaves lfree now and is put back below.
+local cur, cur_free, cur_sync, live = 0, 0, 0, false
 local lv = redis.call('HGET', K_HOLDS, lease_id)
 if lv then
   local amount, tag = live_amount(lv)
   if amount then
     local f, n = string.match(tag, '^L(%d+):(%d+)$')
-    cur, cur_free, cur_sync = amount, tonumber(f) or 0, tonumber(n) or 0
+    cur, cur_free, cur_sync, live = amount, tonumber(f) or 0, tonumber(n) or 0, true
   end
 end
-local late = cur > 0 and sync <= cur_sync
+local late = live and sync <= cur_sync
 local lfree = (tonumber(redis.call('HGET', K_ACCOUNT, 'lfree')) or 0) - cur_free
 if lfree < 0 then
   lfree = 0
@@ -119,7 +131,7 @@ local vals, seen = {}, {}
 for i = 0, n - 1, WRITE_CHUNK do
   local ids = {}
   for j = i, math.min(i + WRITE_CHUNK, n) - 1 do
-    ids[#ids + 1] = ARGV[13 + 5 * j]
+    ids[#ids + 1] = ARGV[14 + 5 * j]
   end
   local got = redis.call('HMGET', K_HOLDS, unpack(ids))
   for j = 1, #got do
@@ -130,7 +142,7 @@ flush_writes()
 
 local out = {0, 0, 0, 0, 0, 0}
 for i = 0, n - 1 do
-  local kind, id, at = ARGV[12 + 5 * i], ARGV[13 + 5 * i], tonumber(ARGV[14 + 5 * i])
+  local kind, id, at = ARGV[13 + 5 * i], ARGV[14 + 5 * i], tonumber(ARGV[15 + 5 * i])
   local v = vals[i + 1]
   if seen[id] then
     flush_writes()
@@ -142,7 +154,7 @@ for i = 0, n - 1 do
     state, seq = closed_state(a, id, v, now)
   end
   if kind == 's' then
-    local actual = tonumber(ARGV[15 + 5 * i])
+    local actual = tonumber(ARGV[16 + 5 * i])
     expire_lots_due(a, at)
     if state == 's' then
       local raw = redis.call('HGET', K_ENTRIES, seq)
@@ -162,7 +174,7 @@ for i = 0, n - 1 do
       if amount then
         drop_hold(a, id, amount)
       end
-      local s = append_entry(a, -actual, ARGV[16 + 5 * i])
+      local s = append_entry(a, -actual, ARGV[17 + 5 * i])
       if actual > 0 then
         spend(a, actual)
       end
@@ -229,6 +241,21 @@ if lease > 0 then
     a.expire_at = expiry
   end
   a.lfree = lfree + free
+elseif fence or live and cur == 0 then
+  -- No lease, and a late call may still come (or came, and found the
+  -- marker): the record becomes the marker, or stays it, renewed.
+  if cur > 0 then
+    drop_hold(a, lease_id, cur)
+  end
+  if lv and not live then
+    redis.call('ZREM', K_HOLD_FORGET, lease_id)
+  end
+  redis.call('HSET', K_HOLDS, lease_id, '0 L0:' .. int(sync))
+  redis.call('ZADD', K_HOLD_EXPIRY, int(expiry), lease_id)
+  if not a.expire_at or a.expire_at > expiry then
+    a.expire_at = expiry
+  end
+  a.lfree = lfree
 elseif lv then
   -- No lease: its record goes (a lease leaves no closed record).
   if cur > 0 then

@@ -13,7 +13,8 @@
 -- KEYS[2] -> tollgate:{<customer>}:holds        hash: hold id -> live "<amount> <attempt>", or
 --                                                closed "<state> <forget_at_ms>[ <seq>]",
 --                                                state e(xpired) | r(eleased) | s(ettled, by entry seq);
---                                                a lease's live value is "<amount> L<free>:<sync>" (lease.lua)
+--                                                a lease's live value is "<amount> L<free>:<sync>", a lease
+--                                                marker's "0 L0:<sync>" (lease.lua)
 -- KEYS[3] -> tollgate:{<customer>}:hold:expiry  zset: live hold ids, score = expiry (unix ms)
 -- KEYS[4] -> tollgate:{<customer>}:hold:forget  zset: closed hold ids, score = forget-at (unix ms)
 -- KEYS[5] -> tollgate:{<customer>}:entries      hash: seq -> "<amount> <balance_after> <json>"
