@@ -217,13 +217,16 @@ type leaseCustomer struct {
 	fresh     int64 // leaseFresh flush intervals, ms
 	stopped   bool  // the last sync said not to lend, or this store changed the customer since
 	// unsure is set by a sync that failed and cleared by one that
-	// succeeds: the failed one may still run in Redis, late, and what
-	// lease Redis holds is not known. Such a customer is synced every
-	// tick and never dropped, so that its lease is given back; and the
-	// sync after the failure fences (lease.lua's ARGV[11]), so that the
-	// late one takes no lease after it.
-	unsure  bool
-	changes int64 // stopLending calls: a sync during which one came does not lend
+	// succeeds: what lease Redis holds is not known meanwhile, so such a
+	// customer is synced every tick and never dropped, and its lease is
+	// given back. The failed sync may also still run in Redis, late, and
+	// take a lease expiring at most a TTL after it was sent: until
+	// fenceUntil (store clock, ms) every sync fences (lease.lua's
+	// ARGV[11]) and the customer is kept, so that a late sync takes no
+	// lease after one that left none.
+	unsure     bool
+	fenceUntil int64
+	changes    int64 // stopLending calls: a sync during which one came does not lend
 
 	inUse int64 // the amounts of the live holds and of the settles not synced yet
 	live  map[string]*leaseHold
@@ -1053,7 +1056,7 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 			c.giveBack = true
 		}
 		switch {
-		case quiet && c.droppable():
+		case quiet && c.droppable() && now >= c.fenceUntil:
 			// Nothing here to keep, suspended or not: a customer seen
 			// again starts over, and syncs before it lends.
 			idle = append(idle, c)
@@ -1067,7 +1070,7 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 		for _, c := range idle {
 			c.mu.Lock()
 			// Judged again: a reservation may have come since.
-			if wall-c.lastUse >= s.opts.Idle.Milliseconds() && c.droppable() && len(c.syncMu) == 0 {
+			if wall-c.lastUse >= s.opts.Idle.Milliseconds() && c.droppable() && now >= c.fenceUntil && len(c.syncMu) == 0 {
 				c.gone = true
 				delete(s.customers, c.id)
 			}
@@ -1143,7 +1146,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	}
 	c.syncCap = c.inUse + allowance
 	giveBack, changes, fence := c.giveBack, c.changes, 0
-	if c.unsure {
+	if now < c.fenceUntil {
 		fence = 1
 	}
 	c.giveBack = false
@@ -1184,6 +1187,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		// not dropped however quiet).
 		c.lease = min(c.lease, inUse+allowance)
 		c.stopped, c.unsure = true, true
+		c.fenceUntil = max(c.fenceUntil, now+s.opts.TTL.Milliseconds())
 		c.syncing = false
 		ns := takeNotify(ops)
 		c.mu.Unlock()

@@ -355,45 +355,64 @@ func TestLeaseSyncAppliedLate(t *testing.T) {
 // then does Redis run the stale sync. Without a record to compare its
 // number with, it would take a lease no replica knows of, and the
 // customer would be refused credits nobody uses until the lease's ttl;
-// the give-back after a failed sync leaves a marker instead.
+// a give-back within a ttl of a failed sync leaves a marker instead,
+// whether it is the first sync to succeed after the failure or a later
+// one (the lease kept a while for a request still open).
 func TestLeaseLateSyncAfterGiveBack(t *testing.T) {
-	srv := redistest.Start(t)
-	h := &deferHook{args: make(chan []any, 1), pick: func(target, inUse string) bool { return target != inUse }}
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	client.AddHook(h)
-	a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 50 * time.Millisecond})
-	t.Cleanup(func() { a.Close() })
-	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
-	t.Cleanup(func() { b.Close(); raw.Close() })
-	cust := "lategiveback-" + randomHex(4)
-	mustCredit(t, b, cust, c("1000"))
-	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
-	h.armed.Store(true)
-	var stale []any
-	select {
-	case stale = <-h.args:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no sync growing the lease was held back")
+	for _, openWhileSynced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("open=%v", openWhileSynced), func(t *testing.T) {
+			srv := redistest.Start(t)
+			h := &deferHook{args: make(chan []any, 1), pick: func(target, inUse string) bool { return target != inUse }}
+			client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			client.AddHook(h)
+			a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond, Idle: 200 * time.Millisecond})
+			t.Cleanup(func() { a.Close() })
+			raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+			t.Cleanup(func() { b.Close(); raw.Close() })
+			cust := "lategiveback-" + randomHex(4)
+			mustCredit(t, b, cust, c("1000"))
+			mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+			h.armed.Store(true)
+			var stale []any
+			select {
+			case stale = <-h.args:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no sync growing the lease was held back")
+			}
+			if openWhileSynced {
+				// a0 is still open when the next sync succeeds: the
+				// lease stays, numbered by that sync, until the customer
+				// goes quiet.
+				s0 := a.Stats().Syncs
+				for a.Stats().Syncs == s0 {
+					time.Sleep(5 * time.Millisecond)
+				}
+				if acct := mustAccount(t, b, cust); acct.Reserved == 0 {
+					t.Fatalf("no lease after the sync: %+v", acct)
+				}
+			}
+			if err := a.Release(ctx, cust, "a0"); err != nil {
+				t.Fatal(err)
+			}
+			// The give-back: nothing in use, so the next ticks leave no
+			// lease.
+			deadline := time.Now().Add(5 * time.Second)
+			for mustAccount(t, b, cust).Reserved != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the lease was not given back: %+v", mustAccount(t, b, cust))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err := raw.Do(ctx, stale...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if acct := mustAccount(t, b, cust); acct.Reserved != 0 {
+				t.Errorf("after the stale sync, with nothing in use anywhere: %+v", acct)
+			}
+			mustReserve(t, b, cust, "b1", c("1000"), time.Minute)
+		})
 	}
-	if err := a.Release(ctx, cust, "a0"); err != nil {
-		t.Fatal(err)
-	}
-	// The give-back: nothing in use, so the next ticks leave no lease.
-	deadline := time.Now().Add(5 * time.Second)
-	for mustAccount(t, b, cust).Reserved != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the lease was not given back: %+v", mustAccount(t, b, cust))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := raw.Do(ctx, stale...).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if acct := mustAccount(t, b, cust); acct.Reserved != 0 {
-		t.Errorf("after the stale sync, with nothing in use anywhere: %+v", acct)
-	}
-	mustReserve(t, b, cust, "b1", c("1000"), time.Minute)
 }
 
 // TestLeaseFailedGiveBackIsRetried: the give-back sync of a customer gone

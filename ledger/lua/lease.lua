@@ -37,16 +37,16 @@
 --            stored one ran late (its reply was given up, a later sync
 --            already sized the lease): its closes apply, as they are
 --            idempotent, but it leaves the lease as it is
--- ARGV[11] -> fence: "1" when an earlier sync of the replica for this
---            customer failed since its last sync that succeeded (lease.go:
---            unsure), so that it may still run, late. A call that leaves
---            no lease then keeps a marker -- a live lease of nothing,
---            numbered by this call, expiring as a lease would -- so that
---            such a late call finds a later number and takes no lease
---            that no replica knows of (without a record to compare with,
---            it could not tell it is late); "0" otherwise. A marker, once
---            there, is renewed by every call that leaves no lease, and
---            expires once its replica stops syncing the customer
+-- ARGV[11] -> fence: "1" within a lease ttl of a sync of the replica's
+--            for this customer that failed (lease.go: fenceUntil), as the
+--            failed one may still run, late; "0" otherwise. A call that
+--            fences and leaves no lease keeps a marker -- a live lease of
+--            nothing, numbered by this call, expiring as a lease would --
+--            so that such a late call finds a later number and takes no
+--            lease that no replica knows of (without a record to compare
+--            with, it could not tell it is late). A marker, once there, is
+--            renewed by every call that leaves no lease, and expires once
+--            its replica stops syncing the customer
 -- ARGV[12] -> n, the number of closes that follow, five arguments each:
 --            kind ("s" settle, "r" release, "e" expire), hold id, when
 --            it closed (unix ms: its retention starts then), actual cost
