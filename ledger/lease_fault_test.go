@@ -302,22 +302,31 @@ func (h *deferHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
+// deferredReplica starts a Redis and on it a lease replica whose syncs
+// pass h, a plain store b and a raw client (to run a held-back sync), and
+// a customer with 1000 credits of which the replica holds "a0" (100).
+func deferredReplica(t *testing.T, h *deferHook, lo ledger.LeaseOptions, prefix string) (a *ledger.LeaseStore, b *ledger.RedisStore, raw *redis.Client, cust string) {
+	t.Helper()
+	srv := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	client.AddHook(h)
+	a = ledger.NewLeaseStore(client, ledger.Options{}, lo)
+	t.Cleanup(func() { a.Close() })
+	raw = redis.NewClient(&redis.Options{Addr: srv.Addr})
+	b = ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
+	t.Cleanup(func() { b.Close(); raw.Close() })
+	cust = prefix + randomHex(4)
+	mustCredit(t, b, cust, c("1000"))
+	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	return a, b, raw, cust
+}
+
 // TestLeaseSyncAppliedLate: a give-back sync whose reply was given up on
 // and which Redis runs only after the next sync (a stall reorders them)
 // leaves the lease alone: it must not cut it under holds lent since.
 func TestLeaseSyncAppliedLate(t *testing.T) {
-	srv := redistest.Start(t)
 	h := &deferHook{args: make(chan []any, 1)}
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	client.AddHook(h)
-	a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 500 * time.Millisecond})
-	t.Cleanup(func() { a.Close() })
-	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
-	t.Cleanup(func() { b.Close(); raw.Close() })
-	cust := "stale-" + randomHex(4)
-	mustCredit(t, b, cust, c("1000"))
-	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	a, b, raw, cust := deferredReplica(t, h, ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 500 * time.Millisecond}, "stale-")
 	h.armed.Store(true)
 	if err := a.Reserve(ctx, cust, "aBig", c("1050"), time.Minute); err == nil {
 		t.Fatal("aBig granted")
@@ -361,18 +370,8 @@ func TestLeaseSyncAppliedLate(t *testing.T) {
 func TestLeaseLateSyncAfterGiveBack(t *testing.T) {
 	for _, openWhileSynced := range []bool{false, true} {
 		t.Run(fmt.Sprintf("open=%v", openWhileSynced), func(t *testing.T) {
-			srv := redistest.Start(t)
 			h := &deferHook{args: make(chan []any, 1), pick: func(target, inUse string) bool { return target != inUse }}
-			client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-			client.AddHook(h)
-			a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond, Idle: 200 * time.Millisecond})
-			t.Cleanup(func() { a.Close() })
-			raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
-			b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
-			t.Cleanup(func() { b.Close(); raw.Close() })
-			cust := "lategiveback-" + randomHex(4)
-			mustCredit(t, b, cust, c("1000"))
-			mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+			a, b, raw, cust := deferredReplica(t, h, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond, Idle: 200 * time.Millisecond}, "lategiveback-")
 			h.armed.Store(true)
 			var stale []any
 			select {
@@ -421,17 +420,8 @@ func TestLeaseLateSyncAfterGiveBack(t *testing.T) {
 // it syncs again until a sync says, and the lease comes back long before
 // its ttl.
 func TestLeaseFailedGiveBackIsRetried(t *testing.T) {
-	srv := redistest.Start(t)
 	h := &deferHook{args: make(chan []any, 1)}
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	client.AddHook(h)
-	a := ledger.NewLeaseStore(client, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond, Idle: 200 * time.Millisecond, TTL: time.Minute})
-	t.Cleanup(func() { a.Close() })
-	b := ledger.NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), ledger.Options{})
-	t.Cleanup(func() { b.Close() })
-	cust := "failedgiveback-" + randomHex(4)
-	mustCredit(t, b, cust, c("1000"))
-	mustReserve(t, a, cust, "a0", c("100"), time.Minute)
+	a, b, _, cust := deferredReplica(t, h, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond, Idle: 200 * time.Millisecond, TTL: time.Minute}, "failedgiveback-")
 	if err := a.Release(ctx, cust, "a0"); err != nil {
 		t.Fatal(err)
 	}
