@@ -992,18 +992,22 @@ func (s *LeaseStore) failQueued() {
 const leaseFinish = 5 * time.Second
 
 // finish syncs until nothing is left to send and every lease is given
-// back, for up to leaseFinish, and logs as errors the charges it could
-// not send (they are lost, as a settlement that fails for good is).
+// back (no customer's last sync failed), for up to leaseFinish, and logs
+// as errors the charges it could not send (they are lost, as a settlement
+// that fails for good is).
 func (s *LeaseStore) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), leaseFinish)
 	defer cancel()
 	for {
 		s.syncAll(ctx, true)
-		left := s.unsent()
-		if len(left) == 0 {
+		left, unsure := s.unsent()
+		if len(left) == 0 && unsure == 0 {
 			return
 		}
 		if ctx.Err() != nil {
+			if unsure > 0 {
+				s.log.Warn("leases may stay in Redis until their ttl: the store closed before a sync gave them back", zap.Int("customers", unsure), zap.Duration("ttl", s.opts.TTL))
+			}
 			for _, op := range left {
 				s.log.Error("a settlement did not reach Redis before the store closed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand",
 					zap.String("customer", op.customer), zap.String("hold", op.id), zap.String("amount", money.Micros(op.actual).String()),
@@ -1021,13 +1025,16 @@ type unsentSettle struct {
 	actual       int64
 }
 
-// unsent returns the settlements not sent yet.
-func (s *LeaseStore) unsent() []unsentSettle {
+// unsent returns the settlements not sent yet, and how many customers'
+// last sync failed (what lease Redis holds for them is not known).
+func (s *LeaseStore) unsent() (left []unsentSettle, unsure int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var left []unsentSettle
 	for _, c := range s.customers {
 		c.mu.Lock()
+		if c.unsure {
+			unsure++
+		}
 		for _, op := range c.pending {
 			if op.kind == 's' {
 				left = append(left, unsentSettle{customer: c.id, id: op.id, actual: op.actual})
@@ -1035,7 +1042,7 @@ func (s *LeaseStore) unsent() []unsentSettle {
 		}
 		c.mu.Unlock()
 	}
-	return left
+	return left, unsure
 }
 
 // syncAll syncs every customer with a lease, closes to send or a state
@@ -1146,8 +1153,13 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	}
 	c.syncCap = c.inUse + allowance
 	giveBack, changes, fence := c.giveBack, c.changes, 0
+	expiry := now + s.opts.TTL.Milliseconds()
 	if now < c.fenceUntil {
-		fence = 1
+		// A marker must outlive the lease the failed sync may still
+		// take, whose expiry was fenceUntil: this sync's now may be
+		// older than the failed one's (a tick's now is read before it
+		// waits for the customer's sync lock).
+		fence, expiry = 1, max(expiry, c.fenceUntil)
 	}
 	c.giveBack = false
 	c.peak = inUse
@@ -1155,7 +1167,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	c.mu.Unlock()
 
 	args := make([]any, 0, 12+5*len(ops))
-	args = append(args, s.leaseID, now, s.retention.Milliseconds(), now+s.opts.TTL.Milliseconds(),
+	args = append(args, s.leaseID, now, s.retention.Milliseconds(), expiry,
 		target, inUse, allowance, s.opts.Share, least, s.syncSeq.Add(1), fence, len(ops))
 	for _, op := range ops {
 		switch op.kind {

@@ -441,6 +441,36 @@ func TestLeaseFailedGiveBackIsRetried(t *testing.T) {
 	mustReserve(t, b, cust, "b1", c("1000"), time.Minute)
 }
 
+// TestLeaseCloseRetriesAFailedGiveBack: Close gives every lease back;
+// when its give-back sync fails, it syncs again (within its bound)
+// rather than leave the lease held in Redis until its ttl.
+func TestLeaseCloseRetriesAFailedGiveBack(t *testing.T) {
+	h := &deferHook{args: make(chan []any, 1)}
+	a, b, _, cust := deferredReplica(t, h, ledger.LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: 20 * time.Millisecond, Idle: time.Hour, TTL: time.Minute}, "closegiveback-")
+	if err := a.Release(ctx, cust, "a0"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for mustAccount(t, b, cust).Reserved == 0 { // the lease, kept while not idle
+		if time.Now().After(deadline) {
+			t.Fatal("no lease")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.armed.Store(true) // Close's give-back fails
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.args:
+	default:
+		t.Fatal("no give-back sync was held back")
+	}
+	if acct := mustAccount(t, b, cust); acct.Reserved != 0 {
+		t.Errorf("after Close, with nothing in use: %+v", acct)
+	}
+}
+
 // TestLeaseConcurrentDuplicateHold: of two concurrent reservations of
 // one hold id, at most one is granted.
 func TestLeaseConcurrentDuplicateHold(t *testing.T) {

@@ -585,3 +585,100 @@ func TestLeaseScriptKeepsTheLayout(t *testing.T) {
 		})
 	}
 }
+
+// loseSync is a go-redis hook that, once armed, loses the next lease
+// sync: it never reaches Redis, its caller sees a timeout, and its
+// arguments go to args for the test to run later, as a stalled
+// connection would.
+type loseSync struct {
+	armed atomic.Bool
+	args  chan []any
+}
+
+func (h *loseSync) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *loseSync) take(cmd redis.Cmder) bool {
+	if !h.armed.Load() || !strings.HasPrefix(strings.ToLower(fmt.Sprint(cmd.Args()[0])), "eval") || !strings.Contains(fmt.Sprint(cmd.Args()), "tollgate-lease-") {
+		return false
+	}
+	h.armed.Store(false)
+	h.args <- append([]any(nil), cmd.Args()...)
+	cmd.SetErr(context.DeadlineExceeded)
+	return true
+}
+func (h *loseSync) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.take(cmd) {
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *loseSync) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if h.take(cmd) {
+				return cmd.Err()
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestLeaseMarkerOutlivesTheLateLease: a tick reads its clock before it
+// waits for a customer's sync lock, so the sync that fences after a
+// failed one may run on an older clock than the failed one. The marker it
+// leaves must still outlive the lease the failed sync may take, or the
+// failed sync, run by Redis after the marker expired, takes a lease no
+// replica knows of.
+func TestLeaseMarkerOutlivesTheLateLease(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
+	h := &loseSync{args: make(chan []any, 1)}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	client.AddHook(h)
+	ttl := 10 * time.Second
+	s := NewLeaseStore(client, Options{Now: clock.Now}, LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: time.Hour, TTL: ttl, Idle: time.Hour})
+	t.Cleanup(func() { s.Close() })
+	b := NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock.Now})
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { b.Close(); raw.Close() })
+	cust := "marker-" + newToken()[:6]
+	if _, err := b.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("1000"), Kind: KindGrant, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, cust, "a0", money.MustParse("100"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, cust, "a0"); err != nil {
+		t.Fatal(err)
+	}
+	c := s.lookup(cust)
+	tick := unixMilli(clock.Now()) // a tick's clock, read before it waits
+	clock.Advance(3 * time.Second)
+	// Meanwhile a sync on the later clock is lost, its lease still to
+	// come.
+	h.armed.Store(true)
+	if err := c.lockSync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.syncLocked(ctx, c, unixMilli(clock.Now()), 0); err == nil {
+		t.Fatal("the lost sync succeeded")
+	}
+	c.unlockSync()
+	stale := <-h.args
+	// The tick's sync fences on its older clock and leaves no lease.
+	if err := s.sync(ctx, c, tick); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(ttl - 2*time.Second)              // past tick+ttl, before the lost sync's lease would expire
+	if _, err := b.Account(ctx, cust); err != nil { // expires what is due
+		t.Fatal(err)
+	}
+	if err := raw.Do(ctx, stale...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if acct, err := b.Account(ctx, cust); err != nil || acct.Reserved != 0 {
+		t.Errorf("after the lost sync ran, with nothing in use: %+v, %v", acct, err)
+	}
+}
