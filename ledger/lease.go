@@ -433,7 +433,9 @@ func (s *LeaseStore) reserveSynced(ctx context.Context, c *leaseCustomer, holdID
 		return 0, false, nil // Redis answers for the request, and for Redis
 	}
 	c.mu.Lock()
-	avail, ok = c.lend(holdID, int64(amount), ttl, now, checkPlan, planVersion)
+	// Judged after the sync, which takes its time: a lot it reported
+	// may have expired meanwhile.
+	avail, ok = c.lend(holdID, int64(amount), ttl, unixMilli(s.now()), checkPlan, planVersion)
 	c.mu.Unlock()
 	if ok {
 		s.lent.Add(1)

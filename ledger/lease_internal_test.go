@@ -682,3 +682,55 @@ func TestLeaseMarkerOutlivesTheLateLease(t *testing.T) {
 		t.Errorf("after the lost sync ran, with nothing in use: %+v, %v", acct, err)
 	}
 }
+
+// advanceOnSync is a go-redis hook that, once armed, moves clock on by d
+// just before the next lease sync reaches Redis: the sync takes that
+// long, as seen from the replica's clock.
+type advanceOnSync struct {
+	armed atomic.Bool
+	clock *testClock
+	d     time.Duration
+}
+
+func (h *advanceOnSync) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *advanceOnSync) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if strings.Contains(fmt.Sprint(cmd.Args()), "tollgate-lease-") && h.armed.CompareAndSwap(true, false) {
+			h.clock.Advance(h.d)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *advanceOnSync) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if strings.Contains(fmt.Sprint(cmd.Args()), "tollgate-lease-") && h.armed.CompareAndSwap(true, false) {
+				h.clock.Advance(h.d)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestLeaseLendsNothingOnALotThatExpiredDuringItsSync: a reservation that
+// syncs to take a lease lends from it only if the lot the sync reported
+// has not expired by the time the sync is back.
+func TestLeaseLendsNothingOnALotThatExpiredDuringItsSync(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
+	h := &advanceOnSync{clock: clock, d: 2 * time.Second}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	client.AddHook(h)
+	s := NewLeaseStore(client, Options{Now: clock.Now}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour, TTL: time.Minute, Idle: time.Hour})
+	t.Cleanup(func() { s.Close() })
+	cust := "lotsync-" + newToken()[:6]
+	if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("1000"), Kind: KindGrant, Key: "k", ExpiresAt: clock.Now().Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	h.armed.Store(true)
+	err := s.Reserve(ctx, cust, "h1", money.MustParse("100"), time.Minute)
+	if err == nil {
+		t.Errorf("reserved 100 on a lot that expired while its lease was taken: %+v", s.Stats())
+	}
+}
