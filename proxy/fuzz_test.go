@@ -56,9 +56,20 @@ var (
 //
 // Its seeds (recorded responses of every API, and a few broken ones) run
 // in make test; go test ./proxy -run '^$' -fuzz FuzzExchange searches.
-func FuzzExchange(f *testing.F) {
+func FuzzExchange(f *testing.F) { fuzzExchange(f, boltStore(f)) }
+
+// FuzzExchangeLeases is FuzzExchange on Redis with credit leases taken
+// from a customer's first request, so that its holds are lent in process
+// and its charges reach Redis in the lease's syncs.
+func FuzzExchangeLeases(f *testing.F) {
+	st := ledger.NewLeaseStore(redisClient(f), ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Idle: 200 * time.Millisecond, FlushInterval: 10 * time.Millisecond})
+	f.Cleanup(func() { st.Close() })
+	fuzzExchange(f, st)
+}
+
+func fuzzExchange(f *testing.F, st ledger.Store) {
 	up := newUpstream(f)
-	h := newHarness(f, harnessOptions{upstream: up})
+	h := newHarness(f, harnessOptions{upstream: up, store: st})
 	var calls atomic.Int64
 	type answer struct {
 		status      int
