@@ -1065,7 +1065,7 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 			c.giveBack = true
 		}
 		switch {
-		case quiet && c.droppable() && now >= c.fenceUntil:
+		case quiet && c.droppable(now):
 			// Nothing here to keep, suspended or not: a customer seen
 			// again starts over, and syncs before it lends.
 			idle = append(idle, c)
@@ -1079,7 +1079,7 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 		for _, c := range idle {
 			c.mu.Lock()
 			// Judged again: a reservation may have come since.
-			if wall-c.lastUse >= s.opts.Idle.Milliseconds() && c.droppable() && now >= c.fenceUntil && len(c.syncMu) == 0 {
+			if wall-c.lastUse >= s.opts.Idle.Milliseconds() && c.droppable(now) && len(c.syncMu) == 0 {
 				c.gone = true
 				delete(s.customers, c.id)
 			}
@@ -1103,11 +1103,13 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 	wg.Wait()
 }
 
-// droppable reports whether c holds nothing the store must keep: no
-// lease, no hold, no close to send, no Reserve or sync under way, and no
-// failed sync since the last that succeeded (unsure).
-func (c *leaseCustomer) droppable() bool {
-	return c.lease == 0 && len(c.pending) == 0 && len(c.live) == 0 && len(c.open) == 0 && len(c.claimed) == 0 && !c.syncing && !c.unsure
+// droppable reports whether c holds nothing the store must keep at now:
+// no lease, no hold, no close to send, no Reserve or sync under way, no
+// failed sync since the last that succeeded (unsure), and no fence still
+// to keep (fenceUntil).
+func (c *leaseCustomer) droppable(now int64) bool {
+	return c.lease == 0 && len(c.pending) == 0 && len(c.live) == 0 && len(c.open) == 0 && len(c.claimed) == 0 &&
+		!c.syncing && !c.unsure && now >= c.fenceUntil
 }
 
 // sync sends c's closes to Redis and sizes its lease (lease.lua).
@@ -1201,7 +1203,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		// not dropped however quiet).
 		c.lease = min(c.lease, inUse+allowance)
 		c.stopped, c.unsure = true, true
-		c.fenceUntil = max(c.fenceUntil, now+s.opts.TTL.Milliseconds())
+		c.fenceUntil = max(c.fenceUntil, expiry) // the lease it may still take expires then
 		c.syncing = false
 		ns := takeNotify(ops)
 		c.mu.Unlock()

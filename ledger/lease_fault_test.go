@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,7 +35,7 @@ func (h *leaseFault) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (h *leaseFault) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			if isLeaseSync(cmd) && (h.failing.Load() || h.delay.Load() > 0 || h.lose.Load()) {
+			if ledger.IsLeaseSync(cmd) && (h.failing.Load() || h.delay.Load() > 0 || h.lose.Load()) {
 				// One at a time through ProcessHook's logic.
 				for _, c := range cmds {
 					_ = h.ProcessHook(func(ctx context.Context, c redis.Cmder) error { return next(ctx, []redis.Cmder{c}) })(ctx, c)
@@ -48,18 +47,9 @@ func (h *leaseFault) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
-func isLeaseSync(cmd redis.Cmder) bool {
-	for _, a := range cmd.Args() {
-		if s, ok := a.(string); ok && strings.HasPrefix(s, "tollgate-lease-") {
-			return true
-		}
-	}
-	return false
-}
-
 func (h *leaseFault) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !isLeaseSync(cmd) {
+		if !ledger.IsLeaseSync(cmd) {
 			return next(ctx, cmd)
 		}
 		if h.failing.Load() {
@@ -286,7 +276,7 @@ func (h *deferHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 func (h *deferHook) take(cmd redis.Cmder) bool {
-	if !h.armed.Load() || !isLeaseSync(cmd) {
+	if !h.armed.Load() || !ledger.IsLeaseSync(cmd) {
 		return false
 	}
 	a := cmd.Args()

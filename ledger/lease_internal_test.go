@@ -586,38 +586,49 @@ func TestLeaseScriptKeepsTheLayout(t *testing.T) {
 	}
 }
 
-// loseSync is a go-redis hook that, once armed, loses the next lease
-// sync: it never reaches Redis, its caller sees a timeout, and its
-// arguments go to args for the test to run later, as a stalled
-// connection would.
-type loseSync struct {
-	armed atomic.Bool
-	args  chan []any
+// IsLeaseSync reports whether cmd is a lease sync (lease.lua's call,
+// which names the replica's lease id): the fault tests' hooks pick them.
+func IsLeaseSync(cmd redis.Cmder) bool {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.HasPrefix(s, "tollgate-lease-") {
+			return true
+		}
+	}
+	return false
 }
 
-func (h *loseSync) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *loseSync) take(cmd redis.Cmder) bool {
-	if !h.armed.Load() || !strings.HasPrefix(strings.ToLower(fmt.Sprint(cmd.Args()[0])), "eval") || !strings.Contains(fmt.Sprint(cmd.Args()), "tollgate-lease-") {
-		return false
-	}
-	h.armed.Store(false)
-	h.args <- append([]any(nil), cmd.Args()...)
-	cmd.SetErr(context.DeadlineExceeded)
-	return true
+// syncHook is a go-redis hook that, once armed, calls do with the next
+// lease sync before it is sent; a non-nil error loses the sync (it never
+// reaches Redis, and its caller sees the error).
+type syncHook struct {
+	armed atomic.Bool
+	do    func(cmd redis.Cmder) error
 }
-func (h *loseSync) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+
+func (h *syncHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *syncHook) take(cmd redis.Cmder) error {
+	if !IsLeaseSync(cmd) || !h.armed.CompareAndSwap(true, false) {
+		return nil
+	}
+	if err := h.do(cmd); err != nil {
+		cmd.SetErr(err)
+		return err
+	}
+	return nil
+}
+func (h *syncHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if h.take(cmd) {
-			return cmd.Err()
+		if err := h.take(cmd); err != nil {
+			return err
 		}
 		return next(ctx, cmd)
 	}
 }
-func (h *loseSync) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h *syncHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			if h.take(cmd) {
-				return cmd.Err()
+			if err := h.take(cmd); err != nil {
+				return err
 			}
 		}
 		return next(ctx, cmds)
@@ -634,7 +645,11 @@ func TestLeaseMarkerOutlivesTheLateLease(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
-	h := &loseSync{args: make(chan []any, 1)}
+	lost := make(chan []any, 1)
+	h := &syncHook{do: func(cmd redis.Cmder) error {
+		lost <- append([]any(nil), cmd.Args()...)
+		return context.DeadlineExceeded
+	}}
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	client.AddHook(h)
 	ttl := 10 * time.Second
@@ -666,7 +681,7 @@ func TestLeaseMarkerOutlivesTheLateLease(t *testing.T) {
 		t.Fatal("the lost sync succeeded")
 	}
 	c.unlockSync()
-	stale := <-h.args
+	stale := <-lost
 	// The tick's sync fences on its older clock and leaves no lease.
 	if err := s.sync(ctx, c, tick); err != nil {
 		t.Fatal(err)
@@ -683,35 +698,6 @@ func TestLeaseMarkerOutlivesTheLateLease(t *testing.T) {
 	}
 }
 
-// advanceOnSync is a go-redis hook that, once armed, moves clock on by d
-// just before the next lease sync reaches Redis: the sync takes that
-// long, as seen from the replica's clock.
-type advanceOnSync struct {
-	armed atomic.Bool
-	clock *testClock
-	d     time.Duration
-}
-
-func (h *advanceOnSync) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *advanceOnSync) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if strings.Contains(fmt.Sprint(cmd.Args()), "tollgate-lease-") && h.armed.CompareAndSwap(true, false) {
-			h.clock.Advance(h.d)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *advanceOnSync) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			if strings.Contains(fmt.Sprint(cmd.Args()), "tollgate-lease-") && h.armed.CompareAndSwap(true, false) {
-				h.clock.Advance(h.d)
-			}
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // TestLeaseLendsNothingOnALotThatExpiredDuringItsSync: a reservation that
 // syncs to take a lease lends from it only if the lot the sync reported
 // has not expired by the time the sync is back.
@@ -719,7 +705,8 @@ func TestLeaseLendsNothingOnALotThatExpiredDuringItsSync(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
-	h := &advanceOnSync{clock: clock, d: 2 * time.Second}
+	// The sync takes 2 s, as the replica's clock sees it.
+	h := &syncHook{do: func(redis.Cmder) error { clock.Advance(2 * time.Second); return nil }}
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	client.AddHook(h)
 	s := NewLeaseStore(client, Options{Now: clock.Now}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour, TTL: time.Minute, Idle: time.Hour})

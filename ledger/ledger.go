@@ -256,8 +256,9 @@ type Store interface {
 	// see Release) and ErrHoldNotFound if holdID was never reserved for
 	// customer (or was closed longer ago than the store's retention). A
 	// charge that would take the balance below -MaxAmount is
-	// ErrInvalidAmount and leaves the hold open. Settling a stored hold always appends an entry, even for
-	// actual zero, so that the request's tokens are on record. Settling at
+	// ErrInvalidAmount and leaves the hold open. Settling a stored hold
+	// always appends an entry, even for actual zero, so that the
+	// request's tokens are on record. Settling at
 	// zero a hold the store does not have (the free hold Reserve does not
 	// store for a customer without entries, or one closed longer ago than
 	// the retention) writes nothing and returns the charge unrecorded: an

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -91,10 +89,7 @@ func fuzzExchange(f *testing.F, st ledger.Store) {
 	})
 
 	seed := func(route int, req string, status, ctype int, file string) {
-		body, err := os.ReadFile(filepath.Join("testdata", file))
-		if err != nil {
-			f.Fatal(err)
-		}
+		body := testdata(f, file)
 		f.Add(uint8(route), []byte(req), uint8(status), uint8(ctype), body, uint16(len(body)/2), "")
 	}
 	chat := chatBody("gpt-4o", "")
