@@ -648,7 +648,7 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	case <-op.done:
 		return op.entry, op.err
 	case <-ctx.Done():
-		return Entry{}, fmt.Errorf("settle %s: %w: the charge is queued and reaches Redis with the lease's next sync", holdID, ctx.Err())
+		return Entry{}, fmt.Errorf("settle %s: %w: it reaches Redis with the lease's next sync (%w)", holdID, ErrSettleQueued, ctx.Err())
 	case <-s.done:
 		return Entry{}, fmt.Errorf("settle %s: %w: the store closed before the charge reached Redis", holdID, ErrStoreUnavailable)
 	}

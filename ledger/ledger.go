@@ -364,7 +364,9 @@ type SettleQueuer interface {
 	// recorded, or when the store could not record it (a failed sync or
 	// commit, the store closing). After such an error a Settle of the
 	// same hold returns its outcome, recording the charge at most once,
-	// so that a caller retries as it would retry Settle. done runs on a
+	// so that a caller retries as it would retry Settle; while the store
+	// still holds the charge queued (a lease's, until a sync succeeds),
+	// a Settle its context cuts short returns ErrSettleQueued. done runs on a
 	// goroutine of the store's or of another of its callers, possibly
 	// holding a lock of the customer's: it must return promptly and must
 	// not call the store.
@@ -421,6 +423,12 @@ var (
 	ErrInvalidCursor       = errors.New("ledger: invalid cursor")
 	ErrStoreUnavailable    = errors.New("ledger: store unavailable")
 	ErrStoreLocked         = errors.New("ledger: store file in use by another process")
+	// ErrSettleQueued: Settle returned before the charge was recorded,
+	// and the store still holds it queued (LeaseStore: it goes with the
+	// lease's next sync that succeeds). The charge is not lost; the
+	// store records it, or logs it with the command to apply it by hand
+	// should it close first. Retrying Settle returns its outcome.
+	ErrSettleQueued = errors.New("ledger: charge queued in the store, not recorded yet")
 )
 
 // InsufficientCreditsError is returned by Reserve when the customer's

@@ -111,9 +111,9 @@ func TestQueueSettle(t *testing.T) {
 }
 
 // TestQueueSettleSyncFails: when the sync that carries a queued charge
-// fails, done says so at once, and the charge stays queued: Settle of the
-// same hold waits for the next sync that succeeds and returns the one
-// charge it recorded.
+// fails, done says so at once, and the charge stays queued: a Settle of
+// the same hold cut short says so (ErrSettleQueued), and one that waits
+// gets the one charge the next sync that succeeds recorded.
 func TestQueueSettleSyncFails(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
@@ -130,6 +130,14 @@ func TestQueueSettleSyncFails(t *testing.T) {
 	}
 	if r := q.wait(t); r.err == nil {
 		t.Fatalf("done got %+v with no error while every sync fails", r.e)
+	}
+	// A Settle that gives up waiting says the store still holds the
+	// charge, so that its caller does not report it lost.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := a.Settle(short, cust, "h1", c("40"), ledger.Charge{Reference: "h1"})
+	cancel()
+	if !errors.Is(err, ledger.ErrSettleQueued) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Settle cut short while the charge is queued: %v; want ErrSettleQueued and the deadline", err)
 	}
 	settled := make(chan error, 1)
 	var e ledger.Entry

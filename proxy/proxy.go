@@ -56,7 +56,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// SettleRetryFor is how long a settlement that fails because the store
 	// is unavailable keeps being retried before it is given up and logged
-	// for manual application. Zero means DefaultSettleRetryFor.
+	// for manual application (a charge the store holds queued,
+	// ledger.ErrSettleQueued, is retried until it is recorded or the
+	// Server drains). Zero means DefaultSettleRetryFor.
 	SettleRetryFor time.Duration
 }
 

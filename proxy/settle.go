@@ -25,6 +25,13 @@ import (
 // charges holds that expired meanwhile, so retrying is always safe. A
 // settlement that finally fails is logged at error level with everything
 // needed to apply it by hand, and counted in tollgate_settle_failures_total.
+// One whose charge the store still holds queued (ledger.ErrSettleQueued:
+// a lease's charge while Redis is unreachable) is not given up, since
+// the store records it once Redis answers; it is retried until then, or
+// until shutdown, when the store, which sends what it can before it
+// closes, logs what it could not: each lost charge is logged once, by
+// whoever knows it is lost, and none that is recorded later is announced
+// as lost.
 
 const (
 	firstBackoff = 50 * time.Millisecond
@@ -133,7 +140,17 @@ func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micro
 			}
 			err = aerr // retried like any store failure
 		}
-		if permanent(err) || !end.Add(backoff).Before(deadline) || s.stopping() {
+		// A charge the store still holds queued (a lease's, while its
+		// syncs fail) is the store's to record, or to log should it close
+		// first: it is never given up here, however long that takes,
+		// except at shutdown, and then not logged as lost.
+		queued := errors.Is(err, ledger.ErrSettleQueued)
+		if queued && s.stopping() {
+			s.log.Warn("settlement not recorded yet at shutdown: the store holds the charge queued and sends it before it closes, or logs it with the command to apply it by hand; do not apply it from this message",
+				zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()), zap.Int("attempts", attempt), zap.Error(err))
+			return
+		}
+		if !queued && (permanent(err) || !end.Add(backoff).Before(deadline) || s.stopping()) {
 			fields := []zap.Field{zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()),
 				zap.String("route", ex.rt.path), zap.String("model", ex.req.Model)}
 			for name, n := range u.TokenCounts() {

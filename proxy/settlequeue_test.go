@@ -152,3 +152,91 @@ func TestQueuedSettlementOutlivesFailedSyncs(t *testing.T) {
 		t.Errorf("%s still reserved", acct.Reserved)
 	}
 }
+
+// TestQueuedChargeIsNotGivenUp: a lent hold's charge that the store still
+// holds queued while every sync fails is not given up when
+// SettleRetryFor runs out, as the store sends it once Redis answers: no
+// log or failure count announces as lost a charge recorded later. It is
+// recorded once when syncs succeed again, and the proxy counts it
+// settled. At shutdown, the proxy only warns that the store holds such a
+// charge, and the store sends it before it closes.
+func TestQueuedChargeIsNotGivenUp(t *testing.T) {
+	client := redisClient(t)
+	hook := &failLeaseSyncs{}
+	client.AddHook(hook)
+	st := ledger.NewLeaseStore(client, ledger.Options{}, testLeases)
+	t.Cleanup(func() { hook.on.Store(false); st.Close() })
+	h := newHarness(t, harnessOptions{store: st, retryFor: 200 * time.Millisecond, yaml: configWith(t, "settle_timeout: 2s", "settle_timeout: 100ms")})
+	cust := newCustomer()
+	h.grant(cust, "1")
+	body := chatBody("gpt-4o", "")
+	send := func() {
+		t.Helper()
+		if res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body}); res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", res.StatusCode, data)
+		}
+	}
+	for range 4 { // the lease is taken after two
+		send()
+	}
+	h.settled(cust, 4)
+	// sendLent sends a request lent before upstream answers; the syncs
+	// that would carry its charge fail from then on.
+	var arm atomic.Bool
+	jsonBody := testdata(t, "chat_completion.json")
+	h.up.handle(func(w http.ResponseWriter, r *http.Request, b []byte) {
+		if arm.Load() {
+			hook.on.Store(true)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(jsonBody)
+	})
+	sendLent := func() {
+		t.Helper()
+		lent := st.Stats().Lent
+		arm.Store(true)
+		send()
+		arm.Store(false)
+		if st.Stats().Lent == lent {
+			t.Fatalf("the request was not lent: %+v", st.Stats())
+		}
+	}
+	sendLent()
+	lost := func() int {
+		return len(h.logs.FilterMessageSnippet("the charge is NOT recorded").All())
+	}
+	time.Sleep(time.Second) // SettleRetryFor five times over
+	if n := len(chargesNow(t, h.store, cust)); n != 4 {
+		t.Fatalf("%d charges while every sync fails, want 4", n)
+	}
+	if lost() != 0 || h.metric("tollgate_settle_failures_total", nil) != 0 {
+		t.Fatalf("a charge the store holds queued was given up: %d logs, %v counted", lost(), h.metric("tollgate_settle_failures_total", nil))
+	}
+	hook.on.Store(false)
+	waitSettled(t, h.store, cust, 5, 10*time.Second)
+	h.eventually("tollgate_hold_lifetime_seconds", map[string]string{"outcome": "settled"}, 5)
+
+	for range 2 { // the lease, given back while the customer was idle, is taken again
+		send()
+	}
+	h.settled(cust, 7)
+	sendLent() // syncs fail again
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := h.srv.Drain(ctx); err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+	if n := len(h.logs.FilterMessageSnippet("the store holds the charge queued").All()); n != 1 || lost() != 0 || h.metric("tollgate_settle_failures_total", nil) != 0 {
+		t.Errorf("at shutdown: %d warnings that the store holds the charge (want 1), %d logs of a lost charge, %v counted (want 0)", n, lost(), h.metric("tollgate_settle_failures_total", nil))
+	}
+	hook.on.Store(false)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := ledger.NewRedisStore(redisClient(t), ledger.Options{})
+	t.Cleanup(func() { after.Close() })
+	if n := len(chargesNow(t, after, cust)); n != 8 {
+		t.Errorf("%d charges after the store closed, want 8: it sends what it holds before it closes", n)
+	}
+	wantSumIsBalance(t, after, cust)
+}
