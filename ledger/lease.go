@@ -226,7 +226,13 @@ type leaseCustomer struct {
 	// lease after one that left none.
 	unsure     bool
 	fenceUntil int64
-	changes    int64 // stopLending calls: a sync during which one came does not lend
+	// refused is the error of the last sync, when it failed for another
+	// reason than Redis being unreachable or busy (corrupt data the
+	// script refuses, a malformed reply); nil once one succeeds. Such
+	// a failure may never clear, so a Settle cut short does not promise
+	// that the charge it waits for will be sent (ErrSettleQueued).
+	refused error
+	changes int64 // stopLending calls: a sync during which one came does not lend
 
 	inUse int64 // the amounts of the live holds and of the settles not synced yet
 	live  map[string]*leaseHold
@@ -648,6 +654,12 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	case <-op.done:
 		return op.entry, op.err
 	case <-ctx.Done():
+		c.mu.Lock()
+		refused := c.refused
+		c.mu.Unlock()
+		if refused != nil {
+			return Entry{}, fmt.Errorf("settle %s: %w: the charge is queued, and the lease's syncs of %s fail: %w", holdID, ctx.Err(), c.id, refused)
+		}
 		return Entry{}, fmt.Errorf("settle %s: %w: it reaches Redis with the lease's next sync (%w)", holdID, ErrSettleQueued, ctx.Err())
 	case <-s.done:
 		return Entry{}, fmt.Errorf("settle %s: %w: the store closed before the charge reached Redis", holdID, ErrStoreUnavailable)
@@ -1203,6 +1215,10 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		// not dropped however quiet).
 		c.lease = min(c.lease, inUse+allowance)
 		c.stopped, c.unsure = true, true
+		c.refused = nil
+		if !unavailable(err) {
+			c.refused = err
+		}
 		c.fenceUntil = max(c.fenceUntil, expiry) // the lease it may still take expires then
 		c.syncing = false
 		ns := takeNotify(ops)
@@ -1218,7 +1234,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 	defer func() { notifyQueued(ns, nil) }() // after the unlock below
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.syncing, c.unsure = false, false
+	c.syncing, c.unsure, c.refused = false, false, nil
 	c.lease, c.avail, c.planV, c.synced, c.lotExpiry = lease, balance-reserved, planV, now, lotExpiry
 	c.expiry = now + s.opts.TTL.Milliseconds()
 	c.stopped = stop != 0 || c.changes != changes

@@ -424,10 +424,12 @@ var (
 	ErrStoreUnavailable    = errors.New("ledger: store unavailable")
 	ErrStoreLocked         = errors.New("ledger: store file in use by another process")
 	// ErrSettleQueued: Settle returned before the charge was recorded,
-	// and the store still holds it queued (LeaseStore: it goes with the
-	// lease's next sync that succeeds). The charge is not lost; the
-	// store records it, or logs it with the command to apply it by hand
-	// should it close first. Retrying Settle returns its outcome.
+	// and the store still holds it queued, to be sent once the store can
+	// reach its backend (LeaseStore: with the lease's next sync that
+	// succeeds, while syncs fail for want of Redis). The store records
+	// it, or logs it with the command to apply it by hand should it
+	// close first; only a crash of the process loses it unannounced.
+	// Retrying Settle returns its outcome.
 	ErrSettleQueued = errors.New("ledger: charge queued in the store, not recorded yet")
 )
 

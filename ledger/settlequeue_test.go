@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,6 +158,44 @@ func TestQueueSettleSyncFails(t *testing.T) {
 		t.Fatal("Settle did not return within 5s of Redis answering again")
 	}
 	q.settledOnce(t, a, cust, c("960"))
+}
+
+// TestQueueSettleRefusedSync: while the syncs that carry a queued charge
+// fail because Redis refuses them (stored data the script cannot read,
+// which may never clear), a Settle cut short does not promise that the
+// charge will be sent (ErrSettleQueued) but says why it is not recorded.
+func TestQueueSettleRefusedSync(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	a := ledger.NewLeaseStore(rdb, ledger.Options{}, ledger.LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: 20 * time.Millisecond})
+	t.Cleanup(func() { a.Close() })
+	cust := "queuerefused-" + randomHex(4)
+	mustCredit(t, a, cust, c("1000"))
+	mustReserve(t, a, cust, "h1", c("100"), time.Minute)
+	if a.Stats().Lent != 1 {
+		t.Fatalf("h1 was not lent: %+v", a.Stats())
+	}
+	// The sync that carries h1's close reads h1's record: a malformed
+	// one fails the script, every time.
+	if err := rdb.HSet(ctx, "tollgate:{"+cust+"}:holds", "h1", "x garbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Mended before Close, which would otherwise retry for 5s.
+	t.Cleanup(func() { rdb.HDel(ctx, "tollgate:{"+cust+"}:holds", "h1") })
+	q := newQueued()
+	if !a.QueueSettle(cust, "h1", c("40"), ledger.Charge{Reference: "h1"}, q.done) {
+		t.Fatal("QueueSettle of a lent hold: not queued")
+	}
+	if r := q.wait(t); r.err == nil {
+		t.Fatalf("done got %+v with no error while every sync is refused", r.e)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := a.Settle(short, cust, "h1", c("40"), ledger.Charge{Reference: "h1"})
+	cancel()
+	if err == nil || errors.Is(err, ledger.ErrSettleQueued) || !strings.Contains(err.Error(), "malformed hold h1") {
+		t.Fatalf("Settle cut short while every sync is refused: %v; want the refusal, not ErrSettleQueued", err)
+	}
 }
 
 // TestQueueSettleAfterClose: a closed store queues nothing; Settle says

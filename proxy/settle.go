@@ -118,6 +118,8 @@ func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micro
 	charge := ex.charge(u)
 	base := context.WithoutCancel(ex.Context)
 	deadline := s.now().Add(s.retryFor)
+	window, warned := deadline, false // when a queued charge is first warned of
+	wasQueued := false
 	backoff := firstBackoff
 	floorTries := 0
 	for attempt := 1; ; attempt++ {
@@ -141,25 +143,31 @@ func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micro
 			err = aerr // retried like any store failure
 		}
 		// A charge the store still holds queued (a lease's, while its
-		// syncs fail) is the store's to record, or to log should it close
-		// first: it is never given up here, however long that takes,
-		// except at shutdown, and then not logged as lost.
+		// syncs fail for want of Redis) is the store's to record, or to
+		// log should it close first: it is never given up here, however
+		// long that takes, except at shutdown, and then not logged as
+		// lost. Once the store sent it, a Settle is answered by Redis,
+		// which may fail too: the retries start afresh then, with a
+		// whole window.
 		queued := errors.Is(err, ledger.ErrSettleQueued)
-		if queued && s.stopping() {
+		if wasQueued && !queued {
+			deadline, backoff = end.Add(s.retryFor), firstBackoff
+		}
+		wasQueued = queued
+		switch {
+		case queued && s.stopping():
 			s.log.Warn("settlement not recorded yet at shutdown: the store holds the charge queued and sends it before it closes, or logs it with the command to apply it by hand; do not apply it from this message",
 				zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()), zap.Int("attempts", attempt), zap.Error(err))
 			return
+		case queued && !warned && !end.Before(window):
+			// Not lost while this replica runs; lost if it dies first
+			// (kill -9), and then nothing else would say so.
+			warned = true
+			s.log.Warn("settlement still queued in the store after the retry window: it is recorded once Redis takes the lease's sync. Do not apply it while this replica runs; if the replica dies before then, apply it unless the customer's ledger has an entry with this reference",
+				s.settleFields(ex, u, cost, attempt, err)...)
 		}
 		if !queued && (permanent(err) || !end.Add(backoff).Before(deadline) || s.stopping()) {
-			fields := []zap.Field{zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()),
-				zap.String("route", ex.rt.path), zap.String("model", ex.req.Model)}
-			for name, n := range u.TokenCounts() {
-				fields = append(fields, zap.Int64(name, n))
-			}
-			fields = append(fields, zap.Int("attempts", attempt),
-				zap.String("apply", fmt.Sprintf("tollgate credit %s -%s --key settle-%s --reason 'unsettled request %s'", ex.customer, cost, ex.id, ex.id)),
-				zap.Error(err))
-			s.log.Error("settlement failed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand", fields...)
+			s.log.Error("settlement failed; the charge is NOT recorded. Check the customer's ledger for an entry with this reference, and if there is none apply it by hand", s.settleFields(ex, u, cost, attempt, err)...)
 			// Counted after the log, so that whoever sees the count (an
 			// alert, TestSettleGivesUp) finds the log with the command.
 			s.m.settleFailures.Inc()
@@ -171,6 +179,19 @@ func (s *Server) settleWithRetries(ex *exchange, u meter.Usage, cost money.Micro
 		}
 		backoff = s.pause(backoff)
 	}
+}
+
+// settleFields are the log fields of a settlement that may need applying
+// by hand: what it charges for, and the command that applies it.
+func (s *Server) settleFields(ex *exchange, u meter.Usage, cost money.Micros, attempts int, err error) []zap.Field {
+	fields := []zap.Field{zap.String("customer", ex.customer), zap.String("hold", ex.id), zap.String("amount", cost.String()),
+		zap.String("route", ex.rt.path), zap.String("model", ex.req.Model)}
+	for name, n := range u.TokenCounts() {
+		fields = append(fields, zap.Int64(name, n))
+	}
+	return append(fields, zap.Int("attempts", attempts),
+		zap.String("apply", fmt.Sprintf("tollgate credit %s -%s --key settle-%s --reason 'unsettled request %s'", ex.customer, cost, ex.id, ex.id)),
+		zap.Error(err))
 }
 
 // chargeFor returns the usage a settlement records and its cost, which is
@@ -320,8 +341,10 @@ func (s *Server) stopping() bool {
 // http.Server has shut down (Shutdown, then Close if streams outlived the
 // timeout: closing cuts them, and cut streams are settled too), and before
 // closing the store. When ctx ends first, settlements still retrying give
-// up at once and log what to charge by hand; Drain then waits briefly for
-// them and returns an error saying how many were left.
+// up at once and log what to charge by hand (those whose charge the store
+// holds queued only warn: the store sends them as it closes, or logs
+// them); Drain then waits briefly for them and returns an error saying
+// how many were left.
 //
 // Drain also makes /readyz answer 503, so that load balancers stop
 // sending traffic; call BeginDrain to do that earlier.

@@ -43,6 +43,51 @@ func (h *failLeaseSyncs) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	}
 }
 
+// failOnceNaming is a go-redis hook that fails the first command naming
+// the id it is armed with, other than a lease sync, and then disarms.
+type failOnceNaming struct{ id atomic.Pointer[string] }
+
+func (h *failOnceNaming) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *failOnceNaming) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.fails(cmd) {
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *failOnceNaming) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if h.fails(cmd) {
+				return cmd.Err()
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// fails fails cmd if it is the one h is armed for.
+func (h *failOnceNaming) fails(cmd redis.Cmder) bool {
+	id := h.id.Load()
+	if id == nil || isLeaseSync(cmd) || !names(cmd, *id) || !h.id.CompareAndSwap(id, nil) {
+		return false
+	}
+	cmd.SetErr(&net.OpError{Op: "read", Net: "tcp", Err: errors.New("injected")})
+	return true
+}
+
+func names(cmd redis.Cmder, id string) bool {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && s == id {
+			return true
+		}
+	}
+	return false
+}
+
 // isLeaseSync reports whether cmd runs lease.lua: its arguments name the
 // replica's lease.
 func isLeaseSync(cmd redis.Cmder) bool {
@@ -156,14 +201,18 @@ func TestQueuedSettlementOutlivesFailedSyncs(t *testing.T) {
 // TestQueuedChargeIsNotGivenUp: a lent hold's charge that the store still
 // holds queued while every sync fails is not given up when
 // SettleRetryFor runs out, as the store sends it once Redis answers: no
-// log or failure count announces as lost a charge recorded later. It is
-// recorded once when syncs succeed again, and the proxy counts it
-// settled. At shutdown, the proxy only warns that the store holds such a
-// charge, and the store sends it before it closes.
+// log or failure count announces as lost a charge recorded later (one
+// warning says it is still queued, with what to do should the replica
+// die). It is recorded once when syncs succeed again, and the proxy
+// counts it settled, also when its first Settle answered by Redis fails:
+// the retries start afresh once the store sent the charge. At shutdown,
+// the proxy only warns that the store holds such a charge, and the store
+// sends it before it closes.
 func TestQueuedChargeIsNotGivenUp(t *testing.T) {
 	client := redisClient(t)
-	hook := &failLeaseSyncs{}
+	hook, once := &failLeaseSyncs{}, &failOnceNaming{}
 	client.AddHook(hook)
+	client.AddHook(once)
 	st := ledger.NewLeaseStore(client, ledger.Options{}, testLeases)
 	t.Cleanup(func() { hook.on.Store(false); st.Close() })
 	h := newHarness(t, harnessOptions{store: st, retryFor: 200 * time.Millisecond, yaml: configWith(t, "settle_timeout: 2s", "settle_timeout: 100ms")})
@@ -191,17 +240,21 @@ func TestQueuedChargeIsNotGivenUp(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(jsonBody)
 	})
-	sendLent := func() {
+	sendLent := func() string {
 		t.Helper()
 		lent := st.Stats().Lent
 		arm.Store(true)
-		send()
+		res, data := h.do(request{path: "/v1/chat/completions", customer: cust, body: body})
 		arm.Store(false)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", res.StatusCode, data)
+		}
 		if st.Stats().Lent == lent {
 			t.Fatalf("the request was not lent: %+v", st.Stats())
 		}
+		return res.Header.Get("X-Tollgate-Request-Id")
 	}
-	sendLent()
+	id := sendLent()
 	lost := func() int {
 		return len(h.logs.FilterMessageSnippet("the charge is NOT recorded").All())
 	}
@@ -212,9 +265,34 @@ func TestQueuedChargeIsNotGivenUp(t *testing.T) {
 	if lost() != 0 || h.metric("tollgate_settle_failures_total", nil) != 0 {
 		t.Fatalf("a charge the store holds queued was given up: %d logs, %v counted", lost(), h.metric("tollgate_settle_failures_total", nil))
 	}
+	queued := h.logs.FilterMessageSnippet("still queued in the store after the retry window").All()
+	if len(queued) != 1 || queued[0].ContextMap()["apply"] == nil {
+		t.Errorf("%d warnings that the charge is still queued after the window, want 1 with the command to apply it", len(queued))
+	}
+	// Syncs succeed again while the proxy waits out a backoff (it counts
+	// a retry as it starts one), so that its next Settle is answered by
+	// Redis, and fails once.
+	once.id.Store(&id)
+	for retries := h.metric("tollgate_settle_retries_total", nil); h.metric("tollgate_settle_retries_total", nil) == retries; {
+		time.Sleep(time.Millisecond)
+	}
 	hook.on.Store(false)
 	waitSettled(t, h.store, cust, 5, 10*time.Second)
-	h.eventually("tollgate_hold_lifetime_seconds", map[string]string{"outcome": "settled"}, 5)
+	// The proxy learns the outcome after its backoff, from Redis.
+	settled := func() float64 {
+		return h.metric("tollgate_hold_lifetime_seconds", map[string]string{"outcome": "settled"})
+	}
+	for deadline := time.Now().Add(10 * time.Second); settled() != 5 && lost() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s the proxy counts %v requests settled, want 5", settled())
+		}
+	}
+	if once.id.Load() != nil {
+		t.Error("no Settle answered by Redis failed: the case of a failure after the store sent the charge did not run")
+	}
+	if lost() != 0 {
+		t.Fatalf("%d logs of a lost charge: a failure after the store sent the charge was given up at once", lost())
+	}
 
 	for range 2 { // the lease, given back while the customer was idle, is taken again
 		send()
