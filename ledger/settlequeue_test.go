@@ -126,18 +126,9 @@ func TestQueueSettleSyncFails(t *testing.T) {
 
 	h.failing.Store(true)
 	q := newQueued()
-	if !a.QueueSettle(cust, "h1", c("40"), ledger.Charge{Reference: "h1"}, q.done) {
-		t.Fatal("QueueSettle of a lent hold: not queued")
-	}
-	if r := q.wait(t); r.err == nil {
-		t.Fatalf("done got %+v with no error while every sync fails", r.e)
-	}
 	// A Settle that gives up waiting says the store still holds the
 	// charge, so that its caller does not report it lost.
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	_, err := a.Settle(short, cust, "h1", c("40"), ledger.Charge{Reference: "h1"})
-	cancel()
-	if !errors.Is(err, ledger.ErrSettleQueued) || !errors.Is(err, context.DeadlineExceeded) {
+	if err := queueFailing(t, a, q, cust, "h1", c("40")); !errors.Is(err, ledger.ErrSettleQueued) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Settle cut short while the charge is queued: %v; want ErrSettleQueued and the deadline", err)
 	}
 	settled := make(chan error, 1)
@@ -183,19 +174,27 @@ func TestQueueSettleRefusedSync(t *testing.T) {
 	}
 	// Mended before Close, which would otherwise retry for 5s.
 	t.Cleanup(func() { rdb.HDel(ctx, "tollgate:{"+cust+"}:holds", "h1") })
-	q := newQueued()
-	if !a.QueueSettle(cust, "h1", c("40"), ledger.Charge{Reference: "h1"}, q.done) {
-		t.Fatal("QueueSettle of a lent hold: not queued")
-	}
-	if r := q.wait(t); r.err == nil {
-		t.Fatalf("done got %+v with no error while every sync is refused", r.e)
-	}
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	_, err := a.Settle(short, cust, "h1", c("40"), ledger.Charge{Reference: "h1"})
-	cancel()
+	err := queueFailing(t, a, newQueued(), cust, "h1", c("40"))
 	if err == nil || errors.Is(err, ledger.ErrSettleQueued) || !strings.Contains(err.Error(), "malformed hold h1") {
 		t.Fatalf("Settle cut short while every sync is refused: %v; want the refusal, not ErrSettleQueued", err)
 	}
+}
+
+// queueFailing queues the settlement of lent hold id for amount while
+// every sync fails, waits for done to report the failure, and returns
+// what a Settle of the hold cut short after 50ms returns.
+func queueFailing(t *testing.T, a *ledger.LeaseStore, q *queued, customer, id string, amount money.Micros) error {
+	t.Helper()
+	if !a.QueueSettle(customer, id, amount, ledger.Charge{Reference: id}, q.done) {
+		t.Fatal("QueueSettle of a lent hold: not queued")
+	}
+	if r := q.wait(t); r.err == nil {
+		t.Fatalf("done got %+v with no error while every sync fails", r.e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := a.Settle(ctx, customer, id, amount, ledger.Charge{Reference: id})
+	return err
 }
 
 // TestQueueSettleAfterClose: a closed store queues nothing; Settle says
