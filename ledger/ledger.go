@@ -366,10 +366,10 @@ type SettleQueuer interface {
 	// same hold returns its outcome, recording the charge at most once,
 	// so that a caller retries as it would retry Settle; while the store
 	// still holds the charge queued (a lease's, until a sync succeeds),
-	// a Settle its context cuts short returns ErrSettleQueued. done runs on a
-	// goroutine of the store's or of another of its callers, possibly
-	// holding a lock of the customer's: it must return promptly and must
-	// not call the store.
+	// a Settle its context cuts short returns ErrSettleQueued. done runs
+	// on a goroutine of the store's or of another of its callers,
+	// possibly holding a lock of the customer's: it must return promptly
+	// and must not call the store.
 	QueueSettle(customer, holdID string, actual money.Micros, c Charge, done func(Entry, error)) bool
 }
 
