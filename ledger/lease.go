@@ -74,6 +74,9 @@ type LeaseStore struct {
 	closing sync.Once
 
 	lent, reserved, syncs, syncFailures atomic.Int64 // LeaseStats
+	// tickExpired counts the lent holds ticks closed on expiry since the
+	// last Sweep, which reports them as its own (see Sweep).
+	tickExpired atomic.Int64
 	// syncSeq numbers the lease syncs: lease.lua leaves the lease alone
 	// for a sync that ran after a later one (a reply given up on).
 	syncSeq atomic.Int64
@@ -452,9 +455,9 @@ func (s *LeaseStore) reserveSynced(ctx context.Context, c *leaseCustomer, holdID
 // reserveRedis reserves a per-request hold in Redis, retrying a refusal
 // that leases caused while they are given back (see LeaseStore).
 func (s *LeaseStore) reserveRedis(ctx context.Context, c *leaseCustomer, holdID string, amount money.Micros, ttl time.Duration, checkPlan bool, planVersion int64) (money.Micros, error) {
-	s.flushPending(ctx, c)
 	until := time.Now().Add(s.opts.RecallWait) // the replicas' pace: wall clock, as their ticks
 	for {
+		s.flushPending(ctx, c)
 		avail, err := s.RedisStore.reserve(ctx, c.id, holdID, amount, ttl, checkPlan, planVersion)
 		var ice *InsufficientCreditsError
 		if err == nil {
@@ -643,6 +646,7 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 		if err := s.waitSynced(ctx, c, holdID); err != nil {
 			return Entry{}, err
 		}
+		s.flushPending(ctx, c)
 		return s.RedisStore.Settle(ctx, customer, holdID, actual, ch)
 	}
 	select {
@@ -784,6 +788,7 @@ func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error
 			}
 		}
 	}
+	s.flushPending(ctx, s.lookup(customer))
 	recorded, err := s.RedisStore.release(ctx, customer, holdID)
 	if recorded {
 		// Redis closed an id it did not know (release.lua), which refuses
@@ -820,6 +825,7 @@ func (s *LeaseStore) Extend(ctx context.Context, customer, holdID string, ttl ti
 		if err := s.waitSynced(ctx, c, holdID); err != nil {
 			return err
 		}
+		s.flushPending(ctx, c)
 	}
 	return s.RedisStore.Extend(ctx, customer, holdID, ttl)
 }
@@ -909,9 +915,28 @@ func (s *LeaseStore) Credit(ctx context.Context, cr Credit) (CreditResult, error
 
 // Suspend implements Store.
 func (s *LeaseStore) Suspend(ctx context.Context, customer, reason string) error {
+	s.flushPending(ctx, s.lookup(customer))
 	err := s.RedisStore.Suspend(ctx, customer, reason)
 	s.stopLending(customer)
 	return err
+}
+
+// Lift implements Store.
+func (s *LeaseStore) Lift(ctx context.Context, customer, reason string) error {
+	s.flushPending(ctx, s.lookup(customer))
+	return s.RedisStore.Lift(ctx, customer, reason)
+}
+
+// Lots implements Store.
+func (s *LeaseStore) Lots(ctx context.Context, customer string) ([]Lot, error) {
+	s.flushPending(ctx, s.lookup(customer))
+	return s.RedisStore.Lots(ctx, customer)
+}
+
+// Entries implements Store.
+func (s *LeaseStore) Entries(ctx context.Context, customer, before string, limit int) (Page, error) {
+	s.flushPending(ctx, s.lookup(customer))
+	return s.RedisStore.Entries(ctx, customer, before, limit)
 }
 
 // PutSubscription implements Store.
@@ -929,7 +954,8 @@ func (s *LeaseStore) PutOverride(ctx context.Context, customer, value string) (P
 }
 
 // Sweep implements Store: the lent holds due expire here (their expiry
-// reaches Redis with the next sync), the rest in Redis.
+// reaches Redis with the next sync), the rest in Redis. Its count
+// includes the lent holds the ticks closed since the last Sweep.
 func (s *LeaseStore) Sweep(ctx context.Context) (int, error) {
 	now := unixMilli(s.now())
 	s.mu.Lock()
@@ -945,6 +971,9 @@ func (s *LeaseStore) Sweep(ctx context.Context) (int, error) {
 		c.mu.Unlock()
 		s.flushPending(ctx, c)
 	}
+	// A tick closes a lent hold under its customer's lock, so one due by
+	// now was closed by the loop above or counted before it looked.
+	n += int(s.tickExpired.Swap(0))
 	m, err := s.RedisStore.Sweep(ctx)
 	return n + m, err
 }
@@ -1070,8 +1099,13 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 	for _, c := range all {
 		c.mu.Lock()
 		c.forgetRecent(wall)
-		// Lent holds that expired are closed by the next call that
-		// touches them or by Sweep, as on Redis, not here.
+		// Lent holds that expired stop counting now, as on Redis, where
+		// every read closes them: left open, their amounts would stay in
+		// use, and the lease would keep their credits from the other
+		// replicas until a call touched them here or Sweep ran. Their
+		// expiry goes to Redis with this tick's sync; the next Sweep
+		// counts them, as it would have closed them.
+		s.tickExpired.Add(int64(c.expireHolds(now)))
 		quiet := wall-c.lastUse >= s.opts.Idle.Milliseconds()
 		if final || quiet {
 			c.giveBack = true

@@ -222,7 +222,9 @@ func TestLeaseChargesAtTheirTime(t *testing.T) {
 
 // TestLeaseSendsChargesBeforeItsOwnCalls: a call of this replica that
 // reaches the customer's account in Redis (an account read, a credit, a
-// sweep) expires the lots due by its time; the charges this replica
+// sweep, reading lots or entries, a release, extension or settlement of
+// a hold in Redis, a suspension or its lift) expires the lots due by its
+// time; the charges this replica
 // queued before a lot expired reach Redis first, so that the lot pays
 // them. No tick runs during the test (an hour's flush interval): only
 // the call can have sent the charge.
@@ -232,7 +234,8 @@ func TestLeaseSendsChargesBeforeItsOwnCalls(t *testing.T) {
 	var nowMs atomic.Int64
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return time.UnixMilli(nowMs.Load()).UTC() }
-	s := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour})
+	// Events on: suspend.lua and lift.lua then read the account too.
+	s := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock, Events: &EventOptions{}}, LeaseOptions{MinRequests: -1, Share: 50, FlushInterval: time.Hour})
 	t.Cleanup(func() { s.Close() })
 	expiry := t0.Add(time.Minute)
 	for _, tc := range []struct {
@@ -246,6 +249,15 @@ func TestLeaseSendsChargesBeforeItsOwnCalls(t *testing.T) {
 			return err
 		}, money.MustParse("100")},
 		{"sweep", func(string) error { _, err := s.Sweep(ctx); return err }, 0},
+		// Found by a reader: these reached the account before the
+		// queued charge, which then became debt.
+		{"lots", func(cust string) error { _, err := s.Lots(ctx, cust); return err }, 0},
+		{"entries", func(cust string) error { _, err := s.Entries(ctx, cust, "", 10); return err }, 0},
+		{"release of a hold in Redis", func(cust string) error { return s.Release(ctx, cust, "r") }, 0},
+		{"extend of a hold in Redis", func(cust string) error { return s.Extend(ctx, cust, "r", time.Hour) }, 0},
+		{"settle of a hold in Redis", func(cust string) error { _, err := s.Settle(ctx, cust, "r", 0, Charge{Reference: "r"}); return err }, 0},
+		{"suspend", func(cust string) error { return s.Suspend(ctx, cust, "fraud") }, 0},
+		{"lift", func(cust string) error { return s.Lift(ctx, cust, "fraud") }, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nowMs.Store(t0.UnixMilli())
@@ -254,6 +266,11 @@ func TestLeaseSendsChargesBeforeItsOwnCalls(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := s.Reserve(ctx, cust, "h", money.MustParse("4"), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			// A hold in Redis, as a reservation the lease cannot serve
+			// takes.
+			if err := s.RedisStore.Reserve(ctx, cust, "r", money.MustParse("1"), 2*time.Hour); err != nil {
 				t.Fatal(err)
 			}
 			nowMs.Store(expiry.Add(-time.Millisecond).UnixMilli())
@@ -719,5 +736,52 @@ func TestLeaseLendsNothingOnALotThatExpiredDuringItsSync(t *testing.T) {
 	err := s.Reserve(ctx, cust, "h1", money.MustParse("100"), time.Minute)
 	if err == nil {
 		t.Errorf("reserved 100 on a lot that expired while its lease was taken: %+v", s.Stats())
+	}
+}
+
+// TestLeaseTickExpiresLentHolds: a lent hold that expires stops counting
+// at once for the other replicas too, as a hold in Redis does: the tick
+// closes it, and the lease no longer keeps its credits. (Found by a
+// reader: the tick left it to a call touching it or to Sweep, so another
+// replica saw 900 of 1000 available after the only hold had expired.)
+func TestLeaseTickExpiresLentHolds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // without ticks, a wait for a sync would be endless
+	defer cancel()
+	srv := redistest.Start(t)
+	clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
+	lo := LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour, TTL: time.Minute, Idle: time.Millisecond}
+	a := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock.Now}, lo)
+	b := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock.Now}, lo)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	cust := "tickexp-" + newToken()[:6]
+	if _, err := a.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("1000"), Kind: KindGrant, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reserve(ctx, cust, "h1", money.MustParse("100"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats().Lent != 1 {
+		t.Fatalf("h1 was not lent: %+v", a.Stats())
+	}
+	clock.Advance(2 * time.Second) // h1 expired
+	time.Sleep(5 * time.Millisecond)
+	for range 3 { // A's ticks, the customer quiet
+		a.syncAll(ctx, false)
+		clock.Advance(100 * time.Millisecond)
+	}
+	acct, err := b.Account(ctx, cust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acct.Available != money.MustParse("1000") || acct.Reserved != 0 {
+		t.Errorf("B sees available %s, reserved %s; A's only hold expired, want 1000 and 0", acct.Available, acct.Reserved)
+	}
+	if err := b.Reserve(ctx, cust, "b1", money.MustParse("1000"), time.Minute); err != nil {
+		t.Errorf("B refused the whole balance though A's only hold expired: %v", err)
+	}
+	// The expired hold is still charged when it ends, as on Redis.
+	e, err := a.Settle(ctx, cust, "h1", money.MustParse("30"), Charge{Reference: "h1"})
+	if err != nil || e.Amount != -money.MustParse("30") {
+		t.Errorf("Settle of the expired hold: %+v, %v; want a charge of 30", e, err)
 	}
 }
