@@ -74,9 +74,6 @@ type LeaseStore struct {
 	closing sync.Once
 
 	lent, reserved, syncs, syncFailures atomic.Int64 // LeaseStats
-	// tickExpired counts the lent holds ticks closed on expiry since the
-	// last Sweep, which reports them as its own (see Sweep).
-	tickExpired atomic.Int64
 	// syncSeq numbers the lease syncs: lease.lua leaves the lease alone
 	// for a sync that ran after a later one (a reply given up on).
 	syncSeq atomic.Int64
@@ -612,6 +609,21 @@ func (c *leaseCustomer) expireHolds(now int64) int {
 	return n
 }
 
+// expiredInUse returns what the lent holds past their expiry at now
+// take of inUse.
+func (c *leaseCustomer) expiredInUse(now int64) int64 {
+	if c.nextExpiry == 0 || c.nextExpiry > now {
+		return 0 // none due: no walk over the live holds
+	}
+	var sum int64
+	for _, h := range c.live {
+		if h.expiry <= now {
+			sum += h.amount
+		}
+	}
+	return sum
+}
+
 func (c *leaseCustomer) queue(op *leaseOp) {
 	c.open[op.id] = op
 	c.pending = append(c.pending, op)
@@ -954,8 +966,7 @@ func (s *LeaseStore) PutOverride(ctx context.Context, customer, value string) (P
 }
 
 // Sweep implements Store: the lent holds due expire here (their expiry
-// reaches Redis with the next sync), the rest in Redis. Its count
-// includes the lent holds the ticks closed since the last Sweep.
+// reaches Redis with the next sync), the rest in Redis.
 func (s *LeaseStore) Sweep(ctx context.Context) (int, error) {
 	now := unixMilli(s.now())
 	s.mu.Lock()
@@ -971,9 +982,6 @@ func (s *LeaseStore) Sweep(ctx context.Context) (int, error) {
 		c.mu.Unlock()
 		s.flushPending(ctx, c)
 	}
-	// A tick closes a lent hold under its customer's lock, so one due by
-	// now was closed by the loop above or counted before it looked.
-	n += int(s.tickExpired.Swap(0))
 	m, err := s.RedisStore.Sweep(ctx)
 	return n + m, err
 }
@@ -1099,13 +1107,10 @@ func (s *LeaseStore) syncAll(parent context.Context, final bool) {
 	for _, c := range all {
 		c.mu.Lock()
 		c.forgetRecent(wall)
-		// Lent holds that expired stop counting now, as on Redis, where
-		// every read closes them: left open, their amounts would stay in
-		// use, and the lease would keep their credits from the other
-		// replicas until a call touched them here or Sweep ran. Their
-		// expiry goes to Redis with this tick's sync; the next Sweep
-		// counts them, as it would have closed them.
-		s.tickExpired.Add(int64(c.expireHolds(now)))
+		// Lent holds that expired are closed by the next call that
+		// touches them or by Sweep, as on Redis, not here; but they stop
+		// counting at once: a sync leaves them out of what it keeps
+		// (expiredInUse).
 		quiet := wall-c.lastUse >= s.opts.Idle.Milliseconds()
 		if final || quiet {
 			c.giveBack = true
@@ -1181,7 +1186,12 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 			settling += op.amount
 		}
 	}
-	inUse := c.inUse - settling
+	// A lent hold past its expiry no longer counts, as on Redis (where
+	// every read closes it), though it stays open here until a call
+	// touches it or Sweep closes it: the lease keeps nothing for it, so
+	// that the other replicas may spend its credits at once.
+	expired := c.expiredInUse(now)
+	inUse := c.inUse - settling - expired
 	target, allowance := inUse, int64(0)
 	if !c.giveBack && !c.stopped {
 		target = max(inUse+leaseHeadroom*c.largest, 2*c.peak)
@@ -1201,7 +1211,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		// the sync keeps it, whatever else it decides.
 		allowance = max(0, c.lease-c.inUse) / 2
 	}
-	c.syncCap = c.inUse + allowance
+	c.syncCap = c.inUse - expired + allowance
 	giveBack, changes, fence := c.giveBack, c.changes, 0
 	expiry := now + s.opts.TTL.Milliseconds()
 	if now < c.fenceUntil {
@@ -1310,7 +1320,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		}
 	}
 	ns = takeNotify(ops)
-	if lease < c.inUse {
+	if lease < c.inUse-c.expiredInUse(now) {
 		// The lease expired in Redis while its replica could not sync
 		// (longer than its ttl), and the credits of the open requests it
 		// lent were then spendable elsewhere: not all are there now.
