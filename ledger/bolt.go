@@ -349,12 +349,15 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	if err := ctx.Err(); err != nil {
 		return Entry{}, err
 	}
-	st := s.newSettlement(customer, holdID, actual, ch)
-
 	// A live hold, or one that expired (the usage happened all the same,
 	// so it is charged), is marked as being settled so that readers ask
-	// the file whether the charge is in yet (memHold.settling).
+	// the file whether the charge is in yet (memHold.settling). The clock
+	// is read, and the charge queued, under the customer's mutex: a call
+	// that held it meanwhile (a Reserve waiting for a commit) may have
+	// expired a lot at a later time, and a charge must not be dated, and
+	// so applied to the lots, before what the file already holds.
 	mc := s.holds.lock(customer)
+	st := s.newSettlement(customer, holdID, actual, ch)
 	mc.expire(st.nowMs, st.retMs)
 	h := mc.live[holdID]
 	if h == nil {
@@ -371,8 +374,12 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 			mc.put(holdID, h)
 		}
 	}
+	var wait func() error
 	if h != nil {
 		h.settling++
+		h.actual = max(h.actual, int64(actual))
+		st.h = h
+		wait = s.pushSettle(st.write, st.charged)
 	}
 	s.holds.unlock(customer, mc)
 
@@ -385,9 +392,9 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 		if !charge {
 			return st.entry, nil
 		}
+		wait = s.pushSettle(st.write, st.charged)
 	}
-	st.h = h
-	return st.finish(s.settleUpdate(st.write, st.charged))
+	return st.finish(wait())
 }
 
 // QueueSettle implements SettleQueuer for a live hold in memory: its
@@ -400,17 +407,16 @@ func (s *BoltStore) QueueSettle(customer, holdID string, actual money.Micros, ch
 	if err != nil || s.open() != nil {
 		return false
 	}
-	st := s.newSettlement(customer, holdID, actual, ch)
 	mc := s.holds.lock(customer)
+	defer s.holds.unlock(customer, mc)
+	st := s.newSettlement(customer, holdID, actual, ch) // under the mutex, as in Settle
 	mc.expire(st.nowMs, st.retMs)
 	h := mc.live[holdID]
-	if h != nil {
-		h.settling++
-	}
-	s.holds.unlock(customer, mc)
 	if h == nil {
 		return false
 	}
+	h.settling++
+	h.actual = max(h.actual, int64(actual))
 	st.h = h
 	s.enqueueThen(&boltCall{fn: st.write, committed: st.charged}, func(err error) { done(st.finish(err)) })
 	return true

@@ -41,7 +41,21 @@ func (s *BoltStore) update(fn func(*bbolt.Tx) error) error {
 // transaction is committed, without waiting for the caller's goroutine to
 // be scheduled: what committed records is true from that moment.
 func (s *BoltStore) settleUpdate(fn func(*bbolt.Tx) error, committed func()) error {
-	return s.enqueue(&boltCall{fn: fn, committed: committed, done: make(chan error, 1)}, true)
+	return s.pushSettle(fn, committed)()
+}
+
+// pushSettle queues a settlement as settleUpdate does and returns the
+// wait for its outcome, so that a caller may queue it under a customer's
+// mutex (in the order of the clock it read there) and wait once it let
+// the mutex go.
+func (s *BoltStore) pushSettle(fn func(*bbolt.Tx) error, committed func()) (wait func() error) {
+	c := &boltCall{fn: fn, committed: committed, done: make(chan error, 1)}
+	s.push(c, true)
+	return func() error {
+		err := <-c.done
+		s.noteCommit(err)
+		return err
+	}
 }
 
 func (s *BoltStore) enqueue(c *boltCall, paced bool) error {

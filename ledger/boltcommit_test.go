@@ -314,3 +314,63 @@ func TestBoltRefusalCommitsSettlementsFirst(t *testing.T) {
 		t.Errorf("balance.depleted events %v; want one, %s", depleted, want)
 	}
 }
+
+// TestBoltSettleDatedUnderItsMutex: a Settle that waits for its
+// customer's mutex is dated when it gets it, so that its charge is never
+// dated before what another call wrote meanwhile (here a credit that
+// expired a lot at a later time): the entries stay in time order and the
+// lots a charge burns are those of its date. (Found by a reader: the
+// charge was dated before the wait and then paid by lots as they were
+// after it.) A charge's lot may still expire while it waits for the
+// mutex: as with a lease's charges, only expired lots kept for a grace
+// period would let it pay with them.
+func TestBoltSettleDatedUnderItsMutex(t *testing.T) {
+	ctx := context.Background()
+	clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "bolt.db"), Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const cust = "dated"
+	t0 := clock.Now()
+	for _, cr := range []Credit{
+		{Customer: cust, Amount: money.MustParse("100"), Kind: KindGrant, Key: "m"},
+		{Customer: cust, Amount: money.MustParse("100"), Kind: KindGrant, Key: "l", ExpiresAt: t0.Add(time.Second)},
+	} {
+		if _, err := s.Credit(ctx, cr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Reserve(ctx, cust, "h", money.MustParse("50"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	mc := s.holds.lock(cust) // a call holding the customer's mutex
+	settled := make(chan Entry, 1)
+	go func() {
+		e, err := s.Settle(ctx, cust, "h", money.MustParse("50"), Charge{Reference: "h"})
+		if err != nil {
+			t.Error(err)
+		}
+		settled <- e
+	}()
+	time.Sleep(50 * time.Millisecond) // Settle waits for the mutex
+	clock.Advance(2 * time.Second)
+	if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: 1, Kind: KindGrant, Key: "later"}); err != nil { // expires l
+		t.Fatal(err)
+	}
+	s.holds.unlock(cust, mc)
+	e := <-settled
+	page, err := s.Entries(ctx, cust, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(page.Entries); i++ { // newest first
+		if page.Entries[i-1].At.Before(page.Entries[i].At) {
+			t.Errorf("entry %s at %s comes after entry %s at %s", page.Entries[i-1].ID, page.Entries[i-1].At, page.Entries[i].ID, page.Entries[i].At)
+		}
+	}
+	if !e.At.Equal(clock.Now()) {
+		t.Errorf("the charge is dated %s, want %s, when Settle got the mutex", e.At, clock.Now())
+	}
+}

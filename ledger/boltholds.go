@@ -120,6 +120,12 @@ type memHold struct {
 	// is, so that it never counts twice, once as a hold and once as a
 	// charge.
 	settling int
+	// actual is the largest cost a Settle in flight charges, 0 before
+	// one starts; it is read only while settling is positive. A charge
+	// on its way is spent already: while it is in flight the hold counts
+	// for the larger of its amount and actual, so that a reservation
+	// meanwhile cannot spend what the charge takes beyond the hold.
+	actual int64
 	// entry is the sequence number of the charge entry a Settle's
 	// transaction wrote for this hold, set by the transaction as it runs
 	// (so not under mu), 0 before. A reader whose snapshot of the file
@@ -375,16 +381,18 @@ func (c *memCustomer) forgetClosed(nowMs int64) {
 
 // reserved returns the sum of the holds live at nowMs, for a reader whose
 // snapshot of the file ends at entry seq, and the part of it held by
-// holds with a Settle in flight (charged once that commits, by their
-// actual cost instead). settled reports whether that snapshot records
-// hold id as settled; it is asked only about holds whose Settle in
-// flight may be in the snapshot.
+// holds with a Settle in flight: each counts for the larger of its
+// amount and its charge until the charge is in the balance instead (a
+// refusal this part may cause commits them and decides again, see
+// BoltStore.reserve). settled reports whether that snapshot records hold
+// id as settled; it is asked only about holds whose Settle in flight may
+// be in the snapshot. A hold past its expiry is still here only while a
+// Settle of it is in flight (expire keeps those): it counts until its
+// charge is in, as any hold being settled does, so that it never counts
+// as neither hold nor charge.
 func (c *memCustomer) reserved(nowMs, retentionMs, seq int64, settled func(id string) (bool, error)) (sum, settling int64, err error) {
 	c.expire(nowMs, retentionMs)
 	for _, hd := range c.order {
-		if hd.expiry <= nowMs {
-			continue // being settled
-		}
 		if e := hd.entry.Load(); hd.settling > 0 && e != 0 && e <= seq {
 			if hd.charged.Load() {
 				continue
@@ -397,10 +405,12 @@ func (c *memCustomer) reserved(nowMs, retentionMs, seq int64, settled func(id st
 				continue
 			}
 		}
-		sum += hd.amount
+		amount := hd.amount
 		if hd.settling > 0 {
-			settling += hd.amount
+			amount = max(amount, hd.actual)
+			settling += amount
 		}
+		sum += amount
 	}
 	return sum, settling, nil
 }

@@ -353,3 +353,62 @@ func TestBoltQueuedSettlementBesideLotExpiry(t *testing.T) {
 	}
 	checkInvariants(t, s, cust)
 }
+
+// TestBoltSettlingHoldCountsUntilCharged: while a settlement waits for
+// its commit (the embedded store's settleGap), its hold keeps counting —
+// past its expiry too, and for its charge where that is larger than the
+// hold — so that a reservation meanwhile cannot spend what the charge
+// takes. (Found by a reader: the hold stopped counting at its expiry,
+// and counted only its amount, so B was admitted and available ended at
+// -100 and -50.)
+func TestBoltSettlingHoldCountsUntilCharged(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name         string
+		hold, charge money.Micros
+		expire       bool // the hold expires while its settlement waits
+		wantBalance  money.Micros
+	}{
+		{"expires while its charge waits", c("100"), c("100"), true, 0},
+		{"charged above its hold", c("10"), c("60"), false, c("40")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			s, err := ledger.OpenBolt(filepath.Join(t.TempDir(), "bolt.db"), ledger.Options{Now: clock.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			cust := "settling-" + randomHex(4)
+			mustCredit(t, s, cust, c("101"))
+			// A settlement just committed: the next waits out the gap.
+			mustReserve(t, s, cust, "h0", c("1"), time.Hour)
+			if _, err := s.Settle(ctx, cust, "h0", c("1"), ledger.Charge{Reference: "h0"}); err != nil {
+				t.Fatal(err)
+			}
+			mustReserve(t, s, cust, "a", tc.hold, time.Minute)
+			q := newQueued()
+			if !s.QueueSettle(cust, "a", tc.charge, ledger.Charge{Reference: "a"}, q.done) {
+				t.Fatal("QueueSettle of a live hold: not queued")
+			}
+			if tc.expire {
+				clock.Advance(2 * time.Minute)
+			}
+			want := c("100") - tc.charge // what is available once a's charge is in
+			errB := s.Reserve(ctx, cust, "b", want+1, time.Hour)
+			if r := q.wait(t); r.err != nil {
+				t.Fatal(r.err)
+			}
+			if errB == nil {
+				t.Errorf("b reserved %s while a's charge of %s was on its way; only %s was left", want+1, tc.charge, want)
+			}
+			a, err := s.Account(ctx, cust)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Balance != tc.wantBalance || a.Available < 0 {
+				t.Errorf("balance %s, available %s; want %s and nothing overspent", a.Balance, a.Available, tc.wantBalance)
+			}
+		})
+	}
+}
