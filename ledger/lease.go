@@ -273,7 +273,7 @@ type leaseOp struct {
 	kind   byte // 's' settle, 'r' release, 'e' expire
 	id     string
 	at     int64      // when it closed, unix ms: its retention starts then
-	amount int64      // the hold's amount
+	amount int64      // what it takes of inUse until synced: the hold's amount, or a settle's charge if larger
 	hold   *leaseHold // a settle's hold, live again if the charge is refused
 	actual int64
 	body   entryBody
@@ -682,10 +682,14 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	}
 }
 
-// settleLent queues the settlement of lent hold h; c.mu is held.
+// settleLent queues the settlement of lent hold h; c.mu is held. Until
+// it is synced it takes the larger of the hold and the charge of the
+// lease: a charge on its way is spent already, and a hold lent meanwhile
+// must not take what it takes beyond the hold.
 func (c *leaseCustomer) settleLent(holdID string, h *leaseHold, actual money.Micros, ch Charge, now time.Time) *leaseOp {
 	delete(c.live, holdID)
-	op := &leaseOp{kind: 's', id: holdID, amount: h.amount, hold: h, at: unixMilli(now), actual: int64(actual), body: chargeBody(ch, now), done: make(chan struct{})}
+	op := &leaseOp{kind: 's', id: holdID, amount: max(h.amount, int64(actual)), hold: h, at: unixMilli(now), actual: int64(actual), body: chargeBody(ch, now), done: make(chan struct{})}
+	c.inUse += op.amount - h.amount
 	c.queue(op)
 	return op
 }
@@ -1301,7 +1305,7 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 			// Refused, nothing written: the hold is live again, as it
 			// was, so that a Settle of less can follow.
 			c.live[op.id] = op.hold
-			c.inUse += op.amount
+			c.inUse += op.hold.amount
 			if c.nextExpiry == 0 || op.hold.expiry < c.nextExpiry {
 				c.nextExpiry = op.hold.expiry
 			}

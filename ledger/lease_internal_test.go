@@ -789,3 +789,35 @@ func TestLeaseTickExpiresLentHolds(t *testing.T) {
 		t.Errorf("Settle of the expired hold: %+v, %v; want a charge of 30", e, err)
 	}
 }
+
+// TestLeaseQueuedChargeTakesItsCost: a queued charge larger than its hold
+// takes its cost of the lease until it is synced, so that a hold lent
+// meanwhile cannot spend what the charge takes beyond the hold (the
+// usage happened). As the embedded store's settlements waiting for their
+// commit do.
+func TestLeaseQueuedChargeTakesItsCost(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	s := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour})
+	t.Cleanup(func() { s.Close() })
+	cust := "queuedcost-" + newToken()[:6]
+	if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("100"), Kind: KindGrant, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, cust, "h", money.MustParse("30"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !s.QueueSettle(cust, "h", money.MustParse("60"), Charge{Reference: "h"}, nil) {
+		t.Fatal("h was not lent")
+	}
+	c := s.lookup(cust)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lease = int64(money.MustParse("100")) // as if the lease held the whole balance
+	if got := money.Micros(c.inUse); got != money.MustParse("60") {
+		t.Errorf("in use %s with h's charge of 60 queued, want 60", got)
+	}
+	if _, ok := c.lend("b", int64(money.MustParse("41")), time.Minute, unixMilli(s.now()), false, 0); ok {
+		t.Error("lent 41 of a lease of 100 while a charge of 60 was on its way")
+	}
+}
