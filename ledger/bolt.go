@@ -384,7 +384,10 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	s.holds.unlock(customer, mc)
 
 	if h == nil {
-		// Settled before (possibly before a restart), or unknown.
+		// Settled before (possibly before a restart), or unknown. (A
+		// charge the file alone knows to make, of a hold an older file
+		// recorded as expired, is queued outside the mutex: no live
+		// hold of it is here to keep in order with.)
 		charge, err := st.fromFile()
 		if err != nil {
 			return Entry{}, err

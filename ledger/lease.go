@@ -234,7 +234,10 @@ type leaseCustomer struct {
 	refused error
 	changes int64 // stopLending calls: a sync during which one came does not lend
 
-	inUse int64 // the amounts of the live holds and of the settles not synced yet
+	// inUse is what the live holds take (expired ones too, until closed:
+	// a sync leaves those out, expiredInUse) and what the settles not
+	// synced yet take (the larger of hold and charge, settleLent).
+	inUse int64
 	live  map[string]*leaseHold
 	// nextExpiry is at most the earliest expiry of the live holds (0:
 	// none), so that expireHolds walks them only when one may be due.
@@ -547,7 +550,8 @@ func (c *leaseCustomer) forgetRecent(wall int64) {
 // credits available after it. While a sync is under way it lends only
 // within syncCap: the sync may cut the lease to what it said was in use
 // (a recall, a give-back), which is what was in use when it was sent
-// plus an allowance for the requests that come meanwhile.
+// (less the holds past their expiry, which reserve closes before it
+// lends) plus an allowance for the requests that come meanwhile.
 func (c *leaseCustomer) lend(id string, amount int64, ttl time.Duration, now int64, checkPlan bool, planVersion int64) (int64, bool) {
 	if c.lease == 0 || (c.syncing && c.inUse+amount > c.syncCap) || c.stopped || c.giveBack || now-c.synced >= c.fresh ||
 		c.expiry <= now || (c.lotExpiry > 0 && c.lotExpiry <= now) || c.lease-c.inUse < amount ||
@@ -655,10 +659,12 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 		// Not lent here, or released or expired here: once that is in
 		// Redis, Redis answers for it (an expired hold is still
 		// charged, a released one is refused).
+		// Sent now, with whatever else is queued (see flushPending),
+		// rather than with the next tick.
+		s.flushPending(ctx, c)
 		if err := s.waitSynced(ctx, c, holdID); err != nil {
 			return Entry{}, err
 		}
-		s.flushPending(ctx, c)
 		return s.RedisStore.Settle(ctx, customer, holdID, actual, ch)
 	}
 	select {
@@ -799,6 +805,7 @@ func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error
 		if open {
 			// Expired here: once that is in Redis, release.lua
 			// records the release (so that a late Settle is refused).
+			s.flushPending(ctx, c)
 			if err := s.waitSynced(ctx, c, holdID); err != nil {
 				return err
 			}
@@ -838,10 +845,10 @@ func (s *LeaseStore) Extend(ctx context.Context, customer, holdID string, ttl ti
 		}
 		c.mu.Unlock()
 		// Closed here: once that is in Redis, Redis says how.
+		s.flushPending(ctx, c)
 		if err := s.waitSynced(ctx, c, holdID); err != nil {
 			return err
 		}
-		s.flushPending(ctx, c)
 	}
 	return s.RedisStore.Extend(ctx, customer, holdID, ttl)
 }
@@ -1324,7 +1331,15 @@ func (s *LeaseStore) syncLocked(ctx context.Context, c *leaseCustomer, now, leas
 		}
 	}
 	ns = takeNotify(ops)
-	if lease < c.inUse-c.expiredInUse(now) {
+	// What the charges queued meanwhile take beyond their holds is no
+	// lease's to back (settleLent).
+	var excess int64
+	for _, op := range c.pending {
+		if op.kind == 's' {
+			excess += op.amount - op.hold.amount
+		}
+	}
+	if lease < c.inUse-c.expiredInUse(now)-excess {
 		// The lease expired in Redis while its replica could not sync
 		// (longer than its ttl), and the credits of the open requests it
 		// lent were then spendable elsewhere: not all are there now.

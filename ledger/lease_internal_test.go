@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/money"
@@ -819,5 +821,67 @@ func TestLeaseQueuedChargeTakesItsCost(t *testing.T) {
 	}
 	if _, ok := c.lend("b", int64(money.MustParse("41")), time.Minute, unixMilli(s.now()), false, 0); ok {
 		t.Error("lent 41 of a lease of 100 while a charge of 60 was on its way")
+	}
+}
+
+// TestLeaseSettleOfExpiredLentHoldSendsAtOnce: a Settle of a lent hold
+// that expired sends its expiry to Redis itself and is charged there,
+// rather than waiting for the next tick. (Found by a reader.)
+func TestLeaseSettleOfExpiredLentHoldSendsAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := &testClock{now: time.Now().UTC().Truncate(time.Millisecond)}
+	s := NewLeaseStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Now: clock.Now}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour, TTL: time.Minute})
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	cust := "expsettle-" + newToken()[:6]
+	if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("100"), Kind: KindGrant, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, cust, "h", money.MustParse("10"), time.Second); err != nil || s.Stats().Lent != 1 {
+		t.Fatalf("h not lent: %v, %+v", err, s.Stats())
+	}
+	clock.Advance(2 * time.Second)
+	if e, err := s.Settle(ctx, cust, "h", money.MustParse("5"), Charge{Reference: "h"}); err != nil || e.Amount != -money.MustParse("5") {
+		t.Errorf("Settle of the expired lent hold: %+v, %v; want a charge of 5 within a second", e, err)
+	}
+}
+
+// TestLeaseNoFalseOverspendWarning: a charge larger than its hold, queued
+// while a sync that gives the lease back is out, is no sign of credits
+// the lease failed to back; the sync does not warn of an overspend.
+// (Found by a reader of 98472d9.)
+func TestLeaseNoFalseOverspendWarning(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	core, logs := observer.New(zap.WarnLevel)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	hook := &syncHook{}
+	rdb.AddHook(hook)
+	s := NewLeaseStore(rdb, Options{Logger: zap.New(core)}, LeaseOptions{MinRequests: -1, Share: 100, FlushInterval: time.Hour})
+	t.Cleanup(func() { s.Close() })
+	cust := "nowarn-" + newToken()[:6]
+	if _, err := s.Credit(ctx, Credit{Customer: cust, Amount: money.MustParse("100"), Kind: KindGrant, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reserve(ctx, cust, "h", money.MustParse("10"), time.Minute); err != nil || s.Stats().Lent != 1 {
+		t.Fatalf("h not lent: %v, %+v", err, s.Stats())
+	}
+	hook.do = func(redis.Cmder) error {
+		if !s.QueueSettle(cust, "h", money.MustParse("60"), Charge{Reference: "h"}, nil) {
+			t.Error("h was not lent")
+		}
+		return nil
+	}
+	hook.armed.Store(true)
+	c := s.lookup(cust)
+	c.mu.Lock()
+	c.giveBack = true
+	c.mu.Unlock()
+	if err := s.sync(ctx, c, unixMilli(s.now())); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.FilterMessageSnippet("lease came back smaller").Len(); n != 0 {
+		t.Errorf("%d warnings of an overspend for a charge queued during a give-back", n)
 	}
 }
