@@ -36,18 +36,13 @@ func (s *BoltStore) update(fn func(*bbolt.Tx) error) error {
 	return s.enqueue(&boltCall{fn: fn, done: make(chan error, 1)}, false)
 }
 
-// settleUpdate is update for a settlement: it may wait up to settleGap
-// for others to share its commit. committed (when not nil) runs once fn's
-// transaction is committed, without waiting for the caller's goroutine to
-// be scheduled: what committed records is true from that moment.
-func (s *BoltStore) settleUpdate(fn func(*bbolt.Tx) error, committed func()) error {
-	return s.pushSettle(fn, committed)()
-}
-
-// pushSettle queues a settlement as settleUpdate does and returns the
-// wait for its outcome, so that a caller may queue it under a customer's
-// mutex (in the order of the clock it read there) and wait once it let
-// the mutex go.
+// pushSettle queues fn as update does, for a settlement: it may wait up
+// to settleGap for others to share its commit. committed (when not nil)
+// runs once fn's transaction is committed, without waiting for the
+// caller's goroutine to be scheduled: what committed records is true
+// from that moment. It returns the wait for the outcome, so that a
+// caller may queue under a customer's mutex (in the order of the clock
+// it read there) and wait once it let the mutex go.
 func (s *BoltStore) pushSettle(fn func(*bbolt.Tx) error, committed func()) (wait func() error) {
 	c := &boltCall{fn: fn, committed: committed, done: make(chan error, 1)}
 	s.push(c, true)
