@@ -376,9 +376,7 @@ func (s *BoltStore) Settle(ctx context.Context, customer, holdID string, actual 
 	}
 	var wait func() error
 	if h != nil {
-		h.settling++
-		h.actual = max(h.actual, int64(actual))
-		st.h = h
+		st.begin(h)
 		wait = s.pushSettle(st.write, st.charged)
 	}
 	s.holds.unlock(customer, mc)
@@ -418,9 +416,7 @@ func (s *BoltStore) QueueSettle(customer, holdID string, actual money.Micros, ch
 	if h == nil {
 		return false
 	}
-	h.settling++
-	h.actual = max(h.actual, int64(actual))
-	st.h = h
+	st.begin(h)
 	s.enqueueThen(&boltCall{fn: st.write, committed: st.charged}, func(err error) { done(st.finish(err)) })
 	return true
 }
@@ -444,6 +440,14 @@ func (s *BoltStore) newSettlement(customer, holdID string, actual money.Micros, 
 	eb := chargeBody(ch, now)
 	return &boltSettlement{s: s, customer: customer, id: holdID, actual: actual, eb: eb,
 		nowMs: unixMilli(now), retMs: s.retention.Milliseconds()}
+}
+
+// begin marks live hold h as being settled by st (memHold.settling,
+// .actual); the customer's mutex is held.
+func (st *boltSettlement) begin(h *memHold) {
+	h.settling++
+	h.actual = max(h.actual, int64(st.actual))
+	st.h = h
 }
 
 // unknown answers for a hold the customer does not have: a free hold

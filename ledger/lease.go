@@ -657,10 +657,9 @@ func (s *LeaseStore) Settle(ctx context.Context, customer, holdID string, actual
 	c.mu.Unlock()
 	if op == nil {
 		// Not lent here, or released or expired here: once that is in
-		// Redis, Redis answers for it (an expired hold is still
+		// Redis (sent now, with whatever else is queued, see
+		// flushPending), Redis answers for it (an expired hold is still
 		// charged, a released one is refused).
-		// Sent now, with whatever else is queued (see flushPending),
-		// rather than with the next tick.
 		s.flushPending(ctx, c)
 		if err := s.waitSynced(ctx, c, holdID); err != nil {
 			return Entry{}, err
@@ -802,16 +801,16 @@ func (s *LeaseStore) Release(ctx context.Context, customer, holdID string) error
 		if open && o.kind != 'e' {
 			return nil // already released or settled here
 		}
+		// What is queued goes first (see flushPending); if it expired
+		// here, once that is in Redis, release.lua records the release
+		// (so that a late Settle is refused).
+		s.flushPending(ctx, c)
 		if open {
-			// Expired here: once that is in Redis, release.lua
-			// records the release (so that a late Settle is refused).
-			s.flushPending(ctx, c)
 			if err := s.waitSynced(ctx, c, holdID); err != nil {
 				return err
 			}
 		}
 	}
-	s.flushPending(ctx, s.lookup(customer))
 	recorded, err := s.RedisStore.release(ctx, customer, holdID)
 	if recorded {
 		// Redis closed an id it did not know (release.lua), which refuses
